@@ -1,0 +1,13 @@
+// Sub-commands of the meshpipe CLI; each registers its options and returns an exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace meshpipe::cli {
+
+/// `meshpipe models`: the zoo with parameter counts.
+void add_models_command(CLI::App& app, int& exit_code);
+/// `meshpipe train`: trains a zoo model on synthetic data.
+void add_train_command(CLI::App& app, int& exit_code);
+
+}  // namespace meshpipe::cli

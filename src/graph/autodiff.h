@@ -1,0 +1,20 @@
+// Reverse-mode automatic differentiation: appends backward ops to the same graph.
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace meshpipe::graph {
+
+/// Appends the ops computing d loss / d v for every parameter v (values with role kParameter
+/// that the loss depends on). Backward ops have phase kBackward, inherit the layer of the forward
+/// op they differentiate, and are named "<forward name>/grad...". Returns parameter -> gradient;
+/// parameters the loss does not depend on get no entry.
+///
+/// The loss gradient is seeded with a constant 1. A value read by several ops gets the sum of
+/// the contributions (add ops, in reverse op order).
+Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss);
+
+}  // namespace meshpipe::graph

@@ -1,0 +1,20 @@
+// Which compute devices this process can use. CUDA is probed once; without a driver (or in a
+// build without CUDA) every kernel runs on the CPU.
+#pragma once
+
+#include <string>
+
+namespace meshpipe::kernels {
+
+/// What the process found at start-up.
+struct DeviceInventory {
+  bool cuda_built = false;  ///< the binary was built with CUDA support
+  int cuda_devices = 0;     ///< usable CUDA devices (0 without a driver)
+  std::string summary;      ///< e.g. "CUDA: no driver found, using the CPU"
+};
+
+/// Probes once per process (cudaGetDeviceCount; never touches CUDA again when it fails, since
+/// the error is sticky) and returns the cached result.
+const DeviceInventory& device_inventory();
+
+}  // namespace meshpipe::kernels

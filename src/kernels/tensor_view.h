@@ -1,0 +1,50 @@
+// TensorView and KernelContext: what every kernel takes. A view does not own memory.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/check.h"
+#include "core/dtype.h"
+#include "core/shape.h"
+
+namespace meshpipe::kernels {
+
+/// Where a kernel runs. CUDA joins with the GPU issue; today every kernel is the CPU one.
+enum class Device : uint8_t { kCpu = 0 };
+
+/// Per-call execution context (device and, for GPUs, the stream).
+struct KernelContext {
+  Device device = Device::kCpu;
+  void* stream = nullptr;
+};
+
+/// A tensor in memory: base pointer, shape, dtype and strides in elements. Kernels require
+/// row-major contiguous views unless their comment says otherwise.
+struct TensorView {
+  void* data = nullptr;
+  Shape shape;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> strides;
+
+  TensorView() = default;
+  /// A contiguous row-major view.
+  TensorView(void* d, Shape s, DType t) : data(d), shape(std::move(s)), dtype(t) {
+    strides = shape.strides();
+  }
+
+  int64_t numel() const { return shape.numel(); }
+  int64_t bytes() const { return numel() * dtype_size(dtype); }
+  bool is_contiguous() const { return strides == shape.strides(); }
+
+  float* f32() const {
+    MP_CHECK(dtype == DType::kF32) << "expected an f32 view, got " << dtype_name(dtype);
+    return static_cast<float*>(data);
+  }
+  int32_t* i32() const {
+    MP_CHECK(dtype == DType::kI32) << "expected an i32 view, got " << dtype_name(dtype);
+    return static_cast<int32_t*>(data);
+  }
+};
+
+}  // namespace meshpipe::kernels

@@ -1,0 +1,316 @@
+// Executor: plan (last uses, in-place candidates) and the run loop.
+#include "runtime/executor.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "core/rng.h"
+#include "runtime/op_dispatch.h"
+
+namespace meshpipe::runtime {
+
+using graph::Op;
+using graph::ValueRole;
+
+Executor::Executor(graph::Graph g, ExecutorOptions options)
+    : graph_(std::move(g)), options_(std::move(options)) {}
+
+Executor::~Executor() = default;
+
+Expected<std::unique_ptr<Executor>> Executor::create(const graph::Graph& g,
+                                                     ExecutorOptions options) {
+  MP_RETURN_IF_ERROR(g.validate());
+  for (const graph::Value& v : g.values()) {
+    if (v.dtype != DType::kF32 && v.dtype != DType::kI32) {
+      return make_error(Errc::kInvalidArgument,
+                        "value '{}' is {}; the CPU executor runs f32 graphs (build the model "
+                        "with dtype f32)",
+                        v.name, dtype_name(v.dtype));
+    }
+  }
+  std::unique_ptr<Executor> e(new Executor(g, std::move(options)));
+  MP_RETURN_IF_ERROR(e->plan());
+  return e;
+}
+
+Status Executor::plan() {
+  const size_t nv = static_cast<size_t>(graph_.num_values());
+  slot_.assign(nv, -1);
+  persistent_.assign(nv, false);
+  keep_.assign(nv, false);
+  last_use_.assign(nv, -1);
+  free_after_.assign(static_cast<size_t>(graph_.num_ops()), {});
+
+  for (size_t i = 0; i < nv; ++i) {
+    const graph::Value& v = graph_.values()[i];
+    persistent_[i] = v.role == ValueRole::kParameter || v.role == ValueRole::kOptimizerState;
+  }
+  for (ValueId id : options_.retain) {
+    if (!id.is_valid() || id.value() >= graph_.num_values()) {
+      return make_error(Errc::kInvalidArgument, "retained value id {} is not in the graph",
+                        id.value());
+    }
+    keep_[id.index()] = true;
+  }
+  for (ValueId id : graph_.outputs()) keep_[id.index()] = true;
+  for (const graph::Alias& a : graph_.aliases()) {
+    keep_[a.updated.index()] = true;
+    alias_source_of_[a.updated] = a.source;
+  }
+  for (int64_t i = 0; i < graph_.num_ops(); ++i) {
+    for (ValueId in : graph_.ops()[static_cast<size_t>(i)].inputs) last_use_[in.index()] = i;
+  }
+  for (size_t i = 0; i < nv; ++i) {
+    if (persistent_[i] || keep_[i]) continue;
+    const graph::Value& v = graph_.values()[i];
+    int64_t at = last_use_[i];
+    if (at < 0) {
+      if (!v.producer.is_valid()) continue;  // an unused data input: dropped after the copy
+      at = v.producer.value();               // never read: dropped right after its producer
+    }
+    free_after_[static_cast<size_t>(at)].push_back(ValueId(static_cast<int32_t>(i)));
+  }
+  // Persistent values live in the pool from the start.
+  for (size_t i = 0; i < nv; ++i) {
+    if (persistent_[i]) slot_[i] = new_buffer(graph_.values()[i].bytes());
+  }
+  return Status::ok();
+}
+
+int32_t Executor::new_buffer(int64_t bytes) {
+  Buffer b{pool_.allocate(bytes), 1};
+  if (!free_buffer_ids_.empty()) {
+    const int32_t id = free_buffer_ids_.back();
+    free_buffer_ids_.pop_back();
+    buffers_[static_cast<size_t>(id)] = b;
+    return id;
+  }
+  buffers_.push_back(b);
+  return static_cast<int32_t>(buffers_.size() - 1);
+}
+
+void Executor::unref(int32_t buffer) {
+  Buffer& b = buffers_[static_cast<size_t>(buffer)];
+  if (--b.refs == 0) {
+    pool_.release(b.block);
+    b.block = {};
+    free_buffer_ids_.push_back(buffer);
+  }
+}
+
+kernels::TensorView Executor::view_of(ValueId id) const {
+  const graph::Value& v = graph_.value(id);
+  return kernels::TensorView(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, v.shape,
+                             v.dtype);
+}
+
+Status Executor::initialize(uint64_t seed) {
+  for (size_t i = 0; i < persistent_.size(); ++i) {
+    if (!persistent_[i]) continue;
+    const graph::Value& v = graph_.values()[i];
+    float* p = static_cast<float*>(buffers_[static_cast<size_t>(slot_[i])].block.data);
+    const int64_t n = v.shape.numel();
+    const uint64_t key = mix64(seed ^ hash_name(v.name));
+    switch (v.init.kind) {
+      case graph::InitSpec::Kind::kZeros:
+        std::memset(p, 0, static_cast<size_t>(n) * sizeof(float));
+        break;
+      case graph::InitSpec::Kind::kOnes:
+        for (int64_t k = 0; k < n; ++k) p[k] = 1.0f;
+        break;
+      case graph::InitSpec::Kind::kNormal:
+        for (int64_t k = 0; k < n; ++k) {
+          p[k] = static_cast<float>(normal_at(key, static_cast<uint64_t>(k)) * v.init.scale);
+        }
+        break;
+      case graph::InitSpec::Kind::kUniform:
+        for (int64_t k = 0; k < n; ++k) {
+          const double u = uniform_at(key, static_cast<uint64_t>(k));
+          p[k] = static_cast<float>((2.0 * u - 1.0) * v.init.scale);
+        }
+        break;
+    }
+  }
+  return Status::ok();
+}
+
+Status Executor::set_value(ValueId id, const HostTensor& value) {
+  if (!id.is_valid() || id.value() >= graph_.num_values() || !persistent_[id.index()]) {
+    return make_error(Errc::kInvalidArgument, "value {} is not a parameter or optimizer state",
+                      id.value());
+  }
+  const graph::Value& v = graph_.value(id);
+  if (!(value.shape() == v.shape) || value.dtype() != v.dtype) {
+    return make_error(Errc::kInvalidArgument, "value '{}' is {} {}, got {} {}", v.name,
+                      v.shape.to_string(), dtype_name(v.dtype), value.shape().to_string(),
+                      dtype_name(value.dtype()));
+  }
+  std::memcpy(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, value.data(),
+              static_cast<size_t>(value.bytes()));
+  return Status::ok();
+}
+
+Expected<HostTensor> Executor::get_value(ValueId id) const {
+  if (!id.is_valid() || id.value() >= graph_.num_values() || slot_[id.index()] < 0) {
+    return make_error(Errc::kNotFound,
+                      "value {} is not available (only persistent values, outputs and retained "
+                      "values can be read after a run)",
+                      id.value());
+  }
+  const graph::Value& v = graph_.value(id);
+  HostTensor t(v.shape, v.dtype);
+  std::memcpy(t.data(), buffers_[static_cast<size_t>(slot_[id.index()])].block.data,
+              static_cast<size_t>(t.bytes()));
+  return t;
+}
+
+void Executor::release_transients() {
+  for (size_t i = 0; i < slot_.size(); ++i) {
+    if (!persistent_[i] && slot_[i] >= 0) {
+      unref(slot_[i]);
+      slot_[i] = -1;
+    }
+  }
+}
+
+Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTensor>>& inputs) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  release_transients();
+  pool_.reset_peak();
+
+  std::vector<bool> given(slot_.size(), false);
+  for (const auto& [id, tensor] : inputs) {
+    if (!id.is_valid() || id.value() >= graph_.num_values() ||
+        graph_.value(id).role != ValueRole::kInput) {
+      return make_error(Errc::kInvalidArgument, "value {} is not a data input of the graph",
+                        id.value());
+    }
+    const graph::Value& v = graph_.value(id);
+    if (!(tensor.shape() == v.shape) || tensor.dtype() != v.dtype) {
+      return make_error(Errc::kInvalidArgument, "input '{}' must be {} {}, got {} {}", v.name,
+                        v.shape.to_string(), dtype_name(v.dtype), tensor.shape().to_string(),
+                        dtype_name(tensor.dtype()));
+    }
+    if (slot_[id.index()] < 0) slot_[id.index()] = new_buffer(v.bytes());
+    std::memcpy(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, tensor.data(),
+                static_cast<size_t>(tensor.bytes()));
+    given[id.index()] = true;
+  }
+  for (ValueId id : graph_.values_with_role(ValueRole::kInput)) {
+    if (!given[id.index()] && last_use_[id.index()] >= 0) {
+      return make_error(Errc::kInvalidArgument, "data input '{}' {} was not given",
+                        graph_.value(id).name, graph_.value(id).shape.to_string());
+    }
+  }
+
+  const kernels::KernelContext ctx;
+  std::vector<kernels::TensorView> in_views;
+  std::vector<kernels::TensorView> out_views;
+  for (int64_t i = 0; i < graph_.num_ops(); ++i) {
+    const Op& op = graph_.ops()[static_cast<size_t>(i)];
+    in_views.clear();
+    out_views.clear();
+    for (ValueId in : op.inputs) in_views.push_back(view_of(in));
+    for (size_t o = 0; o < op.outputs.size(); ++o) {
+      const ValueId out = op.outputs[o];
+      const graph::Value& ov = graph_.value(out);
+      int32_t buf = -1;
+      for (size_t j = 0; j < op.inputs.size() && buf < 0; ++j) {
+        const ValueId in = op.inputs[j];
+        Buffer& b = buffers_[static_cast<size_t>(slot_[in.index()])];
+        if (op.kind != graph::OpKind::kReshape) {
+          // In place: the kernel allows it, the input dies here, and no other value shares its
+          // buffer. A persistent input may only be overwritten by its own updated value.
+          if (!op_can_run_in_place(op, j, o)) continue;
+          if (graph_.value(in).bytes() != ov.bytes() || last_use_[in.index()] != i) continue;
+          if (keep_[in.index()] || b.refs != 1) continue;
+          if (persistent_[in.index()]) {
+            auto it = alias_source_of_.find(out);
+            if (it == alias_source_of_.end() || !(it->second == in)) continue;
+          }
+        }
+        // A reshape is a view: it always shares its input's buffer (read-only sharing).
+        buf = slot_[in.index()];
+        ++b.refs;
+      }
+      if (buf < 0) buf = new_buffer(ov.bytes());
+      slot_[out.index()] = buf;
+      out_views.push_back(view_of(out));
+    }
+    const bool reshape_shares = op.kind == graph::OpKind::kReshape &&
+                                slot_[op.outputs[0].index()] == slot_[op.inputs[0].index()];
+    int32_t ws = -1;
+    kernels::TensorView ws_view;
+    const int64_t ws_bytes = op_workspace_bytes(graph_, op);
+    if (ws_bytes > 0) {
+      ws = new_buffer(ws_bytes);
+      ws_view = kernels::TensorView(buffers_[static_cast<size_t>(ws)].block.data,
+                                    Shape{(ws_bytes + 3) / 4}, DType::kF32);
+    }
+    const auto op_t0 = options_.profile ? Clock::now() : Clock::time_point();
+    if (!reshape_shares) {
+      Status s = run_op(ctx, op, in_views, out_views, ws_view);
+      if (!s.is_ok()) return s;
+    }
+    if (options_.profile) {
+      profile_[op.kind] += std::chrono::duration<double>(Clock::now() - op_t0).count();
+    }
+    if (ws >= 0) unref(ws);
+    if (options_.check_finite) {
+      for (size_t o = 0; o < op.outputs.size(); ++o) {
+        if (out_views[o].dtype != DType::kF32) continue;
+        const float* p = out_views[o].f32();
+        for (int64_t k = 0; k < out_views[o].numel(); ++k) {
+          if (!std::isfinite(p[k])) {
+            return make_error(Errc::kInternal,
+                              "op '{}' ({}) wrote a non-finite value ({}) at "
+                              "element {} of output {}",
+                              op.name, op_kind_name(op.kind), p[k], k, o);
+          }
+        }
+      }
+    }
+    for (ValueId dead : free_after_[static_cast<size_t>(i)]) {
+      if (slot_[dead.index()] >= 0) {
+        unref(slot_[dead.index()]);
+        slot_[dead.index()] = -1;
+      }
+    }
+  }
+
+  StepStats stats;
+  if (!graph_.outputs().empty()) {
+    const ValueId out = graph_.outputs()[0];
+    if (graph_.value(out).shape.numel() == 1 && slot_[out.index()] >= 0 &&
+        graph_.value(out).dtype == DType::kF32) {
+      stats.loss = view_of(out).f32()[0];
+    }
+  }
+  // Updated values replace their sources.
+  for (const graph::Alias& a : graph_.aliases()) {
+    const int32_t old_buf = slot_[a.source.index()];
+    const int32_t new_buf = slot_[a.updated.index()];
+    if (new_buf < 0) continue;
+    ++buffers_[static_cast<size_t>(new_buf)].refs;
+    slot_[a.source.index()] = new_buf;
+    if (old_buf >= 0) unref(old_buf);
+  }
+  stats.peak_bytes = pool_.stats().peak;
+  last_peak_ = stats.peak_bytes.value();
+  stats.time = Seconds(std::chrono::duration<double>(Clock::now() - t0).count());
+  return stats;
+}
+
+MemoryReport Executor::memory() const {
+  int64_t persistent = 0;
+  for (size_t i = 0; i < persistent_.size(); ++i) {
+    if (persistent_[i]) persistent += graph_.values()[i].bytes();
+  }
+  return {Bytes(persistent), Bytes(last_peak_), pool_.stats().reserved};
+}
+
+}  // namespace meshpipe::runtime

@@ -1,0 +1,135 @@
+// Synthetic batches.
+#include "runtime/synthetic_data.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace meshpipe::runtime {
+
+Expected<SyntheticData> SyntheticData::create(const graph::Graph& g,
+                                              const std::vector<ValueId>& inputs, uint64_t seed) {
+  SyntheticData d;
+  d.seed_ = seed;
+  bool have_data = false;
+  for (ValueId id : inputs) {
+    const graph::Value& v = g.value(id);
+    if (v.name == "labels") {
+      d.label_id_ = id;
+      d.label_shape_ = v.shape;
+    } else if (v.name == "tokens" || v.name == "images" || v.name == "features") {
+      d.data_id_ = id;
+      d.data_shape_ = v.shape;
+      d.kind_ = v.name == "tokens" ? Kind::kTokens
+                                   : (v.name == "images" ? Kind::kImages : Kind::kFeatures);
+      have_data = true;
+    } else {
+      return make_error(Errc::kInvalidArgument,
+                        "synthetic data cannot fill input '{}' (known inputs: tokens, images, "
+                        "features, labels)",
+                        v.name);
+    }
+  }
+  if (!have_data || !d.label_id_.is_valid()) {
+    return make_error(Errc::kInvalidArgument,
+                      "synthetic data needs a 'labels' input and one of tokens/images/features");
+  }
+  d.batch_ = d.data_shape_[0];
+  // The number of classes is the size of the loss's class dim: find the cross-entropy op.
+  for (const graph::Op& op : g.ops()) {
+    if (op.kind == graph::OpKind::kCrossEntropy) {
+      const Shape& logits = g.value(op.inputs[0]).shape;
+      d.classes_ = logits[logits.rank() - 1];
+    }
+  }
+  if (d.classes_ < 2) {
+    return make_error(Errc::kInvalidArgument, "synthetic data needs a cross-entropy loss");
+  }
+  Rng rng(seed ^ 0x5EEDull);
+  switch (d.kind_) {
+    case Kind::kTokens: {
+      d.seq_ = d.data_shape_[1];
+      d.successor_.resize(static_cast<size_t>(d.classes_));
+      std::iota(d.successor_.begin(), d.successor_.end(), 0);
+      for (int64_t i = d.classes_ - 1; i > 0; --i) {  // Fisher-Yates with our own RNG
+        std::swap(d.successor_[static_cast<size_t>(i)],
+                  d.successor_[static_cast<size_t>(rng.below(i + 1))]);
+      }
+      break;
+    }
+    case Kind::kImages: {
+      const int64_t pixels = d.data_shape_.numel() / d.batch_;
+      d.patterns_.resize(static_cast<size_t>(d.classes_ * pixels));
+      for (float& p : d.patterns_) p = static_cast<float>(rng.normal());
+      break;
+    }
+    case Kind::kFeatures: {
+      const int64_t dim = d.data_shape_[1];
+      d.teacher_.resize(static_cast<size_t>(dim * d.classes_));
+      for (float& w : d.teacher_) w = static_cast<float>(rng.normal());
+      break;
+    }
+  }
+  return d;
+}
+
+std::vector<std::pair<ValueId, HostTensor>> SyntheticData::next_batch() {
+  Rng rng(mix64(seed_) ^ mix64(static_cast<uint64_t>(next_index_++)));
+  HostTensor data(data_shape_, kind_ == Kind::kTokens ? DType::kI32 : DType::kF32);
+  HostTensor labels(label_shape_, DType::kI32);
+  switch (kind_) {
+    case Kind::kTokens: {
+      int32_t* tok = data.i32();
+      int32_t* lab = labels.i32();
+      for (int64_t b = 0; b < batch_; ++b) {
+        int32_t t = static_cast<int32_t>(rng.below(classes_));
+        for (int64_t s = 0; s <= seq_; ++s) {
+          if (s < seq_) tok[b * seq_ + s] = t;
+          if (s > 0) lab[b * seq_ + s - 1] = t;
+          t = rng.uniform() < 0.8 ? successor_[static_cast<size_t>(t)]
+                                  : static_cast<int32_t>(rng.below(classes_));
+        }
+      }
+      break;
+    }
+    case Kind::kImages: {
+      const int64_t pixels = data_shape_.numel() / batch_;
+      float* x = data.f32();
+      for (int64_t b = 0; b < batch_; ++b) {
+        const int64_t c = rng.below(classes_);
+        labels.i32()[b] = static_cast<int32_t>(c);
+        for (int64_t p = 0; p < pixels; ++p) {
+          x[b * pixels + p] =
+              patterns_[static_cast<size_t>(c * pixels + p)] + static_cast<float>(rng.normal());
+        }
+      }
+      break;
+    }
+    case Kind::kFeatures: {
+      const int64_t dim = data_shape_[1];
+      float* x = data.f32();
+      for (int64_t b = 0; b < batch_; ++b) {
+        for (int64_t k = 0; k < dim; ++k) x[b * dim + k] = static_cast<float>(rng.normal());
+        int64_t best = 0;
+        double best_score = -1e300;
+        for (int64_t c = 0; c < classes_; ++c) {
+          double score = 0;
+          for (int64_t k = 0; k < dim; ++k) {
+            score += x[b * dim + k] * teacher_[static_cast<size_t>(k * classes_ + c)];
+          }
+          if (score > best_score) {
+            best_score = score;
+            best = c;
+          }
+        }
+        labels.i32()[b] = static_cast<int32_t>(best);
+      }
+      break;
+    }
+  }
+  std::vector<std::pair<ValueId, HostTensor>> out;
+  out.emplace_back(data_id_, std::move(data));
+  out.emplace_back(label_id_, std::move(labels));
+  return out;
+}
+
+}  // namespace meshpipe::runtime

@@ -1,0 +1,52 @@
+// Deterministic synthetic training data with learnable structure, for every zoo family:
+//   token streams ("tokens", "labels"): each next token is a fixed permutation of the previous
+//     one with probability 0.8, otherwise uniform; labels are the next tokens.
+//   images ("images", "labels"): a fixed random pattern per class plus Gaussian noise.
+//   features ("features", "labels"): Gaussian features labelled by a fixed random linear teacher.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "core/rng.h"
+#include "graph/graph.h"
+#include "runtime/host_tensor.h"
+
+namespace meshpipe::runtime {
+
+/// Produces one batch per call for the data inputs of a graph.
+class SyntheticData {
+ public:
+  /// Recognises the inputs by name ("tokens"/"images"/"features" plus "labels"); an error
+  /// names an input it cannot fill.
+  static Expected<SyntheticData> create(const graph::Graph& g, const std::vector<ValueId>& inputs,
+                                        uint64_t seed);
+
+  /// The next batch (a deterministic function of the seed and the batch index).
+  std::vector<std::pair<ValueId, HostTensor>> next_batch();
+
+  /// Number of samples (rows of the batch) and of tokens per batch (= samples for non-LM data).
+  int64_t samples_per_batch() const { return batch_; }
+  int64_t tokens_per_batch() const { return batch_ * seq_; }
+
+ private:
+  enum class Kind : uint8_t { kTokens, kImages, kFeatures };
+  SyntheticData() = default;
+
+  Kind kind_ = Kind::kTokens;
+  ValueId data_id_;
+  ValueId label_id_;
+  Shape data_shape_;
+  Shape label_shape_;
+  int64_t batch_ = 0;
+  int64_t seq_ = 1;
+  int64_t classes_ = 0;  // vocabulary or classes
+  uint64_t seed_ = 0;
+  int64_t next_index_ = 0;
+  std::vector<int32_t> successor_;  // tokens: the learnable permutation
+  std::vector<float> patterns_;     // images: [classes, C*H*W]
+  std::vector<float> teacher_;      // features: [D, classes]
+};
+
+}  // namespace meshpipe::runtime

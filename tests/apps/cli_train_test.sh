@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `meshpipe train --model gpt-tiny --steps 50` prints one line per step and the loss falls from
+# about ln(64) = 4.16 to below 2.6.
+set -euo pipefail
+out=$("$1" train --model gpt-tiny --steps 50)
+echo "$out" | tail -5
+steps=$(echo "$out" | grep -c '^step ')
+[ "$steps" -eq 50 ] || { echo "expected 50 step lines, got $steps"; exit 1; }
+first=$(echo "$out" | grep '^step ' | head -1 | awk '{print $4}')
+last=$(echo "$out" | grep '^step ' | tail -1 | awk '{print $4}')
+echo "first loss $first, last loss $last"
+awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 4.0 && l < 2.6) }' || {
+  echo "loss did not fall enough"; exit 1; }
+echo "$out" | grep -q 'tokens/s' || { echo "no throughput column"; exit 1; }
+"$1" models | grep -q '^gpt-39b ' || { echo "models does not list gpt-39b"; exit 1; }
