@@ -16,6 +16,15 @@ find_path(OPENBLAS_CBLAS_INCLUDE_DIR cblas.h
 
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 
+# GLPK: no CMake config or pkg-config file (TOOLCHAIN.md §5).
+find_path(GLPK_INCLUDE_DIR glpk.h REQUIRED)
+find_library(GLPK_LIBRARY glpk REQUIRED)
+if(NOT TARGET GLPK::glpk)
+  add_library(GLPK::glpk UNKNOWN IMPORTED)
+  set_target_properties(GLPK::glpk PROPERTIES
+    IMPORTED_LOCATION "${GLPK_LIBRARY}" INTERFACE_INCLUDE_DIRECTORIES "${GLPK_INCLUDE_DIR}")
+endif()
+
 # Python with PyTorch for the oracle tests (Debian's interpreter sees python3-torch).
 if(EXISTS /usr/bin/python3 AND NOT Python3_EXECUTABLE)
   set(Python3_EXECUTABLE /usr/bin/python3)

@@ -9,5 +9,7 @@ namespace meshpipe::cli {
 void add_models_command(CLI::App& app, int& exit_code);
 /// `meshpipe train`: trains a zoo model on synthetic data.
 void add_train_command(CLI::App& app, int& exit_code);
+/// `meshpipe shard`: the intra-op sharding pass on one stage.
+void add_shard_command(CLI::App& app, int& exit_code);
 
 }  // namespace meshpipe::cli

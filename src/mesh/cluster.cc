@@ -1,0 +1,371 @@
+// ClusterSpec: validation, the JSON form (field-named errors, exact round trip) and the presets.
+#include "mesh/cluster.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace meshpipe::mesh {
+namespace {
+
+using nlohmann::json;
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr double kGB = 1e9;
+constexpr double kTera = 1e12;
+constexpr double kMicro = 1e6;  // microseconds per second
+
+// JSON units -> SI. Latency divides (5 us -> 5 / 1e6 is the double nearest 5e-6); the others
+// multiply by an exactly representable scale.
+double tera_to_si(double x) { return x * kTera; }
+double giga_to_si(double x) { return x * kGB; }
+double us_to_seconds(double x) { return x / kMicro; }
+
+// The JSON number y with forward(y) == v, searched a few ulps around the naive inverse. Any
+// value that came out of forward() has such a y, so parse(to_json(c)) == c for every cluster
+// that was parsed or built from a preset; other values get the nearest candidate.
+template <class Forward>
+double json_inverse(double v, double naive, Forward forward) {
+  double lo = naive;
+  double hi = naive;
+  for (int i = 0; i < 8; ++i) {
+    if (forward(lo) == v) return lo;
+    if (forward(hi) == v) return hi;
+    lo = std::nextafter(lo, -std::numeric_limits<double>::infinity());
+    hi = std::nextafter(hi, std::numeric_limits<double>::infinity());
+  }
+  return naive;
+}
+
+Status field_error(const std::string& path, const char* what) {
+  return make_error(Errc::kInvalidArgument, "cluster field '{}' {}", path, what);
+}
+
+const json* find_field(const json& obj, const std::string& prefix, const char* key, Status* error) {
+  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
+  auto it = obj.find(key);
+  if (it == obj.end()) {
+    *error = field_error(path, "is missing");
+    return nullptr;
+  }
+  return &*it;
+}
+
+Status read_string(const json& obj, const std::string& prefix, const char* key, std::string* out) {
+  Status error;
+  const json* v = find_field(obj, prefix, key, &error);
+  if (v == nullptr) return error;
+  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
+  if (!v->is_string()) return field_error(path, "must be a string");
+  *out = v->get<std::string>();
+  return Status::ok();
+}
+
+Status read_int(const json& obj, const std::string& prefix, const char* key, int32_t* out) {
+  Status error;
+  const json* v = find_field(obj, prefix, key, &error);
+  if (v == nullptr) return error;
+  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
+  if (!v->is_number_integer()) return field_error(path, "must be a positive integer");
+  const int64_t x = v->is_number_unsigned()
+                        ? static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), 1ull << 40))
+                        : v->get<int64_t>();
+  if (x < 1 || x > std::numeric_limits<int32_t>::max()) {
+    return field_error(path, "must be a positive integer");
+  }
+  *out = static_cast<int32_t>(x);
+  return Status::ok();
+}
+
+Status read_number(const json& obj, const std::string& prefix, const char* key, double* out) {
+  Status error;
+  const json* v = find_field(obj, prefix, key, &error);
+  if (v == nullptr) return error;
+  if (!v->is_number()) return field_error(prefix + "." + key, "must be a number");
+  *out = v->get<double>();
+  return Status::ok();
+}
+
+Status read_object(const json& obj, const char* key, const json** out) {
+  Status error;
+  const json* v = find_field(obj, "", key, &error);
+  if (v == nullptr) return error;
+  if (!v->is_object()) return field_error(key, "must be an object");
+  *out = v;
+  return Status::ok();
+}
+
+Status read_link(const json& obj, const char* key, LinkSpec* link) {
+  const json* o = nullptr;
+  MP_RETURN_IF_ERROR(read_object(obj, key, &o));
+  double bandwidth_gb_s = 0.0;
+  double latency_us = 0.0;
+  MP_RETURN_IF_ERROR(read_number(*o, key, "bandwidth_gb_s", &bandwidth_gb_s));
+  MP_RETURN_IF_ERROR(read_number(*o, key, "latency_us", &latency_us));
+  link->bandwidth = giga_to_si(bandwidth_gb_s);
+  link->latency = Seconds(us_to_seconds(latency_us));
+  return Status::ok();
+}
+
+Status parse_json_object(const json& root, ClusterSpec* c) {
+  if (!root.is_object())
+    return make_error(Errc::kInvalidArgument, "cluster JSON must be an object");
+  MP_RETURN_IF_ERROR(read_string(root, "", "name", &c->name));
+  MP_RETURN_IF_ERROR(read_int(root, "", "hosts", &c->hosts));
+  MP_RETURN_IF_ERROR(read_int(root, "", "devices_per_host", &c->devices_per_host));
+  const json* dev = nullptr;
+  MP_RETURN_IF_ERROR(read_object(root, "device", &dev));
+  double memory_gib = 0.0;
+  double f32 = 0.0;
+  double f16 = 0.0;
+  double mem_bw = 0.0;
+  MP_RETURN_IF_ERROR(read_string(*dev, "device", "kind", &c->device.kind));
+  MP_RETURN_IF_ERROR(read_number(*dev, "device", "memory_gib", &memory_gib));
+  MP_RETURN_IF_ERROR(read_number(*dev, "device", "peak_tflops_f32", &f32));
+  MP_RETURN_IF_ERROR(read_number(*dev, "device", "peak_tflops_f16", &f16));
+  MP_RETURN_IF_ERROR(read_number(*dev, "device", "memory_bandwidth_gb_s", &mem_bw));
+  if (!(memory_gib > 0.0) || memory_gib * kGiB > 9.0e18) {
+    return field_error("device.memory_gib", "must be a positive number");
+  }
+  c->device.memory = Bytes(std::llround(memory_gib * kGiB));
+  c->device.peak_flops_f32 = tera_to_si(f32);
+  c->device.peak_flops_f16 = tera_to_si(f16);
+  c->device.memory_bandwidth = giga_to_si(mem_bw);
+  MP_RETURN_IF_ERROR(read_link(root, "intra_host", &c->intra_host));
+  MP_RETURN_IF_ERROR(read_link(root, "inter_host", &c->inter_host));
+  return Status::ok();
+}
+
+bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
+
+Status check_positive(double v, const char* path) {
+  if (!(v > 0.0) || !std::isfinite(v)) return field_error(path, "must be a positive number");
+  return Status::ok();
+}
+
+Status check_link(const LinkSpec& link, const std::string& name) {
+  MP_RETURN_IF_ERROR(check_positive(link.bandwidth, (name + ".bandwidth_gb_s").c_str()));
+  const double lat = link.latency.value();
+  if (!(lat >= 0.0) || !std::isfinite(lat)) {
+    return field_error(name + ".latency_us", "must be a non-negative number");
+  }
+  return Status::ok();
+}
+
+// Parses a positive decimal integer that fills `text` exactly.
+bool parse_count(std::string_view text, int32_t* out) {
+  if (text.empty()) return false;
+  int32_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size() || v < 1) return false;
+  *out = v;
+  return true;
+}
+
+// A preset's figures in the JSON units (GiB, TFLOP/s, GB/s, us).
+struct PresetFigures {
+  const char* kind;
+  int32_t devices_per_host;
+  double memory_gib;
+  double tflops_f32;
+  double tflops_f16;
+  double memory_gb_s;
+  double intra_gb_s;
+  double intra_us;
+  double inter_gb_s;
+  double inter_us;
+};
+
+// Builds a preset through the same conversions as the parser, so that cluster_to_json of a
+// preset round-trips exactly.
+ClusterSpec make_preset(std::string name, int32_t hosts, const PresetFigures& f) {
+  ClusterSpec c;
+  c.name = std::move(name);
+  c.hosts = hosts;
+  c.devices_per_host = f.devices_per_host;
+  c.device.kind = f.kind;
+  c.device.memory = Bytes(std::llround(f.memory_gib * kGiB));
+  c.device.peak_flops_f32 = tera_to_si(f.tflops_f32);
+  c.device.peak_flops_f16 = tera_to_si(f.tflops_f16);
+  c.device.memory_bandwidth = giga_to_si(f.memory_gb_s);
+  c.intra_host = {giga_to_si(f.intra_gb_s), Seconds(us_to_seconds(f.intra_us))};
+  c.inter_host = {giga_to_si(f.inter_gb_s), Seconds(us_to_seconds(f.inter_us))};
+  return c;
+}
+
+Status preset_error(const std::string& spec, const std::string& why) {
+  return make_error(Errc::kInvalidArgument,
+                    "bad cluster preset '{}': {}; presets are p3.16xlarge[:HOSTS], "
+                    "dgx-h100[:HOSTS] and cpu[:HOSTSxDEVICES]",
+                    spec, why);
+}
+
+}  // namespace
+
+Status ClusterSpec::validate() const {
+  if (hosts < 1) return field_error("hosts", "must be a positive integer");
+  if (devices_per_host < 1) return field_error("devices_per_host", "must be a positive integer");
+  if (!is_power_of_two(devices_per_host)) {
+    return make_error(Errc::kInvalidArgument,
+                      "cluster field 'devices_per_host' must be a power of two, not {}",
+                      devices_per_host);
+  }
+  if (static_cast<int64_t>(hosts) * devices_per_host > std::numeric_limits<int32_t>::max()) {
+    return field_error("hosts", "times devices_per_host overflows the device count");
+  }
+  if (device.memory.value() <= 0) {
+    return field_error("device.memory_gib", "must be a positive number");
+  }
+  MP_RETURN_IF_ERROR(check_positive(device.peak_flops_f32, "device.peak_tflops_f32"));
+  MP_RETURN_IF_ERROR(check_positive(device.peak_flops_f16, "device.peak_tflops_f16"));
+  MP_RETURN_IF_ERROR(check_positive(device.memory_bandwidth, "device.memory_bandwidth_gb_s"));
+  MP_RETURN_IF_ERROR(check_link(intra_host, "intra_host"));
+  MP_RETURN_IF_ERROR(check_link(inter_host, "inter_host"));
+  return Status::ok();
+}
+
+Expected<ClusterSpec> parse_cluster_json(const std::string& text) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::exception& e) {
+    return make_error(Errc::kInvalidArgument, "cluster JSON is malformed: {}", e.what());
+  }
+  ClusterSpec c;
+  MP_RETURN_IF_ERROR(parse_json_object(root, &c));
+  MP_RETURN_IF_ERROR(c.validate());
+  return c;
+}
+
+Expected<ClusterSpec> load_cluster_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(Errc::kIo, "cannot read cluster file '{}'", path);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) return make_error(Errc::kIo, "cannot read cluster file '{}'", path);
+  Expected<ClusterSpec> c = parse_cluster_json(buf.str());
+  if (!c) return c.status().with_context(fmt::format("cluster file '{}'", path));
+  return c;
+}
+
+std::string cluster_to_json(const ClusterSpec& c) {
+  const auto tera_inv = [](double v) { return json_inverse(v, v / kTera, tera_to_si); };
+  const auto giga_inv = [](double v) { return json_inverse(v, v / kGB, giga_to_si); };
+  const auto us_inv = [](double v) { return json_inverse(v, v * kMicro, us_to_seconds); };
+  json j;
+  j["name"] = c.name;
+  j["hosts"] = c.hosts;
+  j["devices_per_host"] = c.devices_per_host;
+  j["device"] = {
+      {"kind", c.device.kind},
+      {"memory_gib", static_cast<double>(c.device.memory.value()) / kGiB},
+      {"peak_tflops_f32", tera_inv(c.device.peak_flops_f32)},
+      {"peak_tflops_f16", tera_inv(c.device.peak_flops_f16)},
+      {"memory_bandwidth_gb_s", giga_inv(c.device.memory_bandwidth)},
+  };
+  j["intra_host"] = {{"bandwidth_gb_s", giga_inv(c.intra_host.bandwidth)},
+                     {"latency_us", us_inv(c.intra_host.latency.value())}};
+  j["inter_host"] = {{"bandwidth_gb_s", giga_inv(c.inter_host.bandwidth)},
+                     {"latency_us", us_inv(c.inter_host.latency.value())}};
+  return j.dump(2);
+}
+
+// Preset figures (JSON units: GiB, TFLOP/s, GB/s, us):
+//  p3.16xlarge (AWS; Alpa's testbed, paper §8): 8x V100-SXM2-16GB. 15.7 TFLOP/s f32 and 125
+//    TFLOP/s f16 tensor core, 900 GB/s HBM2 (NVIDIA V100 datasheet). NVLink bus bandwidth ~130
+//    GB/s with ~5 us latency (nccl-tests all-reduce busbw on a V100 hybrid cube-mesh);
+//    25 Gbps Ethernet between hosts = 3.125 GB/s, ~20 us (AWS instance page).
+//  dgx-h100 (NVIDIA DGX H100 user guide, H100 SXM datasheet): 8x H100-SXM-80GB (taken as
+//    80 GiB), 67 TFLOP/s f32, 989 TFLOP/s f16 dense, 3.35 TB/s HBM3. NVLink 4 bus bandwidth
+//    ~450 GB/s, ~3 us; one 400 Gbps InfiniBand NDR port per GPU = 50 GB/s, ~5 us.
+//  cpu: virtual CPU devices of a 2-core machine (a modelling assumption, not a measurement):
+//    4 GiB each, 50 GFLOP/s in f32 and f16, 10 GB/s memory; 5 GB/s at 20 us inside a host
+//    (shared memory), 1.5 GB/s at 50 us between hosts (processes on loopback).
+Expected<ClusterSpec> cluster_preset(const std::string& spec) {
+  const size_t colon = spec.find(':');
+  const std::string base = spec.substr(0, colon);
+  const bool has_arg = colon != std::string::npos;
+  const std::string_view arg =
+      has_arg ? std::string_view(spec).substr(colon + 1) : std::string_view();
+  int32_t hosts = 1;
+  if (base == "p3.16xlarge" || base == "dgx-h100") {
+    if (has_arg && !parse_count(arg, &hosts)) {
+      return preset_error(spec, "the host count must be a positive integer");
+    }
+  }
+  ClusterSpec c;
+  if (base == "p3.16xlarge") {
+    c = make_preset(fmt::format("p3.16xlarge:{}", hosts), hosts,
+                    {.kind = "V100-SXM2-16GB",
+                     .devices_per_host = 8,
+                     .memory_gib = 16,
+                     .tflops_f32 = 15.7,
+                     .tflops_f16 = 125,
+                     .memory_gb_s = 900,
+                     .intra_gb_s = 130,
+                     .intra_us = 5,
+                     .inter_gb_s = 3.125,
+                     .inter_us = 20});
+  } else if (base == "dgx-h100") {
+    c = make_preset(fmt::format("dgx-h100:{}", hosts), hosts,
+                    {.kind = "H100-SXM-80GB",
+                     .devices_per_host = 8,
+                     .memory_gib = 80,
+                     .tflops_f32 = 67,
+                     .tflops_f16 = 989,
+                     .memory_gb_s = 3350,
+                     .intra_gb_s = 450,
+                     .intra_us = 3,
+                     .inter_gb_s = 50,
+                     .inter_us = 5});
+  } else if (base == "cpu") {
+    int32_t per_host = 2;
+    if (has_arg) {
+      const size_t x = arg.find('x');
+      if (x == std::string_view::npos || !parse_count(arg.substr(0, x), &hosts) ||
+          !parse_count(arg.substr(x + 1), &per_host)) {
+        return preset_error(spec, "cpu takes HOSTSxDEVICES, e.g. cpu:2x2");
+      }
+    }
+    c = make_preset(fmt::format("cpu:{}x{}", hosts, per_host), hosts,
+                    {.kind = "cpu",
+                     .devices_per_host = per_host,
+                     .memory_gib = 4,
+                     .tflops_f32 = 0.05,
+                     .tflops_f16 = 0.05,
+                     .memory_gb_s = 10,
+                     .intra_gb_s = 5,
+                     .intra_us = 20,
+                     .inter_gb_s = 1.5,
+                     .inter_us = 50});
+  } else {
+    return preset_error(spec, "unknown preset");
+  }
+  Status valid = c.validate();
+  if (!valid.is_ok()) return preset_error(spec, valid.message());
+  return c;
+}
+
+std::vector<std::string> cluster_preset_names() { return {"p3.16xlarge", "dgx-h100", "cpu"}; }
+
+Expected<ClusterSpec> resolve_cluster(const std::string& preset_or_path) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(preset_or_path, ec))
+    return load_cluster_file(preset_or_path);
+  Expected<ClusterSpec> preset = cluster_preset(preset_or_path);
+  if (preset) return preset;
+  const bool looks_like_path =
+      preset_or_path.find('/') != std::string::npos || preset_or_path.ends_with(".json");
+  if (looks_like_path) {
+    return make_error(Errc::kNotFound, "cluster file '{}' does not exist", preset_or_path);
+  }
+  return preset.status();
+}
+
+}  // namespace meshpipe::mesh

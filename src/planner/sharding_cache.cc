@@ -1,0 +1,91 @@
+// Stage fingerprints and the sharding cache.
+#include "planner/sharding_cache.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace meshpipe::planner {
+namespace {
+
+std::string attrs_text(const graph::OpAttrs& a) {
+  return fmt::format(
+      "dot[{}|{}|{}|{}] axes[{}] shape{} axis{} start{} end{} win[{},{},{},{},{},{}] causal{} "
+      "k{} cap{} a{} b{} eps{} lr{} mom{} b1{} b2{} wd{}",
+      fmt::join(a.dot.lhs_batch, ","), fmt::join(a.dot.rhs_batch, ","),
+      fmt::join(a.dot.lhs_contract, ","), fmt::join(a.dot.rhs_contract, ","),
+      fmt::join(a.axes, ","), a.shape.to_string(), a.axis, a.start, a.end, a.window.kernel_h,
+      a.window.kernel_w, a.window.stride_h, a.window.stride_w, a.window.pad_h, a.window.pad_w,
+      a.causal, a.k, a.capacity, a.alpha, a.beta, a.eps, a.lr, a.momentum, a.beta1, a.beta2,
+      a.weight_decay);
+}
+
+std::string mesh_key(const mesh::LogicalMesh& m) {
+  return fmt::format("{}x{} a{:.17g},{:.17g} b{:.17g},{:.17g}", m.shape[0], m.shape[1], m.alpha[0],
+                     m.alpha[1], m.beta[0], m.beta[1]);
+}
+
+}  // namespace
+
+StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t last) {
+  StageFingerprint f;
+  std::map<ValueId, size_t> number;
+  const auto id_of = [&](ValueId v) {
+    auto it = number.find(v);
+    if (it != number.end()) return it->second;
+    const graph::Value& val = g.value(v);
+    const size_t n = f.values.size();
+    number.emplace(v, n);
+    f.values.push_back(v);
+    // External values are described by what they are; produced ones by their producer.
+    f.text += fmt::format("v{}:{}:{}:{};", n, val.shape.to_string(), dtype_name(val.dtype),
+                          value_role_name(val.role));
+    return n;
+  };
+  for (int64_t i = 0; i < g.num_ops(); ++i) {
+    const graph::Op& op = g.ops()[static_cast<size_t>(i)];
+    if (first >= 0 && (op.layer < first || op.layer > last)) continue;
+    f.ops.push_back(OpId(static_cast<int32_t>(i)));
+    std::vector<size_t> ins;
+    for (ValueId in : op.inputs) ins.push_back(id_of(in));
+    std::vector<size_t> outs;
+    for (ValueId out : op.outputs) outs.push_back(id_of(out));
+    f.text += fmt::format("{}({}){}->({});", op_kind_name(op.kind), fmt::join(ins, ","),
+                          attrs_text(op.attrs), fmt::join(outs, ","));
+  }
+  for (const graph::Alias& a : g.aliases()) {
+    auto s = number.find(a.source);
+    auto u = number.find(a.updated);
+    if (s != number.end() && u != number.end()) {
+      f.text += fmt::format("alias{}={};", s->second, u->second);
+    }
+  }
+  return f;
+}
+
+Expected<ShardingPlan> ShardingCache::shard(const graph::Graph& g, const mesh::LogicalMesh& mesh,
+                                            const CostModel& cost, const ShardingOptions& options) {
+  StageFingerprint f = stage_fingerprint(g, options.first_layer, options.last_layer);
+  const std::string key =
+      fmt::format("{}|{}|M{:.17g}|Z{}|{}", mesh_key(mesh), options.solver.time_limit_seconds,
+                  options.memory_budget, options.prefer_reduce_scatter, f.text);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    MP_ASSIGN_OR_RETURN(ShardingPlan plan, shard_stage(g, mesh, cost, options));
+    ++solves_;
+    it = entries_.emplace(key, Entry{std::move(plan), std::move(f.ops), std::move(f.values)}).first;
+    return it->second.plan;
+  }
+  ++hits_;
+  const Entry& e = it->second;
+  ShardingPlan plan = e.plan;
+  std::map<OpId, OpId> op_map;
+  for (size_t i = 0; i < e.ops.size(); ++i) op_map[e.ops[i]] = f.ops[i];
+  std::map<ValueId, ValueId> value_map;
+  for (size_t i = 0; i < e.values.size(); ++i) value_map[e.values[i]] = f.values[i];
+  for (OpDecision& d : plan.ops) d.op = op_map.at(d.op);
+  plan.specs.clear();
+  for (const auto& [v, s] : e.plan.specs) plan.specs[value_map.at(v)] = s;
+  return plan;
+}
+
+}  // namespace meshpipe::planner

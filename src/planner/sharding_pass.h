@@ -1,0 +1,83 @@
+// The intra-operator pass: for one stage of a training graph (a layer range, forward + backward +
+// update ops) on one 2-D logical mesh, choose the sharding of every op by an ILP (ALPA.md §1).
+//
+// Pipeline: iteration spaces -> strategies per op -> groups (followers share their operand's
+// decision, ALPA.md §1.5) -> IlpProblem (nodes = groups, edges = resharding between groups,
+// memory rows at dot/conv liveness points) -> solve_ilp -> decode to a ShardingPlan.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/units.h"
+#include "graph/graph.h"
+#include "mesh/sharding.h"
+#include "planner/cost_model.h"
+#include "planner/ilp.h"
+
+namespace meshpipe::planner {
+
+/// Options of the intra-op pass.
+struct ShardingOptions {
+  int32_t first_layer = -1;  ///< stage = ops tagged first_layer..last_layer; -1: all
+  int32_t last_layer = -1;
+  double memory_budget = -1.0;  ///< bytes per device for (c); <= 0: unconstrained
+  /// ZeRO-style: gradients may be reduce-scattered, and a parameter may keep its optimizer
+  /// state (and gradient) sharded over a mesh axis while the parameter stays whole (ZeRO-2);
+  /// ALPA.md prefer_reduce_scatter.
+  bool prefer_reduce_scatter = false;
+  /// Data inputs arrive split along their batch dim (dim 0) over every mesh axis whose size
+  /// divides it, as a data loader hands each device its slice (Alpa's input layout). Off: the
+  /// ILP may also choose other layouts for them, replication included.
+  bool batch_split_inputs = true;
+  /// Ops that carry the data batch keep it on mesh axis 0 (alone or with axis 1), Alpa's
+  /// force_batch_dim_to_mesh_dim = 0: axis 0 is the data-parallel axis of a 2-D logical mesh.
+  /// kAuto applies it when both mesh axes are larger than 1.
+  enum class ForceBatch : uint8_t { kAuto, kOn, kOff };
+  ForceBatch force_batch_to_axis0 = ForceBatch::kAuto;
+  SolveOptions solver;
+
+  Status validate() const;
+};
+
+/// The decision for one op.
+struct OpDecision {
+  OpId op;
+  std::string strategy;        ///< e.g. "S0,R,S1 = S0,R,R x R,S1"
+  double compute = 0.0;        ///< seconds
+  double communication = 0.0;  ///< seconds (collectives inside the op)
+};
+
+/// Sizes and timing of the ILP that produced a plan.
+struct IlpStats {
+  int64_t ops = 0;    ///< ops in the stage
+  int64_t nodes = 0;  ///< ILP nodes after merging followers
+  int64_t edges = 0;
+  int64_t variables = 0;
+  int64_t constraints = 0;
+  double solve_seconds = 0.0;
+  std::string method;
+  bool optimal = false;
+};
+
+/// The result of the intra-op pass for one stage on one mesh.
+struct ShardingPlan {
+  mesh::LogicalMesh mesh;
+  std::map<ValueId, mesh::ShardingSpec> specs;  ///< every value the stage reads or writes
+  std::vector<OpDecision> ops;                  ///< the stage's ops, in op order
+  double compute_seconds = 0.0;
+  double communication_seconds = 0.0;  ///< collectives inside ops
+  double resharding_seconds = 0.0;     ///< between ops
+  double total_seconds = 0.0;          ///< the ILP objective
+  Bytes persistent_memory;             ///< parameters + optimizer states per device
+  Bytes peak_memory;                   ///< persistent + peak live activations
+  IlpStats stats;
+};
+
+/// Runs the pass. Errors: an op with no valid strategy (named), an infeasible memory budget
+/// (the message names the memory constraint), or a solver failure.
+Expected<ShardingPlan> shard_stage(const graph::Graph& g, const mesh::LogicalMesh& mesh,
+                                   const CostModel& cost, const ShardingOptions& options);
+
+}  // namespace meshpipe::planner
