@@ -9,6 +9,7 @@
 
 #include "graph/builder.h"
 #include "graph/models/gpt.h"
+#include "graph/models/moe.h"
 #include "graph/training_graph.h"
 
 namespace meshpipe::planner {
@@ -167,6 +168,49 @@ TEST_CASE("ZeRO option: reduce-scattered gradients and sharded optimizer state",
   }
   CHECK(sharded_states > 0);
   CHECK(plan->persistent_memory < free_plan->persistent_memory);
+}
+
+TEST_CASE("an MoE layer on a (1, 4) mesh uses expert parallelism with an all-to-all",
+          "[planner][sharding]") {
+  // 4 experts with an FFN of 8 x 512: the expert weights (4 x 2 x 2M) dwarf the tokens
+  // (4 x 256 x 512), so experts are split over the mesh and tokens travel between layouts.
+  graph::models::MoeConfig c{256, 512, 2, 8, 1024, 4, 256, 8, 2};
+  auto fg = graph::models::build_moe(c, /*batch=*/4, DType::kF32);
+  REQUIRE(fg.has_value());
+  const graph::TrainingGraph tg = training(std::move(*fg));
+  const auto mesh = mesh::logical_mesh(1, 4, 0, 0, kNvlinkAlpha, kNvlinkBeta);
+  AnalyticCostModel cost(kDevice);
+  ShardingOptions opts;
+  opts.first_layer = 0;
+  opts.last_layer = 0;
+  auto plan = shard_stage(tg.graph, mesh, cost, opts);
+  REQUIRE(plan.has_value());
+  // Expert weights [E, M, F] and [E, F, M] split by expert.
+  CHECK(spec_of(tg.graph, *plan, "layer0/moe/wi") == "S1,R,R");
+  CHECK(spec_of(tg.graph, *plan, "layer0/moe/wo") == "S1,R,R");
+  // The expert FFN runs split by expert ([E, G, C, F] split on E) ...
+  std::string fc1;
+  std::string combine;
+  for (const auto& d : plan->ops) {
+    if (tg.graph.op(d.op).name == "layer0/moe/expert_fc1") fc1 = d.strategy;
+    if (tg.graph.op(d.op).name == "layer0/moe/combine") combine = d.strategy;
+  }
+  INFO("expert_fc1: " << fc1 << "; combine: " << combine);
+  CHECK(fc1.rfind("S1,R,R,R = ", 0) == 0);
+  // ... and tokens move between the expert layout and the token layout by an all-to-all: the
+  // experts' output [E, G, C, M] (split on E) is read by the combine in its own layout.
+  const std::string expert_out = spec_of(tg.graph, *plan, "layer0/moe/expert_fc2_bias");
+  const auto x = combine.find(" x ");
+  REQUIRE(x != std::string::npos);
+  const std::string wanted = combine.substr(x + 3, combine.find_first_of(" |(", x + 3) - x - 3);
+  CHECK(expert_out == "S1,R,R,R");
+  CHECK(wanted != expert_out);
+  auto move =
+      mesh::plan_resharding(Shape{4, 4, 128, 512}, DType::kF32, *mesh::parse_sharding(expert_out),
+                            *mesh::parse_sharding(wanted), mesh);
+  REQUIRE(move.has_value());
+  REQUIRE(move->steps.size() == 1);
+  CHECK(move->steps[0].kind == mesh::CollectiveKind::kAllToAll);
 }
 
 }  // namespace

@@ -130,5 +130,30 @@ TEST_CASE("source layouts enumerate 1-D, 2-D and S01 splits and end replicated",
   CHECK(s01->memory == 16.0 * 4 * 4 / 4);
 }
 
+TEST_CASE("attention can be split along the query sequence, the causal softmax included",
+          "[planner]") {
+  // scores = q . k^T over [B, heads, S, hd]: splitting the query rows (S of q) needs whole keys;
+  // the causal softmax over the key axis then runs on row blocks (the kernel's row offset).
+  Builder b;
+  ValueId q = b.parameter("q", Shape{1, 2, 16, 8}, InitSpec::zeros());
+  ValueId k = b.parameter("k", Shape{1, 2, 16, 8}, InitSpec::zeros());
+  ValueId scores = b.dot(q, k, DotDims{{0, 1}, {0, 1}, {3}, {3}}, "scores");
+  ValueId probs = b.softmax(scores, -1, /*causal=*/true, "probs");
+  Fixture f;
+  f.g = b.graph();
+  f.mesh = mesh::logical_mesh(1, 4, 0, 0, 1e-5, 1e-9);
+  f.y = scores;
+  auto list = enumerate_strategies(f.ctx(), f.op(), false);
+  REQUIRE(list.has_value());
+  CHECK(has_strategy(*list, "R,R,S1,R = R,R,S1,R x R,R,R,R"));
+  f.y = probs;
+  auto space = iteration_space(f.g, f.op());
+  REQUIRE(space.has_value());
+  auto s = follow_strategy(f.ctx(), f.op(), *space, 0, spec("R,R,S1,R"));
+  REQUIRE(s.has_value());
+  CHECK(s->outputs[0] == spec("R,R,S1,R"));
+  CHECK(s->communication == 0.0);
+}
+
 }  // namespace
 }  // namespace meshpipe::planner
