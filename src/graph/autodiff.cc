@@ -12,14 +12,15 @@ namespace {
 // Emits backward ops for one forward op; collects input gradients.
 class GradEmitter {
  public:
-  GradEmitter(Graph& g, const Op& fwd) : g_(g), fwd_(fwd) {}
+  GradEmitter(Graph& g, const Op& fwd, OpId fwd_id) : g_(g), fwd_(fwd), fwd_id_(fwd_id) {}
 
   // Adds a backward op and returns its outputs (the caller checks status()).
   std::vector<ValueId> emit(OpKind kind, std::vector<ValueId> inputs, OpAttrs attrs,
                             const std::string& suffix) {
     if (!status_.is_ok()) return {};
-    auto id = g_.add_op(kind, fmt::format("{}/{}", fwd_.name, suffix), std::move(inputs),
-                        std::move(attrs), fwd_.layer, OpPhase::kBackward, ValueRole::kGradient);
+    auto id =
+        g_.add_op(kind, fmt::format("{}/{}", fwd_.name, suffix), std::move(inputs),
+                  std::move(attrs), fwd_.layer, OpPhase::kBackward, ValueRole::kGradient, fwd_id_);
     if (!id.has_value()) {
       status_ = id.status();
       return {};
@@ -57,6 +58,7 @@ class GradEmitter {
  private:
   Graph& g_;
   const Op& fwd_;
+  OpId fwd_id_;
   Status status_;
 };
 
@@ -321,7 +323,8 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
     const Op* producer =
         g.value(loss).producer.is_valid() ? &g.op(g.value(loss).producer) : nullptr;
     auto id = g.add_op(OpKind::kConstant, g.value(loss).name + "/grad_seed", {}, seed,
-                       producer ? producer->layer : 0, OpPhase::kBackward, ValueRole::kGradient);
+                       producer ? producer->layer : 0, OpPhase::kBackward, ValueRole::kGradient,
+                       g.value(loss).producer);
     if (!id.has_value()) return id.status();
     grad[loss] = g.op(*id).outputs[0];
   }
@@ -344,7 +347,7 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
     if (!needs_input_grad) continue;
     if (!dys[0].is_valid()) continue;  // only output 0 of multi-output ops is differentiable
 
-    GradEmitter e(g, op);
+    GradEmitter e(g, op, OpId(static_cast<int32_t>(i)));
     std::vector<ValueId> in_grads = op_grads(e, g, op, dys);
     MP_RETURN_IF_ERROR(e.status());
     if (in_grads.size() != op.inputs.size()) {
@@ -361,7 +364,7 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
       }
       auto sum = g.add_op(OpKind::kAdd, fmt::format("{}/grad_acc{}", g.value(v).name, k),
                           {it->second, in_grads[k]}, {}, op.layer, OpPhase::kBackward,
-                          ValueRole::kGradient);
+                          ValueRole::kGradient, OpId(static_cast<int32_t>(i)));
       if (!sum.has_value()) return sum.status();
       it->second = g.op(*sum).outputs[0];
     }

@@ -54,7 +54,8 @@ ValueId Graph::add_source(std::string name, Shape shape, DType dtype, ValueRole 
 }
 
 Expected<OpId> Graph::add_op(OpKind kind, std::string name, std::vector<ValueId> inputs,
-                             OpAttrs attrs, int32_t layer, OpPhase phase, ValueRole output_role) {
+                             OpAttrs attrs, int32_t layer, OpPhase phase, ValueRole output_role,
+                             OpId forward) {
   std::vector<TensorType> types;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (!inputs[i].is_valid() || inputs[i].value() >= num_values()) {
@@ -85,6 +86,7 @@ Expected<OpId> Graph::add_op(OpKind kind, std::string name, std::vector<ValueId>
   op.attrs = std::move(attrs);
   op.layer = layer;
   op.phase = phase;
+  op.forward = forward;
   for (size_t i = 0; i < out_types->size(); ++i) {
     Value v;
     v.name = out_types->size() == 1 ? op.name : fmt::format("{}:{}", op.name, i);
@@ -118,6 +120,10 @@ std::vector<ValueId> Graph::values_with_role(ValueRole role) const {
     if (values_[i].role == role) out.push_back(ValueId(static_cast<int32_t>(i)));
   }
   return out;
+}
+
+void Graph::set_layers(const std::vector<int32_t>& layers) {
+  for (size_t i = 0; i < ops_.size() && i < layers.size(); ++i) ops_[i].layer = layers[i];
 }
 
 int32_t Graph::num_layers() const {

@@ -95,6 +95,9 @@ struct Op {
   OpAttrs attrs;
   int32_t layer = 0;  ///< index of the forward layer (backward/update ops inherit it)
   OpPhase phase = OpPhase::kForward;
+  /// Backward ops: the forward op they differentiate; update ops: the first forward op that
+  /// reads the parameter; forward ops: invalid. Re-clustering layers follows these links.
+  OpId forward;
 };
 
 /// A persistent value and the value that replaces it after a step (parameter -> updated).
@@ -114,7 +117,10 @@ class Graph {
   /// Adds an op, inferring and creating its outputs. Errors name the op and the problem.
   Expected<OpId> add_op(OpKind kind, std::string name, std::vector<ValueId> inputs, OpAttrs attrs,
                         int32_t layer, OpPhase phase,
-                        ValueRole output_role = ValueRole::kActivation);
+                        ValueRole output_role = ValueRole::kActivation, OpId forward = OpId());
+
+  /// Sets the layer tag of every op (size num_ops()); used when layers are re-clustered.
+  void set_layers(const std::vector<int32_t>& layers);
 
   const Value& value(ValueId id) const { return values_[id.index()]; }
   Value& mutable_value(ValueId id) { return values_[id.index()]; }

@@ -10,12 +10,12 @@
 namespace meshpipe::graph {
 namespace {
 
-// Layer of the first forward op that reads `v` (0 if none).
-int32_t first_use_layer(const Graph& g, ValueId v) {
+// The first forward op that reads `v` (invalid if none).
+OpId first_forward_user(const Graph& g, ValueId v) {
   for (OpId id : g.users(v)) {
-    if (g.op(id).phase == OpPhase::kForward) return g.op(id).layer;
+    if (g.op(id).phase == OpPhase::kForward) return id;
   }
-  return 0;
+  return OpId();
 }
 
 }  // namespace
@@ -40,7 +40,8 @@ Expected<TrainingGraph> make_training_graph(Graph forward, ValueId loss,
   for (const auto& [param, grad] : grads) {
     const std::string pname = g.value(param).name;
     const Shape shape = g.value(param).shape;
-    const int32_t layer = first_use_layer(g, param);
+    const OpId user = first_forward_user(g, param);
+    const int32_t layer = user.is_valid() ? g.op(user).layer : 0;
     OpAttrs a;
     a.lr = optimizer.lr;
     a.weight_decay = optimizer.weight_decay;
@@ -70,7 +71,7 @@ Expected<TrainingGraph> make_training_graph(Graph forward, ValueId loss,
         inc.alpha = 1.0f;
         inc.beta = 1.0f;
         MP_ASSIGN_OR_RETURN(OpId op, g.add_op(OpKind::kScale, sname + "/increment", {step}, inc,
-                                              layer, OpPhase::kUpdate, ValueRole::kUpdated));
+                                              layer, OpPhase::kUpdate, ValueRole::kUpdated, user));
         const ValueId next = g.op(op).outputs[0];
         g.add_alias(step, next);
         t.optimizer_states.push_back(step);
@@ -80,7 +81,7 @@ Expected<TrainingGraph> make_training_graph(Graph forward, ValueId loss,
     }
     for (ValueId s : states) inputs.push_back(s);
     MP_ASSIGN_OR_RETURN(OpId op, g.add_op(kind, pname + "/update", inputs, a, layer,
-                                          OpPhase::kUpdate, ValueRole::kUpdated));
+                                          OpPhase::kUpdate, ValueRole::kUpdated, user));
     const std::vector<ValueId> outs = g.op(op).outputs;
     g.add_alias(param, outs[0]);
     // Moment/momentum states are inputs 2.. (the shared step counter is aliased above).

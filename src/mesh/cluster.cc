@@ -283,7 +283,8 @@ std::string cluster_to_json(const ClusterSpec& c) {
 //    25 Gbps Ethernet between hosts = 3.125 GB/s, ~20 us (AWS instance page).
 //  dgx-h100 (NVIDIA DGX H100 user guide, H100 SXM datasheet): 8x H100-SXM-80GB (taken as
 //    80 GiB), 67 TFLOP/s f32, 989 TFLOP/s f16 dense, 3.35 TB/s HBM3. NVLink 4 bus bandwidth
-//    ~450 GB/s, ~3 us; one 400 Gbps InfiniBand NDR port per GPU = 50 GB/s, ~5 us.
+//    ~450 GB/s, ~3 us; one 400 Gbps InfiniBand NDR port per GPU, 8 per host = 400 GB/s per
+//    host, ~5 us.
 //  cpu: virtual CPU devices of a 2-core machine (a modelling assumption, not a measurement):
 //    4 GiB each, 50 GFLOP/s in f32 and f16, 10 GB/s memory; 5 GB/s at 20 us inside a host
 //    (shared memory), 1.5 GB/s at 50 us between hosts (processes on loopback).
@@ -322,7 +323,7 @@ Expected<ClusterSpec> cluster_preset(const std::string& spec) {
                      .memory_gb_s = 3350,
                      .intra_gb_s = 450,
                      .intra_us = 3,
-                     .inter_gb_s = 50,
+                     .inter_gb_s = 400,
                      .inter_us = 5});
   } else if (base == "cpu") {
     int32_t per_host = 2;

@@ -23,8 +23,10 @@ struct DeviceSpec {
   friend bool operator==(const DeviceSpec&, const DeviceSpec&) = default;
 };
 
-/// A class of link. `bandwidth` is what one device sees in a ring collective over this link
-/// (NCCL's "bus bandwidth"), in bytes/s; `latency` is the fixed cost of one collective step.
+/// A class of link, in bytes/s and seconds. Inside a host, `bandwidth` is what one device sees in
+/// a ring collective (NCCL's "bus bandwidth"); between hosts it is a host's whole network
+/// bandwidth, shared by the concurrent cross-host collectives of that host's devices (see
+/// make_logical_mesh). `latency` is the fixed cost of one collective step.
 struct LinkSpec {
   double bandwidth = 0.0;  ///< bytes/s
   Seconds latency;
@@ -39,7 +41,7 @@ struct ClusterSpec {
   int32_t devices_per_host = 1;
   DeviceSpec device;
   LinkSpec intra_host;  ///< between devices of one host (NVLink, shared memory)
-  LinkSpec inter_host;  ///< between hosts (network)
+  LinkSpec inter_host;  ///< between hosts (network, per host)
 
   int32_t num_devices() const { return hosts * devices_per_host; }
   /// Positive sizes, memory, FLOP/s and bandwidths; devices_per_host a power of two.

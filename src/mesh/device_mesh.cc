@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 namespace meshpipe::mesh {
 namespace {
@@ -12,21 +14,25 @@ namespace {
 // Submesh-local device index of logical coordinate (i0, i1) on a (d0, d1) view.
 int64_t device_of(int64_t i0, int64_t i1, int64_t d1) { return i0 * d1 + i1; }
 
-// True when some group along `axis` holds devices of two different hosts. Devices are numbered
-// host-major, `per_host` to a host.
-bool axis_crosses_hosts(int64_t d0, int64_t d1, int axis, int64_t per_host) {
+// The largest number of cross-host groups along `axis` that touch one host: 0 when every group
+// stays inside a host. Those groups run at the same time and share the host's network link.
+// Devices are numbered host-major, `per_host` to a host.
+int64_t cross_host_flows(int64_t d0, int64_t d1, int axis, int64_t per_host) {
   const int64_t groups = axis == 0 ? d1 : d0;
   const int64_t members = axis == 0 ? d0 : d1;
+  std::map<int64_t, int64_t> flows;  // host -> crossing groups touching it
   for (int64_t g = 0; g < groups; ++g) {
-    int64_t first_host = -1;
+    std::set<int64_t> hosts;
     for (int64_t k = 0; k < members; ++k) {
       const int64_t dev = axis == 0 ? device_of(k, g, d1) : device_of(g, k, d1);
-      const int64_t host = dev / per_host;
-      if (first_host < 0) first_host = host;
-      if (host != first_host) return true;
+      hosts.insert(dev / per_host);
     }
+    if (hosts.size() < 2) continue;
+    for (int64_t h : hosts) ++flows[h];
   }
-  return false;
+  int64_t most = 0;
+  for (const auto& [h, n] : flows) most = std::max(most, n);
+  return most;
 }
 
 }  // namespace
@@ -72,10 +78,10 @@ Expected<LogicalMesh> make_logical_mesh(const ClusterSpec& c, const SubmeshShape
   mesh.shape[1] = d1;
   for (int axis = 0; axis < 2; ++axis) {
     if (mesh.shape[axis] == 1) continue;  // no peers: alpha = beta = 0
-    const LinkSpec& link =
-        axis_crosses_hosts(d0, d1, axis, submesh.devices_per_host) ? c.inter_host : c.intra_host;
+    const int64_t flows = cross_host_flows(d0, d1, axis, submesh.devices_per_host);
+    const LinkSpec& link = flows > 0 ? c.inter_host : c.intra_host;
     mesh.alpha[axis] = link.latency.value();
-    mesh.beta[axis] = 1.0 / link.bandwidth;
+    mesh.beta[axis] = static_cast<double>(std::max<int64_t>(flows, 1)) / link.bandwidth;
   }
   return mesh;
 }

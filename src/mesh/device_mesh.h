@@ -39,7 +39,9 @@ std::vector<SubmeshShape> submesh_shapes(const ClusterSpec& c, SubmeshSpace spac
 /// A 2-D logical view (d0, d1) of a submesh with d0 * d1 devices, and the alpha (seconds per
 /// collective) and beta (seconds per byte) of a collective along each axis. An axis whose groups
 /// stay inside a host uses the intra-host link; one whose groups cross hosts uses the inter-host
-/// link; an axis of size 1 costs nothing.
+/// link, whose bandwidth is shared by the groups that leave a host at the same time (a (2, 8)
+/// view of two 8-device hosts runs 8 cross-host groups per host: beta = 8 / bandwidth); an
+/// axis of size 1 costs nothing.
 struct LogicalMesh {
   int64_t shape[2] = {1, 1};
   double alpha[2] = {0.0, 0.0};
@@ -48,6 +50,7 @@ struct LogicalMesh {
   int64_t size(int axis) const { return shape[axis]; }
   int64_t num_devices() const { return shape[0] * shape[1]; }
   std::string to_string() const;  ///< "(2, 4)"
+  friend bool operator==(const LogicalMesh&, const LogicalMesh&) = default;
 };
 
 /// A logical mesh of shape (d0, d1) over a submesh; an error unless d0 * d1 = its devices.

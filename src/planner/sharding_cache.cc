@@ -52,6 +52,15 @@ StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t
     f.text += fmt::format("{}({}){}->({});", op_kind_name(op.kind), fmt::join(ins, ","),
                           attrs_text(op.attrs), fmt::join(outs, ","));
   }
+  // Which produced values are also read outside the range (they leave the stage).
+  std::vector<bool> read_outside(static_cast<size_t>(g.num_values()), false);
+  for (const graph::Op& op : g.ops()) {
+    if (first < 0 || (op.layer >= first && op.layer <= last)) continue;
+    for (ValueId in : op.inputs) read_outside[in.index()] = true;
+  }
+  for (size_t n = 0; n < f.values.size(); ++n) {
+    if (read_outside[f.values[n].index()]) f.text += fmt::format("out{};", n);
+  }
   for (const graph::Alias& a : g.aliases()) {
     auto s = number.find(a.source);
     auto u = number.find(a.updated);
@@ -66,8 +75,11 @@ Expected<ShardingPlan> ShardingCache::shard(const graph::Graph& g, const mesh::L
                                             const CostModel& cost, const ShardingOptions& options) {
   StageFingerprint f = stage_fingerprint(g, options.first_layer, options.last_layer);
   const std::string key =
-      fmt::format("{}|{}|M{:.17g}|Z{}|{}", mesh_key(mesh), options.solver.time_limit_seconds,
-                  options.memory_budget, options.prefer_reduce_scatter, f.text);
+      fmt::format("{}|{}|M{:.17g}|Z{}|B{}|F{}|I{}|P{}|C{}|{}", mesh_key(mesh),
+                  options.solver.time_limit_seconds, options.memory_budget,
+                  options.prefer_reduce_scatter, options.micro_batches,
+                  static_cast<int>(options.force_batch_to_axis0), options.batch_split_inputs,
+                  static_cast<int>(options.parameter_mode), options.canonical_boundaries, f.text);
   auto it = entries_.find(key);
   if (it == entries_.end()) {
     MP_ASSIGN_OR_RETURN(ShardingPlan plan, shard_stage(g, mesh, cost, options));

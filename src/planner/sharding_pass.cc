@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <set>
 #include <tuple>
 
 #include "core/logging.h"
@@ -22,6 +23,12 @@ Status ShardingOptions::validate() const {
   if ((first_layer < 0) != (last_layer < 0) || first_layer > last_layer) {
     return make_error(Errc::kInvalidArgument, "layer range {}:{} is invalid", first_layer,
                       last_layer);
+  }
+  if (micro_batches < 1) {
+    return make_error(Errc::kInvalidArgument, "micro_batches must be >= 1, got {}", micro_batches);
+  }
+  if (parameter_mode == ParameterMode::kZero2 && !prefer_reduce_scatter) {
+    return make_error(Errc::kInvalidArgument, "ZeRO-2 parameters need prefer_reduce_scatter");
   }
   if (solver.time_limit_seconds <= 0) {
     return make_error(Errc::kInvalidArgument, "solver time limit must be > 0");
@@ -92,6 +99,9 @@ class Pass {
   }
 
   Status select_ops() {
+    for (const Op& op : g_.ops()) {
+      if (is_update_kind(op.kind) && op.inputs.size() > 1) gradient_values_.insert(op.inputs[1]);
+    }
     for (int64_t i = 0; i < g_.num_ops(); ++i) {
       const Op& op = g_.ops()[static_cast<size_t>(i)];
       if (options_.first_layer < 0 ||
@@ -153,7 +163,7 @@ class Pass {
   }
 
   Status build_groups() {
-    if (force_batch()) MP_RETURN_IF_ERROR(analyse_batch_dims());
+    if (force_batch() || options_.canonical_boundaries) MP_RETURN_IF_ERROR(analyse_batch_dims());
     for (OpId id : ops_) {
       const Op& op = g_.op(id);
       MP_ASSIGN_OR_RETURN(IterSpace space, iteration_space(g_, op));
@@ -212,8 +222,9 @@ class Pass {
       node.cost.assign(grp.size(), 0.0);
       node.memory.assign(grp.size(), 0.0);
       for (const Member& m : grp.members) {
+        const Scale sc = scale_of(m);
         for (size_t p = 0; p < grp.size(); ++p) {
-          node.cost[p] += m.table[p].compute + m.table[p].communication;
+          node.cost[p] += sc.compute * m.table[p].compute + sc.comm * m.table[p].communication;
           node.memory[p] += m.table[p].memory;
         }
         if (!m.op.is_valid()) continue;
@@ -225,7 +236,7 @@ class Pass {
           const graph::Value& v = g_.value(u);
           if (w.group == static_cast<int>(gi)) {
             for (size_t p = 0; p < grp.size(); ++p) {
-              node.cost[p] += reshard(v, spec_at(w, p), m.table[p].inputs[i]);
+              node.cost[p] += sc.input * reshard(v, spec_at(w, p), m.table[p].inputs[i]);
             }
             continue;
           }
@@ -242,12 +253,14 @@ class Pass {
           IlpProblem::Edge& e = problem.edges[it->second];
           for (size_t q = 0; q < groups_[w.group].size(); ++q) {
             for (size_t p = 0; p < grp.size(); ++p) {
-              e.cost[q * grp.size() + p] += reshard(v, spec_at(w, q), m.table[p].inputs[i]);
+              e.cost[q * grp.size() + p] +=
+                  sc.input * reshard(v, spec_at(w, q), m.table[p].inputs[i]);
             }
           }
         }
       }
     }
+    if (options_.canonical_boundaries) add_boundary_conversions(problem);
     build_liveness(problem);
     problem.memory_budget = options_.memory_budget;
     return problem.validate();
@@ -261,10 +274,11 @@ class Pass {
       const size_t p = static_cast<size_t>(sol.choice[gi]);
       for (const Member& m : groups_[gi].members) {
         const Strategy& s = m.table[p];
-        plan.compute_seconds += s.compute;
-        plan.communication_seconds += s.communication;
+        const Scale sc = scale_of(m);
+        plan.compute_seconds += sc.compute * s.compute;
+        plan.communication_seconds += sc.comm * s.communication;
         if (m.op.is_valid()) {
-          plan.ops.push_back({m.op, s.name, s.compute, s.communication});
+          plan.ops.push_back({m.op, s.name, sc.compute * s.compute, sc.comm * s.communication});
         } else if (is_persistent(m.source)) {
           plan.persistent_memory += Bytes(static_cast<int64_t>(s.memory));
         }
@@ -282,6 +296,25 @@ class Pass {
   int64_t num_ops() const { return static_cast<int64_t>(ops_.size()); }
 
  private:
+  // Per-micro-batch weights of a member's costs: optimizer updates (and the resharding into
+  // them) run once per step, a parameter gradient's collectives once per step.
+  struct Scale {
+    double compute = 1.0;
+    double comm = 1.0;
+    double input = 1.0;
+  };
+  Scale scale_of(const Member& m) const {
+    Scale s;
+    if (!m.op.is_valid() || options_.micro_batches <= 1) return s;
+    const double once = 1.0 / static_cast<double>(options_.micro_batches);
+    const Op& op = g_.op(m.op);
+    if (op.phase == graph::OpPhase::kUpdate) return {once, once, once};
+    for (ValueId out : op.outputs) {
+      if (gradient_values_.count(out) != 0) s.comm = once;
+    }
+    return s;
+  }
+
   bool is_persistent(ValueId v) const {
     const auto role = g_.value(v).role;
     return role == graph::ValueRole::kParameter || role == graph::ValueRole::kOptimizerState;
@@ -316,6 +349,10 @@ class Pass {
       const ShardingSpec want = batch_split(g_.value(v).shape);
       std::erase_if(table, [&](const Strategy& s) { return !(s.outputs[0] == want); });
     }
+    if (options_.canonical_boundaries && g_.value(v).producer.is_valid()) {
+      const ShardingSpec want = canonical(v);
+      std::erase_if(table, [&](const Strategy& s) { return !(s.outputs[0] == want); });
+    }
     if (table.empty()) {
       return make_error(Errc::kInfeasible, "value '{}' {} has no valid layout on mesh {}", grp.name,
                         g_.value(v).shape.to_string(), mesh_.to_string());
@@ -324,10 +361,87 @@ class Pass {
     if (options_.prefer_reduce_scatter && g_.value(v).role == graph::ValueRole::kParameter) {
       add_zero_variants(grp, table);
     }
+    if (g_.value(v).role == graph::ValueRole::kParameter) restrict_parameter(grp, table);
     grp.members.push_back(Member{OpId(), v, -1, std::move(table)});
     groups_.push_back(std::move(grp));
     where_[v] = {static_cast<int>(groups_.size() - 1), 0, 0};
     return Status::ok();
+  }
+
+  // Values produced here and read by ops outside the stage leave in the canonical layout: the
+  // conversion is charged to the producing node.
+  void add_boundary_conversions(IlpProblem& problem) {
+    std::set<OpId> inside(ops_.begin(), ops_.end());
+    std::set<ValueId> leaving;
+    for (int64_t i = 0; i < g_.num_ops(); ++i) {
+      const OpId id(static_cast<int32_t>(i));
+      if (inside.count(id) != 0) continue;
+      for (ValueId v : g_.op(id).inputs) {
+        const graph::Value& val = g_.value(v);
+        if (val.producer.is_valid() && inside.count(val.producer) != 0) leaving.insert(v);
+      }
+    }
+    for (ValueId v : leaving) {
+      const Where w = where_.at(v);
+      const ShardingSpec want = canonical(v);
+      auto& cost = problem.nodes[static_cast<size_t>(w.group)].cost;
+      for (size_t p = 0; p < cost.size(); ++p) cost[p] += reshard(g_.value(v), spec_at(w, p), want);
+    }
+  }
+
+  // Keeps the parameter layouts the options' parameter mode allows (when any is left).
+  void restrict_parameter(Group& grp, std::vector<Strategy>& table) const {
+    using Mode = ShardingOptions::ParameterMode;
+    const Mode mode = options_.parameter_mode;
+    if (mode == Mode::kFree) return;
+    const auto keep = [&](size_t p) {
+      const ShardingSpec& s = table[p].outputs[0];
+      const bool whole = s.used_axes() == 0;
+      switch (mode) {
+        case Mode::kReplicated:
+          return whole && grp.zero_axis[p] < 0;
+        case Mode::kZero2:
+          return whole && grp.zero_axis[p] == 0;
+        case Mode::kZero3: {
+          int split = 0;
+          for (auto d : s.dims) split += d == mesh::DimSharding::kS0 ? 1 : 0;
+          return split == 1 && s.used_axes() == 1 && grp.zero_axis[p] < 0;
+        }
+        case Mode::kFree:
+          return true;
+      }
+      return true;
+    };
+    std::vector<Strategy> kept;
+    std::vector<int> axes;
+    for (size_t p = 0; p < table.size(); ++p) {
+      if (!keep(p)) continue;
+      kept.push_back(table[p]);
+      axes.push_back(grp.zero_axis[p]);
+    }
+    if (kept.empty() && mode == Mode::kZero3) {  // nothing divisible: keep it whole
+      for (size_t p = 0; p < table.size(); ++p) {
+        if (table[p].outputs[0].used_axes() == 0 && grp.zero_axis[p] < 0) {
+          kept.push_back(table[p]);
+          axes.push_back(-1);
+        }
+      }
+    }
+    if (kept.empty()) return;
+    table = std::move(kept);
+    grp.zero_axis = std::move(axes);
+  }
+
+  // The canonical boundary layout of a value: its batch dim (if any) over mesh axis 0 when that
+  // divides it, everything else whole.
+  ShardingSpec canonical(ValueId v) const {
+    const graph::Value& val = g_.value(v);
+    ShardingSpec s = ShardingSpec::replicated(val.shape.rank());
+    const int d = static_cast<size_t>(v.index()) < batch_dim_.size() ? batch_dim_[v.index()] : -1;
+    if (d >= 0 && mesh_.size(0) > 1 && val.shape[d] % mesh_.size(0) == 0) {
+      s.dims[static_cast<size_t>(d)] = mesh::DimSharding::kS0;
+    }
+    return s;
   }
 
   // Dim 0 split over every mesh axis (of size > 1) whose size divides it, axis 0 first.
@@ -532,7 +646,8 @@ class Pass {
   std::vector<OpId> ops_;
   std::vector<Group> groups_;
   std::map<ValueId, Where> where_;
-  std::vector<int> batch_dim_;  // per value: the dim carrying the data batch, or -1
+  std::vector<int> batch_dim_;         // per value: the dim carrying the data batch, or -1
+  std::set<ValueId> gradient_values_;  // parameter gradients (read by update ops)
   std::map<std::tuple<std::vector<int64_t>, DType, ShardingSpec, ShardingSpec>, double>
       reshard_cache_;
 };

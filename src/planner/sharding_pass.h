@@ -36,6 +36,21 @@ struct ShardingOptions {
   /// kAuto applies it when both mesh axes are larger than 1.
   enum class ForceBatch : uint8_t { kAuto, kOn, kOff };
   ForceBatch force_batch_to_axis0 = ForceBatch::kAuto;
+  /// Micro-batches per training step (gradient accumulation): gradient synchronisation and
+  /// optimizer updates happen once per step, so their costs count 1 / micro_batches per
+  /// micro-batch (Alpa divides gradient all-reduce costs the same way).
+  int64_t micro_batches = 1;
+  /// Restricts parameter layouts (for baselines): kFree lets the ILP choose; kReplicated keeps
+  /// every parameter whole (data parallelism); kZero2 keeps parameters whole and shards their
+  /// gradient and optimizer state over mesh axis 0 (needs prefer_reduce_scatter); kZero3 shards
+  /// parameters (and so their state) over axis 0 along the first divisible dim.
+  enum class ParameterMode : uint8_t { kFree, kReplicated, kZero2, kZero3 };
+  ParameterMode parameter_mode = ParameterMode::kFree;
+  /// Activations and gradients that cross the stage boundary use one canonical layout: the
+  /// batch dim split over mesh axis 0 when it divides, everything else whole (Megatron's layout
+  /// between blocks). Values entering the stage arrive in it; values leaving are converted to it
+  /// inside the stage, at a cost. Stages composed from separately solved pieces then agree.
+  bool canonical_boundaries = false;
   SolveOptions solver;
 
   Status validate() const;

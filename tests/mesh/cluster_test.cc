@@ -85,7 +85,7 @@ TEST_CASE("dgx-h100 and cpu presets parse host counts and shapes", "[mesh]") {
   CHECK(dgx->device.peak_flops_f16 == Approx(989e12));
   CHECK(dgx->device.memory_bandwidth == Approx(3.35e12));
   CHECK(dgx->intra_host.bandwidth == Approx(450e9));
-  CHECK(dgx->inter_host.bandwidth == Approx(50e9));
+  CHECK(dgx->inter_host.bandwidth == Approx(400e9));
   CHECK(dgx->inter_host.latency.value() == Approx(5e-6));
 
   Expected<ClusterSpec> cpu = cluster_preset("cpu");

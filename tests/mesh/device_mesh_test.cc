@@ -44,9 +44,10 @@ TEST_CASE("on two p3 hosts, a (2, 8) mesh crosses hosts on axis 0 only", "[mesh]
   const ClusterSpec c = cluster("p3.16xlarge:2");
   Expected<LogicalMesh> m = make_logical_mesh(c, {2, 8}, 2, 8);
   REQUIRE(m.has_value());
-  // axis 0 groups {i1, 8 + i1} join the two hosts; axis 1 groups are whole hosts.
+  // axis 0 groups {i1, 8 + i1} join the two hosts: 8 of them leave each host at once and share
+  // its network link (beta = 8 / bandwidth); axis 1 groups are whole hosts.
   CHECK(m->alpha[0] == c.inter_host.latency.value());
-  CHECK(m->beta[0] == 1.0 / c.inter_host.bandwidth);
+  CHECK(m->beta[0] == 8.0 / c.inter_host.bandwidth);
   CHECK(m->alpha[1] == c.intra_host.latency.value());
   CHECK(m->beta[1] == 1.0 / c.intra_host.bandwidth);
 }
@@ -77,17 +78,18 @@ TEST_CASE("a logical mesh inside one host uses the intra-host link on both axes"
 }
 
 TEST_CASE("an axis whose groups straddle a host boundary pays the inter-host link", "[mesh]") {
-  // 3 hosts x 8 viewed as (8, 3): axis 1 group {6, 7, 8} spans hosts 0 and 1.
+  // 3 hosts x 8 viewed as (8, 3): axis 1 groups {6, 7, 8} and {15, 16, 17} straddle hosts, and
+  // host 1 carries both (beta = 2 / bandwidth); the 3 axis-0 groups each span all three hosts.
   const ClusterSpec c = cluster("p3.16xlarge:3");
   Expected<LogicalMesh> m = make_logical_mesh(c, {3, 8}, 8, 3);
   REQUIRE(m.has_value());
-  CHECK(m->beta[1] == 1.0 / c.inter_host.bandwidth);
-  CHECK(m->beta[0] == 1.0 / c.inter_host.bandwidth);
-  // (6, 4): axis 1 groups are half hosts; axis 0 groups cross hosts.
+  CHECK(m->beta[1] == 2.0 / c.inter_host.bandwidth);
+  CHECK(m->beta[0] == 3.0 / c.inter_host.bandwidth);
+  // (6, 4): axis 1 groups are half hosts; the 4 axis-0 groups all cross every host.
   Expected<LogicalMesh> halves = make_logical_mesh(c, {3, 8}, 6, 4);
   REQUIRE(halves.has_value());
   CHECK(halves->beta[1] == 1.0 / c.intra_host.bandwidth);
-  CHECK(halves->beta[0] == 1.0 / c.inter_host.bandwidth);
+  CHECK(halves->beta[0] == 4.0 / c.inter_host.bandwidth);
 }
 
 TEST_CASE("a logical mesh must have the submesh's device count", "[mesh]") {

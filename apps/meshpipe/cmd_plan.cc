@@ -1,0 +1,169 @@
+// `meshpipe plan`, `meshpipe explain` and `meshpipe compare`: the inter-operator planner, a
+// plan's description in words, and the plan next to every baseline.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <map>
+
+#include "core/units.h"
+#include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
+#include "planner/baselines.h"
+#include "planner/planner.h"
+
+namespace meshpipe::cli {
+namespace {
+
+int run_plan(const PlanArgs& args, const std::string& output) {
+  auto setup = make_plan_setup(args);
+  if (!setup.has_value()) return fail(setup.status());
+  fmt::print("meshpipe plan: {} ({}) on {} ({} devices), global batch {}\n", setup->spec.name,
+             dtype_name(setup->spec.dtype), setup->cluster.name, setup->cluster.num_devices(),
+             setup->options.global_batch);
+  std::fflush(stdout);
+  planner::AnalyticCostModel cost(setup->cluster.device);
+  auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options);
+  if (!plan.has_value()) return fail(plan.status());
+  print_plan_summary(*plan);
+  const planner::PlanningTimes& t = plan->times;
+  fmt::print(
+      "planning time: clustering {:.2f} s, stage costs {:.2f} s ({} ILPs solved, {} "
+      "reused), stage DP {:.2f} s, total {:.2f} s\n",
+      t.clustering, t.stage_costs, t.intra_op_solves, t.intra_op_reused, t.stage_dp, t.total);
+  if (!output.empty()) {
+    if (Status s = planner::save_plan(*plan, output); !s.is_ok()) return fail(s);
+    fmt::print("wrote {}\n", output);
+  }
+  return 0;
+}
+
+// A layout in words: "column split over mesh axis 1", "replicated", ...
+std::string in_words(const std::string& spec, int64_t rank) {
+  auto s = mesh::parse_sharding(spec);
+  if (!s.has_value()) return spec;
+  std::vector<std::string> parts;
+  for (size_t d = 0; d < s->dims.size(); ++d) {
+    const auto axes = mesh::dim_axes(s->dims[d]);
+    if (axes.empty()) continue;
+    std::string where = axes.size() == 2 ? fmt::format("mesh axes {} and {}", axes[0], axes[1])
+                                         : fmt::format("mesh axis {}", axes[0]);
+    std::string what = fmt::format("dim {}", d);
+    if (rank == 2) what = d == 0 ? "row" : "column";
+    parts.push_back(fmt::format("{} split over {}", what, where));
+  }
+  if (parts.empty()) return "replicated";
+  std::string out = parts[0];
+  for (size_t k = 1; k < parts.size(); ++k) out += ", " + parts[k];
+  return out;
+}
+
+int run_explain(const std::string& path) {
+  auto plan = planner::load_plan(path);
+  if (!plan.has_value()) return fail(plan.status());
+  fmt::print("plan {}: {} on {} ({} devices), global batch {}\n", path, plan->model,
+             plan->cluster.name, plan->cluster.num_devices(), plan->global_batch);
+  print_plan_summary(*plan);
+  // The model's parameters (shapes and roles) when it is a zoo model.
+  std::map<std::string, int64_t> rank_of;
+  if (auto spec = graph::models::find_model(plan->model); spec.has_value()) {
+    auto g = training_graph(*spec, plan->micro_batch);
+    if (g.has_value()) {
+      if (planner::graph_fingerprint(*g) != plan->graph_fingerprint) {
+        fmt::print("warning: the plan was made for a different version of {}'s graph\n",
+                   plan->model);
+      }
+      for (const graph::Value& v : g->values()) {
+        if (v.role == graph::ValueRole::kParameter) rank_of[v.name] = v.shape.rank();
+      }
+    }
+  }
+  for (size_t k = 0; k < plan->stages.size(); ++k) {
+    const planner::StagePlan& s = plan->stages[k];
+    fmt::print("\nstage {}: layers {}-{} on devices {}-{} as logical mesh {}\n", k, s.first_layer,
+               s.last_layer, s.devices.front(), s.devices.back(), s.mesh.to_string());
+    int shown = 0;
+    for (const auto& [name, spec] : s.value_specs) {
+      auto it = rank_of.find(name);
+      if (it == rank_of.end() || it->second < 2) continue;  // matrices and larger weights
+      fmt::print("  {:<32} {:<10} {}\n", name, spec, in_words(spec, it->second));
+      ++shown;
+    }
+    if (shown == 0) fmt::print("  (no weight matrices: model not in the zoo)\n");
+  }
+  if (!plan->transfers.empty()) {
+    fmt::print("\ncross-stage transfers per micro-batch:\n");
+    for (const auto& t : plan->transfers) {
+      fmt::print("  {:<36} stage {} -> {}  {} -> {}  {}  {}\n", t.value, t.from_stage, t.to_stage,
+                 t.from_spec, t.to_spec, format_bytes(Bytes(t.bytes)),
+                 format_seconds(Seconds(t.seconds)));
+    }
+  }
+  return 0;
+}
+
+int run_compare(const PlanArgs& args) {
+  auto setup = make_plan_setup(args);
+  if (!setup.has_value()) return fail(setup.status());
+  fmt::print("meshpipe compare: {} on {} ({} devices), global batch {}\n", setup->spec.name,
+             setup->cluster.name, setup->cluster.num_devices(), setup->options.global_batch);
+  std::fflush(stdout);
+  planner::AnalyticCostModel cost(setup->cluster.device);
+  planner::ShardingCache cache;
+  auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options, cache);
+  if (!plan.has_value()) return fail(plan.status());
+  setup->options.progress = nullptr;
+  const auto baselines =
+      planner::run_baselines(setup->graph, setup->cluster, cost, setup->options, &cache);
+  fmt::print("{:<16} {:>11} {:>9} {:>12} {:>9}  {}\n", "plan", "step time", "TFLOP/s", "memory/dev",
+             "vs best", "configuration");
+  fmt::print("{:<16} {:>11} {:>9.1f} {:>12} {:>9}  {} stages, {} micro-batches of {}\n", "meshpipe",
+             format_seconds(Seconds(plan->step_time)), plan->tflops_per_device,
+             format_bytes(Bytes(plan->max_memory_per_device)), "1.00x", plan->stages.size(),
+             plan->micro_batches, plan->micro_batch);
+  for (const auto& b : baselines) {
+    if (!b.plan) {
+      fmt::print("{:<16} {:>11} {:>9} {:>12} {:>9}  {}\n", b.name, "-", "-", "-", "-",
+                 b.status.message());
+      continue;
+    }
+    fmt::print("{:<16} {:>11} {:>9.1f} {:>12} {:>8.2f}x  {}\n", b.name,
+               format_seconds(Seconds(b.plan->step_time)), b.plan->tflops_per_device,
+               format_bytes(Bytes(b.plan->max_memory_per_device)),
+               b.plan->step_time / plan->step_time, b.description);
+  }
+  fmt::print("(vs best: baseline step time / meshpipe step time)\n");
+  return 0;
+}
+
+}  // namespace
+
+void add_plan_commands(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<PlanArgs>();
+  auto output = std::make_shared<std::string>();
+  CLI::App* plan = app.add_subcommand(
+      "plan",
+      "Plan a model for a cluster: cluster layers, cost every stage on every submesh with "
+      "the intra-op ILP, choose stages, meshes and micro-batches by the stage DP");
+  add_plan_options(plan, *args);
+  plan->add_option("-o,--output", *output, "write the plan as JSON");
+  plan->callback([args, output, &exit_code] { exit_code = run_plan(*args, *output); });
+
+  auto path = std::make_shared<std::string>();
+  CLI::App* explain = app.add_subcommand(
+      "explain",
+      "Describe a plan file: stages, meshes, predicted costs, and the sharding of each "
+      "stage's weight matrices in words");
+  explain->add_option("plan", *path, "plan JSON written by `meshpipe plan -o`")->required();
+  explain->callback([path, &exit_code] { exit_code = run_explain(*path); });
+
+  auto cargs = std::make_shared<PlanArgs>();
+  CLI::App* compare = app.add_subcommand(
+      "compare",
+      "Plan a model and show it next to data parallel, ZeRO-2/3, the best Megatron "
+      "grid, equal-layer and equal-operator pipelines, intra-op only and inter-op only, "
+      "all under the same cost model");
+  add_plan_options(compare, *cargs);
+  compare->callback([cargs, &exit_code] { exit_code = run_compare(*cargs); });
+}
+
+}  // namespace meshpipe::cli

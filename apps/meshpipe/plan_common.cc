@@ -1,0 +1,109 @@
+// Shared pieces of `plan`, `explain` and `compare`.
+#include "meshpipe/plan_common.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "core/units.h"
+#include "graph/training_graph.h"
+
+namespace meshpipe::cli {
+
+int fail(const Status& s) {
+  fmt::print(stderr, "error: {}\n", s.message());
+  return s.code() == Errc::kInvalidArgument || s.code() == Errc::kNotFound ? 2 : 1;
+}
+
+void add_plan_options(CLI::App* cmd, PlanArgs& args) {
+  cmd->add_option("--model", args.model, "zoo model name")->capture_default_str();
+  cmd->add_option("--cluster", args.cluster,
+                  "cluster preset (p3.16xlarge[:hosts], dgx-h100[:hosts], cpu[:HxD]) or JSON file")
+      ->capture_default_str();
+  cmd->add_option("--batch", args.batch, "global batch per step (default: the model's)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--micro-batches", args.micro_batches,
+                  "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--layers", args.layers,
+                  "layers to cluster the model into (default: searched, "
+                  "at most 16)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--memory-fraction", args.memory_fraction,
+                  "share of device memory a stage may use")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 1.0));
+  cmd->add_flag("--zero", args.zero, "allow ZeRO-style sharded optimizer state");
+  cmd->add_option("--schedule", args.schedule, "pipeline schedule")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_flag("--quiet", args.quiet, "no progress output");
+}
+
+Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch) {
+  MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg,
+                      graph::models::build_model(spec, {.batch = micro_batch, .dtype = {}}));
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                      graph::make_training_graph(std::move(fg), graph::OptimizerConfig{}));
+  return std::move(tg.graph);
+}
+
+Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
+  PlanSetup s;
+  MP_ASSIGN_OR_RETURN(s.spec, graph::models::find_model(args.model));
+  MP_ASSIGN_OR_RETURN(s.cluster, mesh::resolve_cluster(args.cluster));
+  const int64_t global = args.batch > 0 ? args.batch : s.spec.default_batch;
+  if (args.micro_batches > 0 && global % args.micro_batches != 0) {
+    return make_error(Errc::kInvalidArgument, "--batch {} is not divisible by --micro-batches {}",
+                      global, args.micro_batches);
+  }
+  planner::PlannerOptions& o = s.options;
+  o.model = s.spec.name;
+  o.global_batch = global;
+  o.micro_batches = args.micro_batches;
+  o.clustering.num_layers = args.layers;
+  o.profile.memory_fraction = args.memory_fraction;
+  o.profile.sharding.prefer_reduce_scatter = args.zero;
+  o.schedule = args.schedule;
+  const graph::models::ModelSpec spec = s.spec;
+  o.graph_for_micro_batch = [spec](int64_t micro) { return training_graph(spec, micro); };
+  const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
+  MP_ASSIGN_OR_RETURN(s.graph, training_graph(s.spec, first));
+  if (!args.quiet) {
+    o.progress = [](const std::string& phase, int64_t done, int64_t total) {
+      if (phase != "stage costs" || total <= 0) return;
+      const int width = 30;
+      const int filled = static_cast<int>(width * done / total);
+      fmt::print(stderr, "\r{:<12} [{}{}] {}/{}", phase, std::string(size_t(filled), '#'),
+                 std::string(size_t(width - filled), '.'), done, total);
+      if (done == total) fmt::print(stderr, "\n");
+      std::fflush(stderr);
+    };
+  }
+  return s;
+}
+
+void print_plan_summary(const planner::Plan& plan) {
+  fmt::print("{:<6} {:<7} {:<9} {:<13} {:<9} {:>12} {:>9} {:>13}\n", "stage", "layers", "submesh",
+             "devices", "logical", "time/ubatch", "in-flight", "memory/device");
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    const planner::StagePlan& s = plan.stages[k];
+    const std::string devices = s.devices.size() == 1
+                                    ? fmt::format("{}", s.devices.front())
+                                    : fmt::format("{}-{}", s.devices.front(), s.devices.back());
+    fmt::print("{:<6} {:<7} {:<9} {:<13} {:<9} {:>12} {:>9} {:>13}\n", k,
+               fmt::format("{}-{}", s.first_layer, s.last_layer), s.submesh.to_string(), devices,
+               s.mesh.to_string(), format_seconds(Seconds(s.time)), s.in_flight,
+               format_bytes(Bytes(s.memory.peak)));
+  }
+  fmt::print("micro-batches: {} x {} ({}), {} clustered layers\n", plan.micro_batches,
+             plan.micro_batch, plan.schedule, plan.num_layers);
+  fmt::print("predicted step time: {}, {:.1f} TFLOP/s per device ({:.1f} TFLOP/s total)\n",
+             format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
+             plan.tflops_per_device * plan.cluster.num_devices());
+  fmt::print("memory: at most {} per device (device: {})\n",
+             format_bytes(Bytes(plan.max_memory_per_device)),
+             format_bytes(plan.cluster.device.memory));
+}
+
+}  // namespace meshpipe::cli

@@ -1,0 +1,49 @@
+// Shared pieces of the planning commands: building a zoo model's training graph for any
+// micro-batch size, the planner options from the command line, progress output, plan tables.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "graph/models/zoo.h"
+#include "mesh/cluster.h"
+#include "planner/plan.h"
+#include "planner/planner.h"
+
+namespace meshpipe::cli {
+
+/// Command-line settings shared by `plan` and `compare`.
+struct PlanArgs {
+  std::string model = "gpt-1.3b";
+  std::string cluster = "p3.16xlarge:1";
+  int64_t batch = 0;          ///< global batch; 0: the model's
+  int64_t micro_batches = 0;  ///< 0: chosen by the planner
+  int32_t layers = 0;         ///< clustered layers; 0: searched
+  double memory_fraction = 0.9;
+  bool zero = false;
+  std::string schedule = "1f1b";
+  bool quiet = false;
+};
+
+/// Registers the shared options on a sub-command.
+void add_plan_options(CLI::App* cmd, PlanArgs& args);
+
+/// The zoo spec, cluster, a graph factory and planner options from the arguments.
+struct PlanSetup {
+  graph::models::ModelSpec spec;
+  mesh::ClusterSpec cluster;
+  graph::Graph graph;  ///< the training graph at the smallest candidate micro-batch
+  planner::PlannerOptions options;
+};
+Expected<PlanSetup> make_plan_setup(const PlanArgs& args);
+
+/// The training graph (Adam) of a zoo model at a micro-batch size.
+Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch);
+
+/// The stage table, step time, throughput and memory of a plan.
+void print_plan_summary(const planner::Plan& plan);
+
+/// Prints "error: ..." and returns the exit code for a status (2: bad input, 1: other).
+int fail(const Status& s);
+
+}  // namespace meshpipe::cli

@@ -1,0 +1,30 @@
+// Baselines under the planner's own cost model, so every plan can be compared with what a user
+// would otherwise pick: data parallelism, ZeRO-2, ZeRO-3, the best Megatron-style grid
+// (dp x tp x pp and micro-batch count), equal-layer and equal-operator pipelines, intra-op only
+// (one stage on every device) and inter-op only (a pipeline of data-parallel stages).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/planner.h"
+
+namespace meshpipe::planner {
+
+/// One baseline: its best plan under the cost model, or why it cannot run.
+struct BaselineResult {
+  std::string name;         ///< "data parallel", "ZeRO-2", "Megatron grid", ...
+  std::string description;  ///< the configuration picked, e.g. "dp 2 x tp 4 x pp 2, 64 x 16"
+  std::optional<Plan> plan;
+  Status status;  ///< why there is no plan (does not fit, no valid configuration)
+};
+
+/// Runs every baseline with the same clustering, micro-batch candidates and cost model as
+/// make_plan. A baseline whose best plan exceeds device memory reports it in `status`.
+/// `cache` (optional) shares intra-op solutions with make_plan.
+std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                                          const CostModel& cost, const PlannerOptions& options,
+                                          ShardingCache* cache = nullptr);
+
+}  // namespace meshpipe::planner

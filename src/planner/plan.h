@@ -1,0 +1,105 @@
+// Plan: the contract between planner and runtime (STYLE.md rule 4). A value: stages (layer
+// ranges) on submeshes placed on physical devices, each stage's logical mesh and the sharding of
+// every tensor and op, the cross-stage transfers, the micro-batch count and schedule, and the
+// predicted step time, throughput and memory. Saved and loaded as versioned JSON.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "mesh/cluster.h"
+#include "mesh/device_mesh.h"
+
+namespace meshpipe::planner {
+
+/// Memory of one device of a stage, in bytes.
+struct StageMemory {
+  int64_t persistent = 0;  ///< parameters and optimizer state
+  int64_t stash = 0;       ///< activations kept from forward to backward, per micro-batch
+  int64_t working = 0;     ///< transient peak beyond the stash while computing a micro-batch
+  int64_t peak = 0;        ///< persistent + working + in_flight * stash
+  friend bool operator==(const StageMemory&, const StageMemory&) = default;
+};
+
+/// One pipeline stage.
+struct StagePlan {
+  int32_t first_layer = 0;  ///< inclusive
+  int32_t last_layer = 0;   ///< inclusive
+  mesh::SubmeshShape submesh;
+  std::vector<int32_t> devices;  ///< global device ids (host * devices_per_host + local), row-major
+  mesh::LogicalMesh mesh;        ///< logical view of `devices` (shape and alpha/beta)
+  double time = 0.0;             ///< predicted seconds per micro-batch (forward + backward)
+  int32_t in_flight = 1;         ///< micro-batches whose activations are stashed at once (1F1B)
+  StageMemory memory;
+  std::map<std::string, std::string> value_specs;    ///< value name -> sharding spec text
+  std::map<std::string, std::string> op_strategies;  ///< op name -> strategy text
+  friend bool operator==(const StagePlan&, const StagePlan&) = default;
+};
+
+/// A tensor crossing from one stage's mesh to another's.
+struct CrossStageTransfer {
+  std::string value;  ///< value name
+  int32_t from_stage = 0;
+  int32_t to_stage = 0;
+  std::string from_spec;  ///< layout on the sending mesh
+  std::string to_spec;    ///< layout on the receiving mesh
+  int64_t bytes = 0;      ///< full tensor bytes
+  double seconds = 0.0;   ///< predicted time per micro-batch (a parameter gradient, sent once per
+                          ///< step, counts 1 / micro_batches)
+  friend bool operator==(const CrossStageTransfer&, const CrossStageTransfer&) = default;
+};
+
+/// Wall time of the planner's phases, in seconds (reported, not part of the plan's identity).
+struct PlanningTimes {
+  double clustering = 0.0;
+  double stage_costs = 0.0;
+  double stage_dp = 0.0;
+  double total = 0.0;
+  int64_t intra_op_solves = 0;  ///< ILPs solved
+  int64_t intra_op_reused = 0;  ///< identical sub-problems answered from the cache
+  friend bool operator==(const PlanningTimes&, const PlanningTimes&) = default;
+};
+
+/// The whole plan.
+struct Plan {
+  static constexpr int32_t kVersion = 1;
+  int32_t version = kVersion;
+  std::string model;              ///< zoo name or a user label
+  std::string graph_fingerprint;  ///< hash of the training graph the plan was made for
+  std::string dtype;              ///< "f16", "f32"
+  int64_t global_batch = 1;
+  int64_t micro_batch = 1;
+  int64_t micro_batches = 1;      ///< global_batch / micro_batch
+  std::string schedule = "1f1b";  ///< "1f1b" or "gpipe"
+  mesh::ClusterSpec cluster;
+  int32_t num_layers = 0;
+  std::vector<int32_t> op_layers;  ///< layer of every op of the training graph (clustering)
+  std::vector<StagePlan> stages;
+  std::vector<CrossStageTransfer> transfers;
+  double step_time = 0.0;             ///< predicted seconds per training step
+  double tflops_per_device = 0.0;     ///< model FLOPs / (step time x devices) / 1e12
+  int64_t max_memory_per_device = 0;  ///< bytes, the largest stage peak
+  PlanningTimes times;
+  friend bool operator==(const Plan&, const Plan&) = default;
+
+  /// Stage ranges cover 0..num_layers-1 in order without gaps; devices distinct, within the
+  /// cluster and matching each stage's submesh and logical mesh size; micro_batches *
+  /// micro_batch == global_batch; transfers reference existing stages; schedule known. Errors
+  /// name the field ("stages[2].devices: device 17 is outside the cluster's 16").
+  Status validate() const;
+};
+
+/// The JSON text of a plan (pretty-printed; field order stable).
+std::string plan_to_json(const Plan& plan);
+/// Parses and validates; errors name the field ("plan field 'stages[1].mesh.shape' ...").
+/// plan_from_json(plan_to_json(p)) == p exactly.
+Expected<Plan> plan_from_json(const std::string& text);
+/// Writes plan_to_json to a file (kIo errors name the path).
+Status save_plan(const Plan& plan, const std::string& path);
+/// Reads and parses a plan file.
+Expected<Plan> load_plan(const std::string& path);
+
+}  // namespace meshpipe::planner

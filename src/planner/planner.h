@@ -1,0 +1,89 @@
+// The planner's front door (STYLE.md rule 3): a training graph, a cluster and a cost model in,
+// a Plan out. Pure: deterministic, no I/O, no clock-dependent decisions (wall times are only
+// reported in Plan::times).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+#include "mesh/cluster.h"
+#include "planner/cost_model.h"
+#include "planner/layer_clustering.h"
+#include "planner/plan.h"
+#include "planner/stage_costs.h"
+
+namespace meshpipe::planner {
+
+/// Options of make_plan.
+struct PlannerOptions {
+  std::string model;         ///< label stored in the plan (zoo name)
+  int64_t global_batch = 0;  ///< samples per step; 0: the graph's micro-batch x micro_batches
+  /// Micro-batches per step; 0: the planner chooses among micro_batch_sizes (needs
+  /// graph_for_micro_batch), or 1 without a factory.
+  int64_t micro_batches = 0;
+  /// Candidate micro-batch sizes when choosing (default: powers of two dividing the global
+  /// batch, 1 ... 32).
+  std::vector<int64_t> micro_batch_sizes;
+  /// Builds the training graph for a micro-batch size (when the planner chooses it).
+  std::function<Expected<graph::Graph>(int64_t)> graph_for_micro_batch;
+  ClusteringOptions clustering;
+  StageProfileOptions profile;
+  std::string schedule = "1f1b";  ///< "1f1b" or "gpipe" (same iteration time, different memory)
+  /// Progress: (phase, done, total); phases "clustering", "stage costs", "stage DP".
+  std::function<void(const std::string&, int64_t, int64_t)> progress;
+
+  Status validate() const;
+};
+
+/// Clusters the graph's layers, profiles every candidate stage with the intra-op pass, runs the
+/// stage DP (choosing the micro-batch count when asked), places the stages on devices and
+/// returns the plan. Errors name what does not fit or cannot be planned.
+Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                         const CostModel& cost, const PlannerOptions& options);
+
+/// The same with an explicit memo table of intra-op solutions (STYLE.md rule 5), shared with
+/// later calls (run_baselines, other clusters).
+Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                         const CostModel& cost, const PlannerOptions& options,
+                         ShardingCache& cache);
+
+/// A micro-batch size and the number of micro-batches per step.
+struct MicroBatching {
+  int64_t micro_batch = 1;
+  int64_t micro_batches = 1;
+};
+
+/// The micro-batchings make_plan tries, in order (see PlannerOptions).
+Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& g,
+                                                            const PlannerOptions& options);
+
+/// The training graph for a micro-batch size: `g` itself when it has that size, else built by
+/// options.graph_for_micro_batch (an error without one).
+Expected<graph::Graph> graph_for_micro_batch(const graph::Graph& g, const PlannerOptions& options,
+                                             int64_t micro_batch);
+
+/// Samples per micro-batch of a training graph: dim 0 of its first data input (1 if none).
+int64_t graph_micro_batch(const graph::Graph& g);
+
+/// FNV-1a hash (hex) of the graph's structural fingerprint; plans record it.
+std::string graph_fingerprint(const graph::Graph& g);
+
+/// Model FLOPs of one micro-batch (forward + backward ops), for throughput accounting.
+double model_flops_per_micro_batch(const graph::Graph& g);
+
+/// One stage chosen by the DP or by a baseline: layers i..j on submesh kind m with config c.
+using StageAssignment = StageChoice;
+
+/// Builds a plan from chosen stages: places the submeshes on physical devices (largest first;
+/// whole-host submeshes on consecutive hosts, smaller ones packed left to right in a host),
+/// prices each cross-stage transfer on its actual link, and predicts the step time
+/// (sum t_i + (B - 1) max t_i), throughput and per-device memory.
+Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clustering,
+                          const StageProfiler& profiler, const std::vector<StageAssignment>& stages,
+                          const mesh::ClusterSpec& cluster, const CostModel& cost,
+                          const PlannerOptions& options, int64_t micro_batches);
+
+}  // namespace meshpipe::planner

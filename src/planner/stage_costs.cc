@@ -1,0 +1,394 @@
+// Stage profiling: units, their intra-op plans per logical mesh, and stage composition.
+#include "planner/stage_costs.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+
+namespace meshpipe::planner {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int32_t kManyStages = 1 << 20;
+
+}  // namespace
+
+Status StageProfileOptions::validate() const {
+  if (micro_batches < 1) {
+    return make_error(Errc::kInvalidArgument, "micro_batches must be >= 1, got {}", micro_batches);
+  }
+  if (!(level_time_limit_seconds > 0.0)) {
+    return make_error(Errc::kInvalidArgument, "level_time_limit_seconds must be > 0");
+  }
+  if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {
+    return make_error(Errc::kInvalidArgument, "memory_fraction must be in (0, 1], got {}",
+                      memory_fraction);
+  }
+  return sharding.validate();
+}
+
+StageProfiler::StageProfiler(const graph::Graph& g, std::vector<int32_t> block_layers,
+                             const mesh::ClusterSpec& cluster, const CostModel& cost,
+                             StageProfileOptions options, ShardingCache& cache)
+    : g_(g), cluster_(cluster), cost_(cost), options_(std::move(options)), cache_(cache) {
+  // Units are solved separately and composed: they must agree on the layouts between them.
+  options_.sharding.canonical_boundaries = true;
+  num_layers_ = g_.num_layers();
+  build_units(block_layers);
+  submeshes_ = mesh::submesh_shapes(cluster_, options_.submesh_space);
+  if (!options_.only_submeshes.empty()) {
+    std::erase_if(submeshes_, [&](const mesh::SubmeshShape& s) {
+      return std::find(options_.only_submeshes.begin(), options_.only_submeshes.end(), s) ==
+             options_.only_submeshes.end();
+    });
+  }
+  for (const mesh::SubmeshShape& s : submeshes_) {
+    std::vector<mesh::LogicalMesh> meshes;
+    for (const mesh::LogicalMesh& lm : mesh::logical_meshes(cluster_, s)) {
+      const bool dp = lm.shape[1] == 1;
+      const bool mp = lm.shape[0] == 1;
+      if (options_.logical_space == LogicalSpace::kSingleNodeModelParallel ||
+          (options_.logical_space == LogicalSpace::kDataParallelOnly && dp) ||
+          (options_.logical_space == LogicalSpace::kModelParallelOnly && mp)) {
+        meshes.push_back(lm);
+      }
+    }
+    if (meshes.empty()) {
+      const bool mp = options_.logical_space == LogicalSpace::kModelParallelOnly;
+      auto lm =
+          mesh::make_logical_mesh(cluster_, s, mp ? 1 : s.num_devices(), mp ? s.num_devices() : 1);
+      if (lm.has_value()) meshes.push_back(*lm);
+    }
+    // One device cannot shard: a single level.
+    const int32_t levels = s.num_devices() == 1 ? 1 : std::max(1, options_.memory_levels);
+    std::vector<StageConfig> configs;
+    for (const mesh::LogicalMesh& lm : meshes) {
+      for (int32_t k = 0; k < levels; ++k) configs.push_back({lm, k});
+    }
+    max_configs_ = std::max<int32_t>(max_configs_, static_cast<int32_t>(configs.size()));
+    configs_.push_back(std::move(configs));
+  }
+}
+
+void StageProfiler::build_units(const std::vector<int32_t>& block_layers) {
+  const int64_t n = g_.num_ops();
+  std::vector<int32_t> unit(static_cast<size_t>(n), -1);
+  std::map<std::pair<int32_t, int32_t>, int32_t> ids;  // (clustered layer, block) -> unit
+  int32_t last_key_layer = -1;
+  int32_t last_key_block = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const graph::Op& op = g_.ops()[static_cast<size_t>(i)];
+    if (op.phase != graph::OpPhase::kForward) continue;
+    const int32_t block = static_cast<size_t>(i) < block_layers.size()
+                              ? block_layers[static_cast<size_t>(i)]
+                              : op.layer;
+    // Units are consecutive runs: a return to an earlier (layer, block) pair starts a new unit
+    // only when the pair changes, so the numbering follows the forward order.
+    if (op.layer != last_key_layer || block != last_key_block) {
+      auto it = ids.find({op.layer, block});
+      if (it == ids.end() || it->second != num_units_ - 1) {
+        ids[{op.layer, block}] = num_units_++;
+        unit_layer_.push_back(op.layer);
+      }
+      last_key_layer = op.layer;
+      last_key_block = block;
+    }
+    unit[static_cast<size_t>(i)] = num_units_ - 1;
+  }
+  if (num_units_ == 0) {  // no forward ops: one unit per layer tag
+    for (int32_t l = 0; l < num_layers_; ++l) unit_layer_.push_back(l);
+    num_units_ = num_layers_;
+  }
+  int32_t previous = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const graph::Op& op = g_.ops()[static_cast<size_t>(i)];
+    if (unit[static_cast<size_t>(i)] < 0) {
+      if (op.forward.is_valid() && unit[op.forward.index()] >= 0) {
+        unit[static_cast<size_t>(i)] = unit[op.forward.index()];
+      } else {
+        unit[static_cast<size_t>(i)] = std::min(previous, num_units_ - 1);
+      }
+    }
+    previous = unit[static_cast<size_t>(i)];
+  }
+  unit_graph_ = g_;
+  unit_graph_.set_layers(unit);
+  layer_units_.assign(static_cast<size_t>(std::max(num_layers_, 1)), {});
+  for (int32_t u = 0; u < num_units_; ++u) {
+    layer_units_[static_cast<size_t>(unit_layer_[static_cast<size_t>(u)])].push_back(u);
+  }
+  // Parameter gradients: the gradient inputs of update ops and, through gradient sums, every
+  // piece added into them.
+  parameter_gradient_.assign(static_cast<size_t>(unit_graph_.num_values()), false);
+  for (const graph::Op& op : unit_graph_.ops()) {
+    const bool update = op.kind == graph::OpKind::kSgdUpdate ||
+                        op.kind == graph::OpKind::kSgdMomentumUpdate ||
+                        op.kind == graph::OpKind::kAdamUpdate;
+    if (update && op.inputs.size() > 1) parameter_gradient_[op.inputs[1].index()] = true;
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const graph::Op& op = unit_graph_.ops()[static_cast<size_t>(i)];
+    if (op.kind != graph::OpKind::kAdd || op.phase != graph::OpPhase::kBackward) continue;
+    if (!parameter_gradient_[op.outputs[0].index()]) continue;
+    for (ValueId in : op.inputs) parameter_gradient_[in.index()] = true;
+  }
+  std::set<std::pair<int32_t, int32_t>> seen;  // (value, reading unit)
+  for (int64_t i = 0; i < n; ++i) {
+    const graph::Op& op = unit_graph_.ops()[static_cast<size_t>(i)];
+    for (ValueId v : op.inputs) {
+      const graph::Value& val = unit_graph_.value(v);
+      if (!val.producer.is_valid()) continue;
+      const int32_t from = unit_graph_.op(val.producer).layer;
+      if (from == op.layer || !seen.insert({v.value(), op.layer}).second) continue;
+      crossings_.push_back({v, from, op.layer, parameter_gradient_[v.index()]});
+    }
+  }
+}
+
+const UnitProfile& StageProfiler::unit(int32_t u, int32_t m, int32_t c) const {
+  return profiles_[(static_cast<size_t>(u) * submeshes_.size() + static_cast<size_t>(m)) *
+                       static_cast<size_t>(max_configs_) +
+                   static_cast<size_t>(c)];
+}
+
+void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan, int32_t u,
+                                 const mesh::LogicalMesh& mesh,
+                                 const std::vector<bool>& stashed) const {
+  p.feasible = true;
+  p.error = Status::ok();
+  p.time = plan.total_seconds;
+  p.persistent = plan.persistent_memory.value();
+  p.stash = 0;
+  for (const auto& [v, spec] : plan.specs) {
+    const graph::Value& val = unit_graph_.value(v);
+    if (stashed[v.index()] && unit_graph_.op(val.producer).layer == u) {
+      p.stash += mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, mesh);
+    }
+  }
+  p.working = std::max<int64_t>(0, plan.peak_memory.value() - p.persistent - p.stash);
+  p.plan = std::move(plan);
+}
+
+Status StageProfiler::profile() {
+  MP_RETURN_IF_ERROR(options_.validate());
+  profiles_.assign(
+      static_cast<size_t>(num_units_) * submeshes_.size() * static_cast<size_t>(max_configs_),
+      UnitProfile{});
+  int64_t total = 0;
+  for (const auto& cs : configs_) total += static_cast<int64_t>(cs.size()) * num_units_;
+  int64_t done = 0;
+  // Values produced by forward ops and read by backward ops: stashed per micro-batch.
+  std::vector<bool> stashed(static_cast<size_t>(unit_graph_.num_values()), false);
+  for (const graph::Op& op : unit_graph_.ops()) {
+    if (op.phase != graph::OpPhase::kBackward) continue;
+    for (ValueId v : op.inputs) {
+      const graph::Value& val = unit_graph_.value(v);
+      if (val.producer.is_valid() &&
+          unit_graph_.op(val.producer).phase == graph::OpPhase::kForward) {
+        stashed[v.index()] = true;
+      }
+    }
+  }
+  const auto at = [&](int32_t u, size_t m, size_t c) -> UnitProfile& {
+    return profiles_[(static_cast<size_t>(u) * submeshes_.size() + m) *
+                         static_cast<size_t>(max_configs_) +
+                     c];
+  };
+  const auto tick = [&] {
+    if (options_.progress) options_.progress(++done, total);
+  };
+  // Pass 1: every unit at level 0 (the fastest layouts).
+  for (int32_t u = 0; u < num_units_; ++u) {
+    for (size_t m = 0; m < submeshes_.size(); ++m) {
+      for (size_t c = 0; c < configs_[m].size(); ++c) {
+        if (configs_[m][c].level != 0) continue;
+        ShardingOptions o = options_.sharding;
+        o.first_layer = u;
+        o.last_layer = u;
+        o.micro_batches = options_.micro_batches;
+        UnitProfile& p = at(u, m, c);
+        auto plan = cache_.shard(unit_graph_, configs_[m][c].mesh, cost_, o);
+        if (!plan.has_value()) {
+          if (plan.status().code() != Errc::kInfeasible) return plan.status();
+          p.error = plan.status();
+        } else {
+          fill_profile(p, std::move(*plan), u, configs_[m][c].mesh, stashed);
+        }
+        tick();
+      }
+    }
+  }
+  // Pass 2: leaner levels, only for logical meshes on which the whole model at level 0 would
+  // not fit one device with every micro-batch of a full-depth pipeline in flight (otherwise no
+  // stage can need them, and level k is a copy of level 0).
+  const double avail =
+      options_.memory_fraction * static_cast<double>(cluster_.device.memory.value());
+  for (size_t m = 0; m < submeshes_.size(); ++m) {
+    for (size_t c = 0; c < configs_[m].size(); ++c) {
+      const StageConfig& cfg = configs_[m][c];
+      if (cfg.level == 0) continue;
+      const size_t c0 = c - static_cast<size_t>(cfg.level);
+      double whole = 0.0;
+      double stash = 0.0;
+      for (int32_t u = 0; u < num_units_; ++u) {
+        const UnitProfile& b = at(u, m, c0);
+        whole += static_cast<double>(b.persistent + b.stash + b.working);
+        stash += static_cast<double>(b.stash);
+      }
+      const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
+      for (int32_t u = 0; u < num_units_; ++u) {
+        UnitProfile& p = at(u, m, c);
+        const UnitProfile& base = at(u, m, c0);
+        const UnitProfile& previous = at(u, m, c - 1);
+        if (!needed || !base.feasible) {
+          p = previous;
+          tick();
+          continue;
+        }
+        // Level k: 1 / 2^k of level 0's peak, ZeRO layouts allowed; when that cannot fit, keep
+        // the leanest found.
+        ShardingOptions o = options_.sharding;
+        o.first_layer = u;
+        o.last_layer = u;
+        o.micro_batches = options_.micro_batches;
+        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) /
+                          static_cast<double>(int64_t{1} << cfg.level);
+        o.prefer_reduce_scatter = true;
+        o.solver.time_limit_seconds =
+            std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
+        auto plan = cache_.shard(unit_graph_, cfg.mesh, cost_, o);
+        if (!plan.has_value()) {
+          if (plan.status().code() != Errc::kInfeasible && plan.status().code() != Errc::kTimeout) {
+            return plan.status();
+          }
+          p = previous;
+        } else {
+          fill_profile(p, std::move(*plan), u, cfg.mesh, stashed);
+        }
+        tick();
+      }
+    }
+  }
+  const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
+  crossing_costs_.assign(crossings_.size() * per, kInf);
+  for (size_t x = 0; x < crossings_.size(); ++x) {
+    for (size_t m = 0; m < submeshes_.size(); ++m) {
+      for (size_t c = 0; c < configs_[m].size(); ++c) {
+        crossing_costs_[x * per + m * static_cast<size_t>(max_configs_) + c] =
+            options_.sharding.canonical_boundaries
+                ? 0.0  // the producing unit already converted the value to the canonical layout
+                : crossing_cost(crossings_[x], static_cast<int32_t>(m), static_cast<int32_t>(c));
+      }
+    }
+  }
+  return Status::ok();
+}
+
+double StageProfiler::crossing_cost(const Crossing& x, int32_t m, int32_t c) const {
+  const UnitProfile& a = unit(x.from_unit, m, c);
+  const UnitProfile& b = unit(x.to_unit, m, c);
+  if (!a.feasible || !b.feasible) return kInf;
+  auto sa = a.plan.specs.find(x.value);
+  auto sb = b.plan.specs.find(x.value);
+  if (sa == a.plan.specs.end() || sb == b.plan.specs.end()) return 0.0;
+  const graph::Value& v = unit_graph_.value(x.value);
+  auto r = cost_.resharding(v.shape, v.dtype, sa->second, sb->second,
+                            configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].mesh);
+  return r.has_value() ? r->value() : kInf;
+}
+
+int32_t StageProfiler::submesh_index(const mesh::SubmeshShape& s) const {
+  auto it = std::find(submeshes_.begin(), submeshes_.end(), s);
+  return it == submeshes_.end() ? -1 : static_cast<int32_t>(it - submeshes_.begin());
+}
+
+StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c) const {
+  return stage(i, j, m, c, cluster_.hosts > 1 ? cluster_.inter_host : cluster_.intra_host);
+}
+
+StageDpInput StageProfiler::dp_input() const {
+  return dp_input(cluster_.hosts > 1 ? cluster_.inter_host : cluster_.intra_host);
+}
+
+StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
+                               const mesh::LinkSpec& link) const {
+  StageCost s;
+  if (c >= static_cast<int32_t>(configs_[static_cast<size_t>(m)].size())) {
+    s.time = kInf;
+    return s;
+  }
+  const int32_t u0 = layer_units_[static_cast<size_t>(i)].front();
+  const int32_t u1 = layer_units_[static_cast<size_t>(j)].back();
+  for (int32_t u = u0; u <= u1; ++u) {
+    const UnitProfile& p = unit(u, m, c);
+    if (!p.feasible) {
+      s.time = kInf;
+      return s;
+    }
+    s.time += p.time;
+    s.memory.persistent += p.persistent;
+    s.memory.stash += p.stash;
+    s.memory.working = std::max(s.memory.working, p.working);
+  }
+  const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
+  for (size_t k = 0; k < crossings_.size(); ++k) {
+    const Crossing& x = crossings_[k];
+    const bool to_in = x.to_unit >= u0 && x.to_unit <= u1;
+    const bool from_in = x.from_unit >= u0 && x.from_unit <= u1;
+    if (!to_in) continue;
+    if (from_in) {
+      s.time +=
+          crossing_costs_[k * per + static_cast<size_t>(m) * static_cast<size_t>(max_configs_) +
+                          static_cast<size_t>(c)];
+    } else {
+      const graph::Value& v = unit_graph_.value(x.value);
+      double t = link.latency.value() + static_cast<double>(v.bytes()) / link.bandwidth;
+      if (x.once_per_step) t /= static_cast<double>(options_.micro_batches);
+      s.time += t;
+      s.transfer += t;
+    }
+  }
+  s.memory.peak = s.memory.persistent + s.memory.working + s.memory.stash;
+  const double avail =
+      options_.memory_fraction * static_cast<double>(cluster_.device.memory.value());
+  const double fixed = static_cast<double>(s.memory.persistent + s.memory.working);
+  if (fixed + static_cast<double>(s.memory.stash) > avail) {
+    s.max_succ_stages = -1;
+  } else if (s.memory.stash == 0) {
+    s.max_succ_stages = kManyStages;
+  } else {
+    const double fit = std::floor((avail - fixed) / static_cast<double>(s.memory.stash));
+    s.max_succ_stages = static_cast<int32_t>(std::clamp(fit - 1.0, -1.0, double(kManyStages)));
+  }
+  return s;
+}
+
+StageDpInput StageProfiler::dp_input(const mesh::LinkSpec& link) const {
+  StageDpInput in;
+  in.num_layers = num_layers_;
+  in.num_devices = cluster_.num_devices();
+  for (const auto& s : submeshes_) in.submesh_devices.push_back(s.num_devices());
+  in.num_configs = max_configs_;
+  in.micro_batches = options_.micro_batches;
+  const size_t size = static_cast<size_t>(num_layers_) * static_cast<size_t>(num_layers_) *
+                      submeshes_.size() * static_cast<size_t>(max_configs_);
+  in.cost.assign(size, kInf);
+  in.max_succ_stages.assign(size, -1);
+  for (int32_t i = 0; i < num_layers_; ++i) {
+    for (int32_t j = i; j < num_layers_; ++j) {
+      for (int32_t m = 0; m < static_cast<int32_t>(submeshes_.size()); ++m) {
+        for (int32_t c = 0; c < max_configs_; ++c) {
+          const StageCost s = stage(i, j, m, c, link);
+          const size_t k = in.index(i, j, m, c);
+          in.cost[k] = s.time;
+          in.max_succ_stages[k] = s.max_succ_stages;
+        }
+      }
+    }
+  }
+  return in;
+}
+
+}  // namespace meshpipe::planner

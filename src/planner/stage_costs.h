@@ -1,0 +1,151 @@
+// Stage costs for the inter-operator pass: the time and memory of every candidate stage (a range
+// of clustered layers on a submesh with a logical mesh), from the intra-op pass.
+//
+// Profiling unit = a run of forward ops sharing the model's own layer tag (a block) and the
+// clustered layer, with its backward and update ops. Each distinct unit is solved once per
+// logical mesh (ShardingCache); a stage's time is the sum of its units' times, plus resharding
+// between units whose layouts differ, plus the transfer of the tensors entering the stage from
+// other stages (Alpa's "individual" profiling mode, with boundary costs added). Units meet in
+// the canonical boundary layout (ShardingOptions::canonical_boundaries), each converting what it
+// produces for other units, so separately solved units compose without hidden resharding.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+#include "mesh/cluster.h"
+#include "mesh/device_mesh.h"
+#include "planner/layer_clustering.h"
+#include "planner/plan.h"
+#include "planner/sharding_cache.h"
+#include "planner/stage_dp.h"
+
+namespace meshpipe::planner {
+
+/// Which logical meshes each submesh offers (ALPA.md §2.3).
+enum class LogicalSpace : uint8_t {
+  kSingleNodeModelParallel,  ///< (D/mp, mp) for every mp <= devices per host dividing D
+  kDataParallelOnly,         ///< (D, 1) only
+  kModelParallelOnly,        ///< (1, D) only
+};
+
+/// Options of stage profiling.
+struct StageProfileOptions {
+  mesh::SubmeshSpace submesh_space = mesh::SubmeshSpace::kPowerOfTwo;
+  LogicalSpace logical_space = LogicalSpace::kSingleNodeModelParallel;
+  int64_t micro_batches = 1;
+  double memory_fraction = 0.9;  ///< share of device memory a stage may use
+  /// When non-empty, only these submesh shapes are profiled (baselines with fixed shapes).
+  std::vector<mesh::SubmeshShape> only_submeshes;
+  /// Memory levels per logical mesh: level 0 is the fastest layout (no memory limit); level k
+  /// asks the intra-op ILP to fit in 1 / 2^k of level 0's peak, with ZeRO-style layouts allowed.
+  /// The stage DP picks a level per stage, trading speed for room for more in-flight
+  /// micro-batches or a larger model. Levels are only solved on logical meshes where the whole
+  /// model at level 0 would not fit a device.
+  int32_t memory_levels = 3;
+  /// ILP time limit of the memory levels k >= 1: memory rows make GLPK's search slow, and a good
+  /// feasible layout (GLPK's incumbent, or the greedy fallback) is enough there.
+  double level_time_limit_seconds = 1.0;
+  ShardingOptions sharding;  ///< template; layer range and micro_batches are set per unit
+  /// Called after each profiled (unit, mesh) with (done, total).
+  std::function<void(int64_t, int64_t)> progress;
+
+  Status validate() const;
+};
+
+/// One profiling unit on one logical mesh.
+struct UnitProfile {
+  bool feasible = false;
+  Status error;       ///< why not, when infeasible
+  double time = 0.0;  ///< seconds per micro-batch (forward + backward + amortised update)
+  int64_t persistent = 0;
+  int64_t stash = 0;
+  int64_t working = 0;
+  ShardingPlan plan;  ///< the intra-op decision (specs of every value the unit touches)
+};
+
+/// Time, memory and successor bound of one candidate stage.
+struct StageCost {
+  double time = 0.0;             ///< seconds per micro-batch, boundary transfers included
+  double transfer = 0.0;         ///< of which: tensors entering from other stages
+  StageMemory memory;            ///< peak with a single micro-batch in flight
+  int32_t max_succ_stages = -1;  ///< ALPA.md §2.5; -1: does not fit
+};
+
+/// One configuration of a submesh: a logical mesh and a memory level.
+struct StageConfig {
+  mesh::LogicalMesh mesh;
+  int32_t level = 0;
+};
+
+/// Profiles every unit on every (submesh, logical mesh) of a cluster and composes stages.
+class StageProfiler {
+ public:
+  /// `g` must be tagged with the clustered layers (apply_clustering); `block_layers` holds the
+  /// model's own layer tag of every op before clustering.
+  StageProfiler(const graph::Graph& g, std::vector<int32_t> block_layers,
+                const mesh::ClusterSpec& cluster, const CostModel& cost,
+                StageProfileOptions options, ShardingCache& cache);
+
+  /// Solves every (unit, mesh); a unit infeasible on a mesh makes the stages using it infinite.
+  Status profile();
+
+  int32_t num_layers() const { return num_layers_; }
+  const std::vector<mesh::SubmeshShape>& submeshes() const { return submeshes_; }
+  /// Configurations (logical mesh, memory level) of submesh m.
+  const std::vector<StageConfig>& configs(int32_t m) const { return configs_[size_t(m)]; }
+  /// The candidate stage of clustered layers i..j on submesh m with config c; tensors entering
+  /// from other stages are priced on `link` (default: the network when there are several hosts,
+  /// else the intra-host link).
+  StageCost stage(int32_t i, int32_t j, int32_t m, int32_t c) const;
+  StageCost stage(int32_t i, int32_t j, int32_t m, int32_t c, const mesh::LinkSpec& link) const;
+  /// The DP's input: every candidate's cost and successor bound (transfers priced on `link`).
+  StageDpInput dp_input() const;
+  StageDpInput dp_input(const mesh::LinkSpec& link) const;
+  /// Index of a submesh shape, or -1.
+  int32_t submesh_index(const mesh::SubmeshShape& s) const;
+
+  /// Units of clustered layer l, in order, and a unit's profile on (m, c).
+  const std::vector<int32_t>& units_of_layer(int32_t l) const { return layer_units_[size_t(l)]; }
+  const UnitProfile& unit(int32_t u, int32_t m, int32_t c) const;
+  /// The graph re-tagged with unit indices (what the unit plans' ids refer to).
+  const graph::Graph& unit_graph() const { return unit_graph_; }
+  /// True for values that feed a parameter's update (its gradient and the pieces summed into
+  /// it): they cross between stages once per step, not once per micro-batch.
+  bool is_parameter_gradient(ValueId v) const { return parameter_gradient_[v.index()]; }
+
+ private:
+  struct Crossing {
+    ValueId value;
+    int32_t from_unit = 0;
+    int32_t to_unit = 0;
+    bool once_per_step = false;  // a parameter gradient: summed and sent once per step
+  };
+  void build_units(const std::vector<int32_t>& block_layers);
+  void fill_profile(UnitProfile& p, ShardingPlan plan, int32_t u, const mesh::LogicalMesh& mesh,
+                    const std::vector<bool>& stashed) const;
+  double crossing_cost(const Crossing& x, int32_t m, int32_t c) const;
+
+  const graph::Graph& g_;
+  graph::Graph unit_graph_;
+  const mesh::ClusterSpec& cluster_;
+  const CostModel& cost_;
+  StageProfileOptions options_;
+  ShardingCache& cache_;
+  int32_t num_layers_ = 0;
+  int32_t num_units_ = 0;
+  std::vector<int32_t> unit_layer_;                // unit -> clustered layer
+  std::vector<std::vector<int32_t>> layer_units_;  // clustered layer -> units
+  std::vector<Crossing> crossings_;                // values produced in one unit, read in another
+  std::vector<bool> parameter_gradient_;           // per value (see is_parameter_gradient)
+  std::vector<mesh::SubmeshShape> submeshes_;
+  std::vector<std::vector<StageConfig>> configs_;
+  std::vector<UnitProfile> profiles_;   // [unit][m][c] flattened with max_configs_
+  std::vector<double> crossing_costs_;  // [crossing][m][c]: resharding inside one stage
+  int32_t max_configs_ = 1;
+};
+
+}  // namespace meshpipe::planner
