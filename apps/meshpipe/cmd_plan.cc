@@ -115,8 +115,8 @@ int run_compare(const PlanArgs& args) {
   const auto baselines =
       planner::run_baselines(setup->graph, setup->cluster, cost, setup->options, &cache);
   fmt::print("{:<16} {:>11} {:>9} {:>12} {:>9}  {}\n", "plan", "step time", "TFLOP/s", "memory/dev",
-             "vs best", "configuration");
-  fmt::print("{:<16} {:>11} {:>9.1f} {:>12} {:>9}  {} stages, {} micro-batches of {}\n", "meshpipe",
+             "slower by", "configuration");
+  fmt::print("{:<16} {:>11} {:>9.3g} {:>12} {:>9}  {} stages, {} micro-batches of {}\n", "meshpipe",
              format_seconds(Seconds(plan->step_time)), plan->tflops_per_device,
              format_bytes(Bytes(plan->max_memory_per_device)), "1.00x", plan->stages.size(),
              plan->micro_batches, plan->micro_batch);
@@ -126,12 +126,12 @@ int run_compare(const PlanArgs& args) {
                  b.status.message());
       continue;
     }
-    fmt::print("{:<16} {:>11} {:>9.1f} {:>12} {:>8.2f}x  {}\n", b.name,
+    fmt::print("{:<16} {:>11} {:>9.3g} {:>12} {:>8.2f}x  {}\n", b.name,
                format_seconds(Seconds(b.plan->step_time)), b.plan->tflops_per_device,
                format_bytes(Bytes(b.plan->max_memory_per_device)),
                b.plan->step_time / plan->step_time, b.description);
   }
-  fmt::print("(vs best: baseline step time / meshpipe step time)\n");
+  fmt::print("(slower by: the plan's step time / meshpipe's, under the same cost model)\n");
   return 0;
 }
 

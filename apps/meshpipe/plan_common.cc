@@ -2,8 +2,10 @@
 #include "meshpipe/plan_common.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "core/units.h"
 #include "graph/training_graph.h"
@@ -70,13 +72,21 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
   MP_ASSIGN_OR_RETURN(s.graph, training_graph(s.spec, first));
   if (!args.quiet) {
-    o.progress = [](const std::string& phase, int64_t done, int64_t total) {
+    // A bar on a terminal (redrawn when it changes), one line per phase otherwise.
+    const bool tty = isatty(fileno(stderr)) != 0;
+    auto last = std::make_shared<int>(-1);
+    o.progress = [tty, last](const std::string& phase, int64_t done, int64_t total) {
       if (phase != "stage costs" || total <= 0) return;
       const int width = 30;
       const int filled = static_cast<int>(width * done / total);
-      fmt::print(stderr, "\r{:<12} [{}{}] {}/{}", phase, std::string(size_t(filled), '#'),
-                 std::string(size_t(width - filled), '.'), done, total);
-      if (done == total) fmt::print(stderr, "\n");
+      if (done == total) {
+        fmt::print(stderr, "{}{:<12} [{}] {}/{} (unit, logical mesh) problems\n", tty ? "\r" : "",
+                   phase, std::string(size_t(width), '#'), done, total);
+      } else if (tty && filled != *last) {
+        fmt::print(stderr, "\r{:<12} [{}{}] {}/{}", phase, std::string(size_t(filled), '#'),
+                   std::string(size_t(width - filled), '.'), done, total);
+      }
+      *last = done == total ? -1 : filled;
       std::fflush(stderr);
     };
   }
@@ -98,7 +108,7 @@ void print_plan_summary(const planner::Plan& plan) {
   }
   fmt::print("micro-batches: {} x {} ({}), {} clustered layers\n", plan.micro_batches,
              plan.micro_batch, plan.schedule, plan.num_layers);
-  fmt::print("predicted step time: {}, {:.1f} TFLOP/s per device ({:.1f} TFLOP/s total)\n",
+  fmt::print("predicted step time: {}, {:.3g} TFLOP/s per device ({:.3g} TFLOP/s total)\n",
              format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
              plan.tflops_per_device * plan.cluster.num_devices());
   fmt::print("memory: at most {} per device (device: {})\n",

@@ -278,6 +278,26 @@ void inter_only(Evaluator& e, BaselineResult& r) {
 
 }  // namespace
 
+Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                                    const CostModel& cost, const PlannerOptions& options,
+                                    int64_t micro_batches, ShardingCache& cache) {
+  Evaluator e(g, cluster, cost, options, micro_batches, cache);
+  MP_RETURN_IF_ERROR(e.cluster());
+  BaselineResult megatron;
+  BaselineResult equal_layer;
+  BaselineResult equal_op;
+  grids(e, megatron, equal_layer);
+  equal_operators(e, equal_op);
+  const BaselineResult* best = nullptr;
+  for (const BaselineResult* r : {&megatron, &equal_layer, &equal_op}) {
+    if (r->plan && (!best || r->plan->step_time < best->plan->step_time)) best = r;
+  }
+  if (best == nullptr) {
+    return make_error(Errc::kInfeasible, "no pipeline recipe fits: {}", megatron.status.message());
+  }
+  return *best->plan;
+}
+
 std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                           const CostModel& cost, const PlannerOptions& options,
                                           ShardingCache* shared) {

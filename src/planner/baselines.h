@@ -22,6 +22,15 @@ struct BaselineResult {
 
 /// Runs every baseline with the same clustering, micro-batch candidates and cost model as
 /// make_plan. A baseline whose best plan exceeds device memory reports it in `status`.
+/// The fastest plan among the standard pipeline recipes — the Megatron-style grid, equal-layer
+/// and equal-operator pipelines — for one micro-batch count, priced exactly (placement and links
+/// included) and within memory. make_plan compares its stage DP's answer with it: the DP prices
+/// transfers between stages before knowing their placement, and its stage boundaries come from
+/// its own layer clustering.
+Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                                    const CostModel& cost, const PlannerOptions& options,
+                                    int64_t micro_batches, ShardingCache& cache);
+
 /// `cache` (optional) shares intra-op solutions with make_plan.
 std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                           const CostModel& cost, const PlannerOptions& options,

@@ -12,6 +12,7 @@
 #include "core/logging.h"
 #include "core/rng.h"
 #include "graph/cost.h"
+#include "planner/baselines.h"
 #include "planner/sharding_cache.h"
 
 namespace meshpipe::planner {
@@ -263,6 +264,10 @@ Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
     }
     if (!best || plan->step_time < best->step_time) best = std::move(*plan);
   }
+  // The standard pipeline recipes, priced on the same profiles (see best_pipeline_recipe).
+  auto recipe = best_pipeline_recipe(g, cluster, cost, options, micro_batches, cache);
+  if (recipe.has_value() && (!best || recipe->step_time < best->step_time))
+    best = std::move(*recipe);
   times.stage_dp += seconds_since(t0);
   report("stage DP", 1, 1);
   if (!best) return error;

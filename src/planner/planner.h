@@ -40,7 +40,9 @@ struct PlannerOptions {
 
 /// Clusters the graph's layers, profiles every candidate stage with the intra-op pass, runs the
 /// stage DP (choosing the micro-batch count when asked), places the stages on devices and
-/// returns the plan. Errors name what does not fit or cannot be planned.
+/// returns the plan. The DP's answer is compared, priced exactly, with the standard pipeline
+/// recipes (best_pipeline_recipe), and the faster is returned. Errors name what does not fit or
+/// cannot be planned.
 Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                          const CostModel& cost, const PlannerOptions& options);
 

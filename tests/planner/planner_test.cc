@@ -170,6 +170,23 @@ TEST_CASE("the planner is never predicted slower than the best baseline", "[plan
   }
 }
 
+TEST_CASE("planning is deterministic: the same inputs give the same plan", "[planner][plan]") {
+  const graph::Graph g = train(
+      graph::models::build_gpt(graph::models::GptConfig{64, 128, 4, 4, 256, 4}, 2, DType::kF32));
+  const mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:2");
+  AnalyticCostModel cost(cluster.device);
+  PlannerOptions o;
+  o.micro_batches = 8;
+  o.global_batch = 16;
+  auto a = make_plan(g, cluster, cost, o);
+  auto b = make_plan(g, cluster, cost, o);
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  a->times = PlanningTimes{};  // wall-clock figures are reported, not decided
+  b->times = PlanningTimes{};
+  CHECK(plan_to_json(*a) == plan_to_json(*b));
+}
+
 TEST_CASE("bad planner inputs are errors naming the problem", "[planner][plan]") {
   const graph::Graph g =
       train(graph::models::build_mlp(graph::models::MlpConfig{}, 8, DType::kF32));
