@@ -2,6 +2,8 @@
 // matrix products of the GPT step benchmark. Both run interleaved; each reports its best time.
 #include <cblas.h>
 #include <fmt/format.h>
+
+#include "bench_env.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -262,29 +264,8 @@ Result measure(const Case& c, int64_t reps) {
 
 // ---- reporting ----
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
 
-int64_t cpu_count() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(in, line)) n += line.rfind("processor", 0) == 0 ? 1 : 0;
-  return n;
-}
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
-  return buf;
-}
 
 std::string env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
@@ -321,7 +302,7 @@ std::string report(const Options& o, const std::vector<Result>& listed,
       "| machine | cores | date | OPENBLAS_NUM_THREADS | OMP_NUM_THREADS | other BLAS env | "
       "OpenBLAS | repetitions |\n|---|---|---|---|---|---|---|---|\n"
       "| {} | {} | {} | {} | {} | {} | {} | best of {} (interleaved) |\n\n",
-      cpu_model(), cpu_count(), utc_now(), env_or("OPENBLAS_NUM_THREADS", "(unset)"),
+      bench::cpu_model(), bench::cpu_count(), bench::utc_now(), env_or("OPENBLAS_NUM_THREADS", "(unset)"),
       env_or("OMP_NUM_THREADS", "(unset)"), blas_env(),
       fmt::format("{}, core {}", openblas_get_config(), openblas_get_corename()), o.reps);
   md +=

@@ -5,6 +5,8 @@
 //   bench_ilp [--markdown PATH] [--batch N]
 #include <fmt/format.h>
 
+#include "bench_env.h"
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -27,16 +29,6 @@ struct Case {
   std::string what;
 };
 
-std::string machine() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  std::string model = "unknown CPU";
-  int cores = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0 && cores++ == 0) model = line.substr(line.find(':') + 2);
-  }
-  return fmt::format("{}, {} cores", model, cores);
-}
 
 }  // namespace
 
@@ -96,9 +88,7 @@ int main(int argc, char** argv) {
       table += row;
     }
   }
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[64];
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  const std::string date = bench::utc_now();
   const std::string doc = fmt::format(
       "# Intra-op ILP: size and solve time per (layer, mesh)\n\n"
       "Machine: {}; date {}; GLPK 5.0, single thread. Cluster preset p3.16xlarge (one host, "
@@ -107,7 +97,7 @@ int main(int argc, char** argv) {
       "construction; `solve s` = GLPK. Produced by `build/bin/bench_ilp --markdown "
       "bench/results/ilp.md`.\n\n{}\nSlowest (layer, mesh) problem end to end: **{:.3f} s** "
       "(target: under 1 s) — {}.\n",
-      machine(), date, batch, table, worst, worst < 1.0 ? "met" : "NOT met");
+      bench::machine(), date, batch, table, worst, worst < 1.0 ? "met" : "NOT met");
   if (!markdown.empty()) {
     std::ofstream(markdown) << doc;
     fmt::print("wrote {}\n", markdown);

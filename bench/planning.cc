@@ -6,6 +6,8 @@
 //   bench_planning [--markdown PATH] [--only NAME] [--no-baselines]
 #include <fmt/format.h>
 
+#include "bench_env.h"
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -47,16 +49,6 @@ mesh::ClusterSpec cluster_for(int32_t gpus) {
   return c;
 }
 
-std::string machine() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  std::string model = "unknown CPU";
-  int cores = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0 && cores++ == 0) model = line.substr(line.find(':') + 2);
-  }
-  return fmt::format("{}, {} cores", model, cores);
-}
 
 }  // namespace
 
@@ -152,9 +144,7 @@ int main(int argc, char** argv) {
     table += row;
     detail += row_detail;
   }
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[64];
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  const std::string date = bench::utc_now();
   const std::string doc = fmt::format(
       "# Planning time and predicted throughput (Alpa's suites)\n\n"
       "Machine: {}; date {}; GLPK 5.0, one thread. Clusters: p3.16xlarge hosts (8x V100 16 GB, "
@@ -165,7 +155,7 @@ int main(int argc, char** argv) {
       "bench/results/planning.md`.\n\n{}\n"
       "GPT-39B on 64 GPUs planned in **{:.1f} s** (target < 60 s: {}). meshpipe predicted at least "
       "as fast as the best baseline on every row: **{}**.\n\n## Baselines per model\n{}",
-      machine(), date, table, gpt39, gpt39 >= 0 && gpt39 < 60 ? "met" : "not met",
+      bench::machine(), date, table, gpt39, gpt39 >= 0 && gpt39 < 60 ? "met" : "not met",
       never_slower ? "yes" : "NO", detail);
   if (!markdown.empty()) {
     std::ofstream(markdown) << doc;

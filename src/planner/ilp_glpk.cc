@@ -105,7 +105,7 @@ class ModelBuilder {
     ja_.push_back(col);
     ar_.push_back(value);
   }
-  /// Loads the triplets (1-based: element 0 is a placeholder).
+  /// Loads the triplets (1-based: GLPK ignores element 0).
   void finish() {
     glp_load_matrix(lp_, static_cast<int>(ia_.size()) - 1, ia_.data(), ja_.data(), ar_.data());
   }
