@@ -2,11 +2,11 @@
 // every benchmark binary so the tables name the machine the same way.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <ctime>
 #include <fstream>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace meshpipe::bench {
 

@@ -2,8 +2,6 @@
 // matrix products of the GPT step benchmark. Both run interleaved; each reports its best time.
 #include <cblas.h>
 #include <fmt/format.h>
-
-#include "bench_env.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench_env.h"
 #include "core/rng.h"
 #include "graph/models/gpt.h"
 #include "graph/training_graph.h"
@@ -264,9 +263,6 @@ Result measure(const Case& c, int64_t reps) {
 
 // ---- reporting ----
 
-
-
-
 std::string env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : fallback;
@@ -302,8 +298,8 @@ std::string report(const Options& o, const std::vector<Result>& listed,
       "| machine | cores | date | OPENBLAS_NUM_THREADS | OMP_NUM_THREADS | other BLAS env | "
       "OpenBLAS | repetitions |\n|---|---|---|---|---|---|---|---|\n"
       "| {} | {} | {} | {} | {} | {} | {} | best of {} (interleaved) |\n\n",
-      bench::cpu_model(), bench::cpu_count(), bench::utc_now(), env_or("OPENBLAS_NUM_THREADS", "(unset)"),
-      env_or("OMP_NUM_THREADS", "(unset)"), blas_env(),
+      bench::cpu_model(), bench::cpu_count(), bench::utc_now(),
+      env_or("OPENBLAS_NUM_THREADS", "(unset)"), env_or("OMP_NUM_THREADS", "(unset)"), blas_env(),
       fmt::format("{}, core {}", openblas_get_config(), openblas_get_corename()), o.reps);
   md +=
       "Ratio = dot time / sgemm time (1.00 = no overhead; > 1: dot is slower). The reference "

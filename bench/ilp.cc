@@ -5,14 +5,13 @@
 //   bench_ilp [--markdown PATH] [--batch N]
 #include <fmt/format.h>
 
-#include "bench_env.h"
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "bench_env.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "mesh/cluster.h"
@@ -28,7 +27,6 @@ struct Case {
   int32_t layer;
   std::string what;
 };
-
 
 }  // namespace
 

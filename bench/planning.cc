@@ -6,14 +6,13 @@
 //   bench_planning [--markdown PATH] [--only NAME] [--no-baselines]
 #include <fmt/format.h>
 
-#include "bench_env.h"
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "bench_env.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "mesh/cluster.h"
@@ -48,7 +47,6 @@ mesh::ClusterSpec cluster_for(int32_t gpus) {
   }
   return c;
 }
-
 
 }  // namespace
 
