@@ -1,12 +1,16 @@
-// `meshpipe train`: single-device training of a zoo model on synthetic data, one progress line
-// per step.
+// `meshpipe train`: training of a zoo model on synthetic data, one progress line per step: on
+// one CPU device, or planned (or from --plan) on a cluster of virtual CPU devices run as threads.
 #include <fmt/format.h>
 
 #include <cstdio>
 
 #include "core/units.h"
 #include "graph/models/zoo.h"
+#include "mesh/cluster.h"
 #include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
+#include "planner/plan.h"
+#include "runtime/parallel_trainer.h"
 #include "runtime/trainer.h"
 
 namespace meshpipe::cli {
@@ -22,7 +26,84 @@ struct TrainArgs {
   float momentum = 0.0f;
   uint64_t seed = 1234;
   bool check_numerics = false;
+  std::string cluster;  // empty: one device (unless --plan)
+  std::string plan;
+  int64_t micro_batches = 0;
+  std::string schedule;
+  std::string collectives = "in-process";
+  std::string transport = "in-process";
 };
+
+void print_step(bool is_lm, const runtime::StepReport& r) {
+  const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
+  fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}\n", r.step,
+             r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s", rate,
+             format_bytes(r.peak));
+  std::fflush(stdout);
+}
+
+int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
+                 runtime::TrainOptions opts) {
+  runtime::ParallelTrainOptions po;
+  mesh::ClusterSpec cluster;
+  if (!args.plan.empty()) {
+    auto plan = planner::load_plan(args.plan);
+    if (!plan.has_value()) return fail(plan.status());
+    if (plan->model != spec.name) {
+      return fail(make_error(Errc::kInvalidArgument, "{} is a plan for model '{}', not '{}'",
+                             args.plan, plan->model, spec.name));
+    }
+    cluster = plan->cluster;
+    po.plan = *plan;
+  } else {
+    auto c = mesh::resolve_cluster(args.cluster);
+    if (!c.has_value()) return fail(c.status());
+    cluster = *c;
+  }
+  if (cluster.device.kind != "cpu") {
+    fmt::print("note: the plan is for {} x {} {} devices; they run here as CPU threads\n",
+               cluster.hosts, cluster.devices_per_host, cluster.device.kind);
+  }
+  const bool is_lm = spec.family == "gpt" || spec.family == "moe";
+  po.train = opts;
+  po.train.on_step = [is_lm](const runtime::StepReport& r) { print_step(is_lm, r); };
+  po.micro_batches = args.micro_batches;
+  po.schedule = args.schedule;
+  po.run.collectives = args.collectives;
+  po.run.transport = args.transport;
+  po.on_plan = [](const planner::Plan& plan, const runtime::Program& prog) {
+    print_plan_summary(plan);
+    int64_t instructions = 0;
+    for (const runtime::DeviceProgram& d : prog.devices) {
+      instructions += static_cast<int64_t>(d.instructions.size());
+    }
+    fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n",
+               prog.stages.size() == 0 ? 0 : [&] {
+                 int64_t n = 0;
+                 for (const auto& s : prog.stages) n += static_cast<int64_t>(s.devices.size());
+                 return n;
+               }(),
+               instructions, prog.schedule);
+    std::fflush(stdout);
+  };
+  auto summary = runtime::train_parallel(spec, cluster, po);
+  if (!summary.has_value()) {
+    fmt::print(stderr, "error: {}\n", summary.status().to_string());
+    return summary.status().code() == Errc::kInvalidArgument ? 2 : 1;
+  }
+  const auto& l = summary->losses;
+  fmt::print("done: loss {:.4f} -> {:.4f} in {} steps, {} total\n", l.front(), l.back(), l.size(),
+             format_seconds(summary->total_time));
+  fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
+  for (size_t k = 0; k < summary->plan.stages.size(); ++k) {
+    for (int32_t d : summary->plan.stages[k].devices) {
+      fmt::print("{:<7} {:<6} {:>14} {:>16}\n", d, k,
+                 format_bytes(Bytes(summary->measured_peak[size_t(d)])),
+                 format_bytes(Bytes(summary->predicted_peak[size_t(d)])));
+    }
+  }
+  return 0;
+}
 
 // Learning rates that train each zoo family stably on the synthetic data.
 float default_lr(const std::string& family, graph::OptimizerConfig::Kind kind) {
@@ -51,6 +132,7 @@ int run_train(const TrainArgs& args) {
   opts.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
   opts.optimizer.weight_decay = args.weight_decay;
   opts.optimizer.momentum = args.momentum;
+  if (!args.cluster.empty() || !args.plan.empty()) return run_parallel(args, *spec, opts);
   const int64_t batch = args.batch > 0 ? args.batch : spec->default_batch;
   fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, 1 CPU device\n", spec->name,
              spec->description, batch, args.steps, opts.optimizer.to_string());
@@ -94,8 +176,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand(
       "train",
-      "Train a zoo model on synthetic data on one CPU device, printing loss, step time "
-      "and throughput per step");
+      "Train a zoo model on synthetic data, printing loss, step time and throughput per step: on "
+      "one CPU device, or with --cluster/--plan on virtual CPU devices (threads) by a plan");
   cmd->add_option("--model", args->model, "zoo model name (see `meshpipe models`)")
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "training steps")
@@ -116,6 +198,23 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", args->seed, "seed of parameter init and data")->capture_default_str();
   cmd->add_flag("--check-numerics", args->check_numerics,
                 "stop at the first op that writes NaN or Inf, naming it");
+  cmd->add_option("--cluster", args->cluster,
+                  "plan for this cluster (a preset such as cpu:2x2, or a JSON file) and train on "
+                  "its devices as CPU threads");
+  cmd->add_option("--plan", args->plan, "train with this plan (from `meshpipe plan -o`)")
+      ->check(CLI::ExistingFile)
+      ->excludes("--cluster");
+  cmd->add_option("--micro-batches", args->micro_batches,
+                  "micro-batches per step when planning (default: the planner chooses)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
+      ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_option("--collectives", args->collectives, "collectives between threads")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"in-process", "gloo"}));
+  cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"in-process", "ucx"}));
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
 }
 

@@ -11,6 +11,8 @@ void add_models_command(CLI::App& app, int& exit_code);
 void add_train_command(CLI::App& app, int& exit_code);
 /// `meshpipe shard`: the intra-op sharding pass on one stage.
 void add_shard_command(CLI::App& app, int& exit_code);
+/// `meshpipe simulate`: a plan's programs on the simulated backend.
+void add_simulate_command(CLI::App& app, int& exit_code);
 /// `meshpipe plan`, `explain` and `compare`.
 void add_plan_commands(CLI::App& app, int& exit_code);
 

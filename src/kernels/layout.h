@@ -32,4 +32,11 @@ void reduce(const KernelContext& ctx, const TensorView& x, const std::vector<int
 void broadcast(const KernelContext& ctx, const TensorView& x, const std::vector<int64_t>& dims,
                const TensorView& out);
 
+/// Copies the box of `extent` elements per dim that starts at `src_offset` in `src` to
+/// `dst_offset` in `dst` (contiguous views of equal rank and dtype, any dtype). Packs and
+/// unpacks the tiles of collectives and cross-mesh transfers.
+void copy_box(const KernelContext& ctx, const TensorView& src,
+              const std::vector<int64_t>& src_offset, const TensorView& dst,
+              const std::vector<int64_t>& dst_offset, const std::vector<int64_t>& extent);
+
 }  // namespace meshpipe::kernels

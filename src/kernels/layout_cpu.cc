@@ -307,4 +307,52 @@ void broadcast(const KernelContext& ctx, const TensorView& x, const std::vector<
                  out.shape.rank(), static_cast<uint32_t*>(out.data));
 }
 
+void copy_box(const KernelContext& ctx, const TensorView& src,
+              const std::vector<int64_t>& src_offset, const TensorView& dst,
+              const std::vector<int64_t>& dst_offset, const std::vector<int64_t>& extent) {
+  check_cpu(ctx, "copy_box");
+  const int64_t rank = src.shape.rank();
+  MP_CHECK(src.dtype == dst.dtype && dst.shape.rank() == rank &&
+           static_cast<int64_t>(src_offset.size()) == rank &&
+           static_cast<int64_t>(dst_offset.size()) == rank &&
+           static_cast<int64_t>(extent.size()) == rank && src.is_contiguous() &&
+           dst.is_contiguous())
+      << "copy_box: rank, dtype or contiguity mismatch (" << src.shape.to_string() << " -> "
+      << dst.shape.to_string() << ")";
+  for (int64_t d = 0; d < rank; ++d) {
+    const auto u = static_cast<size_t>(d);
+    MP_CHECK(extent[u] >= 0 && src_offset[u] >= 0 && dst_offset[u] >= 0 &&
+             src_offset[u] + extent[u] <= src.shape[d] && dst_offset[u] + extent[u] <= dst.shape[d])
+        << "copy_box: box out of range in dim " << d << " (" << src.shape.to_string() << " -> "
+        << dst.shape.to_string() << ")";
+  }
+  const int64_t width = dtype_size(src.dtype);
+  const auto* from = static_cast<const char*>(src.data);
+  auto* to = static_cast<char*>(dst.data);
+  if (rank == 0) {
+    std::memcpy(to, from, static_cast<size_t>(width));
+    return;
+  }
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < rank; ++d) rows *= extent[static_cast<size_t>(d)];
+  const int64_t run = extent[static_cast<size_t>(rank - 1)] * width;
+  if (rows == 0 || run == 0) return;
+  const std::vector<int64_t> ss = src.shape.strides();
+  const std::vector<int64_t> ds = dst.shape.strides();
+  for (int64_t r = 0; r < rows; ++r) {
+    // Row r of the box: its index in each leading dim, then the element offsets.
+    int64_t rest = r;
+    int64_t so = src_offset[static_cast<size_t>(rank - 1)];
+    int64_t dof = dst_offset[static_cast<size_t>(rank - 1)];
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      const auto u = static_cast<size_t>(d);
+      const int64_t i = rest % extent[u];
+      rest /= extent[u];
+      so += (src_offset[u] + i) * ss[u];
+      dof += (dst_offset[u] + i) * ds[u];
+    }
+    std::memcpy(to + dof * width, from + so * width, static_cast<size_t>(run));
+  }
+}
+
 }  // namespace meshpipe::kernels

@@ -29,4 +29,30 @@ void batch_norm_grad(const KernelContext& ctx, const TensorView& dy, const Tenso
                      const TensorView& mean, const TensorView& rstd, const TensorView& gamma,
                      const TensorView& dx, const TensorView& dgamma, const TensorView& dbeta);
 
+/// Synchronised batch norm, for devices that each hold part of the batch: the statistics are
+/// sums that the caller all-reduces between the steps, with `count` the global N * H * W.
+///   forward:  sums = channel_sums(x)            -> all-reduce -> mean = sums / count
+///             sq = centered_square_sums(x, mean) -> all-reduce -> batch_norm_from_sums(...)
+///   backward: batch_norm_grad_sums(...)          -> all-reduce -> batch_norm_grad_input(...)
+/// Composed on one device these give batch_norm and batch_norm_grad.
+/// out[c] = sum over n, h, w of x[n, c, h, w] (x [N, C(, H, W)], out [C]).
+void batch_norm_channel_sums(const KernelContext& ctx, const TensorView& x, const TensorView& out);
+/// out[c] = sum over n, h, w of (x[n, c, h, w] - mean[c])^2.
+void batch_norm_centered_square_sums(const KernelContext& ctx, const TensorView& x,
+                                     const TensorView& mean, const TensorView& out);
+/// rstd = 1 / sqrt(sq / count + eps), y = (x - mean) * rstd * gamma + beta; writes rstd.
+void batch_norm_from_sums(const KernelContext& ctx, const TensorView& x, const TensorView& mean,
+                          const TensorView& sq, double count, const TensorView& gamma,
+                          const TensorView& beta, float eps, const TensorView& y,
+                          const TensorView& rstd);
+/// dgamma[c] = sum dy * xhat, dbeta[c] = sum dy over this device's part of the batch.
+void batch_norm_grad_sums(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
+                          const TensorView& mean, const TensorView& rstd, const TensorView& dgamma,
+                          const TensorView& dbeta);
+/// dx = gamma * rstd * (dy - dbeta / count - xhat * dgamma / count), with the global sums.
+void batch_norm_grad_input(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
+                           const TensorView& mean, const TensorView& rstd, const TensorView& gamma,
+                           const TensorView& dgamma, const TensorView& dbeta, double count,
+                           const TensorView& dx);
+
 }  // namespace meshpipe::kernels

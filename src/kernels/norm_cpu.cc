@@ -2,6 +2,7 @@
 // Statistics and gradient sums are accumulated in double: they sum thousands of terms.
 #include <array>
 #include <cmath>
+#include <vector>
 
 #include "kernels/internal/cpu_common.h"
 #include "kernels/norm.h"
@@ -159,6 +160,7 @@ void layer_norm_grad(const KernelContext& ctx, const TensorView& dy, const Tenso
   }
 }
 
+// Single-device batch norm is the synchronised one with nothing to synchronise.
 void batch_norm(const KernelContext& ctx, const TensorView& x, const TensorView& gamma,
                 const TensorView& beta, float eps, const TensorView& y, const TensorView& mean,
                 const TensorView& rstd) {
@@ -170,9 +172,33 @@ void batch_norm(const KernelContext& ctx, const TensorView& x, const TensorView&
   check_numel(beta, geo.c, "batch_norm", "beta");
   check_numel(mean, geo.c, "batch_norm", "mean");
   check_numel(rstd, geo.c, "batch_norm", "rstd");
-  const float* in = x.f32();
-  float* out = y.f32();
   const double count = static_cast<double>(geo.n * geo.plane);
+  batch_norm_channel_sums(ctx, x, mean);
+  for (int64_t c = 0; c < geo.c; ++c) {
+    mean.f32()[c] = static_cast<float>(mean.f32()[c] / count);
+  }
+  std::vector<float> sq(static_cast<size_t>(geo.c));
+  const TensorView sqv(sq.data(), Shape({geo.c}), DType::kF32);
+  batch_norm_centered_square_sums(ctx, x, mean, sqv);
+  batch_norm_from_sums(ctx, x, mean, sqv, count, gamma, beta, eps, y, rstd);
+}
+
+void batch_norm_grad(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
+                     const TensorView& mean, const TensorView& rstd, const TensorView& gamma,
+                     const TensorView& dx, const TensorView& dgamma, const TensorView& dbeta) {
+  check_cpu(ctx, "batch_norm_grad");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_grad");
+  batch_norm_grad_sums(ctx, dy, x, mean, rstd, dgamma, dbeta);
+  batch_norm_grad_input(ctx, dy, x, mean, rstd, gamma, dgamma, dbeta,
+                        static_cast<double>(geo.n * geo.plane), dx);
+}
+
+void batch_norm_channel_sums(const KernelContext& ctx, const TensorView& x, const TensorView& out) {
+  check_cpu(ctx, "batch_norm_channel_sums");
+  check_f32(x, "batch_norm_channel_sums", "x");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_channel_sums");
+  check_numel(out, geo.c, "batch_norm_channel_sums", "out");
+  const float* in = x.f32();
 #pragma omp parallel for if (x.numel() > kParallelElems)
   for (int64_t c = 0; c < geo.c; ++c) {
     double sum = 0.0;
@@ -180,7 +206,21 @@ void batch_norm(const KernelContext& ctx, const TensorView& x, const TensorView&
       const float* p = in + (n * geo.c + c) * geo.plane;
       for (int64_t i = 0; i < geo.plane; ++i) sum += p[i];
     }
-    const double mu = sum / count;
+    out.f32()[c] = static_cast<float>(sum);
+  }
+}
+
+void batch_norm_centered_square_sums(const KernelContext& ctx, const TensorView& x,
+                                     const TensorView& mean, const TensorView& out) {
+  check_cpu(ctx, "batch_norm_centered_square_sums");
+  check_f32(x, "batch_norm_centered_square_sums", "x");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_centered_square_sums");
+  check_numel(mean, geo.c, "batch_norm_centered_square_sums", "mean");
+  check_numel(out, geo.c, "batch_norm_centered_square_sums", "out");
+  const float* in = x.f32();
+#pragma omp parallel for if (x.numel() > kParallelElems)
+  for (int64_t c = 0; c < geo.c; ++c) {
+    const double mu = mean.f32()[c];
     double sq = 0.0;
     for (int64_t n = 0; n < geo.n; ++n) {
       const float* p = in + (n * geo.c + c) * geo.plane;
@@ -189,11 +229,29 @@ void batch_norm(const KernelContext& ctx, const TensorView& x, const TensorView&
         sq += v * v;
       }
     }
-    const auto m = static_cast<float>(mu);
-    const auto rs = static_cast<float>(1.0 / std::sqrt(sq / count + eps));
-    mean.f32()[c] = m;
+    out.f32()[c] = static_cast<float>(sq);
+  }
+}
+
+void batch_norm_from_sums(const KernelContext& ctx, const TensorView& x, const TensorView& mean,
+                          const TensorView& sq, double count, const TensorView& gamma,
+                          const TensorView& beta, float eps, const TensorView& y,
+                          const TensorView& rstd) {
+  check_cpu(ctx, "batch_norm_from_sums");
+  check_f32(x, "batch_norm_from_sums", "x");
+  check_like(y, x, "batch_norm_from_sums", "y");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_from_sums");
+  for (const TensorView* v : {&mean, &sq, &gamma, &beta, &rstd}) {
+    check_numel(*v, geo.c, "batch_norm_from_sums", "a per-channel vector");
+  }
+  MP_CHECK(count > 0) << "batch_norm_from_sums: count must be positive";
+  const float* in = x.f32();
+  float* out = y.f32();
+#pragma omp parallel for if (x.numel() > kParallelElems)
+  for (int64_t c = 0; c < geo.c; ++c) {
+    const float m = mean.f32()[c];
+    const auto rs = static_cast<float>(1.0 / std::sqrt(sq.f32()[c] / count + eps));
     rstd.f32()[c] = rs;
-    // Fold gamma and beta into one scale and shift per channel.
     const float scale = rs * gamma.f32()[c];
     const float shift = beta.f32()[c] - m * scale;
     for (int64_t n = 0; n < geo.n; ++n) {
@@ -203,23 +261,18 @@ void batch_norm(const KernelContext& ctx, const TensorView& x, const TensorView&
   }
 }
 
-void batch_norm_grad(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
-                     const TensorView& mean, const TensorView& rstd, const TensorView& gamma,
-                     const TensorView& dx, const TensorView& dgamma, const TensorView& dbeta) {
-  check_cpu(ctx, "batch_norm_grad");
-  check_f32(x, "batch_norm_grad", "x");
-  check_like(dy, x, "batch_norm_grad", "dy");
-  check_like(dx, x, "batch_norm_grad", "dx");
-  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_grad");
-  check_numel(mean, geo.c, "batch_norm_grad", "mean");
-  check_numel(rstd, geo.c, "batch_norm_grad", "rstd");
-  check_numel(gamma, geo.c, "batch_norm_grad", "gamma");
-  check_numel(dgamma, geo.c, "batch_norm_grad", "dgamma");
-  check_numel(dbeta, geo.c, "batch_norm_grad", "dbeta");
+void batch_norm_grad_sums(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
+                          const TensorView& mean, const TensorView& rstd, const TensorView& dgamma,
+                          const TensorView& dbeta) {
+  check_cpu(ctx, "batch_norm_grad_sums");
+  check_f32(x, "batch_norm_grad_sums", "x");
+  check_like(dy, x, "batch_norm_grad_sums", "dy");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_grad_sums");
+  for (const TensorView* v : {&mean, &rstd, &dgamma, &dbeta}) {
+    check_numel(*v, geo.c, "batch_norm_grad_sums", "a per-channel vector");
+  }
   const float* in = x.f32();
   const float* g = dy.f32();
-  float* out = dx.f32();
-  const double count = static_cast<double>(geo.n * geo.plane);
 #pragma omp parallel for if (x.numel() > kParallelElems)
   for (int64_t c = 0; c < geo.c; ++c) {
     const float m = mean.f32()[c];
@@ -235,10 +288,32 @@ void batch_norm_grad(const KernelContext& ctx, const TensorView& dy, const Tenso
     }
     dgamma.f32()[c] = static_cast<float>(sum_gx);
     dbeta.f32()[c] = static_cast<float>(sum_g);
-    // dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) over the channel.
+  }
+}
+
+void batch_norm_grad_input(const KernelContext& ctx, const TensorView& dy, const TensorView& x,
+                           const TensorView& mean, const TensorView& rstd, const TensorView& gamma,
+                           const TensorView& dgamma, const TensorView& dbeta, double count,
+                           const TensorView& dx) {
+  check_cpu(ctx, "batch_norm_grad_input");
+  check_f32(x, "batch_norm_grad_input", "x");
+  check_like(dy, x, "batch_norm_grad_input", "dy");
+  check_like(dx, x, "batch_norm_grad_input", "dx");
+  const ChannelGeometry geo = channel_geometry(x.shape, "batch_norm_grad_input");
+  for (const TensorView* v : {&mean, &rstd, &gamma, &dgamma, &dbeta}) {
+    check_numel(*v, geo.c, "batch_norm_grad_input", "a per-channel vector");
+  }
+  MP_CHECK(count > 0) << "batch_norm_grad_input: count must be positive";
+  const float* in = x.f32();
+  const float* g = dy.f32();
+  float* out = dx.f32();
+#pragma omp parallel for if (x.numel() > kParallelElems)
+  for (int64_t c = 0; c < geo.c; ++c) {
+    const float m = mean.f32()[c];
+    const float rs = rstd.f32()[c];
     const float scale = gamma.f32()[c] * rs;
-    const auto mean_g = static_cast<float>(sum_g / count);
-    const auto mean_gx = static_cast<float>(sum_gx / count);
+    const auto mean_g = static_cast<float>(dbeta.f32()[c] / count);
+    const auto mean_gx = static_cast<float>(dgamma.f32()[c] / count);
     for (int64_t n = 0; n < geo.n; ++n) {
       const int64_t off = (n * geo.c + c) * geo.plane;
       for (int64_t i = 0; i < geo.plane; ++i) {

@@ -298,6 +298,54 @@ Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSp
   return *best->plan;
 }
 
+Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                         const CostModel& cost, const PlannerOptions& options,
+                         int64_t micro_batches, const GridConfig& grid) {
+  if (grid.dp < 1 || grid.tp < 1 || grid.pp < 1) {
+    return make_error(Errc::kInvalidArgument, "grid dp {} x tp {} x pp {}: sizes must be >= 1",
+                      grid.dp, grid.tp, grid.pp);
+  }
+  if (grid.dp * grid.tp * grid.pp > cluster.num_devices()) {
+    return make_error(Errc::kInvalidArgument,
+                      "grid dp {} x tp {} x pp {} needs {} devices, cluster {} has {}", grid.dp,
+                      grid.tp, grid.pp, grid.dp * grid.tp * grid.pp, cluster.name,
+                      cluster.num_devices());
+  }
+  ShardingCache cache;
+  Evaluator e(g, cluster, cost, options, micro_batches, cache);
+  MP_RETURN_IF_ERROR(e.cluster());
+  if (grid.pp > e.clustering().num_layers) {
+    return make_error(Errc::kInvalidArgument, "grid pp {} exceeds the {} clustered layers", grid.pp,
+                      e.clustering().num_layers);
+  }
+  const auto shape = e.shape_for(grid.dp * grid.tp);
+  if (!shape) {
+    return make_error(Errc::kInvalidArgument, "no submesh of {} devices on cluster {}",
+                      grid.dp * grid.tp, cluster.name);
+  }
+  const bool zero =
+      grid.parameters == ParameterMode::kZero2 || grid.parameters == ParameterMode::kZero3;
+  const ForceBatch force =
+      grid.parameters == ParameterMode::kFree ? ForceBatch::kAuto : ForceBatch::kOn;
+  MP_ASSIGN_OR_RETURN(StageProfiler * p,
+                      e.profiler(e.clustering(), grid.parameters, zero, force,
+                                 LogicalSpace::kSingleNodeModelParallel, {*shape}));
+  int32_t cfg = -1;
+  for (size_t c = 0; c < p->configs(0).size(); ++c) {
+    const mesh::LogicalMesh& lm = p->configs(0)[c].mesh;
+    if (lm.shape[0] == grid.dp && lm.shape[1] == grid.tp) cfg = static_cast<int32_t>(c);
+  }
+  if (cfg < 0) {
+    return make_error(Errc::kInvalidArgument, "logical mesh ({}, {}) is not available on {}",
+                      grid.dp, grid.tp, shape->to_string());
+  }
+  std::vector<StageChoice> stages;
+  for (const auto& [i, j] : e.equal_ranges(static_cast<int32_t>(grid.pp))) {
+    stages.push_back({i, j, 0, cfg, 0.0});
+  }
+  return e.evaluate(e.clustering(), *p, stages);
+}
+
 std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                           const CostModel& cost, const PlannerOptions& options,
                                           ShardingCache* shared) {

@@ -31,6 +31,21 @@ Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSp
                                     const CostModel& cost, const PlannerOptions& options,
                                     int64_t micro_batches, ShardingCache& cache);
 
+/// A fixed grid: pp stages of equal layer ranges, each on dp x tp devices with logical mesh
+/// (dp, tp), parameters laid out per `parameters` (kReplicated: data parallel; kZero2/kZero3;
+/// kFree: the intra-op pass chooses). For tests and users who want a given configuration.
+struct GridConfig {
+  int64_t dp = 1;
+  int64_t tp = 1;
+  int64_t pp = 1;
+  ShardingOptions::ParameterMode parameters = ShardingOptions::ParameterMode::kFree;
+};
+
+/// The plan of one grid configuration (errors: it does not fit the cluster or memory).
+Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                         const CostModel& cost, const PlannerOptions& options,
+                         int64_t micro_batches, const GridConfig& grid);
+
 /// `cache` (optional) shares intra-op solutions with make_plan.
 std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                           const CostModel& cost, const PlannerOptions& options,

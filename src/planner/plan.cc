@@ -14,6 +14,8 @@
 #include <string_view>
 #include <utility>
 
+#include "planner/strategy.h"
+
 namespace meshpipe::planner {
 namespace {
 
@@ -129,7 +131,15 @@ Status check_stage(const StagePlan& s, size_t i, const mesh::ClusterSpec& c,
   MP_RETURN_IF_ERROR(check_positive(s.in_flight, path + ".in_flight"));
   MP_RETURN_IF_ERROR(check_memory(s.memory, path + ".memory"));
   MP_RETURN_IF_ERROR(check_utf8(s.value_specs, path + ".value_specs"));
-  return check_utf8(s.op_strategies, path + ".op_strategies");
+  MP_RETURN_IF_ERROR(check_utf8(s.op_strategies, path + ".op_strategies"));
+  MP_RETURN_IF_ERROR(check_utf8(s.op_layouts, path + ".op_layouts"));
+  for (const auto& [op, text] : s.op_layouts) {
+    auto layout = parse_layout(text);
+    if (!layout.has_value()) {
+      return invalid(fmt::format("{}.op_layouts['{}']", path, op), layout.status().message());
+    }
+  }
+  return Status::ok();
 }
 
 // Stage ranges: stage 0 starts at layer 0, each next stage starts right after the previous
@@ -251,6 +261,7 @@ Json stage_json(const StagePlan& s) {
   j["memory"] = memory_json(s.memory);
   j["value_specs"] = string_map_json(s.value_specs);
   j["op_strategies"] = string_map_json(s.op_strategies);
+  j["op_layouts"] = string_map_json(s.op_layouts);
   return j;
 }
 
@@ -455,6 +466,7 @@ Status read_stage(const Json& j, const std::string& path, StagePlan* s) {
   MP_RETURN_IF_ERROR(read_memory(r, &s->memory));
   MP_RETURN_IF_ERROR(r.read("value_specs", &s->value_specs));
   MP_RETURN_IF_ERROR(r.read("op_strategies", &s->op_strategies));
+  MP_RETURN_IF_ERROR(r.read("op_layouts", &s->op_layouts));
   return r.check_no_unknown_fields();
 }
 

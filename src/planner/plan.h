@@ -36,6 +36,8 @@ struct StagePlan {
   StageMemory memory;
   std::map<std::string, std::string> value_specs;    ///< value name -> sharding spec text
   std::map<std::string, std::string> op_strategies;  ///< op name -> strategy text
+  /// op name -> layout (planner/strategy.h layout_to_string): what the runtime lowers
+  std::map<std::string, std::string> op_layouts;
   friend bool operator==(const StagePlan&, const StagePlan&) = default;
 };
 
@@ -65,7 +67,7 @@ struct PlanningTimes {
 
 /// The whole plan.
 struct Plan {
-  static constexpr int32_t kVersion = 1;
+  static constexpr int32_t kVersion = 2;
   int32_t version = kVersion;
   std::string model;              ///< zoo name or a user label
   std::string graph_fingerprint;  ///< hash of the training graph the plan was made for

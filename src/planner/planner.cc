@@ -165,7 +165,10 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
         const ShardingPlan& up = profiler.unit(u, a.submesh, a.config).plan;
         for (const auto& [v, spec] : up.specs)
           sp.value_specs.emplace(ug.value(v).name, spec.to_string());
-        for (const OpDecision& d : up.ops) sp.op_strategies[ug.op(d.op).name] = d.strategy;
+        for (const OpDecision& d : up.ops) {
+          sp.op_strategies[ug.op(d.op).name] = d.strategy;
+          sp.op_layouts[ug.op(d.op).name] = layout_to_string(d.layout);
+        }
       }
     }
     plan.stages.push_back(std::move(sp));

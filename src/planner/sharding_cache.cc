@@ -7,16 +7,17 @@
 namespace meshpipe::planner {
 namespace {
 
+// Optimizer hyper-parameters (learning rate, momentum, betas, weight decay) change no shape,
+// cost or layout, so they are left out: a plan stays valid for another learning rate.
 std::string attrs_text(const graph::OpAttrs& a) {
   return fmt::format(
       "dot[{}|{}|{}|{}] axes[{}] shape{} axis{} start{} end{} win[{},{},{},{},{},{}] causal{} "
-      "k{} cap{} a{} b{} eps{} lr{} mom{} b1{} b2{} wd{}",
+      "k{} cap{} a{} b{} eps{}",
       fmt::join(a.dot.lhs_batch, ","), fmt::join(a.dot.rhs_batch, ","),
       fmt::join(a.dot.lhs_contract, ","), fmt::join(a.dot.rhs_contract, ","),
       fmt::join(a.axes, ","), a.shape.to_string(), a.axis, a.start, a.end, a.window.kernel_h,
       a.window.kernel_w, a.window.stride_h, a.window.stride_w, a.window.pad_h, a.window.pad_w,
-      a.causal, a.k, a.capacity, a.alpha, a.beta, a.eps, a.lr, a.momentum, a.beta1, a.beta2,
-      a.weight_decay);
+      a.causal, a.k, a.capacity, a.alpha, a.beta, a.eps);
 }
 
 std::string mesh_key(const mesh::LogicalMesh& m) {

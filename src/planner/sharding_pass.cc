@@ -278,7 +278,8 @@ class Pass {
         plan.compute_seconds += sc.compute * s.compute;
         plan.communication_seconds += sc.comm * s.communication;
         if (m.op.is_valid()) {
-          plan.ops.push_back({m.op, s.name, sc.compute * s.compute, sc.comm * s.communication});
+          plan.ops.push_back(
+              {m.op, s.name, s.layout(), sc.compute * s.compute, sc.comm * s.communication});
         } else if (is_persistent(m.source)) {
           plan.persistent_memory += Bytes(static_cast<int64_t>(s.memory));
         }
@@ -521,6 +522,7 @@ class Pass {
             mesh::tile_bytes(pv.shape, dtype_size(pv.dtype), s.outputs[0], mesh_));
         s.outputs[0] = pspec;
         s.inputs[0] = pspec;
+        s.zero_axis = za;
         s.name += " | ZeRO-2 all-gather";
       }
       m.table.push_back(std::move(s));

@@ -15,6 +15,7 @@
 #include "mesh/sharding.h"
 #include "planner/cost_model.h"
 #include "planner/ilp.h"
+#include "planner/strategy.h"
 
 namespace meshpipe::planner {
 
@@ -60,6 +61,7 @@ struct ShardingOptions {
 struct OpDecision {
   OpId op;
   std::string strategy;        ///< e.g. "S0,R,S1 = S0,R,R x R,S1"
+  OpLayout layout;             ///< what re-creates the strategy (runtime lowering)
   double compute = 0.0;        ///< seconds
   double communication = 0.0;  ///< seconds (collectives inside the op)
 };

@@ -34,7 +34,72 @@ std::string strategy_name(const Strategy& s, const std::vector<std::string>& com
   return name;
 }
 
+const char* dim_sharding_text(DimSharding d) {
+  switch (d) {
+    case DimSharding::kR:
+      return "R";
+    case DimSharding::kS0:
+      return "S0";
+    case DimSharding::kS1:
+      return "S1";
+    case DimSharding::kS01:
+      return "S01";
+    case DimSharding::kS10:
+      return "S10";
+  }
+  return "?";
+}
+
 }  // namespace
+
+std::string layout_to_string(const OpLayout& layout) {
+  std::vector<std::string> dims;
+  for (DimSharding d : layout.iter) dims.push_back(dim_sharding_text(d));
+  std::string text = dims.empty() ? "scalar" : fmt::format("{}", fmt::join(dims, ","));
+  if (layout.resolution == PartialResolution::kReduceScatter) text += " reduce-scatter";
+  if (layout.zero_axis >= 0) text += fmt::format(" zero-axis {}", layout.zero_axis);
+  return text;
+}
+
+Expected<OpLayout> parse_layout(const std::string& text) {
+  OpLayout layout;
+  std::string rest = text;
+  const auto bad = [&]() {
+    return make_error(Errc::kInvalidArgument,
+                      "bad op layout '{}': expected iteration dims such as 'S0,R,S1', optionally "
+                      "followed by ' reduce-scatter' and ' zero-axis <0|1>'",
+                      text);
+  };
+  const std::string zero = " zero-axis ";
+  if (const size_t z = rest.find(zero); z != std::string::npos) {
+    const std::string axis = rest.substr(z + zero.size());
+    if (axis != "0" && axis != "1") return bad();
+    layout.zero_axis = axis == "0" ? 0 : 1;
+    rest = rest.substr(0, z);
+  }
+  const std::string rs = " reduce-scatter";
+  if (rest.size() >= rs.size() && rest.compare(rest.size() - rs.size(), rs.size(), rs) == 0) {
+    layout.resolution = PartialResolution::kReduceScatter;
+    rest = rest.substr(0, rest.size() - rs.size());
+  }
+  if (rest == "scalar") return layout;
+  size_t start = 0;
+  while (start <= rest.size()) {
+    const size_t comma = std::min(rest.find(',', start), rest.size());
+    const std::string tok = rest.substr(start, comma - start);
+    bool found = false;
+    for (DimSharding d : {DimSharding::kR, DimSharding::kS0, DimSharding::kS1, DimSharding::kS01,
+                          DimSharding::kS10}) {
+      if (tok == dim_sharding_text(d)) {
+        layout.iter.push_back(d);
+        found = true;
+      }
+    }
+    if (!found) return bad();
+    start = comma + 1;
+  }
+  return layout;
+}
 
 Expected<Strategy> make_strategy(const StrategyContext& ctx, const graph::Op& op,
                                  const IterSpace& space, std::vector<DimSharding> iter,
@@ -66,6 +131,7 @@ Expected<Strategy> make_strategy(const StrategyContext& ctx, const graph::Op& op
 
   Strategy s;
   s.iter = iter;
+  s.resolution = resolution;
   int64_t traffic = 0;
   for (size_t i = 0; i < space.inputs.size(); ++i) {
     s.inputs.push_back(spec_of(space.inputs[i], iter));
@@ -97,10 +163,12 @@ Expected<Strategy> make_strategy(const StrategyContext& ctx, const graph::Op& op
           out.dims[static_cast<size_t>(scatter_dim)] =
               axis == 0 ? DimSharding::kS0 : DimSharding::kS1;
           comm.push_back(fmt::format("reduce-scatter@{} dim {}", axis, scatter_dim));
+          s.resolutions.push_back({o, mesh::CollectiveKind::kReduceScatter, axis, scatter_dim});
         } else {
           s.communication +=
               ctx.cost->collective(mesh::CollectiveKind::kAllReduce, bytes, m, axis).value();
           comm.push_back(fmt::format("all-reduce@{}", axis));
+          s.resolutions.push_back({o, mesh::CollectiveKind::kAllReduce, axis, -1});
         }
       }
     }

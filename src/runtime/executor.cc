@@ -107,32 +107,35 @@ kernels::TensorView Executor::view_of(ValueId id) const {
                              v.dtype);
 }
 
+void fill_initial(const graph::Value& v, uint64_t seed, float* p) {
+  const int64_t n = v.shape.numel();
+  const uint64_t key = mix64(seed ^ hash_name(v.name));
+  switch (v.init.kind) {
+    case graph::InitSpec::Kind::kZeros:
+      std::memset(p, 0, static_cast<size_t>(n) * sizeof(float));
+      break;
+    case graph::InitSpec::Kind::kOnes:
+      for (int64_t k = 0; k < n; ++k) p[k] = 1.0f;
+      break;
+    case graph::InitSpec::Kind::kNormal:
+      for (int64_t k = 0; k < n; ++k) {
+        p[k] = static_cast<float>(normal_at(key, static_cast<uint64_t>(k)) * v.init.scale);
+      }
+      break;
+    case graph::InitSpec::Kind::kUniform:
+      for (int64_t k = 0; k < n; ++k) {
+        const double u = uniform_at(key, static_cast<uint64_t>(k));
+        p[k] = static_cast<float>((2.0 * u - 1.0) * v.init.scale);
+      }
+      break;
+  }
+}
+
 Status Executor::initialize(uint64_t seed) {
   for (size_t i = 0; i < persistent_.size(); ++i) {
     if (!persistent_[i]) continue;
-    const graph::Value& v = graph_.values()[i];
-    float* p = static_cast<float*>(buffers_[static_cast<size_t>(slot_[i])].block.data);
-    const int64_t n = v.shape.numel();
-    const uint64_t key = mix64(seed ^ hash_name(v.name));
-    switch (v.init.kind) {
-      case graph::InitSpec::Kind::kZeros:
-        std::memset(p, 0, static_cast<size_t>(n) * sizeof(float));
-        break;
-      case graph::InitSpec::Kind::kOnes:
-        for (int64_t k = 0; k < n; ++k) p[k] = 1.0f;
-        break;
-      case graph::InitSpec::Kind::kNormal:
-        for (int64_t k = 0; k < n; ++k) {
-          p[k] = static_cast<float>(normal_at(key, static_cast<uint64_t>(k)) * v.init.scale);
-        }
-        break;
-      case graph::InitSpec::Kind::kUniform:
-        for (int64_t k = 0; k < n; ++k) {
-          const double u = uniform_at(key, static_cast<uint64_t>(k));
-          p[k] = static_cast<float>((2.0 * u - 1.0) * v.init.scale);
-        }
-        break;
-    }
+    fill_initial(graph_.values()[i], seed,
+                 static_cast<float*>(buffers_[static_cast<size_t>(slot_[i])].block.data));
   }
   return Status::ok();
 }

@@ -37,6 +37,11 @@ struct MemoryReport {
   Bytes reserved;    ///< bytes held by the pool
 };
 
+/// Writes the initial value of persistent value `v` (its InitSpec, drawn from the stream
+/// (seed, name, element index)) to `data` (v.shape.numel() floats). Every runtime initialises
+/// through it, so a sharded run starts from the same parameters as a single device.
+void fill_initial(const graph::Value& v, uint64_t seed, float* data);
+
 /// Runs one graph repeatedly on the host. Persistent values (parameters, optimizer states)
 /// live across runs; after each run every alias (source -> updated) replaces the source.
 class Executor {

@@ -19,19 +19,21 @@ using graph::OpKind;
 namespace k = kernels;
 
 int64_t op_workspace_bytes(const graph::Graph& g, const graph::Op& op) {
+  std::vector<Shape> inputs;
+  for (ValueId v : op.inputs) inputs.push_back(g.value(v).shape);
+  return op_workspace_bytes(op, inputs);
+}
+
+int64_t op_workspace_bytes(const graph::Op& op, const std::vector<Shape>& inputs) {
   switch (op.kind) {
     case OpKind::kDot:
-      return k::dot_workspace_bytes(g.value(op.inputs[0]).shape, g.value(op.inputs[1]).shape,
-                                    op.attrs.dot);
+      return k::dot_workspace_bytes(inputs[0], inputs[1], op.attrs.dot);
     case OpKind::kConv2d:
-      return k::conv2d_workspace_bytes(g.value(op.inputs[0]).shape, g.value(op.inputs[1]).shape,
-                                       op.attrs.window);
+      return k::conv2d_workspace_bytes(inputs[0], inputs[1], op.attrs.window);
     case OpKind::kConv2dGradInput:
-      return k::conv2d_workspace_bytes(op.attrs.shape, g.value(op.inputs[1]).shape,
-                                       op.attrs.window);
+      return k::conv2d_workspace_bytes(op.attrs.shape, inputs[1], op.attrs.window);
     case OpKind::kConv2dGradFilter:
-      return k::conv2d_workspace_bytes(g.value(op.inputs[0]).shape, op.attrs.shape,
-                                       op.attrs.window);
+      return k::conv2d_workspace_bytes(inputs[0], op.attrs.shape, op.attrs.window);
     default:
       return 0;
   }
@@ -66,7 +68,7 @@ bool op_can_run_in_place(const graph::Op& op, size_t input_index, size_t output_
 
 Status run_op(const k::KernelContext& ctx, const graph::Op& op,
               const std::vector<k::TensorView>& in, const std::vector<k::TensorView>& out,
-              const k::TensorView& ws) {
+              const k::TensorView& ws, IndexOffsets offsets) {
   for (const auto* list : {&in, &out}) {
     for (const k::TensorView& v : *list) {
       if (v.dtype != DType::kF32 && v.dtype != DType::kI32) {
@@ -110,7 +112,7 @@ Status run_op(const k::KernelContext& ctx, const graph::Op& op,
       k::unary(ctx, k::UnaryOp::kTanh, in[0], out[0]);
       break;
     case OpKind::kSoftmax:
-      k::softmax(ctx, in[0], a.axis, a.causal, 0, out[0]);
+      k::softmax(ctx, in[0], a.axis, a.causal, offsets.row, out[0]);
       break;
     case OpKind::kLogSoftmax:
       k::log_softmax(ctx, in[0], a.axis, out[0]);
@@ -122,7 +124,7 @@ Status run_op(const k::KernelContext& ctx, const graph::Op& op,
       k::batch_norm(ctx, in[0], in[1], in[2], a.eps, out[0], out[1], out[2]);
       break;
     case OpKind::kEmbedding:
-      k::embedding(ctx, in[0], in[1], 0, out[0]);
+      k::embedding(ctx, in[0], in[1], offsets.id, out[0]);
       break;
     case OpKind::kCrossEntropy:
       k::cross_entropy(ctx, in[0], in[1], out[0]);
@@ -185,7 +187,7 @@ Status run_op(const k::KernelContext& ctx, const graph::Op& op,
       k::batch_norm_grad(ctx, in[0], in[1], in[2], in[3], in[4], out[0], out[1], out[2]);
       break;
     case OpKind::kEmbeddingGrad:
-      k::embedding_grad(ctx, in[0], in[1], 0, out[0]);
+      k::embedding_grad(ctx, in[0], in[1], offsets.id, out[0]);
       break;
     case OpKind::kCrossEntropyGrad:
       k::cross_entropy_grad(ctx, in[0], in[1], in[2], out[0]);

@@ -192,5 +192,33 @@ TEST_CASE("broadcast repeats x along the dims it does not name", "[kernels]") {
   }
 }
 
+TEST_CASE("copy_box moves a box between offsets of two tensors, other elements untouched",
+          "[kernels]") {
+  // src [3, 4, 5] holds its flat index; copy the box [1:3, 1:3, 2:5] to dst [2, 5, 4] at (0, 2, 1).
+  const Shape ss{3, 4, 5};
+  const Shape ds{2, 5, 4};
+  std::vector<float> src(static_cast<size_t>(ss.numel()));
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  std::vector<float> dst(static_cast<size_t>(ds.numel()), -1.0f);
+  copy_box(KernelContext{}, f32_view(src, ss), {1, 1, 2}, f32_view(dst, ds), {0, 2, 1}, {2, 2, 3});
+  for (int64_t a = 0; a < 2; ++a) {
+    for (int64_t b = 0; b < 5; ++b) {
+      for (int64_t c = 0; c < 4; ++c) {
+        const bool inside = b >= 2 && b < 4 && c >= 1;
+        const float want =
+            inside ? static_cast<float>(((a + 1) * 4 + (b - 2 + 1)) * 5 + (c - 1 + 2)) : -1.0f;
+        CHECK(dst[static_cast<size_t>((a * 5 + b) * 4 + c)] == want);
+      }
+    }
+  }
+  // Scalars copy their one element; an empty box copies nothing.
+  std::vector<float> one{7.0f};
+  std::vector<float> other{0.0f};
+  copy_box(KernelContext{}, f32_view(one, Shape{}), {}, f32_view(other, Shape{}), {}, {});
+  CHECK(other[0] == 7.0f);
+  copy_box(KernelContext{}, f32_view(src, ss), {0, 0, 0}, f32_view(dst, ds), {0, 0, 0}, {0, 2, 2});
+  CHECK(dst[0] == -1.0f);
+}
+
 }  // namespace
 }  // namespace meshpipe::kernels

@@ -227,5 +227,77 @@ TEST_CASE("batch_norm_grad matches finite differences, for NCHW and [N, C]", "[k
   }
 }
 
+TEST_CASE("synchronised batch norm over two halves of the batch equals whole-batch norm",
+          "[kernels]") {
+  Rng rng(36);
+  const Shape whole{4, 3, 2, 2};
+  const Shape half{2, 3, 2, 2};
+  const Shape c{3};
+  const int64_t n_half = half.numel();
+  std::vector<float> x = random_floats(rng, whole.numel(), 1.5);
+  std::vector<float> gamma = random_floats(rng, 3);
+  std::vector<float> beta = random_floats(rng, 3);
+  std::vector<float> dy = random_floats(rng, whole.numel());
+  const KernelContext ctx;
+  // Each "device" holds half of N; the sums are added by hand where an all-reduce would run.
+  std::vector<std::vector<float>> xs{{x.begin(), x.begin() + n_half},
+                                     {x.begin() + n_half, x.end()}};
+  std::vector<std::vector<float>> dys{{dy.begin(), dy.begin() + n_half},
+                                      {dy.begin() + n_half, dy.end()}};
+  const double count = 4 * 2 * 2;
+  std::vector<float> mean(3, 0.0f);
+  for (auto& part : xs) {
+    std::vector<float> s(3);
+    batch_norm_channel_sums(ctx, f32_view(part, half), f32_view(s, c));
+    for (size_t i = 0; i < 3; ++i) mean[i] += s[i];
+  }
+  for (float& m : mean) m = static_cast<float>(m / count);
+  std::vector<float> sq(3, 0.0f);
+  for (auto& part : xs) {
+    std::vector<float> s(3);
+    batch_norm_centered_square_sums(ctx, f32_view(part, half), f32_view(mean, c), f32_view(s, c));
+    for (size_t i = 0; i < 3; ++i) sq[i] += s[i];
+  }
+  std::vector<float> y;
+  std::vector<float> rstd(3);
+  for (auto& part : xs) {
+    std::vector<float> yp(part.size());
+    batch_norm_from_sums(ctx, f32_view(part, half), f32_view(mean, c), f32_view(sq, c), count,
+                         f32_view(gamma, c), f32_view(beta, c), static_cast<float>(kEps),
+                         f32_view(yp, half), f32_view(rstd, c));
+    y.insert(y.end(), yp.begin(), yp.end());
+  }
+  const auto channel = [](int64_t i) { return (i / 4) % 3; };
+  const NormRef ref{3, channel, channel};
+  const auto xd = to_double(x);
+  const auto gd = to_double(gamma);
+  const auto bd = to_double(beta);
+  check_close(y, ref.forward(xd, gd, bd), kForwardTol);
+
+  std::vector<float> dgamma(3, 0.0f);
+  std::vector<float> dbeta(3, 0.0f);
+  for (size_t k = 0; k < 2; ++k) {
+    std::vector<float> g(3);
+    std::vector<float> b(3);
+    batch_norm_grad_sums(ctx, f32_view(dys[k], half), f32_view(xs[k], half), f32_view(mean, c),
+                         f32_view(rstd, c), f32_view(g, c), f32_view(b, c));
+    for (size_t i = 0; i < 3; ++i) {
+      dgamma[i] += g[i];
+      dbeta[i] += b[i];
+    }
+  }
+  std::vector<float> dx;
+  for (size_t k = 0; k < 2; ++k) {
+    std::vector<float> part(static_cast<size_t>(n_half));
+    batch_norm_grad_input(ctx, f32_view(dys[k], half), f32_view(xs[k], half), f32_view(mean, c),
+                          f32_view(rstd, c), f32_view(gamma, c), f32_view(dgamma, c),
+                          f32_view(dbeta, c), count, f32_view(part, half));
+    dx.insert(dx.end(), part.begin(), part.end());
+  }
+  check_close(dx, ref.numeric_grad(xd, gd, bd, dy, 0), kGradTol);
+  check_close(dgamma, ref.numeric_grad(xd, gd, bd, dy, 1), kGradTol);
+  check_close(dbeta, ref.numeric_grad(xd, gd, bd, dy, 2), kGradTol);
+}
+
 }  // namespace
 }  // namespace meshpipe::kernels

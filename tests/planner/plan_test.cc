@@ -71,6 +71,10 @@ Plan test_plan() {
   s0.memory = {int64_t{1} << 40, (int64_t{1} << 53) + 1, 123456789, int64_t{3} << 41};
   s0.value_specs = {{"x", "S0R"}, {"layer0/w", "RS1"}, {"", "R"}, {"a\"b\nc", "S01R"}};
   s0.op_strategies = {{"layer0/dot", "S0 x S1"}, {"layer1/relu", "follow"}};
+  s0.op_layouts = {{"layer0/dot", "S0,R,S1 reduce-scatter"},
+                   {"layer1/relu", "S01,R"},
+                   {"layer1/update", "R,R zero-axis 1"},
+                   {"layer1/step", "scalar"}};
   StagePlan s1;
   s1.first_layer = 2;
   s1.last_layer = 3;
@@ -157,7 +161,7 @@ TEST_CASE("plan JSON text is deterministic, pretty-printed and in header order",
   const std::string a = plan_to_json(test_plan());
   const std::string b = plan_to_json(test_plan());
   CHECK(a == b);
-  CHECK(a.starts_with("{\n  \"version\": 1,\n  \"model\": "));
+  CHECK(a.starts_with("{\n  \"version\": 2,\n  \"model\": "));
   // Integers stay integers: 2^53 + 1 is written digit for digit.
   CHECK(a.find("9007199254740993") != std::string::npos);
   Expected<Plan> q = plan_from_json(a);
@@ -199,7 +203,7 @@ TEST_CASE("deleting any required field is rejected naming the field", "[planner]
       ++deletions;
     }
   }
-  CHECK(deletions == 17 + 10 + 2 + 3 + 4 + 7 + 6);
+  CHECK(deletions == 17 + 11 + 2 + 3 + 4 + 7 + 6);
 }
 
 TEST_CASE("a field of the wrong type is rejected naming the field", "[planner][plan]") {
@@ -247,6 +251,13 @@ TEST_CASE("a field of the wrong type is rejected naming the field", "[planner][p
   }
 }
 
+TEST_CASE("a malformed op layout is rejected naming the stage and op", "[planner][plan]") {
+  const std::string e =
+      load_error(edited_json([](Json& j) { j["stages"][0]["op_layouts"]["layer0/dot"] = "S7"; }));
+  CHECK_THAT(e, Catch::Contains("stages[0].op_layouts['layer0/dot']"));
+  CHECK_THAT(e, Catch::Contains("bad op layout 'S7'"));
+}
+
 TEST_CASE("an unknown field is rejected naming it", "[planner][plan]") {
   CHECK(load_error(edited_json([](Json& j) { j["colour"] = "red"; })) ==
         "plan field 'colour' is not a known field");
@@ -261,14 +272,14 @@ TEST_CASE("a bad embedded cluster is rejected with the cluster's own field", "[p
 }
 
 TEST_CASE("a plan of another version is rejected naming both versions", "[planner][plan]") {
-  const std::string e = load_error(edited_json([](Json& j) { j["version"] = 2; }));
-  CHECK(e == "plan field 'version': version 2 is not supported (this build reads version 1)");
-  // The version is checked first: a version-2 file with other fields is still reported as such.
-  const std::string e2 = load_error(R"({"version": 2, "layout": []})");
-  CHECK_THAT(e2, Catch::Contains("version 2 is not supported"));
+  const std::string e = load_error(edited_json([](Json& j) { j["version"] = 1; }));
+  CHECK(e == "plan field 'version': version 1 is not supported (this build reads version 2)");
+  // The version is checked first: a version-3 file with other fields is still reported as such.
+  const std::string e2 = load_error(R"({"version": 3, "layout": []})");
+  CHECK_THAT(e2, Catch::Contains("version 3 is not supported"));
   Plan p = test_plan();
-  p.version = 2;
-  CHECK_THAT(p.validate().message(), Catch::StartsWith("version: version 2"));
+  p.version = 3;
+  CHECK_THAT(p.validate().message(), Catch::StartsWith("version: version 3"));
 }
 
 TEST_CASE("semantically broken plans are rejected naming the field", "[planner][plan]") {

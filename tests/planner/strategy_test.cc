@@ -155,5 +155,45 @@ TEST_CASE("attention can be split along the query sequence, the causal softmax i
   CHECK(s->communication == 0.0);
 }
 
+TEST_CASE("a strategy's layout re-creates it, resolutions included", "[planner]") {
+  Fixture f = matmul_fixture();
+  auto list = enumerate_strategies(f.ctx(), f.op(), /*reduce_scatter=*/true);
+  REQUIRE(list.has_value());
+  auto space = iteration_space(f.g, f.op());
+  REQUIRE(space.has_value());
+  for (const Strategy& s : *list) {
+    const std::string text = layout_to_string(s.layout());
+    auto layout = parse_layout(text);
+    REQUIRE(layout.has_value());
+    CHECK(*layout == s.layout());
+    auto again = make_strategy(f.ctx(), f.op(), *space, layout->iter, layout->resolution);
+    REQUIRE(again.has_value());
+    CHECK(again->name == s.name);
+  }
+  // The reduce-scatter variant records its collective: output 0, axis 1, dim 1.
+  const auto rs = std::find_if(list->begin(), list->end(), [](const Strategy& s) {
+    return s.name == "S0,S1 = S0,S1 x S1,R | reduce-scatter@1 dim 1";
+  });
+  REQUIRE(rs != list->end());
+  REQUIRE(rs->resolutions.size() == 1);
+  CHECK(rs->resolutions[0].kind == mesh::CollectiveKind::kReduceScatter);
+  CHECK(rs->resolutions[0].axis == 1);
+  CHECK(rs->resolutions[0].dim == 1);
+  CHECK(layout_to_string(rs->layout()) == "S0,R,S1 reduce-scatter");
+}
+
+TEST_CASE("layouts parse their text form and reject anything else", "[planner]") {
+  auto z = parse_layout("S01,R,S10 zero-axis 1");
+  REQUIRE(z.has_value());
+  CHECK(z->iter == std::vector<mesh::DimSharding>{mesh::DimSharding::kS01, mesh::DimSharding::kR,
+                                                  mesh::DimSharding::kS10});
+  CHECK(z->zero_axis == 1);
+  CHECK(parse_layout("scalar")->iter.empty());
+  for (const char* bad : {"", "S2", "S0,,R", "S0 zero-axis 2", "S0 reduce"}) {
+    auto r = parse_layout(bad);
+    CHECK_FALSE(r.has_value());
+  }
+}
+
 }  // namespace
 }  // namespace meshpipe::planner

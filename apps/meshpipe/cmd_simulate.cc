@@ -1,0 +1,96 @@
+// `meshpipe simulate plan.json`: lowers a plan for its zoo model and runs the device programs on
+// the simulated backend: predicted step time next to the planner's, per-device busy time and
+// peak memory, the bubble fraction, and optionally a Chrome trace of the step.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "core/units.h"
+#include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
+#include "planner/planner.h"
+#include "runtime/lower.h"
+#include "runtime/simulator.h"
+
+namespace meshpipe::cli {
+namespace {
+
+struct SimulateArgs {
+  std::string plan;
+  std::string trace;
+  std::string schedule;
+};
+
+int run_simulate(const SimulateArgs& args) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto plan = planner::load_plan(args.plan);
+  if (!plan.has_value()) return fail(plan.status());
+  auto spec = graph::models::find_model(plan->model);
+  if (!spec.has_value()) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "plan {} is for '{}', which is not a zoo model (simulate rebuilds the "
+                           "model's graph): {}",
+                           args.plan, plan->model, spec.status().message()));
+  }
+  auto g = training_graph(*spec, plan->micro_batch);
+  if (!g.has_value()) return fail(g.status());
+  runtime::LowerOptions lo;
+  lo.schedule = args.schedule;
+  auto program = runtime::lower(*plan, *g, lo);
+  if (!program.has_value()) return fail(program.status());
+  int64_t instructions = 0;
+  for (const runtime::DeviceProgram& d : program->devices) {
+    instructions += static_cast<int64_t>(d.instructions.size());
+  }
+  runtime::SimulationOptions so;
+  so.trace = !args.trace.empty();
+  auto sim = runtime::simulate(*program, plan->cluster, so);
+  if (!sim.has_value()) return fail(sim.status());
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  fmt::print("plan {}: {} on {} ({} devices), {} micro-batches of {} ({})\n", args.plan,
+             plan->model, plan->cluster.name, plan->cluster.num_devices(), plan->micro_batches,
+             plan->micro_batch, program->schedule);
+  fmt::print("lowered: {} instructions on {} devices\n", instructions, sim->devices.size());
+  fmt::print("{:<7} {:<6} {:>11} {:>11} {:>11} {:>13} {:>13}\n", "device", "stage", "compute",
+             "collective", "waiting", "peak memory", "plan memory");
+  for (const runtime::SimulatedDevice& d : sim->devices) {
+    fmt::print("{:<7} {:<6} {:>11} {:>11} {:>11} {:>13} {:>13}\n", d.device, d.stage,
+               format_seconds(Seconds(d.compute)), format_seconds(Seconds(d.collective)),
+               format_seconds(Seconds(d.waiting)), format_bytes(Bytes(d.peak_bytes)),
+               format_bytes(Bytes(plan->stages[static_cast<size_t>(d.stage)].memory.peak)));
+  }
+  fmt::print("simulated step time: {} (planner: {}, ratio {:.3f})\n",
+             format_seconds(Seconds(sim->step_time)), format_seconds(Seconds(plan->step_time)),
+             plan->step_time > 0 ? sim->step_time / plan->step_time : 0.0);
+  fmt::print("bubble fraction: {:.1f}%\n", 100.0 * sim->bubble_fraction);
+  if (!args.trace.empty()) {
+    std::ofstream f(args.trace);
+    f << sim->trace_json;
+    if (!f) return fail(make_error(Errc::kIo, "cannot write {}", args.trace));
+    fmt::print("wrote {} (open in chrome://tracing or ui.perfetto.dev)\n", args.trace);
+  }
+  fmt::print("simulation took {:.2f} s\n", took);
+  return 0;
+}
+
+}  // namespace
+
+void add_simulate_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<SimulateArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "simulate",
+      "Lower a plan for its zoo model and run it on the simulated backend (cost-model clock): "
+      "step time, busy time, peak memory per device, bubble fraction");
+  cmd->add_option("plan", args->plan, "plan file (from `meshpipe plan -o`)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--trace", args->trace, "write the step's timeline as Chrome trace JSON");
+  cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
+      ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->callback([args, &exit_code] { exit_code = run_simulate(*args); });
+}
+
+}  // namespace meshpipe::cli

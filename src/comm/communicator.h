@@ -1,0 +1,87 @@
+// Communicator: collectives among the ranks of one group (the devices along one mesh axis, or a
+// whole mesh). Implementations: in-process (threads of one process, shared memory) and Gloo (TCP,
+// across threads and processes); NCCL joins with the GPU backend. Every rank calls the same
+// collectives in the same order; a call blocks until the group has finished it, the group's
+// timeout passes (kTimeout, naming the collective and the ranks still missing where known), or
+// the group is aborted (kUnavailable). Nothing hangs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+
+namespace meshpipe::comm {
+
+/// Collectives of one rank in one group. Buffers are host memory; counts are per rank.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  /// This rank (0 .. size()-1) and the group size.
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// "in-process", "gloo".
+  virtual std::string backend() const = 0;
+
+  /// In place: data[i] = sum over ranks of data[i] (`count` floats).
+  virtual Status all_reduce(float* data, int64_t count) = 0;
+  /// out (size() * bytes) = the `bytes` of every rank's `in`, in rank order.
+  virtual Status all_gather(const void* in, void* out, int64_t bytes) = 0;
+  /// in holds size() chunks of `count` floats; out (`count` floats) = sum over ranks of their
+  /// chunk number rank().
+  virtual Status reduce_scatter(const float* in, float* out, int64_t count) = 0;
+  /// in holds size() chunks of `bytes`; chunk j goes to rank j, and out's chunk i comes from
+  /// rank i.
+  virtual Status all_to_all(const void* in, void* out, int64_t bytes) = 0;
+  /// In place: every rank ends with root's `bytes`.
+  virtual Status broadcast(void* data, int64_t bytes, int root) = 0;
+  /// Returns once every rank has called it.
+  virtual Status barrier() = 0;
+};
+
+/// Creates the communicators of one group whose ranks are threads of this process. Each thread
+/// takes its own communicator; the group lives while any communicator does.
+class InProcessGroup {
+ public:
+  /// A group of `size` ranks whose collectives fail with kTimeout after `timeout`.
+  static std::shared_ptr<InProcessGroup> create(int size, std::chrono::milliseconds timeout);
+  virtual ~InProcessGroup() = default;
+  /// The communicator of `rank` (each rank asked for once).
+  virtual std::unique_ptr<Communicator> communicator(int rank) = 0;
+  /// Wakes every rank blocked in a collective with kUnavailable carrying `reason`; later calls
+  /// fail the same way.
+  virtual void abort(const std::string& reason) = 0;
+};
+
+/// A key-value store for Gloo rendezvous: in one process (threads) or, for ranks in several
+/// processes, one the cluster layer provides over its control plane.
+class RendezvousStore {
+ public:
+  virtual ~RendezvousStore() = default;
+  virtual void set(const std::string& key, const std::string& value) = 0;
+  /// The value of `key`, waiting until it is set or `timeout` passes (kTimeout naming the key).
+  virtual Expected<std::string> get(const std::string& key, std::chrono::milliseconds timeout) = 0;
+};
+
+/// A RendezvousStore shared by the threads of one process.
+std::shared_ptr<RendezvousStore> make_in_process_store();
+
+/// Options of a Gloo communicator.
+struct GlooOptions {
+  std::string hostname = "127.0.0.1";  ///< interface address the TCP device binds to
+  std::chrono::milliseconds timeout{30000};
+  std::string prefix = "group";  ///< store key prefix: distinct per group sharing a store
+};
+
+/// True when the build includes Gloo (MP_ENABLE_GLOO).
+bool gloo_available();
+
+/// Joins a Gloo group as `rank` of `size`; blocks until every rank has joined (rendezvous through
+/// `store`) or the timeout passes. kUnavailable when the build lacks Gloo.
+Expected<std::unique_ptr<Communicator>> make_gloo_communicator(
+    int rank, int size, std::shared_ptr<RendezvousStore> store, const GlooOptions& options);
+
+}  // namespace meshpipe::comm

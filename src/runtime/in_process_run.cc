@@ -1,0 +1,297 @@
+// InProcessRun: every device of a Program as a thread of this process.
+#include "runtime/in_process_run.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "kernels/layout.h"
+#include "runtime/executor.h"
+
+namespace meshpipe::runtime {
+
+Status InProcessRunOptions::validate() const {
+  if (collectives != "in-process" && collectives != "gloo") {
+    return make_error(Errc::kInvalidArgument, "collectives '{}' is neither in-process nor gloo",
+                      collectives);
+  }
+  if (transport != "in-process" && transport != "ucx") {
+    return make_error(Errc::kInvalidArgument, "transport '{}' is neither in-process nor ucx",
+                      transport);
+  }
+  if (timeout.count() <= 0) {
+    return make_error(Errc::kInvalidArgument, "timeout must be positive");
+  }
+  return Status::ok();
+}
+
+struct InProcessRun::Impl {
+  Program program;
+  const graph::Graph* graph = nullptr;
+  InProcessRunOptions options;
+  std::vector<std::unique_ptr<DeviceInterpreter>> interpreters;  // by global id (null: unused)
+  std::vector<std::shared_ptr<comm::InProcessGroup>> groups;
+  std::vector<std::unique_ptr<comm::Communicator>> communicators;
+  std::shared_ptr<comm::InProcessFabric> fabric;
+  std::vector<std::unique_ptr<comm::Transport>> endpoints;  // by global id
+  std::vector<DeviceLinks> links;                           // by global id
+  bool broken = false;
+  std::string broken_reason;
+
+  void abort(const std::string& reason) {
+    for (auto& g : groups) g->abort(reason);
+    if (fabric) fabric->abort(reason);
+  }
+
+  // Communicators of every mesh-axis group with more than one device.
+  Status make_groups() {
+    struct Member {
+      int32_t device;
+      int axis;
+      int rank;
+      int size;
+      std::string prefix;
+      std::shared_ptr<comm::InProcessGroup> group;
+    };
+    std::vector<Member> members;
+    for (size_t s = 0; s < program.stages.size(); ++s) {
+      const StageLayout& st = program.stages[s];
+      const int64_t d0 = st.mesh.size(0);
+      const int64_t d1 = st.mesh.size(1);
+      for (int axis = 0; axis < 2; ++axis) {
+        const int64_t n = st.mesh.size(axis);
+        if (n == 1) continue;
+        const int64_t groups_count = axis == 0 ? d1 : d0;
+        for (int64_t gi = 0; gi < groups_count; ++gi) {
+          std::shared_ptr<comm::InProcessGroup> grp;
+          if (options.collectives == "in-process") {
+            grp = comm::InProcessGroup::create(static_cast<int>(n), options.timeout);
+            groups.push_back(grp);
+          }
+          for (int64_t r = 0; r < n; ++r) {
+            const int64_t i0 = axis == 0 ? r : gi;
+            const int64_t i1 = axis == 0 ? gi : r;
+            members.push_back({st.devices[static_cast<size_t>(i0 * d1 + i1)], axis,
+                               static_cast<int>(r), static_cast<int>(n),
+                               fmt::format("stage{}-axis{}-group{}", s, axis, gi), grp});
+          }
+        }
+      }
+    }
+    communicators.resize(members.size());
+    if (options.collectives == "in-process") {
+      for (size_t k = 0; k < members.size(); ++k) {
+        communicators[k] = members[k].group->communicator(members[k].rank);
+      }
+    } else {
+      // Gloo's rendezvous blocks until the whole group has joined: join from one thread each.
+      auto store = comm::make_in_process_store();
+      std::vector<Status> status(members.size());
+      std::vector<std::thread> threads;
+      for (size_t k = 0; k < members.size(); ++k) {
+        threads.emplace_back([&, k] {
+          comm::GlooOptions go;
+          go.timeout = options.timeout;
+          go.prefix = members[k].prefix;
+          auto c = comm::make_gloo_communicator(members[k].rank, members[k].size, store, go);
+          if (c.has_value()) {
+            communicators[k] = std::move(*c);
+          } else {
+            status[k] = c.status();
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      for (const Status& s : status) MP_RETURN_IF_ERROR(s);
+    }
+    for (size_t k = 0; k < members.size(); ++k) {
+      links[static_cast<size_t>(members[k].device)].axis[members[k].axis] = communicators[k].get();
+    }
+    return Status::ok();
+  }
+
+  Status make_transport() {
+    const int n = static_cast<int>(program.devices.size());
+    if (options.transport == "in-process") {
+      fabric = comm::InProcessFabric::create(n);
+      for (int d = 0; d < n; ++d) endpoints.push_back(fabric->endpoint(d));
+    } else {
+      MP_ASSIGN_OR_RETURN(endpoints, comm::make_ucx_fabric(n));
+    }
+    for (int d = 0; d < n; ++d)
+      links[static_cast<size_t>(d)].transport = endpoints[size_t(d)].get();
+    return Status::ok();
+  }
+};
+
+InProcessRun::InProcessRun(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+InProcessRun::~InProcessRun() = default;
+
+const Program& InProcessRun::program() const { return impl_->program; }
+
+Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, const graph::Graph& g,
+                                                             InProcessRunOptions options) {
+  MP_RETURN_IF_ERROR(options.validate());
+  auto impl = std::make_unique<Impl>();
+  impl->program = std::move(program);
+  impl->graph = &g;
+  impl->options = std::move(options);
+  impl->options.interpreter.timeout = impl->options.timeout;
+  const size_t n = impl->program.devices.size();
+  impl->interpreters.resize(n);
+  impl->links.resize(n);
+  for (size_t d = 0; d < n; ++d) {
+    if (impl->program.device(static_cast<int32_t>(d)) == nullptr) continue;
+    InterpreterOptions io = impl->options.interpreter;
+    if (impl->options.fail_device >= 0 && impl->options.fail_device != static_cast<int32_t>(d)) {
+      io.fail_op.clear();
+    }
+    MP_ASSIGN_OR_RETURN(impl->interpreters[d],
+                        DeviceInterpreter::create(impl->program, static_cast<int32_t>(d), io));
+  }
+  MP_RETURN_IF_ERROR(impl->make_groups());
+  MP_RETURN_IF_ERROR(impl->make_transport());
+  return std::unique_ptr<InProcessRun>(new InProcessRun(std::move(impl)));
+}
+
+Status InProcessRun::initialize(uint64_t seed) {
+  std::map<std::string, ValueId> by_name;
+  for (int64_t v = 0; v < impl_->graph->num_values(); ++v) {
+    by_name[impl_->graph->values()[static_cast<size_t>(v)].name] = ValueId(static_cast<int32_t>(v));
+  }
+  std::map<std::string, HostTensor> full;
+  const kernels::KernelContext ctx;
+  for (auto& interp : impl_->interpreters) {
+    if (!interp) continue;
+    const DeviceProgram& dp = interp->program();
+    for (size_t i = 0; i < dp.persistent.size(); ++i) {
+      const PersistentTile& t = dp.persistent[i];
+      auto id = by_name.find(t.value);
+      if (id == by_name.end()) {
+        return make_error(Errc::kInvalidArgument, "the graph has no value '{}'", t.value);
+      }
+      const graph::Value& v = impl_->graph->value(id->second);
+      auto it = full.find(t.value);
+      if (it == full.end()) {
+        HostTensor h(v.shape, v.dtype);
+        fill_initial(v, seed, h.f32());
+        it = full.emplace(t.value, std::move(h)).first;
+      }
+      std::vector<int64_t> off;
+      for (const mesh::DimRange& r : t.region) off.push_back(r.begin);
+      kernels::TensorView dst = interp->persistent(i);
+      kernels::copy_box(ctx, it->second.view(), off, dst, std::vector<int64_t>(off.size(), 0),
+                        dst.shape.dims());
+    }
+  }
+  return Status::ok();
+}
+
+Expected<HostTensor> InProcessRun::read_value(const std::string& name) const {
+  const kernels::KernelContext ctx;
+  std::optional<HostTensor> out;
+  for (const auto& interp : impl_->interpreters) {
+    if (!interp) continue;
+    const DeviceProgram& dp = interp->program();
+    for (size_t i = 0; i < dp.persistent.size(); ++i) {
+      if (dp.persistent[i].value != name) continue;
+      const kernels::TensorView src = interp->persistent(i);
+      std::vector<int64_t> full_dims;
+      std::vector<int64_t> off;
+      for (const mesh::DimRange& r : dp.persistent[i].region) off.push_back(r.begin);
+      if (!out) {
+        for (const auto& v : impl_->graph->values()) {
+          if (v.name == name) out.emplace(v.shape, v.dtype);
+        }
+      }
+      kernels::copy_box(ctx, src, std::vector<int64_t>(off.size(), 0), out->view(), off,
+                        src.shape.dims());
+    }
+  }
+  if (!out) return make_error(Errc::kNotFound, "no device holds a persistent value '{}'", name);
+  return std::move(*out);
+}
+
+Expected<RunStepResult> InProcessRun::step(
+    const std::vector<std::vector<HostTensor>>& micro_batches) {
+  Impl& m = *impl_;
+  if (m.broken) {
+    return make_error(Errc::kUnavailable, "the run stopped after an earlier failure: {}",
+                      m.broken_reason);
+  }
+  if (static_cast<int64_t>(micro_batches.size()) != m.program.micro_batches) {
+    return make_error(Errc::kInvalidArgument, "{} micro-batches given, the program has {}",
+                      micro_batches.size(), m.program.micro_batches);
+  }
+  const size_t n = m.interpreters.size();
+  std::vector<Expected<DeviceStepResult>> results(n, DeviceStepResult{});
+  std::mutex mu;
+  std::optional<Status> first;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (size_t d = 0; d < n; ++d) {
+    if (!m.interpreters[d]) continue;
+    threads.emplace_back([&, d] {
+      results[d] = m.interpreters[d]->run_step(micro_batches, m.links[d]);
+      if (!results[d].has_value()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first) {
+          first = results[d].status();
+          m.abort(first->message());
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (first) {
+    m.broken = true;
+    m.broken_reason = first->message();
+    return *first;
+  }
+  RunStepResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.peak_bytes.assign(n, 0);
+  r.losses.assign(static_cast<size_t>(m.program.micro_batches), 0.0);
+  for (size_t d = 0; d < n; ++d) {
+    if (!m.interpreters[d]) continue;
+    r.peak_bytes[d] = results[d]->peak_bytes;
+    if (static_cast<int32_t>(d) != m.program.loss_device) continue;
+    for (const auto& [mb, loss] : results[d]->losses) r.losses[static_cast<size_t>(mb)] = loss;
+  }
+  for (double l : r.losses) r.loss += l / static_cast<double>(r.losses.size());
+  return r;
+}
+
+Expected<std::vector<std::vector<HostTensor>>> split_micro_batches(
+    const graph::Graph& g, const std::vector<std::pair<ValueId, HostTensor>>& batch,
+    const std::vector<std::string>& names, int64_t micro_batches) {
+  std::vector<std::vector<HostTensor>> out(static_cast<size_t>(micro_batches));
+  const kernels::KernelContext ctx;
+  for (const std::string& name : names) {
+    const HostTensor* t = nullptr;
+    for (const auto& [id, tensor] : batch) {
+      if (g.value(id).name == name) t = &tensor;
+    }
+    if (t == nullptr) return make_error(Errc::kInvalidArgument, "data input '{}' is missing", name);
+    const Shape& s = t->shape();
+    if (s.rank() == 0 || s[0] % micro_batches != 0) {
+      return make_error(Errc::kInvalidArgument,
+                        "data input '{}' of shape {} does not split into {} micro-batches", name,
+                        s.to_string(), micro_batches);
+    }
+    std::vector<int64_t> dims = s.dims();
+    dims[0] /= micro_batches;
+    for (int64_t mb = 0; mb < micro_batches; ++mb) {
+      HostTensor part(Shape(dims), t->dtype());
+      std::vector<int64_t> off(dims.size(), 0);
+      off[0] = mb * dims[0];
+      kernels::copy_box(ctx, t->view(), off, part.view(), std::vector<int64_t>(dims.size(), 0),
+                        dims);
+      out[static_cast<size_t>(mb)].push_back(std::move(part));
+    }
+  }
+  return out;
+}
+
+}  // namespace meshpipe::runtime

@@ -1,0 +1,75 @@
+// Running a lowered Program with every device as a thread of this process: one
+// DeviceInterpreter per device, communicators per mesh-axis group (in-process or Gloo) and one
+// transport endpoint per device (in-process or UCX). The first failure aborts the groups and
+// the fabric, so every other device stops at once instead of waiting for a peer that will not
+// come; the step returns the root cause, naming device, instruction and cause.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "graph/graph.h"
+#include "runtime/host_tensor.h"
+#include "runtime/interpreter.h"
+#include "runtime/program.h"
+
+namespace meshpipe::runtime {
+
+/// Options of an in-process run.
+struct InProcessRunOptions {
+  std::string collectives = "in-process";    ///< "in-process" or "gloo"
+  std::string transport = "in-process";      ///< "in-process" or "ucx"
+  std::chrono::milliseconds timeout{30000};  ///< collectives and receives
+  InterpreterOptions interpreter;            ///< timeout is taken from above
+  int32_t fail_device = -1;  ///< with interpreter.fail_op: the device whose kernel fails
+  Status validate() const;
+};
+
+/// One training step of the whole program.
+struct RunStepResult {
+  double loss = 0.0;                ///< mean of the micro-batch losses
+  std::vector<double> losses;       ///< per micro-batch
+  double seconds = 0.0;             ///< wall time of the step
+  std::vector<int64_t> peak_bytes;  ///< per global device id (0 for unused devices)
+};
+
+/// A Program running on threads of this process.
+class InProcessRun {
+ public:
+  /// Creates interpreters, communicators and transport endpoints for every device of
+  /// `program`; `g` is the training graph it was lowered from (for names and initial values).
+  static Expected<std::unique_ptr<InProcessRun>> create(Program program, const graph::Graph& g,
+                                                        InProcessRunOptions options = {});
+  ~InProcessRun();
+  InProcessRun(const InProcessRun&) = delete;
+  InProcessRun& operator=(const InProcessRun&) = delete;
+
+  /// Fills every persistent tile with its value's initial value (executor.h fill_initial), so
+  /// the run starts from the parameters a single device would.
+  Status initialize(uint64_t seed);
+
+  /// Runs one step. `micro_batches[mb][k]` is data input k (Program::inputs) of micro-batch mb.
+  Expected<RunStepResult> step(const std::vector<std::vector<HostTensor>>& micro_batches);
+
+  /// The whole persistent value `name`, assembled from its owner stage's tiles.
+  Expected<HostTensor> read_value(const std::string& name) const;
+
+  const Program& program() const;
+
+ private:
+  struct Impl;
+  explicit InProcessRun(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Splits whole-batch data inputs into `micro_batches` equal parts along dim 0, in the order of
+/// `names` (Program::inputs). Errors name an input that is missing or does not divide.
+Expected<std::vector<std::vector<HostTensor>>> split_micro_batches(
+    const graph::Graph& g, const std::vector<std::pair<ValueId, HostTensor>>& batch,
+    const std::vector<std::string>& names, int64_t micro_batches);
+
+}  // namespace meshpipe::runtime

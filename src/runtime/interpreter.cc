@@ -1,0 +1,428 @@
+// DeviceInterpreter: one device's program through the CPU kernels and comm/.
+#include "runtime/interpreter.h"
+
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include "kernels/layout.h"
+#include "kernels/norm.h"
+#include "runtime/op_dispatch.h"
+
+namespace meshpipe::runtime {
+
+namespace {
+
+using Ranges = std::vector<mesh::DimRange>;
+
+std::vector<int64_t> offset_in(const Ranges& box, const Ranges& base) {
+  std::vector<int64_t> o;
+  for (size_t d = 0; d < box.size(); ++d) o.push_back(box[d].begin - base[d].begin);
+  return o;
+}
+
+std::vector<int64_t> extent_of(const Ranges& box) {
+  std::vector<int64_t> e;
+  for (const mesh::DimRange& r : box) e.push_back(r.end - r.begin);
+  return e;
+}
+
+Ranges intersect(const Ranges& a, const Ranges& b) {
+  Ranges r(a.size());
+  for (size_t d = 0; d < a.size(); ++d) {
+    r[d].begin = std::max(a[d].begin, b[d].begin);
+    r[d].end = std::max(r[d].begin, std::min(a[d].end, b[d].end));
+  }
+  return r;
+}
+
+int64_t numel_of(const std::vector<int64_t>& e) {
+  int64_t n = 1;
+  for (int64_t x : e) n *= x;
+  return n;
+}
+
+}  // namespace
+
+struct DeviceInterpreter::Impl {
+  const Program* program = nullptr;
+  const DeviceProgram* dp = nullptr;
+  InterpreterOptions options;
+  BufferPool pool;
+  std::vector<Block> blocks;
+  std::map<int32_t, comm::Request> pending_recv;               // buffer -> receive
+  std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
+  const kernels::KernelContext ctx;
+  const DeviceLinks* links = nullptr;
+
+  const mesh::LogicalMesh& mesh() const {
+    return program->stages[static_cast<size_t>(dp->stage)].mesh;
+  }
+
+  kernels::TensorView view(int32_t b) const {
+    const BufferDesc& d = dp->buffers[static_cast<size_t>(b)];
+    return kernels::TensorView(blocks[static_cast<size_t>(b)].data, d.shape, d.dtype);
+  }
+
+  // The buffer, allocated when first written.
+  kernels::TensorView writable(int32_t b) {
+    Block& blk = blocks[static_cast<size_t>(b)];
+    if (blk.data == nullptr)
+      blk = pool.allocate(std::max<int64_t>(dp->buffers[size_t(b)].bytes(), 1));
+    return view(b);
+  }
+
+  // The buffer for reading: its receive completed.
+  Expected<kernels::TensorView> readable(int32_t b) {
+    auto it = pending_recv.find(b);
+    if (it != pending_recv.end()) {
+      MP_RETURN_IF_ERROR(links->transport->wait(it->second, options.timeout));
+      pending_recv.erase(it);
+    }
+    if (blocks[static_cast<size_t>(b)].data == nullptr) {
+      return make_error(Errc::kInternal, "buffer '{}' is read before it is written",
+                        dp->buffers[static_cast<size_t>(b)].name);
+    }
+    return view(b);
+  }
+
+  Status release(int32_t b) {
+    auto it = pending_send.find(b);
+    if (it != pending_send.end()) {
+      for (comm::Request& r : it->second) {
+        MP_RETURN_IF_ERROR(links->transport->wait(r, options.timeout));
+      }
+      pending_send.erase(it);
+    }
+    Block& blk = blocks[static_cast<size_t>(b)];
+    if (blk.data != nullptr) pool.release(blk);
+    blk = {};
+    return Status::ok();
+  }
+
+  comm::Communicator* group(int axis) const { return links->axis[axis]; }
+
+  Ranges ranges(const Instruction& ins, const mesh::ShardingSpec& spec, int axis,
+                int64_t rank) const {
+    int64_t c[2] = {dp->coord[0], dp->coord[1]};
+    if (axis >= 0) c[axis] = rank;
+    return mesh::tile_ranges(ins.shape, spec, mesh(), c[0], c[1]);
+  }
+
+  Status collective(const Instruction& ins) {
+    const mesh::CollectiveStep& step = ins.collective;
+    const int a = step.axis;
+    MP_ASSIGN_OR_RETURN(kernels::TensorView in, readable(ins.in[0]));
+    kernels::TensorView out = writable(ins.out[0]);
+    const Ranges before = ranges(ins, ins.spec, -1, 0);
+    const Ranges after = ranges(ins, step.after, -1, 0);
+    const int64_t n = mesh().size(a);
+    if (step.kind == mesh::CollectiveKind::kSlice || n == 1) {
+      kernels::copy_box(ctx, in, offset_in(after, before), out,
+                        std::vector<int64_t>(after.size(), 0), extent_of(after));
+      return Status::ok();
+    }
+    comm::Communicator* c = group(a);
+    if (c == nullptr || c->size() != n) {
+      return make_error(Errc::kInternal, "no communicator of size {} for mesh axis {}", n, a);
+    }
+    const int64_t es = dtype_size(in.dtype);
+    switch (step.kind) {
+      case mesh::CollectiveKind::kAllReduce:
+        std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
+        return c->all_reduce(out.f32(), out.numel());
+      case mesh::CollectiveKind::kAllGather: {
+        std::vector<uint8_t> all(static_cast<size_t>(n * in.bytes()));
+        MP_RETURN_IF_ERROR(c->all_gather(in.data, all.data(), in.bytes()));
+        for (int64_t r = 0; r < n; ++r) {
+          const Ranges src = ranges(ins, ins.spec, a, r);
+          kernels::TensorView piece(all.data() + r * in.bytes(), in.shape, in.dtype);
+          kernels::copy_box(ctx, piece, std::vector<int64_t>(src.size(), 0), out,
+                            offset_in(src, after), extent_of(src));
+        }
+        return Status::ok();
+      }
+      case mesh::CollectiveKind::kReduceScatter: {
+        const int64_t chunk = out.numel();
+        std::vector<float> send(static_cast<size_t>(n * chunk));
+        for (int64_t r = 0; r < n; ++r) {
+          const Ranges dst = ranges(ins, step.after, a, r);
+          kernels::TensorView piece(send.data() + r * chunk, out.shape, out.dtype);
+          kernels::copy_box(ctx, in, offset_in(dst, before), piece,
+                            std::vector<int64_t>(dst.size(), 0), extent_of(dst));
+        }
+        return c->reduce_scatter(send.data(), out.f32(), chunk);
+      }
+      case mesh::CollectiveKind::kAllToAll: {
+        const int64_t chunk = in.bytes() / n;
+        std::vector<uint8_t> send(static_cast<size_t>(in.bytes()));
+        std::vector<uint8_t> recv(static_cast<size_t>(out.bytes()));
+        for (int64_t j = 0; j < n; ++j) {
+          const Ranges box = intersect(ranges(ins, step.after, a, j), before);
+          const std::vector<int64_t> e = extent_of(box);
+          if (numel_of(e) * es != chunk) {
+            return make_error(Errc::kInternal, "all-to-all chunk of {} bytes, expected {}",
+                              numel_of(e) * es, chunk);
+          }
+          kernels::TensorView piece(send.data() + j * chunk, Shape(e), in.dtype);
+          kernels::copy_box(ctx, in, offset_in(box, before), piece,
+                            std::vector<int64_t>(e.size(), 0), e);
+        }
+        MP_RETURN_IF_ERROR(c->all_to_all(send.data(), recv.data(), chunk));
+        for (int64_t i = 0; i < n; ++i) {
+          const Ranges box = intersect(after, ranges(ins, ins.spec, a, i));
+          const std::vector<int64_t> e = extent_of(box);
+          kernels::TensorView piece(recv.data() + i * chunk, Shape(e), in.dtype);
+          kernels::copy_box(ctx, piece, std::vector<int64_t>(e.size(), 0), out,
+                            offset_in(box, after), e);
+        }
+        return Status::ok();
+      }
+      case mesh::CollectiveKind::kSlice:
+        break;
+    }
+    return Status::ok();
+  }
+
+  // All-reduces `count` floats over the mesh axes in `axes` (bit a = axis a).
+  Status sync_sum(uint8_t axes, float* data, int64_t count) {
+    for (int a = 0; a < 2; ++a) {
+      if ((axes & (1u << a)) == 0 || mesh().size(a) == 1) continue;
+      if (group(a) == nullptr) {
+        return make_error(Errc::kInternal, "no communicator for mesh axis {}", a);
+      }
+      MP_RETURN_IF_ERROR(group(a)->all_reduce(data, count));
+    }
+    return Status::ok();
+  }
+
+  Status run(const Instruction& ins) {
+    const LocalOp& l = dp->ops[static_cast<size_t>(ins.op)];
+    if (!options.fail_op.empty() && l.op.name == options.fail_op) {
+      return make_error(Errc::kInternal, "injected kernel failure in op '{}'", l.op.name);
+    }
+    std::vector<kernels::TensorView> in;
+    for (size_t i = 0; i < ins.in.size(); ++i) {
+      MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[i]));
+      if (v.shape.numel() != l.inputs[i].numel()) {
+        return make_error(Errc::kInternal, "input {} holds {} elements, the op expects shape {}", i,
+                          v.shape.numel(), l.inputs[i].to_string());
+      }
+      v.shape = l.inputs[i];
+      v.strides = v.shape.strides();
+      in.push_back(v);
+    }
+    std::vector<kernels::TensorView> out;
+    for (int32_t b : ins.out) out.push_back(writable(b));
+    if (l.op.kind == graph::OpKind::kReshape) {  // a copy between views of equal size
+      in[0].shape = out[0].shape;
+      in[0].strides = in[0].shape.strides();
+    }
+    if (l.sync_axes != 0 && l.op.kind == graph::OpKind::kBatchNorm) {
+      // out: y, mean, rstd; the statistics are sums over the whole (split) batch.
+      const int64_t c = out[1].numel();
+      kernels::batch_norm_channel_sums(ctx, in[0], out[1]);
+      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[1].f32(), c));
+      for (int64_t k = 0; k < c; ++k) out[1].f32()[k] /= static_cast<float>(l.sync_count);
+      std::vector<float> sq(static_cast<size_t>(c));
+      kernels::TensorView sqv(sq.data(), Shape({c}), DType::kF32);
+      kernels::batch_norm_centered_square_sums(ctx, in[0], out[1], sqv);
+      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, sq.data(), c));
+      kernels::batch_norm_from_sums(ctx, in[0], out[1], sqv, l.sync_count, in[1], in[2],
+                                    l.op.attrs.eps, out[0], out[2]);
+      return Status::ok();
+    }
+    if (l.sync_axes != 0 && l.op.kind == graph::OpKind::kBatchNormGrad) {
+      // in: dy, x, mean, rstd, gamma; out: dx, dgamma, dbeta.
+      kernels::batch_norm_grad_sums(ctx, in[0], in[1], in[2], in[3], out[1], out[2]);
+      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[1].f32(), out[1].numel()));
+      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[2].f32(), out[2].numel()));
+      kernels::batch_norm_grad_input(ctx, in[0], in[1], in[2], in[3], in[4], out[1], out[2],
+                                     l.sync_count, out[0]);
+      return Status::ok();
+    }
+    Block ws;
+    kernels::TensorView wsv;
+    if (l.workspace_bytes > 0) {
+      ws = pool.allocate(l.workspace_bytes);
+      wsv = kernels::TensorView(ws.data, Shape{(l.workspace_bytes + 3) / 4}, DType::kF32);
+    }
+    const Status s = run_op(ctx, l.op, in, out, wsv, {l.row_offset, l.id_offset});
+    if (ws.data != nullptr) pool.release(ws);
+    MP_RETURN_IF_ERROR(s);
+    if (l.output_scale != 1.0f) {
+      float* p = out[0].f32();
+      for (int64_t k = 0; k < out[0].numel(); ++k) p[k] *= l.output_scale;
+    }
+    return Status::ok();
+  }
+
+  Status execute(const Instruction& ins, int32_t index,
+                 const std::vector<std::vector<HostTensor>>& inputs, DeviceStepResult& result) {
+    (void)index;
+    switch (ins.code) {
+      case Opcode::kRun:
+        return run(ins);
+      case Opcode::kCollective:
+        return collective(ins);
+      case Opcode::kSend: {
+        MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
+        MP_ASSIGN_OR_RETURN(comm::Request r,
+                            links->transport->send(ins.peer, ins.tag, v.data, v.bytes()));
+        pending_send[ins.in[0]].push_back(r);
+        return Status::ok();
+      }
+      case Opcode::kRecv: {
+        kernels::TensorView v = writable(ins.out[0]);
+        MP_ASSIGN_OR_RETURN(comm::Request r,
+                            links->transport->recv(ins.peer, ins.tag, v.data, v.bytes()));
+        pending_recv[ins.out[0]] = r;
+        return Status::ok();
+      }
+      case Opcode::kCopyBox: {
+        MP_ASSIGN_OR_RETURN(kernels::TensorView src, readable(ins.in[0]));
+        kernels::copy_box(ctx, src, ins.src_offset, writable(ins.out[0]), ins.dst_offset,
+                          ins.extent);
+        return Status::ok();
+      }
+      case Opcode::kLoadInput: {
+        if (ins.micro_batch < 0 || static_cast<size_t>(ins.micro_batch) >= inputs.size() ||
+            static_cast<size_t>(ins.input) >= inputs[static_cast<size_t>(ins.micro_batch)].size()) {
+          return make_error(Errc::kInvalidArgument, "data input {} of micro-batch {} is missing",
+                            ins.input, ins.micro_batch);
+        }
+        const HostTensor& t =
+            inputs[static_cast<size_t>(ins.micro_batch)][static_cast<size_t>(ins.input)];
+        const Shape& want = program->input_shapes[static_cast<size_t>(ins.input)];
+        if (t.shape() != want || t.dtype() != program->input_dtypes[size_t(ins.input)]) {
+          return make_error(Errc::kInvalidArgument,
+                            "data input '{}' has shape {}, the program expects {}",
+                            program->inputs[static_cast<size_t>(ins.input)], t.shape().to_string(),
+                            want.to_string());
+        }
+        kernels::TensorView out = writable(ins.out[0]);
+        kernels::copy_box(ctx, t.view(), ins.src_offset, out,
+                          std::vector<int64_t>(ins.src_offset.size(), 0), out.shape.dims());
+        return Status::ok();
+      }
+      case Opcode::kAccumulate: {
+        MP_ASSIGN_OR_RETURN(kernels::TensorView src, readable(ins.in[0]));
+        kernels::TensorView dst = writable(ins.out[0]);
+        if (ins.first) {
+          std::memcpy(dst.data, src.data, static_cast<size_t>(src.bytes()));
+        } else {
+          const float* s = src.f32();
+          float* d = dst.f32();
+          for (int64_t k = 0; k < src.numel(); ++k) d[k] += s[k];
+        }
+        return Status::ok();
+      }
+      case Opcode::kScale: {
+        MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
+        float* p = v.f32();
+        for (int64_t k = 0; k < v.numel(); ++k) p[k] *= ins.factor;
+        return Status::ok();
+      }
+      case Opcode::kReportLoss: {
+        MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
+        result.losses.emplace_back(ins.micro_batch, static_cast<double>(v.f32()[0]));
+        return Status::ok();
+      }
+      case Opcode::kFree:
+        return release(ins.in[0]);
+    }
+    return Status::ok();
+  }
+};
+
+DeviceInterpreter::DeviceInterpreter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  program_ = impl_->dp;
+}
+
+DeviceInterpreter::~DeviceInterpreter() {
+  for (Block& b : impl_->blocks) {
+    if (b.data != nullptr) impl_->pool.release(b);
+  }
+}
+
+Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Program& program,
+                                                                       int32_t device,
+                                                                       InterpreterOptions options) {
+  const DeviceProgram* dp = program.device(device);
+  if (dp == nullptr) {
+    return make_error(Errc::kInvalidArgument, "device {} has no program", device);
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->program = &program;
+  impl->dp = dp;
+  impl->options = std::move(options);
+  impl->blocks.resize(dp->buffers.size());
+  for (size_t b = 0; b < dp->buffers.size(); ++b) {
+    if (dp->buffers[b].kind == BufferKind::kPersistent) {
+      impl->blocks[b] = impl->pool.allocate(std::max<int64_t>(dp->buffers[b].bytes(), 1));
+      std::memset(impl->blocks[b].data, 0, static_cast<size_t>(dp->buffers[b].bytes()));
+    }
+  }
+  return std::unique_ptr<DeviceInterpreter>(new DeviceInterpreter(std::move(impl)));
+}
+
+kernels::TensorView DeviceInterpreter::persistent(size_t i) const {
+  return impl_->view(program_->persistent[i].buffer);
+}
+
+int64_t DeviceInterpreter::persistent_bytes() const {
+  int64_t total = 0;
+  for (const BufferDesc& b : program_->buffers) {
+    if (b.kind == BufferKind::kPersistent) total += b.bytes();
+  }
+  return total;
+}
+
+Expected<DeviceStepResult> DeviceInterpreter::run_step(
+    const std::vector<std::vector<HostTensor>>& inputs, const DeviceLinks& links) {
+  Impl& m = *impl_;
+  m.links = &links;
+  m.pool.reset_peak();
+  DeviceStepResult result;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& code = program_->instructions;
+  for (size_t i = 0; i < code.size(); ++i) {
+    const Instruction& ins = code[i];
+    if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links.transport == nullptr) {
+      return make_error(Errc::kInternal, "device {} instruction {}: no transport", program_->device,
+                        i);
+    }
+    const Status s = m.execute(ins, static_cast<int32_t>(i), inputs, result);
+    if (!s.is_ok()) {
+      return s.with_context(fmt::format("device {} instruction {} ({} '{}')", program_->device, i,
+                                        opcode_name(ins.code), ins.what));
+    }
+  }
+  for (auto& [b, reqs] : m.pending_send) {
+    for (comm::Request& r : reqs) {
+      const Status s = links.transport->wait(r, m.options.timeout);
+      if (!s.is_ok()) {
+        return s.with_context(fmt::format("device {}: send from '{}' at the end of the step",
+                                          program_->device, program_->buffers[size_t(b)].name));
+      }
+    }
+  }
+  m.pending_send.clear();
+  if (!m.pending_recv.empty()) {
+    const std::string name = program_->buffers[size_t(m.pending_recv.begin()->first)].name;
+    m.pending_recv.clear();
+    return make_error(Errc::kInternal, "device {}: receive into '{}' was never read",
+                      program_->device, name);
+  }
+  // Buffers a program leaves allocated (it frees every step buffer) are released here.
+  for (size_t b = 0; b < program_->buffers.size(); ++b) {
+    if (program_->buffers[b].kind == BufferKind::kStep && m.blocks[b].data != nullptr) {
+      MP_RETURN_IF_ERROR(m.release(static_cast<int32_t>(b)));
+    }
+  }
+  result.peak_bytes = m.pool.stats().peak.value();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace meshpipe::runtime

@@ -1,0 +1,74 @@
+// The interpreter: executes one device's program (runtime/program.h) for one training step
+// through the CPU kernels (kernels/) and the communication interfaces (comm/). Buffers come from
+// a per-device pool that reports peak bytes; receives are posted asynchronously and waited for
+// by the first instruction that reads their buffer; sends complete before their buffer is freed
+// and before the step ends. Every failure names the device, the instruction and the cause.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/transport.h"
+#include "core/status.h"
+#include "runtime/buffer_pool.h"
+#include "runtime/host_tensor.h"
+#include "runtime/program.h"
+
+namespace meshpipe::runtime {
+
+/// Options of an interpreter.
+struct InterpreterOptions {
+  /// A receive that waits longer fails with kTimeout (collectives use their group's timeout).
+  std::chrono::milliseconds timeout{30000};
+  /// Fault injection for tests: the kRun of the op with this name fails (kInternal).
+  std::string fail_op;
+};
+
+/// What a device talks through: a communicator per mesh axis whose group has more than one
+/// device (group along axis 0: the devices with the same i1, rank i0; along axis 1: same i0,
+/// rank i1), and a transport endpoint whose id is the global device id.
+struct DeviceLinks {
+  comm::Communicator* axis[2] = {nullptr, nullptr};
+  comm::Transport* transport = nullptr;
+};
+
+/// What one device reports after a step.
+struct DeviceStepResult {
+  std::vector<std::pair<int32_t, double>> losses;  ///< (micro-batch, loss) from kReportLoss
+  int64_t peak_bytes = 0;                          ///< pool peak during the step
+  double seconds = 0.0;
+};
+
+/// Runs one device's program step after step. Persistent buffers live as long as it does.
+class DeviceInterpreter {
+ public:
+  /// Prepares device `device` of `program` (which must outlive it); allocates persistent tiles.
+  static Expected<std::unique_ptr<DeviceInterpreter>> create(const Program& program, int32_t device,
+                                                             InterpreterOptions options = {});
+  ~DeviceInterpreter();
+  DeviceInterpreter(const DeviceInterpreter&) = delete;
+  DeviceInterpreter& operator=(const DeviceInterpreter&) = delete;
+
+  /// The persistent tile of PersistentTile `i` of the device program (read and write).
+  kernels::TensorView persistent(size_t i) const;
+  const DeviceProgram& program() const { return *program_; }
+
+  /// Runs one step. `inputs[mb][k]` is data input k (Program::inputs) of micro-batch mb, whole.
+  Expected<DeviceStepResult> run_step(const std::vector<std::vector<HostTensor>>& inputs,
+                                      const DeviceLinks& links);
+
+  /// Bytes of the persistent tiles.
+  int64_t persistent_bytes() const;
+
+ private:
+  struct Impl;
+  explicit DeviceInterpreter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  const DeviceProgram* program_ = nullptr;
+};
+
+}  // namespace meshpipe::runtime

@@ -1,0 +1,44 @@
+// Training a zoo model on a planned cluster of virtual CPU devices: plan (or take a given plan),
+// lower it, run it on threads (runtime/in_process_run.h) and report every step. The loop of
+// `meshpipe train --cluster`.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mesh/cluster.h"
+#include "planner/plan.h"
+#include "runtime/in_process_run.h"
+#include "runtime/lower.h"
+#include "runtime/trainer.h"
+
+namespace meshpipe::runtime {
+
+/// Options of a parallel training run.
+struct ParallelTrainOptions {
+  TrainOptions train;                 ///< steps, batch, optimizer, seed, on_step
+  std::optional<planner::Plan> plan;  ///< given: lowered as is; else make_plan on the cluster
+  int64_t micro_batches = 0;          ///< when planning: 0 lets the planner choose
+  std::string schedule;               ///< "1f1b", "gpipe"; empty: the plan's
+  InProcessRunOptions run;            ///< collectives, transport, timeouts
+  /// Called once the plan is lowered (to print it).
+  std::function<void(const planner::Plan&, const Program&)> on_plan;
+};
+
+/// Result of a parallel run.
+struct ParallelTrainSummary {
+  planner::Plan plan;
+  std::vector<double> losses;
+  Seconds total_time;
+  std::vector<int64_t> measured_peak;   ///< per global device id, largest step peak
+  std::vector<int64_t> predicted_peak;  ///< per global device id, the plan's stage peak
+};
+
+/// Trains `spec` on `cluster`'s devices as threads of this process.
+Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& spec,
+                                              const mesh::ClusterSpec& cluster,
+                                              const ParallelTrainOptions& options);
+
+}  // namespace meshpipe::runtime

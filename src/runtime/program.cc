@@ -1,0 +1,226 @@
+// Device programs: names, validation, the free pass and listings.
+#include "runtime/program.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <tuple>
+
+namespace meshpipe::runtime {
+
+const char* opcode_name(Opcode code) {
+  switch (code) {
+    case Opcode::kRun:
+      return "run";
+    case Opcode::kCollective:
+      return "collective";
+    case Opcode::kSend:
+      return "send";
+    case Opcode::kRecv:
+      return "recv";
+    case Opcode::kCopyBox:
+      return "copy-box";
+    case Opcode::kLoadInput:
+      return "load-input";
+    case Opcode::kAccumulate:
+      return "accumulate";
+    case Opcode::kScale:
+      return "scale";
+    case Opcode::kReportLoss:
+      return "report-loss";
+    case Opcode::kFree:
+      return "free";
+  }
+  return "?";
+}
+
+const char* phase_name(Phase phase) {
+  switch (phase) {
+    case Phase::kPrologue:
+      return "prologue";
+    case Phase::kForward:
+      return "forward";
+    case Phase::kBackward:
+      return "backward";
+    case Phase::kGradSync:
+      return "grad-sync";
+    case Phase::kUpdate:
+      return "update";
+  }
+  return "?";
+}
+
+const DeviceProgram* Program::device(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= devices.size()) return nullptr;
+  const DeviceProgram& d = devices[static_cast<size_t>(id)];
+  return d.device == id ? &d : nullptr;
+}
+
+namespace {
+
+Status check_device(const DeviceProgram& dp) {
+  const auto fail = [&](size_t i, const std::string& why) {
+    return make_error(Errc::kInternal, "device {} instruction {} ({} '{}'): {}", dp.device, i,
+                      opcode_name(dp.instructions[i].code), dp.instructions[i].what, why);
+  };
+  std::vector<bool> written(dp.buffers.size(), false);
+  for (size_t b = 0; b < dp.buffers.size(); ++b) {
+    written[b] = dp.buffers[b].kind == BufferKind::kPersistent;
+  }
+  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+    const Instruction& ins = dp.instructions[i];
+    for (int32_t b : ins.in) {
+      if (b < 0 || static_cast<size_t>(b) >= dp.buffers.size()) {
+        return fail(i, fmt::format("buffer {} out of range", b));
+      }
+      // A collective's or an accumulation's output may be read before written only by itself.
+      if (!written[static_cast<size_t>(b)]) {
+        return fail(i, fmt::format("reads buffer '{}' before it is written",
+                                   dp.buffers[static_cast<size_t>(b)].name));
+      }
+    }
+    for (int32_t b : ins.out) {
+      if (b < 0 || static_cast<size_t>(b) >= dp.buffers.size()) {
+        return fail(i, fmt::format("buffer {} out of range", b));
+      }
+    }
+    if (ins.code == Opcode::kAccumulate && !ins.first &&
+        !written[static_cast<size_t>(ins.out[0])]) {
+      return fail(i, "accumulates into a buffer not yet written");
+    }
+    if (ins.code == Opcode::kRun && (ins.op < 0 || static_cast<size_t>(ins.op) >= dp.ops.size())) {
+      return fail(i, fmt::format("op {} out of range", ins.op));
+    }
+    if (ins.code == Opcode::kFree) {
+      if (dp.buffers[static_cast<size_t>(ins.in[0])].kind == BufferKind::kPersistent) {
+        return fail(i, "frees a persistent buffer");
+      }
+      written[static_cast<size_t>(ins.in[0])] = false;
+    }
+    for (int32_t b : ins.out) written[static_cast<size_t>(b)] = true;
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status validate_program(const Program& program) {
+  // (from, to, tag) -> bytes
+  std::map<std::tuple<int32_t, int32_t, uint64_t>, int64_t> sends;
+  std::map<std::tuple<int32_t, int32_t, uint64_t>, int64_t> recvs;
+  for (const DeviceProgram& dp : program.devices) {
+    if (dp.device < 0) continue;
+    MP_RETURN_IF_ERROR(check_device(dp));
+    for (const Instruction& ins : dp.instructions) {
+      if (ins.code != Opcode::kSend && ins.code != Opcode::kRecv) continue;
+      if (program.device(ins.peer) == nullptr) {
+        return make_error(Errc::kInternal, "device {}: '{}' names device {}, which has no program",
+                          dp.device, ins.what, ins.peer);
+      }
+      const bool send = ins.code == Opcode::kSend;
+      const int32_t b = send ? ins.in[0] : ins.out[0];
+      const auto key = send ? std::make_tuple(dp.device, ins.peer, ins.tag)
+                            : std::make_tuple(ins.peer, dp.device, ins.tag);
+      auto& table = send ? sends : recvs;
+      if (!table.emplace(key, dp.buffers[static_cast<size_t>(b)].bytes()).second) {
+        return make_error(Errc::kInternal, "device {}: tag {:#x} is used twice ('{}')", dp.device,
+                          ins.tag, ins.what);
+      }
+    }
+  }
+  for (const auto& [key, bytes] : sends) {
+    auto it = recvs.find(key);
+    if (it == recvs.end() || it->second != bytes) {
+      return make_error(Errc::kInternal,
+                        "send from device {} to device {} (tag {:#x}, {} bytes) has no matching "
+                        "receive",
+                        std::get<0>(key), std::get<1>(key), std::get<2>(key), bytes);
+    }
+  }
+  if (sends.size() != recvs.size()) {
+    for (const auto& [key, bytes] : recvs) {
+      if (sends.count(key) == 0) {
+        return make_error(Errc::kInternal,
+                          "receive on device {} from device {} (tag {:#x}) has no matching send",
+                          std::get<1>(key), std::get<0>(key), std::get<2>(key));
+      }
+    }
+  }
+  // Members of one collective group run the same collectives in the same order.
+  for (const StageLayout& stage : program.stages) {
+    for (int axis = 0; axis < 2; ++axis) {
+      std::map<int64_t, std::vector<std::tuple<int, int64_t>>> first;  // other coord -> sequence
+      for (int32_t d : stage.devices) {
+        const DeviceProgram* dp = program.device(d);
+        if (dp == nullptr) continue;
+        std::vector<std::tuple<int, int64_t>> seq;
+        for (const Instruction& ins : dp->instructions) {
+          if (ins.code == Opcode::kCollective && ins.collective.axis == axis) {
+            seq.emplace_back(static_cast<int>(ins.collective.kind),
+                             dp->buffers[static_cast<size_t>(ins.in[0])].bytes());
+          }
+        }
+        auto [it, fresh] = first.emplace(dp->coord[1 - axis], seq);
+        if (!fresh && it->second != seq) {
+          return make_error(Errc::kInternal,
+                            "device {} runs other collectives along mesh axis {} than its group", d,
+                            axis);
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+void insert_frees(DeviceProgram& dp) {
+  std::vector<int64_t> last(dp.buffers.size(), -1);
+  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+    for (int32_t b : dp.instructions[i].in) last[static_cast<size_t>(b)] = static_cast<int64_t>(i);
+    for (int32_t b : dp.instructions[i].out) last[static_cast<size_t>(b)] = static_cast<int64_t>(i);
+  }
+  std::vector<std::vector<int32_t>> frees(dp.instructions.size());
+  for (size_t b = 0; b < dp.buffers.size(); ++b) {
+    if (dp.buffers[b].kind == BufferKind::kStep && last[b] >= 0) {
+      frees[static_cast<size_t>(last[b])].push_back(static_cast<int32_t>(b));
+    }
+  }
+  std::vector<Instruction> out;
+  out.reserve(dp.instructions.size() * 2);
+  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+    const Phase phase = dp.instructions[i].phase;
+    const int32_t mb = dp.instructions[i].micro_batch;
+    out.push_back(std::move(dp.instructions[i]));
+    for (int32_t b : frees[i]) {
+      Instruction f;
+      f.code = Opcode::kFree;
+      f.phase = phase;
+      f.micro_batch = mb;
+      f.in = {b};
+      f.what = "free " + dp.buffers[static_cast<size_t>(b)].name;
+      out.push_back(std::move(f));
+    }
+  }
+  dp.instructions = std::move(out);
+}
+
+std::string describe_device_program(const DeviceProgram& dp) {
+  std::string text = fmt::format(
+      "device {} (stage {}, mesh position ({}, {})): {} buffers, {} "
+      "instructions\n",
+      dp.device, dp.stage, dp.coord[0], dp.coord[1], dp.buffers.size(), dp.instructions.size());
+  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+    const Instruction& ins = dp.instructions[i];
+    std::string detail;
+    if (ins.code == Opcode::kSend || ins.code == Opcode::kRecv) {
+      detail = fmt::format(" peer {} tag {:#x}", ins.peer, ins.tag);
+    } else if (ins.code == Opcode::kCollective) {
+      detail = fmt::format(" {} axis {}", mesh::collective_name(ins.collective.kind),
+                           ins.collective.axis);
+    }
+    text += fmt::format("{:5} {:9} {:11} {}{}\n", i, phase_name(ins.phase), opcode_name(ins.code),
+                        ins.what, detail);
+  }
+  return text;
+}
+
+}  // namespace meshpipe::runtime

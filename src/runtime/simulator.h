@@ -1,0 +1,55 @@
+// The simulated backend: runs the same device programs as the interpreter, with a clock per
+// device driven by the cost model instead of kernels. An op takes the cost model's time for its
+// tiles (roofline, or the profile database the plan was made with); a collective waits for the
+// last member of its group, then takes its alpha-beta time; a transfer leaves when its sender
+// reaches the send (each sender's link carries one message at a time) and arrives after the
+// link's latency plus bytes / bandwidth (intra- or inter-host); tile copies run at memory
+// bandwidth. Buffers are allocated at their first write and released at kFree, giving memory over
+// time. The result is the predicted step time, per-device busy time and peak memory, the bubble
+// fraction and, on request, a Chrome trace (chrome://tracing, Perfetto).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "mesh/cluster.h"
+#include "runtime/program.h"
+
+namespace meshpipe::runtime {
+
+/// Options of simulate().
+struct SimulationOptions {
+  bool trace = false;            ///< build the Chrome trace JSON
+  bool memory_timeline = false;  ///< keep (time, live bytes) per device
+};
+
+/// What one device did in the simulated step.
+struct SimulatedDevice {
+  int32_t device = -1;
+  int32_t stage = 0;
+  double end = 0.0;         ///< seconds when its last instruction finished
+  double compute = 0.0;     ///< seconds running ops and tile copies
+  double collective = 0.0;  ///< seconds inside collectives (after the group met)
+  double waiting = 0.0;     ///< seconds blocked on a receive or a collective's group
+  int64_t peak_bytes = 0;   ///< persistent tiles included
+  std::vector<std::pair<double, int64_t>> memory;  ///< (seconds, live bytes) when asked
+};
+
+/// The simulated step.
+struct SimulationResult {
+  double step_time = 0.0;  ///< the last device's end
+  /// Mean over the used devices of the share of the step they are idle (waiting for a receive,
+  /// a slower group member, or the end of the step): pipeline bubbles and load imbalance.
+  double bubble_fraction = 0.0;
+  std::vector<SimulatedDevice> devices;  ///< used devices, by global id order
+  std::string trace_json;                ///< when SimulationOptions::trace
+};
+
+/// Simulates one training step of `program` on `cluster` (whose links time the transfers).
+/// Errors: a program that deadlocks (names the blocked devices and instructions).
+Expected<SimulationResult> simulate(const Program& program, const mesh::ClusterSpec& cluster,
+                                    const SimulationOptions& options = {});
+
+}  // namespace meshpipe::runtime

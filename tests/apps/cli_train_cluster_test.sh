@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `meshpipe train --model gpt-tiny --cluster cpu:2x2 --steps 20` plans, trains on 4 virtual CPU
+# devices and prints a line per step (loss falling), then measured next to predicted peak memory
+# per device; `--plan` trains a plan saved by `meshpipe plan`; a plan for another model and a
+# bad cluster are clear errors.
+set -euo pipefail
+bin="$1"
+dir="$2"
+mkdir -p "$dir"
+out=$("$bin" train --model gpt-tiny --cluster cpu:2x2 --steps 20)
+echo "$out" | tail -8
+steps=$(echo "$out" | grep -c '^step ')
+[ "$steps" -eq 20 ] || { echo "expected 20 step lines, got $steps"; exit 1; }
+first=$(echo "$out" | grep '^step ' | head -1 | awk '{print $4}')
+last=$(echo "$out" | grep '^step ' | tail -1 | awk '{print $4}')
+awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 4.0 && l < f - 0.3) }' || {
+  echo "loss did not fall: $first -> $last"; exit 1; }
+echo "$out" | grep -q 'measured peak' || { echo "no memory table"; exit 1; }
+rows=$(echo "$out" | awk '/measured peak/ {t=1; next} t && NF >= 6' | wc -l)
+[ "$rows" -eq 4 ] || { echo "expected 4 device rows, got $rows"; exit 1; }
+
+"$bin" plan --model gpt-tiny --cluster cpu:2x2 --micro-batches 2 -o "$dir/plan.json" --quiet \
+  > /dev/null
+out=$("$bin" train --model gpt-tiny --plan "$dir/plan.json" --steps 3)
+[ "$(echo "$out" | grep -c '^step ')" -eq 3 ] || { echo "--plan run failed"; exit 1; }
+
+if "$bin" train --model moe-tiny --plan "$dir/plan.json" --steps 1 2> "$dir/err.txt"; then
+  echo "a plan for gpt-tiny trained moe-tiny"; exit 1
+fi
+grep -q "plan for model 'gpt-tiny'" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
+if "$bin" train --model gpt-tiny --cluster cpu:3x3 --steps 1 2> "$dir/err.txt"; then
+  echo "cpu:3x3 accepted"; exit 1
+fi
+grep -q "error" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
+echo ok

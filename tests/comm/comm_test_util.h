@@ -1,0 +1,105 @@
+// Helpers shared by the comm tests: groups and fabrics of every backend, and running one function
+// per rank on its own thread. Catch2 v2 assertions are not thread-safe, so rank threads only
+// record results; the test thread checks them after join.
+#pragma once
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/transport.h"
+#include "core/status.h"
+
+namespace meshpipe::comm::testing {
+
+using std::chrono::milliseconds;
+
+/// UCX tests run on the loopback device only (TOOLCHAIN.md §4); an explicit setting wins.
+inline void use_loopback_for_ucx() { setenv("UCX_NET_DEVICES", "lo", /*overwrite=*/0); }
+
+/// Runs `fn(rank)` on `n` threads and returns each rank's Status, in rank order.
+inline std::vector<Status> on_each_rank(int n, const std::function<Status(int)>& fn) {
+  std::vector<Status> results(size_t(n), Status::ok());
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] { results[size_t(r)] = fn(r); });
+  }
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+/// The communicators of one group of `n` ranks of backend "in-process" or "gloo", created
+/// concurrently (Gloo's rendezvous blocks until every rank has joined). Empty on failure, with
+/// the reason in `error`.
+inline std::vector<std::unique_ptr<Communicator>> make_group(const std::string& backend, int n,
+                                                             milliseconds timeout,
+                                                             std::string* error) {
+  std::vector<std::unique_ptr<Communicator>> comms(static_cast<size_t>(n));
+  if (backend == "in-process") {
+    auto group = InProcessGroup::create(n, timeout);
+    for (int r = 0; r < n; ++r) comms[size_t(r)] = group->communicator(r);
+    return comms;
+  }
+  auto store = make_in_process_store();
+  GlooOptions options;
+  options.timeout = timeout;
+  options.prefix = "test";
+  std::vector<Status> statuses = on_each_rank(n, [&](int r) {
+    auto comm = make_gloo_communicator(r, n, store, options);
+    if (!comm) return comm.status();
+    comms[size_t(r)] = std::move(*comm);
+    return Status::ok();
+  });
+  for (const Status& s : statuses) {
+    if (!s.is_ok()) {
+      *error = s.to_string();
+      return {};
+    }
+  }
+  return comms;
+}
+
+/// Endpoints 0..n-1 of a fabric of backend "in-process" or "ucx" (empty on failure, reason in
+/// `error`); `fabric` receives the in-process fabric, for abort().
+inline std::vector<std::unique_ptr<Transport>> make_endpoints(
+    const std::string& backend, int n, std::string* error,
+    std::shared_ptr<InProcessFabric>* fabric = nullptr) {
+  std::vector<std::unique_ptr<Transport>> endpoints;
+  if (backend == "in-process") {
+    auto f = InProcessFabric::create(n);
+    for (int i = 0; i < n; ++i) endpoints.push_back(f->endpoint(i));
+    if (fabric != nullptr) *fabric = f;
+    return endpoints;
+  }
+  use_loopback_for_ucx();
+  auto made = make_ucx_fabric(n);
+  if (!made) {
+    *error = made.status().to_string();
+    return {};
+  }
+  return std::move(*made);
+}
+
+/// The backends this build has, with the group sizes the shared checks run on.
+inline std::vector<std::pair<std::string, int>> communicator_backends() {
+  std::vector<std::pair<std::string, int>> out = {
+      {"in-process", 1}, {"in-process", 2}, {"in-process", 3}, {"in-process", 4}};
+  if (gloo_available()) {
+    out.emplace_back("gloo", 2);
+    out.emplace_back("gloo", 4);
+  }
+  return out;
+}
+
+inline std::vector<std::string> transport_backends() {
+  std::vector<std::string> out = {"in-process"};
+  if (ucx_available()) out.emplace_back("ucx");
+  return out;
+}
+
+}  // namespace meshpipe::comm::testing
