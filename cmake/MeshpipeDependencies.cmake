@@ -90,3 +90,15 @@ if(NOT MP_ENABLE_UCX STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "meshpipe: UCX ${MP_HAVE_UCX}")
+
+# CAF 0.17 (actors/ only). Debian's libcaf-dev ships no CMake config: build the imported target
+# here (TOOLCHAIN.md §3).
+if(NOT TARGET CAF::core)
+  find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
+  find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
+  add_library(CAF::core UNKNOWN IMPORTED)
+  set_target_properties(CAF::core PROPERTIES
+    IMPORTED_LOCATION "${CAF_CORE_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}"
+    INTERFACE_LINK_LIBRARIES Threads::Threads)
+endif()

@@ -34,8 +34,18 @@ function(mp_add_module)
                             Catch2::Catch2WithMain)
       target_compile_definitions(${mod}_tests PRIVATE
         MP_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
-      catch_discover_tests(${mod}_tests TEST_PREFIX "${mod}: "
-        PROPERTIES ENVIRONMENT "OPENBLAS_NUM_THREADS=2;OMP_NUM_THREADS=2" TIMEOUT 300)
+      catch_discover_tests(${mod}_tests TEST_PREFIX "${mod}: ")
+      # Properties with a list value (ENVIRONMENT) do not survive catch_discover_tests' own
+      # PROPERTIES (its list is split on the command line), so a ctest include file, read after
+      # the discovered names, sets them: thread counts for this 2-core machine, UCX on loopback
+      # and a finite timeout for every case.
+      set(props ${CMAKE_CURRENT_BINARY_DIR}/${mod}_tests_properties.cmake)
+      file(WRITE ${props} "if(DEFINED ${mod}_tests_TESTS)
+  set_tests_properties(\${${mod}_tests_TESTS} PROPERTIES
+    ENVIRONMENT \"OPENBLAS_NUM_THREADS=2;OMP_NUM_THREADS=2;UCX_NET_DEVICES=lo\" TIMEOUT 300)
+endif()
+")
+      set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${props})
     endif()
   endif()
 endfunction()

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "actors/actor_runtime.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
 #include "mesh/cluster.h"
@@ -32,6 +33,7 @@ struct TrainArgs {
   std::string schedule;
   std::string collectives = "in-process";
   std::string transport = "in-process";
+  std::string runner = "actors";
 };
 
 void print_step(bool is_lm, const runtime::StepReport& r) {
@@ -86,6 +88,13 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
                instructions, prog.schedule);
     std::fflush(stdout);
   };
+  std::unique_ptr<actors::ActorRuntime> actor_runtime;
+  if (args.runner == "actors") {
+    auto rt = actors::ActorRuntime::create();
+    if (!rt.has_value()) return fail(rt.status());
+    actor_runtime = std::move(*rt);
+    po.driver = actor_runtime.get();
+  }
   auto summary = runtime::train_parallel(spec, cluster, po);
   if (!summary.has_value()) {
     fmt::print(stderr, "error: {}\n", summary.status().to_string());
@@ -215,6 +224,11 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "ucx"}));
+  cmd->add_option("--runner", args->runner,
+                  "who drives the devices: actors (planner, mesh-group and stage actors) or "
+                  "threads (one per device, no actors)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"actors", "threads"}));
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
 }
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "kernels/layout.h"
@@ -36,6 +37,7 @@ struct InProcessRun::Impl {
   std::shared_ptr<comm::InProcessFabric> fabric;
   std::vector<std::unique_ptr<comm::Transport>> endpoints;  // by global id
   std::vector<DeviceLinks> links;                           // by global id
+  std::mutex mu;                                            // guards broken and broken_reason
   bool broken = false;
   std::string broken_reason;
 
@@ -213,54 +215,95 @@ Expected<HostTensor> InProcessRun::read_value(const std::string& name) const {
   return std::move(*out);
 }
 
-Expected<RunStepResult> InProcessRun::step(
-    const std::vector<std::vector<HostTensor>>& micro_batches) {
+std::vector<int32_t> InProcessRun::devices() const {
+  std::vector<int32_t> out;
+  for (size_t d = 0; d < impl_->interpreters.size(); ++d) {
+    if (impl_->interpreters[d]) out.push_back(static_cast<int32_t>(d));
+  }
+  return out;
+}
+
+void InProcessRun::abort(const std::string& reason) {
   Impl& m = *impl_;
-  if (m.broken) {
-    return make_error(Errc::kUnavailable, "the run stopped after an earlier failure: {}",
-                      m.broken_reason);
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (m.broken) return;
+  m.broken = true;
+  m.broken_reason = reason;
+  m.abort(reason);
+}
+
+Expected<DeviceStepResult> InProcessRun::run_device(
+    int32_t device, const std::vector<std::vector<HostTensor>>& micro_batches) {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.broken) {
+      return make_error(Errc::kUnavailable, "the run stopped after an earlier failure: {}",
+                        m.broken_reason);
+    }
+  }
+  if (device < 0 || static_cast<size_t>(device) >= m.interpreters.size() ||
+      !m.interpreters[static_cast<size_t>(device)]) {
+    return make_error(Errc::kInvalidArgument, "device {} has no program", device);
   }
   if (static_cast<int64_t>(micro_batches.size()) != m.program.micro_batches) {
     return make_error(Errc::kInvalidArgument, "{} micro-batches given, the program has {}",
                       micro_batches.size(), m.program.micro_batches);
   }
-  const size_t n = m.interpreters.size();
-  std::vector<Expected<DeviceStepResult>> results(n, DeviceStepResult{});
-  std::mutex mu;
-  std::optional<Status> first;
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> threads;
-  for (size_t d = 0; d < n; ++d) {
-    if (!m.interpreters[d]) continue;
-    threads.emplace_back([&, d] {
-      results[d] = m.interpreters[d]->run_step(micro_batches, m.links[d]);
-      if (!results[d].has_value()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first) {
-          first = results[d].status();
-          m.abort(first->message());
-        }
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (first) {
-    m.broken = true;
-    m.broken_reason = first->message();
-    return *first;
-  }
+  auto r = m.interpreters[static_cast<size_t>(device)]->run_step(
+      micro_batches, m.links[static_cast<size_t>(device)]);
+  if (!r.has_value()) abort(r.status().message());
+  return r;
+}
+
+Expected<RunStepResult> InProcessRun::combine(
+    const std::vector<std::pair<int32_t, DeviceStepResult>>& results, double seconds) const {
+  const Impl& m = *impl_;
   RunStepResult r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.peak_bytes.assign(n, 0);
+  r.seconds = seconds;
+  r.peak_bytes.assign(m.interpreters.size(), 0);
   r.losses.assign(static_cast<size_t>(m.program.micro_batches), 0.0);
-  for (size_t d = 0; d < n; ++d) {
-    if (!m.interpreters[d]) continue;
-    r.peak_bytes[d] = results[d]->peak_bytes;
-    if (static_cast<int32_t>(d) != m.program.loss_device) continue;
-    for (const auto& [mb, loss] : results[d]->losses) r.losses[static_cast<size_t>(mb)] = loss;
+  std::vector<bool> seen(r.losses.size(), false);
+  for (const auto& [d, res] : results) {
+    r.peak_bytes[static_cast<size_t>(d)] = res.peak_bytes;
+    if (d != m.program.loss_device) continue;
+    for (const auto& [mb, loss] : res.losses) {
+      r.losses[static_cast<size_t>(mb)] = loss;
+      seen[static_cast<size_t>(mb)] = true;
+    }
+  }
+  for (size_t mb = 0; mb < seen.size(); ++mb) {
+    if (!seen[mb]) {
+      return make_error(Errc::kInternal, "no loss was reported for micro-batch {}", mb);
+    }
   }
   for (double l : r.losses) r.loss += l / static_cast<double>(r.losses.size());
   return r;
+}
+
+Expected<RunStepResult> InProcessRun::step(
+    const std::vector<std::vector<HostTensor>>& micro_batches) {
+  const std::vector<int32_t> devs = devices();
+  std::vector<std::optional<Expected<DeviceStepResult>>> results(devs.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < devs.size(); ++k) {
+    threads.emplace_back([&, k] { results[k] = run_device(devs[k], micro_batches); });
+  }
+  for (auto& t : threads) t.join();
+  // The root cause: the first failure, not the devices it stopped (kUnavailable).
+  std::optional<Status> failure;
+  for (const auto& r : results) {
+    if ((*r).has_value()) continue;
+    if (!failure ||
+        (failure->code() == Errc::kUnavailable && (*r).status().code() != Errc::kUnavailable)) {
+      failure = (*r).status();
+    }
+  }
+  if (failure) return *failure;
+  std::vector<std::pair<int32_t, DeviceStepResult>> ok;
+  for (size_t k = 0; k < devs.size(); ++k) ok.emplace_back(devs[k], **results[k]);
+  return combine(ok, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 Expected<std::vector<std::vector<HostTensor>>> split_micro_batches(

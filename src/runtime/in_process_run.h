@@ -55,6 +55,23 @@ class InProcessRun {
   /// Runs one step. `micro_batches[mb][k]` is data input k (Program::inputs) of micro-batch mb.
   Expected<RunStepResult> step(const std::vector<std::vector<HostTensor>>& micro_batches);
 
+  /// Runs device `device`'s part of one step on the calling thread (a stage actor calls this
+  /// on its own thread; step() runs every device this way). A failure aborts the run, so the
+  /// other devices stop too, and is returned naming device, instruction and cause.
+  Expected<DeviceStepResult> run_device(int32_t device,
+                                        const std::vector<std::vector<HostTensor>>& micro_batches);
+
+  /// The step's result from every used device's result (losses come from the loss device).
+  Expected<RunStepResult> combine(const std::vector<std::pair<int32_t, DeviceStepResult>>& results,
+                                  double seconds) const;
+
+  /// Stops every device: blocked collectives and receives fail with kUnavailable naming
+  /// `reason`, and later steps fail at once.
+  void abort(const std::string& reason);
+
+  /// Global ids of the devices that have a program.
+  std::vector<int32_t> devices() const;
+
   /// The whole persistent value `name`, assembled from its owner stage's tiles.
   Expected<HostTensor> read_value(const std::string& name) const;
 

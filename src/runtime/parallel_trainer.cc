@@ -57,7 +57,11 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
     const int64_t first = options.micro_batches > 0 ? global / options.micro_batches : global;
     MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, build(spec, first, opt));
     planner::AnalyticCostModel cost(cluster.device);
-    MP_ASSIGN_OR_RETURN(summary.plan, planner::make_plan(g0.graph, cluster, cost, po));
+    if (options.driver != nullptr) {
+      MP_ASSIGN_OR_RETURN(summary.plan, options.driver->plan(g0.graph, cluster, po));
+    } else {
+      MP_ASSIGN_OR_RETURN(summary.plan, planner::make_plan(g0.graph, cluster, cost, po));
+    }
   }
   MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
                       build(spec, summary.plan.micro_batch, options.train.optimizer));
@@ -80,7 +84,7 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
   summary.measured_peak.assign(summary.predicted_peak.size(), 0);
   for (int64_t step = 1; step <= options.train.steps; ++step) {
     MP_ASSIGN_OR_RETURN(auto mbs, split_micro_batches(whole.graph, data.next_batch(), names, m));
-    auto r = run->step(mbs);
+    auto r = options.driver != nullptr ? options.driver->step(*run, mbs) : run->step(mbs);
     if (!r.has_value()) return r.status().with_context(fmt::format("step {}", step));
     if (!std::isfinite(r->loss)) {
       return make_error(Errc::kInternal, "step {}: the loss is {}; lower the learning rate", step,

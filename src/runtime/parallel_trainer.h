@@ -10,11 +10,24 @@
 
 #include "mesh/cluster.h"
 #include "planner/plan.h"
+#include "planner/planner.h"
 #include "runtime/in_process_run.h"
 #include "runtime/lower.h"
 #include "runtime/trainer.h"
 
 namespace meshpipe::runtime {
+
+/// Where planning and steps run. The default (no driver) plans on the calling thread and runs a
+/// step on one thread per device; the actor runtime (actors/) plans in its planner actor and
+/// runs steps through mesh-group and stage actors.
+class StepDriver {
+ public:
+  virtual ~StepDriver() = default;
+  virtual Expected<planner::Plan> plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                                       const planner::PlannerOptions& options) = 0;
+  virtual Expected<RunStepResult> step(
+      InProcessRun& run, const std::vector<std::vector<HostTensor>>& micro_batches) = 0;
+};
 
 /// Options of a parallel training run.
 struct ParallelTrainOptions {
@@ -23,6 +36,7 @@ struct ParallelTrainOptions {
   int64_t micro_batches = 0;          ///< when planning: 0 lets the planner choose
   std::string schedule;               ///< "1f1b", "gpipe"; empty: the plan's
   InProcessRunOptions run;            ///< collectives, transport, timeouts
+  StepDriver* driver = nullptr;       ///< null: plan here, one thread per device
   /// Called once the plan is lowered (to print it).
   std::function<void(const planner::Plan&, const Program&)> on_plan;
 };

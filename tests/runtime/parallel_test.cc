@@ -2,7 +2,9 @@
 // virtual CPU devices (threads, in-process collectives and transport) against the
 // single-device Executor on the whole batch (an independent path: no lowering, no sharding,
 // no collectives), for forced plans of each kind and for the planner's own choice.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 
@@ -243,6 +245,64 @@ TEST_CASE("an injected kernel failure stops the step with an error naming device
   auto again = (*run)->step(*mbs);
   REQUIRE_FALSE(again.has_value());
   CHECK(again.status().code() == Errc::kUnavailable);
+}
+
+TEST_CASE("a transfer that never arrives times out with an error naming the receive",
+          "[parallel]") {
+  graph::TrainingGraph tg = training_graph("gpt-tiny", 4);
+  const planner::Plan plan = forced_plan(tg.graph, 2, {1, 1, 2, Mode::kFree});
+  auto prog = lower(plan, tg.graph);
+  REQUIRE(prog.has_value());
+  // Drop the first send of the first stage: its receiver waits for a message that never comes.
+  DeviceProgram& sender = prog->devices[static_cast<size_t>(plan.stages[0].devices[0])];
+  auto it = std::find_if(sender.instructions.begin(), sender.instructions.end(),
+                         [](const Instruction& i) { return i.code == Opcode::kSend; });
+  REQUIRE(it != sender.instructions.end());
+  const uint64_t tag = it->tag;
+  sender.instructions.erase(it);
+  InProcessRunOptions ro;
+  ro.timeout = std::chrono::milliseconds(500);
+  auto run = InProcessRun::create(std::move(*prog), tg.graph, ro);
+  REQUIRE(run.has_value());
+  REQUIRE((*run)->initialize(kSeed).is_ok());
+  graph::TrainingGraph whole = training_graph("gpt-tiny", 8);
+  auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
+  REQUIRE(data.has_value());
+  auto mbs = split_micro_batches(whole.graph, data->next_batch(), (*run)->program().inputs, 2);
+  REQUIRE(mbs.has_value());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = (*run)->step(*mbs);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE_FALSE(r.has_value());
+  const std::string msg = r.status().to_string();
+  INFO(msg);
+  CHECK(r.status().code() == Errc::kTimeout);
+  CHECK(msg.find(fmt::format("device {}", plan.stages[1].devices[0])) != std::string::npos);
+  CHECK(msg.find(fmt::format("tag {}", tag)) != std::string::npos);
+  CHECK(waited < 5.0);
+}
+
+TEST_CASE("data of the wrong shape is an error naming the input", "[parallel]") {
+  graph::TrainingGraph tg = training_graph("gpt-tiny", 8);
+  const planner::Plan plan = forced_plan(tg.graph, 1, {4, 1, 1, Mode::kReplicated});
+  auto prog = lower(plan, tg.graph);
+  REQUIRE(prog.has_value());
+  auto run = InProcessRun::create(std::move(*prog), tg.graph);
+  REQUIRE(run.has_value());
+  REQUIRE((*run)->initialize(kSeed).is_ok());
+  graph::TrainingGraph other = training_graph("gpt-tiny", 4);  // half the batch
+  auto data = SyntheticData::create(other.graph, other.inputs, kDataSeed);
+  REQUIRE(data.has_value());
+  auto mbs = split_micro_batches(other.graph, data->next_batch(), (*run)->program().inputs, 1);
+  REQUIRE(mbs.has_value());
+  auto r = (*run)->step(*mbs);
+  REQUIRE_FALSE(r.has_value());
+  const std::string msg = r.status().to_string();
+  INFO(msg);
+  CHECK(r.status().code() == Errc::kInvalidArgument);
+  CHECK(msg.find("has shape [4, 16]") != std::string::npos);
+  CHECK(msg.find("load tokens") != std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,165 @@
+// The actor runtime trains like the thread runner and a single device, plans through the
+// planner actor, and turns a failure anywhere into an error at the driver naming device,
+// instruction and cause, within seconds and without hanging.
+#include "actors/actor_runtime.h"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+
+#include "graph/models/zoo.h"
+#include "mesh/cluster.h"
+#include "planner/baselines.h"
+#include "planner/cost_model.h"
+#include "runtime/executor.h"
+#include "runtime/lower.h"
+#include "runtime/synthetic_data.h"
+#include "runtime/zoo_graph.h"
+
+namespace meshpipe::actors {
+namespace {
+
+using Mode = planner::ShardingOptions::ParameterMode;
+using runtime::testing::zoo_training_graph;
+
+std::vector<double> single_device(const std::string& model, int64_t batch, int steps,
+                                  uint64_t seed) {
+  graph::TrainingGraph tg = zoo_training_graph(model, batch);
+  auto ex = runtime::Executor::create(tg.graph);
+  REQUIRE(ex.has_value());
+  REQUIRE((*ex)->initialize(seed).is_ok());
+  auto data = runtime::SyntheticData::create(tg.graph, tg.inputs, seed);
+  REQUIRE(data.has_value());
+  std::vector<double> out;
+  for (int s = 0; s < steps; ++s) {
+    auto r = (*ex)->run(data->next_batch());
+    REQUIRE(r.has_value());
+    out.push_back(r->loss);
+  }
+  return out;
+}
+
+TEST_CASE("train_parallel through actors equals one device", "[actors]") {
+  auto spec = graph::models::find_model("gpt-tiny");
+  REQUIRE(spec.has_value());
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  auto rt = ActorRuntime::create();
+  REQUIRE(rt.has_value());
+  runtime::ParallelTrainOptions po;
+  po.train.steps = 6;
+  po.train.batch = 8;
+  po.train.seed = 21;
+  po.micro_batches = 2;
+  po.driver = rt->get();
+  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  if (!summary.has_value()) FAIL(summary.status().to_string());
+  // One planner actor, one mesh group per stage, one stage actor per device.
+  int64_t devices = 0;
+  for (const auto& s : summary->plan.stages) devices += static_cast<int64_t>(s.devices.size());
+  CHECK((*rt)->actors_started() == 1 + static_cast<int64_t>(summary->plan.stages.size()) + devices);
+  const auto want = single_device("gpt-tiny", 8, 6, 21);
+  REQUIRE(summary->losses.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("step " << i);
+    CHECK(std::abs(summary->losses[i] - want[i]) <= 1e-4 * want[i]);
+  }
+}
+
+TEST_CASE("a forced pipeline runs through mesh-group and stage actors", "[actors]") {
+  graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 4);
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  planner::AnalyticCostModel cost(cluster->device);
+  planner::PlannerOptions popt;
+  popt.clustering.num_layers = 4;
+  auto plan = planner::grid_plan(tg.graph, *cluster, cost, popt, 2, {1, 2, 2, Mode::kFree});
+  REQUIRE(plan.has_value());
+  auto spec = graph::models::find_model("gpt-tiny");
+  auto rt = ActorRuntime::create();
+  REQUIRE(rt.has_value());
+  runtime::ParallelTrainOptions po;
+  po.train.steps = 4;
+  po.train.seed = 9;
+  po.plan = *plan;
+  po.driver = rt->get();
+  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  if (!summary.has_value()) FAIL(summary.status().to_string());
+  const auto want = single_device("gpt-tiny", 8, 4, 9);
+  for (size_t i = 0; i < want.size(); ++i) {
+    CHECK(std::abs(summary->losses[i] - want[i]) <= 1e-4 * want[i]);
+  }
+}
+
+TEST_CASE("an injected kernel failure reaches the driver as an error within seconds", "[actors]") {
+  graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 4);
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  planner::AnalyticCostModel cost(cluster->device);
+  planner::PlannerOptions popt;
+  popt.clustering.num_layers = 4;
+  auto plan = planner::grid_plan(tg.graph, *cluster, cost, popt, 2, {1, 2, 2, Mode::kFree});
+  REQUIRE(plan.has_value());
+  // The failing op: a backward matmul of the second stage's first device.
+  const int32_t victim = plan->stages[1].devices[0];
+  auto prog = runtime::lower(*plan, tg.graph);
+  REQUIRE(prog.has_value());
+  std::string op;
+  for (const runtime::LocalOp& l : prog->devices[static_cast<size_t>(victim)].ops) {
+    if (l.op.kind == graph::OpKind::kDot && l.op.phase == graph::OpPhase::kBackward) {
+      op = l.op.name;
+    }
+  }
+  REQUIRE(!op.empty());
+  auto spec = graph::models::find_model("gpt-tiny");
+  ActorOptions ao;
+  ao.step_timeout = std::chrono::milliseconds(30000);
+  auto rt = ActorRuntime::create(ao);
+  REQUIRE(rt.has_value());
+  runtime::ParallelTrainOptions po;
+  po.train.steps = 3;
+  po.plan = *plan;
+  po.driver = rt->get();
+  po.run.interpreter.fail_op = op;
+  po.run.fail_device = victim;
+  po.run.timeout = std::chrono::milliseconds(30000);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE_FALSE(summary.has_value());
+  const std::string msg = summary.status().to_string();
+  INFO(msg);
+  CHECK(msg.find("injected kernel failure") != std::string::npos);
+  CHECK(msg.find(fmt::format("device {} instruction", victim)) != std::string::npos);
+  CHECK(msg.find(op) != std::string::npos);
+  CHECK(msg.find("step 1") != std::string::npos);
+  CHECK(waited < 10.0);  // far below the 30 s timeouts: the others were stopped
+}
+
+TEST_CASE("the planner actor reports planning errors", "[actors]") {
+  graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 8);
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  auto rt = ActorRuntime::create();
+  REQUIRE(rt.has_value());
+  planner::PlannerOptions po;
+  po.schedule = "zigzag";  // not a schedule
+  auto plan = (*rt)->plan(tg.graph, *cluster, po);
+  REQUIRE_FALSE(plan.has_value());
+  CHECK(plan.status().code() == Errc::kInvalidArgument);
+  po.schedule = "1f1b";
+  po.micro_batches = 1;
+  auto ok = (*rt)->plan(tg.graph, *cluster, po);
+  REQUIRE(ok.has_value());
+  CHECK(ok->stages.size() >= 1);
+}
+
+TEST_CASE("actor options are validated", "[actors]") {
+  ActorOptions o;
+  o.scheduler_threads = 0;
+  CHECK_FALSE(ActorRuntime::create(o).has_value());
+}
+
+}  // namespace
+}  // namespace meshpipe::actors
