@@ -47,9 +47,17 @@ void print_step(bool is_lm, const runtime::StepReport& r) {
 int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
                  runtime::TrainOptions opts) {
   runtime::ParallelTrainOptions po;
+  std::unique_ptr<actors::ActorRuntime> actor_runtime;
+  if (args.runner == "actors") {
+    auto rt = actors::ActorRuntime::create();
+    if (!rt.has_value()) return fail(rt.status());
+    actor_runtime = std::move(*rt);
+    po.driver = actor_runtime.get();
+  }
   mesh::ClusterSpec cluster;
   if (!args.plan.empty()) {
-    auto plan = planner::load_plan(args.plan);
+    // The planner actor loads (and validates) the plan when actors drive the job.
+    auto plan = actor_runtime ? actor_runtime->load_plan(args.plan) : planner::load_plan(args.plan);
     if (!plan.has_value()) return fail(plan.status());
     if (plan->model != spec.name) {
       return fail(make_error(Errc::kInvalidArgument, "{} is a plan for model '{}', not '{}'",
@@ -88,13 +96,6 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
                instructions, prog.schedule);
     std::fflush(stdout);
   };
-  std::unique_ptr<actors::ActorRuntime> actor_runtime;
-  if (args.runner == "actors") {
-    auto rt = actors::ActorRuntime::create();
-    if (!rt.has_value()) return fail(rt.status());
-    actor_runtime = std::move(*rt);
-    po.driver = actor_runtime.get();
-  }
   auto summary = runtime::train_parallel(spec, cluster, po);
   if (!summary.has_value()) {
     fmt::print(stderr, "error: {}\n", summary.status().to_string());

@@ -21,8 +21,9 @@ using done_atom = caf::atom_constant<caf::atom("done")>;
 
 using MicroBatches = std::vector<std::vector<runtime::HostTensor>>;
 
-// A planning request the planner actor reads by id.
+// A planning request the planner actor reads by id: a file to load, or a graph to plan.
 struct PlanJob {
+  std::string path;
   const graph::Graph* graph = nullptr;
   const mesh::ClusterSpec* cluster = nullptr;
   const planner::PlannerOptions* options = nullptr;
@@ -61,8 +62,13 @@ caf::behavior planner_actor(caf::event_based_actor*, std::shared_ptr<Board> boar
       if (it != board->plans.end()) job = it->second;
     }
     if (job == nullptr) return to_caf(make_error(Errc::kNotFound, "no planning job {}", id));
-    planner::AnalyticCostModel cost(job->cluster->device);
-    auto p = planner::make_plan(*job->graph, *job->cluster, cost, *job->options);
+    Expected<planner::Plan> p = planner::Plan{};
+    if (!job->path.empty()) {
+      p = planner::load_plan(job->path);
+    } else {
+      planner::AnalyticCostModel cost(job->cluster->device);
+      p = planner::make_plan(*job->graph, *job->cluster, cost, *job->options);
+    }
     if (!p.has_value()) return to_caf(p.status());
     job->plan = std::move(*p);
     return {done_atom::value, id};
@@ -103,32 +109,39 @@ caf::behavior mesh_group(caf::event_based_actor* self, std::shared_ptr<Board> bo
     ++board->started;
   }
   return {[self, members, stage, timeout](step_atom, int64_t step) {
+    // Answers once every stage actor has answered: after a failure the others stop at once
+    // (the run is aborted), and no device may still be running when the driver hears back.
     auto rp = self->make_response_promise();
     auto pending = std::make_shared<size_t>(members->size());
-    auto replied = std::make_shared<bool>(false);
+    auto first_error = std::make_shared<caf::error>();
+    auto finish = [rp, pending, first_error, stage]() mutable {
+      if (--*pending != 0) return;
+      if (*first_error) {
+        rp.deliver(*first_error);
+      } else {
+        rp.deliver(done_atom::value, stage);
+      }
+    };
     for (const auto& [device, actor] : *members) {
       const int32_t d = device;
       self->request(actor, timeout, step_atom::value, step)
-          .then(
-              [=](done_atom, int32_t) mutable {
-                if (--*pending == 0 && !*replied) {
-                  *replied = true;
-                  rp.deliver(done_atom::value, stage);
-                }
-              },
-              [=](caf::error& e) mutable {
-                if (*replied) return;
-                *replied = true;
-                if (e.category() == caf::atom("meshpipe")) {
-                  rp.deliver(std::move(e));
-                } else {
-                  rp.deliver(
-                      to_caf(make_error(Errc::kTimeout,
-                                        "stage {}: the stage actor of device {} did not finish "
-                                        "step {} in {} ms",
-                                        stage, d, step, timeout.count())));
-                }
-              });
+          .then([=](done_atom, int32_t) mutable { finish(); },
+                [=](caf::error& e) mutable {
+                  caf::error mine =
+                      e.category() == caf::atom("meshpipe")
+                          ? std::move(e)
+                          : to_caf(make_error(Errc::kTimeout,
+                                              "stage {}: the stage actor of device {} did not "
+                                              "finish step {} in {} ms",
+                                              stage, d, step, timeout.count()));
+                  // Keep the root cause: a failure over the stops it caused (kUnavailable).
+                  const bool stop = mine.code() == static_cast<uint8_t>(Errc::kUnavailable);
+                  if (!*first_error ||
+                      (first_error->code() == static_cast<uint8_t>(Errc::kUnavailable) && !stop)) {
+                    *first_error = std::move(mine);
+                  }
+                  finish();
+                });
     }
     return rp;
   }};
@@ -153,14 +166,16 @@ struct ActorRuntime::Impl {
   std::shared_ptr<Board> board = std::make_shared<Board>();
   caf::actor planner;
   std::vector<caf::actor> groups;
-  const runtime::InProcessRun* groups_for = nullptr;
+  uint64_t groups_for = 0;  // InProcessRun::id() of the run the groups serve
   int64_t next_job = 0;
   int64_t next_step = 0;
+
+  Expected<planner::Plan> run_job(PlanJob& job);
 
   void stop_groups() {
     for (const caf::actor& g : groups) caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
     groups.clear();
-    groups_for = nullptr;
+    groups_for = 0;
   }
 
   ~Impl() {
@@ -197,8 +212,17 @@ int64_t ActorRuntime::actors_started() const { return impl_->board->started.load
 
 Expected<planner::Plan> ActorRuntime::plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                            const planner::PlannerOptions& options) {
-  Impl& m = *impl_;
-  PlanJob job{&g, &cluster, &options, std::nullopt};
+  PlanJob job{"", &g, &cluster, &options, std::nullopt};
+  return impl_->run_job(job);
+}
+
+Expected<planner::Plan> ActorRuntime::load_plan(const std::string& path) {
+  PlanJob job{path, nullptr, nullptr, nullptr, std::nullopt};
+  return impl_->run_job(job);
+}
+
+Expected<planner::Plan> ActorRuntime::Impl::run_job(PlanJob& job) {
+  Impl& m = *this;
   const int64_t id = m.next_job++;
   {
     std::lock_guard<std::mutex> lock(m.board->mu);
@@ -220,7 +244,7 @@ Expected<planner::Plan> ActorRuntime::plan(const graph::Graph& g, const mesh::Cl
 Expected<runtime::RunStepResult> ActorRuntime::step(runtime::InProcessRun& run,
                                                     const MicroBatches& micro_batches) {
   Impl& m = *impl_;
-  if (m.groups_for != &run) {
+  if (m.groups_for != run.id()) {
     m.stop_groups();
     const runtime::Program& prog = run.program();
     for (size_t s = 0; s < prog.stages.size(); ++s) {
@@ -228,7 +252,7 @@ Expected<runtime::RunStepResult> ActorRuntime::step(runtime::InProcessRun& run,
                                       prog.stages[s].devices, m.options.step_timeout));
       ++m.board->started;
     }
-    m.groups_for = &run;
+    m.groups_for = run.id();
   }
   const int64_t step = m.next_step++;
   {

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 
 #include "runtime/parallel_trainer.h"
 
@@ -36,6 +37,9 @@ class ActorRuntime : public runtime::StepDriver {
   /// Asks the planner actor for a plan (make_plan with the analytic cost model of `cluster`).
   Expected<planner::Plan> plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                const planner::PlannerOptions& options) override;
+
+  /// Asks the planner actor to load and validate a plan file (planner::load_plan).
+  Expected<planner::Plan> load_plan(const std::string& path);
 
   /// Runs one step of `run`: the first call for a run starts its mesh-group and stage actors.
   Expected<runtime::RunStepResult> step(

@@ -28,6 +28,8 @@ Status InProcessRunOptions::validate() const {
 }
 
 struct InProcessRun::Impl {
+  static inline std::atomic<uint64_t> next_id{1};
+  uint64_t id = next_id++;
   Program program;
   const graph::Graph* graph = nullptr;
   InProcessRunOptions options;
@@ -131,6 +133,8 @@ InProcessRun::InProcessRun(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 InProcessRun::~InProcessRun() = default;
 
 const Program& InProcessRun::program() const { return impl_->program; }
+
+uint64_t InProcessRun::id() const { return impl_->id; }
 
 Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, const graph::Graph& g,
                                                              InProcessRunOptions options) {

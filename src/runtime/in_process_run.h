@@ -76,6 +76,8 @@ class InProcessRun {
   Expected<HostTensor> read_value(const std::string& name) const;
 
   const Program& program() const;
+  /// Distinct for every run this process creates (never 0).
+  uint64_t id() const;
 
  private:
   struct Impl;

@@ -238,7 +238,8 @@ class Lowering {
       if (!layout.has_value()) return fail(layout.status());
       auto space = planner::iteration_space(g_, op);
       if (!space.has_value()) return fail(space.status());
-      const planner::StrategyContext ctx{&g_, &sp.mesh, &cost_};
+      const planner::CostModel* cost = options_.cost != nullptr ? options_.cost : &cost_;
+      const planner::StrategyContext ctx{&g_, &sp.mesh, cost};
       auto s = planner::make_strategy(ctx, op, *space, layout->iter, layout->resolution);
       if (!s.has_value()) return fail(s.status());
       strategy_[i] = std::move(*s);

@@ -12,6 +12,7 @@
 
 #include "core/status.h"
 #include "graph/graph.h"
+#include "planner/cost_model.h"
 #include "planner/plan.h"
 #include "runtime/program.h"
 
@@ -22,6 +23,9 @@ struct LowerOptions {
   std::string schedule;         ///< "1f1b" or "gpipe"; empty: the plan's
   bool local_allgather = true;  ///< cross-mesh: each byte crosses once, then all-gather
   bool defer_grad_sync = true;  ///< gradient collectives once per step, not per micro-batch
+  /// Prices each device's part of an op (LocalOp::compute_seconds, which the simulator runs
+  /// on): a profile database, or null for the analytic model of the plan's cluster.
+  const planner::CostModel* cost = nullptr;
   Status validate() const;
 };
 

@@ -93,14 +93,25 @@ class Simulation {
     d.allocated[static_cast<size_t>(b)] = true;
     d.live += d.dp->buffers[static_cast<size_t>(b)].bytes();
     d.out.peak_bytes = std::max(d.out.peak_bytes, d.live);
-    if (options_.memory_timeline) d.out.memory.emplace_back(d.clock, d.live);
+    memory_changed(d);
   }
 
   void release(Device& d, int32_t b) {
     if (!d.allocated[static_cast<size_t>(b)]) return;
     d.allocated[static_cast<size_t>(b)] = false;
     d.live -= d.dp->buffers[static_cast<size_t>(b)].bytes();
+    memory_changed(d);
+  }
+
+  // Memory over time: kept per device when asked, and a counter track in the trace.
+  void memory_changed(Device& d) {
     if (options_.memory_timeline) d.out.memory.emplace_back(d.clock, d.live);
+    if (!options_.trace) return;
+    if (!trace_.empty()) trace_ += ",\n";
+    trace_ += fmt::format(
+        "{{\"name\": \"memory device {}\", \"ph\": \"C\", \"ts\": {:.3f}, \"pid\": {}, "
+        "\"args\": {{\"MiB\": {:.3f}}}}}",
+        d.dp->device, d.clock * 1e6, d.dp->stage, static_cast<double>(d.live) / 1048576.0);
   }
 
   double copy_time(int64_t bytes) const {

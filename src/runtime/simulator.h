@@ -21,7 +21,7 @@ namespace meshpipe::runtime {
 
 /// Options of simulate().
 struct SimulationOptions {
-  bool trace = false;            ///< build the Chrome trace JSON
+  bool trace = false;  ///< build the Chrome trace JSON (spans per instruction, memory counters)
   bool memory_timeline = false;  ///< keep (time, live bytes) per device
 };
 

@@ -155,6 +155,26 @@ TEST_CASE("the planner actor reports planning errors", "[actors]") {
   CHECK(ok->stages.size() >= 1);
 }
 
+TEST_CASE("the planner actor loads plan files and names what is wrong in them", "[actors]") {
+  graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 8);
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  auto rt = ActorRuntime::create();
+  REQUIRE(rt.has_value());
+  planner::PlannerOptions po;
+  po.micro_batches = 1;
+  auto plan = (*rt)->plan(tg.graph, *cluster, po);
+  REQUIRE(plan.has_value());
+  const std::string path = "actor_runtime_test_plan.json";
+  REQUIRE(planner::save_plan(*plan, path).is_ok());
+  auto loaded = (*rt)->load_plan(path);
+  REQUIRE(loaded.has_value());
+  CHECK(*loaded == *plan);
+  auto missing = (*rt)->load_plan("no/such/plan.json");
+  REQUIRE_FALSE(missing.has_value());
+  CHECK(missing.status().to_string().find("no/such/plan.json") != std::string::npos);
+}
+
 TEST_CASE("actor options are validated", "[actors]") {
   ActorOptions o;
   o.scheduler_threads = 0;

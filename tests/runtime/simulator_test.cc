@@ -110,6 +110,7 @@ TEST_CASE("the simulator writes a Chrome trace and memory timelines", "[simulato
   const SimulationResult sim = run(plan, g, so);
   CHECK(sim.trace_json.rfind("{\"traceEvents\": [", 0) == 0);
   CHECK(sim.trace_json.find("\"ph\": \"X\"") != std::string::npos);
+  CHECK(sim.trace_json.find("\"ph\": \"C\"") != std::string::npos);  // memory counters
   for (const SimulatedDevice& d : sim.devices) {
     REQUIRE(!d.memory.empty());
     int64_t peak = 0;
