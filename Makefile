@@ -19,7 +19,7 @@ build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
 demo: build
-	./$(BUILD)/bin/meshpipe train --model gpt-tiny --cluster cpu:2x2 --steps 50
+	./$(BUILD)/bin/meshpipe train --model gpt-tiny --cluster cpu:2x2 --micro-batches 2 --steps 50
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

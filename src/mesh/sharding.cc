@@ -10,37 +10,10 @@
 namespace meshpipe::mesh {
 namespace {
 
-std::string_view dim_text(DimSharding s) {
-  switch (s) {
-    case DimSharding::kR:
-      return "R";
-    case DimSharding::kS0:
-      return "S0";
-    case DimSharding::kS1:
-      return "S1";
-    case DimSharding::kS01:
-      return "S01";
-    case DimSharding::kS10:
-      return "S10";
-  }
-  return "?";
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-bool parse_dim(std::string_view token, DimSharding* out) {
-  for (DimSharding s : {DimSharding::kR, DimSharding::kS0, DimSharding::kS1, DimSharding::kS01,
-                        DimSharding::kS10}) {
-    if (token == dim_text(s)) {
-      *out = s;
-      return true;
-    }
-  }
-  return false;
 }
 
 // "P0", "P1", "P01" (either order, each axis once) -> mask.
@@ -58,6 +31,33 @@ bool parse_partial(std::string_view token, uint8_t* mask) {
 }
 
 }  // namespace
+
+std::string_view dim_sharding_name(DimSharding s) {
+  switch (s) {
+    case DimSharding::kR:
+      return "R";
+    case DimSharding::kS0:
+      return "S0";
+    case DimSharding::kS1:
+      return "S1";
+    case DimSharding::kS01:
+      return "S01";
+    case DimSharding::kS10:
+      return "S10";
+  }
+  return "?";
+}
+
+bool parse_dim_sharding(std::string_view token, DimSharding* out) {
+  for (DimSharding s : {DimSharding::kR, DimSharding::kS0, DimSharding::kS1, DimSharding::kS01,
+                        DimSharding::kS10}) {
+    if (token == dim_sharding_name(s)) {
+      *out = s;
+      return true;
+    }
+  }
+  return false;
+}
 
 std::vector<int> dim_axes(DimSharding s) {
   switch (s) {
@@ -118,7 +118,7 @@ std::string ShardingSpec::to_string() const {
   if (dims.empty()) out = "scalar";
   for (size_t i = 0; i < dims.size(); ++i) {
     if (i > 0) out += ",";
-    out += dim_text(dims[i]);
+    out += dim_sharding_name(dims[i]);
   }
   if (partial != 0) {
     out += " | P";
@@ -151,7 +151,7 @@ Expected<ShardingSpec> parse_sharding(const std::string& text) {
     const size_t comma = body.find(',');
     const std::string_view token = trim(body.substr(0, comma));
     DimSharding s = DimSharding::kR;
-    if (!parse_dim(token, &s)) {
+    if (!parse_dim_sharding(token, &s)) {
       return make_error(Errc::kInvalidArgument,
                         "sharding '{}': bad dim '{}' (expected R, S0, S1, S01 or S10)", text,
                         token);

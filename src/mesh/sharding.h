@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/shape.h"
@@ -25,6 +26,10 @@ enum class DimSharding : uint8_t {
   kS10 = 4,  ///< split over both axes, axis 1 major: chunk i1 * d0 + i0
 };
 
+/// "R", "S0", "S1", "S01", "S10".
+std::string_view dim_sharding_name(DimSharding s);
+/// Parses dim_sharding_name's text; false when `token` is none of them.
+bool parse_dim_sharding(std::string_view token, DimSharding* out);
 /// The mesh axes of a dim sharding, outermost first (kS01 -> {0, 1}, kS10 -> {1, 0}).
 std::vector<int> dim_axes(DimSharding s);
 /// The dim sharding whose axes are `axes` (outermost first; at most 2, distinct).

@@ -34,27 +34,11 @@ std::string strategy_name(const Strategy& s, const std::vector<std::string>& com
   return name;
 }
 
-const char* dim_sharding_text(DimSharding d) {
-  switch (d) {
-    case DimSharding::kR:
-      return "R";
-    case DimSharding::kS0:
-      return "S0";
-    case DimSharding::kS1:
-      return "S1";
-    case DimSharding::kS01:
-      return "S01";
-    case DimSharding::kS10:
-      return "S10";
-  }
-  return "?";
-}
-
 }  // namespace
 
 std::string layout_to_string(const OpLayout& layout) {
   std::vector<std::string> dims;
-  for (DimSharding d : layout.iter) dims.push_back(dim_sharding_text(d));
+  for (DimSharding d : layout.iter) dims.emplace_back(mesh::dim_sharding_name(d));
   std::string text = dims.empty() ? "scalar" : fmt::format("{}", fmt::join(dims, ","));
   if (layout.resolution == PartialResolution::kReduceScatter) text += " reduce-scatter";
   if (layout.zero_axis >= 0) text += fmt::format(" zero-axis {}", layout.zero_axis);
@@ -87,14 +71,9 @@ Expected<OpLayout> parse_layout(const std::string& text) {
   while (start <= rest.size()) {
     const size_t comma = std::min(rest.find(',', start), rest.size());
     const std::string tok = rest.substr(start, comma - start);
-    bool found = false;
-    for (DimSharding d : {DimSharding::kR, DimSharding::kS0, DimSharding::kS1, DimSharding::kS01,
-                          DimSharding::kS10}) {
-      if (tok == dim_sharding_text(d)) {
-        layout.iter.push_back(d);
-        found = true;
-      }
-    }
+    DimSharding d = DimSharding::kR;
+    const bool found = mesh::parse_dim_sharding(tok, &d);
+    if (found) layout.iter.push_back(d);
     if (!found) return bad();
     start = comma + 1;
   }

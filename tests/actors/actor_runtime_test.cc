@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "graph/models/zoo.h"
 #include "mesh/cluster.h"
@@ -39,6 +40,17 @@ std::vector<double> single_device(const std::string& model, int64_t batch, int s
   return out;
 }
 
+// 2 stages x (1, 2) devices, 2 micro-batches.
+std::optional<planner::Plan> two_stages_of_two(const graph::Graph& g,
+                                               const mesh::ClusterSpec& cluster) {
+  planner::AnalyticCostModel cost(cluster.device);
+  planner::PlannerOptions popt;
+  popt.clustering.num_layers = 4;
+  auto plan = planner::grid_plan(g, cluster, cost, popt, 2, {1, 2, 2, Mode::kFree});
+  if (!plan.has_value()) FAIL(plan.status().to_string());
+  return *plan;
+}
+
 TEST_CASE("train_parallel through actors equals one device", "[actors]") {
   auto spec = graph::models::find_model("gpt-tiny");
   REQUIRE(spec.has_value());
@@ -70,11 +82,7 @@ TEST_CASE("a forced pipeline runs through mesh-group and stage actors", "[actors
   graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 4);
   auto cluster = mesh::cluster_preset("cpu:1x4");
   REQUIRE(cluster.has_value());
-  planner::AnalyticCostModel cost(cluster->device);
-  planner::PlannerOptions popt;
-  popt.clustering.num_layers = 4;
-  auto plan = planner::grid_plan(tg.graph, *cluster, cost, popt, 2, {1, 2, 2, Mode::kFree});
-  REQUIRE(plan.has_value());
+  auto plan = two_stages_of_two(tg.graph, *cluster);
   auto spec = graph::models::find_model("gpt-tiny");
   auto rt = ActorRuntime::create();
   REQUIRE(rt.has_value());
@@ -95,11 +103,7 @@ TEST_CASE("an injected kernel failure reaches the driver as an error within seco
   graph::TrainingGraph tg = zoo_training_graph("gpt-tiny", 4);
   auto cluster = mesh::cluster_preset("cpu:1x4");
   REQUIRE(cluster.has_value());
-  planner::AnalyticCostModel cost(cluster->device);
-  planner::PlannerOptions popt;
-  popt.clustering.num_layers = 4;
-  auto plan = planner::grid_plan(tg.graph, *cluster, cost, popt, 2, {1, 2, 2, Mode::kFree});
-  REQUIRE(plan.has_value());
+  auto plan = two_stages_of_two(tg.graph, *cluster);
   // The failing op: a backward matmul of the second stage's first device.
   const int32_t victim = plan->stages[1].devices[0];
   auto prog = runtime::lower(*plan, tg.graph);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `meshpipe train --model gpt-tiny --cluster cpu:2x2 --steps 20` plans, trains on 4 virtual CPU
 # devices and prints a line per step (loss falling), then measured next to predicted peak memory
-# per device; `--plan` trains a plan saved by `meshpipe plan`; a plan for another model and a
-# bad cluster are clear errors.
+# per device; `--plan` trains a plan saved by `meshpipe plan`; `meshpipe simulate` times it and
+# writes a Chrome trace; a plan for another model and a bad cluster are clear errors.
 set -euo pipefail
 bin="$1"
 dir="$2"
@@ -23,6 +23,15 @@ rows=$(echo "$out" | awk '/measured peak/ {t=1; next} t && NF >= 6' | wc -l)
   > /dev/null
 out=$("$bin" train --model gpt-tiny --plan "$dir/plan.json" --steps 3)
 [ "$(echo "$out" | grep -c '^step ')" -eq 3 ] || { echo "--plan run failed"; exit 1; }
+
+out=$("$bin" simulate "$dir/plan.json" --trace "$dir/trace.json")
+echo "$out" | tail -4
+echo "$out" | grep -q '^simulated step time: .*ratio' || { echo "no simulated step time"; exit 1; }
+echo "$out" | grep -q '^bubble fraction: ' || { echo "no bubble fraction"; exit 1; }
+/usr/bin/python3 -c "import json, sys; t = json.load(open(sys.argv[1]))['traceEvents']; \
+  assert any(e['ph'] == 'X' for e in t) and any(e['ph'] == 'C' for e in t)" "$dir/trace.json" ||
+  { echo "trace is not valid Chrome trace JSON"; exit 1; }
+if "$bin" simulate "$dir/missing.json" 2> "$dir/err.txt"; then echo "simulated a missing file"; exit 1; fi
 
 if "$bin" train --model moe-tiny --plan "$dir/plan.json" --steps 1 2> "$dir/err.txt"; then
   echo "a plan for gpt-tiny trained moe-tiny"; exit 1

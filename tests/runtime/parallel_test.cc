@@ -115,6 +115,23 @@ const Case kCases[] = {
     {"2 stages x (2, 1) data parallel", 2, {2, 1, 2, Mode::kReplicated}, "gpipe"},
 };
 
+// A run of `prog`, initialised, and the first whole batch of `model` split into its
+// micro-batches.
+std::pair<std::unique_ptr<InProcessRun>, std::vector<std::vector<HostTensor>>> started_run(
+    Program prog, const graph::Graph& g, const std::string& model, int64_t batch,
+    InProcessRunOptions ro = {}) {
+  const int64_t m = prog.micro_batches;
+  auto run = InProcessRun::create(std::move(prog), g, ro);
+  if (!run.has_value()) FAIL(run.status().to_string());
+  REQUIRE((*run)->initialize(kSeed).is_ok());
+  graph::TrainingGraph whole = training_graph(model, batch);
+  auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
+  REQUIRE(data.has_value());
+  auto mbs = split_micro_batches(whole.graph, data->next_batch(), (*run)->program().inputs, m);
+  REQUIRE(mbs.has_value());
+  return {std::move(*run), std::move(*mbs)};
+}
+
 planner::Plan forced_plan(const graph::Graph& g, int64_t micro_batches,
                           const planner::GridConfig& grid) {
   auto cl = mesh::cluster_preset("cpu:1x4");
@@ -222,16 +239,9 @@ TEST_CASE("an injected kernel failure stops the step with an error naming device
   ro.interpreter.fail_op = op;
   ro.fail_device = plan.stages[0].devices[1];
   ro.timeout = std::chrono::milliseconds(20000);
-  auto run = InProcessRun::create(std::move(*prog), tg.graph, ro);
-  REQUIRE(run.has_value());
-  REQUIRE((*run)->initialize(kSeed).is_ok());
-  graph::TrainingGraph whole = training_graph("gpt-tiny", 8);
-  auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
-  REQUIRE(data.has_value());
-  auto mbs = split_micro_batches(whole.graph, data->next_batch(), (*run)->program().inputs, 2);
-  REQUIRE(mbs.has_value());
+  auto [run, mbs] = started_run(std::move(*prog), tg.graph, "gpt-tiny", 8, ro);
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = (*run)->step(*mbs);
+  auto r = run->step(mbs);
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE_FALSE(r.has_value());
@@ -242,7 +252,7 @@ TEST_CASE("an injected kernel failure stops the step with an error naming device
   CHECK(msg.find(op) != std::string::npos);
   CHECK(waited < 5.0);  // the others were woken, not left to time out (20 s)
   // The run refuses further steps instead of hanging.
-  auto again = (*run)->step(*mbs);
+  auto again = run->step(mbs);
   REQUIRE_FALSE(again.has_value());
   CHECK(again.status().code() == Errc::kUnavailable);
 }
@@ -263,16 +273,9 @@ TEST_CASE("a transfer that never arrives times out with an error naming the rece
   sender.instructions.erase(it);
   InProcessRunOptions ro;
   ro.timeout = std::chrono::milliseconds(500);
-  auto run = InProcessRun::create(std::move(*prog), tg.graph, ro);
-  REQUIRE(run.has_value());
-  REQUIRE((*run)->initialize(kSeed).is_ok());
-  graph::TrainingGraph whole = training_graph("gpt-tiny", 8);
-  auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
-  REQUIRE(data.has_value());
-  auto mbs = split_micro_batches(whole.graph, data->next_batch(), (*run)->program().inputs, 2);
-  REQUIRE(mbs.has_value());
+  auto [run, mbs] = started_run(std::move(*prog), tg.graph, "gpt-tiny", 8, ro);
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = (*run)->step(*mbs);
+  auto r = run->step(mbs);
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE_FALSE(r.has_value());
