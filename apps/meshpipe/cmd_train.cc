@@ -34,6 +34,9 @@ struct TrainArgs {
   std::string collectives = "in-process";
   std::string transport = "in-process";
   std::string runner = "actors";
+  std::string save;
+  std::string load;
+  int64_t save_every = 0;
 };
 
 void print_step(bool is_lm, const runtime::StepReport& r) {
@@ -66,7 +69,8 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
     cluster = plan->cluster;
     po.plan = *plan;
   } else {
-    auto c = mesh::resolve_cluster(args.cluster);
+    // A checkpoint without a cluster: one virtual device.
+    auto c = mesh::resolve_cluster(args.cluster.empty() ? "cpu:1x1" : args.cluster);
     if (!c.has_value()) return fail(c.status());
     cluster = *c;
   }
@@ -79,6 +83,9 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
   po.train.on_step = [is_lm](const runtime::StepReport& r) { print_step(is_lm, r); };
   po.micro_batches = args.micro_batches;
   po.schedule = args.schedule;
+  po.save_dir = args.save;
+  po.save_every = args.save_every;
+  po.load_dir = args.load;
   po.run.collectives = args.collectives;
   po.run.transport = args.transport;
   po.on_plan = [](const planner::Plan& plan, const runtime::Program& prog) {
@@ -102,8 +109,10 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
     return summary.status().code() == Errc::kInvalidArgument ? 2 : 1;
   }
   const auto& l = summary->losses;
-  fmt::print("done: loss {:.4f} -> {:.4f} in {} steps, {} total\n", l.front(), l.back(), l.size(),
+  fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),
+             summary->first_step, summary->first_step + static_cast<int64_t>(l.size()) - 1,
              format_seconds(summary->total_time));
+  if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
   for (size_t k = 0; k < summary->plan.stages.size(); ++k) {
     for (int32_t d : summary->plan.stages[k].devices) {
@@ -142,7 +151,9 @@ int run_train(const TrainArgs& args) {
   opts.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
   opts.optimizer.weight_decay = args.weight_decay;
   opts.optimizer.momentum = args.momentum;
-  if (!args.cluster.empty() || !args.plan.empty()) return run_parallel(args, *spec, opts);
+  if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty()) {
+    return run_parallel(args, *spec, opts);
+  }
   const int64_t batch = args.batch > 0 ? args.batch : spec->default_batch;
   fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, 1 CPU device\n", spec->name,
              spec->description, batch, args.steps, opts.optimizer.to_string());
@@ -230,6 +241,13 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "threads (one per device, no actors)")
       ->capture_default_str()
       ->check(CLI::IsMember({"actors", "threads"}));
+  cmd->add_option("--save", args->save,
+                  "write a sharded checkpoint (parameters, optimizer state, step) to this "
+                  "directory after the last step");
+  cmd->add_option("--save-every", args->save_every, "also after every N-th step (with --save)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--load", args->load,
+                  "resume from a checkpoint directory, under this run's plan (any device count)");
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
 }
 

@@ -194,6 +194,19 @@ Status InProcessRun::initialize(uint64_t seed) {
   return Status::ok();
 }
 
+std::vector<InProcessRun::TileView> InProcessRun::persistent_tiles() const {
+  std::vector<TileView> out;
+  for (size_t d = 0; d < impl_->interpreters.size(); ++d) {
+    const auto& interp = impl_->interpreters[d];
+    if (!interp) continue;
+    const DeviceProgram& dp = interp->program();
+    for (size_t i = 0; i < dp.persistent.size(); ++i) {
+      out.push_back({static_cast<int32_t>(d), &dp.persistent[i], interp->persistent(i)});
+    }
+  }
+  return out;
+}
+
 Expected<HostTensor> InProcessRun::read_value(const std::string& name) const {
   const kernels::KernelContext ctx;
   std::optional<HostTensor> out;

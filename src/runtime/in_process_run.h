@@ -72,6 +72,15 @@ class InProcessRun {
   /// Global ids of the devices that have a program.
   std::vector<int32_t> devices() const;
 
+  /// A persistent tile of one device, readable and writable (checkpoints).
+  struct TileView {
+    int32_t device = -1;
+    const PersistentTile* tile = nullptr;
+    kernels::TensorView view;
+  };
+  /// Every persistent tile of every device.
+  std::vector<TileView> persistent_tiles() const;
+
   /// The whole persistent value `name`, assembled from its owner stage's tiles.
   Expected<HostTensor> read_value(const std::string& name) const;
 

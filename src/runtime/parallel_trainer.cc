@@ -6,6 +6,7 @@
 #include "graph/training_graph.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
+#include "runtime/checkpoint.h"
 #include "runtime/synthetic_data.h"
 
 namespace meshpipe::runtime {
@@ -28,6 +29,13 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
                                               const ParallelTrainOptions& options) {
   MP_RETURN_IF_ERROR(options.train.validate());
   MP_RETURN_IF_ERROR(cluster.validate());
+  if (!options.load_dir.empty()) {  // a bad checkpoint fails before planning
+    MP_ASSIGN_OR_RETURN(CheckpointInfo info, read_checkpoint_info(options.load_dir));
+    if (info.model != spec.name) {
+      return make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
+                        options.load_dir, info.model, spec.name);
+    }
+  }
   int64_t global = options.train.batch > 0 ? options.train.batch : spec.default_batch;
   ParallelTrainSummary summary;
   if (options.plan) {
@@ -81,8 +89,18 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
   MP_ASSIGN_OR_RETURN(graph::TrainingGraph whole, build(spec, global, options.train.optimizer));
   MP_ASSIGN_OR_RETURN(SyntheticData data,
                       SyntheticData::create(whole.graph, whole.inputs, options.train.seed));
+  int64_t done = 0;  // steps before this run (a resumed checkpoint's)
+  if (!options.load_dir.empty()) {
+    MP_ASSIGN_OR_RETURN(CheckpointInfo info, load_checkpoint(*run, tg.graph, options.load_dir));
+    done = info.step;
+    data.seek(info.step);
+  }
+  summary.first_step = done + 1;
+  const auto save = [&](int64_t step) -> Status {
+    return save_checkpoint(*run, tg.graph, options.save_dir, {spec.name, step, options.train.seed});
+  };
   summary.measured_peak.assign(summary.predicted_peak.size(), 0);
-  for (int64_t step = 1; step <= options.train.steps; ++step) {
+  for (int64_t step = done + 1; step <= done + options.train.steps; ++step) {
     MP_ASSIGN_OR_RETURN(auto mbs, split_micro_batches(whole.graph, data.next_batch(), names, m));
     auto r = options.driver != nullptr ? options.driver->step(*run, mbs) : run->step(mbs);
     if (!r.has_value()) return r.status().with_context(fmt::format("step {}", step));
@@ -100,7 +118,7 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
     if (options.train.on_step) {
       StepReport rep;
       rep.step = step;
-      rep.total_steps = options.train.steps;
+      rep.total_steps = done + options.train.steps;
       rep.loss = r->loss;
       rep.time = Seconds(r->seconds);
       const double secs = std::max(r->seconds, 1e-12);
@@ -108,6 +126,11 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
       rep.tokens_per_second = static_cast<double>(data.tokens_per_batch()) / secs;
       rep.peak = Bytes(peak);
       options.train.on_step(rep);
+    }
+    const bool last = step == done + options.train.steps;
+    if (!options.save_dir.empty() &&
+        (last || (options.save_every > 0 && step % options.save_every == 0))) {
+      MP_RETURN_IF_ERROR(save(step).with_context(fmt::format("saving after step {}", step)));
     }
   }
   return summary;

@@ -37,6 +37,11 @@ struct ParallelTrainOptions {
   std::string schedule;               ///< "1f1b", "gpipe"; empty: the plan's
   InProcessRunOptions run;            ///< collectives, transport, timeouts
   StepDriver* driver = nullptr;       ///< null: plan here, one thread per device
+  /// Resume from this checkpoint (runtime/checkpoint.h): parameters, optimizer state and the
+  /// data stream continue where it was written, under this run's plan.
+  std::string load_dir;
+  std::string save_dir;    ///< write a checkpoint here after the last step (and every N)
+  int64_t save_every = 0;  ///< N > 0: also after every N-th step
   /// Called once the plan is lowered (to print it).
   std::function<void(const planner::Plan&, const Program&)> on_plan;
 };
@@ -48,6 +53,7 @@ struct ParallelTrainSummary {
   Seconds total_time;
   std::vector<int64_t> measured_peak;   ///< per global device id, largest step peak
   std::vector<int64_t> predicted_peak;  ///< per global device id, the plan's stage peak
+  int64_t first_step = 1;               ///< > 1 when resumed from a checkpoint
 };
 
 /// Trains `spec` on `cluster`'s devices as threads of this process.

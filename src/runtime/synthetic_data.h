@@ -26,6 +26,9 @@ class SyntheticData {
   /// The next batch (a deterministic function of the seed and the batch index).
   std::vector<std::pair<ValueId, HostTensor>> next_batch();
 
+  /// The index of the batch next_batch() returns next; seek() sets it (resuming a run).
+  int64_t position() const { return next_index_; }
+  void seek(int64_t index) { next_index_ = index; }
   /// Number of samples (rows of the batch) and of tokens per batch (= samples for non-LM data).
   int64_t samples_per_batch() const { return batch_; }
   int64_t tokens_per_batch() const { return batch_ * seq_; }

@@ -2,7 +2,8 @@
 # `meshpipe train --model gpt-tiny --cluster cpu:2x2 --steps 20` plans, trains on 4 virtual CPU
 # devices and prints a line per step (loss falling), then measured next to predicted peak memory
 # per device; `--plan` trains a plan saved by `meshpipe plan`; `meshpipe simulate` times it and
-# writes a Chrome trace; a plan for another model and a bad cluster are clear errors.
+# writes a Chrome trace; a checkpoint resumes under another plan; a plan for another model, a
+# missing checkpoint and a bad cluster are clear errors.
 set -euo pipefail
 bin="$1"
 dir="$2"
@@ -32,6 +33,19 @@ echo "$out" | grep -q '^bubble fraction: ' || { echo "no bubble fraction"; exit 
   assert any(e['ph'] == 'X' for e in t) and any(e['ph'] == 'C' for e in t)" "$dir/trace.json" ||
   { echo "trace is not valid Chrome trace JSON"; exit 1; }
 if "$bin" simulate "$dir/missing.json" 2> "$dir/err.txt"; then echo "simulated a missing file"; exit 1; fi
+
+# A checkpoint written on 4 devices resumes on 2 (another plan) and continues the curve of an
+# uninterrupted single-device run.
+"$bin" train --model gpt-tiny --cluster cpu:2x2 --steps 3 --save "$dir/ckpt" > /dev/null
+resumed=$("$bin" train --model gpt-tiny --cluster cpu:1x2 --micro-batches 2 --steps 3 \
+  --load "$dir/ckpt" | grep '^step ' | awk '{print $2, $4}')
+whole=$("$bin" train --model gpt-tiny --steps 6 | grep '^step ' | tail -3 | awk '{print $2, $4}')
+echo "resumed: $resumed"
+[ "$resumed" = "$whole" ] || { echo "resumed run left the single-device curve: $whole"; exit 1; }
+if "$bin" train --model gpt-tiny --steps 1 --load "$dir/no-such-ckpt" 2> "$dir/err.txt"; then
+  echo "loaded a missing checkpoint"; exit 1
+fi
+grep -q "no-such-ckpt/manifest.json" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
 
 if "$bin" train --model moe-tiny --plan "$dir/plan.json" --steps 1 2> "$dir/err.txt"; then
   echo "a plan for gpt-tiny trained moe-tiny"; exit 1

@@ -1,0 +1,163 @@
+// Sharded checkpoints: saved under one plan, loaded under another (other device count, other
+// tiling, a pipeline), training continues the single-device loss curve; what is wrong in a
+// checkpoint is named, and an interrupted save leaves the previous checkpoint intact.
+#include "runtime/checkpoint.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "graph/models/zoo.h"
+#include "mesh/cluster.h"
+#include "planner/baselines.h"
+#include "planner/cost_model.h"
+#include "runtime/executor.h"
+#include "runtime/parallel_trainer.h"
+#include "runtime/synthetic_data.h"
+#include "runtime/zoo_graph.h"
+
+namespace meshpipe::runtime {
+namespace {
+
+using Mode = planner::ShardingOptions::ParameterMode;
+namespace fs = std::filesystem;
+
+std::vector<double> single_device(int steps, uint64_t seed) {
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
+  auto ex = Executor::create(tg.graph);
+  REQUIRE(ex.has_value());
+  REQUIRE((*ex)->initialize(seed).is_ok());
+  auto data = SyntheticData::create(tg.graph, tg.inputs, seed);
+  REQUIRE(data.has_value());
+  std::vector<double> out;
+  for (int s = 0; s < steps; ++s) {
+    auto r = (*ex)->run(data->next_batch());
+    REQUIRE(r.has_value());
+    out.push_back(r->loss);
+  }
+  return out;
+}
+
+planner::Plan grid(int64_t micro_batches, planner::GridConfig cfg) {
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8 / micro_batches);
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  planner::AnalyticCostModel cost(cluster->device);
+  planner::PlannerOptions po;
+  po.model = "gpt-tiny";
+  po.clustering.num_layers = 4;
+  auto p = planner::grid_plan(tg.graph, *cluster, cost, po, micro_batches, cfg);
+  if (!p.has_value()) FAIL(p.status().to_string());
+  return *p;
+}
+
+std::vector<double> train(const planner::Plan& plan, int steps, const std::string& load,
+                          const std::string& save) {
+  auto spec = graph::models::find_model("gpt-tiny");
+  ParallelTrainOptions o;
+  o.train.steps = steps;
+  o.train.seed = 17;
+  o.train.optimizer = graph::OptimizerConfig{};
+  o.plan = plan;
+  o.load_dir = load;
+  o.save_dir = save;
+  auto r = train_parallel(*spec, plan.cluster, o);
+  if (!r.has_value()) FAIL(r.status().to_string());
+  return r->losses;
+}
+
+TEST_CASE("a checkpoint saved under one plan resumes under another", "[checkpoint]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_test";
+  fs::remove_all(dir);
+  const auto want = single_device(6, 17);
+  // 3 steps data parallel over 4 devices (parameters replicated, Adam states too).
+  const auto first = train(grid(1, {4, 1, 1, Mode::kZero3}), 3, "", dir.string());
+  REQUIRE(fs::exists(dir / "manifest.json"));
+  struct Next {
+    const char* name;
+    planner::Plan plan;
+  };
+  const Next nexts[] = {
+      {"2 stages x (1, 2), 2 micro-batches", grid(2, {1, 2, 2, Mode::kFree})},
+      {"one device", grid(1, {1, 1, 1, Mode::kFree})},
+      {"operator parallel (1, 4)", grid(1, {1, 4, 1, Mode::kFree})},
+  };
+  for (const Next& n : nexts) {
+    SECTION(n.name) {
+      const auto rest = train(n.plan, 3, dir.string(), "");
+      std::vector<double> got = first;
+      got.insert(got.end(), rest.begin(), rest.end());
+      REQUIRE(got.size() == want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        INFO("step " << i + 1 << ": single device " << want[i] << ", resumed " << got[i]);
+        CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
+      }
+    }
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_bad";
+  fs::remove_all(dir);
+  const planner::Plan plan = grid(1, {2, 2, 1, Mode::kFree});
+  train(plan, 1, "", dir.string());
+  const std::string manifest = (dir / "manifest.json").string();
+  std::string text;
+  {
+    std::ifstream f(manifest);
+    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  const auto expect_error = [&](const std::string& needle) {
+    auto spec = graph::models::find_model("gpt-tiny");
+    ParallelTrainOptions o;
+    o.train.steps = 1;
+    o.plan = plan;
+    o.load_dir = dir.string();
+    auto r = train_parallel(*spec, plan.cluster, o);
+    REQUIRE_FALSE(r.has_value());
+    INFO(r.status().to_string());
+    CHECK(r.status().to_string().find(needle) != std::string::npos);
+  };
+  SECTION("a missing directory") {
+    fs::remove_all(dir);
+    expect_error("manifest.json");
+  }
+  SECTION("another format version") {
+    std::string t = text;
+    t.replace(t.find("\"version\": 1"), 12, "\"version\": 7");
+    std::ofstream(manifest) << t;
+    expect_error("field 'version'");
+  }
+  SECTION("a truncated tile file") {
+    std::ofstream(dir / "tile-0.bin", std::ios::binary | std::ios::trunc) << "x";
+    expect_error("tile-0.bin holds 1 bytes");
+  }
+  SECTION("a value the model has and the checkpoint lacks") {
+    std::string t = text;
+    const size_t at = t.find("\"name\": \"");
+    t.replace(at, 9, "\"name\": \"zz");
+    std::ofstream(manifest) << t;
+    expect_error("has no value");
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a save replaces the previous checkpoint only when complete", "[checkpoint]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_replace";
+  fs::remove_all(dir);
+  const planner::Plan plan = grid(1, {4, 1, 1, Mode::kReplicated});
+  train(plan, 2, "", dir.string());
+  train(plan, 1, dir.string(), dir.string());  // resumes at 2, writes step 3
+  std::ifstream f(dir / "manifest.json");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\"step\": 3") != std::string::npos);
+  for (const auto& e : fs::directory_iterator(dir.parent_path())) {
+    CHECK(e.path().filename().string().find("meshpipe_ckpt_replace.partial") == std::string::npos);
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace meshpipe::runtime
