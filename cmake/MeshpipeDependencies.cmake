@@ -102,3 +102,10 @@ if(NOT TARGET CAF::core)
     INTERFACE_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()
+if(NOT TARGET CAF::io)
+  find_library(CAF_IO_LIBRARY caf_io REQUIRED)
+  add_library(CAF::io UNKNOWN IMPORTED)
+  set_target_properties(CAF::io PROPERTIES
+    IMPORTED_LOCATION "${CAF_IO_LIBRARY}"
+    INTERFACE_LINK_LIBRARIES CAF::core)
+endif()

@@ -5,11 +5,14 @@
 #include <cstdio>
 
 #include "actors/actor_runtime.h"
+#include "actors/cluster.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
+#include "graph/training_graph.h"
 #include "mesh/cluster.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
+#include "planner/cost_model.h"
 #include "planner/plan.h"
 #include "runtime/parallel_trainer.h"
 #include "runtime/trainer.h"
@@ -37,6 +40,10 @@ struct TrainArgs {
   std::string save;
   std::string load;
   int64_t save_every = 0;
+  int listen = -1;  // >= 0: coordinate `nodes` meshpipe-node processes on this port
+  int32_t nodes = 1;
+  int64_t join_timeout_ms = 60000;
+  int64_t step_timeout_ms = 60000;
 };
 
 void print_step(bool is_lm, const runtime::StepReport& r) {
@@ -45,6 +52,114 @@ void print_step(bool is_lm, const runtime::StepReport& r) {
              r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s", rate,
              format_bytes(r.peak));
   std::fflush(stdout);
+}
+
+// The driver of a multi-process job: publish the coordinator, wait for the nodes, form the
+// cluster from their reports, plan, start the job on every node and run the steps.
+int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
+               const runtime::TrainOptions& opts) {
+  actors::CoordinatorOptions co;
+  co.port = static_cast<uint16_t>(args.listen);
+  co.nodes = args.nodes;
+  co.join_timeout = std::chrono::milliseconds(args.join_timeout_ms);
+  co.step_timeout = std::chrono::milliseconds(args.step_timeout_ms);
+  auto base = mesh::resolve_cluster(args.cluster.empty() ? "cpu" : args.cluster);
+  if (!base.has_value()) return fail(base.status());  // before any node joins
+  auto coord = actors::Coordinator::listen(co);
+  if (!coord.has_value()) return fail(coord.status());
+  fmt::print("coordinator listening on {}:{}, waiting for {} node(s)\n", co.bind, (*coord)->port(),
+             co.nodes);
+  std::fflush(stdout);
+  auto nodes = (*coord)->wait_for_nodes();
+  if (!nodes.has_value()) return fail(nodes.status());
+  for (const actors::NodeReport& n : *nodes) {
+    fmt::print("node {}: {} (pid {}), {} devices, {} each\n", n.id, n.host, n.pid, n.devices,
+               format_bytes(Bytes(n.memory_bytes)));
+  }
+  auto cluster = actors::cluster_from_nodes(*nodes, *base);
+  if (!cluster.has_value()) return fail(cluster.status());
+  planner::Plan plan;
+  if (!args.plan.empty()) {
+    auto p = planner::load_plan(args.plan);
+    if (!p.has_value()) return fail(p.status());
+    if (p->cluster.num_devices() != cluster->num_devices()) {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "{} is a plan for {} devices, the nodes bring {}", args.plan,
+                             p->cluster.num_devices(), cluster->num_devices()));
+    }
+    plan = *p;
+  } else {
+    const graph::OptimizerConfig opt = opts.optimizer;
+    const graph::models::ModelSpec zoo = spec;
+    const auto build = [zoo, opt](int64_t micro) -> Expected<graph::Graph> {
+      graph::models::BuildOptions bo;
+      bo.batch = micro;
+      bo.dtype = DType::kF32;
+      MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg, graph::models::build_model(zoo, bo));
+      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, graph::make_training_graph(std::move(fg), opt));
+      return std::move(tg.graph);
+    };
+    planner::PlannerOptions po;
+    po.model = spec.name;
+    po.global_batch = opts.batch > 0 ? opts.batch : spec.default_batch;
+    po.micro_batches = args.micro_batches;
+    if (!args.schedule.empty()) po.schedule = args.schedule;
+    po.graph_for_micro_batch = build;
+    auto g0 =
+        build(args.micro_batches > 0 ? po.global_batch / args.micro_batches : po.global_batch);
+    if (!g0.has_value()) return fail(g0.status());
+    planner::AnalyticCostModel cost(cluster->device);
+    auto p = planner::make_plan(*g0, *cluster, cost, po);
+    if (!p.has_value()) return fail(p.status());
+    plan = *p;
+  }
+  print_plan_summary(plan);
+  actors::ClusterJob job;
+  job.plan_json = planner::plan_to_json(plan);
+  job.model = spec.name;
+  job.seed = opts.seed;
+  job.optimizer = opts.optimizer;
+  job.timeout = std::chrono::milliseconds(args.step_timeout_ms);
+  if (Status s = (*coord)->start(job); !s.is_ok()) return fail(s);
+  const bool is_lm = spec.family == "gpt" || spec.family == "moe";
+  const int64_t tokens =
+      plan.global_batch *
+      (is_lm ? std::max<int64_t>(
+                   1,
+                   [&] {
+                     const auto* c = std::get_if<graph::models::GptConfig>(&spec.config);
+                     const auto* m = std::get_if<graph::models::MoeConfig>(&spec.config);
+                     return c != nullptr ? c->seq_len : (m != nullptr ? m->seq_len : 1);
+                   }())
+             : 1);
+  std::map<int32_t, int64_t> peaks;
+  for (int64_t step = 1; step <= opts.steps; ++step) {
+    auto r = (*coord)->step(step);
+    if (!r.has_value()) return fail(r.status());
+    runtime::StepReport rep;
+    rep.step = step;
+    rep.total_steps = opts.steps;
+    rep.loss = r->loss;
+    rep.time = Seconds(r->seconds);
+    rep.samples_per_second = static_cast<double>(plan.global_batch) / std::max(r->seconds, 1e-12);
+    rep.tokens_per_second = static_cast<double>(tokens) / std::max(r->seconds, 1e-12);
+    int64_t peak = 0;
+    for (const auto& [d, b] : r->peak_bytes) {
+      peaks[d] = std::max(peaks[d], b);
+      peak = std::max(peak, b);
+    }
+    rep.peak = Bytes(peak);
+    print_step(is_lm, rep);
+  }
+  fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    for (int32_t d : plan.stages[k].devices) {
+      fmt::print("{:<7} {:<6} {:>14} {:>16}\n", d, k, format_bytes(Bytes(peaks[d])),
+                 format_bytes(Bytes(plan.stages[k].memory.peak)));
+    }
+  }
+  (*coord)->shutdown("training finished");
+  return 0;
 }
 
 int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
@@ -151,6 +266,7 @@ int run_train(const TrainArgs& args) {
   opts.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
   opts.optimizer.weight_decay = args.weight_decay;
   opts.optimizer.momentum = args.momentum;
+  if (args.listen >= 0) return run_listen(args, *spec, opts);
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty()) {
     return run_parallel(args, *spec, opts);
   }
@@ -248,6 +364,22 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--load", args->load,
                   "resume from a checkpoint directory, under this run's plan (any device count)");
+  cmd->add_option("--listen", args->listen,
+                  "drive a multi-process job: publish the coordinator on this port (0: any free "
+                  "port) and wait for --nodes meshpipe-node processes; --cluster then gives the "
+                  "device speed and links (default cpu)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--join-timeout-ms", args->join_timeout_ms,
+                  "how long to wait for the nodes (with --listen)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--step-timeout-ms", args->step_timeout_ms,
+                  "a node that does not answer a step within this fails the job (with --listen)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
 }
 

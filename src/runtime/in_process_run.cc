@@ -1,6 +1,7 @@
 // InProcessRun: every device of a Program as a thread of this process.
 #include "runtime/in_process_run.h"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -24,6 +25,11 @@ Status InProcessRunOptions::validate() const {
   if (timeout.count() <= 0) {
     return make_error(Errc::kInvalidArgument, "timeout must be positive");
   }
+  if (share && (collectives != "gloo" || transport != "ucx" || !share->store || !share->exchange)) {
+    return make_error(Errc::kInvalidArgument,
+                      "a run that hosts part of a job's devices needs Gloo collectives, the UCX "
+                      "transport, a rendezvous store and an address exchange");
+  }
   return Status::ok();
 }
 
@@ -38,10 +44,18 @@ struct InProcessRun::Impl {
   std::vector<std::unique_ptr<comm::Communicator>> communicators;
   std::shared_ptr<comm::InProcessFabric> fabric;
   std::vector<std::unique_ptr<comm::Transport>> endpoints;  // by global id
-  std::vector<DeviceLinks> links;                           // by global id
-  std::mutex mu;                                            // guards broken and broken_reason
+  std::shared_ptr<comm::UcxContext> ucx;                    // with a ProcessShare
+  Status make_shared_transport(int n);
+  std::vector<DeviceLinks> links;  // by global id
+  std::mutex mu;                   // guards broken and broken_reason
   bool broken = false;
   std::string broken_reason;
+
+  bool local(int32_t device) const {
+    if (!options.share) return true;
+    const auto& l = options.share->local_devices;
+    return std::find(l.begin(), l.end(), device) != l.end();
+  }
 
   void abort(const std::string& reason) {
     for (auto& g : groups) g->abort(reason);
@@ -76,6 +90,7 @@ struct InProcessRun::Impl {
           for (int64_t r = 0; r < n; ++r) {
             const int64_t i0 = axis == 0 ? r : gi;
             const int64_t i1 = axis == 0 ? gi : r;
+            if (!local(st.devices[static_cast<size_t>(i0 * d1 + i1)])) continue;
             members.push_back({st.devices[static_cast<size_t>(i0 * d1 + i1)], axis,
                                static_cast<int>(r), static_cast<int>(n),
                                fmt::format("stage{}-axis{}-group{}", s, axis, gi), grp});
@@ -90,14 +105,16 @@ struct InProcessRun::Impl {
       }
     } else {
       // Gloo's rendezvous blocks until the whole group has joined: join from one thread each.
-      auto store = comm::make_in_process_store();
+      auto store = options.share ? options.share->store : comm::make_in_process_store();
+      const std::string prefix = options.share ? options.share->prefix + "/" : "";
       std::vector<Status> status(members.size());
       std::vector<std::thread> threads;
       for (size_t k = 0; k < members.size(); ++k) {
         threads.emplace_back([&, k] {
           comm::GlooOptions go;
           go.timeout = options.timeout;
-          go.prefix = members[k].prefix;
+          go.prefix = prefix + members[k].prefix;
+          if (options.share) go.hostname = options.share->host;
           auto c = comm::make_gloo_communicator(members[k].rank, members[k].size, store, go);
           if (c.has_value()) {
             communicators[k] = std::move(*c);
@@ -117,6 +134,7 @@ struct InProcessRun::Impl {
 
   Status make_transport() {
     const int n = static_cast<int>(program.devices.size());
+    if (options.share) return make_shared_transport(n);
     if (options.transport == "in-process") {
       fabric = comm::InProcessFabric::create(n);
       for (int d = 0; d < n; ++d) endpoints.push_back(fabric->endpoint(d));
@@ -128,6 +146,38 @@ struct InProcessRun::Impl {
     return Status::ok();
   }
 };
+
+// UCX endpoints for this process's devices, connected to every device of the job through
+// the addresses the other processes publish.
+Status InProcessRun::Impl::make_shared_transport(int n) {
+  MP_ASSIGN_OR_RETURN(std::shared_ptr<comm::UcxContext> ctx, comm::UcxContext::create());
+  ucx = ctx;
+  endpoints.resize(static_cast<size_t>(n));
+  std::map<int32_t, std::string> mine;
+  for (int32_t d : options.share->local_devices) {
+    if (d < 0 || d >= n) {
+      return make_error(Errc::kInvalidArgument, "local device {} is outside the program's {}", d,
+                        n);
+    }
+    MP_ASSIGN_OR_RETURN(endpoints[size_t(d)], ctx->create_endpoint(d, n));
+    mine[d] = static_cast<comm::UcxEndpoint*>(endpoints[size_t(d)].get())->address();
+  }
+  MP_ASSIGN_OR_RETURN(auto all, options.share->exchange(mine));
+  for (int32_t d : options.share->local_devices) {
+    auto* ep = static_cast<comm::UcxEndpoint*>(endpoints[size_t(d)].get());
+    for (int32_t peer = 0; peer < n; ++peer) {
+      if (peer == d || program.device(peer) == nullptr) continue;
+      auto it = all.find(peer);
+      if (it == all.end()) {
+        return make_error(Errc::kUnavailable, "no process published an address for device {}",
+                          peer);
+      }
+      MP_RETURN_IF_ERROR(ep->connect(peer, it->second));
+    }
+    links[size_t(d)].transport = ep;
+  }
+  return Status::ok();
+}
 
 InProcessRun::InProcessRun(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 InProcessRun::~InProcessRun() = default;
@@ -149,6 +199,7 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, co
   impl->links.resize(n);
   for (size_t d = 0; d < n; ++d) {
     if (impl->program.device(static_cast<int32_t>(d)) == nullptr) continue;
+    if (!impl->local(static_cast<int32_t>(d))) continue;
     InterpreterOptions io = impl->options.interpreter;
     if (impl->options.fail_device >= 0 && impl->options.fail_device != static_cast<int32_t>(d)) {
       io.fail_op.clear();
@@ -288,6 +339,12 @@ Expected<RunStepResult> InProcessRun::combine(
       r.losses[static_cast<size_t>(mb)] = loss;
       seen[static_cast<size_t>(mb)] = true;
     }
+  }
+  if (m.interpreters.size() <= static_cast<size_t>(std::max(m.program.loss_device, 0)) ||
+      !m.interpreters[static_cast<size_t>(std::max(m.program.loss_device, 0))]) {
+    r.losses.clear();  // another process reports the loss
+    r.loss = 0.0;
+    return r;
   }
   for (size_t mb = 0; mb < seen.size(); ++mb) {
     if (!seen[mb]) {

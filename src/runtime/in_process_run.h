@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +21,21 @@
 
 namespace meshpipe::runtime {
 
+/// What a process that hosts only some of a program's devices needs from the job's other
+/// processes (the cluster layer provides it over its control plane): a store for Gloo's
+/// rendezvous, and the exchange of UCX endpoint addresses. Collectives must then be "gloo" and
+/// the transport "ucx".
+struct ProcessShare {
+  std::vector<int32_t> local_devices;            ///< global ids this process runs
+  std::shared_ptr<comm::RendezvousStore> store;  ///< shared by every process of the job
+  std::string prefix = "job";                    ///< store keys: distinct per job sharing it
+  std::string host = "127.0.0.1";                ///< address Gloo's TCP device binds to
+  /// Publishes this process's endpoint addresses (device -> address) and returns every
+  /// device's, once every process has published.
+  std::function<Expected<std::map<int32_t, std::string>>(const std::map<int32_t, std::string>&)>
+      exchange;
+};
+
 /// Options of an in-process run.
 struct InProcessRunOptions {
   std::string collectives = "in-process";    ///< "in-process" or "gloo"
@@ -26,6 +43,8 @@ struct InProcessRunOptions {
   std::chrono::milliseconds timeout{30000};  ///< collectives and receives
   InterpreterOptions interpreter;            ///< timeout is taken from above
   int32_t fail_device = -1;  ///< with interpreter.fail_op: the device whose kernel fails
+  /// Null: every device runs here. Else only share->local_devices (one process of a job).
+  std::shared_ptr<const ProcessShare> share;
   Status validate() const;
 };
 

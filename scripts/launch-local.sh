@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Starts a meshpipe job on this machine: a driver (`meshpipe train --listen 0 --nodes K ...`)
+# and K `meshpipe-node` processes with N virtual CPU devices each, all on loopback. Prints the
+# driver's output; the nodes' output goes to $MESHPIPE_LOG_DIR (default: a temporary directory).
+# Exits with the driver's status once every process has ended; no process is left behind.
+#
+#   scripts/launch-local.sh K N -- --model gpt-tiny --steps 20 [other train options]
+set -uo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 NODES DEVICES_PER_NODE -- <meshpipe train options>" >&2
+  exit 2
+fi
+nodes=$1
+devices=$2
+shift 2
+[ "${1:-}" = "--" ] && shift
+bin_dir=${MESHPIPE_BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/bin}
+log=${MESHPIPE_LOG_DIR:-$(mktemp -d)}
+mkdir -p "$log"
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+for exe in meshpipe meshpipe-node; do
+  [ -x "$bin_dir/$exe" ] || { echo "$0: $bin_dir/$exe not found (build first, or set MESHPIPE_BIN)" >&2; exit 2; }
+done
+
+"$bin_dir/meshpipe" train --listen 0 --nodes "$nodes" "$@" > "$log/driver.out" 2>&1 &
+driver=$!
+pids=()
+cleanup() {
+  for p in "${pids[@]}" "$driver"; do kill "$p" 2> /dev/null; done
+}
+trap cleanup INT TERM
+
+port=""
+for _ in $(seq 1 200); do
+  port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$log/driver.out" 2> /dev/null | head -1 | sed 's/.*://')
+  [ -n "$port" ] && break
+  kill -0 "$driver" 2> /dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  cat "$log/driver.out"
+  wait "$driver"
+  exit $?
+fi
+for k in $(seq 1 "$nodes"); do
+  "$bin_dir/meshpipe-node" --coordinator "127.0.0.1:$port" --devices "$devices" \
+    > "$log/node$k.out" 2>&1 &
+  pids+=($!)
+done
+echo "nodes: ${pids[*]}" > "$log/pids"
+tail -n +1 -f "$log/driver.out" --pid="$driver" &
+tailer=$!
+wait "$driver"
+rc=$?
+wait "$tailer" 2> /dev/null
+# The nodes exit when the driver ends the job (or loses it); make sure of it.
+for _ in $(seq 1 100); do
+  alive=0
+  for p in "${pids[@]}"; do kill -0 "$p" 2> /dev/null && alive=1; done
+  [ "$alive" -eq 0 ] && break
+  sleep 0.1
+done
+for p in "${pids[@]}"; do
+  if kill -0 "$p" 2> /dev/null; then
+    echo "$0: node process $p did not exit; killing it" >&2
+    kill -9 "$p" 2> /dev/null
+    rc=1
+  fi
+done
+for k in $(seq 1 "$nodes"); do
+  if grep -q "error" "$log/node$k.out"; then sed "s/^/node$k: /" "$log/node$k.out" >&2; fi
+done
+exit $rc

@@ -1,0 +1,381 @@
+// Coordinator and node actors of a multi-process job (see cluster.h).
+#include "actors/cluster.h"
+
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "graph/models/zoo.h"
+#include "graph/training_graph.h"
+#include "planner/plan.h"
+#include "runtime/in_process_run.h"
+#include "runtime/lower.h"
+#include "runtime/synthetic_data.h"
+
+namespace meshpipe::actors {
+
+namespace {
+
+using Json = nlohmann::json;
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+using job_atom = caf::atom_constant<caf::atom("job")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
+using addr_atom = caf::atom_constant<caf::atom("addr")>;
+
+// Errors cross the middleman as caf::error with the message as context (category "mpcluster").
+caf::error to_caf(const Status& s) {
+  return caf::error(static_cast<uint8_t>(s.code()), caf::atom("mpcluster"),
+                    caf::make_message(s.message()));
+}
+
+Status from_caf(caf::actor_system& sys, const caf::error& e) {
+  if (e.category() == caf::atom("mpcluster")) {
+    std::string msg;
+    if (e.context().match_elements<std::string>()) msg = e.context().get_as<std::string>(0);
+    return make_error(static_cast<Errc>(e.code()), "{}", msg);
+  }
+  if (e == caf::sec::request_timeout) return make_error(Errc::kTimeout, "no answer in time");
+  return make_error(Errc::kUnavailable, "{}", sys.render(e));
+}
+
+void configure(caf::actor_system_config& cfg) {
+  cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", 2);
+  cfg.add_error_category(caf::atom("mpcluster"),
+                         [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+                           std::string text(errc_name(static_cast<Errc>(code)));
+                           if (ctx.match_elements<std::string>()) {
+                             text += ": " + ctx.get_as<std::string>(0);
+                           }
+                           return text;
+                         });
+}
+
+std::string node_name(const NodeReport& n) {
+  return fmt::format("node {} ({} pid {})", n.id, n.host, n.pid);
+}
+
+// ---------------------------------------------------------------- coordinator actor
+
+struct CoordinatorState {
+  int32_t expected = 1;
+  std::chrono::milliseconds step_timeout{60000};
+  std::vector<NodeReport> nodes;
+  std::vector<caf::actor> handles;
+  std::vector<caf::response_promise> waiting_for_nodes;
+  std::map<std::string, std::string> store;
+  std::map<std::string, std::vector<caf::response_promise>> waiting_gets;
+  Json addresses = Json::object();
+  int32_t published = 0;
+  std::vector<caf::response_promise> waiting_addresses;
+  std::optional<caf::response_promise> driver;  // the job or step in flight
+  std::string doing;                            // what it is, for errors
+  std::string failed;                           // why the job stopped
+};
+
+std::string nodes_json(const CoordinatorState& st) {
+  Json j = Json::array();
+  for (const NodeReport& n : st.nodes) {
+    j.push_back({{"id", n.id},
+                 {"host", n.host},
+                 {"pid", n.pid},
+                 {"devices", n.devices},
+                 {"memory", n.memory_bytes}});
+  }
+  return j.dump();
+}
+
+// Sends `msg` to every node and answers the driver once all replied: with the merged replies,
+// or the first error naming the node.
+void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
+             caf::response_promise rp, const caf::message& msg, std::chrono::milliseconds timeout,
+             std::string doing) {
+  st->driver = rp;
+  st->doing = doing;
+  auto replies = std::make_shared<std::vector<std::string>>(st->handles.size());
+  auto pending = std::make_shared<size_t>(st->handles.size());
+  for (size_t k = 0; k < st->handles.size(); ++k) {
+    const NodeReport node = st->nodes[k];
+    self->request(st->handles[k], timeout, msg)
+        .then(
+            [=](const std::string& reply) {
+              (*replies)[k] = reply;
+              if (--*pending == 0 && st->driver) {
+                Json all = Json::array();
+                for (const std::string& r : *replies) all.push_back(Json::parse(r));
+                st->driver->deliver(all.dump());
+                st->driver.reset();
+              }
+            },
+            [=](caf::error& e) {
+              if (!st->driver) return;
+              std::string why;
+              if (e.category() == caf::atom("mpcluster") &&
+                  e.context().match_elements<std::string>()) {
+                why = e.context().get_as<std::string>(0);
+              } else if (e == caf::sec::request_timeout) {
+                why = fmt::format("no answer within {} ms", timeout.count());
+              } else {
+                why = self->system().render(e);
+              }
+              st->failed = fmt::format("{} failed during {}: {}", node_name(node), doing, why);
+              st->driver->deliver(to_caf(
+                  make_error(e == caf::sec::request_timeout ? Errc::kTimeout : Errc::kInternal,
+                             "{}", st->failed)));
+              st->driver.reset();
+            });
+  }
+}
+
+caf::behavior coordinator_actor(caf::event_based_actor* self,
+                                std::shared_ptr<CoordinatorState> st) {
+  self->set_down_handler([self, st](caf::down_msg& dm) {
+    for (size_t k = 0; k < st->handles.size(); ++k) {
+      if (st->handles[k].address() != dm.source) continue;
+      st->failed = fmt::format("{} disconnected{}", node_name(st->nodes[k]),
+                               st->driver ? " during " + st->doing : "");
+      if (st->driver) {
+        st->driver->deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
+        st->driver.reset();
+      }
+    }
+    (void)self;
+  });
+  return {
+      [self, st](register_atom, const std::string& protocol,
+                 const std::string& info) -> caf::result<int32_t, int32_t> {
+        if (protocol != kClusterProtocol) {
+          return to_caf(make_error(Errc::kInvalidArgument,
+                                   "the coordinator speaks {}, this node {}: run the same "
+                                   "meshpipe version on every node",
+                                   kClusterProtocol, protocol));
+        }
+        if (static_cast<int32_t>(st->nodes.size()) >= st->expected) {
+          return to_caf(
+              make_error(Errc::kOutOfRange, "the job already has its {} nodes", st->expected));
+        }
+        NodeReport n;
+        try {
+          const Json j = Json::parse(info);
+          n.host = j.at("host").get<std::string>();
+          n.pid = j.at("pid").get<int64_t>();
+          n.devices = j.at("devices").get<int32_t>();
+          n.memory_bytes = j.at("memory").get<int64_t>();
+        } catch (const std::exception& e) {
+          return to_caf(make_error(Errc::kInvalidArgument, "bad node report: {}", e.what()));
+        }
+        n.id = static_cast<int32_t>(st->nodes.size());
+        auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+        self->monitor(handle);
+        st->nodes.push_back(n);
+        st->handles.push_back(handle);
+        if (static_cast<int32_t>(st->nodes.size()) == st->expected) {
+          for (auto& rp : st->waiting_for_nodes) rp.deliver(nodes_json(*st));
+          st->waiting_for_nodes.clear();
+        }
+        return {n.id, st->expected};
+      },
+      [self, st](nodes_atom) -> caf::result<std::string> {
+        if (static_cast<int32_t>(st->nodes.size()) == st->expected) return nodes_json(*st);
+        auto rp = self->make_response_promise();
+        st->waiting_for_nodes.push_back(rp);
+        return caf::delegated<std::string>();
+      },
+      [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
+        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
+        auto rp = self->make_response_promise();
+        fan_out(self, st, rp, caf::make_message(job_atom::value, job), st->step_timeout * 5,
+                "job start");
+        return caf::delegated<std::string>();
+      },
+      [self, st](step_atom, int64_t step) -> caf::result<std::string> {
+        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
+        auto rp = self->make_response_promise();
+        fan_out(self, st, rp, caf::make_message(step_atom::value, step), st->step_timeout,
+                fmt::format("step {}", step));
+        return caf::delegated<std::string>();
+      },
+      [st](shutdown_atom, const std::string& reason) {
+        for (const caf::actor& h : st->handles) caf::anon_send(h, shutdown_atom::value, reason);
+      },
+      [st](set_atom, const std::string& key, const std::string& value) {
+        st->store[key] = value;
+        auto it = st->waiting_gets.find(key);
+        if (it == st->waiting_gets.end()) return;
+        for (auto& rp : it->second) rp.deliver(value);
+        st->waiting_gets.erase(it);
+      },
+      [self, st](get_atom, const std::string& key) -> caf::result<std::string> {
+        auto it = st->store.find(key);
+        if (it != st->store.end()) return it->second;
+        st->waiting_gets[key].push_back(self->make_response_promise());
+        return caf::delegated<std::string>();
+      },
+      [self, st](addr_atom, const std::string& mine) -> caf::result<std::string> {
+        Json parsed = Json::parse(mine, nullptr, false);
+        if (!parsed.is_object()) {
+          return to_caf(make_error(Errc::kInvalidArgument, "malformed address list"));
+        }
+        st->addresses.update(parsed);
+        st->waiting_addresses.push_back(self->make_response_promise());
+        if (++st->published == st->expected) {
+          const std::string all = st->addresses.dump();
+          for (auto& rp : st->waiting_addresses) rp.deliver(all);
+          st->waiting_addresses.clear();
+          st->published = 0;
+          st->addresses = Json::object();
+        }
+        return caf::delegated<std::string>();
+      },
+  };
+}
+
+}  // namespace
+
+Status CoordinatorOptions::validate() const {
+  if (nodes < 1) return make_error(Errc::kInvalidArgument, "--nodes must be >= 1");
+  if (join_timeout.count() <= 0 || step_timeout.count() <= 0) {
+    return make_error(Errc::kInvalidArgument, "timeouts must be positive");
+  }
+  return Status::ok();
+}
+
+struct Coordinator::Impl {
+  CoordinatorOptions options;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor actor;
+  uint16_t port = 0;
+  bool shut = false;
+  ~Impl() {
+    if (actor) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    actor = caf::actor();
+    sys.reset();
+  }
+  Expected<std::string> ask(const caf::message& msg, std::chrono::milliseconds timeout) {
+    caf::scoped_actor self{*sys};
+    std::optional<Status> failure;
+    std::string reply;
+    self->request(actor, timeout, msg)
+        .receive([&](const std::string& r) { reply = r; },
+                 [&](caf::error& e) { failure = from_caf(*sys, e); });
+    if (failure) return *failure;
+    return reply;
+  }
+};
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() {
+  if (!impl_->shut) shutdown("the driver finished");
+}
+
+Expected<std::unique_ptr<Coordinator>> Coordinator::listen(const CoordinatorOptions& options) {
+  MP_RETURN_IF_ERROR(options.validate());
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  configure(impl->cfg);
+  impl->sys = std::make_unique<caf::actor_system>(impl->cfg);
+  auto st = std::make_shared<CoordinatorState>();
+  st->expected = options.nodes;
+  st->step_timeout = options.step_timeout;
+  impl->actor = impl->sys->spawn(coordinator_actor, st);
+  auto port = impl->sys->middleman().publish(impl->actor, options.port, options.bind.c_str(), true);
+  if (!port) {
+    return make_error(Errc::kIo, "cannot listen on {}:{}: {}", options.bind, options.port,
+                      impl->sys->render(port.error()));
+  }
+  impl->port = *port;
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+uint16_t Coordinator::port() const { return impl_->port; }
+
+Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
+  auto text = impl_->ask(caf::make_message(nodes_atom::value), impl_->options.join_timeout);
+  if (!text.has_value()) {
+    return make_error(Errc::kTimeout, "{} nodes did not join within {} ms ({})",
+                      impl_->options.nodes, impl_->options.join_timeout.count(),
+                      text.status().message());
+  }
+  std::vector<NodeReport> nodes;
+  for (const Json& j : Json::parse(*text)) {
+    nodes.push_back({j.at("id").get<int32_t>(), j.at("host").get<std::string>(),
+                     j.at("pid").get<int64_t>(), j.at("devices").get<int32_t>(),
+                     j.at("memory").get<int64_t>()});
+  }
+  return nodes;
+}
+
+Status Coordinator::start(const ClusterJob& job) {
+  Json j;
+  j["plan"] = job.plan_json;
+  j["model"] = job.model;
+  j["seed"] = job.seed;
+  j["optimizer"] = {
+      {"kind", job.optimizer.kind == graph::OptimizerConfig::Kind::kSgd ? "sgd" : "adam"},
+      {"lr", job.optimizer.lr},
+      {"momentum", job.optimizer.momentum},
+      {"beta1", job.optimizer.beta1},
+      {"beta2", job.optimizer.beta2},
+      {"eps", job.optimizer.eps},
+      {"weight_decay", job.optimizer.weight_decay}};
+  j["timeout_ms"] = job.timeout.count();
+  auto r =
+      impl_->ask(caf::make_message(job_atom::value, j.dump()), impl_->options.step_timeout * 6);
+  return r.status();
+}
+
+Expected<ClusterStep> Coordinator::step(int64_t step) {
+  MP_ASSIGN_OR_RETURN(std::string text,
+                      impl_->ask(caf::make_message(step_atom::value, step),
+                                 impl_->options.step_timeout + std::chrono::seconds(5)));
+  ClusterStep out;
+  for (const Json& node : Json::parse(text)) {
+    if (!node.at("losses").empty()) out.losses = node.at("losses").get<std::vector<double>>();
+    const Json& peaks = node.at("peaks");
+    for (auto it = peaks.begin(); it != peaks.end(); ++it) {
+      out.peak_bytes[std::stoi(it.key())] = it.value().get<int64_t>();
+    }
+    out.seconds = std::max(out.seconds, node.at("seconds").get<double>());
+  }
+  if (out.losses.empty()) return make_error(Errc::kInternal, "no node reported the loss");
+  for (double l : out.losses) out.loss += l / static_cast<double>(out.losses.size());
+  return out;
+}
+
+void Coordinator::shutdown(const std::string& reason) {
+  impl_->shut = true;
+  caf::anon_send(impl_->actor, shutdown_atom::value, reason);
+}
+
+Expected<mesh::ClusterSpec> cluster_from_nodes(const std::vector<NodeReport>& nodes,
+                                               const mesh::ClusterSpec& base) {
+  if (nodes.empty()) return make_error(Errc::kInvalidArgument, "no nodes");
+  mesh::ClusterSpec c = base;
+  c.hosts = static_cast<int32_t>(nodes.size());
+  c.devices_per_host = nodes[0].devices;
+  int64_t memory = nodes[0].memory_bytes;
+  for (const NodeReport& n : nodes) {
+    if (n.devices != c.devices_per_host) {
+      return make_error(Errc::kInvalidArgument,
+                        "{} runs {} devices, node 0 runs {}: every node needs the same count",
+                        node_name(n), n.devices, c.devices_per_host);
+    }
+    memory = std::min(memory, n.memory_bytes);
+  }
+  c.device.memory = Bytes(memory);
+  c.name = fmt::format("nodes:{}x{}", c.hosts, c.devices_per_host);
+  MP_RETURN_IF_ERROR(c.validate().with_context("cluster formed by the nodes"));
+  return c;
+}
+
+}  // namespace meshpipe::actors

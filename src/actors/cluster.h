@@ -1,0 +1,115 @@
+// Cluster bootstrap over CAF's middleman (remote actors): a coordinator, published on a port by
+// the driver, and one node per machine (`meshpipe-node`). Nodes register (protocol version,
+// devices, memory); once all have joined, the driver builds the cluster from their reports,
+// plans, and starts the job: every node receives the plan (as its JSON text) and the training
+// settings, lowers the same program, and runs its own devices. Gloo groups that span nodes meet
+// through a key-value store the coordinator keeps, UCX endpoints connect through addresses it
+// gathers and hands out; tensors never pass through it. A step is one message to every node,
+// answered with the losses and peak memory of its devices (numbers, as JSON text).
+//
+// Failures: the coordinator watches every node (CAF monitors the connection): a node that exits
+// or loses its connection ends the job with an error naming it and what it was doing; a node
+// that stops answering is caught by the step timeout. Nodes watch the coordinator and exit when
+// it goes. Messages use CAF's built-in types only (atoms, integers, strings).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "graph/optimizer.h"
+#include "mesh/cluster.h"
+
+namespace meshpipe::actors {
+
+/// Nodes and the coordinator must speak the same protocol; a mismatch is refused at
+/// registration, naming both versions.
+inline constexpr const char* kClusterProtocol = "meshpipe-cluster/1";
+
+/// What a node reports when it joins.
+struct NodeReport {
+  int32_t id = -1;           ///< assigned by the coordinator: the host index in the cluster
+  std::string host;          ///< the node's host name
+  int64_t pid = 0;           ///< its process id
+  int32_t devices = 0;       ///< devices it runs
+  int64_t memory_bytes = 0;  ///< memory per device
+};
+
+/// Options of the coordinator.
+struct CoordinatorOptions {
+  std::string bind = "127.0.0.1";                 ///< address the middleman listens on
+  uint16_t port = 0;                              ///< 0: any free port (see Coordinator::port)
+  int32_t nodes = 1;                              ///< nodes the job waits for
+  std::chrono::milliseconds join_timeout{60000};  ///< for all nodes to join
+  std::chrono::milliseconds step_timeout{60000};  ///< a node that does not answer a step
+  Status validate() const;
+};
+
+/// What every node needs to build and run the same program.
+struct ClusterJob {
+  std::string plan_json;  ///< planner::plan_to_json
+  std::string model;      ///< zoo name
+  uint64_t seed = 1;      ///< initialisation and data
+  graph::OptimizerConfig optimizer;
+  std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
+};
+
+/// One step of the whole cluster.
+struct ClusterStep {
+  double loss = 0.0;
+  std::vector<double> losses;             ///< per micro-batch
+  std::map<int32_t, int64_t> peak_bytes;  ///< per global device
+  double seconds = 0.0;                   ///< the slowest node's step time
+};
+
+/// The driver's side: publishes the coordinator and runs the job through it.
+class Coordinator {
+ public:
+  static Expected<std::unique_ptr<Coordinator>> listen(const CoordinatorOptions& options);
+  ~Coordinator();  ///< ends the job: every node is told to exit
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  /// The port the coordinator listens on.
+  uint16_t port() const;
+  /// Blocks until every node has joined (or the join timeout passes); ordered by node id.
+  Expected<std::vector<NodeReport>> wait_for_nodes();
+  /// Sends the job to every node and waits until all have built their devices.
+  Status start(const ClusterJob& job);
+  /// Runs step `step` (1-based) on every node.
+  Expected<ClusterStep> step(int64_t step);
+  /// Tells every node to exit, naming `reason`.
+  void shutdown(const std::string& reason);
+
+ private:
+  struct Impl;
+  explicit Coordinator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The cluster the nodes form: one host per node (node id = host index), `devices_per_host` as
+/// they report (all equal, a power of two), device memory the smallest reported, device speed
+/// and links from `base` (a preset or a cluster file). Errors name the node that differs.
+Expected<mesh::ClusterSpec> cluster_from_nodes(const std::vector<NodeReport>& nodes,
+                                               const mesh::ClusterSpec& base);
+
+/// Options of a node.
+struct NodeOptions {
+  std::string coordinator;  ///< HOST:PORT
+  int32_t devices = 1;
+  int64_t memory_bytes = int64_t{4} << 30;
+  std::string bind = "127.0.0.1";  ///< the address Gloo's TCP device uses
+  std::chrono::milliseconds connect_timeout{10000};
+  std::string protocol = kClusterProtocol;  ///< (tests set another to check the refusal)
+  Status validate() const;
+};
+
+/// Runs a node until the coordinator ends the job. Returns ok when told to exit normally, else
+/// why the node stopped (coordinator unreachable or gone, registration refused, a failure).
+Status run_node(const NodeOptions& options);
+
+}  // namespace meshpipe::actors

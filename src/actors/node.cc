@@ -1,0 +1,299 @@
+// The node side of a multi-process job (`meshpipe-node`): join the coordinator, build the job's
+// program for this node's devices, run steps, exit when told or when the coordinator goes.
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "actors/cluster.h"
+#include "graph/models/zoo.h"
+#include "graph/training_graph.h"
+#include "planner/plan.h"
+#include "runtime/in_process_run.h"
+#include "runtime/lower.h"
+#include "runtime/synthetic_data.h"
+
+namespace meshpipe::actors {
+
+namespace {
+
+using Json = nlohmann::json;
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using job_atom = caf::atom_constant<caf::atom("job")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
+using addr_atom = caf::atom_constant<caf::atom("addr")>;
+
+caf::error to_caf(const Status& s) {
+  return caf::error(static_cast<uint8_t>(s.code()), caf::atom("mpcluster"),
+                    caf::make_message(s.message()));
+}
+
+Status from_caf(caf::actor_system& sys, const caf::error& e) {
+  if (e.category() == caf::atom("mpcluster")) {
+    std::string msg;
+    if (e.context().match_elements<std::string>()) msg = e.context().get_as<std::string>(0);
+    return make_error(static_cast<Errc>(e.code()), "{}", msg);
+  }
+  if (e == caf::sec::request_timeout) return make_error(Errc::kTimeout, "no answer in time");
+  return make_error(Errc::kUnavailable, "{}", sys.render(e));
+}
+
+// UCX worker addresses are bytes; JSON carries them as hex.
+std::string to_hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  }
+  return out;
+}
+
+// Gloo's rendezvous store, kept by the coordinator.
+class CoordinatorStore final : public comm::RendezvousStore {
+ public:
+  CoordinatorStore(caf::actor_system& sys, caf::actor coordinator)
+      : sys_(sys), coordinator_(std::move(coordinator)) {}
+  void set(const std::string& key, const std::string& value) override {
+    caf::anon_send(coordinator_, set_atom::value, key, value);
+  }
+  Expected<std::string> get(const std::string& key, std::chrono::milliseconds timeout) override {
+    caf::scoped_actor self{sys_};
+    std::optional<Status> failure;
+    std::string value;
+    self->request(coordinator_, timeout, get_atom::value, key)
+        .receive([&](const std::string& v) { value = v; },
+                 [&](caf::error& e) { failure = from_caf(sys_, e); });
+    if (failure) return failure->with_context(fmt::format("rendezvous key '{}'", key));
+    return value;
+  }
+
+ private:
+  caf::actor_system& sys_;
+  caf::actor coordinator_;
+};
+
+struct NodeState {
+  NodeOptions options;
+  caf::actor coordinator;
+  int32_t id = -1;
+  Status result;
+  std::optional<graph::TrainingGraph> graph;  // the micro-batch training graph
+  std::optional<graph::TrainingGraph> whole;  // the whole batch (data)
+  std::optional<runtime::SyntheticData> data;
+  std::unique_ptr<runtime::InProcessRun> run;
+  std::vector<std::string> inputs;
+  int64_t micro_batches = 1;
+};
+
+Expected<graph::TrainingGraph> build(const graph::models::ModelSpec& spec, int64_t batch,
+                                     const graph::OptimizerConfig& opt) {
+  graph::models::BuildOptions bo;
+  bo.batch = batch;
+  bo.dtype = DType::kF32;
+  MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg, graph::models::build_model(spec, bo));
+  return graph::make_training_graph(std::move(fg), opt);
+}
+
+// Builds this node's devices of the job: the same program on every node, run for local devices.
+Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text) {
+  Json j;
+  try {
+    j = Json::parse(text);
+  } catch (const std::exception& e) {
+    return make_error(Errc::kInvalidArgument, "malformed job: {}", e.what());
+  }
+  MP_ASSIGN_OR_RETURN(planner::Plan plan, planner::plan_from_json(j.at("plan").get<std::string>()));
+  MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec,
+                      graph::models::find_model(j.at("model").get<std::string>()));
+  const Json& o = j.at("optimizer");
+  graph::OptimizerConfig opt;
+  opt.kind = o.at("kind") == "sgd" ? graph::OptimizerConfig::Kind::kSgd
+                                   : graph::OptimizerConfig::Kind::kAdam;
+  opt.lr = o.at("lr").get<float>();
+  opt.momentum = o.at("momentum").get<float>();
+  opt.beta1 = o.at("beta1").get<float>();
+  opt.beta2 = o.at("beta2").get<float>();
+  opt.eps = o.at("eps").get<float>();
+  opt.weight_decay = o.at("weight_decay").get<float>();
+  const uint64_t seed = j.at("seed").get<uint64_t>();
+  if (plan.cluster.devices_per_host != st.options.devices) {
+    return make_error(Errc::kInvalidArgument,
+                      "the plan puts {} devices on each host, this node "
+                      "runs {}",
+                      plan.cluster.devices_per_host, st.options.devices);
+  }
+  MP_ASSIGN_OR_RETURN(auto g, build(spec, plan.micro_batch, opt));
+  MP_ASSIGN_OR_RETURN(auto whole, build(spec, plan.global_batch, opt));
+  st.graph.emplace(std::move(g));
+  st.whole.emplace(std::move(whole));
+  MP_ASSIGN_OR_RETURN(runtime::Program program, runtime::lower(plan, st.graph->graph));
+  auto share = std::make_shared<runtime::ProcessShare>();
+  for (int32_t d = st.id * st.options.devices; d < (st.id + 1) * st.options.devices; ++d) {
+    if (program.device(d) != nullptr) share->local_devices.push_back(d);
+  }
+  share->store = std::make_shared<CoordinatorStore>(sys, st.coordinator);
+  share->host = st.options.bind;
+  const auto timeout = std::chrono::milliseconds(j.at("timeout_ms").get<int64_t>());
+  caf::actor coordinator = st.coordinator;
+  share->exchange =
+      [&sys, coordinator, timeout](
+          const std::map<int32_t, std::string>& mine) -> Expected<std::map<int32_t, std::string>> {
+    Json m = Json::object();
+    for (const auto& [d, a] : mine) m[std::to_string(d)] = to_hex(a);
+    caf::scoped_actor self{sys};
+    std::optional<Status> failure;
+    std::string all;
+    self->request(coordinator, timeout, addr_atom::value, m.dump())
+        .receive([&](const std::string& v) { all = v; },
+                 [&](caf::error& e) { failure = from_caf(sys, e); });
+    if (failure) return failure->with_context("exchanging UCX addresses");
+    std::map<int32_t, std::string> out;
+    const Json parsed = Json::parse(all);
+    for (auto it = parsed.begin(); it != parsed.end(); ++it) {
+      out[std::stoi(it.key())] = from_hex(it.value().get<std::string>());
+    }
+    return out;
+  };
+  runtime::InProcessRunOptions ro;
+  ro.collectives = "gloo";
+  ro.transport = "ucx";
+  ro.timeout = timeout;
+  ro.share = share;
+  st.inputs = program.inputs;
+  st.micro_batches = program.micro_batches;
+  MP_ASSIGN_OR_RETURN(st.run,
+                      runtime::InProcessRun::create(std::move(program), st.graph->graph, ro));
+  MP_RETURN_IF_ERROR(st.run->initialize(seed));
+  MP_ASSIGN_OR_RETURN(auto data,
+                      runtime::SyntheticData::create(st.whole->graph, st.whole->inputs, seed));
+  st.data.emplace(std::move(data));
+  fmt::print("node {}: job started, devices {}\n", st.id, fmt::join(share->local_devices, ","));
+  std::fflush(stdout);
+  return Status::ok();
+}
+
+Expected<std::string> run_step(NodeState& st, int64_t step) {
+  if (!st.run) return make_error(Errc::kInvalidArgument, "step {} before the job started", step);
+  st.data->seek(step - 1);
+  MP_ASSIGN_OR_RETURN(auto mbs, runtime::split_micro_batches(st.whole->graph, st.data->next_batch(),
+                                                             st.inputs, st.micro_batches));
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, st.run->step(mbs));
+  Json j;
+  j["losses"] = r.losses;
+  j["seconds"] = r.seconds;
+  Json peaks = Json::object();
+  for (int32_t d : st.run->devices()) peaks[std::to_string(d)] = r.peak_bytes[size_t(d)];
+  j["peaks"] = peaks;
+  return j.dump();
+}
+
+caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState> st) {
+  self->monitor(st->coordinator);
+  self->set_down_handler([self, st](caf::down_msg& dm) {
+    if (dm.source != st->coordinator.address()) return;
+    st->result = make_error(Errc::kUnavailable, "node {}: the coordinator disconnected", st->id);
+    self->quit();
+  });
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  const Json info = {{"host", std::string(host)},
+                     {"pid", static_cast<int64_t>(::getpid())},
+                     {"devices", st->options.devices},
+                     {"memory", st->options.memory_bytes}};
+  self->request(st->coordinator, st->options.connect_timeout, register_atom::value,
+                st->options.protocol, info.dump())
+      .then(
+          [st](int32_t id, int32_t total) {
+            st->id = id;
+            fmt::print("joined the coordinator as node {} of {}\n", id, total);
+            std::fflush(stdout);
+          },
+          [self, st](caf::error& e) {
+            st->result =
+                from_caf(self->system(), e).with_context("the coordinator refused this node");
+            self->quit();
+          });
+  return {
+      [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
+        const Status s = start_job(*st, self->system(), job);
+        if (!s.is_ok()) return to_caf(s.with_context(fmt::format("node {}", st->id)));
+        return std::string("{}");
+      },
+      [st](step_atom, int64_t step) -> caf::result<std::string> {
+        auto r = run_step(*st, step);
+        if (!r.has_value()) {
+          return to_caf(r.status().with_context(fmt::format("node {} step {}", st->id, step)));
+        }
+        return *r;
+      },
+      [self, st](shutdown_atom, const std::string& reason) {
+        fmt::print("node {}: exiting ({})\n", st->id, reason);
+        std::fflush(stdout);
+        st->result = Status::ok();
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+Status NodeOptions::validate() const {
+  if (devices < 1) return make_error(Errc::kInvalidArgument, "--devices must be >= 1");
+  if (memory_bytes <= 0) return make_error(Errc::kInvalidArgument, "memory must be positive");
+  const size_t colon = coordinator.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == coordinator.size()) {
+    return make_error(Errc::kInvalidArgument, "--coordinator '{}' is not HOST:PORT", coordinator);
+  }
+  return Status::ok();
+}
+
+Status run_node(const NodeOptions& options) {
+  MP_RETURN_IF_ERROR(options.validate());
+  const size_t colon = options.coordinator.rfind(':');
+  const std::string host = options.coordinator.substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(options.coordinator.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port <= 0 || port > 65535) {
+    return make_error(Errc::kInvalidArgument, "--coordinator '{}': bad port", options.coordinator);
+  }
+  caf::actor_system_config cfg;
+  cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  auto coordinator = sys.middleman().remote_actor(host, static_cast<uint16_t>(port));
+  if (!coordinator) {
+    return make_error(Errc::kUnavailable, "cannot reach the coordinator at {}: {}",
+                      options.coordinator, sys.render(coordinator.error()));
+  }
+  auto st = std::make_shared<NodeState>();
+  st->options = options;
+  st->coordinator = *coordinator;
+  // Scheduled, not detached: a detached actor that a remote peer has referenced can keep
+  // CAF 0.17's shutdown waiting for its thread. Its handlers block (building devices, running
+  // a step) on one of the two scheduler threads; the other, the multiplexer and the blocking
+  // store requests keep the control plane moving.
+  sys.spawn(node_actor, st);
+  sys.await_all_actors_done();
+  st->run.reset();
+  return st->result;
+}
+
+}  // namespace meshpipe::actors

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Multi-process jobs on loopback (scripts/launch-local.sh): a driver and meshpipe-node processes
+# train gpt-tiny to the losses of one device with a pipeline across processes (2 x 2 devices)
+# and over 3 processes, and wresnet-tiny with a data-parallel mesh spanning 2 processes (a
+# cluster file with a fast network makes the planner choose it); killing a node mid-training
+# stops the job with an error naming the node, and no process is left; a node pointed at no
+# coordinator and a driver given a bad cluster file fail with clear errors.
+set -uo pipefail
+bin_dir="$1"
+src="$2"
+dir="$3"
+rm -rf "$dir"
+mkdir -p "$dir"
+export MESHPIPE_BIN="$bin_dir" UCX_NET_DEVICES=lo
+launch="$src/scripts/launch-local.sh"
+losses() { grep '^step ' | awk '{print $2, $4}'; }
+
+expect_same() {  # name, single-device losses, cluster losses
+  echo "$1: $3" | tr '\n' ' '
+  echo
+  [ -n "$3" ] && [ "$2" = "$3" ] || { echo "$1 differs from one device: $2"; exit 1; }
+}
+
+one=$("$bin_dir/meshpipe" train --model gpt-tiny --steps 4 | losses)
+two=$(MESHPIPE_LOG_DIR="$dir/a" timeout 120 "$launch" 2 2 -- --model gpt-tiny --steps 4 \
+  --micro-batches 2 | losses)
+expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$two"
+three=$(MESHPIPE_LOG_DIR="$dir/b" timeout 120 "$launch" 3 1 -- --model gpt-tiny --steps 4 | losses)
+expect_same "3 processes x 1 device" "$one" "$three"
+
+cat > "$dir/fastnet.json" << 'JSON'
+{"name": "fastnet", "hosts": 1, "devices_per_host": 1,
+ "device": {"kind": "cpu", "memory_gib": 4, "peak_tflops_f32": 0.05, "peak_tflops_f16": 0.05,
+            "memory_bandwidth_gb_s": 10},
+ "intra_host": {"bandwidth_gb_s": 5, "latency_us": 20},
+ "inter_host": {"bandwidth_gb_s": 100, "latency_us": 1}}
+JSON
+sgd="--optimizer sgd --momentum 0.9"
+one=$("$bin_dir/meshpipe" train --model wresnet-tiny --steps 3 $sgd | losses)
+out=$(MESHPIPE_LOG_DIR="$dir/c" timeout 120 "$launch" 2 1 -- --model wresnet-tiny --steps 3 $sgd \
+  --micro-batches 1 --cluster "$dir/fastnet.json")
+echo "$out" | grep -q '^0 .*(2, 1) .*0-1 ' || { echo "$out"; echo "expected one (2, 1) stage"; exit 1; }
+expect_same "data parallel mesh over 2 processes" "$one" "$(echo "$out" | losses)"
+
+# Kill a node mid-training: the driver names it, everything exits within the step timeout.
+mkdir -p "$dir/k"
+start=$(date +%s)
+(MESHPIPE_LOG_DIR="$dir/k" timeout 120 "$launch" 2 2 -- --model gpt-tiny --steps 1000000 \
+  --micro-batches 2 --step-timeout-ms 5000 > "$dir/k/launch.out" 2>&1
+ echo "rc=$?" >> "$dir/k/launch.out") &
+for _ in $(seq 1 200); do grep -q '^step ' "$dir/k/launch.out" 2> /dev/null && break; sleep 0.1; done
+victim=$(awk '{print $3}' "$dir/k/pids")
+kill -9 "$victim"
+for _ in $(seq 1 300); do grep -q '^rc=' "$dir/k/launch.out" && break; sleep 0.1; done
+elapsed=$(( $(date +%s) - start ))
+grep -E 'error|rc=' "$dir/k/launch.out"
+grep -q "node [0-9] (.* pid $victim) disconnected during step" "$dir/k/launch.out" ||
+  { echo "the driver did not name the killed node"; exit 1; }
+grep -q '^rc=[1-9]' "$dir/k/launch.out" || { echo "the job did not fail"; exit 1; }
+[ "$elapsed" -lt 30 ] || { echo "took $elapsed s"; exit 1; }
+for p in $(sed 's/nodes: //' "$dir/k/pids"); do
+  if kill -0 "$p" 2> /dev/null; then echo "node $p is still running"; exit 1; fi
+done
+
+if timeout 30 "$bin_dir/meshpipe-node" --coordinator 127.0.0.1:1 --devices 1 2> "$dir/err.txt"; then
+  echo "a node without a coordinator succeeded"; exit 1
+fi
+grep -q "cannot reach the coordinator at 127.0.0.1:1" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
+if timeout 30 "$bin_dir/meshpipe" train --listen 0 --nodes 1 --cluster "$dir/none.json" \
+  2> "$dir/err.txt"; then
+  echo "a bad cluster file was accepted"; exit 1
+fi
+grep -q "none.json" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
+echo ok
