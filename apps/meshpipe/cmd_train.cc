@@ -367,8 +367,12 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", args->listen,
                   "drive a multi-process job: publish the coordinator on this port (0: any free "
                   "port) and wait for --nodes meshpipe-node processes; --cluster then gives the "
-                  "device speed and links (default cpu)")
-      ->check(CLI::Range(0, 65535));
+                  "device speed and links (default cpu); checkpoints are for one-process runs")
+      ->check(CLI::Range(0, 65535))
+      ->excludes("--save")
+      ->excludes("--load")
+      ->excludes("--save-every")
+      ->excludes("--runner");
   cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
