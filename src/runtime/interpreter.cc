@@ -1,6 +1,7 @@
 // DeviceInterpreter: one device's program through the CPU kernels and comm/.
 #include "runtime/interpreter.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -101,6 +102,21 @@ struct DeviceInterpreter::Impl {
   }
 
   comm::Communicator* group(int axis) const { return links->axis[axis]; }
+
+  // Tests every outstanding send (which progresses the transport) and forgets completed ones.
+  void progress_sends() {
+    for (auto it = pending_send.begin(); it != pending_send.end();) {
+      auto& reqs = it->second;
+      reqs.erase(
+          std::remove_if(reqs.begin(), reqs.end(),
+                         [&](comm::Request& r) {
+                           return links->transport->test(r) &&
+                                  links->transport->wait(r, std::chrono::milliseconds(0)).is_ok();
+                         }),
+          reqs.end());
+      it = reqs.empty() ? pending_send.erase(it) : std::next(it);
+    }
+  }
 
   Ranges ranges(const Instruction& ins, const mesh::ShardingSpec& spec, int axis,
                 int64_t rank) const {
@@ -397,6 +413,9 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       return s.with_context(fmt::format("device {} instruction {} ({} '{}')", program_->device, i,
                                         opcode_name(ins.code), ins.what));
     }
+    // Outstanding sends move only while their endpoint is progressed (a large message waits for
+    // its sender): drive them between instructions, not only when their buffer is freed.
+    if (!m.pending_send.empty()) m.progress_sends();
   }
   for (auto& [b, reqs] : m.pending_send) {
     for (comm::Request& r : reqs) {
