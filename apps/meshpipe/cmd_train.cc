@@ -92,11 +92,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
     const graph::OptimizerConfig opt = opts.optimizer;
     const graph::models::ModelSpec zoo = spec;
     const auto build = [zoo, opt](int64_t micro) -> Expected<graph::Graph> {
-      graph::models::BuildOptions bo;
-      bo.batch = micro;
-      bo.dtype = DType::kF32;
-      MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg, graph::models::build_model(zoo, bo));
-      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, graph::make_training_graph(std::move(fg), opt));
+      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, runtime::zoo_training_graph(zoo, micro, opt));
       return std::move(tg.graph);
     };
     planner::PlannerOptions po;

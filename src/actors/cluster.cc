@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "actors/internal/cluster_protocol.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "planner/plan.h"
@@ -20,32 +21,8 @@ namespace meshpipe::actors {
 
 namespace {
 
+using namespace internal;  // NOLINT: the protocol's atoms
 using Json = nlohmann::json;
-using register_atom = caf::atom_constant<caf::atom("register")>;
-using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
-using job_atom = caf::atom_constant<caf::atom("job")>;
-using step_atom = caf::atom_constant<caf::atom("step")>;
-using ready_atom = caf::atom_constant<caf::atom("ready")>;
-using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
-using set_atom = caf::atom_constant<caf::atom("set")>;
-using get_atom = caf::atom_constant<caf::atom("get")>;
-using addr_atom = caf::atom_constant<caf::atom("addr")>;
-
-// Errors cross the middleman as caf::error with the message as context (category "mpcluster").
-caf::error to_caf(const Status& s) {
-  return caf::error(static_cast<uint8_t>(s.code()), caf::atom("mpcluster"),
-                    caf::make_message(s.message()));
-}
-
-Status from_caf(caf::actor_system& sys, const caf::error& e) {
-  if (e.category() == caf::atom("mpcluster")) {
-    std::string msg;
-    if (e.context().match_elements<std::string>()) msg = e.context().get_as<std::string>(0);
-    return make_error(static_cast<Errc>(e.code()), "{}", msg);
-  }
-  if (e == caf::sec::request_timeout) return make_error(Errc::kTimeout, "no answer in time");
-  return make_error(Errc::kUnavailable, "{}", sys.render(e));
-}
 
 void configure(caf::actor_system_config& cfg) {
   cfg.load<caf::io::middleman>();

@@ -8,40 +8,21 @@
 #include <optional>
 
 #include "actors/cluster.h"
+#include "actors/internal/cluster_protocol.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "planner/plan.h"
 #include "runtime/in_process_run.h"
 #include "runtime/lower.h"
+#include "runtime/parallel_trainer.h"
 #include "runtime/synthetic_data.h"
 
 namespace meshpipe::actors {
 
 namespace {
 
+using namespace internal;  // NOLINT: the protocol's atoms
 using Json = nlohmann::json;
-using register_atom = caf::atom_constant<caf::atom("register")>;
-using job_atom = caf::atom_constant<caf::atom("job")>;
-using step_atom = caf::atom_constant<caf::atom("step")>;
-using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
-using set_atom = caf::atom_constant<caf::atom("set")>;
-using get_atom = caf::atom_constant<caf::atom("get")>;
-using addr_atom = caf::atom_constant<caf::atom("addr")>;
-
-caf::error to_caf(const Status& s) {
-  return caf::error(static_cast<uint8_t>(s.code()), caf::atom("mpcluster"),
-                    caf::make_message(s.message()));
-}
-
-Status from_caf(caf::actor_system& sys, const caf::error& e) {
-  if (e.category() == caf::atom("mpcluster")) {
-    std::string msg;
-    if (e.context().match_elements<std::string>()) msg = e.context().get_as<std::string>(0);
-    return make_error(static_cast<Errc>(e.code()), "{}", msg);
-  }
-  if (e == caf::sec::request_timeout) return make_error(Errc::kTimeout, "no answer in time");
-  return make_error(Errc::kUnavailable, "{}", sys.render(e));
-}
 
 // UCX worker addresses are bytes; JSON carries them as hex.
 std::string to_hex(const std::string& bytes) {
@@ -99,15 +80,6 @@ struct NodeState {
   int64_t micro_batches = 1;
 };
 
-Expected<graph::TrainingGraph> build(const graph::models::ModelSpec& spec, int64_t batch,
-                                     const graph::OptimizerConfig& opt) {
-  graph::models::BuildOptions bo;
-  bo.batch = batch;
-  bo.dtype = DType::kF32;
-  MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg, graph::models::build_model(spec, bo));
-  return graph::make_training_graph(std::move(fg), opt);
-}
-
 // Builds this node's devices of the job: the same program on every node, run for local devices.
 Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text) {
   Json j;
@@ -136,8 +108,8 @@ Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text)
                       "runs {}",
                       plan.cluster.devices_per_host, st.options.devices);
   }
-  MP_ASSIGN_OR_RETURN(auto g, build(spec, plan.micro_batch, opt));
-  MP_ASSIGN_OR_RETURN(auto whole, build(spec, plan.global_batch, opt));
+  MP_ASSIGN_OR_RETURN(auto g, runtime::zoo_training_graph(spec, plan.micro_batch, opt));
+  MP_ASSIGN_OR_RETURN(auto whole, runtime::zoo_training_graph(spec, plan.global_batch, opt));
   st.graph.emplace(std::move(g));
   st.whole.emplace(std::move(whole));
   MP_ASSIGN_OR_RETURN(runtime::Program program, runtime::lower(plan, st.graph->graph));

@@ -11,18 +11,15 @@
 
 namespace meshpipe::runtime {
 
-namespace {
-
-Expected<graph::TrainingGraph> build(const graph::models::ModelSpec& spec, int64_t batch,
-                                     const graph::OptimizerConfig& optimizer) {
+Expected<graph::TrainingGraph> zoo_training_graph(const graph::models::ModelSpec& spec,
+                                                  int64_t batch,
+                                                  const graph::OptimizerConfig& optimizer) {
   graph::models::BuildOptions bo;
   bo.batch = batch;
   bo.dtype = DType::kF32;
   MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg, graph::models::build_model(spec, bo));
   return graph::make_training_graph(std::move(fg), optimizer);
 }
-
-}  // namespace
 
 Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& spec,
                                               const mesh::ClusterSpec& cluster,
@@ -59,11 +56,11 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
     if (!options.schedule.empty()) po.schedule = options.schedule;
     const graph::OptimizerConfig opt = options.train.optimizer;
     po.graph_for_micro_batch = [spec, opt](int64_t micro) -> Expected<graph::Graph> {
-      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, build(spec, micro, opt));
+      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, zoo_training_graph(spec, micro, opt));
       return std::move(tg.graph);
     };
     const int64_t first = options.micro_batches > 0 ? global / options.micro_batches : global;
-    MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, build(spec, first, opt));
+    MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, zoo_training_graph(spec, first, opt));
     planner::AnalyticCostModel cost(cluster.device);
     if (options.driver != nullptr) {
       MP_ASSIGN_OR_RETURN(summary.plan, options.driver->plan(g0.graph, cluster, po));
@@ -72,7 +69,7 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
     }
   }
   MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                      build(spec, summary.plan.micro_batch, options.train.optimizer));
+                      zoo_training_graph(spec, summary.plan.micro_batch, options.train.optimizer));
   LowerOptions lo;
   lo.schedule = options.schedule;
   MP_ASSIGN_OR_RETURN(Program program, lower(summary.plan, tg.graph, lo));
@@ -86,7 +83,8 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
   MP_ASSIGN_OR_RETURN(std::unique_ptr<InProcessRun> run,
                       InProcessRun::create(std::move(program), tg.graph, options.run));
   MP_RETURN_IF_ERROR(run->initialize(options.train.seed));
-  MP_ASSIGN_OR_RETURN(graph::TrainingGraph whole, build(spec, global, options.train.optimizer));
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph whole,
+                      zoo_training_graph(spec, global, options.train.optimizer));
   MP_ASSIGN_OR_RETURN(SyntheticData data,
                       SyntheticData::create(whole.graph, whole.inputs, options.train.seed));
   int64_t done = 0;  // steps before this run (a resumed checkpoint's)

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "graph/training_graph.h"
 #include "mesh/cluster.h"
 #include "planner/plan.h"
 #include "planner/planner.h"
@@ -55,6 +56,12 @@ struct ParallelTrainSummary {
   std::vector<int64_t> predicted_peak;  ///< per global device id, the plan's stage peak
   int64_t first_step = 1;               ///< > 1 when resumed from a checkpoint
 };
+
+/// The float32 training graph of a zoo model at `batch` samples with `optimizer` (what every
+/// parallel run and every node of a job builds, so their graphs and plans agree).
+Expected<graph::TrainingGraph> zoo_training_graph(const graph::models::ModelSpec& spec,
+                                                  int64_t batch,
+                                                  const graph::OptimizerConfig& optimizer);
 
 /// Trains `spec` on `cluster`'s devices as threads of this process.
 Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& spec,
