@@ -44,6 +44,7 @@ struct TrainArgs {
   int32_t nodes = 1;
   int64_t join_timeout_ms = 60000;
   int64_t step_timeout_ms = 60000;
+  int64_t liveness_ms = 5000;
 };
 
 void print_step(bool is_lm, const runtime::StepReport& r) {
@@ -63,6 +64,9 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   co.nodes = args.nodes;
   co.join_timeout = std::chrono::milliseconds(args.join_timeout_ms);
   co.step_timeout = std::chrono::milliseconds(args.step_timeout_ms);
+  co.liveness = std::chrono::milliseconds(args.liveness_ms);
+  co.heartbeat =
+      std::min(co.liveness / 4 + std::chrono::milliseconds(1), std::chrono::milliseconds(1000));
   auto base = mesh::resolve_cluster(args.cluster.empty() ? "cpu" : args.cluster);
   if (!base.has_value()) return fail(base.status());  // before any node joins
   auto coord = actors::Coordinator::listen(co);
@@ -378,6 +382,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--step-timeout-ms", args->step_timeout_ms,
                   "a node that does not answer a step within this fails the job (with --listen)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--liveness-ms", args->liveness_ms,
+                  "a node whose heartbeat goes unanswered this long fails the job (with --listen)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });

@@ -48,6 +48,9 @@ struct CoordinatorState {
   std::chrono::milliseconds step_timeout{60000};
   std::vector<NodeReport> nodes;
   std::vector<caf::actor> handles;
+  std::vector<caf::actor> heartbeats;
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds liveness{5000};
   std::vector<caf::response_promise> waiting_for_nodes;
   std::map<std::string, std::string> store;
   std::map<std::string, std::vector<caf::response_promise>> waiting_gets;
@@ -118,8 +121,9 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
   self->set_down_handler([self, st](caf::down_msg& dm) {
     for (size_t k = 0; k < st->handles.size(); ++k) {
       if (st->handles[k].address() != dm.source) continue;
-      st->failed = fmt::format("{} disconnected{}", node_name(st->nodes[k]),
-                               st->driver ? " during " + st->doing : "");
+      st->failed = fmt::format(
+          "{} disconnected{}", node_name(st->nodes[k]),
+          st->driver ? " during " + st->doing : (st->doing.empty() ? "" : " after " + st->doing));
       if (st->driver) {
         st->driver->deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
         st->driver.reset();
@@ -128,8 +132,28 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
     (void)self;
   });
   return {
-      [self, st](register_atom, const std::string& protocol,
-                 const std::string& info) -> caf::result<int32_t, int32_t> {
+      [self, st](tick_atom) {
+        for (size_t k = 0; k < st->heartbeats.size(); ++k) {
+          const NodeReport node = st->nodes[k];
+          self->request(st->heartbeats[k], st->liveness, ping_atom::value)
+              .then([](pong_atom) {},
+                    [self, st, node](caf::error&) {
+                      if (!st->failed.empty()) return;
+                      st->failed = fmt::format(
+                          "{} stopped answering (no heartbeat for {} ms){}", node_name(node),
+                          st->liveness.count(),
+                          st->driver ? " during " + st->doing
+                                     : (st->doing.empty() ? "" : " after " + st->doing));
+                      if (st->driver) {
+                        st->driver->deliver(to_caf(make_error(Errc::kTimeout, "{}", st->failed)));
+                        st->driver.reset();
+                      }
+                    });
+        }
+        if (st->failed.empty()) self->delayed_send(self, st->heartbeat, tick_atom::value);
+      },
+      [self, st](register_atom, const std::string& protocol, const std::string& info,
+                 const caf::actor& heartbeat) -> caf::result<int32_t, int32_t> {
         if (protocol != kClusterProtocol) {
           return to_caf(make_error(Errc::kInvalidArgument,
                                    "the coordinator speaks {}, this node {}: run the same "
@@ -155,6 +179,8 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         self->monitor(handle);
         st->nodes.push_back(n);
         st->handles.push_back(handle);
+        st->heartbeats.push_back(heartbeat);
+        if (st->heartbeats.size() == 1) self->delayed_send(self, st->heartbeat, tick_atom::value);
         if (static_cast<int32_t>(st->nodes.size()) == st->expected) {
           for (auto& rp : st->waiting_for_nodes) rp.deliver(nodes_json(*st));
           st->waiting_for_nodes.clear();
@@ -220,7 +246,8 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
 
 Status CoordinatorOptions::validate() const {
   if (nodes < 1) return make_error(Errc::kInvalidArgument, "--nodes must be >= 1");
-  if (join_timeout.count() <= 0 || step_timeout.count() <= 0) {
+  if (join_timeout.count() <= 0 || step_timeout.count() <= 0 || heartbeat.count() <= 0 ||
+      liveness.count() <= 0) {
     return make_error(Errc::kInvalidArgument, "timeouts must be positive");
   }
   return Status::ok();
@@ -264,6 +291,8 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::listen(const CoordinatorOpti
   auto st = std::make_shared<CoordinatorState>();
   st->expected = options.nodes;
   st->step_timeout = options.step_timeout;
+  st->heartbeat = options.heartbeat;
+  st->liveness = options.liveness;
   impl->actor = impl->sys->spawn(coordinator_actor, st);
   auto port = impl->sys->middleman().publish(impl->actor, options.port, options.bind.c_str(), true);
   if (!port) {

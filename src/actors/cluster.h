@@ -9,7 +9,8 @@
 //
 // Failures: the coordinator watches every node (CAF monitors the connection): a node that exits
 // or loses its connection ends the job with an error naming it and what it was doing; a node
-// that stops answering is caught by the step timeout. Nodes watch the coordinator and exit when
+// that stops answering its heartbeat (answered by a small actor of its own, so a long step does
+// not silence it) within the liveness bound does too. Nodes watch the coordinator and exit when
 // it goes. Messages use CAF's built-in types only (atoms, integers, strings).
 #pragma once
 
@@ -46,6 +47,10 @@ struct CoordinatorOptions {
   int32_t nodes = 1;                              ///< nodes the job waits for
   std::chrono::milliseconds join_timeout{60000};  ///< for all nodes to join
   std::chrono::milliseconds step_timeout{60000};  ///< a node that does not answer a step
+  /// Every node's heartbeat is pinged this often; one that does not answer within `liveness`
+  /// (a stopped or wedged process, even in the middle of a long step) fails the job.
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds liveness{5000};
   Status validate() const;
 };
 

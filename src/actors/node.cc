@@ -174,11 +174,19 @@ Expected<std::string> run_step(NodeState& st, int64_t step) {
 }
 
 caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState> st) {
-  self->monitor(st->coordinator);
-  self->set_down_handler([self, st](caf::down_msg& dm) {
-    if (dm.source != st->coordinator.address()) return;
-    st->result = make_error(Errc::kUnavailable, "node {}: the coordinator disconnected", st->id);
+  // Answers the coordinator's pings on its own, so a node busy in a long step still shows it
+  // is alive. A normal exit does not travel along links, so the node ends it explicitly.
+  auto heartbeat =
+      self->spawn([]() -> caf::behavior { return {[](ping_atom) { return pong_atom::value; }}; });
+  const auto finish = [self, heartbeat](Status why, const std::shared_ptr<NodeState>& state) {
+    state->result = std::move(why);
+    self->send_exit(heartbeat, caf::exit_reason::user_shutdown);
     self->quit();
+  };
+  self->monitor(st->coordinator);
+  self->set_down_handler([st, finish](caf::down_msg& dm) {
+    if (dm.source != st->coordinator.address()) return;
+    finish(make_error(Errc::kUnavailable, "node {}: the coordinator disconnected", st->id), st);
   });
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
@@ -187,17 +195,16 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
                      {"devices", st->options.devices},
                      {"memory", st->options.memory_bytes}};
   self->request(st->coordinator, st->options.connect_timeout, register_atom::value,
-                st->options.protocol, info.dump())
+                st->options.protocol, info.dump(), heartbeat)
       .then(
           [st](int32_t id, int32_t total) {
             st->id = id;
             fmt::print("joined the coordinator as node {} of {}\n", id, total);
             std::fflush(stdout);
           },
-          [self, st](caf::error& e) {
-            st->result =
-                from_caf(self->system(), e).with_context("the coordinator refused this node");
-            self->quit();
+          [self, st, finish](caf::error& e) {
+            finish(from_caf(self->system(), e).with_context("the coordinator refused this node"),
+                   st);
           });
   return {
       [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
@@ -212,11 +219,10 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
         }
         return *r;
       },
-      [self, st](shutdown_atom, const std::string& reason) {
+      [st, finish](shutdown_atom, const std::string& reason) {
         fmt::print("node {}: exiting ({})\n", st->id, reason);
         std::fflush(stdout);
-        st->result = Status::ok();
-        self->quit();
+        finish(Status::ok(), st);
       },
   };
 }

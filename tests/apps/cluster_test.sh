@@ -21,12 +21,20 @@ expect_same() {  # name, single-device losses, cluster losses
   [ -n "$3" ] && [ "$2" = "$3" ] || { echo "$1 differs from one device: $2"; exit 1; }
 }
 
+# A job that must succeed, with every process gone at the end (launch-local.sh fails otherwise).
+job() {  # log dir, launch arguments...
+  local log=$1
+  shift
+  MESHPIPE_LOG_DIR="$log" timeout 120 "$launch" "$@" > "$log.out" 2>&1 ||
+    { cat "$log.out"; echo "job failed: $*"; exit 1; }
+  cat "$log.out"
+}
+
 one=$("$bin_dir/meshpipe" train --model gpt-tiny --steps 4 | losses)
-two=$(MESHPIPE_LOG_DIR="$dir/a" timeout 120 "$launch" 2 2 -- --model gpt-tiny --steps 4 \
-  --micro-batches 2 | losses)
-expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$two"
-three=$(MESHPIPE_LOG_DIR="$dir/b" timeout 120 "$launch" 3 1 -- --model gpt-tiny --steps 4 | losses)
-expect_same "3 processes x 1 device" "$one" "$three"
+two=$(job "$dir/a" 2 2 -- --model gpt-tiny --steps 4 --micro-batches 2) || exit 1
+expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$(echo "$two" | losses)"
+three=$(job "$dir/b" 3 1 -- --model gpt-tiny --steps 4) || exit 1
+expect_same "3 processes x 1 device" "$one" "$(echo "$three" | losses)"
 
 cat > "$dir/fastnet.json" << 'JSON'
 {"name": "fastnet", "hosts": 1, "devices_per_host": 1,
@@ -37,8 +45,8 @@ cat > "$dir/fastnet.json" << 'JSON'
 JSON
 sgd="--optimizer sgd --momentum 0.9"
 one=$("$bin_dir/meshpipe" train --model wresnet-tiny --steps 3 $sgd | losses)
-out=$(MESHPIPE_LOG_DIR="$dir/c" timeout 120 "$launch" 2 1 -- --model wresnet-tiny --steps 3 $sgd \
-  --micro-batches 1 --cluster "$dir/fastnet.json")
+out=$(job "$dir/c" 2 1 -- --model wresnet-tiny --steps 3 $sgd --micro-batches 1 \
+  --cluster "$dir/fastnet.json") || exit 1
 echo "$out" | grep -q '^0 .*(2, 1) .*0-1 ' || { echo "$out"; echo "expected one (2, 1) stage"; exit 1; }
 expect_same "data parallel mesh over 2 processes" "$one" "$(echo "$out" | losses)"
 
@@ -54,13 +62,31 @@ kill -9 "$victim"
 for _ in $(seq 1 300); do grep -q '^rc=' "$dir/k/launch.out" && break; sleep 0.1; done
 elapsed=$(( $(date +%s) - start ))
 grep -E 'error|rc=' "$dir/k/launch.out"
-grep -q "node [0-9] (.* pid $victim) disconnected during step" "$dir/k/launch.out" ||
+grep -qE "node [0-9] \(.* pid $victim\) disconnected (during|after) step" "$dir/k/launch.out" ||
   { echo "the driver did not name the killed node"; exit 1; }
 grep -q '^rc=[1-9]' "$dir/k/launch.out" || { echo "the job did not fail"; exit 1; }
 [ "$elapsed" -lt 30 ] || { echo "took $elapsed s"; exit 1; }
 for p in $(sed 's/nodes: //' "$dir/k/pids"); do
   if kill -0 "$p" 2> /dev/null; then echo "node $p is still running"; exit 1; fi
 done
+
+# Stop (not kill) a node: its heartbeat goes silent and the driver names it within the
+# liveness bound (2 s here), far below the step timeout (60 s).
+mkdir -p "$dir/s"
+start=$(date +%s)
+(MESHPIPE_LOG_DIR="$dir/s" timeout 120 "$launch" 2 2 -- --model gpt-tiny --steps 1000000 \
+  --micro-batches 2 --liveness-ms 2000 > "$dir/s/launch.out" 2>&1
+ echo "rc=$?" >> "$dir/s/launch.out") &
+for _ in $(seq 1 200); do grep -q '^step ' "$dir/s/launch.out" 2> /dev/null && break; sleep 0.1; done
+victim=$(awk '{print $3}' "$dir/s/pids")
+kill -STOP "$victim"
+for _ in $(seq 1 300); do grep -q '^rc=' "$dir/s/launch.out" && break; sleep 0.1; done
+elapsed=$(( $(date +%s) - start ))
+kill -KILL "$victim" 2> /dev/null
+grep -E 'error|rc=' "$dir/s/launch.out"
+grep -q "node [0-9] (.* pid $victim) stopped answering" "$dir/s/launch.out" ||
+  { echo "the driver did not name the stopped node"; exit 1; }
+[ "$elapsed" -lt 40 ] || { echo "took $elapsed s"; exit 1; }
 
 if timeout 30 "$bin_dir/meshpipe-node" --coordinator 127.0.0.1:1 --devices 1 2> "$dir/err.txt"; then
   echo "a node without a coordinator succeeded"; exit 1

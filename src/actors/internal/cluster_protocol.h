@@ -17,6 +17,9 @@ using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using set_atom = caf::atom_constant<caf::atom("set")>;
 using get_atom = caf::atom_constant<caf::atom("get")>;
 using addr_atom = caf::atom_constant<caf::atom("addr")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using pong_atom = caf::atom_constant<caf::atom("pong")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // Errors cross the middleman as caf::error with the message as context (category "mpcluster").
 inline caf::error to_caf(const Status& s) {
