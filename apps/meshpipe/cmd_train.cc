@@ -71,23 +71,28 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   if (!base.has_value()) return fail(base.status());  // before any node joins
   auto coord = actors::Coordinator::listen(co);
   if (!coord.has_value()) return fail(coord.status());
+  // A failure tells the nodes why the job ended before the driver exits with it.
+  const auto stop = [&coord](const Status& why) {
+    (*coord)->shutdown("the job failed: " + why.message());
+    return fail(why);
+  };
   fmt::print("coordinator listening on {}:{}, waiting for {} node(s)\n", co.bind, (*coord)->port(),
              co.nodes);
   std::fflush(stdout);
   auto nodes = (*coord)->wait_for_nodes();
-  if (!nodes.has_value()) return fail(nodes.status());
+  if (!nodes.has_value()) return stop(nodes.status());
   for (const actors::NodeReport& n : *nodes) {
     fmt::print("node {}: {} (pid {}), {} devices, {} each\n", n.id, n.host, n.pid, n.devices,
                format_bytes(Bytes(n.memory_bytes)));
   }
   auto cluster = actors::cluster_from_nodes(*nodes, *base);
-  if (!cluster.has_value()) return fail(cluster.status());
+  if (!cluster.has_value()) return stop(cluster.status());
   planner::Plan plan;
   if (!args.plan.empty()) {
     auto p = planner::load_plan(args.plan);
-    if (!p.has_value()) return fail(p.status());
+    if (!p.has_value()) return stop(p.status());
     if (p->cluster.num_devices() != cluster->num_devices()) {
-      return fail(make_error(Errc::kInvalidArgument,
+      return stop(make_error(Errc::kInvalidArgument,
                              "{} is a plan for {} devices, the nodes bring {}", args.plan,
                              p->cluster.num_devices(), cluster->num_devices()));
     }
@@ -107,10 +112,10 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
     po.graph_for_micro_batch = build;
     auto g0 =
         build(args.micro_batches > 0 ? po.global_batch / args.micro_batches : po.global_batch);
-    if (!g0.has_value()) return fail(g0.status());
+    if (!g0.has_value()) return stop(g0.status());
     planner::AnalyticCostModel cost(cluster->device);
     auto p = planner::make_plan(*g0, *cluster, cost, po);
-    if (!p.has_value()) return fail(p.status());
+    if (!p.has_value()) return stop(p.status());
     plan = *p;
   }
   print_plan_summary(plan);
@@ -120,7 +125,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   job.seed = opts.seed;
   job.optimizer = opts.optimizer;
   job.timeout = std::chrono::milliseconds(args.step_timeout_ms);
-  if (Status s = (*coord)->start(job); !s.is_ok()) return fail(s);
+  if (Status s = (*coord)->start(job); !s.is_ok()) return stop(s);
   const bool is_lm = spec.family == "gpt" || spec.family == "moe";
   const int64_t tokens =
       plan.global_batch *
@@ -135,7 +140,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   std::map<int32_t, int64_t> peaks;
   for (int64_t step = 1; step <= opts.steps; ++step) {
     auto r = (*coord)->step(step);
-    if (!r.has_value()) return fail(r.status());
+    if (!r.has_value()) return stop(r.status());
     runtime::StepReport rep;
     rep.step = step;
     rep.total_steps = opts.steps;

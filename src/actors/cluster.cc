@@ -74,6 +74,13 @@ std::string nodes_json(const CoordinatorState& st) {
   return j.dump();
 }
 
+// Tells every node to abort the step its devices are running (through its heartbeat actor,
+// which answers even while the node is inside a step), so the nodes that survive a failure stop
+// waiting for the one that failed instead of waiting out their transfer timeouts.
+void abort_nodes(const CoordinatorState& st, const std::string& why) {
+  for (const caf::actor& h : st.heartbeats) caf::anon_send(h, abort_atom::value, why);
+}
+
 // Sends `msg` to every node and answers the driver once all replied: with the merged replies,
 // or the first error naming the node.
 void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
@@ -112,6 +119,7 @@ void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
                   make_error(e == caf::sec::request_timeout ? Errc::kTimeout : Errc::kInternal,
                              "{}", st->failed)));
               st->driver.reset();
+              abort_nodes(*st, st->failed);
             });
   }
 }
@@ -128,6 +136,7 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         st->driver->deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
         st->driver.reset();
       }
+      abort_nodes(*st, st->failed);
     }
     (void)self;
   });
@@ -148,6 +157,7 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
                         st->driver->deliver(to_caf(make_error(Errc::kTimeout, "{}", st->failed)));
                         st->driver.reset();
                       }
+                      abort_nodes(*st, st->failed);
                     });
         }
         if (st->failed.empty()) self->delayed_send(self, st->heartbeat, tick_atom::value);

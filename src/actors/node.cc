@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <optional>
 
 #include "actors/cluster.h"
@@ -78,6 +79,22 @@ struct NodeState {
   std::unique_ptr<runtime::InProcessRun> run;
   std::vector<std::string> inputs;
   int64_t micro_batches = 1;
+
+  // The heartbeat actor aborts the run from its own thread while the node actor is inside a
+  // step: `live` is `run` as that actor may see it.
+  std::mutex run_mu;
+  runtime::InProcessRun* live = nullptr;
+  std::string aborted;  // why the job was aborted, once it was
+  void abort_run(const std::string& why) {
+    std::lock_guard<std::mutex> lock(run_mu);
+    if (aborted.empty()) aborted = why;
+    if (live != nullptr) live->abort(why);
+  }
+  void set_live(runtime::InProcessRun* run) {
+    std::lock_guard<std::mutex> lock(run_mu);
+    live = run;
+    if (live != nullptr && !aborted.empty()) live->abort(aborted);
+  }
 };
 
 // Builds this node's devices of the job: the same program on every node, run for local devices.
@@ -149,6 +166,7 @@ Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text)
   st.micro_batches = program.micro_batches;
   MP_ASSIGN_OR_RETURN(st.run,
                       runtime::InProcessRun::create(std::move(program), st.graph->graph, ro));
+  st.set_live(st.run.get());
   MP_RETURN_IF_ERROR(st.run->initialize(seed));
   MP_ASSIGN_OR_RETURN(auto data,
                       runtime::SyntheticData::create(st.whole->graph, st.whole->inputs, seed));
@@ -175,9 +193,18 @@ Expected<std::string> run_step(NodeState& st, int64_t step) {
 
 caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState> st) {
   // Answers the coordinator's pings on its own, so a node busy in a long step still shows it
-  // is alive. A normal exit does not travel along links, so the node ends it explicitly.
-  auto heartbeat =
-      self->spawn([]() -> caf::behavior { return {[](ping_atom) { return pong_atom::value; }}; });
+  // is alive, and aborts that step when the coordinator says the job failed or disconnects. A
+  // normal exit does not travel along links, so the node ends it explicitly.
+  auto heartbeat = self->spawn([st](caf::event_based_actor* hb) -> caf::behavior {
+    hb->monitor(st->coordinator);
+    hb->set_down_handler([st](caf::down_msg&) {
+      st->abort_run(fmt::format("node {}: the coordinator disconnected", st->id));
+    });
+    return {
+        [](ping_atom) { return pong_atom::value; },
+        [st](abort_atom, const std::string& why) { st->abort_run(why); },
+    };
+  });
   const auto finish = [self, heartbeat](Status why, const std::shared_ptr<NodeState>& state) {
     state->result = std::move(why);
     self->send_exit(heartbeat, caf::exit_reason::user_shutdown);
@@ -270,6 +297,7 @@ Status run_node(const NodeOptions& options) {
   // store requests keep the control plane moving.
   sys.spawn(node_actor, st);
   sys.await_all_actors_done();
+  st->set_live(nullptr);
   st->run.reset();
   return st->result;
 }

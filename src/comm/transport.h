@@ -4,6 +4,7 @@
 // Transfers are asynchronous: send and recv return a request at once, and wait() completes it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -52,6 +53,10 @@ class Transport {
   virtual Status wait(Request& request, std::chrono::milliseconds timeout) = 0;
   /// True when the request has completed (then wait() returns at once).
   virtual bool test(Request& request) = 0;
+  /// Makes wait() fail with kUnavailable soon after `*flag` turns true (its owner aborted the
+  /// run); the flag must outlive the endpoint. The in-process transport has an abort of its
+  /// own (InProcessFabric::abort) and ignores it.
+  virtual void set_abort_flag(const std::atomic<bool>* flag) { (void)flag; }
 };
 
 /// The endpoints of one process wired to each other in memory.

@@ -96,6 +96,7 @@ class UcxEndpointImpl final : public UcxEndpoint {
   Expected<Request> recv(int peer, uint64_t tag, void* data, int64_t bytes) override;
   Status wait(Request& request, std::chrono::milliseconds timeout) override;
   bool test(Request& request) override;
+  void set_abort_flag(const std::atomic<bool>* flag) override { abort_flag_ = flag; }
 
  private:
   Status check_args(std::string_view verb, int peer, uint64_t tag, const void* data,
@@ -113,6 +114,7 @@ class UcxEndpointImpl final : public UcxEndpoint {
   std::vector<ucp_ep_h> peers_;  // nullptr until connect()
   std::map<int64_t, Pending> pending_;
   int64_t next_id_ = 0;
+  const std::atomic<bool>* abort_flag_ = nullptr;
 };
 
 class UcxContextImpl final : public UcxContext,
@@ -307,6 +309,9 @@ Status UcxEndpointImpl::wait(Request& request, std::chrono::milliseconds timeout
     if (now >= deadline) {
       return make_error(Errc::kTimeout, "{} did not complete within {} ms", describe(p),
                         timeout.count());
+    }
+    if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+      return make_error(Errc::kUnavailable, "{} given up: the run was aborted", describe(p));
     }
     if (ucp_worker_progress(worker_) != 0) {
       last_busy = now;

@@ -57,7 +57,10 @@ struct InProcessRun::Impl {
     return std::find(l.begin(), l.end(), device) != l.end();
   }
 
+  std::atomic<bool> aborted{false};  // transports without an abort of their own watch it
+
   void abort(const std::string& reason) {
+    aborted = true;
     for (auto& g : groups) g->abort(reason);
     if (fabric) fabric->abort(reason);
   }
@@ -209,6 +212,9 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, co
   }
   MP_RETURN_IF_ERROR(impl->make_groups());
   MP_RETURN_IF_ERROR(impl->make_transport());
+  for (DeviceLinks& l : impl->links) {
+    if (l.transport != nullptr) l.transport->set_abort_flag(&impl->aborted);
+  }
   return std::unique_ptr<InProcessRun>(new InProcessRun(std::move(impl)));
 }
 

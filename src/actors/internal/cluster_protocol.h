@@ -20,6 +20,8 @@ using addr_atom = caf::atom_constant<caf::atom("addr")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using pong_atom = caf::atom_constant<caf::atom("pong")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using abort_atom = caf::atom_constant<caf::atom("abort")>;
+using save_atom = caf::atom_constant<caf::atom("save")>;
 
 // Errors cross the middleman as caf::error with the message as context (category "mpcluster").
 inline caf::error to_caf(const Status& s) {
