@@ -14,6 +14,7 @@
 #include "meshpipe/plan_common.h"
 #include "planner/cost_model.h"
 #include "planner/plan.h"
+#include "runtime/checkpoint.h"
 #include "runtime/parallel_trainer.h"
 #include "runtime/trainer.h"
 
@@ -69,6 +70,16 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
       std::min(co.liveness / 4 + std::chrono::milliseconds(1), std::chrono::milliseconds(1000));
   auto base = mesh::resolve_cluster(args.cluster.empty() ? "cpu" : args.cluster);
   if (!base.has_value()) return fail(base.status());  // before any node joins
+  int64_t done = 0;                                   // steps of the checkpoint resumed
+  if (!args.load.empty()) {
+    auto info = runtime::read_checkpoint_info(args.load);
+    if (!info.has_value()) return fail(info.status());
+    if (info->model != spec.name) {
+      return fail(make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
+                             args.load, info->model, spec.name));
+    }
+    done = info->step;
+  }
   auto coord = actors::Coordinator::listen(co);
   if (!coord.has_value()) return fail(coord.status());
   // A failure tells the nodes why the job ended before the driver exits with it.
@@ -125,6 +136,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   job.seed = opts.seed;
   job.optimizer = opts.optimizer;
   job.timeout = std::chrono::milliseconds(args.step_timeout_ms);
+  job.load_dir = args.load;
   if (Status s = (*coord)->start(job); !s.is_ok()) return stop(s);
   const bool is_lm = spec.family == "gpt" || spec.family == "moe";
   const int64_t tokens =
@@ -138,12 +150,12 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
                    }())
              : 1);
   std::map<int32_t, int64_t> peaks;
-  for (int64_t step = 1; step <= opts.steps; ++step) {
+  for (int64_t step = done + 1; step <= done + opts.steps; ++step) {
     auto r = (*coord)->step(step);
     if (!r.has_value()) return stop(r.status());
     runtime::StepReport rep;
     rep.step = step;
-    rep.total_steps = opts.steps;
+    rep.total_steps = done + opts.steps;
     rep.loss = r->loss;
     rep.time = Seconds(r->seconds);
     rep.samples_per_second = static_cast<double>(plan.global_batch) / std::max(r->seconds, 1e-12);
@@ -155,7 +167,14 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
     }
     rep.peak = Bytes(peak);
     print_step(is_lm, rep);
+    const bool last = step == done + opts.steps;
+    if (!args.save.empty() && (last || (args.save_every > 0 && step % args.save_every == 0))) {
+      const Status saved = (*coord)->save_checkpoint(args.save, {spec.name, step, opts.seed});
+      if (!saved.is_ok())
+        return stop(saved.with_context(fmt::format("saving after step {}", step)));
+    }
   }
+  if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
   for (size_t k = 0; k < plan.stages.size(); ++k) {
     for (int32_t d : plan.stages[k].devices) {
@@ -372,11 +391,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", args->listen,
                   "drive a multi-process job: publish the coordinator on this port (0: any free "
                   "port) and wait for --nodes meshpipe-node processes; --cluster then gives the "
-                  "device speed and links (default cpu); checkpoints are for one-process runs")
+                  "device speed and links (default cpu); --save/--load directories must be "
+                  "visible to every node")
       ->check(CLI::Range(0, 65535))
-      ->excludes("--save")
-      ->excludes("--load")
-      ->excludes("--save-every")
       ->excludes("--runner");
   cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -217,6 +218,13 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
                 fmt::format("step {}", step));
         return caf::delegated<std::string>();
       },
+      [self, st](save_atom, const std::string& partial, int64_t step) -> caf::result<std::string> {
+        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
+        auto rp = self->make_response_promise();
+        fan_out(self, st, rp, caf::make_message(save_atom::value, partial), st->step_timeout,
+                fmt::format("the checkpoint after step {}", step));
+        return caf::delegated<std::string>();
+      },
       [st](shutdown_atom, const std::string& reason) {
         for (const caf::actor& h : st->handles) caf::anon_send(h, shutdown_atom::value, reason);
       },
@@ -345,6 +353,7 @@ Status Coordinator::start(const ClusterJob& job) {
       {"eps", job.optimizer.eps},
       {"weight_decay", job.optimizer.weight_decay}};
   j["timeout_ms"] = job.timeout.count();
+  j["load"] = job.load_dir;
   auto r =
       impl_->ask(caf::make_message(job_atom::value, j.dump()), impl_->options.step_timeout * 6);
   return r.status();
@@ -366,6 +375,26 @@ Expected<ClusterStep> Coordinator::step(int64_t step) {
   if (out.losses.empty()) return make_error(Errc::kInternal, "no node reported the loss");
   for (double l : out.losses) out.loss += l / static_cast<double>(out.losses.size());
   return out;
+}
+
+Status Coordinator::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
+  const std::string partial = runtime::partial_checkpoint_dir(dir);
+  std::error_code ec;
+  std::filesystem::remove_all(partial, ec);
+  if (!std::filesystem::create_directories(partial, ec) || ec) {
+    return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
+                      ec.message());
+  }
+  MP_ASSIGN_OR_RETURN(std::string text,
+                      impl_->ask(caf::make_message(save_atom::value, partial, info.step),
+                                 impl_->options.step_timeout + std::chrono::seconds(5)));
+  std::vector<runtime::SavedTile> tiles;
+  for (const Json& node : Json::parse(text)) {
+    MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
+                        runtime::saved_tiles_from_json(node.dump()));
+    tiles.insert(tiles.end(), mine.begin(), mine.end());
+  }
+  return runtime::commit_checkpoint(partial, dir, info, tiles);
 }
 
 void Coordinator::shutdown(const std::string& reason) {

@@ -5,7 +5,9 @@
 // settings, lowers the same program, and runs its own devices. Gloo groups that span nodes meet
 // through a key-value store the coordinator keeps, UCX endpoints connect through addresses it
 // gathers and hands out; tensors never pass through it. A step is one message to every node,
-// answered with the losses and peak memory of its devices (numbers, as JSON text).
+// answered with the losses and peak memory of its devices (numbers, as JSON text). A checkpoint
+// is one message too: each node writes its own tiles to a directory they all see and answers
+// with the list of what it wrote; the driver writes the manifest.
 //
 // Failures: the coordinator watches every node (CAF monitors the connection): a node that exits
 // or loses its connection ends the job with an error naming it and what it was doing; a node
@@ -24,6 +26,7 @@
 #include "core/status.h"
 #include "graph/optimizer.h"
 #include "mesh/cluster.h"
+#include "runtime/checkpoint.h"
 
 namespace meshpipe::actors {
 
@@ -61,6 +64,9 @@ struct ClusterJob {
   uint64_t seed = 1;      ///< initialisation and data
   graph::OptimizerConfig optimizer;
   std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
+  /// A checkpoint every node loads its tiles from after initialisation (resharded into this
+  /// job's plan); it must be readable on every node (a shared file system, or one machine).
+  std::string load_dir;
 };
 
 /// One step of the whole cluster.
@@ -87,6 +93,11 @@ class Coordinator {
   Status start(const ClusterJob& job);
   /// Runs step `step` (1-based) on every node.
   Expected<ClusterStep> step(int64_t step);
+  /// Saves a checkpoint of the job as it is now (after step `info.step`): every node writes the
+  /// tiles of its devices into DIR's partial directory, which the driver creates and every node
+  /// must see (a shared file system, or one machine); the driver then writes the manifest and
+  /// renames the directory to `dir`.
+  Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info);
   /// Tells every node to exit, naming `reason`.
   void shutdown(const std::string& reason);
 

@@ -4,8 +4,8 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <nlohmann/json.hpp>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "actors/cluster.h"
@@ -13,6 +13,7 @@
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "planner/plan.h"
+#include "runtime/checkpoint.h"
 #include "runtime/in_process_run.h"
 #include "runtime/lower.h"
 #include "runtime/parallel_trainer.h"
@@ -168,6 +169,14 @@ Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text)
                       runtime::InProcessRun::create(std::move(program), st.graph->graph, ro));
   st.set_live(st.run.get());
   MP_RETURN_IF_ERROR(st.run->initialize(seed));
+  const std::string load = j.value("load", "");
+  if (!load.empty()) {
+    auto loaded = runtime::load_checkpoint(*st.run, st.graph->graph, load);
+    if (!loaded.has_value()) {
+      return loaded.status().with_context(
+          "loading the checkpoint (with several nodes it must be readable on every node)");
+    }
+  }
   MP_ASSIGN_OR_RETURN(auto data,
                       runtime::SyntheticData::create(st.whole->graph, st.whole->inputs, seed));
   st.data.emplace(std::move(data));
@@ -189,6 +198,21 @@ Expected<std::string> run_step(NodeState& st, int64_t step) {
   for (int32_t d : st.run->devices()) peaks[std::to_string(d)] = r.peak_bytes[size_t(d)];
   j["peaks"] = peaks;
   return j.dump();
+}
+
+// Writes this node's tiles of a checkpoint into `partial` (created by the driver) and lists them.
+Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
+  if (!st.run) return make_error(Errc::kInvalidArgument, "a checkpoint before the job started");
+  auto tiles = runtime::write_checkpoint_tiles(*st.run, st.graph->graph, partial);
+  if (!tiles.has_value()) {
+    if (tiles.status().code() == Errc::kNotFound) {
+      return tiles.status().with_context(
+          "with several nodes, --save needs a directory every node sees (a shared file system, "
+          "or all nodes on one machine)");
+    }
+    return tiles.status();
+  }
+  return runtime::saved_tiles_to_json(*tiles);
 }
 
 caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState> st) {
@@ -244,6 +268,11 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
         if (!r.has_value()) {
           return to_caf(r.status().with_context(fmt::format("node {} step {}", st->id, step)));
         }
+        return *r;
+      },
+      [st](save_atom, const std::string& partial) -> caf::result<std::string> {
+        auto r = save_tiles(*st, partial);
+        if (!r.has_value()) return to_caf(r.status().with_context(fmt::format("node {}", st->id)));
         return *r;
       },
       [st, finish](shutdown_atom, const std::string& reason) {

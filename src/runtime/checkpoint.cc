@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "kernels/layout.h"
 
@@ -21,11 +22,7 @@ constexpr int kVersion = 1;
 
 using Region = std::vector<mesh::DimRange>;
 
-struct SavedTile {
-  std::string file;
-  Region region;
-};
-
+// A value's tiles as the manifest lists them (for loading).
 struct SavedValue {
   Shape shape;
   DType dtype = DType::kF32;
@@ -87,32 +84,90 @@ Status check_header(const Json& j, const std::string& dir) {
 
 }  // namespace
 
-Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
-                       const CheckpointInfo& info) {
-  const fs::path target(dir);
-  const fs::path partial = target.string() + ".partial-" + std::to_string(::getpid());
+std::string partial_checkpoint_dir(const std::string& dir) {
+  return dir + ".partial-" + std::to_string(::getpid());
+}
+
+Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
+                                                        const graph::Graph& g,
+                                                        const std::string& partial) {
   std::error_code ec;
-  fs::remove_all(partial, ec);
-  if (!fs::create_directories(partial, ec) || ec) {
-    return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial.string(),
-                      ec.message());
+  if (!fs::is_directory(partial, ec)) {
+    return make_error(Errc::kNotFound, "checkpoint directory {} is not there", partial);
   }
-  std::map<std::string, SavedValue> values;
-  int64_t files = 0;
+  // The writer of each distinct tile: the lowest device of the whole program holding it.
+  const auto key = [](const std::string& value, const Region& r) {
+    std::string k = value;
+    for (const mesh::DimRange& x : r) k += fmt::format("|{}:{}", x.begin, x.end);
+    return k;
+  };
+  std::map<std::string, int32_t> writer;
+  for (const DeviceProgram& dp : run.program().devices) {
+    for (const PersistentTile& t : dp.persistent) {
+      auto [it, fresh] = writer.emplace(key(t.value, t.region), dp.device);
+      if (!fresh) it->second = std::min(it->second, dp.device);
+    }
+  }
+  std::vector<SavedTile> out;
+  std::map<int32_t, int64_t> files;  // per device
   for (const InProcessRun::TileView& t : run.persistent_tiles()) {
+    if (writer.at(key(t.tile->value, t.tile->region)) != t.device) continue;  // a replica
     const graph::Value* v = find_value(g, t.tile->value);
     if (v == nullptr) {
       return make_error(Errc::kInvalidArgument, "the graph has no value '{}'", t.tile->value);
     }
-    SavedValue& sv = values[t.tile->value];
-    sv.shape = v->shape;
-    sv.dtype = v->dtype;
-    bool seen = false;
-    for (const SavedTile& s : sv.tiles) seen = seen || s.region == t.tile->region;
-    if (seen) continue;  // a replica of a tile already written
-    const std::string file = "tile-" + std::to_string(files++) + ".bin";
-    MP_RETURN_IF_ERROR(write_file(partial / file, t.view.data, t.view.bytes()));
-    sv.tiles.push_back({file, t.tile->region});
+    const std::string file = fmt::format("tile-d{}-{}.bin", t.device, files[t.device]++);
+    MP_RETURN_IF_ERROR(write_file(fs::path(partial) / file, t.view.data, t.view.bytes()));
+    out.push_back({t.tile->value, v->shape, v->dtype, file, t.tile->region});
+  }
+  return out;
+}
+
+std::string saved_tiles_to_json(const std::vector<SavedTile>& tiles) {
+  Json j = Json::array();
+  for (const SavedTile& t : tiles) {
+    j.push_back({{"value", t.value},
+                 {"shape", t.shape.dims()},
+                 {"dtype", std::string(dtype_name(t.dtype))},
+                 {"file", t.file},
+                 {"begin", begins(t.region)},
+                 {"extent", extents(t.region)}});
+  }
+  return j.dump();
+}
+
+Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text) {
+  std::vector<SavedTile> out;
+  try {
+    for (const Json& j : Json::parse(text)) {
+      SavedTile t;
+      t.value = j.at("value").get<std::string>();
+      t.shape = Shape(j.at("shape").get<std::vector<int64_t>>());
+      const std::string dt = j.at("dtype").get<std::string>();
+      const std::optional<DType> dtype = parse_dtype(dt);
+      if (!dtype) return make_error(Errc::kInvalidArgument, "'{}' is not a dtype", dt);
+      t.dtype = *dtype;
+      t.file = j.at("file").get<std::string>();
+      const auto b = j.at("begin").get<std::vector<int64_t>>();
+      const auto e = j.at("extent").get<std::vector<int64_t>>();
+      if (b.size() != e.size()) return make_error(Errc::kInvalidArgument, "bad tile region");
+      for (size_t d = 0; d < b.size(); ++d) t.region.push_back({b[d], b[d] + e[d]});
+      out.push_back(std::move(t));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return make_error(Errc::kInvalidArgument, "malformed tile list: {}", e.what());
+  }
+  return out;
+}
+
+Status commit_checkpoint(const std::string& partial, const std::string& dir,
+                         const CheckpointInfo& info, const std::vector<SavedTile>& tiles) {
+  std::map<std::string, SavedValue> values;
+  for (const SavedTile& t : tiles) {
+    SavedValue& sv = values[t.value];
+    sv.shape = t.shape;
+    sv.dtype = t.dtype;
+    sv.tiles.push_back(t);
   }
   Json j;
   j["format"] = kFormat;
@@ -126,30 +181,40 @@ Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std
     jv["name"] = name;
     jv["shape"] = sv.shape.dims();
     jv["dtype"] = std::string(dtype_name(sv.dtype));
-    Json tiles = Json::array();
+    Json jt = Json::array();
     for (const SavedTile& t : sv.tiles) {
-      Json jt;
-      jt["file"] = t.file;
-      jt["begin"] = begins(t.region);
-      jt["extent"] = extents(t.region);
-      tiles.push_back(std::move(jt));
+      jt.push_back({{"file", t.file}, {"begin", begins(t.region)}, {"extent", extents(t.region)}});
     }
-    jv["tiles"] = std::move(tiles);
+    jv["tiles"] = std::move(jt);
     vals.push_back(std::move(jv));
   }
   j["values"] = std::move(vals);
   const std::string text = j.dump(1);
-  MP_RETURN_IF_ERROR(
-      write_file(partial / "manifest.json", text.data(), static_cast<int64_t>(text.size())));
+  const fs::path target(dir);
+  MP_RETURN_IF_ERROR(write_file(fs::path(partial) / "manifest.json", text.data(),
+                                static_cast<int64_t>(text.size())));
   // Replace the old checkpoint only now that the new one is complete.
+  std::error_code ec;
   const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
   if (fs::exists(target, ec)) fs::rename(target, old, ec);
   if (ec) return make_error(Errc::kIo, "cannot move the old checkpoint {}: {}", dir, ec.message());
   fs::rename(partial, target, ec);
-  if (ec)
-    return make_error(Errc::kIo, "cannot rename {} to {}: {}", partial.string(), dir, ec.message());
+  if (ec) return make_error(Errc::kIo, "cannot rename {} to {}: {}", partial, dir, ec.message());
   fs::remove_all(old, ec);
   return Status::ok();
+}
+
+Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
+                       const CheckpointInfo& info) {
+  const std::string partial = partial_checkpoint_dir(dir);
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  if (!fs::create_directories(partial, ec) || ec) {
+    return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
+                      ec.message());
+  }
+  MP_ASSIGN_OR_RETURN(std::vector<SavedTile> tiles, write_checkpoint_tiles(run, g, partial));
+  return commit_checkpoint(partial, dir, info, tiles);
 }
 
 Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {

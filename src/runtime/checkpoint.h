@@ -2,16 +2,20 @@
 // devices hold, and read back into the tiles of any other run of the same model — another plan,
 // another device count — by copying from every saved tile that overlaps (resharding on load).
 //
-//   DIR/manifest.json   format, version, model, step, seed, and per value its shape, dtype
-//                       and tiles (file name, region in the whole tensor)
-//   DIR/tile-<k>.bin    one tile's elements, row-major, native byte order
+//   DIR/manifest.json        format, version, model, step, seed, and per value its shape,
+//                            dtype and tiles (file name, region in the whole tensor)
+//   DIR/tile-d<D>-<k>.bin    one tile's elements (written by device D), row-major, native
+//                            byte order
 //
 // A save writes into DIR.partial-<pid> and renames it over DIR only when complete, so an
-// interrupted save never leaves a half-written checkpoint behind.
+// interrupted save never leaves a half-written checkpoint behind. In a job of several processes
+// each writes the tiles of its own devices (write_checkpoint_tiles) into that directory — one
+// every process sees — and the driver writes the manifest and renames (commit_checkpoint).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "graph/graph.h"
@@ -26,7 +30,37 @@ struct CheckpointInfo {
   uint64_t seed = 0;  ///< seed of the run (data stream and initialisation)
 };
 
-/// Writes every persistent value of `run` (each distinct tile once) to `dir`.
+/// One tile of a checkpoint, as its manifest lists it.
+struct SavedTile {
+  std::string value;  ///< graph value name
+  Shape shape;        ///< the whole value's shape
+  DType dtype = DType::kF32;
+  std::string file;                    ///< in the checkpoint directory
+  std::vector<mesh::DimRange> region;  ///< the tile in whole-tensor coordinates
+};
+
+/// The directory a save of `dir` fills before it becomes `dir`: DIR.partial-<pid>.
+std::string partial_checkpoint_dir(const std::string& dir);
+
+/// Writes into the existing directory `partial` the tiles this process writes: of every
+/// distinct (value, region) of the whole program, the copy of the lowest global device that
+/// holds it, when that device is one of `run`'s. So every tile is written once however many
+/// processes share the job, each by the process that holds it.
+Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
+                                                        const graph::Graph& g,
+                                                        const std::string& partial);
+
+/// Writes the manifest of `tiles` (from every process) into `partial` and renames it to `dir`,
+/// replacing an older checkpoint there only then.
+Status commit_checkpoint(const std::string& partial, const std::string& dir,
+                         const CheckpointInfo& info, const std::vector<SavedTile>& tiles);
+
+/// Tile lists as JSON text (they cross the cluster's control plane; no tensor data).
+std::string saved_tiles_to_json(const std::vector<SavedTile>& tiles);
+Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text);
+
+/// Writes every persistent value of `run` (each distinct tile once) to `dir`: the three steps
+/// above in one process.
 Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
                        const CheckpointInfo& info);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi-process jobs on loopback (scripts/launch-local.sh): a driver and meshpipe-node processes
 # train gpt-tiny to the losses of one device with a pipeline across processes (2 x 2 devices)
-# and over 3 processes, and wresnet-tiny with a data-parallel mesh spanning 2 processes (a
+# and over 3 processes, a checkpoint saved by one cluster resumes on another and on one
+# process, and wresnet-tiny with a data-parallel mesh spanning 2 processes (a
 # cluster file with a fast network makes the planner choose it); killing a node mid-training
 # stops the job with an error naming the node, and no process is left; a node pointed at no
 # coordinator and a driver given a bad cluster file fail with clear errors.
@@ -35,6 +36,20 @@ two=$(job "$dir/a" 2 2 -- --model gpt-tiny --steps 4 --micro-batches 2) || exit 
 expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$(echo "$two" | losses)"
 three=$(job "$dir/b" 3 1 -- --model gpt-tiny --steps 4) || exit 1
 expect_same "3 processes x 1 device" "$one" "$(echo "$three" | losses)"
+
+# Checkpoints across processes: saved by 2 nodes x 2 devices (every node writes its own tiles),
+# resumed by 3 nodes x 1 device (another plan), and by one process: the losses continue the
+# single-device curve.
+steps() { grep '^step ' | awk '{split($2, s, "/"); print s[1], $4}'; }
+six=$("$bin_dir/meshpipe" train --model gpt-tiny --steps 6 | steps)
+first=$(job "$dir/s1" 2 2 -- --model gpt-tiny --steps 3 --micro-batches 2 --save "$dir/ckpt") ||
+  exit 1
+ls "$dir/ckpt" | grep -q '^tile-d[23]-' || { echo "node 1 wrote no tiles"; exit 1; }
+ls "$dir/ckpt" | grep -q '^tile-d[01]-' || { echo "node 0 wrote no tiles"; exit 1; }
+rest=$(job "$dir/s2" 3 1 -- --model gpt-tiny --steps 3 --load "$dir/ckpt") || exit 1
+expect_same "saved by 2 x 2, resumed by 3 x 1" "$six" "$( (echo "$first"; echo "$rest") | steps)"
+rest=$("$bin_dir/meshpipe" train --model gpt-tiny --cluster cpu:1x4 --steps 3 --load "$dir/ckpt")
+expect_same "saved by 2 x 2, resumed by one process" "$six" "$( (echo "$first"; echo "$rest") | steps)"
 
 cat > "$dir/fastnet.json" << 'JSON'
 {"name": "fastnet", "hosts": 1, "devices_per_host": 1,

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "graph/models/zoo.h"
 #include "mesh/cluster.h"
@@ -98,6 +99,58 @@ TEST_CASE("a checkpoint saved under one plan resumes under another", "[checkpoin
   fs::remove_all(dir);
 }
 
+TEST_CASE("a save writes every tile once, from the lowest device holding it", "[checkpoint]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_once_test";
+  fs::remove_all(dir);
+  struct Case {
+    const char* name;
+    planner::Plan plan;
+    bool replicated;  // every device holds every value whole
+  };
+  const Case cases[] = {
+      {"data parallel over 4 devices", grid(1, {4, 1, 1, Mode::kFree}), true},
+      {"operator parallel (1, 4)", grid(1, {1, 4, 1, Mode::kFree}), false},
+      {"2 stages x (1, 2)", grid(2, {1, 2, 2, Mode::kFree}), false},
+  };
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      train(c.plan, 1, "", dir.string());
+      std::ifstream f(dir / "manifest.json");
+      const auto j = nlohmann::json::parse(f);
+      int64_t values = 0;
+      for (const auto& v : j.at("values")) {
+        ++values;
+        int64_t whole = 1;
+        for (int64_t d : v.at("shape").get<std::vector<int64_t>>()) whole *= d;
+        int64_t saved = 0;
+        for (const auto& t : v.at("tiles")) {
+          int64_t n = 1;
+          for (int64_t e : t.at("extent").get<std::vector<int64_t>>()) n *= e;
+          saved += n;
+          const std::string file = t.at("file").get<std::string>();
+          REQUIRE(fs::exists(dir / file));
+          if (c.replicated) CHECK(file.rfind("tile-d0-", 0) == 0);
+        }
+        INFO(v.at("name").get<std::string>());
+        CHECK(saved == whole);  // the tiles partition the value: no replica written twice
+      }
+      CHECK(values > 10);
+      // The tile list survives its trip through JSON.
+      std::vector<SavedTile> tiles = {
+          {"w", Shape({4, 6}), DType::kF32, "tile-d3-0.bin", {{0, 2}, {3, 6}}}};
+      auto back = saved_tiles_from_json(saved_tiles_to_json(tiles));
+      REQUIRE(back.has_value());
+      REQUIRE(back->size() == 1);
+      CHECK((*back)[0].value == "w");
+      CHECK((*back)[0].shape == Shape({4, 6}));
+      CHECK((*back)[0].file == "tile-d3-0.bin");
+      CHECK((*back)[0].region == tiles[0].region);
+      CHECK_FALSE(saved_tiles_from_json("[{\"value\": 1}]").has_value());
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
   const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_bad";
   fs::remove_all(dir);
@@ -131,8 +184,8 @@ TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
     expect_error("field 'version'");
   }
   SECTION("a truncated tile file") {
-    std::ofstream(dir / "tile-0.bin", std::ios::binary | std::ios::trunc) << "x";
-    expect_error("tile-0.bin holds 1 bytes");
+    std::ofstream(dir / "tile-d0-0.bin", std::ios::binary | std::ios::trunc) << "x";
+    expect_error("tile-d0-0.bin holds 1 bytes");
   }
   SECTION("a value the model has and the checkpoint lacks") {
     std::string t = text;
