@@ -85,8 +85,16 @@ struct InProcessRun::Impl {
         if (n == 1) continue;
         const int64_t groups_count = axis == 0 ? d1 : d0;
         for (int64_t gi = 0; gi < groups_count; ++gi) {
+          // Shared memory unless Gloo was asked for; with a ProcessShare, Gloo only for the
+          // groups that span processes.
+          bool all_local = true;
+          for (int64_t r = 0; r < n; ++r) {
+            const int64_t i0 = axis == 0 ? r : gi;
+            const int64_t i1 = axis == 0 ? gi : r;
+            all_local = all_local && local(st.devices[static_cast<size_t>(i0 * d1 + i1)]);
+          }
           std::shared_ptr<comm::InProcessGroup> grp;
-          if (options.collectives == "in-process") {
+          if (options.collectives == "in-process" || (options.share && all_local)) {
             grp = comm::InProcessGroup::create(static_cast<int>(n), options.timeout);
             groups.push_back(grp);
           }
@@ -102,17 +110,17 @@ struct InProcessRun::Impl {
       }
     }
     communicators.resize(members.size());
-    if (options.collectives == "in-process") {
-      for (size_t k = 0; k < members.size(); ++k) {
-        communicators[k] = members[k].group->communicator(members[k].rank);
-      }
-    } else {
+    for (size_t k = 0; k < members.size(); ++k) {
+      if (members[k].group) communicators[k] = members[k].group->communicator(members[k].rank);
+    }
+    {
       // Gloo's rendezvous blocks until the whole group has joined: join from one thread each.
       auto store = options.share ? options.share->store : comm::make_in_process_store();
       const std::string prefix = options.share ? options.share->prefix + "/" : "";
       std::vector<Status> status(members.size());
       std::vector<std::thread> threads;
       for (size_t k = 0; k < members.size(); ++k) {
+        if (members[k].group) continue;
         threads.emplace_back([&, k] {
           comm::GlooOptions go;
           go.timeout = options.timeout;

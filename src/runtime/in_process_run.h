@@ -38,7 +38,9 @@ struct ProcessShare {
 
 /// Options of an in-process run.
 struct InProcessRunOptions {
-  std::string collectives = "in-process";    ///< "in-process" or "gloo"
+  /// "in-process" or "gloo". With a ProcessShare, "gloo" applies to the groups that span
+  /// processes; a group whose devices are all in this process always uses shared memory.
+  std::string collectives = "in-process";
   std::string transport = "in-process";      ///< "in-process" or "ucx"
   std::chrono::milliseconds timeout{30000};  ///< collectives and receives
   InterpreterOptions interpreter;            ///< timeout is taken from above
