@@ -178,6 +178,13 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         NodeReport n;
         try {
           const Json j = Json::parse(info);
+          const std::string version = j.value("version", std::string("unknown"));
+          if (version != meshpipe_version()) {
+            return to_caf(make_error(Errc::kInvalidArgument,
+                                     "the coordinator runs meshpipe {}, this node {}: run the same "
+                                     "meshpipe version on every node",
+                                     meshpipe_version(), version));
+          }
           n.host = j.at("host").get<std::string>();
           n.pid = j.at("pid").get<int64_t>();
           n.devices = j.at("devices").get<int32_t>();
@@ -261,6 +268,8 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
 }
 
 }  // namespace
+
+const char* meshpipe_version() { return MP_BUILD_VERSION; }
 
 Status CoordinatorOptions::validate() const {
   if (nodes < 1) return make_error(Errc::kInvalidArgument, "--nodes must be >= 1");
@@ -354,9 +363,19 @@ Status Coordinator::start(const ClusterJob& job) {
       {"weight_decay", job.optimizer.weight_decay}};
   j["timeout_ms"] = job.timeout.count();
   j["load"] = job.load_dir;
-  auto r =
-      impl_->ask(caf::make_message(job_atom::value, j.dump()), impl_->options.step_timeout * 6);
-  return r.status();
+  MP_ASSIGN_OR_RETURN(std::string text, impl_->ask(caf::make_message(job_atom::value, j.dump()),
+                                                   impl_->options.step_timeout * 6));
+  // Every node lowered the plan itself: they must have built the same program.
+  const Json replies = Json::parse(text);
+  for (size_t k = 1; k < replies.size(); ++k) {
+    if (replies[k].value("program", "") != replies[0].value("program", "")) {
+      return make_error(Errc::kInternal,
+                        "node {} lowered another program than node 0 (fingerprint {} vs {}): "
+                        "every node must run the same meshpipe build",
+                        k, replies[k].value("program", "?"), replies[0].value("program", "?"));
+    }
+  }
+  return Status::ok();
 }
 
 Expected<ClusterStep> Coordinator::step(int64_t step) {

@@ -34,6 +34,10 @@ namespace meshpipe::actors {
 /// registration, naming both versions.
 inline constexpr const char* kClusterProtocol = "meshpipe-cluster/1";
 
+/// The meshpipe release this build is (the project version); nodes of another release are
+/// refused at registration, since every node lowers the plan itself and must lower it alike.
+const char* meshpipe_version();
+
 /// What a node reports when it joins.
 struct NodeReport {
   int32_t id = -1;           ///< assigned by the coordinator: the host index in the cluster
@@ -89,7 +93,8 @@ class Coordinator {
   uint16_t port() const;
   /// Blocks until every node has joined (or the join timeout passes); ordered by node id.
   Expected<std::vector<NodeReport>> wait_for_nodes();
-  /// Sends the job to every node and waits until all have built their devices.
+  /// Sends the job to every node and waits until all have built their devices; an error when
+  /// a node lowered another program than node 0 (program fingerprints differ).
   Status start(const ClusterJob& job);
   /// Runs step `step` (1-based) on every node.
   Expected<ClusterStep> step(int64_t step);
@@ -120,7 +125,8 @@ struct NodeOptions {
   int64_t memory_bytes = int64_t{4} << 30;
   std::string bind = "127.0.0.1";  ///< the address Gloo's TCP device uses
   std::chrono::milliseconds connect_timeout{10000};
-  std::string protocol = kClusterProtocol;  ///< (tests set another to check the refusal)
+  std::string protocol = kClusterProtocol;   ///< (tests set another to check the refusal)
+  std::string version = meshpipe_version();  ///< (likewise)
   Status validate() const;
 };
 

@@ -80,6 +80,7 @@ struct NodeState {
   std::unique_ptr<runtime::InProcessRun> run;
   std::vector<std::string> inputs;
   int64_t micro_batches = 1;
+  uint64_t fingerprint = 0;  // of the lowered program: every node's must be equal
 
   // The heartbeat actor aborts the run from its own thread while the node actor is inside a
   // step: `live` is `run` as that actor may see it.
@@ -165,6 +166,7 @@ Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text)
   ro.share = share;
   st.inputs = program.inputs;
   st.micro_batches = program.micro_batches;
+  st.fingerprint = runtime::program_fingerprint(program);
   MP_ASSIGN_OR_RETURN(st.run,
                       runtime::InProcessRun::create(std::move(program), st.graph->graph, ro));
   st.set_live(st.run.get());
@@ -244,7 +246,8 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
   const Json info = {{"host", std::string(host)},
                      {"pid", static_cast<int64_t>(::getpid())},
                      {"devices", st->options.devices},
-                     {"memory", st->options.memory_bytes}};
+                     {"memory", st->options.memory_bytes},
+                     {"version", st->options.version}};
   self->request(st->coordinator, st->options.connect_timeout, register_atom::value,
                 st->options.protocol, info.dump(), heartbeat)
       .then(
@@ -261,7 +264,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
       [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
         const Status s = start_job(*st, self->system(), job);
         if (!s.is_ok()) return to_caf(s.with_context(fmt::format("node {}", st->id)));
-        return std::string("{}");
+        return Json{{"program", fmt::format("{:016x}", st->fingerprint)}}.dump();
       },
       [st](step_atom, int64_t step) -> caf::result<std::string> {
         auto r = run_step(*st, step);

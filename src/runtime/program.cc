@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <map>
 #include <tuple>
 
@@ -170,6 +171,79 @@ Status validate_program(const Program& program) {
     }
   }
   return Status::ok();
+}
+
+namespace {
+
+// FNV-1a over the bytes of integers, in a fixed width and order.
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void add(int64_t v) {
+    const auto u = static_cast<uint64_t>(v);
+    for (int i = 0; i < 8; ++i) {
+      h ^= (u >> (8 * i)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  }
+  void add(const std::vector<int64_t>& v) {
+    add(static_cast<int64_t>(v.size()));
+    for (int64_t x : v) add(x);
+  }
+  void add(const std::vector<int32_t>& v) {
+    add(static_cast<int64_t>(v.size()));
+    for (int32_t x : v) add(x);
+  }
+};
+
+}  // namespace
+
+uint64_t program_fingerprint(const Program& program) {
+  Fnv f;
+  f.add(program.micro_batches);
+  f.add(program.loss_device);
+  f.add(static_cast<int64_t>(program.devices.size()));
+  for (const DeviceProgram& dp : program.devices) {
+    f.add(dp.device);
+    f.add(dp.stage);
+    f.add(static_cast<int64_t>(dp.buffers.size()));
+    for (const BufferDesc& b : dp.buffers) {
+      f.add(b.shape.dims());
+      f.add(static_cast<int64_t>(b.dtype));
+      f.add(static_cast<int64_t>(b.kind));
+    }
+    f.add(static_cast<int64_t>(dp.instructions.size()));
+    for (const Instruction& ins : dp.instructions) {
+      f.add(static_cast<int64_t>(ins.code));
+      f.add(static_cast<int64_t>(ins.phase));
+      f.add(ins.micro_batch);
+      f.add(ins.in);
+      f.add(ins.out);
+      f.add(ins.op);
+      f.add(static_cast<int64_t>(ins.collective.kind));
+      f.add(ins.collective.axis);
+      f.add(ins.collective.dim);
+      f.add(ins.collective.split_dim);
+      f.add(ins.shape.dims());
+      f.add(ins.peer);
+      f.add(static_cast<int64_t>(ins.tag));
+      f.add(ins.input);
+      f.add(ins.src_offset);
+      f.add(ins.dst_offset);
+      f.add(ins.extent);
+      uint32_t factor_bits = 0;
+      std::memcpy(&factor_bits, &ins.factor, sizeof(factor_bits));
+      f.add(static_cast<int64_t>(factor_bits));
+      f.add(ins.first ? 1 : 0);
+    }
+    for (const PersistentTile& t : dp.persistent) {
+      f.add(t.buffer);
+      for (const mesh::DimRange& r : t.region) {
+        f.add(r.begin);
+        f.add(r.end);
+      }
+    }
+  }
+  return f.h;
 }
 
 void insert_frees(DeviceProgram& dp) {

@@ -125,6 +125,13 @@ struct Program {
 /// every collective group member runs the same collectives in the same order.
 Status validate_program(const Program& program);
 
+/// A 64-bit fingerprint (FNV-1a) of everything that decides what the devices do and exchange:
+/// per device its buffers (shape, dtype, kind), instructions (opcode, phase, micro-batch,
+/// buffers, op, collective kind/axis/dims, peer, tag, offsets, extents, factor) and persistent
+/// tiles. The processes of one job each lower the plan themselves; equal fingerprints show they
+/// built the same program (a different meshpipe build could pair sends and receives wrongly).
+uint64_t program_fingerprint(const Program& program);
+
 /// Inserts a kFree after the last instruction that references each step buffer.
 void insert_frees(DeviceProgram& program);
 

@@ -1,4 +1,5 @@
-// Cluster bootstrap pieces in one process: registration refuses another protocol version,
+// Cluster bootstrap pieces in one process: registration refuses another protocol version or
+// meshpipe release,
 // nodes that never come time out with a message, the cluster formed from node reports, and bad
 // options are named. (Whole jobs across processes: tests/apps/cluster_test.sh.)
 #include "actors/cluster.h"
@@ -27,6 +28,23 @@ TEST_CASE("a node with another protocol version is refused, naming both", "[clus
   REQUIRE_FALSE(nodes.has_value());
   CHECK(nodes.status().code() == Errc::kTimeout);
   CHECK(nodes.status().to_string().find("did not join") != std::string::npos);
+}
+
+TEST_CASE("a node of another meshpipe release is refused, naming both", "[cluster]") {
+  CoordinatorOptions co;
+  co.nodes = 1;
+  co.join_timeout = std::chrono::milliseconds(2000);
+  auto coord = Coordinator::listen(co);
+  REQUIRE(coord.has_value());
+  NodeOptions no;
+  no.coordinator = fmt::format("127.0.0.1:{}", (*coord)->port());
+  no.version = "0.0.1-other";
+  const Status s = run_node(no);
+  REQUIRE_FALSE(s.is_ok());
+  INFO(s.to_string());
+  CHECK(s.to_string().find(std::string("meshpipe ") + meshpipe_version()) != std::string::npos);
+  CHECK(s.to_string().find("0.0.1-other") != std::string::npos);
+  CHECK_FALSE((*coord)->wait_for_nodes().has_value());
 }
 
 TEST_CASE("a node joins and exits when the driver ends the job", "[cluster]") {

@@ -152,6 +152,48 @@ TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") 
   }
 }
 
+TEST_CASE("processes that lower the same plan get the same program fingerprint", "[process]") {
+  auto cluster = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cluster.has_value());
+  planner::AnalyticCostModel cost(cluster->device);
+  planner::PlannerOptions po;
+  po.clustering.num_layers = 4;
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 4);
+  auto pipe = planner::grid_plan(tg.graph, *cluster, cost, po, 2, {1, 2, 2, Mode::kFree});
+  auto dp = planner::grid_plan(tg.graph, *cluster, cost, po, 2, {4, 1, 1, Mode::kFree});
+  REQUIRE(pipe.has_value());
+  REQUIRE(dp.has_value());
+  auto a = lower(*pipe, tg.graph);
+  auto b = lower(*pipe, tg.graph);
+  auto c = lower(*dp, tg.graph);
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  REQUIRE(c.has_value());
+  const uint64_t fa = program_fingerprint(*a);
+  CHECK(fa == program_fingerprint(*b));
+  CHECK(fa != program_fingerprint(*c));
+  // One message tag, one peer, one buffer shape: each is a different program.
+  for (int change = 0; change < 3; ++change) {
+    Program p = *b;
+    bool changed = false;
+    for (DeviceProgram& d : p.devices) {
+      for (Instruction& ins : d.instructions) {
+        if (changed || (change < 2 && ins.code != Opcode::kSend)) continue;
+        if (change == 0) ins.tag += 1;
+        if (change == 1) ins.peer = (ins.peer + 1) % 4;
+        if (change == 2) continue;
+        changed = true;
+      }
+      if (change == 2 && !changed && !d.buffers.empty()) {
+        d.buffers[0].dtype = DType::kF16;
+        changed = true;
+      }
+    }
+    REQUIRE(changed);
+    CHECK(program_fingerprint(p) != fa);
+  }
+}
+
 TEST_CASE("a share without Gloo and UCX is rejected", "[process]") {
   InProcessRunOptions ro;
   ro.share = std::make_shared<ProcessShare>();
