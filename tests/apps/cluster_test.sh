@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Multi-process jobs on loopback (scripts/launch-local.sh): a driver and meshpipe-node processes
 # train gpt-tiny to the losses of one device with a pipeline across processes (2 x 2 devices)
-# and over 3 processes, a checkpoint saved by one cluster resumes on another and on one
-# process, and wresnet-tiny with a data-parallel mesh spanning 2 processes (a
-# cluster file with a fast network makes the planner choose it); killing a node mid-training
-# stops the job with an error naming the node, and no process is left; a node pointed at no
-# coordinator and a driver given a bad cluster file fail with clear errors.
+# and over 3 processes; gpt-tiny and wresnet-tiny with a data-parallel mesh spanning 2
+# processes (a cluster file with a fast network makes the planner choose it); a checkpoint saved
+# by one cluster resumes on another and on one process. Killing a node mid-training stops the
+# job with an error naming the node and the other node exits; a stopped node is named within
+# the liveness bound; a node pointed at no coordinator and a driver given a bad cluster file
+# fail with clear errors.
 set -uo pipefail
 bin_dir="$1"
 src="$2"
@@ -58,6 +59,10 @@ cat > "$dir/fastnet.json" << 'JSON'
  "intra_host": {"bandwidth_gb_s": 5, "latency_us": 20},
  "inter_host": {"bandwidth_gb_s": 100, "latency_us": 1}}
 JSON
+out=$(job "$dir/g" 2 1 -- --model gpt-tiny --steps 4 --micro-batches 1 \
+  --cluster "$dir/fastnet.json") || exit 1
+echo "$out" | grep -q '^0 .*(2, 1) .*0-1 ' || { echo "$out"; echo "expected one (2, 1) stage"; exit 1; }
+expect_same "gpt-tiny, a (2, 1) mesh over 2 processes" "$one" "$(echo "$out" | losses)"
 sgd="--optimizer sgd --momentum 0.9"
 one=$("$bin_dir/meshpipe" train --model wresnet-tiny --steps 3 $sgd | losses)
 out=$(job "$dir/c" 2 1 -- --model wresnet-tiny --steps 3 $sgd --micro-batches 1 \
