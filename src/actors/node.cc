@@ -2,6 +2,7 @@
 // program for this node's devices, run steps, exit when told or when the coordinator goes.
 #include <unistd.h>
 
+#include <atomic>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <mutex>
@@ -85,12 +86,17 @@ struct NodeState {
   // The heartbeat actor aborts the run from its own thread while the node actor is inside a
   // step: `live` is `run` as that actor may see it.
   std::mutex run_mu;
+  std::atomic<bool> busy{false};  // the node actor is inside a job, step or save handler
   runtime::InProcessRun* live = nullptr;
   std::string aborted;  // why the job was aborted, once it was
   void abort_run(const std::string& why) {
     std::lock_guard<std::mutex> lock(run_mu);
     if (aborted.empty()) aborted = why;
     if (live != nullptr) live->abort(why);
+  }
+  std::string abort_reason() {
+    std::lock_guard<std::mutex> lock(run_mu);
+    return aborted;
   }
   void set_live(runtime::InProcessRun* run) {
     std::lock_guard<std::mutex> lock(run_mu);
@@ -217,18 +223,46 @@ Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
   return runtime::saved_tiles_to_json(*tiles);
 }
 
+// How long an aborted node waits for its devices to leave the step before it exits anyway: a
+// Gloo collective blocked on a peer that stopped cannot be woken from outside (UCX waits and
+// in-process groups can), and the node must not outlive its job.
+constexpr std::chrono::seconds kAbortGrace{3};
+
+// Marks the node actor busy while a handler runs.
+struct BusyScope {
+  explicit BusyScope(std::atomic<bool>& b) : busy(b) { busy = true; }
+  ~BusyScope() { busy = false; }
+  BusyScope(const BusyScope&) = delete;
+  BusyScope& operator=(const BusyScope&) = delete;
+  std::atomic<bool>& busy;
+};
+
 caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState> st) {
   // Answers the coordinator's pings on its own, so a node busy in a long step still shows it
   // is alive, and aborts that step when the coordinator says the job failed or disconnects. A
   // normal exit does not travel along links, so the node ends it explicitly.
   auto heartbeat = self->spawn([st](caf::event_based_actor* hb) -> caf::behavior {
+    const auto abort = [hb, st](const std::string& why) {
+      st->abort_run(why);
+      hb->delayed_send(hb, kAbortGrace, tick_atom::value);
+    };
     hb->monitor(st->coordinator);
-    hb->set_down_handler([st](caf::down_msg&) {
-      st->abort_run(fmt::format("node {}: the coordinator disconnected", st->id));
+    hb->set_down_handler([st, abort](caf::down_msg&) {
+      abort(fmt::format("node {}: the coordinator disconnected", st->id));
     });
     return {
         [](ping_atom) { return pong_atom::value; },
-        [st](abort_atom, const std::string& why) { st->abort_run(why); },
+        [abort](abort_atom, const std::string& why) { abort(why); },
+        [st](tick_atom) {
+          if (!st->busy) return;
+          fmt::print(stderr,
+                     "node {}: the job was aborted ({}) and this node's devices are still "
+                     "inside it after {} s (a Gloo collective waits for a peer that stopped); "
+                     "exiting\n",
+                     st->id, st->abort_reason(), kAbortGrace.count());
+          std::fflush(stderr);
+          std::_Exit(1);
+        },
     };
   });
   const auto finish = [self, heartbeat](Status why, const std::shared_ptr<NodeState>& state) {
@@ -262,11 +296,13 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
           });
   return {
       [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
+        const BusyScope busy(st->busy);
         const Status s = start_job(*st, self->system(), job);
         if (!s.is_ok()) return to_caf(s.with_context(fmt::format("node {}", st->id)));
         return Json{{"program", fmt::format("{:016x}", st->fingerprint)}}.dump();
       },
       [st](step_atom, int64_t step) -> caf::result<std::string> {
+        const BusyScope busy(st->busy);
         auto r = run_step(*st, step);
         if (!r.has_value()) {
           return to_caf(r.status().with_context(fmt::format("node {} step {}", st->id, step)));
@@ -274,6 +310,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
         return *r;
       },
       [st](save_atom, const std::string& partial) -> caf::result<std::string> {
+        const BusyScope busy(st->busy);
         auto r = save_tiles(*st, partial);
         if (!r.has_value()) return to_caf(r.status().with_context(fmt::format("node {}", st->id)));
         return *r;
