@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench_env.h"
+#include "bench_ucx.h"
 #include "comm/communicator.h"
 #include "comm/transport.h"
 
@@ -154,43 +155,10 @@ double bus_gbps(int n, int64_t bytes, double seconds) {
 
 // ---- UCX between two processes ------------------------------------------------------------
 
-Status write_all(int fd, const void* data, size_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t k = ::write(fd, p, n);
-    if (k <= 0) return make_error(Errc::kIo, "pipe write failed");
-    p += k;
-    n -= size_t(k);
-  }
-  return Status::ok();
-}
-
-Status read_all(int fd, void* data, size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, int(kTimeout.count())) <= 0) {
-      return make_error(Errc::kTimeout, "the peer process sent nothing");
-    }
-    const ssize_t k = ::read(fd, p, n);
-    if (k <= 0) return make_error(Errc::kIo, "the peer process closed its pipe");
-    p += k;
-    n -= size_t(k);
-  }
-  return Status::ok();
-}
-
 // Exchanges worker addresses over the pipes and connects.
 Status connect_over_pipes(UcxEndpoint& endpoint, int peer, int read_fd, int write_fd) {
-  const std::string mine = endpoint.address();
-  const uint64_t length = mine.size();
-  MP_RETURN_IF_ERROR(write_all(write_fd, &length, sizeof(length)));
-  MP_RETURN_IF_ERROR(write_all(write_fd, mine.data(), mine.size()));
-  uint64_t peer_length = 0;
-  MP_RETURN_IF_ERROR(read_all(read_fd, &peer_length, sizeof(peer_length)));
-  if (peer_length > kMiB) return make_error(Errc::kIo, "implausible address length");
-  std::string theirs(size_t(peer_length), '\0');
-  MP_RETURN_IF_ERROR(read_all(read_fd, theirs.data(), theirs.size()));
+  MP_RETURN_IF_ERROR(bench::write_string(write_fd, endpoint.address()));
+  MP_ASSIGN_OR_RETURN(std::string theirs, bench::read_string(read_fd));
   return endpoint.connect(peer, theirs);
 }
 
@@ -244,8 +212,8 @@ Expected<std::vector<double>> ucx_side(int rank, int read_fd, int write_fd,
     if (rank == 0) gbps.push_back(double(bytes) * window / best / 1e9);
   }
   // Neither side tears down while the other may still be progressing its last transfer.
-  MP_RETURN_IF_ERROR(write_all(write_fd, &token, 1));
-  MP_RETURN_IF_ERROR(read_all(read_fd, &token, 1));
+  MP_RETURN_IF_ERROR(bench::write_all(write_fd, &token, 1));
+  MP_RETURN_IF_ERROR(bench::read_all(read_fd, &token, 1));
   return gbps;
 }
 
@@ -287,33 +255,6 @@ struct Options {
   bool quick = false;
 };
 
-// ucx_perftest results: bytes -> GB/s, and the file's '#' notes.
-std::map<int64_t, double> read_perftest(const std::string& path, std::string* notes) {
-  std::map<int64_t, double> out;
-  if (path.empty()) return out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    if (line[0] == '#') {
-      *notes += line.substr(std::min<size_t>(2, line.size())) + " ";
-      continue;
-    }
-    std::istringstream fields(line);
-    int64_t bytes = 0;
-    double mib_per_s = 0;
-    if (fields >> bytes >> mib_per_s) out[bytes] = mib_per_s * double(kMiB) / 1e9;  // MB = 2^20
-  }
-  return out;
-}
-
-// The 1-minute load average from /proc/loadavg ("?" if unreadable): other work on the machine.
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string first;
-  return in >> first ? first : std::string("?");
-}
-
 std::string cell(const Expected<double>& gbps) {
   if (gbps) return fmt::format("{:.2f}", *gbps);
   return gbps.status().code() == Errc::kUnavailable ? "not in this build" : "failed";
@@ -341,7 +282,7 @@ int main(int argc, char** argv) {
   for (int64_t b = kKiB; b <= 64 * kMiB; b *= 4) sizes.push_back(b);
   const std::vector<int64_t> ucx_sizes(sizes.begin() + 1, sizes.end());  // from 4 KiB
   const auto start = Clock::now();
-  const std::string load_before = load_average();
+  const std::string load_before = bench::load_average();
 
   std::map<int64_t, double> memcpy_rate;
   for (int64_t bytes : sizes) memcpy_rate[bytes] = memcpy_gbps(bytes, 4 * budget);
@@ -368,7 +309,7 @@ int main(int argc, char** argv) {
   }
 
   std::string perftest_notes;
-  const std::map<int64_t, double> perftest = read_perftest(o.perftest, &perftest_notes);
+  const std::map<int64_t, double> perftest = bench::read_perftest(o.perftest, &perftest_notes);
   const char* tls = std::getenv("UCX_TLS");
   std::string md = fmt::format(
       "# Communication: all-reduce bus bandwidth and UCX tag bandwidth\n\n"
@@ -378,7 +319,7 @@ int main(int argc, char** argv) {
       "average {} before and {} after the run (a load above the core count means other work "
       "competed for the cores, and small-message and 4-rank figures suffer most).\n\n",
       bench::cpu_model(), bench::cpu_count(), bench::utc_now(), o.quick ? " --quick" : "",
-      seconds_since(start), load_before, load_average());
+      seconds_since(start), load_before, bench::load_average());
   md +=
       "## Sum all-reduce of fp32, ranks as threads of one process\n\n"
       "busbw = 2 (n - 1) / n x bytes / time (the per-rank traffic of a ring all-reduce). "

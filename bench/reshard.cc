@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bench_env.h"
+#include "bench_ucx.h"
 #include "comm/transport.h"
 #include "kernels/layout.h"
 #include "mesh/cross_mesh.h"
@@ -36,7 +37,7 @@ using namespace meshpipe;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::chrono::milliseconds kTimeout{60000};
+constexpr std::chrono::milliseconds kTimeout{60000};  // a transfer
 constexpr int64_t kMiB = 1 << 20;
 // Batches per size (the first is a warm-up and the correctness check): about 256 MiB in all.
 int batches(int64_t n) { return int(std::clamp<int64_t>(256 * kMiB / (n * n * 4), 5, 50)) + 1; }
@@ -103,47 +104,6 @@ std::vector<int64_t> offset(const std::vector<mesh::DimRange>& piece,
 
 // ---- pipes and endpoints ---------------------------------------------------------------------
 
-Status write_all(int fd, const void* data, size_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t k = ::write(fd, p, n);
-    if (k <= 0) return make_error(Errc::kIo, "pipe write failed");
-    p += k;
-    n -= size_t(k);
-  }
-  return Status::ok();
-}
-
-Status read_all(int fd, void* data, size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, int(kTimeout.count())) <= 0) {
-      return make_error(Errc::kTimeout, "the peer process sent nothing");
-    }
-    const ssize_t k = ::read(fd, p, n);
-    if (k <= 0) return make_error(Errc::kIo, "the peer process closed its pipe");
-    p += k;
-    n -= size_t(k);
-  }
-  return Status::ok();
-}
-
-Status send_string(int fd, const std::string& s) {
-  const uint64_t n = s.size();
-  MP_RETURN_IF_ERROR(write_all(fd, &n, sizeof(n)));
-  return write_all(fd, s.data(), s.size());
-}
-
-Expected<std::string> recv_string(int fd) {
-  uint64_t n = 0;
-  MP_RETURN_IF_ERROR(read_all(fd, &n, sizeof(n)));
-  if (n > uint64_t(kMiB)) return make_error(Errc::kIo, "implausible message length");
-  std::string s(size_t(n), '\0');
-  MP_RETURN_IF_ERROR(read_all(fd, s.data(), s.size()));
-  return s;
-}
-
 // One process's side: endpoints `first` and `first + 1` of a fabric of 4 (the source process
 // holds 0-1, the destination process 2-3), connected to the other process's two.
 struct Side {
@@ -161,10 +121,10 @@ Status connect(Side& s) {
     MP_ASSIGN_OR_RETURN(auto ep, s.context->create_endpoint(s.first + k, 4));
     s.endpoints.push_back(std::move(ep));
   }
-  for (int k = 0; k < 2; ++k) MP_RETURN_IF_ERROR(send_string(s.wfd, s.ep(k).address()));
+  for (int k = 0; k < 2; ++k) MP_RETURN_IF_ERROR(bench::write_string(s.wfd, s.ep(k).address()));
   const int other = s.first == 0 ? 2 : 0;
   for (int j = 0; j < 2; ++j) {
-    MP_ASSIGN_OR_RETURN(std::string address, recv_string(s.rfd));
+    MP_ASSIGN_OR_RETURN(std::string address, bench::read_string(s.rfd));
     for (int k = 0; k < 2; ++k) MP_RETURN_IF_ERROR(s.ep(k).connect(other + j, address));
   }
   return Status::ok();
@@ -198,7 +158,7 @@ Expected<double> send_case(Side& s, const Case& c, const Planned& p) {
   double best = 1e30;
   char token = 0;
   for (int batch = 0; batch < batches(p.shape[0]); ++batch) {
-    MP_RETURN_IF_ERROR(read_all(s.rfd, &token, 1));  // the receives are posted
+    MP_RETURN_IF_ERROR(bench::read_all(s.rfd, &token, 1));  // the receives are posted
     const auto start = Clock::now();
     std::vector<Status> status(static_cast<size_t>(devices));
     std::vector<std::thread> threads;
@@ -232,7 +192,7 @@ Expected<double> send_case(Side& s, const Case& c, const Planned& p) {
     }
     for (auto& t : threads) t.join();
     for (const Status& st : status) MP_RETURN_IF_ERROR(st);
-    MP_RETURN_IF_ERROR(read_all(s.rfd, &token, 1));  // every tile is complete
+    MP_RETURN_IF_ERROR(bench::read_all(s.rfd, &token, 1));  // every tile is complete
     if (token != 1) return make_error(Errc::kInternal, "the destination tiles are wrong");
     if (batch > 0)
       best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
@@ -279,7 +239,7 @@ Status recv_case(Side& s, const Case& c, const Planned& p) {
       }
     }
     char token = 0;
-    MP_RETURN_IF_ERROR(write_all(s.wfd, &token, 1));
+    MP_RETURN_IF_ERROR(bench::write_all(s.wfd, &token, 1));
     std::vector<Status> status(static_cast<size_t>(devices));
     std::vector<std::thread> threads;
     for (int64_t k = 0; k < devices; ++k) {
@@ -313,7 +273,7 @@ Status recv_case(Side& s, const Case& c, const Planned& p) {
         }
       }
     }
-    MP_RETURN_IF_ERROR(write_all(s.wfd, &token, 1));
+    MP_RETURN_IF_ERROR(bench::write_all(s.wfd, &token, 1));
   }
   return Status::ok();
 }
@@ -354,8 +314,8 @@ Expected<std::vector<Row>> run_all(bool quick) {
     }
     if (!st.is_ok()) fmt::print(stderr, "bench_reshard: destination: {}\n", st.to_string());
     char token = 0;  // neither side tears down while the other may still progress
-    (void)write_all(s.wfd, &token, 1);
-    (void)read_all(s.rfd, &token, 1);
+    (void)bench::write_all(s.wfd, &token, 1);
+    (void)bench::read_all(s.rfd, &token, 1);
     std::_Exit(st.is_ok() ? 0 : 1);
   }
   Side s;
@@ -389,8 +349,8 @@ Expected<std::vector<Row>> run_all(bool quick) {
     }
   }
   char token = 0;
-  (void)read_all(s.rfd, &token, 1);
-  (void)write_all(s.wfd, &token, 1);
+  (void)bench::read_all(s.rfd, &token, 1);
+  (void)bench::write_all(s.wfd, &token, 1);
   int child_status = 0;
   ::waitpid(child, &child_status, 0);
   MP_RETURN_IF_ERROR(st);
@@ -398,31 +358,6 @@ Expected<std::vector<Row>> run_all(bool quick) {
     return make_error(Errc::kInternal, "the destination process failed (status {})", child_status);
   }
   return rows;
-}
-
-std::map<int64_t, double> read_perftest(const std::string& path, std::string* notes) {
-  std::map<int64_t, double> out;
-  if (path.empty()) return out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    if (line[0] == '#') {
-      *notes += line.substr(std::min<size_t>(2, line.size())) + " ";
-      continue;
-    }
-    std::istringstream fields(line);
-    int64_t bytes = 0;
-    double mib_per_s = 0;
-    if (fields >> bytes >> mib_per_s) out[bytes] = mib_per_s * double(kMiB) / 1e9;
-  }
-  return out;
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string first;
-  return in >> first ? first : std::string("?");
 }
 
 }  // namespace
@@ -466,14 +401,14 @@ int main(int argc, char** argv) {
   }
   setenv("UCX_NET_DEVICES", "lo", /*overwrite=*/0);
   const auto start = Clock::now();
-  const std::string load_before = load_average();
+  const std::string load_before = bench::load_average();
   auto rows = run_all(quick);
   if (!rows.has_value()) {
     fmt::print(stderr, "bench_reshard: {}\n", rows.status().to_string());
     return 1;
   }
   std::string notes;
-  const auto perftest = read_perftest(perftest_path, &notes);
+  const auto perftest = bench::read_perftest(perftest_path, &notes);
   const char* tls = std::getenv("UCX_TLS");
   std::string md = fmt::format(
       "# Cross-process resharding over UCX\n\n"
@@ -493,8 +428,8 @@ int main(int argc, char** argv) {
       "| case | tensor | pieces | piece | time | GB/s | per sender GB/s | ucx_perftest "
       "GB/s | per sender / perftest |\n|---|---|---|---|---|---|---|---|---|\n",
       bench::cpu_model(), bench::cpu_count(), bench::utc_now(), quick ? " --quick" : "",
-      std::chrono::duration<double>(Clock::now() - start).count(), load_before, load_average(),
-      std::getenv("UCX_NET_DEVICES"), tls != nullptr ? tls : "(default)",
+      std::chrono::duration<double>(Clock::now() - start).count(), load_before,
+      bench::load_average(), std::getenv("UCX_NET_DEVICES"), tls != nullptr ? tls : "(default)",
       notes.empty() ? "" : fmt::format(" ({})", notes.substr(0, notes.size() - 1)));
   const auto size_name = [](int64_t b) {
     return b >= kMiB ? fmt::format("{} MiB", b / kMiB) : fmt::format("{} KiB", b / 1024);
