@@ -404,16 +404,21 @@ Status Coordinator::save_checkpoint(const std::string& dir, const runtime::Check
     return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
                       ec.message());
   }
-  MP_ASSIGN_OR_RETURN(std::string text,
-                      impl_->ask(caf::make_message(save_atom::value, partial, info.step),
-                                 impl_->options.step_timeout + std::chrono::seconds(5)));
-  std::vector<runtime::SavedTile> tiles;
-  for (const Json& node : Json::parse(text)) {
-    MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
-                        runtime::saved_tiles_from_json(node.dump()));
-    tiles.insert(tiles.end(), mine.begin(), mine.end());
-  }
-  return runtime::commit_checkpoint(partial, dir, info, tiles);
+  const auto save = [&]() -> Status {
+    MP_ASSIGN_OR_RETURN(std::string text,
+                        impl_->ask(caf::make_message(save_atom::value, partial, info.step),
+                                   impl_->options.step_timeout + std::chrono::seconds(5)));
+    std::vector<runtime::SavedTile> tiles;
+    for (const Json& node : Json::parse(text)) {
+      MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
+                          runtime::saved_tiles_from_json(node.dump()));
+      tiles.insert(tiles.end(), mine.begin(), mine.end());
+    }
+    return runtime::commit_checkpoint(partial, dir, info, tiles);
+  };
+  const Status s = save();
+  if (!s.is_ok()) std::filesystem::remove_all(partial, ec);  // the previous checkpoint stays
+  return s;
 }
 
 void Coordinator::shutdown(const std::string& reason) {

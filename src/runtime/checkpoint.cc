@@ -213,8 +213,11 @@ Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std
     return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
                       ec.message());
   }
-  MP_ASSIGN_OR_RETURN(std::vector<SavedTile> tiles, write_checkpoint_tiles(run, g, partial));
-  return commit_checkpoint(partial, dir, info, tiles);
+  auto tiles = write_checkpoint_tiles(run, g, partial);
+  const Status s =
+      tiles.has_value() ? commit_checkpoint(partial, dir, info, *tiles) : tiles.status();
+  if (!s.is_ok()) fs::remove_all(partial, ec);  // the previous checkpoint stays as it was
+  return s;
 }
 
 Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {
