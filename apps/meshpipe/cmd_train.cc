@@ -42,6 +42,7 @@ struct TrainArgs {
   std::string load;
   int64_t save_every = 0;
   int listen = -1;  // >= 0: coordinate `nodes` meshpipe-node processes on this port
+  std::string listen_address = "0.0.0.0";
   int32_t nodes = 1;
   int64_t join_timeout_ms = 60000;
   int64_t step_timeout_ms = 60000;
@@ -62,6 +63,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
                const runtime::TrainOptions& opts) {
   actors::CoordinatorOptions co;
   co.port = static_cast<uint16_t>(args.listen);
+  co.bind = args.listen_address;
   co.nodes = args.nodes;
   co.join_timeout = std::chrono::milliseconds(args.join_timeout_ms);
   co.step_timeout = std::chrono::milliseconds(args.step_timeout_ms);
@@ -395,6 +397,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "visible to every node")
       ->check(CLI::Range(0, 65535))
       ->excludes("--runner");
+  cmd->add_option("--listen-address", args->listen_address,
+                  "interface address the coordinator listens on (with --listen; 0.0.0.0: every "
+                  "interface, so nodes on other machines can reach it)")
+      ->capture_default_str();
   cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
