@@ -6,7 +6,7 @@
 # by one cluster resumes on another and on one process. Killing a node mid-training stops the
 # job with an error naming the node and the other node exits; a stopped node is named within
 # the liveness bound; a node pointed at no coordinator and a driver given a bad cluster file
-# fail with clear errors.
+# fail with clear errors; a node joins through the machine's network address (not loopback).
 set -uo pipefail
 bin_dir="$1"
 src="$2"
@@ -117,6 +117,25 @@ grep -q "process $survivor did not exit" "$dir/s/launch.out" &&
 grep -qE "exiting \(the job failed: node .* stopped answering|the job was aborted \(node .* stopped answering.*exiting" "$dir/s/node"*.out ||
   { cat "$dir/s/node"*.out; echo "the surviving node was not told why the job ended"; exit 1; }
 [ "$elapsed" -lt 40 ] || { echo "took $elapsed s"; exit 1; }
+
+# A node that reaches the coordinator through this machine's network address, not loopback
+# (the coordinator listens on every interface), when the machine has one.
+ip=$(hostname -I 2> /dev/null | awk '{print $1}')
+if [ -n "$ip" ] && [ "$ip" != "127.0.0.1" ]; then
+  "$bin_dir/meshpipe" train --listen 0 --nodes 1 --steps 2 --join-timeout-ms 30000 \
+    > "$dir/net.out" 2>&1 &
+  driver=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$dir/net.out" | sed 's/.*://')
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  timeout 60 "$bin_dir/meshpipe-node" --coordinator "$ip:$port" --devices 1 --bind "$ip" \
+    > "$dir/net-node.out" 2>&1 || { cat "$dir/net-node.out"; echo "node via $ip failed"; exit 1; }
+  wait "$driver" || { cat "$dir/net.out"; echo "driver failed"; exit 1; }
+  expect_same "a node joining through $ip" "$(echo "$six" | head -2)" "$(steps < "$dir/net.out")"
+fi
 
 if timeout 30 "$bin_dir/meshpipe-node" --coordinator 127.0.0.1:1 --devices 1 2> "$dir/err.txt"; then
   echo "a node without a coordinator succeeded"; exit 1
