@@ -120,7 +120,7 @@ grep -qE "exiting \(the job failed: node .* stopped answering|the job was aborte
 
 # A node that reaches the coordinator through this machine's network address, not loopback
 # (the coordinator listens on every interface), when the machine has one.
-ip=$(hostname -I 2> /dev/null | awk '{print $1}')
+ip=$(hostname -I 2> /dev/null | tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -1)
 if [ -n "$ip" ] && [ "$ip" != "127.0.0.1" ]; then
   "$bin_dir/meshpipe" train --listen 0 --nodes 1 --steps 2 --join-timeout-ms 30000 \
     > "$dir/net.out" 2>&1 &
