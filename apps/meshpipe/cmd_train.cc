@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <thread>
 
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
@@ -43,6 +44,9 @@ struct TrainArgs {
   int64_t save_every = 0;
   int listen = -1;  // >= 0: coordinate `nodes` meshpipe-node processes on this port
   std::string listen_address = "0.0.0.0";
+  int32_t local_devices = 0;  // > 0: the driver also runs a node with this many devices
+  double local_memory_gib = 4.0;
+  std::string local_bind = "127.0.0.1";
   int32_t nodes = 1;
   int64_t join_timeout_ms = 60000;
   int64_t step_timeout_ms = 60000;
@@ -89,6 +93,31 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
     (*coord)->shutdown("the job failed: " + why.message());
     return fail(why);
   };
+  // With --local-devices this process is also one of the nodes: a node on its own thread (and
+  // actor system) that joins through the coordinator's port like any other.
+  struct LocalNode {
+    actors::Coordinator* coord = nullptr;
+    std::thread thread;
+    ~LocalNode() {
+      if (!thread.joinable()) return;
+      coord->shutdown("the driver finished");
+      thread.join();
+    }
+  } local;
+  if (args.local_devices > 0) {
+    actors::NodeOptions no;
+    no.coordinator = fmt::format("{}:{}", co.bind == "0.0.0.0" ? std::string("127.0.0.1") : co.bind,
+                                 (*coord)->port());
+    no.devices = args.local_devices;
+    no.memory_bytes = static_cast<int64_t>(args.local_memory_gib * 1073741824.0);
+    no.bind = args.local_bind;
+    local.coord = coord->get();
+    local.thread = std::thread([no] {
+      const Status s = actors::run_node(no);
+      if (!s.is_ok()) fmt::print(stderr, "error: the driver's own node: {}\n", s.to_string());
+    });
+  }
+  // Printed once the driver's own node is on its way, so it usually registers first (node 0).
   fmt::print("coordinator listening on {}:{}, waiting for {} node(s)\n", co.bind, (*coord)->port(),
              co.nodes);
   std::fflush(stdout);
@@ -400,6 +429,19 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen-address", args->listen_address,
                   "interface address the coordinator listens on (with --listen; 0.0.0.0: every "
                   "interface, so nodes on other machines can reach it)")
+      ->capture_default_str();
+  cmd->add_option("--local-devices", args->local_devices,
+                  "the driver also runs a node with this many virtual devices, one of the "
+                  "--nodes (with --listen; `meshpipe-node --driver` starts this)")
+      ->check(CLI::PositiveNumber)
+      ->needs("--listen");
+  cmd->add_option("--local-memory-gib", args->local_memory_gib,
+                  "memory per device of the driver's own node (with --local-devices)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--local-bind", args->local_bind,
+                  "address the driver's own node's collectives (Gloo) listen on (with "
+                  "--local-devices)")
       ->capture_default_str();
   cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()

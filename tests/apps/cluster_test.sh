@@ -6,7 +6,8 @@
 # by one cluster resumes on another and on one process. Killing a node mid-training stops the
 # job with an error naming the node and the other node exits; a stopped node is named within
 # the liveness bound; a node pointed at no coordinator and a driver given a bad cluster file
-# fail with clear errors; a node joins through the machine's network address (not loopback).
+# fail with clear errors; a node joins through the machine's network address (not loopback); a
+# node started with --driver drives the job and runs devices.
 set -uo pipefail
 bin_dir="$1"
 src="$2"
@@ -117,6 +118,24 @@ grep -q "process $survivor did not exit" "$dir/s/launch.out" &&
 grep -qE "exiting \(the job failed: node .* stopped answering|the job was aborted \(node .* stopped answering.*exiting" "$dir/s/node"*.out ||
   { cat "$dir/s/node"*.out; echo "the surviving node was not told why the job ended"; exit 1; }
 [ "$elapsed" -lt 40 ] || { echo "took $elapsed s"; exit 1; }
+
+# A node started with --driver is the driver and one of the nodes (here with 2 devices, the
+# first pipeline stage); a second node joins it.
+"$bin_dir/meshpipe-node" --driver --devices 2 -- --listen 0 --nodes 2 --model gpt-tiny \
+  --steps 4 --micro-batches 2 --join-timeout-ms 30000 > "$dir/drv.out" 2>&1 &
+driver=$!
+port=""
+for _ in $(seq 1 100); do
+  port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$dir/drv.out" | sed 's/.*://')
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+timeout 60 "$bin_dir/meshpipe-node" --coordinator "127.0.0.1:$port" --devices 2 \
+  > "$dir/drv-node.out" 2>&1 || { cat "$dir/drv-node.out"; echo "node of --driver failed"; exit 1; }
+wait "$driver" || { cat "$dir/drv.out"; echo "meshpipe-node --driver failed"; exit 1; }
+grep -q "node [01]: .* (pid $driver), 2 devices" "$dir/drv.out" ||
+  { cat "$dir/drv.out"; echo "the driver runs no node of its own"; exit 1; }
+expect_same "meshpipe-node --driver + 1 node" "$(echo "$six" | head -4)" "$(steps < "$dir/drv.out")"
 
 # A node that reaches the coordinator through this machine's network address, not loopback
 # (the coordinator listens on every interface), when the machine has one.
