@@ -4,7 +4,8 @@
 # and over 3 processes; gpt-tiny and wresnet-tiny with a data-parallel mesh spanning 2
 # processes (a cluster file with a fast network makes the planner choose it); a checkpoint saved
 # by one cluster resumes on another and on one process. Killing a node mid-training stops the
-# job with an error naming the node and the other node exits; a stopped node is named within
+# job with an error naming the node and the other node exits; killing the driver ends every
+# node; a stopped node is named within
 # the liveness bound; a node pointed at no coordinator and a driver given a bad cluster file
 # fail with clear errors; a node joins through the machine's network address (not loopback); a
 # node started with --driver drives the job and runs devices.
@@ -90,6 +91,21 @@ grep -q '^rc=[1-9]' "$dir/k/launch.out" || { echo "the job did not fail"; exit 1
 [ "$elapsed" -lt 20 ] || { echo "took $elapsed s"; exit 1; }
 grep -q "did not exit" "$dir/k/launch.out" && { echo "a node had to be killed"; exit 1; }
 for p in $(sed 's/nodes: //' "$dir/k/pids"); do
+  if kill -0 "$p" 2> /dev/null; then echo "node $p is still running"; exit 1; fi
+done
+
+# Kill the driver mid-training: the nodes see the coordinator go, abort their step and exit.
+mkdir -p "$dir/d"
+(MESHPIPE_LOG_DIR="$dir/d" timeout 120 "$launch" 2 2 -- --model gpt-tiny --steps 1000000 \
+  --micro-batches 2 > "$dir/d/launch.out" 2>&1
+ echo "rc=$?" >> "$dir/d/launch.out") &
+for _ in $(seq 1 200); do grep -q '^step ' "$dir/d/launch.out" 2> /dev/null && break; sleep 0.1; done
+kill -9 "$(pgrep -f "meshpipe train --listen 0 --nodes 2 --model gpt-tiny --steps 1000000")"
+for _ in $(seq 1 300); do grep -q '^rc=' "$dir/d/launch.out" && break; sleep 0.1; done
+grep -q "did not exit" "$dir/d/launch.out" && { cat "$dir/d/launch.out"; echo "a node outlived the driver"; exit 1; }
+grep -q "coordinator disconnected" "$dir/d/node1.out" ||
+  { cat "$dir/d/node1.out"; echo "node 1 did not report the lost coordinator"; exit 1; }
+for p in $(sed 's/nodes: //' "$dir/d/pids"); do
   if kill -0 "$p" 2> /dev/null; then echo "node $p is still running"; exit 1; fi
 done
 
