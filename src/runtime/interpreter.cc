@@ -125,7 +125,33 @@ struct DeviceInterpreter::Impl {
     return mesh::tile_ranges(ins.shape, spec, mesh(), c[0], c[1]);
   }
 
+  // Several all-reduces fused into one (fuse_all_reduces): pack, all-reduce once, unpack.
+  Status fused_all_reduce(const Instruction& ins) {
+    comm::Communicator* c = group(ins.collective.axis);
+    if (c == nullptr || c->size() != mesh().size(ins.collective.axis)) {
+      return make_error(Errc::kInternal, "no communicator for mesh axis {}", ins.collective.axis);
+    }
+    int64_t total = 0;
+    for (int32_t b : ins.in) total += dp->buffers[static_cast<size_t>(b)].shape.numel();
+    std::vector<float> packed(static_cast<size_t>(total));
+    int64_t at = 0;
+    for (int32_t b : ins.in) {
+      MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(b));
+      std::memcpy(packed.data() + at, v.data, static_cast<size_t>(v.bytes()));
+      at += v.numel();
+    }
+    MP_RETURN_IF_ERROR(c->all_reduce(packed.data(), total));
+    at = 0;
+    for (int32_t b : ins.out) {
+      kernels::TensorView v = writable(b);
+      std::memcpy(v.data, packed.data() + at, static_cast<size_t>(v.bytes()));
+      at += v.numel();
+    }
+    return Status::ok();
+  }
+
   Status collective(const Instruction& ins) {
+    if (ins.in.size() > 1) return fused_all_reduce(ins);
     const mesh::CollectiveStep& step = ins.collective;
     const int a = step.axis;
     MP_ASSIGN_OR_RETURN(kernels::TensorView in, readable(ins.in[0]));

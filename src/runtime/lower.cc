@@ -168,6 +168,7 @@ class Lowering {
                                    mesh::tile_ranges(g_.value(ValueId(v)).shape, e.spec,
                                                      st.plan->mesh, dp.coord[0], dp.coord[1])});
         }
+        fuse_all_reduces(dp, st.plan->mesh, options_.fuse_all_reduce_bytes);
         insert_frees(dp);
       }
     }

@@ -23,6 +23,10 @@ struct LowerOptions {
   std::string schedule;         ///< "1f1b" or "gpipe"; empty: the plan's
   bool local_allgather = true;  ///< cross-mesh: each byte crosses once, then all-gather
   bool defer_grad_sync = true;  ///< gradient collectives once per step, not per micro-batch
+  /// Consecutive fp32 all-reduces along one mesh axis (the gradient synchronisation after the
+  /// last micro-batch) run as one all-reduce of a packed buffer of at most this many bytes
+  /// (fuse_all_reduces in program.h); 0: every all-reduce on its own.
+  int64_t fuse_all_reduce_bytes = int64_t{32} << 20;
   /// Prices each device's part of an op (LocalOp::compute_seconds, which the simulator runs
   /// on): a profile database, or null for the analytic model of the plan's cluster.
   const planner::CostModel* cost = nullptr;

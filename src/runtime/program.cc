@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -157,8 +158,9 @@ Status validate_program(const Program& program) {
         std::vector<std::tuple<int, int64_t>> seq;
         for (const Instruction& ins : dp->instructions) {
           if (ins.code == Opcode::kCollective && ins.collective.axis == axis) {
-            seq.emplace_back(static_cast<int>(ins.collective.kind),
-                             dp->buffers[static_cast<size_t>(ins.in[0])].bytes());
+            int64_t bytes = 0;
+            for (int32_t b : ins.in) bytes += dp->buffers[static_cast<size_t>(b)].bytes();
+            seq.emplace_back(static_cast<int>(ins.collective.kind), bytes);
           }
         }
         auto [it, fresh] = first.emplace(dp->coord[1 - axis], seq);
@@ -244,6 +246,47 @@ uint64_t program_fingerprint(const Program& program) {
     }
   }
   return f.h;
+}
+
+void fuse_all_reduces(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_bytes) {
+  if (max_bytes <= 0) return;
+  const auto fusable = [&](const Instruction& ins) {
+    return ins.code == Opcode::kCollective &&
+           ins.collective.kind == mesh::CollectiveKind::kAllReduce && ins.in.size() == 1 &&
+           ins.out.size() == 1 && mesh.size(ins.collective.axis) > 1 &&
+           dp.buffers[static_cast<size_t>(ins.in[0])].dtype == DType::kF32;
+  };
+  const auto bytes = [&](int32_t b) { return dp.buffers[static_cast<size_t>(b)].bytes(); };
+  std::vector<Instruction> out;
+  out.reserve(dp.instructions.size());
+  for (size_t i = 0; i < dp.instructions.size();) {
+    Instruction fused = std::move(dp.instructions[i++]);
+    if (fusable(fused)) {
+      int64_t total = bytes(fused.in[0]);
+      size_t parts = 1;
+      const auto touched = [&](int32_t b) {
+        return std::find(fused.in.begin(), fused.in.end(), b) != fused.in.end() ||
+               std::find(fused.out.begin(), fused.out.end(), b) != fused.out.end();
+      };
+      while (i < dp.instructions.size()) {
+        const Instruction& next = dp.instructions[i];
+        if (!fusable(next) || next.collective.axis != fused.collective.axis ||
+            touched(next.in[0]) || touched(next.out[0]) || total + bytes(next.in[0]) > max_bytes) {
+          break;
+        }
+        total += bytes(next.in[0]);
+        fused.in.push_back(next.in[0]);
+        fused.out.push_back(next.out[0]);
+        fused.collective.bytes += next.collective.bytes;
+        fused.collective.cost += next.collective.cost;
+        ++parts;
+        ++i;
+      }
+      if (parts > 1) fused.what = fmt::format("{} all-reduces fused, from {}", parts, fused.what);
+    }
+    out.push_back(std::move(fused));
+  }
+  dp.instructions = std::move(out);
 }
 
 void insert_frees(DeviceProgram& dp) {

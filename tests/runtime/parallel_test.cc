@@ -206,6 +206,59 @@ TEST_CASE("the planner's own plan on cpu:1x4 trains like one device", "[parallel
   }
 }
 
+// All-reduces of one mesh axis in a program, and how many buffers they carry.
+std::pair<int64_t, int64_t> all_reduces(const Program& prog) {
+  int64_t instructions = 0;
+  int64_t buffers = 0;
+  for (const DeviceProgram& d : prog.devices) {
+    for (const Instruction& ins : d.instructions) {
+      if (ins.code != Opcode::kCollective ||
+          ins.collective.kind != mesh::CollectiveKind::kAllReduce) {
+        continue;
+      }
+      ++instructions;
+      buffers += static_cast<int64_t>(ins.in.size());
+    }
+  }
+  return {instructions, buffers};
+}
+
+TEST_CASE("fused gradient all-reduces train like separate ones, in fewer collectives",
+          "[parallel]") {
+  const auto want = single_device_losses("gpt-tiny", 8, 4);
+  graph::TrainingGraph tg = training_graph("gpt-tiny", 8);
+  const planner::Plan plan = forced_plan(tg.graph, 1, {4, 1, 1, Mode::kReplicated});
+  LowerOptions separate;
+  separate.fuse_all_reduce_bytes = 0;
+  LowerOptions small;
+  small.fuse_all_reduce_bytes = 4096;  // a bucket of at most 4 KiB
+  const Run unfused = parallel_losses("gpt-tiny", 8, plan, tg.graph, 4, separate);
+  const Run fused = parallel_losses("gpt-tiny", 8, plan, tg.graph, 4);
+  const Run bucketed = parallel_losses("gpt-tiny", 8, plan, tg.graph, 4, small);
+  expect_same(want, fused.losses);
+  expect_same(want, bucketed.losses);
+  for (size_t i = 0; i < want.size(); ++i) CHECK(fused.losses[i] == Approx(unfused.losses[i]));
+  const auto [n_unfused, b_unfused] = all_reduces(unfused.program);
+  const auto [n_fused, b_fused] = all_reduces(fused.program);
+  const auto [n_bucketed, b_bucketed] = all_reduces(bucketed.program);
+  INFO(n_unfused << " all-reduces unfused, " << n_fused << " fused, " << n_bucketed
+                 << " in 4 KiB buckets");
+  CHECK(b_unfused == n_unfused);  // one buffer each
+  CHECK(b_fused == b_unfused);    // the same buffers, carried by fewer collectives
+  CHECK(b_bucketed == b_unfused);
+  CHECK(n_fused * 4 < n_unfused);
+  CHECK(n_fused < n_bucketed);
+  CHECK(n_bucketed < n_unfused);
+  for (const DeviceProgram& d : bucketed.program.devices) {
+    for (const Instruction& ins : d.instructions) {
+      if (ins.code != Opcode::kCollective || ins.in.size() < 2) continue;
+      int64_t bytes = 0;
+      for (int32_t b : ins.in) bytes += d.buffers[static_cast<size_t>(b)].bytes();
+      CHECK(bytes <= 4096);
+    }
+  }
+}
+
 TEST_CASE("Gloo collectives and UCX transport give the same losses", "[parallel]") {
   if (!comm::gloo_available() || !comm::ucx_available()) {
     WARN("built without Gloo or UCX");
