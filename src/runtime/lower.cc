@@ -168,10 +168,10 @@ class Lowering {
                                    mesh::tile_ranges(g_.value(ValueId(v)).shape, e.spec,
                                                      st.plan->mesh, dp.coord[0], dp.coord[1])});
         }
-        fuse_all_reduces(dp, st.plan->mesh, options_.fuse_all_reduce_bytes);
-        insert_frees(dp);
       }
     }
+    fuse_all_reduces(prog, options_.fuse_all_reduce_bytes);
+    for (DeviceProgram& dp : prog.devices) insert_frees(dp);
     prog.loss_device = loss_device_;
     MP_RETURN_IF_ERROR(validate_program(prog).with_context("lowered program"));
     return prog;

@@ -104,6 +104,33 @@ Status check_device(const DeviceProgram& dp) {
   return Status::ok();
 }
 
+// Per mesh axis, every group member's collectives as (kind, bytes of all inputs): an
+// error naming the device when the members of some group differ.
+Status group_sequences_match(const Program& program, const StageLayout& stage) {
+  for (int axis = 0; axis < 2; ++axis) {
+    std::map<int64_t, std::vector<std::tuple<int, int64_t>>> first;  // other coord -> sequence
+    for (int32_t d : stage.devices) {
+      const DeviceProgram* dp = program.device(d);
+      if (dp == nullptr) continue;
+      std::vector<std::tuple<int, int64_t>> seq;
+      for (const Instruction& ins : dp->instructions) {
+        if (ins.code == Opcode::kCollective && ins.collective.axis == axis) {
+          int64_t bytes = 0;
+          for (int32_t b : ins.in) bytes += dp->buffers[static_cast<size_t>(b)].bytes();
+          seq.emplace_back(static_cast<int>(ins.collective.kind), bytes);
+        }
+      }
+      auto [it, fresh] = first.emplace(dp->coord[1 - axis], seq);
+      if (!fresh && it->second != seq) {
+        return make_error(Errc::kInternal,
+                          "device {} runs other collectives along mesh axis {} than its group", d,
+                          axis);
+      }
+    }
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Status validate_program(const Program& program) {
@@ -150,27 +177,7 @@ Status validate_program(const Program& program) {
   }
   // Members of one collective group run the same collectives in the same order.
   for (const StageLayout& stage : program.stages) {
-    for (int axis = 0; axis < 2; ++axis) {
-      std::map<int64_t, std::vector<std::tuple<int, int64_t>>> first;  // other coord -> sequence
-      for (int32_t d : stage.devices) {
-        const DeviceProgram* dp = program.device(d);
-        if (dp == nullptr) continue;
-        std::vector<std::tuple<int, int64_t>> seq;
-        for (const Instruction& ins : dp->instructions) {
-          if (ins.code == Opcode::kCollective && ins.collective.axis == axis) {
-            int64_t bytes = 0;
-            for (int32_t b : ins.in) bytes += dp->buffers[static_cast<size_t>(b)].bytes();
-            seq.emplace_back(static_cast<int>(ins.collective.kind), bytes);
-          }
-        }
-        auto [it, fresh] = first.emplace(dp->coord[1 - axis], seq);
-        if (!fresh && it->second != seq) {
-          return make_error(Errc::kInternal,
-                            "device {} runs other collectives along mesh axis {} than its group", d,
-                            axis);
-        }
-      }
-    }
+    MP_RETURN_IF_ERROR(group_sequences_match(program, stage));
   }
   return Status::ok();
 }
@@ -248,8 +255,10 @@ uint64_t program_fingerprint(const Program& program) {
   return f.h;
 }
 
-void fuse_all_reduces(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_bytes) {
-  if (max_bytes <= 0) return;
+namespace {
+
+// One device's fusion (see fuse_all_reduces).
+void fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_bytes) {
   const auto fusable = [&](const Instruction& ins) {
     return ins.code == Opcode::kCollective &&
            ins.collective.kind == mesh::CollectiveKind::kAllReduce && ins.in.size() == 1 &&
@@ -287,6 +296,22 @@ void fuse_all_reduces(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t 
     out.push_back(std::move(fused));
   }
   dp.instructions = std::move(out);
+}
+
+}  // namespace
+
+void fuse_all_reduces(Program& program, int64_t max_bytes) {
+  if (max_bytes <= 0) return;
+  for (const StageLayout& stage : program.stages) {
+    std::vector<std::pair<DeviceProgram*, std::vector<Instruction>>> before;
+    for (int32_t d : stage.devices) {
+      DeviceProgram& dp = program.devices[static_cast<size_t>(d)];
+      before.emplace_back(&dp, dp.instructions);
+      fuse_device(dp, stage.mesh, max_bytes);
+    }
+    if (group_sequences_match(program, stage).is_ok()) continue;
+    for (auto& [dp, code] : before) dp->instructions = std::move(code);  // fuse nothing here
+  }
 }
 
 void insert_frees(DeviceProgram& dp) {

@@ -133,13 +133,14 @@ Status validate_program(const Program& program);
 uint64_t program_fingerprint(const Program& program);
 
 /// Merges each run of consecutive kCollective fp32 all-reduces along the same mesh axis (of
-/// more than one device, each on one buffer, none reading another's output) into one
+/// more than one device, each on one buffer, none touching another's buffers) into one
 /// instruction whose `in`/`out` list every buffer: the interpreter packs them, all-reduces once
 /// and unpacks, so a gradient synchronisation of many small tensors pays one collective's
-/// latency instead of one per tensor. A run is cut where its buffers would pass `max_bytes`;
-/// the cost is the sum of the parts. Every member of a group has the same collective sequence,
-/// so every member fuses alike.
-void fuse_all_reduces(DeviceProgram& program, const mesh::LogicalMesh& mesh, int64_t max_bytes);
+/// latency instead of one per tensor. A run is cut where its buffers would pass `max_bytes`
+/// (0: no fusion); the cost is the sum of the parts. Runs before insert_frees. Members of a
+/// group must fuse alike: a stage whose devices would not (an instruction between two
+/// all-reduces on some devices only) keeps its all-reduces separate.
+void fuse_all_reduces(Program& program, int64_t max_bytes);
 
 /// Inserts a kFree after the last instruction that references each step buffer.
 void insert_frees(DeviceProgram& program);

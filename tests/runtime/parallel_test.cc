@@ -259,6 +259,62 @@ TEST_CASE("fused gradient all-reduces train like separate ones, in fewer collect
   }
 }
 
+TEST_CASE("a group whose members would fuse differently keeps its all-reduces separate",
+          "[parallel]") {
+  // One stage on a (2, 1) mesh, three persistent fp32 buffers all-reduced in a row on both
+  // devices; on device 1 a SCALE sits between the first two all-reduces when `split`.
+  const auto make = [](bool split) {
+    Program p;
+    StageLayout st;
+    st.devices = {0, 1};
+    st.mesh.shape[0] = 2;
+    p.stages.push_back(st);
+    for (int32_t d = 0; d < 2; ++d) {
+      DeviceProgram dp;
+      dp.device = d;
+      dp.coord[0] = d;
+      for (int b = 0; b < 3; ++b) {
+        dp.buffers.push_back(
+            {fmt::format("g{}", b), Shape({16}), DType::kF32, BufferKind::kPersistent});
+      }
+      for (int32_t b = 0; b < 3; ++b) {
+        Instruction ar;
+        ar.code = Opcode::kCollective;
+        ar.collective.kind = mesh::CollectiveKind::kAllReduce;
+        ar.collective.axis = 0;
+        ar.in = {b};
+        ar.out = {b};
+        dp.instructions.push_back(ar);
+        if (split && d == 1 && b == 0) {
+          Instruction scale;
+          scale.code = Opcode::kScale;
+          scale.in = {2};
+          scale.out = {2};
+          scale.factor = 0.5f;
+          dp.instructions.push_back(scale);
+        }
+      }
+      p.devices.push_back(std::move(dp));
+    }
+    return p;
+  };
+  Program same = make(false);
+  fuse_all_reduces(same, int64_t{1} << 20);
+  CHECK(same.devices[0].instructions.size() == 1);
+  CHECK(same.devices[1].instructions.size() == 1);
+  CHECK(same.devices[0].instructions[0].in == std::vector<int32_t>{0, 1, 2});
+  CHECK(validate_program(same).is_ok());
+  Program differ = make(true);
+  fuse_all_reduces(differ, int64_t{1} << 20);
+  CHECK(differ.devices[0].instructions.size() == 3);  // device 0 alone could fuse all three
+  CHECK(differ.devices[1].instructions.size() == 4);
+  CHECK(validate_program(differ).is_ok());
+  Program small = make(false);
+  fuse_all_reduces(small, 2 * 64);  // two 64-byte buffers per bucket
+  CHECK(small.devices[0].instructions.size() == 2);
+  CHECK(small.devices[0].instructions[0].in == std::vector<int32_t>{0, 1});
+}
+
 TEST_CASE("Gloo collectives and UCX transport give the same losses", "[parallel]") {
   if (!comm::gloo_available() || !comm::ucx_available()) {
     WARN("built without Gloo or UCX");
