@@ -23,23 +23,6 @@ namespace {
 using Mode = planner::ShardingOptions::ParameterMode;
 using runtime::testing::zoo_training_graph;
 
-std::vector<double> single_device(const std::string& model, int64_t batch, int steps,
-                                  uint64_t seed) {
-  graph::TrainingGraph tg = zoo_training_graph(model, batch);
-  auto ex = runtime::Executor::create(tg.graph);
-  REQUIRE(ex.has_value());
-  REQUIRE((*ex)->initialize(seed).is_ok());
-  auto data = runtime::SyntheticData::create(tg.graph, tg.inputs, seed);
-  REQUIRE(data.has_value());
-  std::vector<double> out;
-  for (int s = 0; s < steps; ++s) {
-    auto r = (*ex)->run(data->next_batch());
-    REQUIRE(r.has_value());
-    out.push_back(r->loss);
-  }
-  return out;
-}
-
 // 2 stages x (1, 2) devices, 2 micro-batches.
 std::optional<planner::Plan> two_stages_of_two(const graph::Graph& g,
                                                const mesh::ClusterSpec& cluster) {
@@ -70,7 +53,7 @@ TEST_CASE("train_parallel through actors equals one device", "[actors]") {
   int64_t devices = 0;
   for (const auto& s : summary->plan.stages) devices += static_cast<int64_t>(s.devices.size());
   CHECK((*rt)->actors_started() == 1 + static_cast<int64_t>(summary->plan.stages.size()) + devices);
-  const auto want = single_device("gpt-tiny", 8, 6, 21);
+  const auto want = runtime::testing::single_device_losses("gpt-tiny", 8, 6, 21, 21);
   REQUIRE(summary->losses.size() == want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     INFO("step " << i);
@@ -93,7 +76,7 @@ TEST_CASE("a forced pipeline runs through mesh-group and stage actors", "[actors
   po.driver = rt->get();
   auto summary = runtime::train_parallel(*spec, *cluster, po);
   if (!summary.has_value()) FAIL(summary.status().to_string());
-  const auto want = single_device("gpt-tiny", 8, 4, 9);
+  const auto want = runtime::testing::single_device_losses("gpt-tiny", 8, 4, 9, 9);
   for (size_t i = 0; i < want.size(); ++i) {
     CHECK(std::abs(summary->losses[i] - want[i]) <= 1e-4 * want[i]);
   }

@@ -24,22 +24,6 @@ namespace {
 using Mode = planner::ShardingOptions::ParameterMode;
 namespace fs = std::filesystem;
 
-std::vector<double> single_device(int steps, uint64_t seed) {
-  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
-  auto ex = Executor::create(tg.graph);
-  REQUIRE(ex.has_value());
-  REQUIRE((*ex)->initialize(seed).is_ok());
-  auto data = SyntheticData::create(tg.graph, tg.inputs, seed);
-  REQUIRE(data.has_value());
-  std::vector<double> out;
-  for (int s = 0; s < steps; ++s) {
-    auto r = (*ex)->run(data->next_batch());
-    REQUIRE(r.has_value());
-    out.push_back(r->loss);
-  }
-  return out;
-}
-
 planner::Plan grid(int64_t micro_batches, planner::GridConfig cfg) {
   graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8 / micro_batches);
   auto cluster = mesh::cluster_preset("cpu:1x4");
@@ -71,7 +55,7 @@ std::vector<double> train(const planner::Plan& plan, int steps, const std::strin
 TEST_CASE("a checkpoint saved under one plan resumes under another", "[checkpoint]") {
   const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_test";
   fs::remove_all(dir);
-  const auto want = single_device(6, 17);
+  const auto want = testing::single_device_losses("gpt-tiny", 8, 6, 17, 17);
   // 3 steps data parallel over 4 devices (parameters replicated, Adam states too).
   const auto first = train(grid(1, {4, 1, 1, Mode::kZero3}), 3, "", dir.string());
   REQUIRE(fs::exists(dir / "manifest.json"));

@@ -30,31 +30,23 @@ constexpr uint64_t kDataSeed = 5;
 // Adam's first steps divide by |g|, which turns the rounding differences of a reordered sum
 // into sign flips of tiny gradient entries; with batch norm's noisy loss landscape that grows
 // past 1e-4 within 10 steps, so the convolutional net trains with SGD and momentum.
-graph::TrainingGraph training_graph(const std::string& model, int64_t batch) {
+graph::OptimizerConfig optimizer_for(const std::string& model) {
   graph::OptimizerConfig opt;
   if (model.rfind("wresnet", 0) == 0) {
     opt.kind = graph::OptimizerConfig::Kind::kSgd;
     opt.lr = 0.05f;
     opt.momentum = 0.9f;
   }
-  return testing::zoo_training_graph(model, batch, opt);
+  return opt;
+}
+
+graph::TrainingGraph training_graph(const std::string& model, int64_t batch) {
+  return testing::zoo_training_graph(model, batch, optimizer_for(model));
 }
 
 // Losses of `steps` steps of the Executor on the whole batch.
 std::vector<double> single_device_losses(const std::string& model, int64_t batch, int steps) {
-  graph::TrainingGraph tg = training_graph(model, batch);
-  auto ex = Executor::create(tg.graph);
-  REQUIRE(ex.has_value());
-  REQUIRE((*ex)->initialize(kSeed).is_ok());
-  auto data = SyntheticData::create(tg.graph, tg.inputs, kDataSeed);
-  REQUIRE(data.has_value());
-  std::vector<double> losses;
-  for (int s = 0; s < steps; ++s) {
-    auto r = (*ex)->run(data->next_batch());
-    REQUIRE(r.has_value());
-    losses.push_back(r->loss);
-  }
-  return losses;
+  return testing::single_device_losses(model, batch, steps, kSeed, kDataSeed, optimizer_for(model));
 }
 
 struct Run {

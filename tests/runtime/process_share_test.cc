@@ -109,18 +109,6 @@ std::vector<double> two_process_losses(const planner::Plan& plan, const graph::G
   return losses;
 }
 
-std::vector<double> one_device(int steps) {
-  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
-  auto ex = Executor::create(tg.graph);
-  REQUIRE(ex.has_value());
-  REQUIRE((*ex)->initialize(5).is_ok());
-  auto data = SyntheticData::create(tg.graph, tg.inputs, 5);
-  REQUIRE(data.has_value());
-  std::vector<double> out;
-  for (int s = 0; s < steps; ++s) out.push_back((*ex)->run(data->next_batch())->loss);
-  return out;
-}
-
 TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") {
   if (!comm::gloo_available() || !comm::ucx_available()) {
     WARN("built without Gloo or UCX");
@@ -132,7 +120,7 @@ TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") 
   planner::AnalyticCostModel cost(cluster->device);
   planner::PlannerOptions po;
   po.clustering.num_layers = 4;
-  const auto want = one_device(4);
+  const auto want = testing::single_device_losses("gpt-tiny", 8, 4, 5, 5);
   SECTION("a (2, 2) mesh spanning both processes") {
     graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
     auto plan = planner::grid_plan(tg.graph, *cluster, cost, po, 1, {2, 2, 1, Mode::kFree});
