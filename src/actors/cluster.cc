@@ -5,7 +5,6 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -397,28 +396,20 @@ Expected<ClusterStep> Coordinator::step(int64_t step) {
 }
 
 Status Coordinator::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
-  const std::string partial = runtime::partial_checkpoint_dir(dir);
-  std::error_code ec;
-  std::filesystem::remove_all(partial, ec);
-  if (!std::filesystem::create_directories(partial, ec) || ec) {
-    return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
-                      ec.message());
-  }
-  const auto save = [&]() -> Status {
-    MP_ASSIGN_OR_RETURN(std::string text,
-                        impl_->ask(caf::make_message(save_atom::value, partial, info.step),
-                                   impl_->options.step_timeout + std::chrono::seconds(5)));
-    std::vector<runtime::SavedTile> tiles;
-    for (const Json& node : Json::parse(text)) {
-      MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
-                          runtime::saved_tiles_from_json(node.dump()));
-      tiles.insert(tiles.end(), mine.begin(), mine.end());
-    }
-    return runtime::commit_checkpoint(partial, dir, info, tiles);
-  };
-  const Status s = save();
-  if (!s.is_ok()) std::filesystem::remove_all(partial, ec);  // the previous checkpoint stays
-  return s;
+  // Every node writes its own tiles into the partial directory; the driver lists them all.
+  return runtime::save_checkpoint_with(
+      dir, info, [&](const std::string& partial) -> Expected<std::vector<runtime::SavedTile>> {
+        MP_ASSIGN_OR_RETURN(std::string text,
+                            impl_->ask(caf::make_message(save_atom::value, partial, info.step),
+                                       impl_->options.step_timeout + std::chrono::seconds(5)));
+        std::vector<runtime::SavedTile> tiles;
+        for (const Json& node : Json::parse(text)) {
+          MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
+                              runtime::saved_tiles_from_json(node.dump()));
+          tiles.insert(tiles.end(), mine.begin(), mine.end());
+        }
+        return tiles;
+      });
 }
 
 void Coordinator::shutdown(const std::string& reason) {

@@ -82,11 +82,53 @@ Status check_header(const Json& j, const std::string& dir) {
   return Status::ok();
 }
 
-}  // namespace
-
-std::string partial_checkpoint_dir(const std::string& dir) {
-  return dir + ".partial-" + std::to_string(::getpid());
+// Writes the manifest of `tiles` into `partial` and renames it to `dir`, replacing an older
+// checkpoint there only then.
+Status commit_checkpoint(const std::string& partial, const std::string& dir,
+                         const CheckpointInfo& info, const std::vector<SavedTile>& tiles) {
+  std::map<std::string, SavedValue> values;
+  for (const SavedTile& t : tiles) {
+    SavedValue& sv = values[t.value];
+    sv.shape = t.shape;
+    sv.dtype = t.dtype;
+    sv.tiles.push_back(t);
+  }
+  Json j;
+  j["format"] = kFormat;
+  j["version"] = kVersion;
+  j["model"] = info.model;
+  j["step"] = info.step;
+  j["seed"] = info.seed;
+  Json vals = Json::array();
+  for (const auto& [name, sv] : values) {
+    Json jv;
+    jv["name"] = name;
+    jv["shape"] = sv.shape.dims();
+    jv["dtype"] = std::string(dtype_name(sv.dtype));
+    Json jt = Json::array();
+    for (const SavedTile& t : sv.tiles) {
+      jt.push_back({{"file", t.file}, {"begin", begins(t.region)}, {"extent", extents(t.region)}});
+    }
+    jv["tiles"] = std::move(jt);
+    vals.push_back(std::move(jv));
+  }
+  j["values"] = std::move(vals);
+  const std::string text = j.dump(1);
+  const fs::path target(dir);
+  MP_RETURN_IF_ERROR(write_file(fs::path(partial) / "manifest.json", text.data(),
+                                static_cast<int64_t>(text.size())));
+  // Replace the old checkpoint only now that the new one is complete.
+  std::error_code ec;
+  const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
+  if (fs::exists(target, ec)) fs::rename(target, old, ec);
+  if (ec) return make_error(Errc::kIo, "cannot move the old checkpoint {}: {}", dir, ec.message());
+  fs::rename(partial, target, ec);
+  if (ec) return make_error(Errc::kIo, "cannot rename {} to {}: {}", partial, dir, ec.message());
+  fs::remove_all(old, ec);
+  return Status::ok();
 }
+
+}  // namespace
 
 Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
                                                         const graph::Graph& g,
@@ -160,64 +202,27 @@ Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text) 
   return out;
 }
 
-Status commit_checkpoint(const std::string& partial, const std::string& dir,
-                         const CheckpointInfo& info, const std::vector<SavedTile>& tiles) {
-  std::map<std::string, SavedValue> values;
-  for (const SavedTile& t : tiles) {
-    SavedValue& sv = values[t.value];
-    sv.shape = t.shape;
-    sv.dtype = t.dtype;
-    sv.tiles.push_back(t);
-  }
-  Json j;
-  j["format"] = kFormat;
-  j["version"] = kVersion;
-  j["model"] = info.model;
-  j["step"] = info.step;
-  j["seed"] = info.seed;
-  Json vals = Json::array();
-  for (const auto& [name, sv] : values) {
-    Json jv;
-    jv["name"] = name;
-    jv["shape"] = sv.shape.dims();
-    jv["dtype"] = std::string(dtype_name(sv.dtype));
-    Json jt = Json::array();
-    for (const SavedTile& t : sv.tiles) {
-      jt.push_back({{"file", t.file}, {"begin", begins(t.region)}, {"extent", extents(t.region)}});
-    }
-    jv["tiles"] = std::move(jt);
-    vals.push_back(std::move(jv));
-  }
-  j["values"] = std::move(vals);
-  const std::string text = j.dump(1);
-  const fs::path target(dir);
-  MP_RETURN_IF_ERROR(write_file(fs::path(partial) / "manifest.json", text.data(),
-                                static_cast<int64_t>(text.size())));
-  // Replace the old checkpoint only now that the new one is complete.
-  std::error_code ec;
-  const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
-  if (fs::exists(target, ec)) fs::rename(target, old, ec);
-  if (ec) return make_error(Errc::kIo, "cannot move the old checkpoint {}: {}", dir, ec.message());
-  fs::rename(partial, target, ec);
-  if (ec) return make_error(Errc::kIo, "cannot rename {} to {}: {}", partial, dir, ec.message());
-  fs::remove_all(old, ec);
-  return Status::ok();
-}
-
-Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
-                       const CheckpointInfo& info) {
-  const std::string partial = partial_checkpoint_dir(dir);
+Status save_checkpoint_with(const std::string& dir, const CheckpointInfo& info,
+                            const TileWriter& write_tiles) {
+  const std::string partial = dir + ".partial-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(partial, ec);
   if (!fs::create_directories(partial, ec) || ec) {
     return make_error(Errc::kIo, "cannot create checkpoint directory {}: {}", partial,
                       ec.message());
   }
-  auto tiles = write_checkpoint_tiles(run, g, partial);
+  auto tiles = write_tiles(partial);
   const Status s =
       tiles.has_value() ? commit_checkpoint(partial, dir, info, *tiles) : tiles.status();
   if (!s.is_ok()) fs::remove_all(partial, ec);  // the previous checkpoint stays as it was
   return s;
+}
+
+Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
+                       const CheckpointInfo& info) {
+  return save_checkpoint_with(dir, info, [&](const std::string& partial) {
+    return write_checkpoint_tiles(run, g, partial);
+  });
 }
 
 Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {
@@ -253,14 +258,9 @@ Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& 
       const std::string name = jv.at("name").get<std::string>();
       sv.shape = Shape(jv.at("shape").get<std::vector<int64_t>>());
       const std::string dt = jv.at("dtype").get<std::string>();
-      bool known = false;
-      for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kI64}) {
-        if (dtype_name(t) == dt) {
-          sv.dtype = t;
-          known = true;
-        }
-      }
-      if (!known) return bad("values[" + name + "].dtype", "'" + dt + "' is not a dtype");
+      const std::optional<DType> dtype = parse_dtype(dt);
+      if (!dtype) return bad("values[" + name + "].dtype", "'" + dt + "' is not a dtype");
+      sv.dtype = *dtype;
       for (const Json& jt : jv.at("tiles")) {
         SavedTile t;
         t.file = jt.at("file").get<std::string>();

@@ -10,10 +10,11 @@
 // A save writes into DIR.partial-<pid> and renames it over DIR only when complete, so an
 // interrupted save never leaves a half-written checkpoint behind. In a job of several processes
 // each writes the tiles of its own devices (write_checkpoint_tiles) into that directory — one
-// every process sees — and the driver writes the manifest and renames (commit_checkpoint).
+// every process sees — and the driver writes the manifest and renames (save_checkpoint_with).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,6 @@ struct SavedTile {
   std::vector<mesh::DimRange> region;  ///< the tile in whole-tensor coordinates
 };
 
-/// The directory a save of `dir` fills before it becomes `dir`: DIR.partial-<pid>.
-std::string partial_checkpoint_dir(const std::string& dir);
-
 /// Writes into the existing directory `partial` the tiles this process writes: of every
 /// distinct (value, region) of the whole program, the copy of the lowest global device that
 /// holds it, when that device is one of `run`'s. So every tile is written once however many
@@ -50,17 +48,21 @@ Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
                                                         const graph::Graph& g,
                                                         const std::string& partial);
 
-/// Writes the manifest of `tiles` (from every process) into `partial` and renames it to `dir`,
-/// replacing an older checkpoint there only then.
-Status commit_checkpoint(const std::string& partial, const std::string& dir,
-                         const CheckpointInfo& info, const std::vector<SavedTile>& tiles);
+/// Saves a checkpoint to `dir`: creates its partial directory (DIR.partial-<pid>), has
+/// `write_tiles` fill it (this process's tiles, or every process's in a job of several), writes
+/// the manifest of the tiles it returns and renames the directory to `dir`, replacing an older
+/// checkpoint there only then. On any failure the partial directory is removed and the previous
+/// checkpoint stays as it was.
+using TileWriter = std::function<Expected<std::vector<SavedTile>>(const std::string& partial)>;
+Status save_checkpoint_with(const std::string& dir, const CheckpointInfo& info,
+                            const TileWriter& write_tiles);
 
 /// Tile lists as JSON text (they cross the cluster's control plane; no tensor data).
 std::string saved_tiles_to_json(const std::vector<SavedTile>& tiles);
 Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text);
 
-/// Writes every persistent value of `run` (each distinct tile once) to `dir`: the three steps
-/// above in one process.
+/// Writes every persistent value of `run` (each distinct tile once) to `dir`:
+/// save_checkpoint_with(write_checkpoint_tiles) in one process.
 Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
                        const CheckpointInfo& info);
 
