@@ -15,13 +15,21 @@ constexpr uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+/// FNV-1a: the hash of no bytes, and one byte more.
+inline constexpr uint64_t kFnvOffset = 0xCBF29CE484222325ull;
+constexpr uint64_t fnv1a_byte(uint64_t h, uint8_t byte) { return (h ^ byte) * 0x100000001B3ull; }
+
+/// FNV-1a continued with the 8 bytes of `v`, least significant first (the same on every
+/// platform), for hashing records of integers field by field.
+constexpr uint64_t fnv1a_u64(uint64_t h, uint64_t v) {
+  for (int i = 0; i < 8; ++i) h = fnv1a_byte(h, static_cast<uint8_t>(v >> (8 * i)));
+  return h;
+}
+
 /// FNV-1a hash of a string (stable across platforms and runs), e.g. of a parameter name.
 constexpr uint64_t hash_name(std::string_view s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (char c : s) {
-    h ^= static_cast<uint8_t>(c);
-    h *= 0x100000001B3ull;
-  }
+  uint64_t h = kFnvOffset;
+  for (char c : s) h = fnv1a_byte(h, static_cast<uint8_t>(c));
   return h;
 }
 

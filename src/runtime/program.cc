@@ -1,4 +1,4 @@
-// Device programs: names, validation, the free pass and listings.
+// Device programs: names, validation, all-reduce fusion, the free pass, fingerprints and listings.
 #include "runtime/program.h"
 
 #include <fmt/format.h>
@@ -7,6 +7,8 @@
 #include <cstring>
 #include <map>
 #include <tuple>
+
+#include "core/rng.h"
 
 namespace meshpipe::runtime {
 
@@ -184,16 +186,10 @@ Status validate_program(const Program& program) {
 
 namespace {
 
-// FNV-1a over the bytes of integers, in a fixed width and order.
+// FNV-1a (core/rng.h) over integers, each as 8 bytes, in a fixed order.
 struct Fnv {
-  uint64_t h = 1469598103934665603ull;
-  void add(int64_t v) {
-    const auto u = static_cast<uint64_t>(v);
-    for (int i = 0; i < 8; ++i) {
-      h ^= (u >> (8 * i)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  }
+  uint64_t h = kFnvOffset;
+  void add(int64_t v) { h = fnv1a_u64(h, static_cast<uint64_t>(v)); }
   void add(const std::vector<int64_t>& v) {
     add(static_cast<int64_t>(v.size()));
     for (int64_t x : v) add(x);

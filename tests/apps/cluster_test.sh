@@ -25,6 +25,19 @@ expect_same() {  # name, single-device losses, cluster losses
   [ -n "$3" ] && [ "$2" = "$3" ] || { echo "$1 differs from one device: $2"; exit 1; }
 }
 
+# The port a driver started in the background prints to FILE (waits up to 10 s for it).
+port_of() {
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$1" 2> /dev/null | sed 's/.*://')
+    [ -n "$port" ] && { echo "$port"; return 0; }
+    sleep 0.1
+  done
+  cat "$1" >&2
+  echo "no coordinator port in $1" >&2
+  return 1
+}
+
 # A job that must succeed, with every process gone at the end (launch-local.sh fails otherwise).
 job() {  # log dir, launch arguments...
   local log=$1
@@ -140,12 +153,7 @@ grep -qE "exiting \(the job failed: node .* stopped answering|the job was aborte
 "$bin_dir/meshpipe-node" --driver --devices 2 -- --listen 0 --nodes 2 --model gpt-tiny \
   --steps 4 --micro-batches 2 --join-timeout-ms 30000 > "$dir/drv.out" 2>&1 &
 driver=$!
-port=""
-for _ in $(seq 1 100); do
-  port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$dir/drv.out" | sed 's/.*://')
-  [ -n "$port" ] && break
-  sleep 0.1
-done
+port=$(port_of "$dir/drv.out") || exit 1
 timeout 60 "$bin_dir/meshpipe-node" --coordinator "127.0.0.1:$port" --devices 2 \
   > "$dir/drv-node.out" 2>&1 || { cat "$dir/drv-node.out"; echo "node of --driver failed"; exit 1; }
 wait "$driver" || { cat "$dir/drv.out"; echo "meshpipe-node --driver failed"; exit 1; }
@@ -156,16 +164,11 @@ expect_same "meshpipe-node --driver + 1 node" "$(echo "$six" | head -4)" "$(step
 # A node that reaches the coordinator through this machine's network address, not loopback
 # (the coordinator listens on every interface), when the machine has one.
 ip=$(hostname -I 2> /dev/null | tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -1)
-if [ -n "$ip" ] && [ "$ip" != "127.0.0.1" ]; then
+if [ -n "$ip" ]; then
   "$bin_dir/meshpipe" train --listen 0 --nodes 1 --steps 2 --join-timeout-ms 30000 \
     > "$dir/net.out" 2>&1 &
   driver=$!
-  port=""
-  for _ in $(seq 1 100); do
-    port=$(grep -o 'listening on [0-9.]*:[0-9]*' "$dir/net.out" | sed 's/.*://')
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
+  port=$(port_of "$dir/net.out") || exit 1
   timeout 60 "$bin_dir/meshpipe-node" --coordinator "$ip:$port" --devices 1 --bind "$ip" \
     > "$dir/net-node.out" 2>&1 || { cat "$dir/net-node.out"; echo "node via $ip failed"; exit 1; }
   wait "$driver" || { cat "$dir/net.out"; echo "driver failed"; exit 1; }
