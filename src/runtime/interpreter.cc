@@ -55,6 +55,7 @@ struct DeviceInterpreter::Impl {
   std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
   const kernels::KernelContext ctx;
   const DeviceLinks* links = nullptr;
+  std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
 
   const mesh::LogicalMesh& mesh() const {
     return program->stages[static_cast<size_t>(dp->stage)].mesh;
@@ -133,7 +134,7 @@ struct DeviceInterpreter::Impl {
     }
     int64_t total = 0;
     for (int32_t b : ins.in) total += dp->buffers[static_cast<size_t>(b)].shape.numel();
-    std::vector<float> packed(static_cast<size_t>(total));
+    packed.resize(static_cast<size_t>(total));
     int64_t at = 0;
     for (int32_t b : ins.in) {
       MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(b));
