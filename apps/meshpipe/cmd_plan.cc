@@ -38,9 +38,8 @@ int run_plan(const PlanArgs& args, const std::string& output) {
 }
 
 // A layout in words: "column split over mesh axis 1", "replicated", ...
-std::string in_words(const std::string& spec, int64_t rank) {
-  auto s = mesh::parse_sharding(spec);
-  if (!s.has_value()) return spec;
+std::string in_words(const mesh::ShardingSpec& spec, int64_t rank) {
+  const mesh::ShardingSpec* s = &spec;
   std::vector<std::string> parts;
   for (size_t d = 0; d < s->dims.size(); ++d) {
     const auto axes = mesh::dim_axes(s->dims[d]);
@@ -85,7 +84,7 @@ int run_explain(const std::string& path) {
     for (const auto& [name, spec] : s.value_specs) {
       auto it = rank_of.find(name);
       if (it == rank_of.end() || it->second < 2) continue;  // matrices and larger weights
-      fmt::print("  {:<32} {:<10} {}\n", name, spec, in_words(spec, it->second));
+      fmt::print("  {:<32} {:<10} {}\n", name, spec.to_string(), in_words(spec, it->second));
       ++shown;
     }
     if (shown == 0) fmt::print("  (no weight matrices: model not in the zoo)\n");
@@ -94,7 +93,7 @@ int run_explain(const std::string& path) {
     fmt::print("\ncross-stage transfers per micro-batch:\n");
     for (const auto& t : plan->transfers) {
       fmt::print("  {:<36} stage {} -> {}  {} -> {}  {}  {}\n", t.value, t.from_stage, t.to_stage,
-                 t.from_spec, t.to_spec, format_bytes(Bytes(t.bytes)),
+                 t.from_spec.to_string(), t.to_spec.to_string(), format_bytes(Bytes(t.bytes)),
                  format_seconds(Seconds(t.seconds)));
     }
   }

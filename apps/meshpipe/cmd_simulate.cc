@@ -37,7 +37,11 @@ int run_simulate(const SimulateArgs& args) {
   auto g = training_graph(*spec, plan->micro_batch);
   if (!g.has_value()) return fail(g.status());
   runtime::LowerOptions lo;
-  lo.schedule = args.schedule;
+  if (!args.schedule.empty()) {
+    auto schedule = planner::parse_schedule(args.schedule);
+    if (!schedule.has_value()) return fail(schedule.status());
+    lo.schedule = *schedule;
+  }
   auto program = runtime::lower(*plan, *g, lo);
   if (!program.has_value()) return fail(program.status());
   int64_t instructions = 0;
@@ -52,7 +56,7 @@ int run_simulate(const SimulateArgs& args) {
 
   fmt::print("plan {}: {} on {} ({} devices), {} micro-batches of {} ({})\n", args.plan,
              plan->model, plan->cluster.name, plan->cluster.num_devices(), plan->micro_batches,
-             plan->micro_batch, program->schedule);
+             plan->micro_batch, planner::schedule_name(program->schedule));
   fmt::print("lowered: {} instructions on {} devices\n", instructions, sim->devices.size());
   fmt::print("{:<7} {:<6} {:>11} {:>11} {:>11} {:>13} {:>13}\n", "device", "stage", "compute",
              "collective", "waiting", "peak memory", "plan memory");

@@ -150,7 +150,7 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
     po.model = spec.name;
     po.global_batch = opts.batch > 0 ? opts.batch : spec.default_batch;
     po.micro_batches = args.micro_batches;
-    if (!args.schedule.empty()) po.schedule = args.schedule;
+    if (!args.schedule.empty()) po.schedule = *planner::parse_schedule(args.schedule);
     po.graph_for_micro_batch = build;
     auto g0 =
         build(args.micro_batches > 0 ? po.global_batch / args.micro_batches : po.global_batch);
@@ -252,7 +252,7 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
   po.train = opts;
   po.train.on_step = [is_lm](const runtime::StepReport& r) { print_step(is_lm, r); };
   po.micro_batches = args.micro_batches;
-  po.schedule = args.schedule;
+  if (!args.schedule.empty()) po.schedule = *planner::parse_schedule(args.schedule);
   po.save_dir = args.save;
   po.save_every = args.save_every;
   po.load_dir = args.load;
@@ -270,7 +270,7 @@ int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
                  for (const auto& s : prog.stages) n += static_cast<int64_t>(s.devices.size());
                  return n;
                }(),
-               instructions, prog.schedule);
+               instructions, planner::schedule_name(prog.schedule));
     std::fflush(stdout);
   };
   auto summary = runtime::train_parallel(spec, cluster, po);

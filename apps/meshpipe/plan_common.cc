@@ -66,7 +66,7 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   o.clustering.num_layers = args.layers;
   o.profile.memory_fraction = args.memory_fraction;
   o.profile.sharding.prefer_reduce_scatter = args.zero;
-  o.schedule = args.schedule;
+  MP_ASSIGN_OR_RETURN(o.schedule, planner::parse_schedule(args.schedule));
   const graph::models::ModelSpec spec = s.spec;
   o.graph_for_micro_batch = [spec](int64_t micro) { return training_graph(spec, micro); };
   const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
@@ -107,7 +107,7 @@ void print_plan_summary(const planner::Plan& plan) {
                format_bytes(Bytes(s.memory.peak)));
   }
   fmt::print("micro-batches: {} x {} ({}), {} clustered layers\n", plan.micro_batches,
-             plan.micro_batch, plan.schedule, plan.num_layers);
+             plan.micro_batch, planner::schedule_name(plan.schedule), plan.num_layers);
   fmt::print("predicted step time: {}, {:.3g} TFLOP/s per device ({:.3g} TFLOP/s total)\n",
              format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
              plan.tflops_per_device * plan.cluster.num_devices());

@@ -9,6 +9,7 @@
 
 #include "core/dtype.h"
 #include "core/ids.h"
+#include "core/op_attrs.h"
 #include "core/op_geometry.h"
 #include "core/shape.h"
 #include "core/status.h"
@@ -61,30 +62,8 @@ struct Value {
   int64_t bytes() const { return shape.numel() * dtype_size(dtype); }
 };
 
-/// Attributes of an op. Each kind reads the fields its comment in op_kind.h names; the rest
-/// keep their defaults (so two equal ops compare equal).
-struct OpAttrs {
-  DotDims dot;                ///< kDot
-  std::vector<int64_t> axes;  ///< reduce axes, transpose permutation, bias/broadcast dims
-  Shape shape;                ///< reshape/broadcast/pad/constant target, gradient shapes
-  int64_t axis = 0;           ///< softmax, log-softmax, slice, concat, pad
-  int64_t start = 0;          ///< slice, pad
-  int64_t end = 0;            ///< slice
-  Window2d window;            ///< conv and pooling
-  bool causal = false;        ///< softmax
-  int64_t k = 0;              ///< top-k gating
-  int64_t capacity = 0;       ///< top-k gating
-  float alpha = 1.0f;         ///< scale multiplier; constant fill value
-  float beta = 0.0f;          ///< scale offset
-  float eps = 1e-5f;          ///< normalisation epsilon, Adam epsilon
-  float lr = 0.0f;            ///< optimizer learning rate
-  float momentum = 0.0f;      ///< SGD momentum
-  float beta1 = 0.9f;         ///< Adam
-  float beta2 = 0.999f;       ///< Adam
-  float weight_decay = 0.0f;  ///< optimizers
-
-  friend bool operator==(const OpAttrs&, const OpAttrs&) = default;
-};
+/// Attributes of an op (core/op_attrs.h, shared with the kernels).
+using meshpipe::OpAttrs;
 
 /// One operation: a kind, its operands and results, attributes, and where it belongs.
 struct Op {

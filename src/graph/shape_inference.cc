@@ -347,6 +347,11 @@ Expected<Types> infer_backward(OpKind kind, const OpAttrs& a, const Types& in) {
 
 Expected<Types> infer_output_types(OpKind kind, const OpAttrs& attrs, const Types& inputs) {
   const OpKindInfo& info = op_kind_info(kind);
+  if (info.lowering_only) {
+    return make_error(Errc::kInvalidArgument,
+                      "{} is a piece the runtime's lowering emits, not an op of a graph",
+                      op_kind_name(kind));
+  }
   if (info.num_inputs >= 0 && static_cast<int>(inputs.size()) != info.num_inputs) {
     return make_error(Errc::kInvalidArgument, "expects {} inputs, got {}", info.num_inputs,
                       inputs.size());

@@ -37,6 +37,9 @@ void batch_norm_grad(const KernelContext& ctx, const TensorView& dy, const Tenso
 /// Composed on one device these give batch_norm and batch_norm_grad.
 /// out[c] = sum over n, h, w of x[n, c, h, w] (x [N, C(, H, W)], out [C]).
 void batch_norm_channel_sums(const KernelContext& ctx, const TensorView& x, const TensorView& out);
+/// mean[c] = sums[c] / count (in float), sums and mean [C]; they may alias.
+void batch_norm_mean_from_sums(const KernelContext& ctx, const TensorView& sums, double count,
+                               const TensorView& mean);
 /// out[c] = sum over n, h, w of (x[n, c, h, w] - mean[c])^2.
 void batch_norm_centered_square_sums(const KernelContext& ctx, const TensorView& x,
                                      const TensorView& mean, const TensorView& out);

@@ -10,8 +10,11 @@
 
 namespace meshpipe::kernels {
 
-/// Where a kernel runs. CUDA joins with the GPU issue; today every kernel is the CPU one.
-enum class Device : uint8_t { kCpu = 0 };
+/// Where a kernel runs: the device types of the backend table (kernels/backend.h).
+enum class Device : uint8_t {
+  kCpu = 0,   ///< the host (OpenBLAS and loops); runs every op kind
+  kCuda = 1,  ///< an NVIDIA GPU: its column of the table is filled by the CUDA backend
+};
 
 /// Per-call execution context (device and, for GPUs, the stream).
 struct KernelContext {

@@ -87,7 +87,8 @@ class Evaluator {
         return make_error(Errc::kInfeasible, "a stage has no valid sharding");
       }
     }
-    MP_ASSIGN_OR_RETURN(Plan plan, build_plan(g_, c, p, stages, cluster_, cost_, options_, b_));
+    MP_ASSIGN_OR_RETURN(
+        Plan plan, build_plan(g_, c, p, stages, cluster_, {options_.model, options_.schedule, b_}));
     const double avail =
         options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
     for (size_t k = 0; k < plan.stages.size(); ++k) {

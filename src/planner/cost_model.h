@@ -12,16 +12,12 @@
 #include "core/units.h"
 #include "mesh/cluster.h"
 #include "mesh/resharding.h"
+#include "shard/op_layout.h"
 
 namespace meshpipe::planner {
 
-/// Work of one op on one device.
-struct ComputeWork {
-  Flops flops;
-  Bytes bytes;  ///< memory traffic (inputs read + outputs written)
-  DType dtype = DType::kF32;
-  bool is_matmul = false;  ///< dots and convolutions (tensor cores, profiled GEMM tables)
-};
+/// Work of one op on one device (shard/op_layout.h: what a layout implies).
+using ComputeWork = shard::OpWork;
 
 /// Injected into the planner (STYLE.md rule 3): every time the planner estimates comes from here.
 class CostModel {

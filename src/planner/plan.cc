@@ -8,19 +8,35 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
-#include <set>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <utility>
 
-#include "planner/strategy.h"
+#include "core/json.h"
 
 namespace meshpipe::planner {
+
+const char* schedule_name(Schedule schedule) {
+  switch (schedule) {
+    case Schedule::k1F1B:
+      return "1f1b";
+    case Schedule::kGPipe:
+      return "gpipe";
+  }
+  return "unknown";
+}
+
+Expected<Schedule> parse_schedule(std::string_view text) {
+  if (text == "1f1b") return Schedule::k1F1B;
+  if (text == "gpipe") return Schedule::kGPipe;
+  return make_error(Errc::kInvalidArgument, "schedule '{}' is neither 1f1b nor gpipe", text);
+}
+
 namespace {
 
-// ordered_json keeps fields in the order they are written, so the text follows the header.
-using Json = nlohmann::ordered_json;
+// Fields come out in the order they are written (ordered_json), so the text follows the header.
+constexpr std::string_view kSubject = "plan field";
 
 // ---------------------------------------------------------------------------------------------
 // Validation helpers. Messages are "<path>: <what>".
@@ -48,6 +64,15 @@ Status check_utf8(const std::map<std::string, std::string>& m, std::string_view 
   for (const auto& [key, value] : m) {
     if (!is_utf8(key)) return invalid(path, "has a key that is not valid UTF-8");
     MP_RETURN_IF_ERROR(check_utf8(value, fmt::format("{}.{}", path, key)));
+  }
+  return Status::ok();
+}
+
+// The keys of a map of typed values (the values are written from their own text).
+template <class V>
+Status check_utf8_keys(const std::map<std::string, V>& m, std::string_view path) {
+  for (const auto& [key, value] : m) {
+    if (!is_utf8(key)) return invalid(path, "has a key that is not valid UTF-8");
   }
   return Status::ok();
 }
@@ -130,15 +155,9 @@ Status check_stage(const StagePlan& s, size_t i, const mesh::ClusterSpec& c,
   MP_RETURN_IF_ERROR(check_non_negative(s.time, path + ".time"));
   MP_RETURN_IF_ERROR(check_positive(s.in_flight, path + ".in_flight"));
   MP_RETURN_IF_ERROR(check_memory(s.memory, path + ".memory"));
-  MP_RETURN_IF_ERROR(check_utf8(s.value_specs, path + ".value_specs"));
+  MP_RETURN_IF_ERROR(check_utf8_keys(s.value_specs, path + ".value_specs"));
   MP_RETURN_IF_ERROR(check_utf8(s.op_strategies, path + ".op_strategies"));
-  MP_RETURN_IF_ERROR(check_utf8(s.op_layouts, path + ".op_layouts"));
-  for (const auto& [op, text] : s.op_layouts) {
-    auto layout = parse_layout(text);
-    if (!layout.has_value()) {
-      return invalid(fmt::format("{}.op_layouts['{}']", path, op), layout.status().message());
-    }
-  }
+  MP_RETURN_IF_ERROR(check_utf8_keys(s.op_layouts, path + ".op_layouts"));
   return Status::ok();
 }
 
@@ -188,9 +207,7 @@ Status check_transfer(const CrossStageTransfer& t, size_t i, size_t num_stages) 
   }
   MP_RETURN_IF_ERROR(check_non_negative(t.bytes, path + ".bytes"));
   MP_RETURN_IF_ERROR(check_non_negative(t.seconds, path + ".seconds"));
-  MP_RETURN_IF_ERROR(check_utf8(t.value, path + ".value"));
-  MP_RETURN_IF_ERROR(check_utf8(t.from_spec, path + ".from_spec"));
-  return check_utf8(t.to_spec, path + ".to_spec");
+  return check_utf8(t.value, path + ".value");
 }
 
 Status check_batches(const Plan& p) {
@@ -259,9 +276,13 @@ Json stage_json(const StagePlan& s) {
   j["time"] = s.time;
   j["in_flight"] = s.in_flight;
   j["memory"] = memory_json(s.memory);
-  j["value_specs"] = string_map_json(s.value_specs);
+  Json specs = Json::object();
+  for (const auto& [name, spec] : s.value_specs) specs[name] = spec.to_string();
+  j["value_specs"] = std::move(specs);
   j["op_strategies"] = string_map_json(s.op_strategies);
-  j["op_layouts"] = string_map_json(s.op_layouts);
+  Json layouts = Json::object();
+  for (const auto& [name, layout] : s.op_layouts) layouts[name] = shard::layout_to_string(layout);
+  j["op_layouts"] = std::move(layouts);
   return j;
 }
 
@@ -270,8 +291,8 @@ Json transfer_json(const CrossStageTransfer& t) {
   j["value"] = t.value;
   j["from_stage"] = t.from_stage;
   j["to_stage"] = t.to_stage;
-  j["from_spec"] = t.from_spec;
-  j["to_spec"] = t.to_spec;
+  j["from_spec"] = t.from_spec.to_string();
+  j["to_spec"] = t.to_spec.to_string();
   j["bytes"] = t.bytes;
   j["seconds"] = t.seconds;
   return j;
@@ -302,131 +323,42 @@ Json cluster_json(const mesh::ClusterSpec& c) {
 // Reading. Every reader names the field by its path ("stages[1].mesh.shape[0]").
 
 Status field_error(std::string_view path, std::string_view what) {
-  return make_error(Errc::kInvalidArgument, "plan field '{}' {}", path, what);
+  return json_field_error(kSubject, path, what);
 }
 
-Status read_value(const Json& v, const std::string& path, std::string* out) {
-  if (!v.is_string()) return field_error(path, "must be a string");
-  *out = v.get<std::string>();
-  return Status::ok();
-}
+using ObjectReader = JsonReader;
 
-Status read_value(const Json& v, const std::string& path, int64_t* out) {
-  if (!v.is_number_integer()) return field_error(path, "must be an integer");
-  if (v.is_number_unsigned() &&
-      v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return field_error(path, "must be an integer that fits in 64 bits");
-  }
-  *out = v.get<int64_t>();
-  return Status::ok();
-}
-
-Status read_value(const Json& v, const std::string& path, int32_t* out) {
-  int64_t x = 0;
-  MP_RETURN_IF_ERROR(read_value(v, path, &x));
-  if (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max()) {
-    return field_error(path, "must be an integer that fits in 32 bits");
-  }
-  *out = static_cast<int32_t>(x);
-  return Status::ok();
-}
-
-Status read_value(const Json& v, const std::string& path, double* out) {
-  if (!v.is_number()) return field_error(path, "must be a number");
-  *out = v.get<double>();
-  return Status::ok();
-}
-
-template <class T>
-Status read_value(const Json& v, const std::string& path, std::vector<T>* out) {
-  if (!v.is_array()) return field_error(path, "must be an array");
-  out->assign(v.size(), T{});
-  for (size_t i = 0; i < v.size(); ++i) {
-    MP_RETURN_IF_ERROR(read_value(v[i], fmt::format("{}[{}]", path, i), &(*out)[i]));
-  }
-  return Status::ok();
-}
-
-template <class T>
-Status read_pair_value(const Json& v, const std::string& path, T (&out)[2]) {
-  std::vector<T> values;
-  MP_RETURN_IF_ERROR(read_value(v, path, &values));
-  if (values.size() != 2) return field_error(path, "must be an array of 2 elements");
-  out[0] = values[0];
-  out[1] = values[1];
-  return Status::ok();
-}
-
-Status read_value(const Json& v, const std::string& path, std::map<std::string, std::string>* out) {
-  if (!v.is_object()) return field_error(path, "must be an object");
+// A map of texts parsed into typed values; an error names the entry ("stages[0].op_layouts
+// ['layer0/dot']") and quotes the text.
+template <class V, class Parse>
+Status read_typed_map(ObjectReader& r, const char* key, std::map<std::string, V>* out,
+                      Parse parse) {
+  std::map<std::string, std::string> texts;
+  MP_RETURN_IF_ERROR(r.read(key, &texts));
   out->clear();
-  for (const auto& [key, value] : v.items()) {
-    MP_RETURN_IF_ERROR(read_value(value, fmt::format("{}.{}", path, key), &(*out)[key]));
+  for (const auto& [name, text] : texts) {
+    auto value = parse(text);
+    if (!value.has_value()) {
+      return field_error(fmt::format("{}['{}']", r.path_of(key), name), value.status().message());
+    }
+    out->emplace(name, std::move(*value));
   }
   return Status::ok();
 }
 
-// One JSON object of the plan: finds its fields by name and, at the end, rejects the fields it
-// was not asked for (a misspelt field is an error, not a silently ignored one).
-class ObjectReader {
- public:
-  ObjectReader(const Json& obj, std::string path) : obj_(obj), path_(std::move(path)) {}
-
-  std::string path_of(std::string_view key) const {
-    return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
-  }
-
-  Status find(const char* key, const Json** out) {
-    known_.insert(key);
-    const auto it = obj_.find(key);
-    if (it == obj_.end()) return field_error(path_of(key), "is missing");
-    *out = &*it;
-    return Status::ok();
-  }
-
-  template <class T>
-  Status read(const char* key, T* out) {
-    const Json* v = nullptr;
-    MP_RETURN_IF_ERROR(find(key, &v));
-    return read_value(*v, path_of(key), out);
-  }
-
-  template <class T>
-  Status read_pair(const char* key, T (&out)[2]) {
-    const Json* v = nullptr;
-    MP_RETURN_IF_ERROR(find(key, &v));
-    return read_pair_value(*v, path_of(key), out);
-  }
-
-  Status object(const char* key, const Json** out) {
-    MP_RETURN_IF_ERROR(find(key, out));
-    if (!(*out)->is_object()) return field_error(path_of(key), "must be an object");
-    return Status::ok();
-  }
-
-  Status array(const char* key, const Json** out) {
-    MP_RETURN_IF_ERROR(find(key, out));
-    if (!(*out)->is_array()) return field_error(path_of(key), "must be an array");
-    return Status::ok();
-  }
-
-  Status check_no_unknown_fields() const {
-    for (const auto& [key, value] : obj_.items()) {
-      if (!known_.contains(key)) return field_error(path_of(key), "is not a known field");
-    }
-    return Status::ok();
-  }
-
- private:
-  const Json& obj_;
-  std::string path_;
-  std::set<std::string, std::less<>> known_;
-};
+Status read_spec(ObjectReader& r, const char* key, mesh::ShardingSpec* out) {
+  std::string text;
+  MP_RETURN_IF_ERROR(r.read(key, &text));
+  auto spec = mesh::parse_sharding(text);
+  if (!spec.has_value()) return r.error(key, spec.status().message());
+  *out = std::move(*spec);
+  return Status::ok();
+}
 
 Status read_submesh(ObjectReader& parent, mesh::SubmeshShape* s) {
   const Json* j = nullptr;
   MP_RETURN_IF_ERROR(parent.object("submesh", &j));
-  ObjectReader r(*j, parent.path_of("submesh"));
+  ObjectReader r(*j, parent.path_of("submesh"), std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("hosts", &s->hosts));
   MP_RETURN_IF_ERROR(r.read("devices_per_host", &s->devices_per_host));
   return r.check_no_unknown_fields();
@@ -435,7 +367,7 @@ Status read_submesh(ObjectReader& parent, mesh::SubmeshShape* s) {
 Status read_logical_mesh(ObjectReader& parent, mesh::LogicalMesh* m) {
   const Json* j = nullptr;
   MP_RETURN_IF_ERROR(parent.object("mesh", &j));
-  ObjectReader r(*j, parent.path_of("mesh"));
+  ObjectReader r(*j, parent.path_of("mesh"), std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read_pair("shape", m->shape));
   MP_RETURN_IF_ERROR(r.read_pair("alpha", m->alpha));
   MP_RETURN_IF_ERROR(r.read_pair("beta", m->beta));
@@ -445,7 +377,7 @@ Status read_logical_mesh(ObjectReader& parent, mesh::LogicalMesh* m) {
 Status read_memory(ObjectReader& parent, StageMemory* m) {
   const Json* j = nullptr;
   MP_RETURN_IF_ERROR(parent.object("memory", &j));
-  ObjectReader r(*j, parent.path_of("memory"));
+  ObjectReader r(*j, parent.path_of("memory"), std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("persistent", &m->persistent));
   MP_RETURN_IF_ERROR(r.read("stash", &m->stash));
   MP_RETURN_IF_ERROR(r.read("working", &m->working));
@@ -455,7 +387,7 @@ Status read_memory(ObjectReader& parent, StageMemory* m) {
 
 Status read_stage(const Json& j, const std::string& path, StagePlan* s) {
   if (!j.is_object()) return field_error(path, "must be an object");
-  ObjectReader r(j, path);
+  ObjectReader r(j, path, std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("first_layer", &s->first_layer));
   MP_RETURN_IF_ERROR(r.read("last_layer", &s->last_layer));
   MP_RETURN_IF_ERROR(read_submesh(r, &s->submesh));
@@ -464,20 +396,20 @@ Status read_stage(const Json& j, const std::string& path, StagePlan* s) {
   MP_RETURN_IF_ERROR(r.read("time", &s->time));
   MP_RETURN_IF_ERROR(r.read("in_flight", &s->in_flight));
   MP_RETURN_IF_ERROR(read_memory(r, &s->memory));
-  MP_RETURN_IF_ERROR(r.read("value_specs", &s->value_specs));
+  MP_RETURN_IF_ERROR(read_typed_map(r, "value_specs", &s->value_specs, mesh::parse_sharding));
   MP_RETURN_IF_ERROR(r.read("op_strategies", &s->op_strategies));
-  MP_RETURN_IF_ERROR(r.read("op_layouts", &s->op_layouts));
+  MP_RETURN_IF_ERROR(read_typed_map(r, "op_layouts", &s->op_layouts, shard::parse_layout));
   return r.check_no_unknown_fields();
 }
 
 Status read_transfer(const Json& j, const std::string& path, CrossStageTransfer* t) {
   if (!j.is_object()) return field_error(path, "must be an object");
-  ObjectReader r(j, path);
+  ObjectReader r(j, path, std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("value", &t->value));
   MP_RETURN_IF_ERROR(r.read("from_stage", &t->from_stage));
   MP_RETURN_IF_ERROR(r.read("to_stage", &t->to_stage));
-  MP_RETURN_IF_ERROR(r.read("from_spec", &t->from_spec));
-  MP_RETURN_IF_ERROR(r.read("to_spec", &t->to_spec));
+  MP_RETURN_IF_ERROR(read_spec(r, "from_spec", &t->from_spec));
+  MP_RETURN_IF_ERROR(read_spec(r, "to_spec", &t->to_spec));
   MP_RETURN_IF_ERROR(r.read("bytes", &t->bytes));
   MP_RETURN_IF_ERROR(r.read("seconds", &t->seconds));
   return r.check_no_unknown_fields();
@@ -486,7 +418,7 @@ Status read_transfer(const Json& j, const std::string& path, CrossStageTransfer*
 Status read_times(ObjectReader& parent, PlanningTimes* t) {
   const Json* j = nullptr;
   MP_RETURN_IF_ERROR(parent.object("times", &j));
-  ObjectReader r(*j, "times");
+  ObjectReader r(*j, "times", std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("clustering", &t->clustering));
   MP_RETURN_IF_ERROR(r.read("stage_costs", &t->stage_costs));
   MP_RETURN_IF_ERROR(r.read("stage_dp", &t->stage_dp));
@@ -509,7 +441,7 @@ Status read_cluster(ObjectReader& parent, mesh::ClusterSpec* c) {
 // such rather than by the first field whose form changed.
 Status read_plan(const Json& root, Plan* p) {
   if (!root.is_object()) return make_error(Errc::kInvalidArgument, "plan JSON must be an object");
-  ObjectReader r(root, "");
+  ObjectReader r(root, "", std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("version", &p->version));
   if (p->version != Plan::kVersion) {
     return make_error(Errc::kInvalidArgument,
@@ -519,11 +451,21 @@ Status read_plan(const Json& root, Plan* p) {
   }
   MP_RETURN_IF_ERROR(r.read("model", &p->model));
   MP_RETURN_IF_ERROR(r.read("graph_fingerprint", &p->graph_fingerprint));
-  MP_RETURN_IF_ERROR(r.read("dtype", &p->dtype));
+  std::string dtype;
+  MP_RETURN_IF_ERROR(r.read("dtype", &dtype));
+  const std::optional<DType> parsed_dtype = parse_dtype(dtype);
+  if (!parsed_dtype) return r.error("dtype", fmt::format("'{}' is not a dtype", dtype));
+  p->dtype = *parsed_dtype;
   MP_RETURN_IF_ERROR(r.read("global_batch", &p->global_batch));
   MP_RETURN_IF_ERROR(r.read("micro_batch", &p->micro_batch));
   MP_RETURN_IF_ERROR(r.read("micro_batches", &p->micro_batches));
-  MP_RETURN_IF_ERROR(r.read("schedule", &p->schedule));
+  std::string schedule;
+  MP_RETURN_IF_ERROR(r.read("schedule", &schedule));
+  auto parsed_schedule = parse_schedule(schedule);
+  if (!parsed_schedule) {
+    return r.error("schedule", fmt::format("must be \"1f1b\" or \"gpipe\", not \"{}\"", schedule));
+  }
+  p->schedule = *parsed_schedule;
   MP_RETURN_IF_ERROR(read_cluster(r, &p->cluster));
   MP_RETURN_IF_ERROR(r.read("num_layers", &p->num_layers));
   MP_RETURN_IF_ERROR(r.read("op_layers", &p->op_layers));
@@ -557,10 +499,9 @@ Status Plan::validate() const {
   }
   MP_RETURN_IF_ERROR(check_utf8(model, "model"));
   MP_RETURN_IF_ERROR(check_utf8(graph_fingerprint, "graph_fingerprint"));
-  MP_RETURN_IF_ERROR(check_utf8(dtype, "dtype"));
   MP_RETURN_IF_ERROR(check_batches(*this));
-  if (schedule != "1f1b" && schedule != "gpipe") {
-    return invalid("schedule", fmt::format("must be \"1f1b\" or \"gpipe\", not \"{}\"", schedule));
+  if (schedule != Schedule::k1F1B && schedule != Schedule::kGPipe) {
+    return invalid("schedule", "must be \"1f1b\" or \"gpipe\"");
   }
   MP_RETURN_IF_ERROR(cluster.validate().with_context("cluster"));
   MP_RETURN_IF_ERROR(check_positive(num_layers, "num_layers"));
@@ -589,11 +530,11 @@ std::string plan_to_json(const Plan& plan) {
   j["version"] = plan.version;
   j["model"] = plan.model;
   j["graph_fingerprint"] = plan.graph_fingerprint;
-  j["dtype"] = plan.dtype;
+  j["dtype"] = std::string(dtype_name(plan.dtype));
   j["global_batch"] = plan.global_batch;
   j["micro_batch"] = plan.micro_batch;
   j["micro_batches"] = plan.micro_batches;
-  j["schedule"] = plan.schedule;
+  j["schedule"] = schedule_name(plan.schedule);
   j["cluster"] = cluster_json(plan.cluster);
   j["num_layers"] = plan.num_layers;
   j["op_layers"] = plan.op_layers;
@@ -613,14 +554,8 @@ std::string plan_to_json(const Plan& plan) {
 
 Expected<Plan> plan_from_json(const std::string& text) {
   Plan plan;
-  try {
-    const Json root = Json::parse(text);
-    MP_RETURN_IF_ERROR(read_plan(root, &plan));
-  } catch (const Json::parse_error& e) {
-    return make_error(Errc::kInvalidArgument, "plan JSON is malformed: {}", e.what());
-  } catch (const std::exception& e) {
-    return make_error(Errc::kInvalidArgument, "plan JSON could not be read: {}", e.what());
-  }
+  MP_ASSIGN_OR_RETURN(const Json root, parse_json(text, "plan JSON"));
+  MP_RETURN_IF_ERROR(read_plan(root, &plan));
   MP_RETURN_IF_ERROR(plan.validate().with_context("invalid plan"));
   return plan;
 }

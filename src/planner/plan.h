@@ -9,11 +9,26 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/status.h"
 #include "mesh/cluster.h"
 #include "mesh/device_mesh.h"
+#include "mesh/sharding.h"
+#include "shard/op_layout.h"
 
 namespace meshpipe::planner {
+
+/// The pipeline schedule of a step (ALPA.md §3.2): both take the same time; 1F1B keeps at most
+/// (stages - s) micro-batches of activations in flight on stage s, GPipe all of them.
+enum class Schedule : uint8_t {
+  k1F1B,   ///< "1f1b": warm-up forwards, then one forward and one backward alternately
+  kGPipe,  ///< "gpipe": every forward, then every backward
+};
+
+/// "1f1b", "gpipe".
+const char* schedule_name(Schedule schedule);
+/// Parses schedule_name's text; errors list the known schedules.
+Expected<Schedule> parse_schedule(std::string_view text);
 
 /// Memory of one device of a stage, in bytes.
 struct StageMemory {
@@ -34,10 +49,12 @@ struct StagePlan {
   double time = 0.0;             ///< predicted seconds per micro-batch (forward + backward)
   int32_t in_flight = 1;         ///< micro-batches whose activations are stashed at once (1F1B)
   StageMemory memory;
-  std::map<std::string, std::string> value_specs;    ///< value name -> sharding spec text
-  std::map<std::string, std::string> op_strategies;  ///< op name -> strategy text
-  /// op name -> layout (planner/strategy.h layout_to_string): what the runtime lowers
-  std::map<std::string, std::string> op_layouts;
+  /// Value name -> its sharding spec on this stage's mesh (JSON: the spec's text).
+  std::map<std::string, mesh::ShardingSpec> value_specs;
+  /// Op name -> the chosen strategy in words ("S0,R = S0,R x R,R | all-reduce@1"), for people.
+  std::map<std::string, std::string> op_strategies;
+  /// Op name -> its layout: what the runtime lowers (JSON: shard::layout_to_string's text).
+  std::map<std::string, shard::OpLayout> op_layouts;
   friend bool operator==(const StagePlan&, const StagePlan&) = default;
 };
 
@@ -46,11 +63,11 @@ struct CrossStageTransfer {
   std::string value;  ///< value name
   int32_t from_stage = 0;
   int32_t to_stage = 0;
-  std::string from_spec;  ///< layout on the sending mesh
-  std::string to_spec;    ///< layout on the receiving mesh
-  int64_t bytes = 0;      ///< full tensor bytes
-  double seconds = 0.0;   ///< predicted time per micro-batch (a parameter gradient, sent once per
-                          ///< step, counts 1 / micro_batches)
+  mesh::ShardingSpec from_spec;  ///< layout on the sending mesh
+  mesh::ShardingSpec to_spec;    ///< layout on the receiving mesh
+  int64_t bytes = 0;             ///< full tensor bytes
+  double seconds = 0.0;  ///< predicted time per micro-batch (a parameter gradient, sent once per
+                         ///< step, counts 1 / micro_batches)
   friend bool operator==(const CrossStageTransfer&, const CrossStageTransfer&) = default;
 };
 
@@ -71,11 +88,11 @@ struct Plan {
   int32_t version = kVersion;
   std::string model;              ///< zoo name or a user label
   std::string graph_fingerprint;  ///< hash of the training graph the plan was made for
-  std::string dtype;              ///< "f16", "f32"
+  DType dtype = DType::kF32;      ///< of the parameters ("f16", "f32" in JSON)
   int64_t global_batch = 1;
   int64_t micro_batch = 1;
-  int64_t micro_batches = 1;      ///< global_batch / micro_batch
-  std::string schedule = "1f1b";  ///< "1f1b" or "gpipe"
+  int64_t micro_batches = 1;  ///< global_batch / micro_batch
+  Schedule schedule = Schedule::k1F1B;
   mesh::ClusterSpec cluster;
   int32_t num_layers = 0;
   std::vector<int32_t> op_layers;  ///< layer of every op of the training graph (clustering)
@@ -89,14 +106,15 @@ struct Plan {
 
   /// Stage ranges cover 0..num_layers-1 in order without gaps; devices distinct, within the
   /// cluster and matching each stage's submesh and logical mesh size; micro_batches *
-  /// micro_batch == global_batch; transfers reference existing stages; schedule known. Errors
-  /// name the field ("stages[2].devices: device 17 is outside the cluster's 16").
+  /// micro_batch == global_batch; transfers reference existing stages. Errors name the field
+  /// ("stages[2].devices: device 17 is outside the cluster's 16").
   Status validate() const;
 };
 
 /// The JSON text of a plan (pretty-printed; field order stable).
 std::string plan_to_json(const Plan& plan);
-/// Parses and validates; errors name the field ("plan field 'stages[1].mesh.shape' ...").
+/// Parses and validates; errors name the field ("plan field 'stages[1].mesh.shape' ...", a
+/// spec or layout that does not parse included).
 /// plan_from_json(plan_to_json(p)) == p exactly.
 Expected<Plan> plan_from_json(const std::string& text);
 /// Writes plan_to_json to a file (kIo errors name the path).

@@ -10,6 +10,7 @@
 
 #include "graph/graph.h"
 #include "mesh/cluster.h"
+#include "planner/build_plan.h"
 #include "planner/cost_model.h"
 #include "planner/layer_clustering.h"
 #include "planner/plan.h"
@@ -31,7 +32,7 @@ struct PlannerOptions {
   std::function<Expected<graph::Graph>(int64_t)> graph_for_micro_batch;
   ClusteringOptions clustering;
   StageProfileOptions profile;
-  std::string schedule = "1f1b";  ///< "1f1b" or "gpipe" (same iteration time, different memory)
+  Schedule schedule = Schedule::k1F1B;  ///< same iteration time, different memory
   /// Progress: (phase, done, total); phases "clustering", "stage costs", "stage DP".
   std::function<void(const std::string&, int64_t, int64_t)> progress;
 
@@ -66,26 +67,5 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
 /// options.graph_for_micro_batch (an error without one).
 Expected<graph::Graph> graph_for_micro_batch(const graph::Graph& g, const PlannerOptions& options,
                                              int64_t micro_batch);
-
-/// Samples per micro-batch of a training graph: dim 0 of its first data input (1 if none).
-int64_t graph_micro_batch(const graph::Graph& g);
-
-/// FNV-1a hash (hex) of the graph's structural fingerprint; plans record it.
-std::string graph_fingerprint(const graph::Graph& g);
-
-/// Model FLOPs of one micro-batch (forward + backward ops), for throughput accounting.
-double model_flops_per_micro_batch(const graph::Graph& g);
-
-/// One stage chosen by the DP or by a baseline: layers i..j on submesh kind m with config c.
-using StageAssignment = StageChoice;
-
-/// Builds a plan from chosen stages: places the submeshes on physical devices (largest first;
-/// whole-host submeshes on consecutive hosts, smaller ones packed left to right in a host),
-/// prices each cross-stage transfer on its actual link, and predicts the step time
-/// (sum t_i + (B - 1) max t_i), throughput and per-device memory.
-Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clustering,
-                          const StageProfiler& profiler, const std::vector<StageAssignment>& stages,
-                          const mesh::ClusterSpec& cluster, const CostModel& cost,
-                          const PlannerOptions& options, int64_t micro_batches);
 
 }  // namespace meshpipe::planner

@@ -10,8 +10,8 @@
 #include <tuple>
 
 #include "core/logging.h"
-#include "planner/iteration_space.h"
 #include "planner/strategy.h"
+#include "shard/iteration_space.h"
 
 namespace meshpipe::planner {
 

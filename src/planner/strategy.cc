@@ -13,17 +13,8 @@ using mesh::ShardingSpec;
 
 namespace {
 
-ShardingSpec spec_of(const std::vector<int>& map, const std::vector<DimSharding>& iter) {
-  ShardingSpec s;
-  for (int it : map) s.dims.push_back(it < 0 ? DimSharding::kR : iter[static_cast<size_t>(it)]);
-  return s;
-}
-
-uint8_t axes_mask(DimSharding d) {
-  uint8_t m = 0;
-  for (int a : mesh::dim_axes(d)) m |= static_cast<uint8_t>(1u << a);
-  return m;
-}
+using shard::axes_mask;
+using shard::spec_of;
 
 std::string strategy_name(const Strategy& s, const std::vector<std::string>& comm) {
   std::vector<std::string> ins;
@@ -36,134 +27,24 @@ std::string strategy_name(const Strategy& s, const std::vector<std::string>& com
 
 }  // namespace
 
-std::string layout_to_string(const OpLayout& layout) {
-  std::vector<std::string> dims;
-  for (DimSharding d : layout.iter) dims.emplace_back(mesh::dim_sharding_name(d));
-  std::string text = dims.empty() ? "scalar" : fmt::format("{}", fmt::join(dims, ","));
-  if (layout.resolution == PartialResolution::kReduceScatter) text += " reduce-scatter";
-  if (layout.zero_axis >= 0) text += fmt::format(" zero-axis {}", layout.zero_axis);
-  return text;
-}
-
-Expected<OpLayout> parse_layout(const std::string& text) {
-  OpLayout layout;
-  std::string rest = text;
-  const auto bad = [&]() {
-    return make_error(Errc::kInvalidArgument,
-                      "bad op layout '{}': expected iteration dims such as 'S0,R,S1', optionally "
-                      "followed by ' reduce-scatter' and ' zero-axis <0|1>'",
-                      text);
-  };
-  const std::string zero = " zero-axis ";
-  if (const size_t z = rest.find(zero); z != std::string::npos) {
-    const std::string axis = rest.substr(z + zero.size());
-    if (axis != "0" && axis != "1") return bad();
-    layout.zero_axis = axis == "0" ? 0 : 1;
-    rest = rest.substr(0, z);
-  }
-  const std::string rs = " reduce-scatter";
-  if (rest.size() >= rs.size() && rest.compare(rest.size() - rs.size(), rs.size(), rs) == 0) {
-    layout.resolution = PartialResolution::kReduceScatter;
-    rest = rest.substr(0, rest.size() - rs.size());
-  }
-  if (rest == "scalar") return layout;
-  size_t start = 0;
-  while (start <= rest.size()) {
-    const size_t comma = std::min(rest.find(',', start), rest.size());
-    const std::string tok = rest.substr(start, comma - start);
-    DimSharding d = DimSharding::kR;
-    const bool found = mesh::parse_dim_sharding(tok, &d);
-    if (found) layout.iter.push_back(d);
-    if (!found) return bad();
-    start = comma + 1;
-  }
-  return layout;
-}
-
 Expected<Strategy> make_strategy(const StrategyContext& ctx, const graph::Op& op,
                                  const IterSpace& space, std::vector<DimSharding> iter,
                                  PartialResolution resolution) {
-  const graph::Graph& g = *ctx.graph;
-  const mesh::LogicalMesh& m = *ctx.mesh;
-  uint8_t used = 0;
-  int64_t split = 1;
-  for (size_t it = 0; it < iter.size(); ++it) {
-    if (iter[it] == DimSharding::kR) continue;
-    if (!space.splittable[it]) {
-      return make_error(Errc::kInvalidArgument, "iteration dim {} cannot be split",
-                        space.labels[it]);
-    }
-    const int64_t shards = mesh::num_shards(iter[it], m);
-    if (space.sizes[it] % shards != 0) {
-      return make_error(Errc::kInvalidArgument,
-                        "iteration dim {} of size {} is not divisible "
-                        "by {}",
-                        space.labels[it], space.sizes[it], shards);
-    }
-    const uint8_t mask = axes_mask(iter[it]);
-    if ((used & mask) != 0) {
-      return make_error(Errc::kInvalidArgument, "a mesh axis is used twice");
-    }
-    used |= mask;
-    split *= shards;
-  }
-
+  MP_ASSIGN_OR_RETURN(shard::ShardedOp sharded, shard::shard_op(*ctx.graph, op, space, *ctx.mesh,
+                                                                std::move(iter), resolution));
   Strategy s;
-  s.iter = iter;
-  s.resolution = resolution;
-  int64_t traffic = 0;
-  for (size_t i = 0; i < space.inputs.size(); ++i) {
-    s.inputs.push_back(spec_of(space.inputs[i], iter));
-    const graph::Value& v = g.value(op.inputs[i]);
-    traffic += mesh::tile_bytes(v.shape, dtype_size(v.dtype), s.inputs.back(), m);
-  }
+  static_cast<shard::ShardedOp&>(s) = std::move(sharded);
   std::vector<std::string> comm;
-  for (size_t o = 0; o < space.outputs.size(); ++o) {
-    ShardingSpec out = spec_of(space.outputs[o], iter);
-    const graph::Value& v = g.value(op.outputs[o]);
-    // Mesh axes that split a reduction dim of this output leave partial sums.
-    for (size_t it = 0; it < iter.size(); ++it) {
-      if (iter[it] == DimSharding::kR || !space.is_reduction_for(static_cast<int>(it), o)) continue;
-      for (int axis : mesh::dim_axes(iter[it])) {
-        const int64_t bytes = mesh::tile_bytes(v.shape, dtype_size(v.dtype), out, m);
-        int64_t scatter_dim = -1;
-        if (resolution == PartialResolution::kReduceScatter) {
-          for (int64_t d = 0; d < v.shape.rank() && scatter_dim < 0; ++d) {
-            if (out.dims[static_cast<size_t>(d)] == DimSharding::kR &&
-                (out.used_axes() & (1u << axis)) == 0 && v.shape[d] % m.size(axis) == 0) {
-              scatter_dim = d;
-            }
-          }
-        }
-        s.resolves_partial_sums = true;
-        if (scatter_dim >= 0) {
-          s.communication +=
-              ctx.cost->collective(mesh::CollectiveKind::kReduceScatter, bytes, m, axis).value();
-          out.dims[static_cast<size_t>(scatter_dim)] =
-              axis == 0 ? DimSharding::kS0 : DimSharding::kS1;
-          comm.push_back(fmt::format("reduce-scatter@{} dim {}", axis, scatter_dim));
-          s.resolutions.push_back({o, mesh::CollectiveKind::kReduceScatter, axis, scatter_dim});
-        } else {
-          s.communication +=
-              ctx.cost->collective(mesh::CollectiveKind::kAllReduce, bytes, m, axis).value();
-          comm.push_back(fmt::format("all-reduce@{}", axis));
-          s.resolutions.push_back({o, mesh::CollectiveKind::kAllReduce, axis, -1});
-        }
-      }
+  for (const OutputResolution& r : s.resolutions) {
+    s.communication += ctx.cost->collective(r.kind, r.bytes, *ctx.mesh, r.axis).value();
+    if (r.kind == mesh::CollectiveKind::kReduceScatter) {
+      comm.push_back(fmt::format("reduce-scatter@{} dim {}", r.axis, r.dim));
+    } else {
+      comm.push_back(fmt::format("all-reduce@{}", r.axis));
     }
-    const int64_t out_bytes = mesh::tile_bytes(v.shape, dtype_size(v.dtype), out, m);
-    s.memory += static_cast<double>(out_bytes);
-    traffic += out_bytes;
-    s.outputs.push_back(std::move(out));
   }
-  ComputeWork work;
-  work.flops = Flops(graph::op_flops(g, op).value() / static_cast<double>(split));
-  work.bytes = Bytes(traffic);
-  work.dtype = op.outputs.empty() ? DType::kF32 : g.value(op.outputs[0]).dtype;
-  work.is_matmul = op.kind == graph::OpKind::kDot || op.kind == graph::OpKind::kConv2d ||
-                   op.kind == graph::OpKind::kConv2dGradInput ||
-                   op.kind == graph::OpKind::kConv2dGradFilter;
-  s.compute = ctx.cost->compute(work).value();
+  s.memory = static_cast<double>(s.output_bytes);
+  s.compute = ctx.cost->compute(s.work).value();
   s.name = strategy_name(s, comm);
   return s;
 }

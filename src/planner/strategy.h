@@ -2,7 +2,7 @@
 // iteration dims (iteration_space.h); from that follow the specs it needs for its inputs, the
 // specs of its outputs, its per-device compute, the collectives that resolve partial sums, and
 // its memory. Enumeration lists every valid assignment; following derives one strategy from an
-// operand's spec (ALPA.md §1.5).
+// operand's spec (ALPA.md §1.5). The geometry is shard::shard_op's; this file adds the prices.
 #pragma once
 
 #include <string>
@@ -12,55 +12,30 @@
 #include "mesh/resharding.h"
 #include "mesh/sharding.h"
 #include "planner/cost_model.h"
-#include "planner/iteration_space.h"
+#include "shard/iteration_space.h"
+#include "shard/op_layout.h"
 
 namespace meshpipe::planner {
 
-/// How outputs holding partial sums are resolved.
-enum class PartialResolution : uint8_t {
-  kAllReduce,      ///< everyone gets the sum (the output keeps its spec)
-  kReduceScatter,  ///< each device keeps a chunk of the sum along the first free output dim
-};
+// The op-sharding algebra lives in shard/ (below the planner and the runtime); the planner
+// names its types as its own.
+using shard::iteration_space;
+using shard::IterSpace;
+using shard::layout_to_string;
+using shard::OpLayout;
+using shard::OutputResolution;
+using shard::parse_layout;
+using shard::PartialResolution;
+using shard::source_space;
 
-/// A collective that completes an output holding partial sums after the local computation.
-struct OutputResolution {
-  size_t output = 0;                                             ///< output index
-  mesh::CollectiveKind kind = mesh::CollectiveKind::kAllReduce;  ///< all-reduce or reduce-scatter
-  int axis = 0;                                                  ///< mesh axis whose group sums
-  int64_t dim = -1;  ///< reduce-scatter: the output dim that gets split over `axis`
-};
-
-/// What the runtime needs to re-create an op's strategy: the iteration-dim assignment, how
-/// partial sums are resolved, and, for a ZeRO-2 optimizer update, the mesh axis over which the
-/// update runs on a chunk before the new parameter is all-gathered (-1: none).
-struct OpLayout {
-  std::vector<mesh::DimSharding> iter;
-  PartialResolution resolution = PartialResolution::kAllReduce;
-  int zero_axis = -1;
-  friend bool operator==(const OpLayout&, const OpLayout&) = default;
-};
-
-/// "S0,R,S1", "S0,R,S1 reduce-scatter", "S0,R zero-axis 1", "scalar" (no iteration dims).
-std::string layout_to_string(const OpLayout& layout);
-/// Parses layout_to_string's format.
-Expected<OpLayout> parse_layout(const std::string& text);
-
-/// One strategy of an op (or of a source value).
-struct Strategy {
-  std::string name;                           ///< "S0,R,S1 = S0,R,R x R,S1 | all-reduce@1"
-  std::vector<mesh::DimSharding> iter;        ///< per iteration dim
-  std::vector<mesh::ShardingSpec> inputs;     ///< spec each input must arrive in
-  std::vector<mesh::ShardingSpec> outputs;    ///< spec of each output (never partial)
-  double compute = 0.0;                       ///< seconds on one device
-  double communication = 0.0;                 ///< seconds of collectives inside the op
-  double memory = 0.0;                        ///< bytes of this device's output tiles
-  bool resolves_partial_sums = false;         ///< some output needed a collective to be complete
-  std::vector<OutputResolution> resolutions;  ///< those collectives, in order
-  PartialResolution resolution = PartialResolution::kAllReduce;  ///< as requested
-  int zero_axis = -1;  ///< ZeRO-2 update chunk axis (set by the sharding pass), else -1
-
-  /// The layout that re-creates this strategy with make_strategy.
-  OpLayout layout() const { return {iter, resolution, zero_axis}; }
+/// One strategy of an op (or of a source value): its sharding (shard::ShardedOp: iteration
+/// dims, input and output specs, resolutions; zero_axis is set by the sharding pass) priced by
+/// a cost model.
+struct Strategy : shard::ShardedOp {
+  std::string name;            ///< "S0,R,S1 = S0,R,R x R,S1 | all-reduce@1"
+  double compute = 0.0;        ///< seconds on one device
+  double communication = 0.0;  ///< seconds of collectives inside the op
+  double memory = 0.0;         ///< bytes of this device's output tiles
 };
 
 /// What strategy building needs besides the op.

@@ -8,12 +8,17 @@
 #include <cstring>
 
 #include "core/rng.h"
-#include "runtime/op_dispatch.h"
+#include "kernels/backend.h"
 
 namespace meshpipe::runtime {
 
 using graph::Op;
 using graph::ValueRole;
+
+namespace {
+// The executor runs on the host, through the CPU column of the kernel table.
+constexpr kernels::Device kDevice = kernels::Device::kCpu;
+}  // namespace
 
 Executor::Executor(graph::Graph g, ExecutorOptions options)
     : graph_(std::move(g)), options_(std::move(options)) {}
@@ -210,11 +215,17 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     }
   }
 
-  const kernels::KernelContext ctx;
+  const kernels::KernelContext ctx{kDevice, nullptr};
   std::vector<kernels::TensorView> in_views;
   std::vector<kernels::TensorView> out_views;
+  std::vector<Shape> shapes;
   for (int64_t i = 0; i < graph_.num_ops(); ++i) {
     const Op& op = graph_.ops()[static_cast<size_t>(i)];
+    const kernels::OpKernel* kernel = kernels::find_kernel(kDevice, op.kind);
+    if (kernel == nullptr) {
+      return make_error(Errc::kUnavailable, "op '{}' ({}): no {} kernel", op.name,
+                        op_kind_name(op.kind), kernels::device_name(kDevice));
+    }
     in_views.clear();
     out_views.clear();
     for (ValueId in : op.inputs) in_views.push_back(view_of(in));
@@ -225,10 +236,10 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       for (size_t j = 0; j < op.inputs.size() && buf < 0; ++j) {
         const ValueId in = op.inputs[j];
         Buffer& b = buffers_[static_cast<size_t>(slot_[in.index()])];
-        if (op.kind != graph::OpKind::kReshape) {
+        if (!kernel->is_view) {
           // In place: the kernel allows it, the input dies here, and no other value shares its
           // buffer. A persistent input may only be overwritten by its own updated value.
-          if (!op_can_run_in_place(op, j, o)) continue;
+          if (!kernels::kernel_runs_in_place(kDevice, op.kind, j, o)) continue;
           if (graph_.value(in).bytes() != ov.bytes() || last_use_[in.index()] != i) continue;
           if (keep_[in.index()] || b.refs != 1) continue;
           if (persistent_[in.index()]) {
@@ -236,7 +247,7 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
             if (it == alias_source_of_.end() || !(it->second == in)) continue;
           }
         }
-        // A reshape is a view: it always shares its input's buffer (read-only sharing).
+        // A view (reshape) always shares its input's buffer (read-only sharing).
         buf = slot_[in.index()];
         ++b.refs;
       }
@@ -244,20 +255,28 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       slot_[out.index()] = buf;
       out_views.push_back(view_of(out));
     }
-    const bool reshape_shares = op.kind == graph::OpKind::kReshape &&
-                                slot_[op.outputs[0].index()] == slot_[op.inputs[0].index()];
+    const bool view_shares =
+        kernel->is_view && slot_[op.outputs[0].index()] == slot_[op.inputs[0].index()];
     int32_t ws = -1;
     kernels::TensorView ws_view;
-    const int64_t ws_bytes = op_workspace_bytes(graph_, op);
+    shapes.clear();
+    for (ValueId in : op.inputs) shapes.push_back(graph_.value(in).shape);
+    const int64_t ws_bytes = kernels::kernel_workspace_bytes(kDevice, op.kind, shapes, op.attrs);
     if (ws_bytes > 0) {
       ws = new_buffer(ws_bytes);
       ws_view = kernels::TensorView(buffers_[static_cast<size_t>(ws)].block.data,
                                     Shape{(ws_bytes + 3) / 4}, DType::kF32);
     }
     const auto op_t0 = options_.profile ? Clock::now() : Clock::time_point();
-    if (!reshape_shares) {
-      Status s = run_op(ctx, op, in_views, out_views, ws_view);
-      if (!s.is_ok()) return s;
+    if (!view_shares) {
+      kernels::KernelArgs args;
+      args.ctx = &ctx;
+      args.in = in_views;
+      args.out = out_views;
+      args.workspace = ws_view;
+      args.attrs = &op.attrs;
+      const Status s = kernels::run_kernel(kDevice, op.kind, args);
+      if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", op.name));
     }
     if (options_.profile) {
       profile_[op.kind] += std::chrono::duration<double>(Clock::now() - op_t0).count();

@@ -6,9 +6,8 @@
 #include <cstring>
 #include <map>
 
+#include "kernels/backend.h"
 #include "kernels/layout.h"
-#include "kernels/norm.h"
-#include "runtime/op_dispatch.h"
 
 namespace meshpipe::runtime {
 
@@ -172,7 +171,7 @@ struct DeviceInterpreter::Impl {
     const int64_t es = dtype_size(in.dtype);
     switch (step.kind) {
       case mesh::CollectiveKind::kAllReduce:
-        std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
+        if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
         return c->all_reduce(out.f32(), out.numel());
       case mesh::CollectiveKind::kAllGather: {
         std::vector<uint8_t> all(static_cast<size_t>(n * in.bytes()));
@@ -227,18 +226,6 @@ struct DeviceInterpreter::Impl {
     return Status::ok();
   }
 
-  // All-reduces `count` floats over the mesh axes in `axes` (bit a = axis a).
-  Status sync_sum(uint8_t axes, float* data, int64_t count) {
-    for (int a = 0; a < 2; ++a) {
-      if ((axes & (1u << a)) == 0 || mesh().size(a) == 1) continue;
-      if (group(a) == nullptr) {
-        return make_error(Errc::kInternal, "no communicator for mesh axis {}", a);
-      }
-      MP_RETURN_IF_ERROR(group(a)->all_reduce(data, count));
-    }
-    return Status::ok();
-  }
-
   Status run(const Instruction& ins) {
     const LocalOp& l = dp->ops[static_cast<size_t>(ins.op)];
     if (!options.fail_op.empty() && l.op.name == options.fail_op) {
@@ -257,42 +244,23 @@ struct DeviceInterpreter::Impl {
     }
     std::vector<kernels::TensorView> out;
     for (int32_t b : ins.out) out.push_back(writable(b));
-    if (l.op.kind == graph::OpKind::kReshape) {  // a copy between views of equal size
-      in[0].shape = out[0].shape;
-      in[0].strides = in[0].shape.strides();
-    }
-    if (l.sync_axes != 0 && l.op.kind == graph::OpKind::kBatchNorm) {
-      // out: y, mean, rstd; the statistics are sums over the whole (split) batch.
-      const int64_t c = out[1].numel();
-      kernels::batch_norm_channel_sums(ctx, in[0], out[1]);
-      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[1].f32(), c));
-      for (int64_t k = 0; k < c; ++k) out[1].f32()[k] /= static_cast<float>(l.sync_count);
-      std::vector<float> sq(static_cast<size_t>(c));
-      kernels::TensorView sqv(sq.data(), Shape({c}), DType::kF32);
-      kernels::batch_norm_centered_square_sums(ctx, in[0], out[1], sqv);
-      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, sq.data(), c));
-      kernels::batch_norm_from_sums(ctx, in[0], out[1], sqv, l.sync_count, in[1], in[2],
-                                    l.op.attrs.eps, out[0], out[2]);
-      return Status::ok();
-    }
-    if (l.sync_axes != 0 && l.op.kind == graph::OpKind::kBatchNormGrad) {
-      // in: dy, x, mean, rstd, gamma; out: dx, dgamma, dbeta.
-      kernels::batch_norm_grad_sums(ctx, in[0], in[1], in[2], in[3], out[1], out[2]);
-      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[1].f32(), out[1].numel()));
-      MP_RETURN_IF_ERROR(sync_sum(l.sync_axes, out[2].f32(), out[2].numel()));
-      kernels::batch_norm_grad_input(ctx, in[0], in[1], in[2], in[3], in[4], out[1], out[2],
-                                     l.sync_count, out[0]);
-      return Status::ok();
-    }
     Block ws;
     kernels::TensorView wsv;
     if (l.workspace_bytes > 0) {
       ws = pool.allocate(l.workspace_bytes);
       wsv = kernels::TensorView(ws.data, Shape{(l.workspace_bytes + 3) / 4}, DType::kF32);
     }
-    const Status s = run_op(ctx, l.op, in, out, wsv, {l.row_offset, l.id_offset});
+    kernels::KernelArgs args;
+    args.ctx = &ctx;
+    args.in = in;
+    args.out = out;
+    args.workspace = wsv;
+    args.attrs = &l.op.attrs;
+    args.row_offset = l.row_offset;
+    args.id_offset = l.id_offset;
+    const Status s = kernels::run_kernel(ctx.device, l.op.kind, args);
     if (ws.data != nullptr) pool.release(ws);
-    MP_RETURN_IF_ERROR(s);
+    if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", l.op.name));
     if (l.output_scale != 1.0f) {
       float* p = out[0].f32();
       for (int64_t k = 0; k < out[0].numel(); ++k) p[k] *= l.output_scale;

@@ -1,7 +1,7 @@
 // make_local_op: tile shapes, rewritten attributes and per-device corrections of a sharded op.
 #include "runtime/local_op.h"
 
-#include "runtime/op_dispatch.h"
+#include "kernels/backend.h"
 
 namespace meshpipe::runtime {
 
@@ -20,7 +20,7 @@ uint8_t axes_of(DimSharding d) {
 }  // namespace
 
 Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
-                                const planner::Strategy& strategy, const mesh::LogicalMesh& mesh,
+                                const shard::ShardedOp& strategy, const mesh::LogicalMesh& mesh,
                                 int64_t i0, int64_t i1) {
   const auto fail = [&](const Status& s) {
     return s.with_context(fmt::format("op '{}' ({})", op.name, op_kind_name(op.kind)));
@@ -40,7 +40,7 @@ Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
   }
   for (size_t o = 0; o < op.outputs.size(); ++o) {
     mesh::ShardingSpec spec = strategy.outputs[o];
-    for (const planner::OutputResolution& r : strategy.resolutions) {
+    for (const shard::OutputResolution& r : strategy.resolutions) {
       if (r.output == o && r.kind == mesh::CollectiveKind::kReduceScatter) {
         spec.dims[static_cast<size_t>(r.dim)] = DimSharding::kR;
       }
@@ -104,8 +104,9 @@ Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
     default:
       break;
   }
-  l.workspace_bytes = op_workspace_bytes(l.op, l.inputs);
-  l.compute_seconds = strategy.compute;
+  l.workspace_bytes =
+      kernels::kernel_workspace_bytes(kernels::Device::kCpu, l.op.kind, l.inputs, l.op.attrs);
+  l.work = strategy.work;
   return l;
 }
 

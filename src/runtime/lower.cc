@@ -14,10 +14,8 @@
 #include <map>
 
 #include "mesh/cross_mesh.h"
-#include "planner/cost_model.h"
-#include "planner/iteration_space.h"
-#include "planner/planner.h"
-#include "planner/strategy.h"
+#include "planner/plan_binding.h"
+#include "shard/op_layout.h"
 
 namespace meshpipe::runtime {
 
@@ -28,16 +26,16 @@ using graph::ValueRole;
 using mesh::ShardingSpec;
 
 Status LowerOptions::validate() const {
-  if (!schedule.empty() && schedule != "1f1b" && schedule != "gpipe") {
-    return make_error(Errc::kInvalidArgument, "schedule '{}' is neither 1f1b nor gpipe", schedule);
+  if (fuse_all_reduce_bytes < 0) {
+    return make_error(Errc::kInvalidArgument, "fuse_all_reduce_bytes must be >= 0");
   }
   return Status::ok();
 }
 
-std::vector<std::pair<Phase, int32_t>> stage_schedule(const std::string& schedule, int32_t stage,
+std::vector<std::pair<Phase, int32_t>> stage_schedule(planner::Schedule schedule, int32_t stage,
                                                       int32_t stages, int32_t micro_batches) {
   std::vector<std::pair<Phase, int32_t>> tasks;
-  if (schedule == "gpipe") {
+  if (schedule == planner::Schedule::kGPipe) {
     for (int32_t m = 0; m < micro_batches; ++m) tasks.emplace_back(Phase::kForward, m);
     for (int32_t m = 0; m < micro_batches; ++m) tasks.emplace_back(Phase::kBackward, m);
     return tasks;
@@ -115,22 +113,16 @@ bool is_persistent(const graph::Value& v) {
 class Lowering {
  public:
   Lowering(const planner::Plan& plan, const graph::Graph& g, const LowerOptions& options)
-      : plan_(plan), g_(g), options_(options), cost_(plan.cluster.device) {}
+      : plan_(plan), g_(g), options_(options) {}
 
   Expected<Program> run() {
     MP_RETURN_IF_ERROR(options_.validate());
     MP_RETURN_IF_ERROR(plan_.validate());
-    const std::string fp = planner::graph_fingerprint(g_);
-    if (!plan_.graph_fingerprint.empty() && plan_.graph_fingerprint != fp) {
-      return make_error(Errc::kInvalidArgument,
-                        "the plan was made for another training graph (fingerprint {} in the "
-                        "plan, {} for model '{}')",
-                        plan_.graph_fingerprint, fp, plan_.model);
-    }
+    MP_ASSIGN_OR_RETURN(binding_, planner::bind_plan(plan_, g_));
     if (g_.outputs().empty()) {
       return make_error(Errc::kInvalidArgument, "the training graph has no loss output");
     }
-    schedule_ = options_.schedule.empty() ? plan_.schedule : options_.schedule;
+    schedule_ = options_.schedule.value_or(plan_.schedule);
     M_ = static_cast<int32_t>(plan_.micro_batches);
     MP_RETURN_IF_ERROR(assign_stages());
     MP_RETURN_IF_ERROR(make_strategies());
@@ -181,24 +173,7 @@ class Lowering {
   // ---- set-up ----
 
   Status assign_stages() {
-    if (plan_.op_layers.size() != static_cast<size_t>(g_.num_ops())) {
-      return make_error(Errc::kInvalidArgument,
-                        "plan field 'op_layers' has {} entries, the training graph {} ops",
-                        plan_.op_layers.size(), g_.num_ops());
-    }
-    stage_of_op_.assign(static_cast<size_t>(g_.num_ops()), -1);
-    for (size_t i = 0; i < plan_.op_layers.size(); ++i) {
-      for (size_t s = 0; s < plan_.stages.size(); ++s) {
-        if (plan_.op_layers[i] >= plan_.stages[s].first_layer &&
-            plan_.op_layers[i] <= plan_.stages[s].last_layer) {
-          stage_of_op_[i] = static_cast<int32_t>(s);
-        }
-      }
-      if (stage_of_op_[i] < 0) {
-        return make_error(Errc::kInvalidArgument, "op '{}' is in layer {}, which no stage covers",
-                          g_.ops()[i].name, plan_.op_layers[i]);
-      }
-    }
+    stage_of_op_ = binding_.stage_of_op;
     for (const graph::Alias& a : g_.aliases()) alias_source_[a.updated.value()] = a.source;
     // Owner of a persistent value: the stage of the update reading it, else its first reader.
     for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
@@ -226,29 +201,16 @@ class Lowering {
     for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
       const Op& op = g_.ops()[i];
       const planner::StagePlan& sp = plan_.stages[static_cast<size_t>(stage_of_op_[i])];
-      auto it = sp.op_layouts.find(op.name);
-      if (it == sp.op_layouts.end()) {
-        return make_error(Errc::kInvalidArgument, "stage {} has no layout for op '{}'",
-                          stage_of_op_[i], op.name);
-      }
-      const auto fail = [&](const Status& s) {
-        return s.with_context(fmt::format("op '{}' with layout '{}' on mesh {}", op.name,
-                                          it->second, sp.mesh.to_string()));
-      };
-      auto layout = planner::parse_layout(it->second);
-      if (!layout.has_value()) return fail(layout.status());
-      auto space = planner::iteration_space(g_, op);
-      if (!space.has_value()) return fail(space.status());
-      const planner::CostModel* cost = options_.cost != nullptr ? options_.cost : &cost_;
-      const planner::StrategyContext ctx{&g_, &sp.mesh, cost};
-      auto s = planner::make_strategy(ctx, op, *space, layout->iter, layout->resolution);
-      if (!s.has_value()) return fail(s.status());
-      strategy_[i] = std::move(*s);
+      MP_ASSIGN_OR_RETURN(strategy_[i], shard::shard_op(g_, op, sp.mesh, binding_.op_layout[i]));
       for (size_t k = 0; k < sp.devices.size(); ++k) {
         const int64_t i0 = static_cast<int64_t>(k) / sp.mesh.size(1);
         const int64_t i1 = static_cast<int64_t>(k) % sp.mesh.size(1);
         auto l = make_local_op(g_, op, strategy_[i], sp.mesh, i0, i1);
-        if (!l.has_value()) return fail(l.status());
+        if (!l.has_value()) {
+          return l.status().with_context(fmt::format("op '{}' with layout '{}' on mesh {}", op.name,
+                                                     shard::layout_to_string(binding_.op_layout[i]),
+                                                     sp.mesh.to_string()));
+        }
         local_[i].push_back(std::move(*l));
       }
     }
@@ -257,13 +219,12 @@ class Lowering {
 
   // The spec a persistent value is stored in on its owner stage.
   ShardingSpec stored_spec(ValueId v) {
-    const planner::StagePlan& sp = plan_.stages[static_cast<size_t>(owner_.at(v.value()))];
-    auto it = sp.value_specs.find(g_.value(v).name);
-    if (it != sp.value_specs.end()) {
-      auto s = mesh::parse_sharding(it->second);
-      if (s.has_value() && mesh::validate_sharding(g_.value(v).shape, *s, sp.mesh).is_ok()) {
-        return *s;
-      }
+    const size_t owner = static_cast<size_t>(owner_.at(v.value()));
+    const planner::StagePlan& sp = plan_.stages[owner];
+    auto it = binding_.value_specs[owner].find(v);
+    if (it != binding_.value_specs[owner].end() &&
+        mesh::validate_sharding(g_.value(v).shape, it->second, sp.mesh).is_ok()) {
+      return it->second;
     }
     // Not recorded: the spec its first reader on the owner stage wants.
     for (OpId u : g_.users(v)) {
@@ -538,7 +499,7 @@ class Lowering {
     const LocalOp& l = local_[op][0];
     ShardingSpec s = l.computed_specs[o];
     if (l.sync_axes != 0) return s;
-    for (const planner::OutputResolution& r : strategy_[op].resolutions) {
+    for (const shard::OutputResolution& r : strategy_[op].resolutions) {
       if (r.output == o) s.partial = static_cast<uint8_t>(s.partial | (1u << r.axis));
     }
     return s;
@@ -549,7 +510,7 @@ class Lowering {
   // parameter gathered for one task is freed after it.
   Status emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope) {
     const Op& op = g_.ops()[id];
-    const planner::Strategy& s = strategy_[id];
+    const shard::ShardedOp& s = strategy_[id];
     const std::string what = op.name + mb_suffix(mb);
     const int32_t scope = phase == Phase::kUpdate ? kStepScope : mb;
     std::vector<int32_t> in;
@@ -578,16 +539,11 @@ class Lowering {
       out.push_back(b);
       specs.push_back(spec);
     }
-    Instruction run;
-    run.code = Opcode::kRun;
-    run.phase = phase;
-    run.micro_batch = mb;
-    run.in = in;
-    run.out = out;
-    run.op = static_cast<int32_t>(st.ops[0].size());
-    run.what = what;
-    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(local_[id][k]);
-    emit_all(st, run);
+    if (local_[id][0].sync_axes != 0) {
+      MP_RETURN_IF_ERROR(emit_synchronised_batch_norm(st, id, in, out, phase, mb));
+    } else {
+      emit_run(st, local_[id], in, out, phase, mb, what);
+    }
 
     for (size_t o = 0; o < op.outputs.size(); ++o) {
       const ValueId v = op.outputs[o];
@@ -643,6 +599,124 @@ class Lowering {
       }
     }
     return Status::ok();
+  }
+
+  // One RUN instruction on every device of the stage, each with its own part of the op.
+  static void emit_run(StageState& st, const std::vector<LocalOp>& per_device,
+                       const std::vector<int32_t>& in, const std::vector<int32_t>& out, Phase phase,
+                       int32_t mb, const std::string& what) {
+    Instruction run;
+    run.code = Opcode::kRun;
+    run.phase = phase;
+    run.micro_batch = mb;
+    run.in = in;
+    run.out = out;
+    run.op = static_cast<int32_t>(st.ops[0].size());
+    run.what = what;
+    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(per_device[k]);
+    emit_all(st, run);
+  }
+
+  // All-reduces the per-channel buffer `b` (spec `spec` on the stage's mesh, tensor `shape`)
+  // over every axis in `axes` whose group has more than one device, axis 0 first.
+  void emit_channel_all_reduces(StageState& st, int32_t b, const Shape& shape, ShardingSpec spec,
+                                uint8_t axes, Phase phase, int32_t mb, const std::string& what) {
+    const mesh::LogicalMesh& m = st.plan->mesh;
+    for (int a = 0; a < 2; ++a) {
+      if ((axes & (1u << a)) != 0 && m.size(a) > 1) spec.partial |= static_cast<uint8_t>(1u << a);
+    }
+    for (int a = 0; a < 2; ++a) {
+      if ((spec.partial & (1u << a)) == 0) continue;
+      Instruction ins;
+      ins.code = Opcode::kCollective;
+      ins.phase = phase;
+      ins.micro_batch = mb;
+      ins.in = {b};
+      ins.out = {b};
+      ins.spec = spec;
+      ins.shape = shape;
+      ins.collective.kind = mesh::CollectiveKind::kAllReduce;
+      ins.collective.axis = a;
+      ins.collective.bytes = st.buffers[static_cast<size_t>(b)].bytes();
+      spec.partial = static_cast<uint8_t>(spec.partial & ~(1u << a));
+      ins.collective.after = spec;
+      ins.collective.cost =
+          mesh::collective_cost(mesh::CollectiveKind::kAllReduce, ins.collective.bytes, m, a);
+      ins.what = fmt::format("{}: all-reduce", what);
+      emit_all(st, ins);
+    }
+  }
+
+  // A batch norm whose batch is split over mesh axes (LocalOp::sync_axes) runs as pieces with
+  // the per-channel sums all-reduced between them, so every device normalises with the whole
+  // batch's statistics (same arithmetic, in the same order, as batch_norm on one device):
+  //   forward   x -> sums --all-reduce--> (mean, sq) --all-reduce sq--> (y, rstd)
+  //   backward  (dy, x, mean, rstd) -> (dgamma, dbeta) --all-reduce both--> dx
+  // The op's compute is charged to its first piece.
+  Status emit_synchronised_batch_norm(StageState& st, size_t id, const std::vector<int32_t>& in,
+                                      const std::vector<int32_t>& out, Phase phase, int32_t mb) {
+    const Op& op = g_.ops()[id];
+    const LocalOp& l0 = local_[id][0];
+    const std::string what = op.name + mb_suffix(mb);
+    const auto piece = [&](OpKind kind, std::vector<Shape> ins, std::vector<Shape> outs,
+                           bool first) {
+      std::vector<LocalOp> per_device;
+      for (const LocalOp& l : local_[id]) {
+        LocalOp p = l;
+        p.op.kind = kind;
+        p.op.attrs.count = l.sync_count;
+        p.inputs = ins;
+        p.outputs = outs;
+        p.sync_axes = 0;
+        p.workspace_bytes = 0;
+        if (!first) p.work = shard::OpWork{};
+        per_device.push_back(std::move(p));
+      }
+      return per_device;
+    };
+    const Shape& x = l0.inputs[op.kind == OpKind::kBatchNorm ? 0 : 1];
+    const Shape& channels = l0.outputs[1];
+    const Shape& full_channels = g_.value(op.outputs[1]).shape;
+    const ShardingSpec channel_spec = l0.computed_specs[1];
+    const DType dt = g_.value(op.outputs[1]).dtype;
+    if (op.kind == OpKind::kBatchNorm) {
+      // in: x, gamma, beta; out: y, mean, rstd
+      const int32_t sums = add_buffer(st, op.name + " channel sums" + mb_suffix(mb), channels, dt);
+      const int32_t sq = add_buffer(st, op.name + " square sums" + mb_suffix(mb), channels, dt);
+      emit_run(st, piece(OpKind::kBatchNormSums, {x}, {channels}, true), {in[0]}, {sums}, phase, mb,
+               what + " (sums)");
+      emit_channel_all_reduces(st, sums, full_channels, channel_spec, l0.sync_axes, phase, mb,
+                               what + " channel sums");
+      emit_run(st, piece(OpKind::kBatchNormStats, {x, channels}, {channels, channels}, false),
+               {in[0], sums}, {out[1], sq}, phase, mb, what + " (statistics)");
+      emit_channel_all_reduces(st, sq, full_channels, channel_spec, l0.sync_axes, phase, mb,
+                               what + " square sums");
+      emit_run(st,
+               piece(OpKind::kBatchNormApply, {x, channels, channels, l0.inputs[1], l0.inputs[2]},
+                     {l0.outputs[0], channels}, false),
+               {in[0], out[1], sq, in[1], in[2]}, {out[0], out[2]}, phase, mb, what);
+      return Status::ok();
+    }
+    if (op.kind == OpKind::kBatchNormGrad) {
+      // in: dy, x, mean, rstd, gamma; out: dx, dgamma, dbeta
+      emit_run(st,
+               piece(OpKind::kBatchNormGradSums, {l0.inputs[0], x, l0.inputs[2], l0.inputs[3]},
+                     {channels, channels}, true),
+               {in[0], in[1], in[2], in[3]}, {out[1], out[2]}, phase, mb, what + " (sums)");
+      emit_channel_all_reduces(st, out[1], full_channels, channel_spec, l0.sync_axes, phase, mb,
+                               what + " dgamma");
+      emit_channel_all_reduces(st, out[2], full_channels, channel_spec, l0.sync_axes, phase, mb,
+                               what + " dbeta");
+      emit_run(
+          st,
+          piece(OpKind::kBatchNormGradApply,
+                {l0.inputs[0], x, l0.inputs[2], l0.inputs[3], l0.inputs[4], channels, channels},
+                {l0.outputs[0]}, false),
+          {in[0], in[1], in[2], in[3], in[4], out[1], out[2]}, {out[0]}, phase, mb, what);
+      return Status::ok();
+    }
+    return make_error(Errc::kInternal, "op '{}' ({}) has synchronised statistics", op.name,
+                      op_kind_name(op.kind));
   }
 
   // Adds micro-batch mb's gradient to its accumulator (before or after its synchronisation).
@@ -762,11 +836,11 @@ class Lowering {
   const planner::Plan& plan_;
   const graph::Graph& g_;
   LowerOptions options_;
-  planner::AnalyticCostModel cost_;
-  std::string schedule_;
+  planner::PlanBinding binding_;
+  planner::Schedule schedule_ = planner::Schedule::k1F1B;
   int32_t M_ = 1;
   std::vector<int32_t> stage_of_op_;
-  std::vector<planner::Strategy> strategy_;
+  std::vector<shard::ShardedOp> strategy_;
   std::vector<std::vector<LocalOp>> local_;  // per op, per device of its stage
   std::map<int32_t, ValueId> alias_source_;  // updated value -> persistent source
   std::map<int32_t, int32_t> owner_;         // persistent value -> owner stage

@@ -8,11 +8,11 @@
 // optimizer updates, which write the persistent parameters and states in place.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "core/status.h"
 #include "graph/graph.h"
-#include "planner/cost_model.h"
 #include "planner/plan.h"
 #include "runtime/program.h"
 
@@ -20,29 +20,30 @@ namespace meshpipe::runtime {
 
 /// Options of lower().
 struct LowerOptions {
-  std::string schedule;         ///< "1f1b" or "gpipe"; empty: the plan's
+  std::optional<planner::Schedule> schedule;  ///< empty: the plan's
   bool local_allgather = true;  ///< cross-mesh: each byte crosses once, then all-gather
   bool defer_grad_sync = true;  ///< gradient collectives once per step, not per micro-batch
   /// Consecutive fp32 all-reduces along one mesh axis (the gradient synchronisation after the
   /// last micro-batch) run as one all-reduce of a packed buffer of at most this many bytes
   /// (fuse_all_reduces in program.h); 0: every all-reduce on its own.
   int64_t fuse_all_reduce_bytes = int64_t{32} << 20;
-  /// Prices each device's part of an op (LocalOp::compute_seconds, which the simulator runs
-  /// on): a profile database, or null for the analytic model of the plan's cluster.
-  const planner::CostModel* cost = nullptr;
   Status validate() const;
 };
 
 /// Lowers `plan` for the training graph `g` (one micro-batch of forward, backward and optimizer
-/// update, the graph the plan was made for). Errors: a plan made for another graph (the
-/// fingerprints differ), an op without a layout in its stage, a layout the op cannot take.
+/// update, the graph the plan was made for). The plan is bound to the graph first
+/// (planner::bind_plan); each op's layout gives its sharding through shard::shard_op, so the
+/// planner's search is never re-run. A batch norm whose batch is split over mesh axes becomes
+/// its pieces with explicit all-reduce instructions between them. Errors: a plan made for
+/// another graph (the fingerprints differ), an op without a layout in its stage, a layout the
+/// op cannot take.
 Expected<Program> lower(const planner::Plan& plan, const graph::Graph& g,
                         const LowerOptions& options = {});
 
 /// The order of one stage's tasks: (phase, micro-batch) with phase kForward or kBackward.
 /// GPipe: every forward, then every backward; 1F1B: stage s of n warms up with min(n-s-1, m)
 /// forwards, then alternates forward and backward, then cools down (ALPA.md §3.2).
-std::vector<std::pair<Phase, int32_t>> stage_schedule(const std::string& schedule, int32_t stage,
+std::vector<std::pair<Phase, int32_t>> stage_schedule(planner::Schedule schedule, int32_t stage,
                                                       int32_t stages, int32_t micro_batches);
 
 }  // namespace meshpipe::runtime

@@ -53,7 +53,7 @@ Expected<ParallelTrainSummary> train_parallel(const graph::models::ModelSpec& sp
     po.model = spec.name;
     po.global_batch = global;
     po.micro_batches = options.micro_batches;
-    if (!options.schedule.empty()) po.schedule = options.schedule;
+    if (options.schedule) po.schedule = *options.schedule;
     const graph::OptimizerConfig opt = options.train.optimizer;
     po.graph_for_micro_batch = [spec, opt](int64_t micro) -> Expected<graph::Graph> {
       MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, zoo_training_graph(spec, micro, opt));

@@ -35,9 +35,9 @@ struct ParallelTrainOptions {
   TrainOptions train;                 ///< steps, batch, optimizer, seed, on_step
   std::optional<planner::Plan> plan;  ///< given: lowered as is; else make_plan on the cluster
   int64_t micro_batches = 0;          ///< when planning: 0 lets the planner choose
-  std::string schedule;               ///< "1f1b", "gpipe"; empty: the plan's
-  InProcessRunOptions run;            ///< collectives, transport, timeouts
-  StepDriver* driver = nullptr;       ///< null: plan here, one thread per device
+  std::optional<planner::Schedule> schedule;  ///< empty: the plan's
+  InProcessRunOptions run;                    ///< collectives, transport, timeouts
+  StepDriver* driver = nullptr;               ///< null: plan here, one thread per device
   /// Resume from this checkpoint (runtime/checkpoint.h): parameters, optimizer state and the
   /// data stream continue where it was written, under this run's plan.
   std::string load_dir;

@@ -14,6 +14,7 @@
 #include "mesh/device_mesh.h"
 #include "mesh/resharding.h"
 #include "mesh/sharding.h"
+#include "planner/plan.h"
 #include "runtime/local_op.h"
 
 namespace meshpipe::runtime {
@@ -108,7 +109,7 @@ struct StageLayout {
 struct Program {
   std::string model;
   int64_t micro_batches = 1;
-  std::string schedule;             ///< "1f1b" or "gpipe"
+  planner::Schedule schedule = planner::Schedule::k1F1B;
   std::vector<std::string> inputs;  ///< data input names (kLoadInput refers to these)
   std::vector<Shape> input_shapes;  ///< full micro-batch shapes
   std::vector<DType> input_dtypes;

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "mesh/resharding.h"
+#include "planner/cost_model.h"
 
 namespace meshpipe::runtime {
 
@@ -46,7 +47,11 @@ std::string json_escape(const std::string& s) {
 class Simulation {
  public:
   Simulation(const Program& p, const mesh::ClusterSpec& c, const SimulationOptions& o)
-      : program_(p), cluster_(c), options_(o) {}
+      : program_(p),
+        cluster_(c),
+        analytic_(c.device),
+        cost_(o.cost != nullptr ? *o.cost : analytic_),
+        options_(o) {}
 
   Expected<SimulationResult> run() {
     for (const DeviceProgram& dp : program_.devices) {
@@ -159,22 +164,11 @@ class Simulation {
           ins.out.empty() ? 0 : d.dp->buffers[static_cast<size_t>(ins.out[0])].bytes();
       switch (ins.code) {
         case Opcode::kRun: {
-          const LocalOp& op = d.dp->ops[static_cast<size_t>(ins.op)];
-          dur = op.compute_seconds;
+          const shard::OpWork& work = d.dp->ops[static_cast<size_t>(ins.op)].work;
+          // A piece that carries no work of its own (the later pieces of a split op) is free.
+          const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
+          dur = idle ? 0.0 : cost_.compute(work).value();
           d.out.compute += dur;
-          // A synchronised batch norm all-reduces two per-channel sums inside the op.
-          if (op.sync_axes != 0 && !op.inputs.empty() && op.inputs[0].rank() >= 2) {
-            const int64_t bytes = op.inputs[0][1] * 4;
-            const auto& mesh = program_.stages[static_cast<size_t>(d.dp->stage)].mesh;
-            for (int a = 0; a < 2; ++a) {
-              if ((op.sync_axes & (1u << a)) == 0) continue;
-              const double c =
-                  2.0 *
-                  mesh::collective_cost(mesh::CollectiveKind::kAllReduce, bytes, mesh, a).value();
-              dur += c;
-              d.out.collective += c;
-            }
-          }
           break;
         }
         case Opcode::kCollective: {
@@ -255,6 +249,8 @@ class Simulation {
 
   const Program& program_;
   const mesh::ClusterSpec& cluster_;
+  planner::AnalyticCostModel analytic_;
+  const planner::CostModel& cost_;
   SimulationOptions options_;
   std::vector<Device> devices_;
   std::map<MessageKey, double> messages_;  // arrival times of sent messages

@@ -15,6 +15,7 @@
 
 #include "core/status.h"
 #include "mesh/cluster.h"
+#include "planner/cost_model.h"
 #include "runtime/program.h"
 
 namespace meshpipe::runtime {
@@ -23,6 +24,9 @@ namespace meshpipe::runtime {
 struct SimulationOptions {
   bool trace = false;  ///< build the Chrome trace JSON (spans per instruction, memory counters)
   bool memory_timeline = false;  ///< keep (time, live bytes) per device
+  /// Prices each op's work (LocalOp::work): a profile database, or null for the analytic model
+  /// of the cluster's device.
+  const planner::CostModel* cost = nullptr;
 };
 
 /// What one device did in the simulated step.

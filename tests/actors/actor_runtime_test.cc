@@ -131,11 +131,11 @@ TEST_CASE("the planner actor reports planning errors", "[actors]") {
   auto rt = ActorRuntime::create();
   REQUIRE(rt.has_value());
   planner::PlannerOptions po;
-  po.schedule = "zigzag";  // not a schedule
+  po.global_batch = -1;  // not a batch
   auto plan = (*rt)->plan(tg.graph, *cluster, po);
   REQUIRE_FALSE(plan.has_value());
   CHECK(plan.status().code() == Errc::kInvalidArgument);
-  po.schedule = "1f1b";
+  po.global_batch = 0;
   po.micro_batches = 1;
   auto ok = (*rt)->plan(tg.graph, *cluster, po);
   REQUIRE(ok.has_value());

@@ -38,6 +38,18 @@ std::vector<int32_t> device_range(int32_t first, int32_t count) {
   return d;
 }
 
+mesh::ShardingSpec spec(const std::string& text) {
+  Expected<mesh::ShardingSpec> s = mesh::parse_sharding(text);
+  REQUIRE(s.has_value());
+  return *s;
+}
+
+shard::OpLayout layout(const std::string& text) {
+  Expected<shard::OpLayout> l = shard::parse_layout(text);
+  REQUIRE(l.has_value());
+  return *l;
+}
+
 // Three stages of a six-layer model on p3.16xlarge:2 (16 V100s):
 //   stage 0: layers 0-1, host 0 devices 0-3, logical (2, 2)
 //   stage 1: layers 2-3, host 0 devices 4-7, logical (1, 4)
@@ -49,11 +61,11 @@ Plan test_plan() {
   Plan p;
   p.model = "gpt-test \"quoted\" \\ \xc3\xa9";  // a quote, a backslash and a UTF-8 e-acute
   p.graph_fingerprint = "9f86d081884c7d65";
-  p.dtype = "f16";
+  p.dtype = DType::kF16;
   p.global_batch = 1024;
   p.micro_batch = 32;
   p.micro_batches = 32;
-  p.schedule = "1f1b";
+  p.schedule = Schedule::k1F1B;
   p.cluster = *cluster;
   p.num_layers = 6;
   p.op_layers = {0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 5};
@@ -69,12 +81,15 @@ Plan test_plan() {
   s0.time = 1.0 / 3.0;
   s0.in_flight = 3;
   s0.memory = {int64_t{1} << 40, (int64_t{1} << 53) + 1, 123456789, int64_t{3} << 41};
-  s0.value_specs = {{"x", "S0R"}, {"layer0/w", "RS1"}, {"", "R"}, {"a\"b\nc", "S01R"}};
+  s0.value_specs = {{"x", spec("S0,R")},
+                    {"layer0/w", spec("R,S1")},
+                    {"", spec("R")},
+                    {"a\"b\nc", spec("S01,R | P1")}};
   s0.op_strategies = {{"layer0/dot", "S0 x S1"}, {"layer1/relu", "follow"}};
-  s0.op_layouts = {{"layer0/dot", "S0,R,S1 reduce-scatter"},
-                   {"layer1/relu", "S01,R"},
-                   {"layer1/update", "R,R zero-axis 1"},
-                   {"layer1/step", "scalar"}};
+  s0.op_layouts = {{"layer0/dot", layout("S0,R,S1 reduce-scatter")},
+                   {"layer1/relu", layout("S01,R")},
+                   {"layer1/update", layout("R,R zero-axis 1")},
+                   {"layer1/step", layout("scalar")}};
   StagePlan s1;
   s1.first_layer = 2;
   s1.last_layer = 3;
@@ -84,7 +99,7 @@ Plan test_plan() {
   s1.time = 0.1 + 0.2;
   s1.in_flight = 2;
   s1.memory = {std::numeric_limits<int64_t>::max(), 0, 1, std::numeric_limits<int64_t>::max()};
-  s1.value_specs = {{"layer2/h", "RS1"}};
+  s1.value_specs = {{"layer2/h", spec("R,S1")}};
   StagePlan s2;
   s2.first_layer = 4;
   s2.last_layer = 5;
@@ -97,9 +112,10 @@ Plan test_plan() {
   s2.op_strategies = {{"layer5/loss", "S0"}};
   p.stages = {s0, s1, s2};
 
-  p.transfers = {{"layer1/out", 0, 1, "S0R", "RS1", (int64_t{1} << 53) + 3, 2.0 / 3.0},
-                 {"layer3/out", 1, 2, "RS1", "S0R", 4096, 5e-324},
-                 {"layer4/grad", 2, 1, "S0R", "RS1", 4096, 0.1 + 0.7}};
+  p.transfers = {
+      {"layer1/out", 0, 1, spec("S0,R"), spec("R,S1"), (int64_t{1} << 53) + 3, 2.0 / 3.0},
+      {"layer3/out", 1, 2, spec("R,S1"), spec("S0,R"), 4096, 5e-324},
+      {"layer4/grad", 2, 1, spec("S0,R"), spec("scalar"), 4096, 0.1 + 0.7}};
   p.step_time = 0.1 + 0.2 + 1e-17;
   p.tflops_per_device = 1.0 / 7.0;
   p.max_memory_per_device = int64_t{3} << 41;
@@ -150,8 +166,8 @@ TEST_CASE("a plan survives a JSON round trip exactly", "[planner][plan]") {
   CHECK(q->stages[0].memory.stash == (int64_t{1} << 53) + 1);
   CHECK(q->times.intra_op_solves == std::numeric_limits<int64_t>::max());
   CHECK(q->stages[0].value_specs.size() == 4);
-  CHECK(q->stages[0].value_specs.at("") == "R");
-  CHECK(q->stages[0].value_specs.at("a\"b\nc") == "S01R");
+  CHECK(q->stages[0].value_specs.at("").to_string() == "R");
+  CHECK(q->stages[0].value_specs.at("a\"b\nc").to_string() == "S01,R | P1");
   CHECK(q->cluster == p.cluster);
   CHECK(q->stages[2].mesh == p.stages[2].mesh);
 }
@@ -258,6 +274,17 @@ TEST_CASE("a malformed op layout is rejected naming the stage and op", "[planner
   CHECK_THAT(e, Catch::Contains("bad op layout 'S7'"));
 }
 
+TEST_CASE("a malformed spec, dtype or schedule is rejected naming the field", "[planner][plan]") {
+  CHECK_THAT(load_error(edited_json([](Json& j) { j["stages"][0]["value_specs"]["x"] = "S0R"; })),
+             Catch::StartsWith("plan field 'stages[0].value_specs['x']' sharding 'S0R'"));
+  CHECK_THAT(load_error(edited_json([](Json& j) { j["transfers"][1]["to_spec"] = "S2,R"; })),
+             Catch::StartsWith("plan field 'transfers[1].to_spec' sharding 'S2,R'"));
+  CHECK(load_error(edited_json([](Json& j) { j["dtype"] = "f8"; })) ==
+        "plan field 'dtype' 'f8' is not a dtype");
+  CHECK(load_error(edited_json([](Json& j) { j["schedule"] = "zero-bubble"; })) ==
+        "plan field 'schedule' must be \"1f1b\" or \"gpipe\", not \"zero-bubble\"");
+}
+
 TEST_CASE("an unknown field is rejected naming it", "[planner][plan]") {
   CHECK(load_error(edited_json([](Json& j) { j["colour"] = "red"; })) ==
         "plan field 'colour' is not a known field");
@@ -335,7 +362,7 @@ TEST_CASE("semantically broken plans are rejected naming the field", "[planner][
        "transfers[1].to_stage", "both ends are stage 1"},
       {"a negative transfer size", [](Plan& p) { p.transfers[1].bytes = -4; }, "transfers[1].bytes",
        "non-negative"},
-      {"an unknown schedule", [](Plan& p) { p.schedule = "zero-bubble"; }, "schedule",
+      {"an unknown schedule", [](Plan& p) { p.schedule = static_cast<Schedule>(7); }, "schedule",
        "must be \"1f1b\" or \"gpipe\""},
       {"an op in a missing layer", [](Plan& p) { p.op_layers[3] = 6; }, "op_layers[3]",
        "layer 6 is outside 0..5"},

@@ -12,14 +12,14 @@
 
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
+#include "kernels/backend.h"
 #include "kernels/layout.h"
 #include "planner/cost_model.h"
-#include "planner/iteration_space.h"
 #include "planner/strategy.h"
 #include "runtime/executor.h"
-#include "runtime/op_dispatch.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/zoo_graph.h"
+#include "shard/iteration_space.h"
 
 namespace meshpipe::runtime {
 namespace {
@@ -36,7 +36,7 @@ std::vector<int64_t> begins(const std::vector<mesh::DimRange>& r) {
 std::vector<HostTensor> run(const graph::Op& op, const std::vector<Shape>& in_shapes,
                             const std::vector<Shape>& out_shapes,
                             const std::vector<HostTensor>& inputs, const graph::Graph& g,
-                            IndexOffsets offsets, float scale) {
+                            int64_t row_offset, int64_t id_offset, float scale) {
   std::vector<kernels::TensorView> in;
   for (size_t i = 0; i < inputs.size(); ++i) {
     kernels::TensorView v = inputs[i].view();
@@ -50,11 +50,18 @@ std::vector<HostTensor> run(const graph::Op& op, const std::vector<Shape>& in_sh
   }
   std::vector<kernels::TensorView> out;
   for (HostTensor& t : outs) out.push_back(t.view());
-  if (op.kind == graph::OpKind::kReshape) in[0].shape = out[0].shape;
-  if (op.kind == graph::OpKind::kReshape) in[0].strides = in[0].shape.strides();
-  const int64_t ws = op_workspace_bytes(op, in_shapes);
+  const int64_t ws =
+      kernels::kernel_workspace_bytes(kernels::Device::kCpu, op.kind, in_shapes, op.attrs);
   HostTensor wst(Shape{std::max<int64_t>((ws + 3) / 4, 1)}, DType::kF32);
-  const Status s = run_op(kCtx, op, in, out, wst.view(), offsets);
+  kernels::KernelArgs args;
+  args.ctx = &kCtx;
+  args.in = in;
+  args.out = out;
+  args.workspace = wst.view();
+  args.attrs = &op.attrs;
+  args.row_offset = row_offset;
+  args.id_offset = id_offset;
+  const Status s = kernels::run_kernel(kernels::Device::kCpu, op.kind, args);
   REQUIRE(s.is_ok());
   if (scale != 1.0f) {
     for (int64_t k = 0; k < outs[0].numel(); ++k) outs[0].f32()[k] *= scale;
@@ -94,7 +101,7 @@ void check_graph(const std::string& model, int64_t batch, int& checked) {
     std::vector<Shape> out_shapes;
     for (ValueId v : op.inputs) in_shapes.push_back(g.value(v).shape);
     for (ValueId v : op.outputs) out_shapes.push_back(g.value(v).shape);
-    const auto want = run(op, in_shapes, out_shapes, full, g, {}, 1.0f);
+    const auto want = run(op, in_shapes, out_shapes, full, g, 0, 0, 1.0f);
     auto strategies = planner::enumerate_strategies(ctx, op, true);
     REQUIRE(strategies.has_value());
     for (const planner::Strategy& s : *strategies) {
@@ -114,8 +121,8 @@ void check_graph(const std::string& model, int64_t batch, int& checked) {
           tiles.push_back(std::move(t));
         }
         if (l->sync_axes == 0) {
-          got[size_t(d)] = run(l->op, l->inputs, l->outputs, tiles, g,
-                               {l->row_offset, l->id_offset}, l->output_scale);
+          got[size_t(d)] = run(l->op, l->inputs, l->outputs, tiles, g, l->row_offset, l->id_offset,
+                               l->output_scale);
         }
         locals.push_back(std::move(*l));
       }

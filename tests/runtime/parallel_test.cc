@@ -158,7 +158,7 @@ void check_model(const std::string& model, int64_t batch, int steps) {
       graph::TrainingGraph tg = training_graph(model, batch / c.micro_batches);
       const planner::Plan plan = forced_plan(tg.graph, c.micro_batches, c.grid);
       LowerOptions lo;
-      lo.schedule = c.schedule;
+      if (*c.schedule != '\0') lo.schedule = *planner::parse_schedule(c.schedule);
       const Run got = parallel_losses(model, batch, plan, tg.graph, steps, lo);
       expect_same(want, got.losses);
     }

@@ -1,11 +1,11 @@
 // The op-kind metadata table.
-#include "graph/op_kind.h"
+#include "core/op_kind.h"
 
 #include <array>
 
 #include "core/check.h"
 
-namespace meshpipe::graph {
+namespace meshpipe {
 namespace {
 
 using K = OpKind;
@@ -15,7 +15,7 @@ struct Entry {
   OpKindInfo info;
 };
 
-// name, inputs, outputs, differentiable outputs, elementwise
+// name, inputs, outputs, differentiable outputs, elementwise, lowering only
 constexpr Entry kEntries[] = {
     {K::kDot, {"dot", 2, 1, 1, false}},
     {K::kAdd, {"add", 2, 1, 1, true}},
@@ -63,6 +63,11 @@ constexpr Entry kEntries[] = {
     {K::kSgdUpdate, {"sgd_update", 2, 1, 0, true}},
     {K::kSgdMomentumUpdate, {"sgd_momentum_update", 3, 2, 0, true}},
     {K::kAdamUpdate, {"adam_update", 5, 3, 0, false}},
+    {K::kBatchNormSums, {"batch_norm_sums", 1, 1, 0, false, true}},
+    {K::kBatchNormStats, {"batch_norm_stats", 2, 2, 0, false, true}},
+    {K::kBatchNormApply, {"batch_norm_apply", 5, 2, 0, false, true}},
+    {K::kBatchNormGradSums, {"batch_norm_grad_sums", 4, 2, 0, false, true}},
+    {K::kBatchNormGradApply, {"batch_norm_grad_apply", 7, 1, 0, false, true}},
 };
 
 static_assert(std::size(kEntries) == kNumOpKinds, "every op kind needs a metadata entry");
@@ -90,4 +95,4 @@ std::optional<OpKind> parse_op_kind(std::string_view name) {
   return std::nullopt;
 }
 
-}  // namespace meshpipe::graph
+}  // namespace meshpipe

@@ -1,6 +1,6 @@
 // The iteration space of an op: the loop dims that a sharding can split across mesh axes, and how
 // each input and output dim maps onto them. One description per op kind replaces per-kind strategy
-// tables: a strategy is an assignment of mesh axes to iteration dims (ALPA.md §1.3).
+// tables: a layout is an assignment of mesh axes to iteration dims (ALPA.md §1.3).
 //
 //   dot [B, M, K] x [K, N] -> [B, M, N]:  iteration dims b, m, n, k (k is a reduction: split, it
 //   leaves partial sums that an all-reduce resolves); softmax: the softmax axis is not splittable;
@@ -12,7 +12,7 @@
 
 #include "graph/graph.h"
 
-namespace meshpipe::planner {
+namespace meshpipe::shard {
 
 /// How an op's dims may be split.
 struct IterSpace {
@@ -34,4 +34,4 @@ Expected<IterSpace> iteration_space(const graph::Graph& g, const graph::Op& op);
 /// splittable iteration dim per tensor dim, mapped to the single output.
 IterSpace source_space(const Shape& shape);
 
-}  // namespace meshpipe::planner
+}  // namespace meshpipe::shard

@@ -1,12 +1,12 @@
 // Iteration spaces per op kind.
-#include "planner/iteration_space.h"
+#include "shard/iteration_space.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <numeric>
 
-namespace meshpipe::planner {
+namespace meshpipe::shard {
 
 using graph::OpKind;
 
@@ -391,9 +391,15 @@ Expected<IterSpace> iteration_space(const graph::Graph& g, const graph::Op& op) 
       for (size_t i = 0; i < op.outputs.size(); ++i) b.output(map);
       return b.take();
     }
+    case OpKind::kBatchNormSums:
+    case OpKind::kBatchNormStats:
+    case OpKind::kBatchNormApply:
+    case OpKind::kBatchNormGradSums:
+    case OpKind::kBatchNormGradApply:
+      break;  // pieces the lowering emits inside a stage; never sharded on their own
   }
   return make_error(Errc::kInternal, "no iteration space for op '{}' ({})", op.name,
                     op_kind_name(op.kind));
 }
 
-}  // namespace meshpipe::planner
+}  // namespace meshpipe::shard
