@@ -3,21 +3,23 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
-#include "graph/training_graph.h"
+#include "graph/models/zoo_training.h"
 #include "mesh/cluster.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
-#include "planner/cost_model.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
-#include "runtime/parallel_trainer.h"
-#include "runtime/trainer.h"
+#include "train/job.h"
+#include "train/report.h"
+#include "train/session.h"
+#include "train/single_device.h"
 
 namespace meshpipe::cli {
 namespace {
@@ -53,7 +55,7 @@ struct TrainArgs {
   int64_t liveness_ms = 5000;
 };
 
-void print_step(bool is_lm, const runtime::StepReport& r) {
+void print_step(bool is_lm, const train::StepReport& r) {
   const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
   fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}\n", r.step,
              r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s", rate,
@@ -61,10 +63,40 @@ void print_step(bool is_lm, const runtime::StepReport& r) {
   std::fflush(stdout);
 }
 
+// A failure of the job itself (planning, building devices, a step): the code is named.
+int fail_run(const Status& s) {
+  fmt::print(stderr, "error: {}\n", s.to_string());
+  return s.code() == Errc::kInvalidArgument ? 2 : 1;
+}
+
+// The session of a planned job: steps, checkpoints and reports, whoever runs the steps.
+train::SessionOptions session_options(const TrainArgs& args, const train::JobSpec& job,
+                                      int64_t first_step) {
+  train::SessionOptions so;
+  so.first_step = first_step;
+  so.steps = args.steps;
+  so.samples_per_step = job.samples_per_step();
+  so.tokens_per_step = job.tokens_per_step();
+  so.save_dir = args.save;
+  so.save_every = args.save_every;
+  so.model = job.model.name;
+  so.seed = job.seed;
+  so.lr = job.optimizer.lr;
+  const bool is_lm = graph::models::is_language_model(job.model);
+  so.on_step = [is_lm](const train::StepReport& r) { print_step(is_lm, r); };
+  return so;
+}
+
+train::PlanRequest plan_request(const TrainArgs& args) {
+  train::PlanRequest request;
+  request.micro_batches = args.micro_batches;
+  if (!args.schedule.empty()) request.schedule = *planner::parse_schedule(args.schedule);
+  return request;
+}
+
 // The driver of a multi-process job: publish the coordinator, wait for the nodes, form the
-// cluster from their reports, plan, start the job on every node and run the steps.
-int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
-               const runtime::TrainOptions& opts) {
+// cluster from their reports, plan, start the job on every node and run the session.
+int run_listen(const TrainArgs& args, train::JobSpec job) {
   actors::CoordinatorOptions co;
   co.port = static_cast<uint16_t>(args.listen);
   co.bind = args.listen_address;
@@ -80,9 +112,9 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   if (!args.load.empty()) {
     auto info = runtime::read_checkpoint_info(args.load);
     if (!info.has_value()) return fail(info.status());
-    if (info->model != spec.name) {
+    if (info->model != job.model.name) {
       return fail(make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
-                             args.load, info->model, spec.name));
+                             args.load, info->model, job.model.name));
     }
     done = info->step;
   }
@@ -129,168 +161,136 @@ int run_listen(const TrainArgs& args, const graph::models::ModelSpec& spec,
   }
   auto cluster = actors::cluster_from_nodes(*nodes, *base);
   if (!cluster.has_value()) return stop(cluster.status());
-  planner::Plan plan;
+  Expected<planner::Plan> plan = planner::Plan{};
   if (!args.plan.empty()) {
-    auto p = planner::load_plan(args.plan);
-    if (!p.has_value()) return stop(p.status());
-    if (p->cluster.num_devices() != cluster->num_devices()) {
-      return stop(make_error(Errc::kInvalidArgument,
-                             "{} is a plan for {} devices, the nodes bring {}", args.plan,
-                             p->cluster.num_devices(), cluster->num_devices()));
+    plan = planner::load_plan(args.plan);
+    if (plan.has_value() && plan->cluster.num_devices() != cluster->num_devices()) {
+      plan = make_error(Errc::kInvalidArgument, "{} is a plan for {} devices, the nodes bring {}",
+                        args.plan, plan->cluster.num_devices(), cluster->num_devices());
     }
-    plan = *p;
   } else {
-    const graph::OptimizerConfig opt = opts.optimizer;
-    const graph::models::ModelSpec zoo = spec;
-    const auto build = [zoo, opt](int64_t micro) -> Expected<graph::Graph> {
-      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, runtime::zoo_training_graph(zoo, micro, opt));
-      return std::move(tg.graph);
-    };
-    planner::PlannerOptions po;
-    po.model = spec.name;
-    po.global_batch = opts.batch > 0 ? opts.batch : spec.default_batch;
-    po.micro_batches = args.micro_batches;
-    if (!args.schedule.empty()) po.schedule = *planner::parse_schedule(args.schedule);
-    po.graph_for_micro_batch = build;
-    auto g0 =
-        build(args.micro_batches > 0 ? po.global_batch / args.micro_batches : po.global_batch);
-    if (!g0.has_value()) return stop(g0.status());
-    planner::AnalyticCostModel cost(cluster->device);
-    auto p = planner::make_plan(*g0, *cluster, cost, po);
-    if (!p.has_value()) return stop(p.status());
-    plan = *p;
+    plan = train::plan_job(job, *cluster, plan_request(args));
   }
-  print_plan_summary(plan);
-  actors::ClusterJob job;
-  job.plan_json = planner::plan_to_json(plan);
-  job.model = spec.name;
-  job.seed = opts.seed;
-  job.optimizer = opts.optimizer;
-  job.timeout = std::chrono::milliseconds(args.step_timeout_ms);
-  job.load_dir = args.load;
-  if (Status s = (*coord)->start(job); !s.is_ok()) return stop(s);
-  const bool is_lm = spec.family == "gpt" || spec.family == "moe";
-  const int64_t tokens =
-      plan.global_batch *
-      (is_lm ? std::max<int64_t>(
-                   1,
-                   [&] {
-                     const auto* c = std::get_if<graph::models::GptConfig>(&spec.config);
-                     const auto* m = std::get_if<graph::models::MoeConfig>(&spec.config);
-                     return c != nullptr ? c->seq_len : (m != nullptr ? m->seq_len : 1);
-                   }())
-             : 1);
-  std::map<int32_t, int64_t> peaks;
-  for (int64_t step = done + 1; step <= done + opts.steps; ++step) {
-    auto r = (*coord)->step(step);
-    if (!r.has_value()) return stop(r.status());
-    runtime::StepReport rep;
-    rep.step = step;
-    rep.total_steps = done + opts.steps;
-    rep.loss = r->loss;
-    rep.time = Seconds(r->seconds);
-    rep.samples_per_second = static_cast<double>(plan.global_batch) / std::max(r->seconds, 1e-12);
-    rep.tokens_per_second = static_cast<double>(tokens) / std::max(r->seconds, 1e-12);
-    int64_t peak = 0;
-    for (const auto& [d, b] : r->peak_bytes) {
-      peaks[d] = std::max(peaks[d], b);
-      peak = std::max(peak, b);
-    }
-    rep.peak = Bytes(peak);
-    print_step(is_lm, rep);
-    const bool last = step == done + opts.steps;
-    if (!args.save.empty() && (last || (args.save_every > 0 && step % args.save_every == 0))) {
-      const Status saved = (*coord)->save_checkpoint(args.save, {spec.name, step, opts.seed});
-      if (!saved.is_ok())
-        return stop(saved.with_context(fmt::format("saving after step {}", step)));
-    }
-  }
+  if (!plan.has_value()) return stop(plan.status());
+  print_plan_summary(*plan);
+  job.global_batch = plan->global_batch;
+  actors::ClusterJob cj;
+  cj.spec = job;
+  cj.plan = *plan;
+  cj.timeout = std::chrono::milliseconds(args.step_timeout_ms);
+  cj.load_dir = args.load;
+  if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
+  auto summary = train::run_session(**coord, session_options(args, job, done + 1));
+  if (!summary.has_value()) return stop(summary.status());
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
-  fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
-  for (size_t k = 0; k < plan.stages.size(); ++k) {
-    for (int32_t d : plan.stages[k].devices) {
-      fmt::print("{:<7} {:<6} {:>14} {:>16}\n", d, k, format_bytes(Bytes(peaks[d])),
-                 format_bytes(Bytes(plan.stages[k].memory.peak)));
-    }
-  }
+  fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   (*coord)->shutdown("training finished");
   return 0;
 }
 
-int run_parallel(const TrainArgs& args, const graph::models::ModelSpec& spec,
-                 runtime::TrainOptions opts) {
-  runtime::ParallelTrainOptions po;
+// A planned job on this process's virtual devices: threads, or stage actors.
+int run_parallel(const TrainArgs& args, train::JobSpec job) {
   std::unique_ptr<actors::ActorRuntime> actor_runtime;
   if (args.runner == "actors") {
     auto rt = actors::ActorRuntime::create();
     if (!rt.has_value()) return fail(rt.status());
     actor_runtime = std::move(*rt);
-    po.driver = actor_runtime.get();
   }
-  mesh::ClusterSpec cluster;
+  Expected<planner::Plan> plan = planner::Plan{};
   if (!args.plan.empty()) {
     // The planner actor loads (and validates) the plan when actors drive the job.
-    auto plan = actor_runtime ? actor_runtime->load_plan(args.plan) : planner::load_plan(args.plan);
-    if (!plan.has_value()) return fail(plan.status());
-    if (plan->model != spec.name) {
-      return fail(make_error(Errc::kInvalidArgument, "{} is a plan for model '{}', not '{}'",
-                             args.plan, plan->model, spec.name));
+    plan = actor_runtime ? actor_runtime->load_plan(args.plan) : planner::load_plan(args.plan);
+    if (plan.has_value()) {
+      const Status ok = train::check_plan_for_job(*plan, job, args.batch > 0, args.plan);
+      if (!ok.is_ok()) plan = ok;
     }
-    cluster = plan->cluster;
-    po.plan = *plan;
-  } else {
+  } else if (!args.load.empty()) {
+    // A checkpoint is checked before planning (its model, its format).
+    auto info = runtime::read_checkpoint_info(args.load);
+    if (!info.has_value()) return fail(info.status());
+    if (info->model != job.model.name) {
+      return fail(make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
+                             args.load, info->model, job.model.name));
+    }
+  }
+  if (args.plan.empty()) {
     // A checkpoint without a cluster: one virtual device.
-    auto c = mesh::resolve_cluster(args.cluster.empty() ? "cpu:1x1" : args.cluster);
-    if (!c.has_value()) return fail(c.status());
-    cluster = *c;
+    auto cluster = mesh::resolve_cluster(args.cluster.empty() ? "cpu:1x1" : args.cluster);
+    if (!cluster.has_value()) return fail(cluster.status());
+    plan = train::plan_job(job, *cluster, plan_request(args),
+                           actor_runtime ? actor_runtime->planner() : train::Planner{});
+    if (!plan.has_value()) return fail_run(plan.status());
   }
-  if (cluster.device.kind != "cpu") {
+  if (!plan.has_value()) return fail(plan.status());
+  if (plan->cluster.device.kind != "cpu") {
     fmt::print("note: the plan is for {} x {} {} devices; they run here as CPU threads\n",
-               cluster.hosts, cluster.devices_per_host, cluster.device.kind);
+               plan->cluster.hosts, plan->cluster.devices_per_host, plan->cluster.device.kind);
   }
-  const bool is_lm = spec.family == "gpt" || spec.family == "moe";
-  po.train = opts;
-  po.train.on_step = [is_lm](const runtime::StepReport& r) { print_step(is_lm, r); };
-  po.micro_batches = args.micro_batches;
-  if (!args.schedule.empty()) po.schedule = *planner::parse_schedule(args.schedule);
-  po.save_dir = args.save;
-  po.save_every = args.save_every;
-  po.load_dir = args.load;
-  po.run.collectives = args.collectives;
-  po.run.transport = args.transport;
-  po.on_plan = [](const planner::Plan& plan, const runtime::Program& prog) {
-    print_plan_summary(plan);
-    int64_t instructions = 0;
-    for (const runtime::DeviceProgram& d : prog.devices) {
-      instructions += static_cast<int64_t>(d.instructions.size());
-    }
-    fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n",
-               prog.stages.size() == 0 ? 0 : [&] {
-                 int64_t n = 0;
-                 for (const auto& s : prog.stages) n += static_cast<int64_t>(s.devices.size());
-                 return n;
-               }(),
-               instructions, planner::schedule_name(prog.schedule));
-    std::fflush(stdout);
-  };
-  auto summary = runtime::train_parallel(spec, cluster, po);
-  if (!summary.has_value()) {
-    fmt::print(stderr, "error: {}\n", summary.status().to_string());
-    return summary.status().code() == Errc::kInvalidArgument ? 2 : 1;
+  train::LocalJobOptions lo;
+  lo.run.collectives = *runtime::parse_collective_backend(args.collectives);
+  lo.run.transport = *runtime::parse_transport_kind(args.transport);
+  if (!args.schedule.empty()) lo.schedule = *planner::parse_schedule(args.schedule);
+  lo.load_dir = args.load;
+  auto local = train::LocalJob::create(job, *plan, lo);
+  if (!local.has_value()) return fail_run(local.status());
+  print_plan_summary(*plan);
+  const runtime::Program& prog = (*local)->run().program();
+  int64_t instructions = 0;
+  int64_t devices = 0;
+  for (const runtime::DeviceProgram& d : prog.devices) {
+    instructions += static_cast<int64_t>(d.instructions.size());
   }
+  for (const runtime::StageLayout& s : prog.stages)
+    devices += static_cast<int64_t>(s.devices.size());
+  fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n", devices,
+             instructions, planner::schedule_name(prog.schedule));
+  std::fflush(stdout);
+  std::optional<actors::ActorRunner> actor_runner;
+  if (actor_runtime) actor_runner.emplace(*actor_runtime, **local);
+  train::StepRunner& runner =
+      actor_runner ? static_cast<train::StepRunner&>(*actor_runner) : **local;
+  auto summary =
+      train::run_session(runner, session_options(args, (*local)->spec(), (*local)->first_step()));
+  if (!summary.has_value()) return fail_run(summary.status());
   const auto& l = summary->losses;
   fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),
-             summary->first_step, summary->first_step + static_cast<int64_t>(l.size()) - 1,
-             format_seconds(summary->total_time));
+             summary->first_step, summary->last_step, format_seconds(summary->total_time));
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
-  fmt::print("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak", "predicted peak");
-  for (size_t k = 0; k < summary->plan.stages.size(); ++k) {
-    for (int32_t d : summary->plan.stages[k].devices) {
-      fmt::print("{:<7} {:<6} {:>14} {:>16}\n", d, k,
-                 format_bytes(Bytes(summary->measured_peak[size_t(d)])),
-                 format_bytes(Bytes(summary->predicted_peak[size_t(d)])));
-    }
+  fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
+  return 0;
+}
+
+// One CPU device, no plan: the single-device executor.
+int run_single(const TrainArgs& args, const train::JobSpec& job) {
+  fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, 1 CPU device\n", job.model.name,
+             job.model.description, job.batch(), args.steps, job.optimizer.to_string());
+  auto single = train::SingleDeviceJob::create(job);
+  if (!single.has_value()) return fail(single.status());
+  const train::RunInfo i = (*single)->info();
+  fmt::print("device: {}\n", i.device);
+  fmt::print(
+      "training graph: {} layers, {} ops ({} forward, {} backward, {} update), {} per step\n",
+      i.layers, i.forward_ops + i.backward_ops + i.update_ops, i.forward_ops, i.backward_ops,
+      i.update_ops, format_flops(i.flops_per_step));
+  fmt::print("memory: {} parameters = {}, optimizer state {}\n",
+             format_count(static_cast<double>(i.parameter_count)), format_bytes(i.parameter_bytes),
+             format_bytes(i.optimizer_state_bytes));
+  fmt::print("plan: 1 stage, layers 0-{} on 1 device, no sharding\n", i.layers - 1);
+  std::fflush(stdout);
+  auto summary = train::run_session(**single, session_options(args, job, /*first_step=*/1));
+  if (!summary.has_value()) {
+    fmt::print(stderr, "error: {}\n", summary.status().to_string());
+    return 1;
   }
+  const auto& l = summary->losses;
+  int64_t peak = 0;
+  for (const auto& [device, bytes] : summary->peak_bytes) peak = std::max(peak, bytes);
+  fmt::print(
+      "done: loss {:.4f} -> {:.4f} in {} steps, {} total; {} parameters, persistent {}, "
+      "peak {}\n",
+      l.front(), l.back(), l.size(), format_seconds(summary->total_time),
+      format_count(static_cast<double>(i.parameter_count)),
+      format_bytes((*single)->persistent_bytes()), format_bytes(Bytes(peak)));
   return 0;
 }
 
@@ -312,54 +312,20 @@ int run_train(const TrainArgs& args) {
     fmt::print(stderr, "error: {}\n", kind.status().message());
     return 2;
   }
-  runtime::TrainOptions opts;
-  opts.steps = args.steps;
-  opts.batch = args.batch;
-  opts.seed = args.seed;
-  opts.check_finite = args.check_numerics;
-  opts.optimizer.kind = *kind;
-  opts.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
-  opts.optimizer.weight_decay = args.weight_decay;
-  opts.optimizer.momentum = args.momentum;
-  if (args.listen >= 0) return run_listen(args, *spec, opts);
+  train::JobSpec job;
+  job.model = *spec;
+  job.global_batch = args.batch;
+  job.seed = args.seed;
+  job.check_finite = args.check_numerics;
+  job.optimizer.kind = *kind;
+  job.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
+  job.optimizer.weight_decay = args.weight_decay;
+  job.optimizer.momentum = args.momentum;
+  if (args.listen >= 0) return run_listen(args, job);
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty()) {
-    return run_parallel(args, *spec, opts);
+    return run_parallel(args, job);
   }
-  const int64_t batch = args.batch > 0 ? args.batch : spec->default_batch;
-  fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, 1 CPU device\n", spec->name,
-             spec->description, batch, args.steps, opts.optimizer.to_string());
-  const bool is_lm = spec->family == "gpt" || spec->family == "moe";
-  opts.on_start = [](const runtime::RunInfo& i) {
-    fmt::print("device: {}\n", i.device);
-    fmt::print(
-        "training graph: {} layers, {} ops ({} forward, {} backward, {} update), {} per step\n",
-        i.layers, i.forward_ops + i.backward_ops + i.update_ops, i.forward_ops, i.backward_ops,
-        i.update_ops, format_flops(i.flops_per_step));
-    fmt::print("memory: {} parameters = {}, optimizer state {}\n",
-               format_count(static_cast<double>(i.parameter_count)),
-               format_bytes(i.parameter_bytes), format_bytes(i.optimizer_state_bytes));
-    fmt::print("plan: 1 stage, layers 0-{} on 1 device, no sharding\n", i.layers - 1);
-  };
-  opts.on_step = [is_lm](const runtime::StepReport& r) {
-    const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
-    fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}\n", r.step,
-               r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s",
-               rate, format_bytes(r.peak));
-    std::fflush(stdout);
-  };
-  auto summary = runtime::train_single_device(*spec, opts);
-  if (!summary.has_value()) {
-    fmt::print(stderr, "error: {}\n", summary.status().to_string());
-    return 1;
-  }
-  const auto& l = summary->losses;
-  fmt::print(
-      "done: loss {:.4f} -> {:.4f} in {} steps, {} total; {} parameters, persistent {}, "
-      "peak {}\n",
-      l.front(), l.back(), l.size(), format_seconds(summary->total_time),
-      format_count(static_cast<double>(summary->parameter_count)),
-      format_bytes(summary->persistent_bytes), format_bytes(summary->peak_bytes));
-  return 0;
+  return run_single(args, job);
 }
 
 }  // namespace

@@ -216,6 +216,26 @@ Expected<planner::Plan> ActorRuntime::plan(const graph::Graph& g, const mesh::Cl
   return impl_->run_job(job);
 }
 
+train::Planner ActorRuntime::planner() {
+  return [this](const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                const planner::PlannerOptions& options) { return plan(g, cluster, options); };
+}
+
+Expected<train::StepOutcome> ActorRunner::run_step(int64_t step) {
+  MP_ASSIGN_OR_RETURN(auto mbs, job_.micro_batches(step));
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, actors_.step(job_.run(), mbs));
+  train::StepOutcome out;
+  out.loss = r.loss;
+  out.losses = std::move(r.losses);
+  out.seconds = r.seconds;
+  for (int32_t d : job_.run().devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
+  return out;
+}
+
+Status ActorRunner::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
+  return job_.save_checkpoint(dir, info);
+}
+
 Expected<planner::Plan> ActorRuntime::load_plan(const std::string& path) {
   PlanJob job{path, nullptr, nullptr, nullptr, std::nullopt};
   return impl_->run_job(job);

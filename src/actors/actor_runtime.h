@@ -14,7 +14,11 @@
 #include <memory>
 #include <string>
 
-#include "runtime/parallel_trainer.h"
+#include "planner/plan.h"
+#include "planner/planner.h"
+#include "runtime/in_process_run.h"
+#include "train/job.h"
+#include "train/step_runner.h"
 
 namespace meshpipe::actors {
 
@@ -26,17 +30,19 @@ struct ActorOptions {
   Status validate() const;
 };
 
-/// A runtime::StepDriver whose planning and steps go through actors.
-class ActorRuntime : public runtime::StepDriver {
+/// Planning and steps through actors.
+class ActorRuntime {
  public:
   static Expected<std::unique_ptr<ActorRuntime>> create(const ActorOptions& options = {});
-  ~ActorRuntime() override;
+  ~ActorRuntime();
   ActorRuntime(const ActorRuntime&) = delete;
   ActorRuntime& operator=(const ActorRuntime&) = delete;
 
   /// Asks the planner actor for a plan (make_plan with the analytic cost model of `cluster`).
   Expected<planner::Plan> plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
-                               const planner::PlannerOptions& options) override;
+                               const planner::PlannerOptions& options);
+  /// plan() as a train::Planner (for train::plan_job).
+  train::Planner planner();
 
   /// Asks the planner actor to load and validate a plan file (planner::load_plan).
   Expected<planner::Plan> load_plan(const std::string& path);
@@ -44,7 +50,7 @@ class ActorRuntime : public runtime::StepDriver {
   /// Runs one step of `run`: the first call for a run starts its mesh-group and stage actors.
   Expected<runtime::RunStepResult> step(
       runtime::InProcessRun& run,
-      const std::vector<std::vector<runtime::HostTensor>>& micro_batches) override;
+      const std::vector<std::vector<runtime::HostTensor>>& micro_batches);
 
   /// Number of actors started so far (planner, mesh groups, stage actors), for tests and logs.
   int64_t actors_started() const;
@@ -53,6 +59,19 @@ class ActorRuntime : public runtime::StepDriver {
   struct Impl;
   explicit ActorRuntime(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+/// A LocalJob whose steps run through the actor runtime's mesh-group and stage actors.
+class ActorRunner final : public train::StepRunner {
+ public:
+  /// Both must outlive the runner.
+  ActorRunner(ActorRuntime& actors, train::LocalJob& job) : actors_(actors), job_(job) {}
+  Expected<train::StepOutcome> run_step(int64_t step) override;
+  Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
+
+ private:
+  ActorRuntime& actors_;
+  train::LocalJob& job_;
 };
 
 }  // namespace meshpipe::actors

@@ -6,23 +6,17 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "actors/internal/cluster_protocol.h"
-#include "graph/models/zoo.h"
-#include "graph/training_graph.h"
+#include "core/json.h"
 #include "planner/plan.h"
-#include "runtime/in_process_run.h"
-#include "runtime/lower.h"
-#include "runtime/synthetic_data.h"
 
 namespace meshpipe::actors {
 
 namespace {
 
 using namespace internal;  // NOLINT: the protocol's atoms
-using Json = nlohmann::json;
 
 void configure(caf::actor_system_config& cfg) {
   cfg.load<caf::io::middleman>();
@@ -39,6 +33,27 @@ void configure(caf::actor_system_config& cfg) {
 
 std::string node_name(const NodeReport& n) {
   return fmt::format("node {} ({} pid {})", n.id, n.host, n.pid);
+}
+
+// A node's registration report (JSON text); a node of another meshpipe release is refused.
+Expected<NodeReport> parse_node_report(const std::string& text) {
+  MP_ASSIGN_OR_RETURN(const Json j, parse_json(text, "the node report"));
+  if (!j.is_object()) return make_error(Errc::kInvalidArgument, "bad node report: not an object");
+  JsonReader r(j, "", "node report field");
+  std::string version = "unknown";
+  MP_RETURN_IF_ERROR(r.read_optional("version", &version));
+  if (version != meshpipe_version()) {
+    return make_error(Errc::kInvalidArgument,
+                      "the coordinator runs meshpipe {}, this node {}: run the same meshpipe "
+                      "version on every node",
+                      meshpipe_version(), version);
+  }
+  NodeReport n;
+  MP_RETURN_IF_ERROR(r.read("host", &n.host));
+  MP_RETURN_IF_ERROR(r.read("pid", &n.pid));
+  MP_RETURN_IF_ERROR(r.read("devices", &n.devices));
+  MP_RETURN_IF_ERROR(r.read("memory", &n.memory_bytes));
+  return n;
 }
 
 // ---------------------------------------------------------------- coordinator actor
@@ -98,7 +113,15 @@ void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
               (*replies)[k] = reply;
               if (--*pending == 0 && st->driver) {
                 Json all = Json::array();
-                for (const std::string& r : *replies) all.push_back(Json::parse(r));
+                for (size_t i = 0; i < replies->size(); ++i) {
+                  auto one = parse_json((*replies)[i], "a node's reply");
+                  if (!one.has_value()) {
+                    st->driver->deliver(to_caf(one.status().with_context(node_name(st->nodes[i]))));
+                    st->driver.reset();
+                    return;
+                  }
+                  all.push_back(std::move(*one));
+                }
                 st->driver->deliver(all.dump());
                 st->driver.reset();
               }
@@ -174,23 +197,9 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
           return to_caf(
               make_error(Errc::kOutOfRange, "the job already has its {} nodes", st->expected));
         }
-        NodeReport n;
-        try {
-          const Json j = Json::parse(info);
-          const std::string version = j.value("version", std::string("unknown"));
-          if (version != meshpipe_version()) {
-            return to_caf(make_error(Errc::kInvalidArgument,
-                                     "the coordinator runs meshpipe {}, this node {}: run the same "
-                                     "meshpipe version on every node",
-                                     meshpipe_version(), version));
-          }
-          n.host = j.at("host").get<std::string>();
-          n.pid = j.at("pid").get<int64_t>();
-          n.devices = j.at("devices").get<int32_t>();
-          n.memory_bytes = j.at("memory").get<int64_t>();
-        } catch (const std::exception& e) {
-          return to_caf(make_error(Errc::kInvalidArgument, "bad node report: {}", e.what()));
-        }
+        auto report = parse_node_report(info);
+        if (!report.has_value()) return to_caf(report.status());
+        NodeReport n = std::move(*report);
         n.id = static_cast<int32_t>(st->nodes.size());
         auto handle = caf::actor_cast<caf::actor>(self->current_sender());
         self->monitor(handle);
@@ -248,11 +257,11 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         return caf::delegated<std::string>();
       },
       [self, st](addr_atom, const std::string& mine) -> caf::result<std::string> {
-        Json parsed = Json::parse(mine, nullptr, false);
-        if (!parsed.is_object()) {
+        auto parsed = parse_json(mine, "the address list");
+        if (!parsed.has_value() || !parsed->is_object()) {
           return to_caf(make_error(Errc::kInvalidArgument, "malformed address list"));
         }
-        st->addresses.update(parsed);
+        st->addresses.update(*parsed);
         st->waiting_addresses.push_back(self->make_response_promise());
         if (++st->published == st->expected) {
           const std::string all = st->addresses.dump();
@@ -338,57 +347,70 @@ Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
                       impl_->options.nodes, impl_->options.join_timeout.count(),
                       text.status().message());
   }
+  MP_ASSIGN_OR_RETURN(const Json list, parse_json(*text, "the node list"));
   std::vector<NodeReport> nodes;
-  for (const Json& j : Json::parse(*text)) {
-    nodes.push_back({j.at("id").get<int32_t>(), j.at("host").get<std::string>(),
-                     j.at("pid").get<int64_t>(), j.at("devices").get<int32_t>(),
-                     j.at("memory").get<int64_t>()});
+  if (!list.is_array()) return make_error(Errc::kInternal, "the node list is not an array");
+  for (size_t k = 0; k < list.size(); ++k) {
+    JsonReader r(list[k], fmt::format("[{}]", k), "node list field");
+    NodeReport n;
+    MP_RETURN_IF_ERROR(r.read("id", &n.id));
+    MP_RETURN_IF_ERROR(r.read("host", &n.host));
+    MP_RETURN_IF_ERROR(r.read("pid", &n.pid));
+    MP_RETURN_IF_ERROR(r.read("devices", &n.devices));
+    MP_RETURN_IF_ERROR(r.read("memory", &n.memory_bytes));
+    nodes.push_back(std::move(n));
   }
   return nodes;
 }
 
 Status Coordinator::start(const ClusterJob& job) {
   Json j;
-  j["plan"] = job.plan_json;
-  j["model"] = job.model;
-  j["seed"] = job.seed;
-  j["optimizer"] = {
-      {"kind", job.optimizer.kind == graph::OptimizerConfig::Kind::kSgd ? "sgd" : "adam"},
-      {"lr", job.optimizer.lr},
-      {"momentum", job.optimizer.momentum},
-      {"beta1", job.optimizer.beta1},
-      {"beta2", job.optimizer.beta2},
-      {"eps", job.optimizer.eps},
-      {"weight_decay", job.optimizer.weight_decay}};
+  j["spec"] = train::job_spec_to_json(job.spec);
+  j["plan"] = planner::plan_to_json(job.plan);
   j["timeout_ms"] = job.timeout.count();
   j["load"] = job.load_dir;
   MP_ASSIGN_OR_RETURN(std::string text, impl_->ask(caf::make_message(job_atom::value, j.dump()),
                                                    impl_->options.step_timeout * 6));
   // Every node lowered the plan itself: they must have built the same program.
-  const Json replies = Json::parse(text);
-  for (size_t k = 1; k < replies.size(); ++k) {
-    if (replies[k].value("program", "") != replies[0].value("program", "")) {
+  MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the nodes' replies"));
+  std::vector<std::string> programs;
+  for (size_t k = 0; k < replies.size(); ++k) {
+    std::string program;
+    JsonReader r(replies[k], fmt::format("[{}]", k), "job reply field");
+    MP_RETURN_IF_ERROR(r.read("program", &program));
+    programs.push_back(std::move(program));
+  }
+  for (size_t k = 1; k < programs.size(); ++k) {
+    if (programs[k] != programs[0]) {
       return make_error(Errc::kInternal,
                         "node {} lowered another program than node 0 (fingerprint {} vs {}): "
                         "every node must run the same meshpipe build",
-                        k, replies[k].value("program", "?"), replies[0].value("program", "?"));
+                        k, programs[k], programs[0]);
     }
   }
   return Status::ok();
 }
 
-Expected<ClusterStep> Coordinator::step(int64_t step) {
+Expected<train::StepOutcome> Coordinator::run_step(int64_t step) {
   MP_ASSIGN_OR_RETURN(std::string text,
                       impl_->ask(caf::make_message(step_atom::value, step),
                                  impl_->options.step_timeout + std::chrono::seconds(5)));
-  ClusterStep out;
-  for (const Json& node : Json::parse(text)) {
-    if (!node.at("losses").empty()) out.losses = node.at("losses").get<std::vector<double>>();
-    const Json& peaks = node.at("peaks");
-    for (auto it = peaks.begin(); it != peaks.end(); ++it) {
-      out.peak_bytes[std::stoi(it.key())] = it.value().get<int64_t>();
+  MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the nodes' step replies"));
+  train::StepOutcome out;
+  for (size_t k = 0; k < replies.size(); ++k) {
+    JsonReader r(replies[k], fmt::format("[{}]", k), "step reply field");
+    std::vector<double> losses;
+    double seconds = 0.0;
+    std::vector<std::vector<int64_t>> peaks;  // [device, bytes] pairs
+    MP_RETURN_IF_ERROR(r.read("losses", &losses));
+    MP_RETURN_IF_ERROR(r.read("seconds", &seconds));
+    MP_RETURN_IF_ERROR(r.read("peaks", &peaks));
+    if (!losses.empty()) out.losses = std::move(losses);
+    for (const std::vector<int64_t>& p : peaks) {
+      if (p.size() != 2) return make_error(Errc::kInternal, "node {}: a peak is not a pair", k);
+      out.peak_bytes[static_cast<int32_t>(p[0])] = p[1];
     }
-    out.seconds = std::max(out.seconds, node.at("seconds").get<double>());
+    out.seconds = std::max(out.seconds, seconds);
   }
   if (out.losses.empty()) return make_error(Errc::kInternal, "no node reported the loss");
   for (double l : out.losses) out.loss += l / static_cast<double>(out.losses.size());
@@ -402,8 +424,9 @@ Status Coordinator::save_checkpoint(const std::string& dir, const runtime::Check
         MP_ASSIGN_OR_RETURN(std::string text,
                             impl_->ask(caf::make_message(save_atom::value, partial, info.step),
                                        impl_->options.step_timeout + std::chrono::seconds(5)));
+        MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the nodes' tile lists"));
         std::vector<runtime::SavedTile> tiles;
-        for (const Json& node : Json::parse(text)) {
+        for (const Json& node : replies) {
           MP_ASSIGN_OR_RETURN(std::vector<runtime::SavedTile> mine,
                               runtime::saved_tiles_from_json(node.dump()));
           tiles.insert(tiles.end(), mine.begin(), mine.end());

@@ -24,9 +24,11 @@
 #include <vector>
 
 #include "core/status.h"
-#include "graph/optimizer.h"
 #include "mesh/cluster.h"
+#include "planner/plan.h"
 #include "runtime/checkpoint.h"
+#include "train/job.h"
+#include "train/step_runner.h"
 
 namespace meshpipe::actors {
 
@@ -61,31 +63,23 @@ struct CoordinatorOptions {
   Status validate() const;
 };
 
-/// What every node needs to build and run the same program.
+/// What every node needs to build and run the same program (sent as JSON text).
 struct ClusterJob {
-  std::string plan_json;  ///< planner::plan_to_json
-  std::string model;      ///< zoo name
-  uint64_t seed = 1;      ///< initialisation and data
-  graph::OptimizerConfig optimizer;
+  train::JobSpec spec;  ///< the model, batch, optimizer and seed
+  planner::Plan plan;
   std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
   /// A checkpoint every node loads its tiles from after initialisation (resharded into this
   /// job's plan); it must be readable on every node (a shared file system, or one machine).
   std::string load_dir;
 };
 
-/// One step of the whole cluster.
-struct ClusterStep {
-  double loss = 0.0;
-  std::vector<double> losses;             ///< per micro-batch
-  std::map<int32_t, int64_t> peak_bytes;  ///< per global device
-  double seconds = 0.0;                   ///< the slowest node's step time
-};
-
-/// The driver's side: publishes the coordinator and runs the job through it.
-class Coordinator {
+/// The driver's side: publishes the coordinator and runs the job through it. As a
+/// train::StepRunner a step is one message to every node; the seconds reported are the
+/// slowest node's.
+class Coordinator final : public train::StepRunner {
  public:
   static Expected<std::unique_ptr<Coordinator>> listen(const CoordinatorOptions& options);
-  ~Coordinator();  ///< ends the job: every node is told to exit
+  ~Coordinator() override;  ///< ends the job: every node is told to exit
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
@@ -97,12 +91,12 @@ class Coordinator {
   /// a node lowered another program than node 0 (program fingerprints differ).
   Status start(const ClusterJob& job);
   /// Runs step `step` (1-based) on every node.
-  Expected<ClusterStep> step(int64_t step);
+  Expected<train::StepOutcome> run_step(int64_t step) override;
   /// Saves a checkpoint of the job as it is now (after step `info.step`): every node writes the
   /// tiles of its devices into DIR's partial directory, which the driver creates and every node
   /// must see (a shared file system, or one machine); the driver then writes the manifest and
   /// renames the directory to `dir`.
-  Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info);
+  Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
   /// Tells every node to exit, naming `reason`.
   void shutdown(const std::string& reason);
 

@@ -5,27 +5,23 @@
 #include <atomic>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <charconv>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "actors/cluster.h"
 #include "actors/internal/cluster_protocol.h"
-#include "graph/models/zoo.h"
-#include "graph/training_graph.h"
+#include "core/json.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/in_process_run.h"
-#include "runtime/lower.h"
-#include "runtime/parallel_trainer.h"
-#include "runtime/synthetic_data.h"
+#include "train/job.h"
 
 namespace meshpipe::actors {
 
 namespace {
 
 using namespace internal;  // NOLINT: the protocol's atoms
-using Json = nlohmann::json;
 
 // UCX worker addresses are bytes; JSON carries them as hex.
 std::string to_hex(const std::string& bytes) {
@@ -38,10 +34,19 @@ std::string to_hex(const std::string& bytes) {
   return out;
 }
 
-std::string from_hex(const std::string& hex) {
+Expected<std::string> from_hex(const std::string& hex) {
+  const auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (hex.size() % 2 != 0) return make_error(Errc::kInvalidArgument, "odd-length hex address");
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = digit(hex[i]);
+    const int lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) return make_error(Errc::kInvalidArgument, "bad hex address");
+    out += static_cast<char>(hi * 16 + lo);
   }
   return out;
 }
@@ -75,16 +80,10 @@ struct NodeState {
   caf::actor coordinator;
   int32_t id = -1;
   Status result;
-  std::optional<graph::TrainingGraph> graph;  // the micro-batch training graph
-  std::optional<graph::TrainingGraph> whole;  // the whole batch (data)
-  std::optional<runtime::SyntheticData> data;
-  std::unique_ptr<runtime::InProcessRun> run;
-  std::vector<std::string> inputs;
-  int64_t micro_batches = 1;
-  uint64_t fingerprint = 0;  // of the lowered program: every node's must be equal
+  std::unique_ptr<train::LocalJob> job;
 
   // The heartbeat actor aborts the run from its own thread while the node actor is inside a
-  // step: `live` is `run` as that actor may see it.
+  // step: `live` is the job's run as that actor may see it.
   std::mutex run_mu;
   std::atomic<bool> busy{false};  // the node actor is inside a job, step or save handler
   runtime::InProcessRun* live = nullptr;
@@ -105,113 +104,106 @@ struct NodeState {
   }
 };
 
+// The addresses of every device's UCX endpoint, through the coordinator.
+Expected<std::map<int32_t, std::string>> exchange_addresses(
+    caf::actor_system& sys, const caf::actor& coordinator, std::chrono::milliseconds timeout,
+    const std::map<int32_t, std::string>& mine) {
+  Json m = Json::object();
+  for (const auto& [d, a] : mine) m[std::to_string(d)] = to_hex(a);
+  caf::scoped_actor self{sys};
+  std::optional<Status> failure;
+  std::string all;
+  self->request(coordinator, timeout, addr_atom::value, m.dump())
+      .receive([&](const std::string& v) { all = v; },
+               [&](caf::error& e) { failure = from_caf(sys, e); });
+  if (failure) return failure->with_context("exchanging UCX addresses");
+  MP_ASSIGN_OR_RETURN(const Json parsed, parse_json(all, "the UCX address list"));
+  if (!parsed.is_object()) return make_error(Errc::kInternal, "the address list is not an object");
+  std::map<int32_t, std::string> out;
+  for (const auto& [key, value] : parsed.items()) {
+    int32_t device = -1;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), device);
+    if (ec != std::errc() || end != key.data() + key.size() || device < 0) {
+      return make_error(Errc::kInternal, "the address list names device '{}'", key);
+    }
+    std::string hex;
+    MP_RETURN_IF_ERROR(read_json(value, "address field", key, &hex));
+    MP_ASSIGN_OR_RETURN(out[device], from_hex(hex));
+  }
+  return out;
+}
+
 // Builds this node's devices of the job: the same program on every node, run for local devices.
 Status start_job(NodeState& st, caf::actor_system& sys, const std::string& text) {
-  Json j;
-  try {
-    j = Json::parse(text);
-  } catch (const std::exception& e) {
-    return make_error(Errc::kInvalidArgument, "malformed job: {}", e.what());
-  }
-  MP_ASSIGN_OR_RETURN(planner::Plan plan, planner::plan_from_json(j.at("plan").get<std::string>()));
-  MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec,
-                      graph::models::find_model(j.at("model").get<std::string>()));
-  const Json& o = j.at("optimizer");
-  graph::OptimizerConfig opt;
-  opt.kind = o.at("kind") == "sgd" ? graph::OptimizerConfig::Kind::kSgd
-                                   : graph::OptimizerConfig::Kind::kAdam;
-  opt.lr = o.at("lr").get<float>();
-  opt.momentum = o.at("momentum").get<float>();
-  opt.beta1 = o.at("beta1").get<float>();
-  opt.beta2 = o.at("beta2").get<float>();
-  opt.eps = o.at("eps").get<float>();
-  opt.weight_decay = o.at("weight_decay").get<float>();
-  const uint64_t seed = j.at("seed").get<uint64_t>();
+  MP_ASSIGN_OR_RETURN(const Json j, parse_json(text, "the job"));
+  if (!j.is_object()) return make_error(Errc::kInvalidArgument, "malformed job: not an object");
+  JsonReader r(j, "", "job field");
+  std::string spec_text;
+  std::string plan_text;
+  int64_t timeout_ms = 0;
+  std::string load;
+  MP_RETURN_IF_ERROR(r.read("spec", &spec_text));
+  MP_RETURN_IF_ERROR(r.read("plan", &plan_text));
+  MP_RETURN_IF_ERROR(r.read("timeout_ms", &timeout_ms));
+  MP_RETURN_IF_ERROR(r.read("load", &load));
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
+  if (timeout_ms <= 0) return r.error("timeout_ms", "must be positive");
+  MP_ASSIGN_OR_RETURN(train::JobSpec spec, train::job_spec_from_json(spec_text));
+  MP_ASSIGN_OR_RETURN(planner::Plan plan, planner::plan_from_json(plan_text));
   if (plan.cluster.devices_per_host != st.options.devices) {
     return make_error(Errc::kInvalidArgument,
-                      "the plan puts {} devices on each host, this node "
-                      "runs {}",
+                      "the plan puts {} devices on each host, this node runs {}",
                       plan.cluster.devices_per_host, st.options.devices);
   }
-  MP_ASSIGN_OR_RETURN(auto g, runtime::zoo_training_graph(spec, plan.micro_batch, opt));
-  MP_ASSIGN_OR_RETURN(auto whole, runtime::zoo_training_graph(spec, plan.global_batch, opt));
-  st.graph.emplace(std::move(g));
-  st.whole.emplace(std::move(whole));
-  MP_ASSIGN_OR_RETURN(runtime::Program program, runtime::lower(plan, st.graph->graph));
   auto share = std::make_shared<runtime::ProcessShare>();
   for (int32_t d = st.id * st.options.devices; d < (st.id + 1) * st.options.devices; ++d) {
-    if (program.device(d) != nullptr) share->local_devices.push_back(d);
+    share->local_devices.push_back(d);
   }
   share->store = std::make_shared<CoordinatorStore>(sys, st.coordinator);
   share->host = st.options.bind;
-  const auto timeout = std::chrono::milliseconds(j.at("timeout_ms").get<int64_t>());
+  const auto timeout = std::chrono::milliseconds(timeout_ms);
   caf::actor coordinator = st.coordinator;
-  share->exchange =
-      [&sys, coordinator, timeout](
-          const std::map<int32_t, std::string>& mine) -> Expected<std::map<int32_t, std::string>> {
-    Json m = Json::object();
-    for (const auto& [d, a] : mine) m[std::to_string(d)] = to_hex(a);
-    caf::scoped_actor self{sys};
-    std::optional<Status> failure;
-    std::string all;
-    self->request(coordinator, timeout, addr_atom::value, m.dump())
-        .receive([&](const std::string& v) { all = v; },
-                 [&](caf::error& e) { failure = from_caf(sys, e); });
-    if (failure) return failure->with_context("exchanging UCX addresses");
-    std::map<int32_t, std::string> out;
-    const Json parsed = Json::parse(all);
-    for (auto it = parsed.begin(); it != parsed.end(); ++it) {
-      out[std::stoi(it.key())] = from_hex(it.value().get<std::string>());
-    }
-    return out;
+  share->exchange = [&sys, coordinator, timeout](const std::map<int32_t, std::string>& mine) {
+    return exchange_addresses(sys, coordinator, timeout, mine);
   };
-  runtime::InProcessRunOptions ro;
-  ro.collectives = "gloo";
-  ro.transport = "ucx";
-  ro.timeout = timeout;
-  ro.share = share;
-  st.inputs = program.inputs;
-  st.micro_batches = program.micro_batches;
-  st.fingerprint = runtime::program_fingerprint(program);
-  MP_ASSIGN_OR_RETURN(st.run,
-                      runtime::InProcessRun::create(std::move(program), st.graph->graph, ro));
-  st.set_live(st.run.get());
-  MP_RETURN_IF_ERROR(st.run->initialize(seed));
-  const std::string load = j.value("load", "");
-  if (!load.empty()) {
-    auto loaded = runtime::load_checkpoint(*st.run, st.graph->graph, load);
-    if (!loaded.has_value()) {
-      return loaded.status().with_context(
-          "loading the checkpoint (with several nodes it must be readable on every node)");
+  train::LocalJobOptions lo;
+  lo.run.collectives = runtime::CollectiveBackend::kGloo;
+  lo.run.transport = runtime::TransportKind::kUcx;
+  lo.run.timeout = timeout;
+  lo.run.share = share;
+  lo.load_dir = load;
+  auto job = train::LocalJob::create(spec, plan, lo);
+  if (!job.has_value()) {
+    if (!load.empty()) {
+      return job.status().with_context(
+          "building the job (with several nodes the checkpoint must be readable on every node)");
     }
+    return job.status();
   }
-  MP_ASSIGN_OR_RETURN(auto data,
-                      runtime::SyntheticData::create(st.whole->graph, st.whole->inputs, seed));
-  st.data.emplace(std::move(data));
-  fmt::print("node {}: job started, devices {}\n", st.id, fmt::join(share->local_devices, ","));
+  st.job = std::move(*job);
+  st.set_live(&st.job->run());
+  const std::vector<int32_t> mine = st.job->run().devices();
+  fmt::print("node {}: job started, devices {}\n", st.id, fmt::join(mine, ","));
   std::fflush(stdout);
   return Status::ok();
 }
 
 Expected<std::string> run_step(NodeState& st, int64_t step) {
-  if (!st.run) return make_error(Errc::kInvalidArgument, "step {} before the job started", step);
-  st.data->seek(step - 1);
-  MP_ASSIGN_OR_RETURN(auto mbs, runtime::split_micro_batches(st.whole->graph, st.data->next_batch(),
-                                                             st.inputs, st.micro_batches));
-  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, st.run->step(mbs));
+  if (!st.job) return make_error(Errc::kInvalidArgument, "step {} before the job started", step);
+  MP_ASSIGN_OR_RETURN(train::StepOutcome r, st.job->run_step(step));
   Json j;
   j["losses"] = r.losses;
   j["seconds"] = r.seconds;
-  Json peaks = Json::object();
-  for (int32_t d : st.run->devices()) peaks[std::to_string(d)] = r.peak_bytes[size_t(d)];
+  Json peaks = Json::array();
+  for (const auto& [d, bytes] : r.peak_bytes) peaks.push_back(Json::array({d, bytes}));
   j["peaks"] = peaks;
   return j.dump();
 }
 
 // Writes this node's tiles of a checkpoint into `partial` (created by the driver) and lists them.
 Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
-  if (!st.run) return make_error(Errc::kInvalidArgument, "a checkpoint before the job started");
-  auto tiles = runtime::write_checkpoint_tiles(*st.run, st.graph->graph, partial);
+  if (!st.job) return make_error(Errc::kInvalidArgument, "a checkpoint before the job started");
+  auto tiles = st.job->write_tiles(partial);
   if (!tiles.has_value()) {
     if (tiles.status().code() == Errc::kNotFound) {
       return tiles.status().with_context(
@@ -299,7 +291,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<NodeState
         const BusyScope busy(st->busy);
         const Status s = start_job(*st, self->system(), job);
         if (!s.is_ok()) return to_caf(s.with_context(fmt::format("node {}", st->id)));
-        return Json{{"program", fmt::format("{:016x}", st->fingerprint)}}.dump();
+        return Json{{"program", fmt::format("{:016x}", st->job->fingerprint())}}.dump();
       },
       [st](step_atom, int64_t step) -> caf::result<std::string> {
         const BusyScope busy(st->busy);
@@ -367,7 +359,7 @@ Status run_node(const NodeOptions& options) {
   sys.spawn(node_actor, st);
   sys.await_all_actors_done();
   st->set_live(nullptr);
-  st->run.reset();
+  st->job.reset();
   return st->result;
 }
 

@@ -150,17 +150,30 @@ Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
       if (!fresh) it->second = std::min(it->second, dp.device);
     }
   }
-  std::vector<SavedTile> out;
-  std::map<int32_t, int64_t> files;  // per device
+  std::vector<TileRef> mine;
   for (const InProcessRun::TileView& t : run.persistent_tiles()) {
     if (writer.at(key(t.tile->value, t.tile->region)) != t.device) continue;  // a replica
-    const graph::Value* v = find_value(g, t.tile->value);
+    mine.push_back({t.device, t.tile->value, t.tile->region, t.view});
+  }
+  return write_tiles(mine, g, partial);
+}
+
+Expected<std::vector<SavedTile>> write_tiles(const std::vector<TileRef>& tiles,
+                                             const graph::Graph& g, const std::string& partial) {
+  std::error_code ec;
+  if (!fs::is_directory(partial, ec)) {
+    return make_error(Errc::kNotFound, "checkpoint directory {} is not there", partial);
+  }
+  std::vector<SavedTile> out;
+  std::map<int32_t, int64_t> files;  // per device
+  for (const TileRef& t : tiles) {
+    const graph::Value* v = find_value(g, t.value);
     if (v == nullptr) {
-      return make_error(Errc::kInvalidArgument, "the graph has no value '{}'", t.tile->value);
+      return make_error(Errc::kInvalidArgument, "the graph has no value '{}'", t.value);
     }
     const std::string file = fmt::format("tile-d{}-{}.bin", t.device, files[t.device]++);
     MP_RETURN_IF_ERROR(write_file(fs::path(partial) / file, t.view.data, t.view.bytes()));
-    out.push_back({t.tile->value, v->shape, v->dtype, file, t.tile->region});
+    out.push_back({t.value, v->shape, v->dtype, file, t.region});
   }
   return out;
 }
@@ -240,6 +253,15 @@ Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {
 
 Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& g,
                                          const std::string& dir) {
+  std::vector<TileRef> tiles;
+  for (const InProcessRun::TileView& t : run.persistent_tiles()) {
+    tiles.push_back({t.device, t.tile->value, t.tile->region, t.view});
+  }
+  return load_tiles(tiles, g, dir);
+}
+
+Expected<CheckpointInfo> load_tiles(const std::vector<TileRef>& tiles, const graph::Graph& g,
+                                    const std::string& dir) {
   const fs::path root(dir);
   MP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(root / "manifest.json"));
   CheckpointInfo info;
@@ -286,16 +308,16 @@ Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& 
 
   const kernels::KernelContext ctx;
   std::map<std::string, std::vector<char>> cache;  // tile file -> bytes
-  for (const InProcessRun::TileView& t : run.persistent_tiles()) {
-    const graph::Value* v = find_value(g, t.tile->value);
-    auto it = values.find(t.tile->value);
+  for (const TileRef& t : tiles) {
+    const graph::Value* v = find_value(g, t.value);
+    auto it = values.find(t.value);
     if (v == nullptr || it == values.end()) {
-      return make_error(Errc::kNotFound, "checkpoint {} has no value '{}'", dir, t.tile->value);
+      return make_error(Errc::kNotFound, "checkpoint {} has no value '{}'", dir, t.value);
     }
     const SavedValue& sv = it->second;
     if (sv.shape != v->shape || sv.dtype != v->dtype) {
       return make_error(Errc::kInvalidArgument, "checkpoint {}: '{}' is {} {}, the model has {} {}",
-                        dir, t.tile->value, dtype_name(sv.dtype), sv.shape.to_string(),
+                        dir, t.value, dtype_name(sv.dtype), sv.shape.to_string(),
                         dtype_name(v->dtype), v->shape.to_string());
     }
     int64_t covered = 0;
@@ -303,8 +325,8 @@ Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& 
       Region box(st.region.size());
       bool empty = false;
       for (size_t d = 0; d < box.size(); ++d) {
-        box[d].begin = std::max(st.region[d].begin, t.tile->region[d].begin);
-        box[d].end = std::min(st.region[d].end, t.tile->region[d].end);
+        box[d].begin = std::max(st.region[d].begin, t.region[d].begin);
+        box[d].end = std::min(st.region[d].end, t.region[d].end);
         empty = empty || box[d].end <= box[d].begin;
       }
       if (empty) continue;
@@ -323,16 +345,16 @@ Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& 
       std::vector<int64_t> to;
       for (size_t d = 0; d < box.size(); ++d) {
         from.push_back(box[d].begin - st.region[d].begin);
-        to.push_back(box[d].begin - t.tile->region[d].begin);
+        to.push_back(box[d].begin - t.region[d].begin);
       }
       kernels::copy_box(ctx, src, from, t.view, to, extents(box));
       covered += numel(box);
     }
-    if (covered != numel(t.tile->region)) {
+    if (covered != numel(t.region)) {
       return make_error(Errc::kInvalidArgument,
                         "checkpoint {}: the saved tiles of '{}' cover {} of the {} elements of "
                         "device {}'s tile",
-                        dir, t.tile->value, covered, numel(t.tile->region), t.device);
+                        dir, t.value, covered, numel(t.region), t.device);
     }
   }
   return info;

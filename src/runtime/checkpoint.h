@@ -40,6 +40,24 @@ struct SavedTile {
   std::vector<mesh::DimRange> region;  ///< the tile in whole-tensor coordinates
 };
 
+/// A tile of a persistent value held in memory: what a checkpoint is written from and read into.
+struct TileRef {
+  int32_t device = 0;                  ///< global device id (names the tile's file)
+  std::string value;                   ///< graph value name
+  std::vector<mesh::DimRange> region;  ///< the tile in whole-tensor coordinates
+  kernels::TensorView view;            ///< its elements
+};
+
+/// Writes each of `tiles` into its own file in the existing directory `partial` and lists them
+/// (the caller chooses which tiles: each distinct one once).
+Expected<std::vector<SavedTile>> write_tiles(const std::vector<TileRef>& tiles,
+                                             const graph::Graph& g, const std::string& partial);
+
+/// Fills every one of `tiles` from the checkpoint in `dir`: each from the saved tiles it
+/// overlaps, whatever tiling they were saved in. Errors as load_checkpoint's.
+Expected<CheckpointInfo> load_tiles(const std::vector<TileRef>& tiles, const graph::Graph& g,
+                                    const std::string& dir);
+
 /// Writes into the existing directory `partial` the tiles this process writes: of every
 /// distinct (value, region) of the whole program, the copy of the lowest global device that
 /// holds it, when that device is one of `run`'s. So every tile is written once however many

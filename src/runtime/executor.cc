@@ -161,6 +161,15 @@ Status Executor::set_value(ValueId id, const HostTensor& value) {
   return Status::ok();
 }
 
+Expected<kernels::TensorView> Executor::persistent_view(ValueId id) const {
+  if (!id.is_valid() || id.value() >= graph_.num_values() || !persistent_[id.index()] ||
+      slot_[id.index()] < 0) {
+    return make_error(Errc::kInvalidArgument, "value {} is not a persistent value of the graph",
+                      id.value());
+  }
+  return view_of(id);
+}
+
 Expected<HostTensor> Executor::get_value(ValueId id) const {
   if (!id.is_valid() || id.value() >= graph_.num_values() || slot_[id.index()] < 0) {
     return make_error(Errc::kNotFound,

@@ -60,6 +60,9 @@ class Executor {
   Status set_value(ValueId id, const HostTensor& value);
   /// A copy of a persistent value, or of a retained value after a run.
   Expected<HostTensor> get_value(ValueId id) const;
+  /// The memory of persistent value `id` itself (checkpoints write and read it in place);
+  /// an error for any other value.
+  Expected<kernels::TensorView> persistent_view(ValueId id) const;
 
   /// Runs the graph once with the given data inputs (every kInput value must be given).
   Expected<StepStats> run(const std::vector<std::pair<ValueId, HostTensor>>& inputs);

@@ -13,19 +13,40 @@
 
 namespace meshpipe::runtime {
 
+const char* collective_backend_name(CollectiveBackend backend) {
+  return backend == CollectiveBackend::kGloo ? "gloo" : "in-process";
+}
+
+const char* transport_kind_name(TransportKind kind) {
+  return kind == TransportKind::kUcx ? "ucx" : "in-process";
+}
+
+Expected<CollectiveBackend> parse_collective_backend(std::string_view text) {
+  if (text == "in-process") return CollectiveBackend::kInProcess;
+  if (text == "gloo") return CollectiveBackend::kGloo;
+  return make_error(Errc::kInvalidArgument, "collectives '{}' is neither in-process nor gloo",
+                    text);
+}
+
+Expected<TransportKind> parse_transport_kind(std::string_view text) {
+  if (text == "in-process") return TransportKind::kInProcess;
+  if (text == "ucx") return TransportKind::kUcx;
+  return make_error(Errc::kInvalidArgument, "transport '{}' is neither in-process nor ucx", text);
+}
+
 Status InProcessRunOptions::validate() const {
-  if (collectives != "in-process" && collectives != "gloo") {
-    return make_error(Errc::kInvalidArgument, "collectives '{}' is neither in-process nor gloo",
-                      collectives);
+  if (collectives != CollectiveBackend::kInProcess && collectives != CollectiveBackend::kGloo) {
+    return make_error(Errc::kInvalidArgument, "unknown collective backend {}",
+                      static_cast<int>(collectives));
   }
-  if (transport != "in-process" && transport != "ucx") {
-    return make_error(Errc::kInvalidArgument, "transport '{}' is neither in-process nor ucx",
-                      transport);
+  if (transport != TransportKind::kInProcess && transport != TransportKind::kUcx) {
+    return make_error(Errc::kInvalidArgument, "unknown transport {}", static_cast<int>(transport));
   }
   if (timeout.count() <= 0) {
     return make_error(Errc::kInvalidArgument, "timeout must be positive");
   }
-  if (share && (collectives != "gloo" || transport != "ucx" || !share->store || !share->exchange)) {
+  if (share && (collectives != CollectiveBackend::kGloo || transport != TransportKind::kUcx ||
+                !share->store || !share->exchange)) {
     return make_error(Errc::kInvalidArgument,
                       "a run that hosts part of a job's devices needs Gloo collectives, the UCX "
                       "transport, a rendezvous store and an address exchange");
@@ -94,7 +115,8 @@ struct InProcessRun::Impl {
             all_local = all_local && local(st.devices[static_cast<size_t>(i0 * d1 + i1)]);
           }
           std::shared_ptr<comm::InProcessGroup> grp;
-          if (options.collectives == "in-process" || (options.share && all_local)) {
+          if (options.collectives == CollectiveBackend::kInProcess ||
+              (options.share && all_local)) {
             grp = comm::InProcessGroup::create(static_cast<int>(n), options.timeout);
             groups.push_back(grp);
           }
@@ -146,7 +168,7 @@ struct InProcessRun::Impl {
   Status make_transport() {
     const int n = static_cast<int>(program.devices.size());
     if (options.share) return make_shared_transport(n);
-    if (options.transport == "in-process") {
+    if (options.transport == TransportKind::kInProcess) {
       fabric = comm::InProcessFabric::create(n);
       for (int d = 0; d < n; ++d) endpoints.push_back(fabric->endpoint(d));
     } else {

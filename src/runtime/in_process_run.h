@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -23,8 +24,8 @@ namespace meshpipe::runtime {
 
 /// What a process that hosts only some of a program's devices needs from the job's other
 /// processes (the cluster layer provides it over its control plane): a store for Gloo's
-/// rendezvous, and the exchange of UCX endpoint addresses. Collectives must then be "gloo" and
-/// the transport "ucx".
+/// rendezvous, and the exchange of UCX endpoint addresses. Collectives must then be Gloo and
+/// the transport UCX.
 struct ProcessShare {
   std::vector<int32_t> local_devices;            ///< global ids this process runs
   std::shared_ptr<comm::RendezvousStore> store;  ///< shared by every process of the job
@@ -36,12 +37,29 @@ struct ProcessShare {
       exchange;
 };
 
+/// Which communicator runs the collectives of a mesh axis.
+enum class CollectiveBackend : uint8_t {
+  kInProcess,  ///< "in-process": shared memory between the threads of this process
+  kGloo,       ///< "gloo": Gloo's TCP collectives
+};
+/// Which transport moves tensors between stages.
+enum class TransportKind : uint8_t {
+  kInProcess,  ///< "in-process": a copy between the threads of this process
+  kUcx,        ///< "ucx": UCX tag messages
+};
+/// "in-process", "gloo"; "in-process", "ucx".
+const char* collective_backend_name(CollectiveBackend backend);
+const char* transport_kind_name(TransportKind kind);
+/// Parse those names; errors list the known ones.
+Expected<CollectiveBackend> parse_collective_backend(std::string_view text);
+Expected<TransportKind> parse_transport_kind(std::string_view text);
+
 /// Options of an in-process run.
 struct InProcessRunOptions {
-  /// "in-process" or "gloo". With a ProcessShare, "gloo" applies to the groups that span
-  /// processes; a group whose devices are all in this process always uses shared memory.
-  std::string collectives = "in-process";
-  std::string transport = "in-process";      ///< "in-process" or "ucx"
+  /// With a ProcessShare, Gloo applies to the groups that span processes; a group whose devices
+  /// are all in this process always uses shared memory.
+  CollectiveBackend collectives = CollectiveBackend::kInProcess;
+  TransportKind transport = TransportKind::kInProcess;
   std::chrono::milliseconds timeout{30000};  ///< collectives and receives
   InterpreterOptions interpreter;            ///< timeout is taken from above
   int32_t fail_device = -1;  ///< with interpreter.fail_op: the device whose kernel fails

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -264,6 +265,23 @@ struct DeviceInterpreter::Impl {
     if (l.output_scale != 1.0f) {
       float* p = out[0].f32();
       for (int64_t k = 0; k < out[0].numel(); ++k) p[k] *= l.output_scale;
+    }
+    if (options.check_finite) MP_RETURN_IF_ERROR(check_finite(l, out));
+    return Status::ok();
+  }
+
+  // The first NaN or Inf among the f32 outputs of an op, as an error naming it.
+  static Status check_finite(const LocalOp& l, const std::vector<kernels::TensorView>& out) {
+    for (size_t o = 0; o < out.size(); ++o) {
+      if (out[o].dtype != DType::kF32) continue;
+      const float* p = out[o].f32();
+      for (int64_t k = 0; k < out[o].numel(); ++k) {
+        if (!std::isfinite(p[k])) {
+          return make_error(Errc::kInternal,
+                            "op '{}' ({}) wrote a non-finite value ({}) at element {} of output {}",
+                            l.op.name, op_kind_name(l.op.kind), p[k], k, o);
+        }
+      }
     }
     return Status::ok();
   }

@@ -26,6 +26,8 @@ struct InterpreterOptions {
   std::chrono::milliseconds timeout{30000};
   /// Fault injection for tests: the kRun of the op with this name fails (kInternal).
   std::string fail_op;
+  /// Fail the first kRun whose f32 outputs hold NaN or Inf, naming the op (--check-numerics).
+  bool check_finite = false;
 };
 
 /// What a device talks through: a communicator per mesh axis whose group has more than one

@@ -16,6 +16,8 @@
 #include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/zoo_graph.h"
+#include "train/job.h"
+#include "train/session.h"
 
 namespace meshpipe::actors {
 namespace {
@@ -34,25 +36,45 @@ std::optional<planner::Plan> two_stages_of_two(const graph::Graph& g,
   return *plan;
 }
 
-TEST_CASE("train_parallel through actors equals one device", "[actors]") {
+train::JobSpec gpt_tiny_job(int64_t batch, uint64_t seed) {
+  train::JobSpec job;
   auto spec = graph::models::find_model("gpt-tiny");
   REQUIRE(spec.has_value());
+  job.model = *spec;
+  job.global_batch = batch;
+  job.seed = seed;
+  return job;
+}
+
+// `steps` steps of `job` under `plan`, run by the actor runtime's stage actors.
+Expected<train::SessionSummary> train_through_actors(ActorRuntime& rt, const train::JobSpec& job,
+                                                     const planner::Plan& plan, int64_t steps,
+                                                     const train::LocalJobOptions& lo = {}) {
+  MP_ASSIGN_OR_RETURN(auto local, train::LocalJob::create(job, plan, lo));
+  ActorRunner runner(rt, *local);
+  train::SessionOptions so;
+  so.steps = steps;
+  so.samples_per_step = job.samples_per_step();
+  so.tokens_per_step = job.tokens_per_step();
+  return train::run_session(runner, so);
+}
+
+TEST_CASE("a job planned by the planner actor and run by stage actors equals one device",
+          "[actors]") {
   auto cluster = mesh::cluster_preset("cpu:1x4");
   REQUIRE(cluster.has_value());
   auto rt = ActorRuntime::create();
   REQUIRE(rt.has_value());
-  runtime::ParallelTrainOptions po;
-  po.train.steps = 6;
-  po.train.batch = 8;
-  po.train.seed = 21;
-  po.micro_batches = 2;
-  po.driver = rt->get();
-  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  const train::JobSpec job = gpt_tiny_job(/*batch=*/8, /*seed=*/21);
+  auto plan =
+      train::plan_job(job, *cluster, {.micro_batches = 2, .schedule = {}}, (*rt)->planner());
+  if (!plan.has_value()) FAIL(plan.status().to_string());
+  auto summary = train_through_actors(**rt, job, *plan, 6);
   if (!summary.has_value()) FAIL(summary.status().to_string());
   // One planner actor, one mesh group per stage, one stage actor per device.
   int64_t devices = 0;
-  for (const auto& s : summary->plan.stages) devices += static_cast<int64_t>(s.devices.size());
-  CHECK((*rt)->actors_started() == 1 + static_cast<int64_t>(summary->plan.stages.size()) + devices);
+  for (const auto& s : plan->stages) devices += static_cast<int64_t>(s.devices.size());
+  CHECK((*rt)->actors_started() == 1 + static_cast<int64_t>(plan->stages.size()) + devices);
   const auto want = runtime::testing::single_device_losses("gpt-tiny", 8, 6, 21, 21);
   REQUIRE(summary->losses.size() == want.size());
   for (size_t i = 0; i < want.size(); ++i) {
@@ -66,15 +88,10 @@ TEST_CASE("a forced pipeline runs through mesh-group and stage actors", "[actors
   auto cluster = mesh::cluster_preset("cpu:1x4");
   REQUIRE(cluster.has_value());
   auto plan = two_stages_of_two(tg.graph, *cluster);
-  auto spec = graph::models::find_model("gpt-tiny");
+  plan->model = "gpt-tiny";
   auto rt = ActorRuntime::create();
   REQUIRE(rt.has_value());
-  runtime::ParallelTrainOptions po;
-  po.train.steps = 4;
-  po.train.seed = 9;
-  po.plan = *plan;
-  po.driver = rt->get();
-  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  auto summary = train_through_actors(**rt, gpt_tiny_job(/*batch=*/0, /*seed=*/9), *plan, 4);
   if (!summary.has_value()) FAIL(summary.status().to_string());
   const auto want = runtime::testing::single_device_losses("gpt-tiny", 8, 4, 9, 9);
   for (size_t i = 0; i < want.size(); ++i) {
@@ -98,20 +115,17 @@ TEST_CASE("an injected kernel failure reaches the driver as an error within seco
     }
   }
   REQUIRE(!op.empty());
-  auto spec = graph::models::find_model("gpt-tiny");
   ActorOptions ao;
   ao.step_timeout = std::chrono::milliseconds(30000);
   auto rt = ActorRuntime::create(ao);
   REQUIRE(rt.has_value());
-  runtime::ParallelTrainOptions po;
-  po.train.steps = 3;
-  po.plan = *plan;
-  po.driver = rt->get();
-  po.run.interpreter.fail_op = op;
-  po.run.fail_device = victim;
-  po.run.timeout = std::chrono::milliseconds(30000);
+  train::LocalJobOptions lo;
+  lo.run.interpreter.fail_op = op;
+  lo.run.fail_device = victim;
+  lo.run.timeout = std::chrono::milliseconds(30000);
+  plan->model = "gpt-tiny";
   const auto t0 = std::chrono::steady_clock::now();
-  auto summary = runtime::train_parallel(*spec, *cluster, po);
+  auto summary = train_through_actors(**rt, gpt_tiny_job(/*batch=*/0, /*seed=*/1234), *plan, 3, lo);
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE_FALSE(summary.has_value());

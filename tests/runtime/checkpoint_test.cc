@@ -14,7 +14,8 @@
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
 #include "runtime/executor.h"
-#include "runtime/parallel_trainer.h"
+#include "runtime/in_process_run.h"
+#include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/zoo_graph.h"
 
@@ -37,19 +38,41 @@ planner::Plan grid(int64_t micro_batches, planner::GridConfig cfg) {
   return *p;
 }
 
+// `steps` steps of gpt-tiny (seed 17) under `plan` on threads, resumed from `load` when given,
+// saved to `save` after the last one when given: the checkpoint API the way a run uses it.
+Expected<std::vector<double>> try_train(const planner::Plan& plan, int steps,
+                                        const std::string& load, const std::string& save) {
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", plan.micro_batch);
+  graph::TrainingGraph whole = testing::zoo_training_graph("gpt-tiny", plan.global_batch);
+  MP_ASSIGN_OR_RETURN(Program program, lower(plan, tg.graph));
+  const std::vector<std::string> names = program.inputs;
+  MP_ASSIGN_OR_RETURN(auto run, InProcessRun::create(std::move(program), tg.graph));
+  MP_RETURN_IF_ERROR(run->initialize(17));
+  int64_t done = 0;
+  if (!load.empty()) {
+    MP_ASSIGN_OR_RETURN(CheckpointInfo info, load_checkpoint(*run, tg.graph, load));
+    done = info.step;
+  }
+  MP_ASSIGN_OR_RETURN(SyntheticData data, SyntheticData::create(whole.graph, whole.inputs, 17));
+  data.seek(done);
+  std::vector<double> losses;
+  for (int s = 0; s < steps; ++s) {
+    MP_ASSIGN_OR_RETURN(
+        auto mbs, split_micro_batches(whole.graph, data.next_batch(), names, plan.micro_batches));
+    MP_ASSIGN_OR_RETURN(RunStepResult r, run->step(mbs));
+    losses.push_back(r.loss);
+  }
+  if (!save.empty()) {
+    MP_RETURN_IF_ERROR(save_checkpoint(*run, tg.graph, save, {"gpt-tiny", done + steps, 17}));
+  }
+  return losses;
+}
+
 std::vector<double> train(const planner::Plan& plan, int steps, const std::string& load,
                           const std::string& save) {
-  auto spec = graph::models::find_model("gpt-tiny");
-  ParallelTrainOptions o;
-  o.train.steps = steps;
-  o.train.seed = 17;
-  o.train.optimizer = graph::OptimizerConfig{};
-  o.plan = plan;
-  o.load_dir = load;
-  o.save_dir = save;
-  auto r = train_parallel(*spec, plan.cluster, o);
+  auto r = try_train(plan, steps, load, save);
   if (!r.has_value()) FAIL(r.status().to_string());
-  return r->losses;
+  return *r;
 }
 
 TEST_CASE("a checkpoint saved under one plan resumes under another", "[checkpoint]") {
@@ -147,12 +170,7 @@ TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
     text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
   }
   const auto expect_error = [&](const std::string& needle) {
-    auto spec = graph::models::find_model("gpt-tiny");
-    ParallelTrainOptions o;
-    o.train.steps = 1;
-    o.plan = plan;
-    o.load_dir = dir.string();
-    auto r = train_parallel(*spec, plan.cluster, o);
+    auto r = try_train(plan, 1, dir.string(), "");
     REQUIRE_FALSE(r.has_value());
     INFO(r.status().to_string());
     CHECK(r.status().to_string().find(needle) != std::string::npos);

@@ -317,8 +317,8 @@ TEST_CASE("Gloo collectives and UCX transport give the same losses", "[parallel]
   graph::TrainingGraph tg = training_graph("gpt-tiny", 4);
   const planner::Plan plan = forced_plan(tg.graph, 2, {1, 2, 2, Mode::kFree});
   InProcessRunOptions ro;
-  ro.collectives = "gloo";
-  ro.transport = "ucx";
+  ro.collectives = CollectiveBackend::kGloo;
+  ro.transport = TransportKind::kUcx;
   const Run got = parallel_losses("gpt-tiny", 8, plan, tg.graph, 3, {}, ro);
   expect_same(want, got.losses);
 }

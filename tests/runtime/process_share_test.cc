@@ -65,8 +65,8 @@ std::vector<double> two_process_losses(const planner::Plan& plan, const graph::G
         return exchange->publish(mine);
       };
       InProcessRunOptions ro;
-      ro.collectives = "gloo";
-      ro.transport = "ucx";
+      ro.collectives = CollectiveBackend::kGloo;
+      ro.transport = TransportKind::kUcx;
       ro.timeout = std::chrono::milliseconds(20000);
       ro.share = share;
       auto r = InProcessRun::create(*prog, g, ro);

@@ -1,0 +1,208 @@
+// JobSpec, plan_job and LocalJob: a job's plan, and its lowered program on this process.
+#include "train/job.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "graph/models/zoo_training.h"
+#include "planner/cost_model.h"
+#include "runtime/lower.h"
+#include "runtime/program.h"
+
+namespace meshpipe::train {
+
+int64_t JobSpec::tokens_per_step() const {
+  return batch() * graph::models::tokens_per_sample(model);
+}
+
+Status JobSpec::validate() const {
+  if (global_batch < 0) {
+    return make_error(Errc::kInvalidArgument, "the global batch must be >= 1, got {}",
+                      global_batch);
+  }
+  return optimizer.validate();
+}
+
+std::string job_spec_to_json(const JobSpec& job) {
+  Json j = Json::object();
+  j["model"] = job.model.name;
+  j["global_batch"] = job.global_batch;
+  j["seed"] = job.seed;
+  j["check_finite"] = job.check_finite;
+  const graph::OptimizerConfig& o = job.optimizer;
+  j["optimizer"] = {{"kind", o.kind == graph::OptimizerConfig::Kind::kSgd ? "sgd" : "adam"},
+                    {"lr", o.lr},
+                    {"momentum", o.momentum},
+                    {"beta1", o.beta1},
+                    {"beta2", o.beta2},
+                    {"eps", o.eps},
+                    {"weight_decay", o.weight_decay}};
+  return j.dump();
+}
+
+Expected<JobSpec> job_spec_from_json(const std::string& text) {
+  MP_ASSIGN_OR_RETURN(const Json root, parse_json(text, "job JSON"));
+  const std::string subject = "job field";
+  if (!root.is_object()) return make_error(Errc::kInvalidArgument, "job JSON must be an object");
+  JsonReader r(root, "", subject);
+  JobSpec job;
+  std::string model;
+  MP_RETURN_IF_ERROR(r.read("model", &model));
+  MP_ASSIGN_OR_RETURN(job.model, graph::models::find_model(model));
+  MP_RETURN_IF_ERROR(r.read("global_batch", &job.global_batch));
+  MP_RETURN_IF_ERROR(r.read("seed", &job.seed));
+  MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
+  const Json* o = nullptr;
+  MP_RETURN_IF_ERROR(r.object("optimizer", &o));
+  JsonReader ro(*o, "optimizer", subject);
+  std::string kind;
+  MP_RETURN_IF_ERROR(ro.read("kind", &kind));
+  auto parsed = graph::parse_optimizer_kind(kind);
+  if (!parsed.has_value()) return ro.error("kind", parsed.status().message());
+  job.optimizer.kind = *parsed;
+  MP_RETURN_IF_ERROR(ro.read("lr", &job.optimizer.lr));
+  MP_RETURN_IF_ERROR(ro.read("momentum", &job.optimizer.momentum));
+  MP_RETURN_IF_ERROR(ro.read("beta1", &job.optimizer.beta1));
+  MP_RETURN_IF_ERROR(ro.read("beta2", &job.optimizer.beta2));
+  MP_RETURN_IF_ERROR(ro.read("eps", &job.optimizer.eps));
+  MP_RETURN_IF_ERROR(ro.read("weight_decay", &job.optimizer.weight_decay));
+  MP_RETURN_IF_ERROR(ro.check_no_unknown_fields());
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
+  MP_RETURN_IF_ERROR(job.validate().with_context("job"));
+  return job;
+}
+
+Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cluster,
+                                 const PlanRequest& request, const Planner& planner) {
+  MP_RETURN_IF_ERROR(job.validate());
+  MP_RETURN_IF_ERROR(cluster.validate());
+  const int64_t global = job.batch();
+  if (request.micro_batches > 0 && global % request.micro_batches != 0) {
+    return make_error(Errc::kInvalidArgument,
+                      "the batch of {} does not split into {} micro-batches", global,
+                      request.micro_batches);
+  }
+  planner::PlannerOptions po;
+  po.model = job.model.name;
+  po.global_batch = global;
+  po.micro_batches = request.micro_batches;
+  if (request.schedule) po.schedule = *request.schedule;
+  const graph::models::ModelSpec spec = job.model;
+  const graph::OptimizerConfig opt = job.optimizer;
+  po.graph_for_micro_batch = [spec, opt](int64_t micro) -> Expected<graph::Graph> {
+    MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                        graph::models::zoo_training_graph(spec, micro, opt));
+    return std::move(tg.graph);
+  };
+  const int64_t first = request.micro_batches > 0 ? global / request.micro_batches : global;
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, graph::models::zoo_training_graph(spec, first, opt));
+  if (planner) return planner(g0.graph, cluster, po);
+  const planner::AnalyticCostModel cost(cluster.device);
+  return planner::make_plan(g0.graph, cluster, cost, po);
+}
+
+Status check_plan_for_job(const planner::Plan& plan, const JobSpec& job, bool explicit_batch,
+                          const std::string& what) {
+  if (plan.model != job.model.name) {
+    return make_error(Errc::kInvalidArgument, "{} is a plan for model '{}', not '{}'", what,
+                      plan.model, job.model.name);
+  }
+  if (explicit_batch && plan.global_batch != job.batch()) {
+    return make_error(Errc::kInvalidArgument,
+                      "the plan is for a global batch of {}, --batch asks for {}",
+                      plan.global_batch, job.batch());
+  }
+  return Status::ok();
+}
+
+LocalJob::~LocalJob() = default;
+
+Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const planner::Plan& plan,
+                                                     const LocalJobOptions& options) {
+  MP_RETURN_IF_ERROR(spec.validate());
+  if (!options.load_dir.empty()) {  // a bad checkpoint fails before the devices are built
+    MP_ASSIGN_OR_RETURN(runtime::CheckpointInfo info,
+                        runtime::read_checkpoint_info(options.load_dir));
+    if (info.model != spec.model.name) {
+      return make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
+                        options.load_dir, info.model, spec.model.name);
+    }
+  }
+  std::unique_ptr<LocalJob> job(new LocalJob());
+  job->spec_ = spec;
+  job->spec_.global_batch = plan.global_batch;
+  job->plan_ = plan;
+  MP_ASSIGN_OR_RETURN(
+      job->graph_, graph::models::zoo_training_graph(spec.model, plan.micro_batch, spec.optimizer));
+  MP_ASSIGN_OR_RETURN(job->whole_, graph::models::zoo_training_graph(spec.model, plan.global_batch,
+                                                                     spec.optimizer));
+  runtime::LowerOptions lo;
+  lo.schedule = options.schedule;
+  MP_ASSIGN_OR_RETURN(runtime::Program program, runtime::lower(plan, job->graph_.graph, lo));
+  job->inputs_ = program.inputs;
+  job->micro_batches_ = program.micro_batches;
+  job->fingerprint_ = runtime::program_fingerprint(program);
+  runtime::InProcessRunOptions ro = options.run;
+  ro.interpreter.check_finite = ro.interpreter.check_finite || spec.check_finite;
+  if (ro.share) {  // this process's devices that have a program
+    auto share = std::make_shared<runtime::ProcessShare>(*ro.share);
+    share->local_devices.clear();
+    for (int32_t d : ro.share->local_devices) {
+      if (program.device(d) != nullptr) share->local_devices.push_back(d);
+    }
+    ro.share = std::move(share);
+  }
+  MP_ASSIGN_OR_RETURN(job->run_,
+                      runtime::InProcessRun::create(std::move(program), job->graph_.graph, ro));
+  MP_RETURN_IF_ERROR(job->run_->initialize(spec.seed));
+  if (!options.load_dir.empty()) {
+    MP_ASSIGN_OR_RETURN(runtime::CheckpointInfo info,
+                        runtime::load_checkpoint(*job->run_, job->graph_.graph, options.load_dir));
+    job->first_step_ = info.step + 1;
+  }
+  MP_ASSIGN_OR_RETURN(
+      runtime::SyntheticData data,
+      runtime::SyntheticData::create(job->whole_.graph, job->whole_.inputs, spec.seed));
+  job->data_.emplace(std::move(data));
+  return job;
+}
+
+Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::micro_batches(int64_t step) {
+  if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
+  data_->seek(step - 1);
+  return runtime::split_micro_batches(whole_.graph, data_->next_batch(), inputs_, micro_batches_);
+}
+
+Expected<StepOutcome> LocalJob::outcome(
+    const std::vector<std::pair<int32_t, runtime::DeviceStepResult>>& results,
+    double seconds) const {
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->combine(results, seconds));
+  StepOutcome out;
+  out.loss = r.loss;
+  out.losses = std::move(r.losses);
+  out.seconds = r.seconds;
+  for (const auto& [device, result] : results) out.peak_bytes[device] = result.peak_bytes;
+  return out;
+}
+
+Expected<StepOutcome> LocalJob::run_step(int64_t step) {
+  MP_ASSIGN_OR_RETURN(auto mbs, micro_batches(step));
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->step(mbs));
+  StepOutcome out;
+  out.loss = r.loss;
+  out.losses = std::move(r.losses);
+  out.seconds = r.seconds;
+  for (int32_t d : run_->devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
+  return out;
+}
+
+Status LocalJob::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
+  return runtime::save_checkpoint(*run_, graph_.graph, dir, info);
+}
+
+Expected<std::vector<runtime::SavedTile>> LocalJob::write_tiles(const std::string& partial) {
+  return runtime::write_checkpoint_tiles(*run_, graph_.graph, partial);
+}
+
+}  // namespace meshpipe::train

@@ -1,0 +1,133 @@
+// A training job and the part of it this process runs. A JobSpec names what is trained (a zoo
+// model, the global batch, the optimizer, the seed); plan_job makes or checks its plan; a
+// LocalJob is the plan lowered and running on this process's devices (every device, or one
+// node's share of a multi-process job), with the data stream and checkpoints. Every process of
+// a job builds its graphs from the same JobSpec, so they lower the same program.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/json.h"
+#include "graph/models/zoo.h"
+#include "graph/optimizer.h"
+#include "graph/training_graph.h"
+#include "mesh/cluster.h"
+#include "planner/plan.h"
+#include "planner/planner.h"
+#include "runtime/checkpoint.h"
+#include "runtime/host_tensor.h"
+#include "runtime/in_process_run.h"
+#include "runtime/synthetic_data.h"
+#include "train/step_runner.h"
+
+namespace meshpipe::train {
+
+/// What is trained.
+struct JobSpec {
+  graph::models::ModelSpec model;
+  int64_t global_batch = 0;  ///< samples per step; 0: the model's default batch
+  graph::OptimizerConfig optimizer;
+  uint64_t seed = 1234;       ///< parameter initialisation and data
+  bool check_finite = false;  ///< stop at the first op that writes NaN or Inf, naming it
+
+  /// The global batch this job trains with.
+  int64_t batch() const { return global_batch > 0 ? global_batch : model.default_batch; }
+  /// Samples and tokens of one step.
+  int64_t samples_per_step() const { return batch(); }
+  int64_t tokens_per_step() const;
+  Status validate() const;
+};
+
+/// The job as JSON text, for the processes of a multi-process job (no tensor data):
+///   {"model": "gpt-tiny", "global_batch": 8, "seed": 1234, "check_finite": false,
+///    "optimizer": {"kind": "adam", "lr": 0.003, "momentum": 0, "beta1": 0.9, ...}}
+std::string job_spec_to_json(const JobSpec& job);
+/// Parses job_spec_to_json's text; errors name the field ("job field 'optimizer.lr' ..."), an
+/// unknown model lists the known ones.
+Expected<JobSpec> job_spec_from_json(const std::string& text);
+
+/// How a plan is chosen when planning.
+struct PlanRequest {
+  int64_t micro_batches = 0;                  ///< 0: the planner chooses the micro-batch size
+  std::optional<planner::Schedule> schedule;  ///< empty: 1F1B
+};
+
+/// Plans a graph for a cluster: make_plan with the analytic cost model, or the actor runtime's
+/// planner actor.
+using Planner = std::function<Expected<planner::Plan>(const graph::Graph&, const mesh::ClusterSpec&,
+                                                      const planner::PlannerOptions&)>;
+
+/// Plans `job` for `cluster` through `planner` (make_plan when empty), giving it the training
+/// graph of every micro-batch size it tries.
+Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cluster,
+                                 const PlanRequest& request, const Planner& planner = {});
+
+/// Checks that a given plan is one for `job`: its model, and its global batch when the job
+/// names one (`explicit_batch`). `what` names the plan in errors ("plan.json").
+Status check_plan_for_job(const planner::Plan& plan, const JobSpec& job, bool explicit_batch,
+                          const std::string& what);
+
+/// Options of a LocalJob.
+struct LocalJobOptions {
+  runtime::InProcessRunOptions run;           ///< collectives, transport, timeouts, share
+  std::optional<planner::Schedule> schedule;  ///< lowering: the plan's when empty
+  std::string load_dir;  ///< resume from this checkpoint (under this job's plan)
+};
+
+/// The lowered plan on this process's devices, initialised from the seed (or a checkpoint), and
+/// the job's data. As a StepRunner it runs a step with one thread per device.
+class LocalJob final : public StepRunner {
+ public:
+  /// Lowers `plan` for `job`, builds the devices (options.run.share: only this process's),
+  /// initialises them and loads options.load_dir when given. Errors: a plan for another model
+  /// or graph, an unreadable checkpoint (naming the field), devices that cannot be built.
+  static Expected<std::unique_ptr<LocalJob>> create(const JobSpec& job, const planner::Plan& plan,
+                                                    const LocalJobOptions& options);
+  ~LocalJob() override;
+  LocalJob(const LocalJob&) = delete;
+  LocalJob& operator=(const LocalJob&) = delete;
+
+  /// The micro-batches of step `step` (the data stream's batch step - 1, split).
+  Expected<std::vector<std::vector<runtime::HostTensor>>> micro_batches(int64_t step);
+  /// Step `step` on this process's devices, one thread each.
+  Expected<StepOutcome> run_step(int64_t step) override;
+  /// A checkpoint written by this process alone (every device of the job is here).
+  Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
+  /// This process's tiles of a checkpoint, written into `partial` (a job of several processes).
+  Expected<std::vector<runtime::SavedTile>> write_tiles(const std::string& partial);
+
+  /// A step's outcome from the results of this process's devices.
+  Expected<StepOutcome> outcome(
+      const std::vector<std::pair<int32_t, runtime::DeviceStepResult>>& results,
+      double seconds) const;
+
+  runtime::InProcessRun& run() { return *run_; }
+  const planner::Plan& plan() const { return plan_; }
+  const JobSpec& spec() const { return spec_; }
+  /// The micro-batch training graph the program was lowered from.
+  const graph::Graph& graph() const { return graph_.graph; }
+  /// 1, or the resumed checkpoint's step + 1.
+  int64_t first_step() const { return first_step_; }
+  /// runtime::program_fingerprint of the lowered program.
+  uint64_t fingerprint() const { return fingerprint_; }
+
+ private:
+  LocalJob() = default;
+  JobSpec spec_;
+  planner::Plan plan_;
+  graph::TrainingGraph graph_;  // one micro-batch
+  graph::TrainingGraph whole_;  // the global batch (data)
+  std::optional<runtime::SyntheticData> data_;
+  std::vector<std::string> inputs_;
+  int64_t micro_batches_ = 1;
+  std::unique_ptr<runtime::InProcessRun> run_;
+  int64_t first_step_ = 1;
+  uint64_t fingerprint_ = 0;
+};
+
+}  // namespace meshpipe::train

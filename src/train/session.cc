@@ -1,0 +1,70 @@
+// run_session: the step loop.
+#include "train/session.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace meshpipe::train {
+
+Status SessionOptions::validate() const {
+  if (steps < 1) return make_error(Errc::kInvalidArgument, "steps must be >= 1, got {}", steps);
+  if (first_step < 1) {
+    return make_error(Errc::kInvalidArgument, "the first step must be >= 1, got {}", first_step);
+  }
+  if (save_every < 0) {
+    return make_error(Errc::kInvalidArgument, "save_every must be >= 0, got {}", save_every);
+  }
+  if (samples_per_step < 1 || tokens_per_step < 1) {
+    return make_error(Errc::kInvalidArgument, "samples and tokens per step must be >= 1");
+  }
+  return Status::ok();
+}
+
+Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& options) {
+  MP_RETURN_IF_ERROR(options.validate());
+  SessionSummary summary;
+  summary.first_step = options.first_step;
+  const int64_t last = options.first_step + options.steps - 1;
+  for (int64_t step = options.first_step; step <= last; ++step) {
+    auto r = runner.run_step(step);
+    if (!r.has_value()) return r.status().with_context(fmt::format("step {}", step));
+    if (!std::isfinite(r->loss)) {
+      return make_error(Errc::kInternal,
+                        "step {}: the loss is {}; lower the learning rate (now {}) or run with "
+                        "--check-numerics to find the first op that produced it",
+                        step, r->loss, options.lr);
+    }
+    summary.losses.push_back(r->loss);
+    summary.total_time += Seconds(r->seconds);
+    summary.last_step = step;
+    int64_t peak = 0;
+    for (const auto& [device, bytes] : r->peak_bytes) {
+      int64_t& p = summary.peak_bytes[device];
+      p = std::max(p, bytes);
+      peak = std::max(peak, bytes);
+    }
+    if (options.on_step) {
+      StepReport rep;
+      rep.step = step;
+      rep.total_steps = last;
+      rep.loss = r->loss;
+      rep.time = Seconds(r->seconds);
+      const double secs = std::max(r->seconds, 1e-12);
+      rep.samples_per_second = static_cast<double>(options.samples_per_step) / secs;
+      rep.tokens_per_second = static_cast<double>(options.tokens_per_step) / secs;
+      rep.peak = Bytes(peak);
+      options.on_step(rep);
+    }
+    const bool due = step == last || (options.save_every > 0 && step % options.save_every == 0);
+    if (!options.save_dir.empty() && due) {
+      const Status saved =
+          runner.save_checkpoint(options.save_dir, {options.model, step, options.seed});
+      MP_RETURN_IF_ERROR(saved.with_context(fmt::format("saving after step {}", step)));
+    }
+  }
+  return summary;
+}
+
+}  // namespace meshpipe::train

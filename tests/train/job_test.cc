@@ -1,0 +1,182 @@
+// Jobs: the JobSpec's JSON form, planning a job, checking a given plan, and a LocalJob that
+// trains like one device on threads, saves and resumes, and reports a bad checkpoint before it
+// builds anything.
+#include "train/job.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+
+#include "planner/cost_model.h"
+#include "train/session.h"
+#include "train/single_device.h"
+
+namespace meshpipe::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+JobSpec gpt_tiny(uint64_t seed = 11) {
+  auto spec = graph::models::find_model("gpt-tiny");
+  REQUIRE(spec.has_value());
+  JobSpec job;
+  job.model = *spec;
+  job.global_batch = 8;
+  job.seed = seed;
+  return job;
+}
+
+mesh::ClusterSpec cpu(const std::string& preset) {
+  auto c = mesh::cluster_preset(preset);
+  REQUIRE(c.has_value());
+  return *c;
+}
+
+std::vector<double> run(StepRunner& runner, int64_t first, int64_t steps,
+                        const std::string& save = "") {
+  SessionOptions so;
+  so.first_step = first;
+  so.steps = steps;
+  so.save_dir = save;
+  so.model = "gpt-tiny";
+  auto s = run_session(runner, so);
+  INFO(s.status().to_string());
+  REQUIRE(s.has_value());
+  return s->losses;
+}
+
+TEST_CASE("a job spec survives its JSON form, and bad fields are named", "[train][job]") {
+  JobSpec job = gpt_tiny(/*seed=*/99);
+  job.optimizer.kind = graph::OptimizerConfig::Kind::kSgd;
+  job.optimizer.lr = 0.1f;
+  job.optimizer.momentum = 0.9f;
+  job.optimizer.weight_decay = 3e-4f;
+  job.check_finite = true;
+  auto back = job_spec_from_json(job_spec_to_json(job));
+  REQUIRE(back.has_value());
+  CHECK(back->model.name == "gpt-tiny");
+  CHECK(back->global_batch == 8);
+  CHECK(back->seed == 99);
+  CHECK(back->check_finite);
+  CHECK(back->optimizer.kind == graph::OptimizerConfig::Kind::kSgd);
+  CHECK(back->optimizer.lr == 0.1f);  // floats round-trip exactly through the JSON double
+  CHECK(back->optimizer.momentum == 0.9f);
+  CHECK(back->optimizer.weight_decay == 3e-4f);
+  CHECK_THAT(job_spec_from_json("{").status().message(),
+             Catch::StartsWith("job JSON is malformed"));
+  CHECK_THAT(job_spec_from_json("[]").status().message(), Catch::Contains("must be an object"));
+  const std::string text = job_spec_to_json(job);
+  std::string bad = text;
+  bad.replace(bad.find("gpt-tiny"), 8, "gpt-huge");
+  CHECK_THAT(job_spec_from_json(bad).status().message(), Catch::Contains("gpt-huge"));
+  bad = text;
+  bad.replace(bad.find("\"seed\""), 6, "\"sede\"");
+  CHECK(job_spec_from_json(bad).status().message() == "job field 'seed' is missing");
+  bad = text;
+  bad.replace(bad.find("\"sgd\""), 5, "\"lamb\"");
+  CHECK_THAT(job_spec_from_json(bad).status().message(),
+             Catch::StartsWith("job field 'optimizer.kind'"));
+}
+
+TEST_CASE("plan_job plans with the micro-batch count asked for, and checks it divides",
+          "[train][job]") {
+  const JobSpec job = gpt_tiny();
+  auto plan = plan_job(job, cpu("cpu:1x4"), {.micro_batches = 2, .schedule = {}});
+  REQUIRE(plan.has_value());
+  CHECK(plan->model == "gpt-tiny");
+  CHECK(plan->global_batch == 8);
+  CHECK(plan->micro_batches == 2);
+  auto bad = plan_job(job, cpu("cpu:1x4"), {.micro_batches = 3, .schedule = {}});
+  REQUIRE_FALSE(bad.has_value());
+  CHECK_THAT(bad.status().message(), Catch::Contains("does not split into 3 micro-batches"));
+  // A planner given in place of make_plan is the one asked.
+  int asked = 0;
+  auto counted = plan_job(
+      job, cpu("cpu:1x2"), {.micro_batches = 1, .schedule = {}},
+      [&](const graph::Graph& g, const mesh::ClusterSpec& c, const planner::PlannerOptions& o) {
+        ++asked;
+        const planner::AnalyticCostModel cost(c.device);
+        return planner::make_plan(g, c, cost, o);
+      });
+  REQUIRE(counted.has_value());
+  CHECK(asked == 1);
+}
+
+TEST_CASE("a given plan is checked against the job's model and batch", "[train][job]") {
+  const JobSpec job = gpt_tiny();
+  auto plan = plan_job(job, cpu("cpu:1x2"), {.micro_batches = 1, .schedule = {}});
+  REQUIRE(plan.has_value());
+  CHECK(check_plan_for_job(*plan, job, true, "p.json").is_ok());
+  JobSpec other = job;
+  other.global_batch = 16;
+  CHECK(check_plan_for_job(*plan, other, true, "p.json").message() ==
+        "the plan is for a global batch of 8, --batch asks for 16");
+  CHECK(check_plan_for_job(*plan, other, false, "p.json").is_ok());
+  auto moe = graph::models::find_model("moe-tiny");
+  REQUIRE(moe.has_value());
+  other.model = *moe;
+  CHECK(check_plan_for_job(*plan, other, false, "p.json").message() ==
+        "p.json is a plan for model 'gpt-tiny', not 'moe-tiny'");
+}
+
+TEST_CASE("a local job on threads trains like one device, and resumes from its checkpoint",
+          "[train][job]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_local_job_ckpt";
+  fs::remove_all(dir);
+  const JobSpec job = gpt_tiny(/*seed=*/13);
+  auto single = SingleDeviceJob::create(job);
+  REQUIRE(single.has_value());
+  const std::vector<double> want = run(**single, 1, 5);
+  auto plan = plan_job(job, cpu("cpu:2x2"), {.micro_batches = 2, .schedule = {}});
+  REQUIRE(plan.has_value());
+  auto first = LocalJob::create(job, *plan, {});
+  REQUIRE(first.has_value());
+  CHECK((*first)->first_step() == 1);
+  CHECK((*first)->fingerprint() != 0);
+  std::vector<double> got = run(**first, 1, 3, dir.string());
+  // Resumed under a data-parallel plan on another cluster.
+  auto dp = plan_job(job, cpu("cpu:1x2"), {.micro_batches = 1, .schedule = {}});
+  REQUIRE(dp.has_value());
+  LocalJobOptions lo;
+  lo.load_dir = dir.string();
+  auto second = LocalJob::create(job, *dp, lo);
+  REQUIRE(second.has_value());
+  CHECK((*second)->first_step() == 4);
+  const std::vector<double> rest = run(**second, 4, 2);
+  got.insert(got.end(), rest.begin(), rest.end());
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a local job refuses a checkpoint of another model before building devices",
+          "[train][job]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_local_job_other_model";
+  fs::remove_all(dir);
+  auto moe = graph::models::find_model("moe-tiny");
+  REQUIRE(moe.has_value());
+  JobSpec other = gpt_tiny();
+  other.model = *moe;
+  auto single = SingleDeviceJob::create(other);
+  REQUIRE(single.has_value());
+  SessionOptions so;
+  so.steps = 1;
+  so.save_dir = dir.string();
+  so.model = "moe-tiny";
+  REQUIRE(run_session(**single, so).has_value());
+  const JobSpec job = gpt_tiny();
+  auto plan = plan_job(job, cpu("cpu:1x2"), {.micro_batches = 1, .schedule = {}});
+  REQUIRE(plan.has_value());
+  LocalJobOptions lo;
+  lo.load_dir = dir.string();
+  auto local = LocalJob::create(job, *plan, lo);
+  REQUIRE_FALSE(local.has_value());
+  CHECK_THAT(local.status().message(), Catch::Contains("is of model 'moe-tiny', not 'gpt-tiny'"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace meshpipe::train
