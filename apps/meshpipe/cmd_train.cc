@@ -231,26 +231,37 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   lo.run.transport = *runtime::parse_transport_kind(args.transport);
   if (!args.schedule.empty()) lo.schedule = *planner::parse_schedule(args.schedule);
   lo.load_dir = args.load;
-  auto local = train::LocalJob::create(job, *plan, lo);
-  if (!local.has_value()) return fail_run(local.status());
-  print_plan_summary(*plan);
-  const runtime::Program& prog = (*local)->run().program();
-  int64_t instructions = 0;
-  int64_t devices = 0;
-  for (const runtime::DeviceProgram& d : prog.devices) {
-    instructions += static_cast<int64_t>(d.instructions.size());
+  job.global_batch = plan->global_batch;
+  // Stage actors (the node of the actor runtime builds the job), or one thread per device.
+  std::unique_ptr<actors::ActorRunner> actor_runner;
+  std::unique_ptr<train::LocalJob> local;
+  actors::JobSummary built;
+  if (actor_runtime) {
+    auto r = actor_runtime->start(job, *plan, lo);
+    if (!r.has_value()) return fail_run(r.status());
+    actor_runner = std::move(*r);
+    built = actor_runner->summary();
+  } else {
+    auto l = train::LocalJob::create(job, *plan, lo);
+    if (!l.has_value()) return fail_run(l.status());
+    local = std::move(*l);
+    const runtime::Program& prog = local->run().program();
+    for (const runtime::DeviceProgram& d : prog.devices) {
+      built.instructions += static_cast<int64_t>(d.instructions.size());
+    }
+    for (const runtime::StageLayout& s : prog.stages) {
+      built.devices += static_cast<int64_t>(s.devices.size());
+    }
+    built.first_step = local->first_step();
+    built.schedule = prog.schedule;
   }
-  for (const runtime::StageLayout& s : prog.stages)
-    devices += static_cast<int64_t>(s.devices.size());
-  fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n", devices,
-             instructions, planner::schedule_name(prog.schedule));
+  print_plan_summary(*plan);
+  fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n", built.devices,
+             built.instructions, planner::schedule_name(built.schedule));
   std::fflush(stdout);
-  std::optional<actors::ActorRunner> actor_runner;
-  if (actor_runtime) actor_runner.emplace(*actor_runtime, **local);
   train::StepRunner& runner =
-      actor_runner ? static_cast<train::StepRunner&>(*actor_runner) : **local;
-  auto summary =
-      train::run_session(runner, session_options(args, (*local)->spec(), (*local)->first_step()));
+      actor_runner ? static_cast<train::StepRunner&>(*actor_runner) : *local;
+  auto summary = train::run_session(runner, session_options(args, job, built.first_step));
   if (!summary.has_value()) return fail_run(summary.status());
   const auto& l = summary->losses;
   fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),

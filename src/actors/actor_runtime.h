@@ -1,12 +1,11 @@
-// The actor runtime (CAF 0.17, ALPA.md §3): the driver side of a training job. It owns an actor
-// system with a planner actor (runs make_plan on its own thread) and, once a lowered program
-// runs, one mesh-group actor per stage, which starts one stage actor per device of its submesh.
-// A step is a message from the driver to every mesh group, which asks each of its stage actors
-// to run the device's program (runtime::InProcessRun::run_device) on the actor's own thread and
-// reports completion. Messages carry ids only (a plan job, a step number, a device id); plans,
-// programs and batches stay in memory shared with the actors, and tensors move through comm/.
+// The actor runtime of one process (CAF 0.17, docs/algorithms.md §3): a planner actor that runs
+// make_plan on its own thread, and a node that runs a job's devices: one mesh-group actor per
+// stage, which starts one stage actor per device of its submesh. The driver talks to the node
+// with the same job, step and save messages a multi-process job's coordinator sends to its
+// meshpipe-node processes (actors/cluster.h), so one protocol serves one process and many.
+// Messages carry ids, JSON text and handles to in-process buffers; tensors move through comm/.
 // An error anywhere (a kernel, a transfer, a timeout) stops the step: the failing device aborts
-// the run, every other device stops, and the driver receives a message naming the device, the
+// the run, every other device stops, and the driver gets an error naming the device, the
 // instruction and the cause. This header is CAF-free; CAF stays inside actors/*.cc.
 #pragma once
 
@@ -16,7 +15,6 @@
 
 #include "planner/plan.h"
 #include "planner/planner.h"
-#include "runtime/in_process_run.h"
 #include "train/job.h"
 #include "train/step_runner.h"
 
@@ -30,7 +28,17 @@ struct ActorOptions {
   Status validate() const;
 };
 
-/// Planning and steps through actors.
+/// What a node built for a job (and reports to the driver).
+struct JobSummary {
+  int64_t devices = 0;       ///< devices with a program
+  int64_t instructions = 0;  ///< per step, all devices together
+  int64_t first_step = 1;    ///< 1, or the resumed checkpoint's step + 1
+  planner::Schedule schedule = planner::Schedule::k1F1B;
+};
+
+class ActorRunner;
+
+/// Planning and steps through actors in this process.
 class ActorRuntime {
  public:
   static Expected<std::unique_ptr<ActorRuntime>> create(const ActorOptions& options = {});
@@ -43,35 +51,38 @@ class ActorRuntime {
                                const planner::PlannerOptions& options);
   /// plan() as a train::Planner (for train::plan_job).
   train::Planner planner();
-
   /// Asks the planner actor to load and validate a plan file (planner::load_plan).
   Expected<planner::Plan> load_plan(const std::string& path);
 
-  /// Runs one step of `run`: the first call for a run starts its mesh-group and stage actors.
-  Expected<runtime::RunStepResult> step(
-      runtime::InProcessRun& run,
-      const std::vector<std::vector<runtime::HostTensor>>& micro_batches);
+  /// Starts `job` under `plan` on a node of this process (a job started earlier ends): the node
+  /// lowers the plan and builds every device (options: collectives, transport, timeouts, a
+  /// checkpoint to resume). The runner sends it the steps.
+  Expected<std::unique_ptr<ActorRunner>> start(const train::JobSpec& job, const planner::Plan& plan,
+                                               const train::LocalJobOptions& options);
 
-  /// Number of actors started so far (planner, mesh groups, stage actors), for tests and logs.
+  /// Number of actors started so far (planner, node, mesh groups, stage actors).
   int64_t actors_started() const;
 
  private:
+  friend class ActorRunner;
   struct Impl;
   explicit ActorRuntime(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
-/// A LocalJob whose steps run through the actor runtime's mesh-group and stage actors.
+/// The steps and checkpoints of the job an ActorRuntime started, as messages to its node.
 class ActorRunner final : public train::StepRunner {
  public:
-  /// Both must outlive the runner.
-  ActorRunner(ActorRuntime& actors, train::LocalJob& job) : actors_(actors), job_(job) {}
   Expected<train::StepOutcome> run_step(int64_t step) override;
+  /// Every tile written by the node (save message), then the manifest (runtime/checkpoint.h).
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
+  const JobSummary& summary() const { return summary_; }
 
  private:
-  ActorRuntime& actors_;
-  train::LocalJob& job_;
+  friend class ActorRuntime;
+  ActorRunner(ActorRuntime& runtime, JobSummary summary) : rt_(runtime), summary_(summary) {}
+  ActorRuntime& rt_;
+  JobSummary summary_;
 };
 
 }  // namespace meshpipe::actors

@@ -8,7 +8,8 @@
 #include <mutex>
 #include <optional>
 
-#include "actors/internal/cluster_protocol.h"
+#include "actors/internal/messages.h"
+#include "actors/internal/protocol.h"
 #include "core/json.h"
 #include "planner/plan.h"
 
@@ -17,19 +18,6 @@ namespace meshpipe::actors {
 namespace {
 
 using namespace internal;  // NOLINT: the protocol's atoms
-
-void configure(caf::actor_system_config& cfg) {
-  cfg.load<caf::io::middleman>();
-  cfg.set("scheduler.max-threads", 2);
-  cfg.add_error_category(caf::atom("mpcluster"),
-                         [](uint8_t code, caf::atom_value, const caf::message& ctx) {
-                           std::string text(errc_name(static_cast<Errc>(code)));
-                           if (ctx.match_elements<std::string>()) {
-                             text += ": " + ctx.get_as<std::string>(0);
-                           }
-                           return text;
-                         });
-}
 
 std::string node_name(const NodeReport& n) {
   return fmt::format("node {} ({} pid {})", n.id, n.host, n.pid);
@@ -129,8 +117,7 @@ void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
             [=](caf::error& e) {
               if (!st->driver) return;
               std::string why;
-              if (e.category() == caf::atom("mpcluster") &&
-                  e.context().match_elements<std::string>()) {
+              if (e.category() == error_category() && e.context().match_elements<std::string>()) {
                 why = e.context().get_as<std::string>(0);
               } else if (e == caf::sec::request_timeout) {
                 why = fmt::format("no answer within {} ms", timeout.count());
@@ -301,14 +288,7 @@ struct Coordinator::Impl {
     sys.reset();
   }
   Expected<std::string> ask(const caf::message& msg, std::chrono::milliseconds timeout) {
-    caf::scoped_actor self{*sys};
-    std::optional<Status> failure;
-    std::string reply;
-    self->request(actor, timeout, msg)
-        .receive([&](const std::string& r) { reply = r; },
-                 [&](caf::error& e) { failure = from_caf(*sys, e); });
-    if (failure) return *failure;
-    return reply;
+    return ask_text(*sys, actor, timeout, msg);
   }
 };
 
@@ -321,7 +301,7 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::listen(const CoordinatorOpti
   MP_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  configure(impl->cfg);
+  configure(impl->cfg, /*scheduler_threads=*/2, /*network=*/true);
   impl->sys = std::make_unique<caf::actor_system>(impl->cfg);
   auto st = std::make_shared<CoordinatorState>();
   st->expected = options.nodes;
@@ -364,28 +344,27 @@ Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
 }
 
 Status Coordinator::start(const ClusterJob& job) {
-  Json j;
-  j["spec"] = train::job_spec_to_json(job.spec);
-  j["plan"] = planner::plan_to_json(job.plan);
-  j["timeout_ms"] = job.timeout.count();
-  j["load"] = job.load_dir;
-  MP_ASSIGN_OR_RETURN(std::string text, impl_->ask(caf::make_message(job_atom::value, j.dump()),
-                                                   impl_->options.step_timeout * 6));
+  JobMessage msg;
+  msg.spec = job.spec;
+  msg.plan = job.plan;
+  msg.timeout = job.timeout;
+  msg.load_dir = job.load_dir;
+  MP_ASSIGN_OR_RETURN(std::string text,
+                      impl_->ask(caf::make_message(job_atom::value, job_message_to_json(msg)),
+                                 impl_->options.step_timeout * 6));
   // Every node lowered the plan itself: they must have built the same program.
   MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the nodes' replies"));
-  std::vector<std::string> programs;
+  std::vector<JobInfo> infos;
   for (size_t k = 0; k < replies.size(); ++k) {
-    std::string program;
-    JsonReader r(replies[k], fmt::format("[{}]", k), "job reply field");
-    MP_RETURN_IF_ERROR(r.read("program", &program));
-    programs.push_back(std::move(program));
+    MP_ASSIGN_OR_RETURN(JobInfo info, job_info_from_json(replies[k], fmt::format("[{}]", k)));
+    infos.push_back(std::move(info));
   }
-  for (size_t k = 1; k < programs.size(); ++k) {
-    if (programs[k] != programs[0]) {
+  for (size_t k = 1; k < infos.size(); ++k) {
+    if (infos[k].program != infos[0].program) {
       return make_error(Errc::kInternal,
                         "node {} lowered another program than node 0 (fingerprint {} vs {}): "
                         "every node must run the same meshpipe build",
-                        k, programs[k], programs[0]);
+                        k, infos[k].program, infos[0].program);
     }
   }
   return Status::ok();
@@ -395,26 +374,7 @@ Expected<train::StepOutcome> Coordinator::run_step(int64_t step) {
   MP_ASSIGN_OR_RETURN(std::string text,
                       impl_->ask(caf::make_message(step_atom::value, step),
                                  impl_->options.step_timeout + std::chrono::seconds(5)));
-  MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the nodes' step replies"));
-  train::StepOutcome out;
-  for (size_t k = 0; k < replies.size(); ++k) {
-    JsonReader r(replies[k], fmt::format("[{}]", k), "step reply field");
-    std::vector<double> losses;
-    double seconds = 0.0;
-    std::vector<std::vector<int64_t>> peaks;  // [device, bytes] pairs
-    MP_RETURN_IF_ERROR(r.read("losses", &losses));
-    MP_RETURN_IF_ERROR(r.read("seconds", &seconds));
-    MP_RETURN_IF_ERROR(r.read("peaks", &peaks));
-    if (!losses.empty()) out.losses = std::move(losses);
-    for (const std::vector<int64_t>& p : peaks) {
-      if (p.size() != 2) return make_error(Errc::kInternal, "node {}: a peak is not a pair", k);
-      out.peak_bytes[static_cast<int32_t>(p[0])] = p[1];
-    }
-    out.seconds = std::max(out.seconds, seconds);
-  }
-  if (out.losses.empty()) return make_error(Errc::kInternal, "no node reported the loss");
-  for (double l : out.losses) out.loss += l / static_cast<double>(out.losses.size());
-  return out;
+  return merge_step_reports(text);
 }
 
 Status Coordinator::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {

@@ -107,6 +107,7 @@ class LocalJob final : public StepRunner {
       double seconds) const;
 
   runtime::InProcessRun& run() { return *run_; }
+  const runtime::InProcessRun& run() const { return *run_; }
   const planner::Plan& plan() const { return plan_; }
   const JobSpec& spec() const { return spec_; }
   /// The micro-batch training graph the program was lowered from.

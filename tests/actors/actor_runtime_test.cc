@@ -50,13 +50,12 @@ train::JobSpec gpt_tiny_job(int64_t batch, uint64_t seed) {
 Expected<train::SessionSummary> train_through_actors(ActorRuntime& rt, const train::JobSpec& job,
                                                      const planner::Plan& plan, int64_t steps,
                                                      const train::LocalJobOptions& lo = {}) {
-  MP_ASSIGN_OR_RETURN(auto local, train::LocalJob::create(job, plan, lo));
-  ActorRunner runner(rt, *local);
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ActorRunner> runner, rt.start(job, plan, lo));
   train::SessionOptions so;
   so.steps = steps;
   so.samples_per_step = job.samples_per_step();
   so.tokens_per_step = job.tokens_per_step();
-  return train::run_session(runner, so);
+  return train::run_session(*runner, so);
 }
 
 TEST_CASE("a job planned by the planner actor and run by stage actors equals one device",
@@ -71,10 +70,10 @@ TEST_CASE("a job planned by the planner actor and run by stage actors equals one
   if (!plan.has_value()) FAIL(plan.status().to_string());
   auto summary = train_through_actors(**rt, job, *plan, 6);
   if (!summary.has_value()) FAIL(summary.status().to_string());
-  // One planner actor, one mesh group per stage, one stage actor per device.
+  // One planner actor, one node, one mesh group per stage, one stage actor per device.
   int64_t devices = 0;
   for (const auto& s : plan->stages) devices += static_cast<int64_t>(s.devices.size());
-  CHECK((*rt)->actors_started() == 1 + static_cast<int64_t>(plan->stages.size()) + devices);
+  CHECK((*rt)->actors_started() == 2 + static_cast<int64_t>(plan->stages.size()) + devices);
   const auto want = runtime::testing::single_device_losses("gpt-tiny", 8, 6, 21, 21);
   REQUIRE(summary->losses.size() == want.size());
   for (size_t i = 0; i < want.size(); ++i) {

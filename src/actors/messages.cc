@@ -1,0 +1,115 @@
+// The JSON payloads of the protocol (actors/internal/messages.h).
+#include "actors/internal/messages.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "runtime/program.h"
+
+namespace meshpipe::actors::internal {
+
+std::string job_message_to_json(const JobMessage& job) {
+  Json j = Json::object();
+  j["spec"] = train::job_spec_to_json(job.spec);
+  j["plan"] = planner::plan_to_json(job.plan);
+  j["timeout_ms"] = job.timeout.count();
+  j["load"] = job.load_dir;
+  return j.dump();
+}
+
+Expected<JobMessage> job_message_from_json(const std::string& text) {
+  MP_ASSIGN_OR_RETURN(const Json j, parse_json(text, "the job"));
+  if (!j.is_object()) return make_error(Errc::kInvalidArgument, "malformed job: not an object");
+  JsonReader r(j, "", "job field");
+  std::string spec;
+  std::string plan;
+  int64_t timeout_ms = 0;
+  JobMessage job;
+  MP_RETURN_IF_ERROR(r.read("spec", &spec));
+  MP_RETURN_IF_ERROR(r.read("plan", &plan));
+  MP_RETURN_IF_ERROR(r.read("timeout_ms", &timeout_ms));
+  MP_RETURN_IF_ERROR(r.read("load", &job.load_dir));
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
+  if (timeout_ms <= 0) return r.error("timeout_ms", "must be positive");
+  job.timeout = std::chrono::milliseconds(timeout_ms);
+  MP_ASSIGN_OR_RETURN(job.spec, train::job_spec_from_json(spec));
+  MP_ASSIGN_OR_RETURN(job.plan, planner::plan_from_json(plan));
+  return job;
+}
+
+JobInfo job_info(const train::LocalJob& job) {
+  JobInfo info;
+  info.program = fmt::format("{:016x}", job.fingerprint());
+  info.first_step = job.first_step();
+  const runtime::Program& p = job.run().program();
+  for (const runtime::StageLayout& s : p.stages) {
+    info.devices += static_cast<int64_t>(s.devices.size());
+  }
+  for (const runtime::DeviceProgram& d : p.devices) {
+    info.instructions += static_cast<int64_t>(d.instructions.size());
+  }
+  info.schedule = p.schedule;
+  return info;
+}
+
+std::string job_info_to_json(const JobInfo& info) {
+  Json j = Json::object();
+  j["program"] = info.program;
+  j["devices"] = info.devices;
+  j["instructions"] = info.instructions;
+  j["first_step"] = info.first_step;
+  j["schedule"] = planner::schedule_name(info.schedule);
+  return j.dump();
+}
+
+Expected<JobInfo> job_info_from_json(const Json& j, const std::string& path) {
+  JsonReader r(j, path, "job info field");
+  JobInfo info;
+  std::string schedule;
+  MP_RETURN_IF_ERROR(r.read("program", &info.program));
+  MP_RETURN_IF_ERROR(r.read("devices", &info.devices));
+  MP_RETURN_IF_ERROR(r.read("instructions", &info.instructions));
+  MP_RETURN_IF_ERROR(r.read("first_step", &info.first_step));
+  MP_RETURN_IF_ERROR(r.read("schedule", &schedule));
+  auto parsed = planner::parse_schedule(schedule);
+  if (!parsed.has_value()) return r.error("schedule", parsed.status().message());
+  info.schedule = *parsed;
+  return info;
+}
+
+std::string step_report_to_json(const train::StepOutcome& outcome) {
+  Json j = Json::object();
+  j["losses"] = outcome.losses;
+  j["seconds"] = outcome.seconds;
+  Json peaks = Json::array();
+  for (const auto& [d, bytes] : outcome.peak_bytes) peaks.push_back(Json::array({d, bytes}));
+  j["peaks"] = std::move(peaks);
+  return j.dump();
+}
+
+Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
+  MP_ASSIGN_OR_RETURN(const Json replies, parse_json(text, "the step reports"));
+  if (!replies.is_array()) return make_error(Errc::kInternal, "the step reports are not a list");
+  train::StepOutcome out;
+  for (size_t k = 0; k < replies.size(); ++k) {
+    JsonReader r(replies[k], fmt::format("[{}]", k), "step report field");
+    std::vector<double> losses;
+    double seconds = 0.0;
+    std::vector<std::vector<int64_t>> peaks;  // [device, bytes] pairs
+    MP_RETURN_IF_ERROR(r.read("losses", &losses));
+    MP_RETURN_IF_ERROR(r.read("seconds", &seconds));
+    MP_RETURN_IF_ERROR(r.read("peaks", &peaks));
+    if (!losses.empty()) out.losses = std::move(losses);
+    for (const std::vector<int64_t>& p : peaks) {
+      if (p.size() != 2) return r.error("peaks", "must hold [device, bytes] pairs");
+      out.peak_bytes[static_cast<int32_t>(p[0])] = p[1];
+    }
+    out.seconds = std::max(out.seconds, seconds);
+  }
+  if (out.losses.empty()) return make_error(Errc::kInternal, "no node reported the loss");
+  for (double l : out.losses) out.loss += l / static_cast<double>(out.losses.size());
+  return out;
+}
+
+}  // namespace meshpipe::actors::internal

@@ -1,0 +1,36 @@
+// The error bridge and the actor-system settings of the protocol (actors/internal/protocol.h).
+#include "actors/internal/protocol.h"
+
+#include <caf/io/all.hpp>
+
+namespace meshpipe::actors::internal {
+
+caf::error to_caf(const Status& s) {
+  return caf::error(static_cast<uint8_t>(s.code()), error_category(),
+                    caf::make_message(s.message()));
+}
+
+Status from_caf(caf::actor_system& sys, const caf::error& e) {
+  if (e.category() == error_category()) {
+    std::string msg;
+    if (e.context().match_elements<std::string>()) msg = e.context().get_as<std::string>(0);
+    return make_error(static_cast<Errc>(e.code()), "{}", msg);
+  }
+  if (e == caf::sec::request_timeout) return make_error(Errc::kTimeout, "no answer in time");
+  return make_error(Errc::kUnavailable, "{}", sys.render(e));
+}
+
+void configure(caf::actor_system_config& cfg, int scheduler_threads, bool network) {
+  if (network) cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", scheduler_threads);
+  cfg.add_error_category(error_category(),
+                         [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+                           std::string text(errc_name(static_cast<Errc>(code)));
+                           if (ctx.match_elements<std::string>()) {
+                             text += ": " + ctx.get_as<std::string>(0);
+                           }
+                           return text;
+                         });
+}
+
+}  // namespace meshpipe::actors::internal
