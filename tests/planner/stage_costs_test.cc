@@ -1,0 +1,331 @@
+// Tests of planner/stage_costs.h: profiling units and their layers, the cost of a stage as the
+// sum of its units plus the tensors entering it (recomputed here from the unit graph), the
+// memory rule behind max_succ_stages, the DP input, the logical spaces and option checks.
+#include "planner/stage_costs.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <memory>
+#include <set>
+
+#include "graph/models/mlp.h"
+#include "graph/training_graph.h"
+#include "planner/cost_model.h"
+
+namespace meshpipe::planner {
+namespace {
+
+constexpr int64_t kMicroBatches = 4;
+
+graph::Graph mlp() {
+  auto fg = graph::models::build_mlp(graph::models::MlpConfig{16, 32, 3, 8}, 8, DType::kF32);
+  REQUIRE(fg.has_value());
+  auto tg = graph::make_training_graph(std::move(*fg), graph::OptimizerConfig{});
+  REQUIRE(tg.has_value());
+  return std::move(tg->graph);
+}
+
+// An MLP of 3 hidden layers clustered into 3 layers on a cluster like cpu:1x4 (with the device
+// memory given), profiled with a single memory level.
+struct Profiled {
+  graph::Graph g = mlp();
+  mesh::ClusterSpec cluster;
+  std::unique_ptr<AnalyticCostModel> cost;
+  ShardingCache cache;
+  graph::Graph clustered;
+  std::unique_ptr<StageProfiler> profiler;
+};
+
+std::unique_ptr<Profiled> profile(int64_t memory_bytes, LogicalSpace space,
+                                  const std::string& preset = "cpu:1x4") {
+  auto p = std::make_unique<Profiled>();
+  p->cluster = *mesh::cluster_preset(preset);
+  if (memory_bytes > 0) p->cluster.device.memory = Bytes(memory_bytes);
+  p->cost = std::make_unique<AnalyticCostModel>(p->cluster.device);
+  ClusteringOptions co;
+  co.num_layers = 3;
+  auto c = cluster_layers(p->g, co);
+  REQUIRE(c.has_value());
+  p->clustered = apply_clustering(p->g, *c);
+  std::vector<int32_t> blocks;
+  for (const graph::Op& op : p->g.ops()) blocks.push_back(op.layer);
+  StageProfileOptions o;
+  o.micro_batches = kMicroBatches;
+  o.memory_levels = 1;
+  o.logical_space = space;
+  p->profiler =
+      std::make_unique<StageProfiler>(p->clustered, blocks, p->cluster, *p->cost, o, p->cache);
+  const Status s = p->profiler->profile();
+  INFO(s.to_string());
+  REQUIRE(s.is_ok());
+  return p;
+}
+
+const Profiled& base() {
+  static const std::unique_ptr<Profiled> p =
+      profile(0, LogicalSpace::kSingleNodeModelParallel, "cpu:2x2");
+  return *p;
+}
+
+// Units of layers i..j: from the first unit of layer i to the last of layer j.
+std::pair<int32_t, int32_t> unit_range(const StageProfiler& p, int32_t i, int32_t j) {
+  return {p.units_of_layer(i).front(), p.units_of_layer(j).back()};
+}
+
+// The stage's cost recomputed: its units' times, plus each value produced in a unit outside
+// the stage and read inside it (once per reading unit) at latency + bytes / bandwidth, divided
+// by the micro-batches for parameter gradients (sent once per step). Units meet in the
+// canonical layout, so nothing is added between units of one stage.
+struct Want {
+  double time = 0.0;
+  double transfer = 0.0;
+  StageMemory memory;
+  bool feasible = true;
+};
+
+Want expected_stage(const StageProfiler& p, int32_t i, int32_t j, int32_t m, int32_t c,
+                    const mesh::LinkSpec& link) {
+  Want e;
+  const auto [u0, u1] = unit_range(p, i, j);
+  for (int32_t u = u0; u <= u1; ++u) {
+    const UnitProfile& up = p.unit(u, m, c);
+    if (!up.feasible) e.feasible = false;
+    e.time += up.time;
+    e.memory.persistent += up.persistent;
+    e.memory.stash += up.stash;
+    e.memory.working = std::max(e.memory.working, up.working);
+  }
+  e.memory.peak = e.memory.persistent + e.memory.working + e.memory.stash;
+  const graph::Graph& ug = p.unit_graph();
+  std::set<std::pair<int32_t, int32_t>> seen;
+  for (const graph::Op& op : ug.ops()) {
+    for (ValueId v : op.inputs) {
+      const graph::Value& val = ug.value(v);
+      if (!val.producer.is_valid()) continue;
+      const int32_t from = ug.op(val.producer).layer;
+      const int32_t to = op.layer;
+      if (from == to || !seen.insert({v.value(), to}).second) continue;
+      if (to < u0 || to > u1 || (from >= u0 && from <= u1)) continue;
+      double t = link.latency.value() + static_cast<double>(val.bytes()) / link.bandwidth;
+      if (p.is_parameter_gradient(v)) t /= static_cast<double>(kMicroBatches);
+      e.time += t;
+      e.transfer += t;
+    }
+  }
+  return e;
+}
+
+TEST_CASE("every unit belongs to one clustered layer, in forward order", "[planner][stage_costs]") {
+  const Profiled& b = base();
+  const StageProfiler& p = *b.profiler;
+  REQUIRE(p.num_layers() == 3);
+  int32_t next = 0;
+  for (int32_t l = 0; l < p.num_layers(); ++l) {
+    INFO("layer " << l);
+    REQUIRE_FALSE(p.units_of_layer(l).empty());
+    for (int32_t u : p.units_of_layer(l)) CHECK(u == next++);  // consecutive, ascending
+  }
+  // The unit graph is the clustered graph re-tagged: a forward op's unit lies in its layer.
+  const graph::Graph& ug = p.unit_graph();
+  REQUIRE(ug.num_ops() == b.clustered.num_ops());
+  for (int64_t i = 0; i < ug.num_ops(); ++i) {
+    const graph::Op& op = ug.ops()[static_cast<size_t>(i)];
+    const int32_t layer = b.clustered.ops()[static_cast<size_t>(i)].layer;
+    const auto& units = p.units_of_layer(layer);
+    INFO(op.name);
+    CHECK(op.name == b.clustered.ops()[static_cast<size_t>(i)].name);
+    CHECK(std::find(units.begin(), units.end(), op.layer) != units.end());
+  }
+}
+
+TEST_CASE("a stage costs its units plus the tensors entering it, on the given link",
+          "[planner][stage_costs]") {
+  const Profiled& b = base();
+  const StageProfiler& p = *b.profiler;
+  int checked = 0;
+  int with_transfer = 0;
+  for (const mesh::LinkSpec& link : {b.cluster.intra_host, b.cluster.inter_host}) {
+    for (int32_t i = 0; i < p.num_layers(); ++i) {
+      for (int32_t j = i; j < p.num_layers(); ++j) {
+        for (int32_t m = 0; m < static_cast<int32_t>(p.submeshes().size()); ++m) {
+          for (int32_t c = 0; c < static_cast<int32_t>(p.configs(m).size()); ++c) {
+            INFO("layers " << i << ".." << j << " submesh " << m << " config " << c);
+            const StageCost s = p.stage(i, j, m, c, link);
+            const Want e = expected_stage(p, i, j, m, c, link);
+            REQUIRE(e.feasible);
+            CHECK(s.time == Approx(e.time).epsilon(1e-12));
+            CHECK(s.transfer == Approx(e.transfer).epsilon(1e-12));
+            CHECK(s.memory == e.memory);
+            // The whole model takes nothing from other stages; later stages do.
+            if (i == 0 && j == p.num_layers() - 1) CHECK(s.transfer == 0.0);
+            if (s.transfer > 0) ++with_transfer;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  CHECK(checked > 20);
+  CHECK(with_transfer > 0);
+  // Without a link, a multi-host cluster prices entering tensors on the network.
+  const StageCost dflt = p.stage(1, 2, 0, 0);
+  CHECK(dflt.time == Approx(p.stage(1, 2, 0, 0, b.cluster.inter_host).time).epsilon(1e-12));
+  CHECK(dflt.transfer > p.stage(1, 2, 0, 0, b.cluster.intra_host).transfer);
+}
+
+TEST_CASE("a config past the submesh's list costs infinity", "[planner][stage_costs]") {
+  const StageProfiler& p = *base().profiler;
+  const int32_t m = p.submesh_index({1, 1});
+  REQUIRE(m >= 0);
+  CHECK(p.configs(m).size() == 1);  // one device: one mesh, one level
+  CHECK(std::isinf(p.stage(0, 0, m, 1).time));
+  CHECK(p.submesh_index({3, 3}) == -1);
+}
+
+TEST_CASE("the DP input holds every stage's cost and successor bound", "[planner][stage_costs]") {
+  const Profiled& b = base();
+  const StageProfiler& p = *b.profiler;
+  const StageDpInput in = p.dp_input(b.cluster.intra_host);
+  REQUIRE(in.validate().is_ok());
+  CHECK(in.num_layers == 3);
+  CHECK(in.num_devices == 4);
+  CHECK(in.micro_batches == kMicroBatches);
+  REQUIRE(in.submesh_devices.size() == p.submeshes().size());
+  for (size_t m = 0; m < p.submeshes().size(); ++m) {
+    CHECK(in.submesh_devices[m] == p.submeshes()[m].num_devices());
+  }
+  for (int32_t i = 0; i < 3; ++i) {
+    for (int32_t j = 0; j < 3; ++j) {
+      for (int32_t m = 0; m < in.num_submeshes(); ++m) {
+        for (int32_t c = 0; c < in.num_configs; ++c) {
+          const size_t k = in.index(i, j, m, c);
+          if (j < i) {
+            CHECK(std::isinf(in.cost[k]));
+            continue;
+          }
+          const StageCost s = p.stage(i, j, m, c, b.cluster.intra_host);
+          CHECK(in.cost[k] == s.time);
+          CHECK(in.max_succ_stages[k] == s.max_succ_stages);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("max_succ_stages: the stage holds that many + 1 micro-batches and no more",
+          "[planner][stage_costs]") {
+  // Measure the whole model on one device, then give the device just enough memory (at 90%) for
+  // the fixed part and 3.5 stashes: 3 micro-batches fit, so 2 more stages may follow.
+  const auto probe = profile(0, LogicalSpace::kSingleNodeModelParallel);
+  const int32_t one = probe->profiler->submesh_index({1, 1});
+  REQUIRE(one >= 0);
+  const StageCost whole = probe->profiler->stage(0, 2, one, 0);
+  const double fixed = static_cast<double>(whole.memory.persistent + whole.memory.working);
+  const double stash = static_cast<double>(whole.memory.stash);
+  REQUIRE(stash > 0);
+  REQUIRE(whole.max_succ_stages > 100);  // 4 GiB: plenty
+
+  const auto tight = profile(static_cast<int64_t>(std::ceil((fixed + 3.5 * stash) / 0.9)),
+                             LogicalSpace::kSingleNodeModelParallel);
+  const StageCost s = tight->profiler->stage(0, 2, one, 0);
+  CHECK(s.memory == whole.memory);  // memory figures do not depend on the device's size
+  CHECK(s.max_succ_stages == 2);
+  // The rule in general, on every stage of the tight cluster.
+  const double avail = 0.9 * static_cast<double>(tight->cluster.device.memory.value());
+  const StageProfiler& p = *tight->profiler;
+  for (int32_t i = 0; i < 3; ++i) {
+    for (int32_t j = i; j < 3; ++j) {
+      for (int32_t m = 0; m < static_cast<int32_t>(p.submeshes().size()); ++m) {
+        for (int32_t c = 0; c < static_cast<int32_t>(p.configs(m).size()); ++c) {
+          const StageCost t = p.stage(i, j, m, c);
+          const double f = static_cast<double>(t.memory.persistent + t.memory.working);
+          const double st = static_cast<double>(t.memory.stash);
+          INFO("layers " << i << ".." << j << " submesh " << m << " config " << c << ": succ "
+                         << t.max_succ_stages);
+          if (t.max_succ_stages < 0) {
+            CHECK(f + st > avail);
+          } else if (st > 0 && t.max_succ_stages < (1 << 20)) {
+            CHECK(f + (t.max_succ_stages + 1) * st <= avail);
+            CHECK(f + (t.max_succ_stages + 2) * st > avail);
+          }
+        }
+      }
+    }
+  }
+  // With room for half a stash, the stage does not fit even alone.
+  const auto tiny = profile(static_cast<int64_t>((fixed + 0.5 * stash) / 0.9),
+                            LogicalSpace::kSingleNodeModelParallel);
+  CHECK(tiny->profiler->stage(0, 2, one, 0).max_succ_stages == -1);
+}
+
+TEST_CASE("logical spaces: data parallel only (D, 1), model parallel only (1, D)",
+          "[planner][stage_costs]") {
+  for (LogicalSpace space : {LogicalSpace::kDataParallelOnly, LogicalSpace::kModelParallelOnly,
+                             LogicalSpace::kSingleNodeModelParallel}) {
+    const auto p = profile(0, space);
+    const StageProfiler& prof = *p->profiler;
+    // cpu:1x4, powers of two: (1, 1), (1, 2), (1, 4).
+    REQUIRE(prof.submeshes() == std::vector<mesh::SubmeshShape>{{1, 1}, {1, 2}, {1, 4}});
+    const int32_t four = prof.submesh_index({1, 4});
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    for (const StageConfig& c : prof.configs(four)) {
+      CHECK(c.level == 0);  // memory_levels = 1
+      shapes.push_back({c.mesh.shape[0], c.mesh.shape[1]});
+    }
+    using Shapes = std::vector<std::pair<int64_t, int64_t>>;
+    if (space == LogicalSpace::kDataParallelOnly) CHECK(shapes == Shapes{{4, 1}});
+    if (space == LogicalSpace::kModelParallelOnly) CHECK(shapes == Shapes{{1, 4}});
+    if (space == LogicalSpace::kSingleNodeModelParallel) {
+      CHECK(shapes == Shapes{{4, 1}, {2, 2}, {1, 4}});
+    }
+  }
+}
+
+TEST_CASE("parameter gradients are marked: they cross stages once per step",
+          "[planner][stage_costs]") {
+  const StageProfiler& p = *base().profiler;
+  const graph::Graph& ug = p.unit_graph();
+  int updates = 0;
+  for (const graph::Op& op : ug.ops()) {
+    if (op.kind == graph::OpKind::kAdamUpdate) {
+      ++updates;
+      CHECK(p.is_parameter_gradient(op.inputs[1]));        // the gradient
+      CHECK_FALSE(p.is_parameter_gradient(op.inputs[0]));  // the parameter itself
+    }
+    if (op.phase == graph::OpPhase::kForward) {
+      for (ValueId out : op.outputs) CHECK_FALSE(p.is_parameter_gradient(out));
+    }
+  }
+  CHECK(updates == 8);  // w and b of 3 hidden layers and the head
+}
+
+TEST_CASE("profile options are checked before profiling", "[planner][stage_costs]") {
+  StageProfileOptions o;
+  CHECK(o.validate().is_ok());
+  o.micro_batches = 0;
+  CHECK(o.validate().message() == "micro_batches must be >= 1, got 0");
+  o = StageProfileOptions{};
+  o.memory_fraction = 0.0;
+  CHECK(o.validate().message() == "memory_fraction must be in (0, 1], got 0");
+  o.memory_fraction = 1.5;
+  CHECK(o.validate().code() == Errc::kInvalidArgument);
+  o = StageProfileOptions{};
+  o.level_time_limit_seconds = 0.0;
+  CHECK(o.validate().message() == "level_time_limit_seconds must be > 0");
+
+  // profile() refuses bad options.
+  const graph::Graph g = mlp();
+  const mesh::ClusterSpec cluster = *mesh::cluster_preset("cpu:1x2");
+  AnalyticCostModel cost(cluster.device);
+  ShardingCache cache;
+  StageProfileOptions bad;
+  bad.micro_batches = -3;
+  std::vector<int32_t> blocks;
+  for (const graph::Op& op : g.ops()) blocks.push_back(op.layer);
+  StageProfiler p(g, blocks, cluster, cost, bad, cache);
+  CHECK(p.profile().message() == "micro_batches must be >= 1, got -3");
+}
+
+}  // namespace
+}  // namespace meshpipe::planner
