@@ -53,6 +53,26 @@ ValueId Graph::add_source(std::string name, Shape shape, DType dtype, ValueRole 
   return ValueId(static_cast<int32_t>(values_.size() - 1));
 }
 
+namespace {
+
+// The kinds that read OpAttrs::axis as a dim of their first input.
+bool uses_axis(OpKind kind) {
+  switch (kind) {
+    case OpKind::kSoftmax:
+    case OpKind::kLogSoftmax:
+    case OpKind::kSoftmaxGrad:
+    case OpKind::kLogSoftmaxGrad:
+    case OpKind::kSlice:
+    case OpKind::kConcat:
+    case OpKind::kPad:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Expected<OpId> Graph::add_op(OpKind kind, std::string name, std::vector<ValueId> inputs,
                              OpAttrs attrs, int32_t layer, OpPhase phase, ValueRole output_role,
                              OpId forward) {
@@ -66,6 +86,11 @@ Expected<OpId> Graph::add_op(OpKind kind, std::string name, std::vector<ValueId>
     }
     const Value& v = value(inputs[i]);
     types.push_back({v.shape, v.dtype});
+  }
+  // An axis is stored non-negative: kernels and the sharding algebra read it as an index.
+  if (uses_axis(kind) && !types.empty() && attrs.axis < 0) {
+    const int64_t axis = normalize_axis(attrs.axis, types[0].shape.rank());
+    if (axis >= 0) attrs.axis = axis;
   }
   auto out_types = infer_output_types(kind, attrs, types);
   if (!out_types.has_value()) {

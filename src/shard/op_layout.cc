@@ -92,7 +92,9 @@ Expected<ShardedOp> shard_op(const graph::Graph& g, const graph::Op& op, const I
     }
     const uint8_t mask = axes_mask(iter[it]);
     if ((used & mask) != 0) {
-      return make_error(Errc::kInvalidArgument, "a mesh axis is used twice");
+      return make_error(Errc::kInvalidArgument,
+                        "iteration dim {} uses a mesh axis another dim already uses",
+                        space.labels[it]);
     }
     used |= mask;
     split *= shards;

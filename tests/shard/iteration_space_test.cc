@@ -270,14 +270,11 @@ TEST_CASE("a source splits any dim larger than one", "[shard][space]") {
   CHECK(source_space(Shape{}).outputs == std::vector<Map>{{}});
 }
 
-// ---- bugs found (hidden, and failures expected: run with "[.bug]") ----
+// ---- once a bug, now fixed ----
 
-TEST_CASE("BUG (shard): a softmax whose axis is stored negative gets a splittable axis",
-          "[.bug][!mayfail]") {
-  // Shape inference and the kernels accept axis -1 (normalize_axis), and Graph::add_op stores it
-  // as given (only the Builder normalises it). iteration_space uses the raw axis: add_dims never
-  // matches -1, so the softmax axis is marked splittable, and mask() writes map[size_t(-1)], out
-  // of bounds (heap corruption; this case may crash). Expected: the last dim is not splittable.
+TEST_CASE("a softmax over axis -1 keeps its last dim whole", "[shard]") {
+  // Graph::add_op stores a negative axis normalised; iteration_space reads it as an index (it
+  // once marked the axis splittable and wrote out of bounds).
   graph::Graph g;
   const ValueId x = g.add_source("x", Shape{4, 8}, DType::kF32, graph::ValueRole::kParameter);
   OpAttrs a;

@@ -13,6 +13,7 @@ using K = OpKind;
 // add, sub, mul, div: equal shapes.
 Expected<Types> infer_binary(const OpAttrs&, const Types& in) {
   MP_RETURN_IF_ERROR(expect_f32(in[0], "lhs"));
+  MP_RETURN_IF_ERROR(expect_f32(in[1], "rhs"));
   MP_RETURN_IF_ERROR(expect_same_shape(in[0], in[1], "operands"));
   return Types{in[0]};
 }
@@ -25,6 +26,7 @@ Expected<Types> infer_unary(const OpAttrs&, const Types& in) {
 
 Expected<Types> infer_bias_add(const OpAttrs& a, const Types& in) {
   MP_RETURN_IF_ERROR(expect_f32(in[0], "input"));
+  MP_RETURN_IF_ERROR(expect_f32(in[1], "bias"));
   MP_RETURN_IF_ERROR(expect_increasing(a.axes, in[0].shape.rank(), "bias"));
   if (static_cast<int64_t>(a.axes.size()) != in[1].shape.rank()) {
     return make_error(Errc::kInvalidArgument, "bias has rank {} but {} dims are mapped",

@@ -73,8 +73,11 @@ Expected<Types> infer_concat(const OpAttrs& a, const Types& in) {
 
 Expected<Types> infer_pad(const OpAttrs& a, const Types& in) {
   const int64_t axis = normalize_axis(a.axis, in[0].shape.rank());
-  if (axis < 0 || a.shape.rank() != in[0].shape.rank() ||
-      a.start + in[0].shape[axis] > a.shape[axis]) {
+  bool ok = axis >= 0 && a.shape.rank() == in[0].shape.rank() && a.start >= 0 &&
+            a.start + in[0].shape[axis] <= a.shape[axis];
+  // Only the pad axis grows; every other dim stays as it is.
+  for (int64_t d = 0; ok && d < a.shape.rank(); ++d) ok = d == axis || a.shape[d] == in[0].shape[d];
+  if (!ok) {
     return make_error(Errc::kInvalidArgument, "cannot pad {} into {} at {} along axis {}",
                       in[0].shape.to_string(), a.shape.to_string(), a.start, a.axis);
   }
