@@ -1,4 +1,4 @@
-// MP_CHECK: invariants that abort with file:line and a message (STYLE.md rule 17).
+// MP_CHECK: invariants that abort with file:line and a message (docs/style.md rule 17).
 #pragma once
 
 #include <sstream>

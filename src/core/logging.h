@@ -1,4 +1,4 @@
-// One logging library (spdlog) with one named logger per module (STYLE.md rule 32).
+// One logging library (spdlog) with one named logger per module (docs/style.md rule 32).
 #pragma once
 
 #include <spdlog/spdlog.h>

@@ -1,4 +1,4 @@
-// Status and Expected<T>: how recoverable failures cross module boundaries (STYLE.md rule 16).
+// Status and Expected<T>: how recoverable failures cross module boundaries (docs/style.md rule 16).
 #pragma once
 
 #include <fmt/format.h>

@@ -1,4 +1,4 @@
-// Device probing with the CPU fallback rule of TOOLCHAIN.md §8.
+// Device probing with the CPU fallback rule of docs/toolchain.md §8.
 #include "kernels/device.h"
 
 #if MP_KERNELS_HAVE_CUDA

@@ -1,4 +1,4 @@
-// Cross-mesh resharding tasks (ALPA.md §3.5): a tensor laid out by one spec on a source mesh is
+// Cross-mesh resharding tasks (docs/algorithms.md §3.5): a tensor laid out by one spec on a source mesh is
 // needed in another spec on a destination mesh (the next pipeline stage). For every destination
 // tile, the source tiles that intersect it are found; each intersecting piece is sent by one of
 // the source devices holding it, chosen to balance the bytes each sender sends. With the local

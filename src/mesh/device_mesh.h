@@ -26,7 +26,7 @@ struct SubmeshShape {
   friend auto operator<=>(const SubmeshShape&, const SubmeshShape&) = default;
 };
 
-/// Which submesh shapes the inter-op pass may use (ALPA.md §2.2).
+/// Which submesh shapes the inter-op pass may use (docs/algorithms.md §2.2).
 enum class SubmeshSpace : uint8_t {
   kPowerOfTwo,       ///< (1,1), (1,2), ..., (1,M), then (2,M), (4,M), ... up to N hosts
   kSmallPowerOfTwo,  ///< as kPowerOfTwo but at most 4 hosts
@@ -62,7 +62,7 @@ LogicalMesh logical_mesh(int64_t d0, int64_t d1, double alpha0 = 1e-5, double be
                          double alpha1 = 1e-5, double beta1 = 1e-9);
 
 /// Every logical shape (d0, d1) with d0 * d1 = devices of the submesh and d1 <= devices per host
-/// (ALPA.md §2.3, "single node model parallel"), d1 ascending: (D, 1), (D/2, 2), ...
+/// (docs/algorithms.md §2.3, "single node model parallel"), d1 ascending: (D, 1), (D/2, 2), ...
 std::vector<LogicalMesh> logical_meshes(const ClusterSpec& c, const SubmeshShape& submesh);
 
 }  // namespace meshpipe::mesh

@@ -1,5 +1,5 @@
 // Resharding decomposition: partial sums first, then per-dim gathers, slices and all-to-alls,
-// each step costed by the alpha-beta model of ALPA.md §1.4.
+// each step costed by the alpha-beta model of docs/algorithms.md §1.4.
 #include "mesh/resharding.h"
 
 #include <fmt/format.h>

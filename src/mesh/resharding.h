@@ -1,5 +1,5 @@
 // Resharding a tensor from one ShardingSpec to another on the same logical mesh, decomposed
-// into collectives along mesh axes, and the alpha-beta cost of each (ALPA.md §1.4).
+// into collectives along mesh axes, and the alpha-beta cost of each (docs/algorithms.md §1.4).
 #pragma once
 
 #include <cstdint>

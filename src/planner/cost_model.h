@@ -1,5 +1,5 @@
 // CostModel: how long collectives, resharding and computation take on a logical mesh. The
-// analytic model uses alpha-beta per mesh axis (ALPA.md §1.4) and a roofline for compute; a
+// analytic model uses alpha-beta per mesh axis (docs/algorithms.md §1.4) and a roofline for compute; a
 // profile database of measured GEMM and collective times overrides it by interpolation.
 #pragma once
 
@@ -19,7 +19,7 @@ namespace meshpipe::planner {
 /// Work of one op on one device (shard/op_layout.h: what a layout implies).
 using ComputeWork = shard::OpWork;
 
-/// Injected into the planner (STYLE.md rule 3): every time the planner estimates comes from here.
+/// Injected into the planner (docs/style.md rule 3): every time the planner estimates comes from here.
 class CostModel {
  public:
   virtual ~CostModel() = default;

@@ -1,7 +1,7 @@
 // IlpProblem: the intra-operator sharding problem as plain numbers (no IR types), its GLPK
 // solve, exact dynamic programs for tree-shaped problems, and an independent evaluator.
 //
-// Formulation (ALPA.md §1.1; labels as in Alpa and XLA's auto-sharding solver):
+// Formulation (docs/algorithms.md §1.1; labels as in Alpa and XLA's auto-sharding solver):
 //   variables  s_i in {0,1}^|S_i| for every node i (one-hot strategy choice)
 //              e_ij in {0,1}^(|S_i| |S_j|) for every edge (i, j)
 //   minimise   sum_i s_i . c_i  +  sum_(i,j) e_ij . r_ij

@@ -1,5 +1,5 @@
 // solve_ilp: the GLPK model of an IlpProblem, its solve, and the diagnosis of infeasibility.
-// The only file in meshpipe that includes glpk.h (STYLE.md rule 2).
+// The only file in meshpipe that includes glpk.h (docs/style.md rule 2).
 #include <fmt/format.h>
 #include <glpk.h>
 
@@ -45,7 +45,7 @@ class TermOutGuard {
   int previous_;
 };
 
-/// Translates a glp_intopt/glp_simplex return code (STYLE.md rule 18).
+/// Translates a glp_intopt/glp_simplex return code (docs/style.md rule 18).
 Status glpk_status(int ret) {
   switch (ret) {
     case 0:
@@ -358,7 +358,7 @@ std::string list_rows(const std::vector<std::string>& rows) {
   return out;
 }
 
-/// STYLE.md rule 19: finds which constraint group makes a GLPK-infeasible problem infeasible by
+/// docs/style.md rule 19: finds which constraint group makes a GLPK-infeasible problem infeasible by
 /// re-solving without (c), then without (h).
 Status diagnose_infeasible(const IlpProblem& problem, const AllowedMask& allowed,
                            const SolveOptions& options) {

@@ -1,4 +1,4 @@
-// Operator clustering (ALPA.md §2.1): a DP over the forward ops that cuts them into L layers of
+// Operator clustering (docs/algorithms.md §2.1): a DP over the forward ops that cuts them into L layers of
 // bounded FLOPs, minimising the data that enters the worst layer; other ops follow Op::forward.
 #include "planner/layer_clustering.h"
 

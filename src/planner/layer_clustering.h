@@ -1,4 +1,4 @@
-// Operator clustering (ALPA.md §2.1): group the forward ops of a training graph into L layers
+// Operator clustering (docs/algorithms.md §2.1): group the forward ops of a training graph into L layers
 // of balanced FLOPs, cutting where little data crosses, and re-tag every op (backward and update
 // ops follow their forward op through Op::forward).
 #pragma once

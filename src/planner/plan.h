@@ -1,4 +1,4 @@
-// Plan: the contract between planner and runtime (STYLE.md rule 4). A value: stages (layer
+// Plan: the contract between planner and runtime (docs/style.md rule 4). A value: stages (layer
 // ranges) on submeshes placed on physical devices, each stage's logical mesh and the sharding of
 // every tensor and op, the cross-stage transfers, the micro-batch count and schedule, and the
 // predicted step time, throughput and memory. Saved and loaded as versioned JSON.
@@ -18,7 +18,7 @@
 
 namespace meshpipe::planner {
 
-/// The pipeline schedule of a step (ALPA.md §3.2): both take the same time; 1F1B keeps at most
+/// The pipeline schedule of a step (docs/algorithms.md §3.2): both take the same time; 1F1B keeps at most
 /// (stages - s) micro-batches of activations in flight on stage s, GPipe all of them.
 enum class Schedule : uint8_t {
   k1F1B,   ///< "1f1b": warm-up forwards, then one forward and one backward alternately

@@ -1,4 +1,4 @@
-// The planner's front door (STYLE.md rule 3): a training graph, a cluster and a cost model in,
+// The planner's front door (docs/style.md rule 3): a training graph, a cluster and a cost model in,
 // a Plan out. Pure: deterministic, no I/O, no clock-dependent decisions (wall times are only
 // reported in Plan::times).
 #pragma once
@@ -47,7 +47,7 @@ struct PlannerOptions {
 Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                          const CostModel& cost, const PlannerOptions& options);
 
-/// The same with an explicit memo table of intra-op solutions (STYLE.md rule 5), shared with
+/// The same with an explicit memo table of intra-op solutions (docs/style.md rule 5), shared with
 /// later calls (run_baselines, other clusters).
 Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                          const CostModel& cost, const PlannerOptions& options,

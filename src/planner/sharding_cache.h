@@ -25,7 +25,7 @@ struct StageFingerprint {
 /// Fingerprint of the ops tagged first..last (all layers when first < 0).
 StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t last);
 
-/// Solves each distinct sub-problem once (STYLE.md rule 5: the memo table is explicit state
+/// Solves each distinct sub-problem once (docs/style.md rule 5: the memo table is explicit state
 /// owned by the caller).
 class ShardingCache {
  public:

@@ -1,8 +1,8 @@
 // The intra-operator pass: for one stage of a training graph (a layer range, forward + backward +
-// update ops) on one 2-D logical mesh, choose the sharding of every op by an ILP (ALPA.md §1).
+// update ops) on one 2-D logical mesh, choose the sharding of every op by an ILP (docs/algorithms.md §1).
 //
 // Pipeline: iteration spaces -> strategies per op -> groups (followers share their operand's
-// decision, ALPA.md §1.5) -> IlpProblem (nodes = groups, edges = resharding between groups,
+// decision, docs/algorithms.md §1.5) -> IlpProblem (nodes = groups, edges = resharding between groups,
 // memory rows at dot/conv liveness points) -> solve_ilp -> decode to a ShardingPlan.
 #pragma once
 
@@ -26,7 +26,7 @@ struct ShardingOptions {
   double memory_budget = -1.0;  ///< bytes per device for (c); <= 0: unconstrained
   /// ZeRO-style: gradients may be reduce-scattered, and a parameter may keep its optimizer
   /// state (and gradient) sharded over a mesh axis while the parameter stays whole (ZeRO-2);
-  /// ALPA.md prefer_reduce_scatter.
+  /// docs/algorithms.md §1.6 (prefer_reduce_scatter).
   bool prefer_reduce_scatter = false;
   /// Data inputs arrive split along their batch dim (dim 0) over every mesh axis whose size
   /// divides it, as a data loader hands each device its slice (Alpa's input layout). Off: the

@@ -25,7 +25,7 @@
 
 namespace meshpipe::planner {
 
-/// Which logical meshes each submesh offers (ALPA.md §2.3).
+/// Which logical meshes each submesh offers (docs/algorithms.md §2.3).
 enum class LogicalSpace : uint8_t {
   kSingleNodeModelParallel,  ///< (D/mp, mp) for every mp <= devices per host dividing D
   kDataParallelOnly,         ///< (D, 1) only
@@ -72,7 +72,7 @@ struct StageCost {
   double time = 0.0;             ///< seconds per micro-batch, boundary transfers included
   double transfer = 0.0;         ///< of which: tensors entering from other stages
   StageMemory memory;            ///< peak with a single micro-batch in flight
-  int32_t max_succ_stages = -1;  ///< ALPA.md §2.5; -1: does not fit
+  int32_t max_succ_stages = -1;  ///< docs/algorithms.md §2.5; -1: does not fit
 };
 
 /// One configuration of a submesh: a logical mesh and a memory level.

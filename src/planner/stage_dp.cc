@@ -1,4 +1,4 @@
-// The inter-operator stage DP (ALPA.md §2.4-2.5): Alpa's t_max-enumerating DP over (stages,
+// The inter-operator stage DP (docs/algorithms.md §2.4-2.5): Alpa's t_max-enumerating DP over (stages,
 // first layer, devices), and the exhaustive enumeration the tests hold it to. Both return the
 // same split: one total order breaks ties (see `precedes`).
 #include "planner/stage_dp.h"
@@ -358,7 +358,7 @@ Status StageDpInput::validate() const {
   return Status::ok();
 }
 
-// Recurrence (ALPA.md §2.4), for one threshold t_max; L = num_layers, D = num_devices,
+// Recurrence (docs/algorithms.md §2.4), for one threshold t_max; L = num_layers, D = num_devices,
 // n_m = submesh_devices[m], cost/max_succ = the input tables:
 //
 //   F(0, L, 0) = 0,  F(0, i, d) = inf otherwise

@@ -1,4 +1,4 @@
-// The inter-operator stage DP (ALPA.md §2.4): split L layers into pipeline stages, each on a
+// The inter-operator stage DP (docs/algorithms.md §2.4): split L layers into pipeline stages, each on a
 // submesh with a logical-mesh configuration, minimising the 1F1B/GPipe iteration time
 //   T = sum_i t_i + (B - 1) max_j t_j
 // with every device used exactly once and the 1F1B memory rule (a stage followed by s - 1 more
@@ -23,7 +23,7 @@ struct StageDpInput {
   /// ((i * L + j) * num_submeshes + m) * num_configs + c. Entries with j < i are ignored.
   std::vector<double> cost;
   /// Largest number of stages that may follow this stage while it still fits in memory
-  /// (ALPA.md §2.5), same indexing; < 0: the stage does not fit even alone.
+  /// (docs/algorithms.md §2.5), same indexing; < 0: the stage does not fit even alone.
   std::vector<int32_t> max_succ_stages;
 
   int32_t num_submeshes() const { return static_cast<int32_t>(submesh_devices.size()); }

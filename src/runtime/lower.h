@@ -42,7 +42,7 @@ Expected<Program> lower(const planner::Plan& plan, const graph::Graph& g,
 
 /// The order of one stage's tasks: (phase, micro-batch) with phase kForward or kBackward.
 /// GPipe: every forward, then every backward; 1F1B: stage s of n warms up with min(n-s-1, m)
-/// forwards, then alternates forward and backward, then cools down (ALPA.md §3.2).
+/// forwards, then alternates forward and backward, then cools down (docs/algorithms.md §3.2).
 std::vector<std::pair<Phase, int32_t>> stage_schedule(planner::Schedule schedule, int32_t stage,
                                                       int32_t stages, int32_t micro_batches);
 

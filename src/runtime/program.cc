@@ -253,8 +253,16 @@ uint64_t program_fingerprint(const Program& program) {
 
 namespace {
 
-// One device's fusion (see fuse_all_reduces).
-void fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_bytes) {
+// What one device's fusion replaced: at output position `at`, the instructions merged into one.
+struct Merge {
+  size_t at = 0;
+  std::vector<Instruction> parts;
+};
+
+// One device's fusion (see fuse_all_reduces). Returns what it merged, so that a stage whose
+// members fused differently can be put back without copying every instruction beforehand.
+std::vector<Merge> fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh,
+                               int64_t max_bytes) {
   const auto fusable = [&](const Instruction& ins) {
     return ins.code == Opcode::kCollective &&
            ins.collective.kind == mesh::CollectiveKind::kAllReduce && ins.in.size() == 1 &&
@@ -262,16 +270,17 @@ void fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_b
            dp.buffers[static_cast<size_t>(ins.in[0])].dtype == DType::kF32;
   };
   const auto bytes = [&](int32_t b) { return dp.buffers[static_cast<size_t>(b)].bytes(); };
+  std::vector<Merge> merges;
   std::vector<Instruction> out;
   out.reserve(dp.instructions.size());
   for (size_t i = 0; i < dp.instructions.size();) {
     Instruction fused = std::move(dp.instructions[i++]);
     if (fusable(fused)) {
+      const size_t first = i - 1;
       int64_t total = bytes(fused.in[0]);
-      size_t parts = 1;
+      std::vector<int32_t> seen = {fused.in[0], fused.out[0]};
       const auto touched = [&](int32_t b) {
-        return std::find(fused.in.begin(), fused.in.end(), b) != fused.in.end() ||
-               std::find(fused.out.begin(), fused.out.end(), b) != fused.out.end();
+        return std::find(seen.begin(), seen.end(), b) != seen.end();
       };
       while (i < dp.instructions.size()) {
         const Instruction& next = dp.instructions[i];
@@ -280,16 +289,44 @@ void fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_b
           break;
         }
         total += bytes(next.in[0]);
-        fused.in.push_back(next.in[0]);
-        fused.out.push_back(next.out[0]);
-        fused.collective.bytes += next.collective.bytes;
-        fused.collective.cost += next.collective.cost;
-        ++parts;
+        seen.push_back(next.in[0]);
+        seen.push_back(next.out[0]);
         ++i;
       }
-      if (parts > 1) fused.what = fmt::format("{} all-reduces fused, from {}", parts, fused.what);
+      if (i - first > 1) {
+        Merge m;
+        m.at = out.size();
+        m.parts.push_back(fused);
+        for (size_t k = first + 1; k < i; ++k) {
+          Instruction& next = dp.instructions[k];
+          fused.in.push_back(next.in[0]);
+          fused.out.push_back(next.out[0]);
+          fused.collective.bytes += next.collective.bytes;
+          fused.collective.cost += next.collective.cost;
+          m.parts.push_back(std::move(next));
+        }
+        fused.what = fmt::format("{} all-reduces fused, from {}", i - first, fused.what);
+        merges.push_back(std::move(m));
+      }
     }
     out.push_back(std::move(fused));
+  }
+  dp.instructions = std::move(out);
+  return merges;
+}
+
+// Puts back what fuse_device merged.
+void unfuse_device(DeviceProgram& dp, std::vector<Merge> merges) {
+  std::vector<Instruction> out;
+  out.reserve(dp.instructions.size());
+  size_t next = 0;
+  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+    if (next < merges.size() && merges[next].at == i) {
+      for (Instruction& part : merges[next].parts) out.push_back(std::move(part));
+      ++next;
+    } else {
+      out.push_back(std::move(dp.instructions[i]));
+    }
   }
   dp.instructions = std::move(out);
 }
@@ -299,36 +336,44 @@ void fuse_device(DeviceProgram& dp, const mesh::LogicalMesh& mesh, int64_t max_b
 void fuse_all_reduces(Program& program, int64_t max_bytes) {
   if (max_bytes <= 0) return;
   for (const StageLayout& stage : program.stages) {
-    std::vector<std::pair<DeviceProgram*, std::vector<Instruction>>> before;
+    std::vector<std::pair<DeviceProgram*, std::vector<Merge>>> done;
     for (int32_t d : stage.devices) {
       DeviceProgram& dp = program.devices[static_cast<size_t>(d)];
-      before.emplace_back(&dp, dp.instructions);
-      fuse_device(dp, stage.mesh, max_bytes);
+      done.emplace_back(&dp, fuse_device(dp, stage.mesh, max_bytes));
     }
     if (group_sequences_match(program, stage).is_ok()) continue;
-    for (auto& [dp, code] : before) dp->instructions = std::move(code);  // fuse nothing here
+    for (auto& [dp, merges] : done) unfuse_device(*dp, std::move(merges));  // fuse nothing here
   }
 }
 
 void insert_frees(DeviceProgram& dp) {
+  const size_t n = dp.instructions.size();
   std::vector<int64_t> last(dp.buffers.size(), -1);
-  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     for (int32_t b : dp.instructions[i].in) last[static_cast<size_t>(b)] = static_cast<int64_t>(i);
     for (int32_t b : dp.instructions[i].out) last[static_cast<size_t>(b)] = static_cast<int64_t>(i);
   }
-  std::vector<std::vector<int32_t>> frees(dp.instructions.size());
+  // The step buffers freed after each instruction, in buffer order (offsets into `freed`).
+  std::vector<int64_t> start(n + 1, 0);
+  for (size_t b = 0; b < dp.buffers.size(); ++b) {
+    if (dp.buffers[b].kind == BufferKind::kStep && last[b] >= 0) ++start[size_t(last[b]) + 1];
+  }
+  for (size_t i = 0; i < n; ++i) start[i + 1] += start[i];
+  std::vector<int32_t> freed(static_cast<size_t>(start[n]));
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
   for (size_t b = 0; b < dp.buffers.size(); ++b) {
     if (dp.buffers[b].kind == BufferKind::kStep && last[b] >= 0) {
-      frees[static_cast<size_t>(last[b])].push_back(static_cast<int32_t>(b));
+      freed[static_cast<size_t>(fill[size_t(last[b])]++)] = static_cast<int32_t>(b);
     }
   }
   std::vector<Instruction> out;
-  out.reserve(dp.instructions.size() * 2);
-  for (size_t i = 0; i < dp.instructions.size(); ++i) {
+  out.reserve(n + freed.size());
+  for (size_t i = 0; i < n; ++i) {
     const Phase phase = dp.instructions[i].phase;
     const int32_t mb = dp.instructions[i].micro_batch;
     out.push_back(std::move(dp.instructions[i]));
-    for (int32_t b : frees[i]) {
+    for (int64_t k = start[i]; k < start[i + 1]; ++k) {
+      const int32_t b = freed[static_cast<size_t>(k)];
       Instruction f;
       f.code = Opcode::kFree;
       f.phase = phase;

@@ -2,7 +2,7 @@
 // the interpreter (runtime/interpreter.h) executes on a device and what the simulator
 // (runtime/simulator.h) times. One program describes one training step of one device: buffers
 // (tiles, with their local shapes) and a static list of instructions in execution order, as
-// Alpa's runtime emits per mesh worker (ALPA.md §3.3).
+// Alpa's runtime emits per mesh worker (docs/algorithms.md §3.3).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +34,7 @@ struct BufferDesc {
   int64_t bytes() const { return shape.numel() * dtype_size(dtype); }
 };
 
-/// Instruction opcodes (ALPA.md §3.3: RUN, SEND, RECV, FREE, plus what gradient accumulation
+/// Instruction opcodes (docs/algorithms.md §3.3: RUN, SEND, RECV, FREE, plus what gradient accumulation
 /// and tile movement need).
 enum class Opcode : uint8_t {
   kRun,         ///< local op `op`: inputs `in`, outputs `out`

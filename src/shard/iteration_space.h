@@ -1,6 +1,6 @@
 // The iteration space of an op: the loop dims that a sharding can split across mesh axes, and how
 // each input and output dim maps onto them. One description per op kind replaces per-kind strategy
-// tables: a layout is an assignment of mesh axes to iteration dims (ALPA.md §1.3).
+// tables: a layout is an assignment of mesh axes to iteration dims (docs/algorithms.md §1.3).
 //
 //   dot [B, M, K] x [K, N] -> [B, M, N]:  iteration dims b, m, n, k (k is a reduction: split, it
 //   leaves partial sums that an all-reduce resolves); softmax: the softmax axis is not splittable;
