@@ -11,10 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/json.h"
+
 namespace meshpipe::mesh {
 namespace {
-
-using nlohmann::json;
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr double kGB = 1e9;
@@ -43,93 +43,61 @@ double json_inverse(double v, double naive, Forward forward) {
   return naive;
 }
 
+constexpr const char* kSubject = "cluster field";
+
 Status field_error(const std::string& path, const char* what) {
-  return make_error(Errc::kInvalidArgument, "cluster field '{}' {}", path, what);
+  return json_field_error(kSubject, path, what);
 }
 
-const json* find_field(const json& obj, const std::string& prefix, const char* key, Status* error) {
-  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
-  auto it = obj.find(key);
-  if (it == obj.end()) {
-    *error = field_error(path, "is missing");
-    return nullptr;
-  }
-  return &*it;
-}
-
-Status read_string(const json& obj, const std::string& prefix, const char* key, std::string* out) {
-  Status error;
-  const json* v = find_field(obj, prefix, key, &error);
-  if (v == nullptr) return error;
-  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
-  if (!v->is_string()) return field_error(path, "must be a string");
-  *out = v->get<std::string>();
-  return Status::ok();
-}
-
-Status read_int(const json& obj, const std::string& prefix, const char* key, int32_t* out) {
-  Status error;
-  const json* v = find_field(obj, prefix, key, &error);
-  if (v == nullptr) return error;
-  const std::string path = prefix.empty() ? std::string(key) : prefix + "." + key;
-  if (!v->is_number_integer()) return field_error(path, "must be a positive integer");
-  const int64_t x = v->is_number_unsigned()
-                        ? static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), 1ull << 40))
-                        : v->get<int64_t>();
-  if (x < 1 || x > std::numeric_limits<int32_t>::max()) {
-    return field_error(path, "must be a positive integer");
+// A count: an integer in [1, 2^31 - 1]; anything else (a string, 1.5, 0, 2^40) is named with
+// one message.
+Status read_count(JsonReader& r, const char* key, int32_t* out) {
+  const Json* v = nullptr;
+  MP_RETURN_IF_ERROR(r.find(key, &v));
+  int64_t x = 0;
+  if (!read_json(*v, kSubject, r.path_of(key), &x).is_ok() || x < 1 ||
+      x > std::numeric_limits<int32_t>::max()) {
+    return r.error(key, "must be a positive integer");
   }
   *out = static_cast<int32_t>(x);
   return Status::ok();
 }
 
-Status read_number(const json& obj, const std::string& prefix, const char* key, double* out) {
-  Status error;
-  const json* v = find_field(obj, prefix, key, &error);
-  if (v == nullptr) return error;
-  if (!v->is_number()) return field_error(prefix + "." + key, "must be a number");
-  *out = v->get<double>();
-  return Status::ok();
-}
-
-Status read_object(const json& obj, const char* key, const json** out) {
-  Status error;
-  const json* v = find_field(obj, "", key, &error);
-  if (v == nullptr) return error;
-  if (!v->is_object()) return field_error(key, "must be an object");
-  *out = v;
-  return Status::ok();
-}
-
-Status read_link(const json& obj, const char* key, LinkSpec* link) {
-  const json* o = nullptr;
-  MP_RETURN_IF_ERROR(read_object(obj, key, &o));
+// An object of two numbers: GB/s and microseconds.
+Status read_link(JsonReader& root, const char* key, LinkSpec* link) {
+  const Json* o = nullptr;
+  MP_RETURN_IF_ERROR(root.object(key, &o));
+  JsonReader r(*o, root.path_of(key), kSubject);
   double bandwidth_gb_s = 0.0;
   double latency_us = 0.0;
-  MP_RETURN_IF_ERROR(read_number(*o, key, "bandwidth_gb_s", &bandwidth_gb_s));
-  MP_RETURN_IF_ERROR(read_number(*o, key, "latency_us", &latency_us));
+  MP_RETURN_IF_ERROR(r.read("bandwidth_gb_s", &bandwidth_gb_s));
+  MP_RETURN_IF_ERROR(r.read("latency_us", &latency_us));
   link->bandwidth = giga_to_si(bandwidth_gb_s);
   link->latency = Seconds(us_to_seconds(latency_us));
   return Status::ok();
 }
 
-Status parse_json_object(const json& root, ClusterSpec* c) {
-  if (!root.is_object())
+// Every field is required; fields the format does not know are ignored (src/mesh/README.md).
+Status parse_json_object(const Json& root, ClusterSpec* c) {
+  if (!root.is_object()) {
     return make_error(Errc::kInvalidArgument, "cluster JSON must be an object");
-  MP_RETURN_IF_ERROR(read_string(root, "", "name", &c->name));
-  MP_RETURN_IF_ERROR(read_int(root, "", "hosts", &c->hosts));
-  MP_RETURN_IF_ERROR(read_int(root, "", "devices_per_host", &c->devices_per_host));
-  const json* dev = nullptr;
-  MP_RETURN_IF_ERROR(read_object(root, "device", &dev));
+  }
+  JsonReader r(root, "", kSubject);
+  MP_RETURN_IF_ERROR(r.read("name", &c->name));
+  MP_RETURN_IF_ERROR(read_count(r, "hosts", &c->hosts));
+  MP_RETURN_IF_ERROR(read_count(r, "devices_per_host", &c->devices_per_host));
+  const Json* dev = nullptr;
+  MP_RETURN_IF_ERROR(r.object("device", &dev));
+  JsonReader d(*dev, "device", kSubject);
   double memory_gib = 0.0;
   double f32 = 0.0;
   double f16 = 0.0;
   double mem_bw = 0.0;
-  MP_RETURN_IF_ERROR(read_string(*dev, "device", "kind", &c->device.kind));
-  MP_RETURN_IF_ERROR(read_number(*dev, "device", "memory_gib", &memory_gib));
-  MP_RETURN_IF_ERROR(read_number(*dev, "device", "peak_tflops_f32", &f32));
-  MP_RETURN_IF_ERROR(read_number(*dev, "device", "peak_tflops_f16", &f16));
-  MP_RETURN_IF_ERROR(read_number(*dev, "device", "memory_bandwidth_gb_s", &mem_bw));
+  MP_RETURN_IF_ERROR(d.read("kind", &c->device.kind));
+  MP_RETURN_IF_ERROR(d.read("memory_gib", &memory_gib));
+  MP_RETURN_IF_ERROR(d.read("peak_tflops_f32", &f32));
+  MP_RETURN_IF_ERROR(d.read("peak_tflops_f16", &f16));
+  MP_RETURN_IF_ERROR(d.read("memory_bandwidth_gb_s", &mem_bw));
   if (!(memory_gib > 0.0) || memory_gib * kGiB > 9.0e18) {
     return field_error("device.memory_gib", "must be a positive number");
   }
@@ -137,8 +105,8 @@ Status parse_json_object(const json& root, ClusterSpec* c) {
   c->device.peak_flops_f32 = tera_to_si(f32);
   c->device.peak_flops_f16 = tera_to_si(f16);
   c->device.memory_bandwidth = giga_to_si(mem_bw);
-  MP_RETURN_IF_ERROR(read_link(root, "intra_host", &c->intra_host));
-  MP_RETURN_IF_ERROR(read_link(root, "inter_host", &c->inter_host));
+  MP_RETURN_IF_ERROR(read_link(r, "intra_host", &c->intra_host));
+  MP_RETURN_IF_ERROR(read_link(r, "inter_host", &c->inter_host));
   return Status::ok();
 }
 
@@ -231,12 +199,7 @@ Status ClusterSpec::validate() const {
 }
 
 Expected<ClusterSpec> parse_cluster_json(const std::string& text) {
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::exception& e) {
-    return make_error(Errc::kInvalidArgument, "cluster JSON is malformed: {}", e.what());
-  }
+  MP_ASSIGN_OR_RETURN(const Json root, parse_json(text, "cluster JSON"));
   ClusterSpec c;
   MP_RETURN_IF_ERROR(parse_json_object(root, &c));
   MP_RETURN_IF_ERROR(c.validate());
@@ -258,7 +221,8 @@ std::string cluster_to_json(const ClusterSpec& c) {
   const auto tera_inv = [](double v) { return json_inverse(v, v / kTera, tera_to_si); };
   const auto giga_inv = [](double v) { return json_inverse(v, v / kGB, giga_to_si); };
   const auto us_inv = [](double v) { return json_inverse(v, v * kMicro, us_to_seconds); };
-  json j;
+  // Unordered: the fields come out sorted by name, as they always have.
+  nlohmann::json j;
   j["name"] = c.name;
   j["hosts"] = c.hosts;
   j["devices_per_host"] = c.devices_per_host;

@@ -1,10 +1,14 @@
 // Analytic and profiled cost models.
 #include "planner/cost_model.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
+
+#include "core/json.h"
 
 namespace meshpipe::planner {
 
@@ -52,86 +56,92 @@ double interpolate(const std::vector<std::pair<double, double>>& points, double 
 
 namespace {
 
-using nlohmann::json;
+constexpr const char* kSubject = "profile field";
 
-Expected<std::vector<std::pair<double, double>>> parse_points(const json& j,
-                                                              const std::string& field) {
+// A table of measured points: a non-empty array of [x >= 0, seconds >= 0], sorted by x.
+Status read_points(const Json& j, const std::string& path,
+                   std::vector<std::pair<double, double>>* out) {
   if (!j.is_array() || j.empty()) {
-    return make_error(Errc::kInvalidArgument,
-                      "profile field '{}' must be a non-empty list of [x, seconds]", field);
+    return json_field_error(kSubject, path, "must be a non-empty list of [x, seconds]");
   }
-  std::vector<std::pair<double, double>> out;
-  for (const json& p : j) {
+  out->clear();
+  for (size_t i = 0; i < j.size(); ++i) {
+    const Json& p = j[i];
     if (!p.is_array() || p.size() != 2 || !p[0].is_number() || !p[1].is_number() ||
         p[0].get<double>() < 0 || p[1].get<double>() < 0) {
-      return make_error(Errc::kInvalidArgument,
-                        "profile field '{}' has an entry that is not [x >= 0, seconds >= 0]",
-                        field);
+      return json_field_error(kSubject, fmt::format("{}[{}]", path, i),
+                              "is not [x >= 0, seconds >= 0]");
     }
-    out.emplace_back(p[0].get<double>(), p[1].get<double>());
+    out->emplace_back(p[0].get<double>(), p[1].get<double>());
   }
-  std::sort(out.begin(), out.end());
-  return out;
+  std::sort(out->begin(), out->end());
+  return Status::ok();
 }
 
-Expected<mesh::CollectiveKind> parse_kind(const std::string& s) {
+Status read_kind(JsonReader& r, mesh::CollectiveKind* out) {
+  std::string name;
+  MP_RETURN_IF_ERROR(r.read("kind", &name));
   for (auto k : {mesh::CollectiveKind::kAllGather, mesh::CollectiveKind::kReduceScatter,
                  mesh::CollectiveKind::kAllReduce, mesh::CollectiveKind::kAllToAll}) {
-    if (mesh::collective_name(k) == s) return k;
+    if (mesh::collective_name(k) == name) {
+      *out = k;
+      return Status::ok();
+    }
   }
-  return make_error(Errc::kInvalidArgument,
-                    "unknown collective kind '{}' (all-gather, reduce-scatter, all-reduce, "
-                    "all-to-all)",
-                    s);
+  return r.error("kind", fmt::format("is an unknown collective kind '{}' (all-gather, "
+                                     "reduce-scatter, all-reduce, all-to-all)",
+                                     name));
+}
+
+// One entry of "collectives": {"kind", "group", "link", "points"}.
+Status read_collective(const Json& c, const std::string& path, ProfileDatabase* db) {
+  if (!c.is_object()) return json_field_error(kSubject, path, "must be an object");
+  JsonReader r(c, path, kSubject);
+  mesh::CollectiveKind kind = mesh::CollectiveKind::kAllReduce;
+  MP_RETURN_IF_ERROR(read_kind(r, &kind));
+  int64_t group = 0;
+  MP_RETURN_IF_ERROR(r.read("group", &group));
+  if (group < 1) return r.error("group", "must be a positive integer");
+  std::string link;
+  MP_RETURN_IF_ERROR(r.read("link", &link));
+  if (link != "intra" && link != "inter") return r.error("link", "must be intra or inter");
+  const Json* points = nullptr;
+  MP_RETURN_IF_ERROR(r.find("points", &points));
+  std::vector<std::pair<double, double>> table;
+  MP_RETURN_IF_ERROR(read_points(*points, r.path_of("points"), &table));
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
+  db->collectives[{kind, group, link == "inter"}] = std::move(table);
+  return Status::ok();
 }
 
 }  // namespace
 
 Expected<ProfileDatabase> parse_profile_database(const std::string& json_text) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return make_error(Errc::kInvalidArgument, "profile database is not valid JSON: {}", e.what());
-  }
-  ProfileDatabase db;
-  if (!j.is_object())
+  Expected<Json> parsed = parse_json(json_text, "its text");
+  if (!parsed) return parsed.status().with_context("profile database is not valid JSON");
+  const Json& j = *parsed;
+  if (!j.is_object()) {
     return make_error(Errc::kInvalidArgument, "profile database must be an object");
-  if (j.contains("gemm")) {
-    if (!j["gemm"].is_object()) {
-      return make_error(Errc::kInvalidArgument, "profile field 'gemm' must be an object");
-    }
-    for (const auto& [name, pts] : j["gemm"].items()) {
-      auto dt = parse_dtype(name);
-      if (!dt)
-        return make_error(Errc::kInvalidArgument, "profile field 'gemm.{}': unknown dtype", name);
-      MP_ASSIGN_OR_RETURN(auto points, parse_points(pts, "gemm." + name));
-      db.gemm[*dt] = std::move(points);
+  }
+  JsonReader r(j, "", kSubject);
+  ProfileDatabase db;
+  if (const Json* gemm = r.find_optional("gemm")) {
+    if (!gemm->is_object()) return r.error("gemm", "must be an object");
+    for (const auto& [name, pts] : gemm->items()) {
+      const std::string path = r.path_of("gemm") + "." + name;
+      const std::optional<DType> dt = parse_dtype(name);
+      if (!dt) return json_field_error(kSubject, path, "is not a dtype");
+      MP_RETURN_IF_ERROR(read_points(pts, path, &db.gemm[*dt]));
     }
   }
-  if (j.contains("collectives")) {
-    if (!j["collectives"].is_array()) {
-      return make_error(Errc::kInvalidArgument, "profile field 'collectives' must be a list");
-    }
-    size_t i = 0;
-    for (const json& c : j["collectives"]) {
-      const std::string where = "collectives[" + std::to_string(i++) + "]";
-      if (!c.is_object() || !c.contains("kind") || !c["kind"].is_string() || !c.contains("group") ||
-          !c["group"].is_number_integer() || !c.contains("link") || !c["link"].is_string() ||
-          !c.contains("points")) {
-        return make_error(Errc::kInvalidArgument,
-                          "profile field '{}' needs kind, group (integer), link and points", where);
-      }
-      MP_ASSIGN_OR_RETURN(mesh::CollectiveKind kind, parse_kind(c["kind"].get<std::string>()));
-      const std::string link = c["link"].get<std::string>();
-      if (link != "intra" && link != "inter") {
-        return make_error(Errc::kInvalidArgument, "profile field '{}.link' must be intra or inter",
-                          where);
-      }
-      MP_ASSIGN_OR_RETURN(auto points, parse_points(c["points"], where + ".points"));
-      db.collectives[{kind, c["group"].get<int64_t>(), link == "inter"}] = std::move(points);
+  if (const Json* collectives = r.find_optional("collectives")) {
+    if (!collectives->is_array()) return r.error("collectives", "must be an array");
+    for (size_t i = 0; i < collectives->size(); ++i) {
+      MP_RETURN_IF_ERROR(read_collective((*collectives)[i],
+                                         fmt::format("{}[{}]", r.path_of("collectives"), i), &db));
     }
   }
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
   return db;
 }
 

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 
+#include "core/json.h"
 #include "kernels/layout.h"
 
 namespace meshpipe::runtime {
@@ -16,7 +16,6 @@ namespace meshpipe::runtime {
 namespace {
 
 namespace fs = std::filesystem;
-using Json = nlohmann::ordered_json;
 constexpr const char* kFormat = "meshpipe-checkpoint";
 constexpr int kVersion = 1;
 
@@ -68,18 +67,143 @@ Expected<std::vector<char>> read_file(const fs::path& path) {
   return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// The format and version fields, named when they are not this build's.
-Status check_header(const Json& j, const std::string& dir) {
-  if (j.value("format", "") != kFormat) {
+// ---------------------------------------------------------------------------------------------
+// Reading. Every error names the field by its path: "checkpoint DIR: field 'values[w].shape[1]'
+// must be a non-negative integer", "tile list field '[0].begin' must be an array".
+
+// The path of element `i` of the array field `key`: "values[3]".
+std::string element_path(const JsonReader& r, std::string_view key, size_t i) {
+  return fmt::format("{}[{}]", r.path_of(key), i);
+}
+
+Status read_shape(JsonReader& r, std::string_view key, Shape* out) {
+  std::vector<int64_t> dims;
+  MP_RETURN_IF_ERROR(r.read(key, &dims));
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] < 0) {
+      return json_field_error(r.subject(), element_path(r, key, d),
+                              "must be a non-negative integer");
+    }
+  }
+  *out = Shape(std::move(dims));
+  return Status::ok();
+}
+
+Status read_dtype(JsonReader& r, std::string_view key, DType* out) {
+  std::string name;
+  MP_RETURN_IF_ERROR(r.read(key, &name));
+  const std::optional<DType> dtype = parse_dtype(name);
+  if (!dtype) return r.error(key, fmt::format("'{}' is not a dtype", name));
+  *out = *dtype;
+  return Status::ok();
+}
+
+// A tile file: a plain name inside the checkpoint directory.
+Status read_file_name(JsonReader& r, std::string_view key, std::string* out) {
+  MP_RETURN_IF_ERROR(r.read(key, out));
+  if (out->empty() || *out == "." || *out == ".." ||
+      out->find_first_of("/\\") != std::string::npos) {
+    return r.error(key, "must be a file name in the checkpoint directory");
+  }
+  return Status::ok();
+}
+
+// A tile's region from its begin and extent: non-negative integers, one per dimension of
+// `shape`, the box inside it.
+Status read_region(JsonReader& r, const Shape& shape, Region* out) {
+  std::vector<int64_t> b;
+  std::vector<int64_t> e;
+  MP_RETURN_IF_ERROR(r.read("begin", &b));
+  MP_RETURN_IF_ERROR(r.read("extent", &e));
+  const auto whole = [&](std::string_view what) {
+    return json_field_error(r.subject(), r.path(), what);
+  };
+  if (b.size() != e.size() || static_cast<int64_t>(b.size()) != shape.rank()) {
+    return whole("has a region of the wrong rank");
+  }
+  out->clear();
+  for (size_t d = 0; d < b.size(); ++d) {
+    if (b[d] < 0) {
+      return json_field_error(r.subject(), element_path(r, "begin", d),
+                              "must be a non-negative integer");
+    }
+    if (e[d] < 0) {
+      return json_field_error(r.subject(), element_path(r, "extent", d),
+                              "must be a non-negative integer");
+    }
+    const int64_t dim = shape[static_cast<int64_t>(d)];
+    if (b[d] > dim || e[d] > dim - b[d]) return whole("has a region outside the tensor");
+    out->push_back({b[d], b[d] + e[d]});
+  }
+  return Status::ok();
+}
+
+// The manifest of the checkpoint in `dir`: its header into `info`, and each value's tiles into
+// `values` unless that is null (the header alone). Fields the format does not know are errors
+// (a new field comes with a new version).
+Status read_manifest(const std::vector<char>& text, const std::string& dir, CheckpointInfo* info,
+                     std::map<std::string, SavedValue>* values) {
+  Expected<Json> parsed = parse_json(std::string_view(text.data(), text.size()), "manifest");
+  if (!parsed) return parsed.status().with_context(fmt::format("checkpoint {}", dir));
+  const Json& j = *parsed;
+  if (!j.is_object()) {
+    return make_error(Errc::kInvalidArgument, "checkpoint {}: the manifest must be a JSON object",
+                      dir);
+  }
+  const std::string subject = fmt::format("checkpoint {}: field", dir);
+  JsonReader r(j, "", subject);
+  // The format and version first, named when they are not this build's.
+  const Json* format = r.find_optional("format");
+  if (format == nullptr || !format->is_string() ||
+      format->get_ref<const std::string&>() != kFormat) {
     return make_error(Errc::kInvalidArgument, "checkpoint {}: field 'format' is not {}", dir,
                       kFormat);
   }
-  if (j.value("version", 0) != kVersion) {
+  const Json* version = r.find_optional("version");
+  if (version == nullptr || !version->is_number_integer() || *version != kVersion) {
     return make_error(Errc::kInvalidArgument,
                       "checkpoint {}: field 'version' is {}, this build reads {}", dir,
-                      j.value("version", Json()).dump(), kVersion);
+                      version == nullptr ? "missing" : version->dump(), kVersion);
   }
-  return Status::ok();
+  MP_RETURN_IF_ERROR(r.read("model", &info->model));
+  MP_RETURN_IF_ERROR(r.read("step", &info->step));
+  MP_RETURN_IF_ERROR(r.read("seed", &info->seed));
+  if (values == nullptr) {
+    r.find_optional("values");
+    return r.check_no_unknown_fields();
+  }
+  const Json* list = nullptr;
+  MP_RETURN_IF_ERROR(r.array("values", &list));
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& jv = (*list)[i];
+    const std::string at = element_path(r, "values", i);
+    if (!jv.is_object()) return json_field_error(subject, at, "must be an object");
+    std::string name;
+    MP_RETURN_IF_ERROR(JsonReader(jv, at, subject).read("name", &name));
+    // Past its name, a value is named by it: "values[w].tiles".
+    JsonReader rv(jv, fmt::format("values[{}]", name), subject);
+    rv.find_optional("name");
+    if (values->contains(name)) return json_field_error(subject, rv.path(), "is listed twice");
+    SavedValue sv;
+    MP_RETURN_IF_ERROR(read_shape(rv, "shape", &sv.shape));
+    MP_RETURN_IF_ERROR(read_dtype(rv, "dtype", &sv.dtype));
+    const Json* tiles = nullptr;
+    MP_RETURN_IF_ERROR(rv.array("tiles", &tiles));
+    for (size_t k = 0; k < tiles->size(); ++k) {
+      const Json& jt = (*tiles)[k];
+      const std::string tile_at = element_path(rv, "tiles", k);
+      if (!jt.is_object()) return json_field_error(subject, tile_at, "must be an object");
+      JsonReader rt(jt, tile_at, subject);
+      SavedTile t{name, sv.shape, sv.dtype, "", {}};
+      MP_RETURN_IF_ERROR(read_file_name(rt, "file", &t.file));
+      MP_RETURN_IF_ERROR(read_region(rt, sv.shape, &t.region));
+      MP_RETURN_IF_ERROR(rt.check_no_unknown_fields());
+      sv.tiles.push_back(std::move(t));
+    }
+    MP_RETURN_IF_ERROR(rv.check_no_unknown_fields());
+    values->emplace(name, std::move(sv));
+  }
+  return r.check_no_unknown_fields();
 }
 
 // Writes the manifest of `tiles` into `partial` and renames it to `dir`, replacing an older
@@ -192,25 +316,22 @@ std::string saved_tiles_to_json(const std::vector<SavedTile>& tiles) {
 }
 
 Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text) {
+  MP_ASSIGN_OR_RETURN(const Json j, parse_json(text, "tile list"));
+  if (!j.is_array()) return make_error(Errc::kInvalidArgument, "tile list must be a JSON array");
+  const std::string subject = "tile list field";
   std::vector<SavedTile> out;
-  try {
-    for (const Json& j : Json::parse(text)) {
-      SavedTile t;
-      t.value = j.at("value").get<std::string>();
-      t.shape = Shape(j.at("shape").get<std::vector<int64_t>>());
-      const std::string dt = j.at("dtype").get<std::string>();
-      const std::optional<DType> dtype = parse_dtype(dt);
-      if (!dtype) return make_error(Errc::kInvalidArgument, "'{}' is not a dtype", dt);
-      t.dtype = *dtype;
-      t.file = j.at("file").get<std::string>();
-      const auto b = j.at("begin").get<std::vector<int64_t>>();
-      const auto e = j.at("extent").get<std::vector<int64_t>>();
-      if (b.size() != e.size()) return make_error(Errc::kInvalidArgument, "bad tile region");
-      for (size_t d = 0; d < b.size(); ++d) t.region.push_back({b[d], b[d] + e[d]});
-      out.push_back(std::move(t));
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return make_error(Errc::kInvalidArgument, "malformed tile list: {}", e.what());
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string at = fmt::format("[{}]", i);
+    if (!j[i].is_object()) return json_field_error(subject, at, "must be an object");
+    JsonReader r(j[i], at, subject);
+    SavedTile t;
+    MP_RETURN_IF_ERROR(r.read("value", &t.value));
+    MP_RETURN_IF_ERROR(read_shape(r, "shape", &t.shape));
+    MP_RETURN_IF_ERROR(read_dtype(r, "dtype", &t.dtype));
+    MP_RETURN_IF_ERROR(read_file_name(r, "file", &t.file));
+    MP_RETURN_IF_ERROR(read_region(r, t.shape, &t.region));
+    MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
+    out.push_back(std::move(t));
   }
   return out;
 }
@@ -240,15 +361,9 @@ Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std
 
 Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {
   MP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(fs::path(dir) / "manifest.json"));
-  try {
-    const Json j = Json::parse(text.begin(), text.end());
-    MP_RETURN_IF_ERROR(check_header(j, dir));
-    return CheckpointInfo{j.at("model").get<std::string>(), j.at("step").get<int64_t>(),
-                          j.at("seed").get<uint64_t>()};
-  } catch (const nlohmann::json::exception& e) {
-    return make_error(Errc::kInvalidArgument, "checkpoint {}: malformed manifest: {}", dir,
-                      e.what());
-  }
+  CheckpointInfo info;
+  MP_RETURN_IF_ERROR(read_manifest(text, dir, &info, nullptr));
+  return info;
 }
 
 Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& g,
@@ -266,45 +381,7 @@ Expected<CheckpointInfo> load_tiles(const std::vector<TileRef>& tiles, const gra
   MP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(root / "manifest.json"));
   CheckpointInfo info;
   std::map<std::string, SavedValue> values;
-  const auto bad = [&](const std::string& field, const std::string& why) {
-    return make_error(Errc::kInvalidArgument, "checkpoint {}: field '{}' {}", dir, field, why);
-  };
-  try {
-    const Json j = Json::parse(text.begin(), text.end());
-    MP_RETURN_IF_ERROR(check_header(j, dir));
-    info.model = j.at("model").get<std::string>();
-    info.step = j.at("step").get<int64_t>();
-    info.seed = j.at("seed").get<uint64_t>();
-    for (const Json& jv : j.at("values")) {
-      SavedValue sv;
-      const std::string name = jv.at("name").get<std::string>();
-      sv.shape = Shape(jv.at("shape").get<std::vector<int64_t>>());
-      const std::string dt = jv.at("dtype").get<std::string>();
-      const std::optional<DType> dtype = parse_dtype(dt);
-      if (!dtype) return bad("values[" + name + "].dtype", "'" + dt + "' is not a dtype");
-      sv.dtype = *dtype;
-      for (const Json& jt : jv.at("tiles")) {
-        SavedTile t;
-        t.file = jt.at("file").get<std::string>();
-        const auto b = jt.at("begin").get<std::vector<int64_t>>();
-        const auto e = jt.at("extent").get<std::vector<int64_t>>();
-        if (b.size() != e.size() || static_cast<int64_t>(b.size()) != sv.shape.rank()) {
-          return bad("values[" + name + "].tiles", "has a region of the wrong rank");
-        }
-        for (size_t d = 0; d < b.size(); ++d) {
-          if (b[d] < 0 || e[d] < 0 || b[d] + e[d] > sv.shape[static_cast<int64_t>(d)]) {
-            return bad("values[" + name + "].tiles", "has a region outside the tensor");
-          }
-          t.region.push_back({b[d], b[d] + e[d]});
-        }
-        sv.tiles.push_back(std::move(t));
-      }
-      values[name] = std::move(sv);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return make_error(Errc::kInvalidArgument, "checkpoint {}: malformed manifest: {}", dir,
-                      e.what());
-  }
+  MP_RETURN_IF_ERROR(read_manifest(text, dir, &info, &values));
 
   const kernels::KernelContext ctx;
   std::map<std::string, std::vector<char>> cache;  // tile file -> bytes

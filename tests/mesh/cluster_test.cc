@@ -169,6 +169,89 @@ TEST_CASE("malformed cluster JSON is reported as such", "[mesh]") {
   CHECK(parse_cluster_json("[1, 2]").status().message() == "cluster JSON must be an object");
 }
 
+TEST_CASE("wrongly typed and out-of-range cluster fields are errors naming the field", "[mesh]") {
+  // The message of a parse that must fail (an exception fails the test case too).
+  auto message = [](const std::string& text) {
+    Expected<ClusterSpec> c = parse_cluster_json(text);
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.status().code() == Errc::kInvalidArgument);
+    return c.status().message();
+  };
+  auto with = [](const std::string& path, const std::string& value) {
+    return cluster_json("", path, value);
+  };
+  const std::string positive_int = "must be a positive integer";
+  for (const char* count :
+       {"2147483648", "4294967297", "18446744073709551615", "18446744073709551616", "-2147483649",
+        "-1", "null", "[2]", "{}", "true", "2.0"}) {
+    INFO(count);
+    CHECK(message(with("hosts", count)) == "cluster field 'hosts' " + positive_int);
+    CHECK(message(with("devices_per_host", count)) ==
+          "cluster field 'devices_per_host' " + positive_int);
+  }
+  CHECK(message(with("name", "null")) == "cluster field 'name' must be a string");
+  CHECK(message(with("name", "[\"a\"]")) == "cluster field 'name' must be a string");
+  CHECK(message(with("device.kind", "5")) == "cluster field 'device.kind' must be a string");
+  CHECK(message(with("device.memory_gib", "\"16\"")) ==
+        "cluster field 'device.memory_gib' must be a number");
+  CHECK(message(with("device.memory_gib", "1e300")) ==
+        "cluster field 'device.memory_gib' must be a positive number");
+  CHECK(message(with("device.peak_tflops_f32", "1e300")) ==
+        "cluster field 'device.peak_tflops_f32' must be a positive number");
+  CHECK(message(with("device.memory_bandwidth_gb_s", "false")) ==
+        "cluster field 'device.memory_bandwidth_gb_s' must be a number");
+  CHECK(message(with("intra_host.bandwidth_gb_s", "{}")) ==
+        "cluster field 'intra_host.bandwidth_gb_s' must be a number");
+  CHECK(message(with("inter_host.latency_us", "[20]")) ==
+        "cluster field 'inter_host.latency_us' must be a number");
+  CHECK(message(with("inter_host.latency_us", "null")) ==
+        "cluster field 'inter_host.latency_us' must be a number");
+  // A number too large for a double is a syntax error of the JSON.
+  CHECK(message(with("device.memory_gib", "1e400")).find("cluster JSON is malformed") == 0);
+}
+
+TEST_CASE("a cluster JSON of the wrong structure is an error naming the field", "[mesh]") {
+  auto message = [](const std::string& text) {
+    Expected<ClusterSpec> c = parse_cluster_json(text);
+    REQUIRE_FALSE(c.has_value());
+    return c.status().message();
+  };
+  const std::string valid = cluster_json();
+  // An object field given as something else.
+  auto replace_group = [&](const std::string& name, const std::string& value) {
+    std::string t = valid;
+    const size_t at = t.find("\"" + name + "\": {");
+    REQUIRE(at != std::string::npos);
+    const size_t end = t.find('}', at);
+    return t.replace(at, end + 1 - at, "\"" + name + "\": " + value);
+  };
+  CHECK(message(replace_group("device", "[\"V100\", 16]")) ==
+        "cluster field 'device' must be an object");
+  CHECK(message(replace_group("intra_host", "[130, 5]")) ==
+        "cluster field 'intra_host' must be an object");
+  CHECK(message(replace_group("inter_host", "\"ethernet\"")) ==
+        "cluster field 'inter_host' must be an object");
+  CHECK(message(replace_group("inter_host", "null")) ==
+        "cluster field 'inter_host' must be an object");
+  for (const char* root : {"null", "3", "\"cpu\"", "[]", "[" /* malformed */, ""}) {
+    INFO(root);
+    const std::string m = message(root);
+    CHECK((m == "cluster JSON must be an object" || m.find("cluster JSON is malformed") == 0));
+  }
+  CHECK(message("[" + valid + "]") == "cluster JSON must be an object");
+  CHECK(message("{}") == "cluster field 'name' is missing");
+}
+
+TEST_CASE("fields a cluster JSON does not know are ignored", "[mesh]") {
+  // src/mesh/README.md: every field is required, extra fields are ignored.
+  std::string t = cluster_json();
+  t.insert(1, "\"comment\": {\"by\": \"hand\"}, ");
+  t.replace(t.find("\"device\": {"), 11, "\"device\": {\"vendor\": \"nvidia\", ");
+  Expected<ClusterSpec> c = parse_cluster_json(t);
+  REQUIRE(c.has_value());
+  CHECK(*c == *parse_cluster_json(cluster_json()));
+}
+
 TEST_CASE("validate names the bad field of a cluster built in code", "[mesh]") {
   ClusterSpec c = *cluster_preset("p3.16xlarge:2");
   CHECK(c.validate().is_ok());

@@ -1,7 +1,12 @@
 // Tests of the analytic and profiled cost models.
 #include "planner/cost_model.h"
 
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace meshpipe::planner {
 namespace {
@@ -84,6 +89,88 @@ TEST_CASE("a bad profile database is rejected with the field named", "[planner]"
             .message()
             .find("collectives[0].points") != std::string::npos);
   CHECK(load_profile_database("/nonexistent/profile.json").status().code() == Errc::kIo);
+}
+
+TEST_CASE("a malformed profile database is an error naming the field, never an exception",
+          "[planner]") {
+  auto message = [](const std::string& text) {
+    Expected<ProfileDatabase> db = parse_profile_database(text);
+    REQUIRE_FALSE(db.has_value());
+    CHECK(db.status().code() == Errc::kInvalidArgument);
+    return db.status().message();
+  };
+  // One collective entry with `field` set to `value` (or left out when value is empty).
+  auto collective = [](const std::string& field, const std::string& value) {
+    std::string entry;
+    for (auto [k, v] :
+         std::vector<std::pair<std::string, std::string>>{{"kind", "\"all-reduce\""},
+                                                          {"group", "8"},
+                                                          {"link", "\"intra\""},
+                                                          {"points", "[[0, 1e-5], [1e6, 3e-5]]"}}) {
+      if (k == field) v = value;
+      if (v.empty()) continue;
+      entry += (entry.empty() ? "" : ", ") + ("\"" + k + "\": " + v);
+    }
+    return R"({"collectives": [{"kind": "all-gather", "group": 2, "link": "inter",
+               "points": [[1, 1]]}, {)" +
+           entry + "}]}";
+  };
+  CHECK(parse_profile_database(collective("", "")).has_value());
+
+  // The wrong structure.
+  CHECK(message("[]") == "profile database must be an object");
+  CHECK(message("null") == "profile database must be an object");
+  CHECK(message(R"({"gemm": [[1, 1]]})") == "profile field 'gemm' must be an object");
+  CHECK(message(R"({"gemm": {"f16": {"1": 1}}})") ==
+        "profile field 'gemm.f16' must be a non-empty list of [x, seconds]");
+  CHECK(message(R"({"gemm": {"f16": []}})") ==
+        "profile field 'gemm.f16' must be a non-empty list of [x, seconds]");
+  CHECK(message(R"({"gemm": {"f16": [[1, 1], [2]]}})") ==
+        "profile field 'gemm.f16[1]' is not [x >= 0, seconds >= 0]");
+  CHECK(message(R"({"gemm": {"f16": [[1, "1"]]}})") ==
+        "profile field 'gemm.f16[0]' is not [x >= 0, seconds >= 0]");
+  CHECK(message(R"({"gemm": {"f16": [1, 1]}})") ==
+        "profile field 'gemm.f16[0]' is not [x >= 0, seconds >= 0]");
+  CHECK(message(R"({"gemm": {"f99": [[1, 1]]}})") == "profile field 'gemm.f99' is not a dtype");
+  CHECK(message(R"({"collectives": {"kind": "all-reduce"}})") ==
+        "profile field 'collectives' must be an array");
+  CHECK(message(R"({"collectives": [[8, "intra"]]})") ==
+        "profile field 'collectives[0]' must be an object");
+
+  // Missing and wrongly typed fields of a collective.
+  for (const char* field : {"kind", "group", "link", "points"}) {
+    CHECK(message(collective(field, "")) ==
+          fmt::format("profile field 'collectives[1].{}' is missing", field));
+  }
+  CHECK(message(collective("kind", "3")) == "profile field 'collectives[1].kind' must be a string");
+  CHECK(message(collective("group", "\"8\"")) ==
+        "profile field 'collectives[1].group' must be an integer");
+  CHECK(message(collective("group", "8.5")) ==
+        "profile field 'collectives[1].group' must be an integer");
+  CHECK(message(collective("group", "0")) ==
+        "profile field 'collectives[1].group' must be a positive integer");
+  CHECK(message(collective("group", "9223372036854775808")) ==
+        "profile field 'collectives[1].group' must be an integer that fits in 64 bits");
+  CHECK(message(collective("group", "100000000000000000000")) ==
+        "profile field 'collectives[1].group' must be an integer");
+  CHECK(message(collective("link", "\"nvlink\"")) ==
+        "profile field 'collectives[1].link' must be intra or inter");
+  CHECK(message(collective("link", "null")) ==
+        "profile field 'collectives[1].link' must be a string");
+  CHECK(message(collective("points", "{}")) ==
+        "profile field 'collectives[1].points' must be a non-empty list of [x, seconds]");
+  CHECK(message(collective("kind", "\"broadcast\"")).find("'collectives[1].kind'") !=
+        std::string::npos);
+
+  // Fields the format does not know: a misspelt table would otherwise be dropped silently.
+  CHECK(message(R"({"collective": []})") == "profile field 'collective' is not a known field");
+  std::string extra = collective("", "");
+  extra.replace(extra.rfind("}]}"), 3, R"(, "bytes": 4}]})");
+  CHECK(message(extra) == "profile field 'collectives[1].bytes' is not a known field");
+
+  // Not JSON at all.
+  CHECK(message("").find("not valid JSON") != std::string::npos);
+  CHECK(message(R"({"gemm": {"f16": [[1e999, 1]]}})").find("not valid JSON") != std::string::npos);
 }
 
 }  // namespace

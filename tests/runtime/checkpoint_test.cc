@@ -7,7 +7,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "graph/models/zoo.h"
 #include "mesh/cluster.h"
@@ -197,6 +201,207 @@ TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
     expect_error("has no value");
   }
   fs::remove_all(dir);
+}
+
+// A hand-written checkpoint of one value "w" [4, 6] f32 in two tiles (rows 0-1 and 2-3).
+nlohmann::ordered_json manifest_json() {
+  return nlohmann::ordered_json::parse(R"({
+    "format": "meshpipe-checkpoint", "version": 1, "model": "m", "step": 3, "seed": 7,
+    "values": [{"name": "w", "shape": [4, 6], "dtype": "f32", "tiles": [
+      {"file": "tile-d0-0.bin", "begin": [0, 0], "extent": [2, 6]},
+      {"file": "tile-d1-0.bin", "begin": [2, 0], "extent": [2, 6]}]}]})");
+}
+
+// Writes `manifest` and the tile files of manifest_json() into `dir`.
+void write_checkpoint(const fs::path& dir, const std::string& manifest) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "manifest.json") << manifest;
+  for (int d = 0; d < 2; ++d) {
+    std::vector<float> rows(12);
+    for (int i = 0; i < 12; ++i) rows[static_cast<size_t>(i)] = static_cast<float>(d * 12 + i);
+    std::ofstream f(dir / fmt::format("tile-d{}-0.bin", d), std::ios::binary);
+    f.write(reinterpret_cast<const char*>(rows.data()), sizeof(float) * rows.size());
+  }
+}
+
+TEST_CASE("a hand-written manifest loads into a tile of another tiling", "[checkpoint]") {
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_manifest_ok";
+  write_checkpoint(dir, manifest_json().dump(1));
+  graph::Graph g;
+  g.add_source("w", Shape({4, 6}), DType::kF32, graph::ValueRole::kParameter);
+  std::vector<float> cols(8, -1.0f);  // columns 2-3 of every row
+  const std::vector<TileRef> tiles = {
+      {0, "w", {{0, 4}, {2, 4}}, kernels::TensorView(cols.data(), Shape({4, 2}), DType::kF32)}};
+  Expected<CheckpointInfo> info = load_tiles(tiles, g, dir.string());
+  REQUIRE(info.has_value());
+  CHECK(info->model == "m");
+  CHECK(info->step == 3);
+  CHECK(info->seed == 7);
+  CHECK(cols == std::vector<float>{2, 3, 8, 9, 14, 15, 20, 21});
+  Expected<CheckpointInfo> header = read_checkpoint_info(dir.string());
+  REQUIRE(header.has_value());
+  CHECK(header->step == 3);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a malformed manifest is an error naming the field, never an exception", "[checkpoint]") {
+  using Json = nlohmann::ordered_json;
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_manifest_bad";
+  const std::string prefix = "checkpoint " + dir.string() + ": ";
+  // The message of loading the manifest `text` (every value and tile is read; no tile needed).
+  const auto message = [&](const std::string& text) {
+    write_checkpoint(dir, text);
+    Expected<CheckpointInfo> r = load_tiles({}, graph::Graph(), dir.string());
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.status().code() == Errc::kInvalidArgument);
+    return r.status().message();
+  };
+  struct Case {
+    const char* name;
+    std::function<void(Json&)> edit;
+    std::string want;  // after "checkpoint DIR: "
+  };
+  const std::vector<Case> cases = {
+      {"format missing", [](Json& j) { j.erase("format"); },
+       "field 'format' is not meshpipe-checkpoint"},
+      {"format a number", [](Json& j) { j["format"] = 1; },
+       "field 'format' is not meshpipe-checkpoint"},
+      {"version a string", [](Json& j) { j["version"] = "1"; },
+       "field 'version' is \"1\", this build reads 1"},
+      {"version missing", [](Json& j) { j.erase("version"); },
+       "field 'version' is missing, this build reads 1"},
+      {"model a number", [](Json& j) { j["model"] = 3; }, "field 'model' must be a string"},
+      {"step missing", [](Json& j) { j.erase("step"); }, "field 'step' is missing"},
+      {"step fractional", [](Json& j) { j["step"] = 1.5; }, "field 'step' must be an integer"},
+      {"step beyond int64", [](Json& j) { j["step"] = uint64_t{1} << 63; },
+       "field 'step' must be an integer that fits in 64 bits"},
+      {"seed negative", [](Json& j) { j["seed"] = -1; },
+       "field 'seed' must be a non-negative integer"},
+      {"seed an object", [](Json& j) { j["seed"] = Json::object(); },
+       "field 'seed' must be a non-negative integer"},
+      {"values an object", [](Json& j) { j["values"] = Json::object(); },
+       "field 'values' must be an array"},
+      {"values missing", [](Json& j) { j.erase("values"); }, "field 'values' is missing"},
+      {"a value an array",
+       [](Json& j) {
+         j["values"][0] = Json::array({"w", 4});
+       },
+       "field 'values[0]' must be an object"},
+      {"a value without a name", [](Json& j) { j["values"][0].erase("name"); },
+       "field 'values[0].name' is missing"},
+      {"a name a number", [](Json& j) { j["values"][0]["name"] = 3; },
+       "field 'values[0].name' must be a string"},
+      {"a value listed twice",
+       [](Json& j) {
+         const Json copy = j["values"][0];
+         j["values"].push_back(copy);
+       },
+       "field 'values[w]' is listed twice"},
+      {"a shape a string", [](Json& j) { j["values"][0]["shape"] = "4x6"; },
+       "field 'values[w].shape' must be an array"},
+      {"a negative dimension", [](Json& j) { j["values"][0]["shape"][1] = -6; },
+       "field 'values[w].shape[1]' must be a non-negative integer"},
+      {"a dimension a string", [](Json& j) { j["values"][0]["shape"][0] = "4"; },
+       "field 'values[w].shape[0]' must be an integer"},
+      {"an unknown dtype", [](Json& j) { j["values"][0]["dtype"] = "f99"; },
+       "field 'values[w].dtype' 'f99' is not a dtype"},
+      {"tiles null", [](Json& j) { j["values"][0]["tiles"] = nullptr; },
+       "field 'values[w].tiles' must be an array"},
+      {"a tile an array",
+       [](Json& j) {
+         j["values"][0]["tiles"][1] = Json::array({0, 2});
+       },
+       "field 'values[w].tiles[1]' must be an object"},
+      {"a tile without a file", [](Json& j) { j["values"][0]["tiles"][0].erase("file"); },
+       "field 'values[w].tiles[0].file' is missing"},
+      {"a file outside the directory",
+       [](Json& j) { j["values"][0]["tiles"][0]["file"] = "../manifest.json"; },
+       "field 'values[w].tiles[0].file' must be a file name in the checkpoint directory"},
+      {"begin missing", [](Json& j) { j["values"][0]["tiles"][1].erase("begin"); },
+       "field 'values[w].tiles[1].begin' is missing"},
+      {"begin a number", [](Json& j) { j["values"][0]["tiles"][1]["begin"] = 2; },
+       "field 'values[w].tiles[1].begin' must be an array"},
+      {"begin of rank 1", [](Json& j) { j["values"][0]["tiles"][1]["begin"] = Json::array({2}); },
+       "field 'values[w].tiles[1]' has a region of the wrong rank"},
+      {"extent of rank 3",
+       [](Json& j) {
+         j["values"][0]["tiles"][1]["extent"] = Json::array({2, 6, 1});
+       },
+       "field 'values[w].tiles[1]' has a region of the wrong rank"},
+      {"a negative begin", [](Json& j) { j["values"][0]["tiles"][1]["begin"][1] = -1; },
+       "field 'values[w].tiles[1].begin[1]' must be a non-negative integer"},
+      {"a negative extent", [](Json& j) { j["values"][0]["tiles"][1]["extent"][0] = -2; },
+       "field 'values[w].tiles[1].extent[0]' must be a non-negative integer"},
+      {"an extent a float", [](Json& j) { j["values"][0]["tiles"][1]["extent"][0] = 2.0; },
+       "field 'values[w].tiles[1].extent[0]' must be an integer"},
+      {"a region past the end", [](Json& j) { j["values"][0]["tiles"][1]["extent"][0] = 3; },
+       "field 'values[w].tiles[1]' has a region outside the tensor"},
+      {"a region that overflows",
+       [](Json& j) {
+         j["values"][0]["tiles"][1]["extent"][0] = std::numeric_limits<int64_t>::max();
+       },
+       "field 'values[w].tiles[1]' has a region outside the tensor"},
+      {"an unknown field", [](Json& j) { j["comment"] = "by hand"; },
+       "field 'comment' is not a known field"},
+      {"an unknown field of a value", [](Json& j) { j["values"][0]["layout"] = "S0,R"; },
+       "field 'values[w].layout' is not a known field"},
+      {"an unknown field of a tile", [](Json& j) { j["values"][0]["tiles"][0]["device"] = 0; },
+       "field 'values[w].tiles[0].device' is not a known field"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    Json j = manifest_json();
+    c.edit(j);
+    CHECK(message(j.dump(1)) == prefix + c.want);
+  }
+  // The wrong structure, and not JSON at all.
+  CHECK(message("[]") == prefix + "the manifest must be a JSON object");
+  CHECK(message("\"meshpipe-checkpoint\"") == prefix + "the manifest must be a JSON object");
+  CHECK(message("{\"format\": ").find(prefix + "manifest is malformed") == 0);
+  CHECK(message("").find(prefix + "manifest is malformed") == 0);
+
+  // The header alone: read_checkpoint_info names the same fields.
+  Json j = manifest_json();
+  j["seed"] = "7";
+  write_checkpoint(dir, j.dump());
+  Expected<CheckpointInfo> info = read_checkpoint_info(dir.string());
+  REQUIRE_FALSE(info.has_value());
+  CHECK(info.status().message() == prefix + "field 'seed' must be a non-negative integer");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a malformed tile list is an error naming the field, never an exception",
+          "[checkpoint]") {
+  const auto message = [](const std::string& text) {
+    Expected<std::vector<SavedTile>> r = saved_tiles_from_json(text);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.status().code() == Errc::kInvalidArgument);
+    return r.status().message();
+  };
+  const std::string tile =
+      R"("value": "w", "shape": [4, 6], "dtype": "f32", "file": "tile-d3-0.bin")";
+  const auto list = [&](const std::string& fields) { return "[{" + tile + fields + "}]"; };
+  REQUIRE(saved_tiles_from_json(list(R"(, "begin": [0, 3], "extent": [2, 3])")).has_value());
+  CHECK(saved_tiles_from_json("[]").has_value());
+  CHECK(message("{}") == "tile list must be a JSON array");
+  CHECK(message("[3]") == "tile list field '[0]' must be an object");
+  CHECK(message("[{\"value\": 1}]") == "tile list field '[0].value' must be a string");
+  CHECK(message("[{\"value\": \"w\"}]") == "tile list field '[0].shape' is missing");
+  CHECK(message(list(R"(, "begin": [0, 3])")) == "tile list field '[0].extent' is missing");
+  CHECK(message(list(R"(, "begin": {"0": 0}, "extent": [2, 3])")) ==
+        "tile list field '[0].begin' must be an array");
+  CHECK(message(list(R"(, "begin": [0, 4], "extent": [2, 3])")) ==
+        "tile list field '[0]' has a region outside the tensor");
+  CHECK(message(list(R"(, "begin": [0], "extent": [2])")) ==
+        "tile list field '[0]' has a region of the wrong rank");
+  CHECK(message(list(R"(, "begin": [0, 18446744073709551615], "extent": [2, 3])")) ==
+        "tile list field '[0].begin[1]' must be an integer that fits in 64 bits");
+  CHECK(message(list(R"(, "begin": [0, 3], "extent": [2, 3], "device": 3)")) ==
+        "tile list field '[0].device' is not a known field");
+  CHECK(message(R"([{"value": "w", "shape": [], "dtype": "f32", "file": "a", "begin": [],
+                      "extent": []}, 3])") == "tile list field '[1]' must be an object");
+  CHECK(message("not JSON").find("tile list is malformed") == 0);
 }
 
 TEST_CASE("a save replaces the previous checkpoint only when complete", "[checkpoint]") {
