@@ -11,7 +11,7 @@ if [[ ! -x "$binary" ]]; then
   echo "comm.sh: $binary is not an executable; build the bench_comm target first" >&2
   exit 1
 fi
-export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (TOOLCHAIN.md §4)
+export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (docs/toolchain.md §4)
 perftest_file="$(mktemp /tmp/comm_perftest_XXXXXX)"
 trap 'rm -f "$perftest_file"' EXIT
 

@@ -6,7 +6,7 @@
 # (20 to 20000), with a tenth as warm-up.
 # Usage: bench/perftest.sh SIZE...
 set -uo pipefail
-export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (TOOLCHAIN.md §4)
+export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (docs/toolchain.md §4)
 if ! command -v ucx_perftest >/dev/null 2>&1; then
   echo "perftest.sh: ucx_perftest not found (Debian package ucx-utils); its column is skipped" >&2
   exit 0

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // GPU counts and global batches of Alpa's weak-scaling suites (ALPA.md §4.2).
+  // GPU counts and global batches of Alpa's weak-scaling suites (docs/algorithms.md §4.2).
   const std::vector<Case> cases = {
       {"gpt-1.3b", 4, 1024, 1},    {"gpt-2.6b", 8, 1024, 1},      {"gpt-6.7b", 16, 1024, 1},
       {"gpt-15b", 32, 1024, 1},    {"gpt-39b", 64, 1024, 1},      {"moe-1.3b", 4, 1024, 2},

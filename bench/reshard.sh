@@ -11,7 +11,7 @@ if [[ ! -x "$binary" ]]; then
   echo "reshard.sh: $binary is not an executable; build the bench_reshard target first" >&2
   exit 1
 fi
-export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (TOOLCHAIN.md §4)
+export UCX_NET_DEVICES="${UCX_NET_DEVICES:-lo}"  # loopback only (docs/toolchain.md §4)
 perftest_file="$(mktemp /tmp/reshard_perftest_XXXXXX)"
 trap 'rm -f "$perftest_file"' EXIT
 mapfile -t sizes < <("$binary" --piece-sizes "$@")

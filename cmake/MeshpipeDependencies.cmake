@@ -1,4 +1,4 @@
-# Finds every third-party dependency once, for all modules (TOOLCHAIN.md §2, §13).
+# Finds every third-party dependency once, for all modules (docs/toolchain.md §2, §13).
 find_package(Threads REQUIRED)
 find_package(fmt 9 CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)
@@ -16,7 +16,7 @@ find_path(OPENBLAS_CBLAS_INCLUDE_DIR cblas.h
 
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 
-# GLPK: no CMake config or pkg-config file (TOOLCHAIN.md §5).
+# GLPK: no CMake config or pkg-config file (docs/toolchain.md §5).
 find_path(GLPK_INCLUDE_DIR glpk.h REQUIRED)
 find_library(GLPK_LIBRARY glpk REQUIRED)
 if(NOT TARGET GLPK::glpk)
@@ -31,7 +31,7 @@ if(EXISTS /usr/bin/python3 AND NOT Python3_EXECUTABLE)
 endif()
 find_package(Python3 COMPONENTS Interpreter)
 
-# CUDA is optional: AUTO builds it when nvcc exists, OFF skips it (STYLE.md rule 10).
+# CUDA is optional: AUTO builds it when nvcc exists, OFF skips it (docs/style.md rule 10).
 set(MP_ENABLE_CUDA AUTO CACHE STRING "CUDA kernels: AUTO, ON or OFF")
 if(DEFINED MESHPIPE_CUDA AND NOT MESHPIPE_CUDA)
   set(MP_ENABLE_CUDA OFF CACHE STRING "CUDA kernels: AUTO, ON or OFF" FORCE)
@@ -58,7 +58,7 @@ endif()
 message(STATUS "meshpipe: CUDA ${MP_HAVE_CUDA}")
 
 # Gloo (CPU collectives) and UCX (point-to-point transport) are optional, AUTO by default
-# (STYLE.md rule 10; TOOLCHAIN.md §4, §10). Only src/comm links them.
+# (docs/style.md rule 10; docs/toolchain.md §4, §10). Only src/comm links them.
 set(MP_ENABLE_GLOO AUTO CACHE STRING "Gloo collectives: AUTO, ON or OFF")
 set(MP_HAVE_GLOO OFF)
 if(NOT MP_ENABLE_GLOO STREQUAL "OFF")
@@ -92,7 +92,7 @@ endif()
 message(STATUS "meshpipe: UCX ${MP_HAVE_UCX}")
 
 # CAF 0.17 (actors/ only). Debian's libcaf-dev ships no CMake config: build the imported target
-# here (TOOLCHAIN.md §3).
+# here (docs/toolchain.md §3).
 if(NOT TARGET CAF::core)
   find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
   find_library(CAF_CORE_LIBRARY caf_core REQUIRED)

@@ -2,7 +2,7 @@
 #
 # Creates the library meshpipe_<mod> (alias meshpipe::<mod>) from src/<mod>/*.cc (and
 # src/<mod>/*/*.cc), and, when tests/<mod>/ exists, the Catch2 executable <mod>_tests from
-# tests/<mod>/*_test.cc, registered with catch_discover_tests (STYLE.md rule 9).
+# tests/<mod>/*_test.cc, registered with catch_discover_tests (docs/style.md rule 9).
 
 set(MP_WARNINGS -Wall -Wextra -Werror)
 

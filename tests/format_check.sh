@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a C++ file under src/, apps/, tests/, bench/ or examples/ differs from
-# .clang-format (STYLE.md rule 11). Usage: format_check.sh SOURCE_DIR
+# .clang-format (docs/style.md rule 11). Usage: format_check.sh SOURCE_DIR
 set -euo pipefail
 cd "$1"
 if ! command -v clang-format >/dev/null 2>&1; then

@@ -1,4 +1,5 @@
-// Strong integer ids, so a value id is never passed where an op id is expected (docs/style.md rule 14).
+// Strong integer ids, so a value id is never passed where an op id is expected (docs/style.md rule
+// 14).
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,10 @@
-// Cross-mesh resharding tasks (docs/algorithms.md §3.5): a tensor laid out by one spec on a source mesh is
-// needed in another spec on a destination mesh (the next pipeline stage). For every destination
-// tile, the source tiles that intersect it are found; each intersecting piece is sent by one of
-// the source devices holding it, chosen to balance the bytes each sender sends. With the local
-// all-gather optimisation, a destination spec that replicates over a mesh axis is first received
-// split over that axis, so each byte crosses the slow link once, and an all-gather inside the
-// destination mesh (fast links) completes it.
+// Cross-mesh resharding tasks (docs/algorithms.md §3.5): a tensor laid out by one spec on a source
+// mesh is needed in another spec on a destination mesh (the next pipeline stage). For every
+// destination tile, the source tiles that intersect it are found; each intersecting piece is sent
+// by one of the source devices holding it, chosen to balance the bytes each sender sends. With the
+// local all-gather optimisation, a destination spec that replicates over a mesh axis is first
+// received split over that axis, so each byte crosses the slow link once, and an all-gather inside
+// the destination mesh (fast links) completes it.
 //
 //   source (2, 1) "S0,R"          destination (1, 2) "R,R"   received as "R,S1", then all-gather
 //     dev 0: rows 0-1  ---------> dev 0: columns 0-1 of rows 0-3 (two pieces: from dev 0 and 1)

@@ -1,6 +1,6 @@
 // CostModel: how long collectives, resharding and computation take on a logical mesh. The
-// analytic model uses alpha-beta per mesh axis (docs/algorithms.md §1.4) and a roofline for compute; a
-// profile database of measured GEMM and collective times overrides it by interpolation.
+// analytic model uses alpha-beta per mesh axis (docs/algorithms.md §1.4) and a roofline for
+// compute; a profile database of measured GEMM and collective times overrides it by interpolation.
 #pragma once
 
 #include <map>
@@ -19,7 +19,8 @@ namespace meshpipe::planner {
 /// Work of one op on one device (shard/op_layout.h: what a layout implies).
 using ComputeWork = shard::OpWork;
 
-/// Injected into the planner (docs/style.md rule 3): every time the planner estimates comes from here.
+/// Injected into the planner (docs/style.md rule 3): every time the planner estimates comes from
+/// here.
 class CostModel {
  public:
   virtual ~CostModel() = default;

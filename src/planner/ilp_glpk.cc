@@ -358,8 +358,8 @@ std::string list_rows(const std::vector<std::string>& rows) {
   return out;
 }
 
-/// docs/style.md rule 19: finds which constraint group makes a GLPK-infeasible problem infeasible by
-/// re-solving without (c), then without (h).
+/// docs/style.md rule 19: finds which constraint group makes a GLPK-infeasible problem infeasible
+/// by re-solving without (c), then without (h).
 Status diagnose_infeasible(const IlpProblem& problem, const AllowedMask& allowed,
                            const SolveOptions& options) {
   MP_RETURN_IF_ERROR(internal::propagate_forbidden_pairs(problem, allowed));

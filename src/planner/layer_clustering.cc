@@ -1,5 +1,6 @@
-// Operator clustering (docs/algorithms.md §2.1): a DP over the forward ops that cuts them into L layers of
-// bounded FLOPs, minimising the data that enters the worst layer; other ops follow Op::forward.
+// Operator clustering (docs/algorithms.md §2.1): a DP over the forward ops that cuts them into L
+// layers of bounded FLOPs, minimising the data that enters the worst layer; other ops follow
+// Op::forward.
 #include "planner/layer_clustering.h"
 
 #include <fmt/format.h>

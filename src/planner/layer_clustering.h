@@ -1,6 +1,6 @@
-// Operator clustering (docs/algorithms.md §2.1): group the forward ops of a training graph into L layers
-// of balanced FLOPs, cutting where little data crosses, and re-tag every op (backward and update
-// ops follow their forward op through Op::forward).
+// Operator clustering (docs/algorithms.md §2.1): group the forward ops of a training graph into L
+// layers of balanced FLOPs, cutting where little data crosses, and re-tag every op (backward and
+// update ops follow their forward op through Op::forward).
 #pragma once
 
 #include <cstdint>

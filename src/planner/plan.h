@@ -18,8 +18,8 @@
 
 namespace meshpipe::planner {
 
-/// The pipeline schedule of a step (docs/algorithms.md §3.2): both take the same time; 1F1B keeps at most
-/// (stages - s) micro-batches of activations in flight on stage s, GPipe all of them.
+/// The pipeline schedule of a step (docs/algorithms.md §3.2): both take the same time; 1F1B keeps
+/// at most (stages - s) micro-batches of activations in flight on stage s, GPipe all of them.
 enum class Schedule : uint8_t {
   k1F1B,   ///< "1f1b": warm-up forwards, then one forward and one backward alternately
   kGPipe,  ///< "gpipe": every forward, then every backward

@@ -1,9 +1,10 @@
 // The intra-operator pass: for one stage of a training graph (a layer range, forward + backward +
-// update ops) on one 2-D logical mesh, choose the sharding of every op by an ILP (docs/algorithms.md §1).
+// update ops) on one 2-D logical mesh, choose the sharding of every op by an ILP
+// (docs/algorithms.md §1).
 //
 // Pipeline: iteration spaces -> strategies per op -> groups (followers share their operand's
-// decision, docs/algorithms.md §1.5) -> IlpProblem (nodes = groups, edges = resharding between groups,
-// memory rows at dot/conv liveness points) -> solve_ilp -> decode to a ShardingPlan.
+// decision, docs/algorithms.md §1.5) -> IlpProblem (nodes = groups, edges = resharding between
+// groups, memory rows at dot/conv liveness points) -> solve_ilp -> decode to a ShardingPlan.
 #pragma once
 
 #include <map>

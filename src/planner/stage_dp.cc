@@ -1,6 +1,6 @@
-// The inter-operator stage DP (docs/algorithms.md §2.4-2.5): Alpa's t_max-enumerating DP over (stages,
-// first layer, devices), and the exhaustive enumeration the tests hold it to. Both return the
-// same split: one total order breaks ties (see `precedes`).
+// The inter-operator stage DP (docs/algorithms.md §2.4-2.5): Alpa's t_max-enumerating DP over
+// (stages, first layer, devices), and the exhaustive enumeration the tests hold it to. Both return
+// the same split: one total order breaks ties (see `precedes`).
 #include "planner/stage_dp.h"
 
 #include <fmt/format.h>

@@ -1,5 +1,5 @@
-// The inter-operator stage DP (docs/algorithms.md §2.4): split L layers into pipeline stages, each on a
-// submesh with a logical-mesh configuration, minimising the 1F1B/GPipe iteration time
+// The inter-operator stage DP (docs/algorithms.md §2.4): split L layers into pipeline stages, each
+// on a submesh with a logical-mesh configuration, minimising the 1F1B/GPipe iteration time
 //   T = sum_i t_i + (B - 1) max_j t_j
 // with every device used exactly once and the 1F1B memory rule (a stage followed by s - 1 more
 // stages holds s micro-batches of activations). Pure arithmetic on cost tables.

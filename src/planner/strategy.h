@@ -2,7 +2,8 @@
 // iteration dims (iteration_space.h); from that follow the specs it needs for its inputs, the
 // specs of its outputs, its per-device compute, the collectives that resolve partial sums, and
 // its memory. Enumeration lists every valid assignment; following derives one strategy from an
-// operand's spec (docs/algorithms.md §1.5). The geometry is shard::shard_op's; this file adds the prices.
+// operand's spec (docs/algorithms.md §1.5). The geometry is shard::shard_op's; this file adds the
+// prices.
 #pragma once
 
 #include <string>

@@ -419,6 +419,10 @@ Expected<RunStepResult> InProcessRun::step(
 Expected<std::vector<std::vector<HostTensor>>> split_micro_batches(
     const graph::Graph& g, const std::vector<std::pair<ValueId, HostTensor>>& batch,
     const std::vector<std::string>& names, int64_t micro_batches) {
+  if (micro_batches < 1) {
+    return make_error(Errc::kInvalidArgument, "{} micro-batches: at least one is needed",
+                      micro_batches);
+  }
   std::vector<std::vector<HostTensor>> out(static_cast<size_t>(micro_batches));
   const kernels::KernelContext ctx;
   for (const std::string& name : names) {

@@ -323,7 +323,13 @@ struct DeviceInterpreter::Impl {
         const HostTensor& t =
             inputs[static_cast<size_t>(ins.micro_batch)][static_cast<size_t>(ins.input)];
         const Shape& want = program->input_shapes[static_cast<size_t>(ins.input)];
-        if (t.shape() != want || t.dtype() != program->input_dtypes[size_t(ins.input)]) {
+        const DType want_dtype = program->input_dtypes[static_cast<size_t>(ins.input)];
+        if (t.dtype() != want_dtype) {
+          return make_error(Errc::kInvalidArgument, "data input '{}' is {}, the program expects {}",
+                            program->inputs[static_cast<size_t>(ins.input)], dtype_name(t.dtype()),
+                            dtype_name(want_dtype));
+        }
+        if (t.shape() != want) {
           return make_error(Errc::kInvalidArgument,
                             "data input '{}' has shape {}, the program expects {}",
                             program->inputs[static_cast<size_t>(ins.input)], t.shape().to_string(),

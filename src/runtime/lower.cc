@@ -753,6 +753,9 @@ class Lowering {
   // After the last micro-batch: resolve each accumulated gradient into the spec its update
   // reads (or the spec it is sent in), average it, and send it when the update is elsewhere.
   Status grad_sync(StageState& st) {
+    // First every gradient's synchronisation (consecutive all-reduces, which fuse_all_reduces
+    // packs into one collective), then each average and send.
+    std::vector<std::pair<int32_t, const Crossing*>> synced;  // (buffer, transfer out or null)
     for (auto& [vid, e] : st.acc) {
       const ValueId v(vid);
       const size_t u = static_cast<size_t>(grad_update_.at(vid));
@@ -763,6 +766,12 @@ class Lowering {
       const ShardingSpec target = out != nullptr ? out->send_spec : strategy_[u].inputs[1];
       st.avail[{vid, kStepScope}] = {e};
       MP_ASSIGN_OR_RETURN(int32_t r, fetch(st, v, kStepScope, target, Phase::kGradSync, -1));
+      st.avail[{vid, kStepScope}] = {Entry{target, r}};
+      synced.emplace_back(r, out);
+    }
+    size_t k = 0;
+    for (auto& [vid, e] : st.acc) {
+      const auto [r, out] = synced[k++];
       if (M_ > 1) {
         Instruction scale;
         scale.code = Opcode::kScale;
@@ -770,10 +779,9 @@ class Lowering {
         scale.in = {r};
         scale.out = {r};
         scale.factor = 1.0f / static_cast<float>(M_);
-        scale.what = "average " + g_.value(v).name;
+        scale.what = "average " + g_.value(ValueId(vid)).name;
         emit_all(st, scale);
       }
-      st.avail[{vid, kStepScope}] = {Entry{target, r}};
       if (out != nullptr) {
         MP_RETURN_IF_ERROR(emit_sends(st, *out, kStepScope, Phase::kGradSync, -1));
       }

@@ -186,6 +186,14 @@ Status validate_program(const Program& program) {
 
 namespace {
 
+// A sharding spec as integers: per dim its sharding, then the partial-sum mask.
+std::vector<int64_t> spec_code(const mesh::ShardingSpec& spec) {
+  std::vector<int64_t> code;
+  for (mesh::DimSharding d : spec.dims) code.push_back(static_cast<int64_t>(d));
+  code.push_back(static_cast<int64_t>(spec.partial));
+  return code;
+}
+
 // FNV-1a (core/rng.h) over integers, each as 8 bytes, in a fixed order.
 struct Fnv {
   uint64_t h = kFnvOffset;
@@ -210,6 +218,8 @@ uint64_t program_fingerprint(const Program& program) {
   for (const DeviceProgram& dp : program.devices) {
     f.add(dp.device);
     f.add(dp.stage);
+    f.add(dp.coord[0]);
+    f.add(dp.coord[1]);
     f.add(static_cast<int64_t>(dp.buffers.size()));
     for (const BufferDesc& b : dp.buffers) {
       f.add(b.shape.dims());
@@ -228,6 +238,8 @@ uint64_t program_fingerprint(const Program& program) {
       f.add(ins.collective.axis);
       f.add(ins.collective.dim);
       f.add(ins.collective.split_dim);
+      f.add(spec_code(ins.spec));
+      f.add(spec_code(ins.collective.after));
       f.add(ins.shape.dims());
       f.add(ins.peer);
       f.add(static_cast<int64_t>(ins.tag));

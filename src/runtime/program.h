@@ -34,8 +34,8 @@ struct BufferDesc {
   int64_t bytes() const { return shape.numel() * dtype_size(dtype); }
 };
 
-/// Instruction opcodes (docs/algorithms.md §3.3: RUN, SEND, RECV, FREE, plus what gradient accumulation
-/// and tile movement need).
+/// Instruction opcodes (docs/algorithms.md §3.3: RUN, SEND, RECV, FREE, plus what gradient
+/// accumulation and tile movement need).
 enum class Opcode : uint8_t {
   kRun,         ///< local op `op`: inputs `in`, outputs `out`
   kCollective,  ///< `collective` along mesh `axis` on buffer in[0] -> out[0] (may be the same)
@@ -127,10 +127,11 @@ struct Program {
 Status validate_program(const Program& program);
 
 /// A 64-bit fingerprint (FNV-1a) of everything that decides what the devices do and exchange:
-/// per device its buffers (shape, dtype, kind), instructions (opcode, phase, micro-batch,
-/// buffers, op, collective kind/axis/dims, peer, tag, offsets, extents, factor) and persistent
-/// tiles. The processes of one job each lower the plan themselves; equal fingerprints show they
-/// built the same program (a different meshpipe build could pair sends and receives wrongly).
+/// per device its mesh position, buffers (shape, dtype, kind), instructions (opcode, phase,
+/// micro-batch, buffers, op, collective kind/axis/dims and its specs before and after, peer,
+/// tag, offsets, extents, factor) and persistent tiles. The processes of one job each lower the
+/// plan themselves; equal fingerprints show they built the same program (a different meshpipe build
+/// could pair sends and receives wrongly).
 uint64_t program_fingerprint(const Program& program);
 
 /// Merges each run of consecutive kCollective fp32 all-reduces along the same mesh axis (of

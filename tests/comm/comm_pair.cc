@@ -1,4 +1,4 @@
-// comm_pair: the two-process checks ctest runs (STYLE.md rule 22). It forks into two processes
+// comm_pair: the two-process checks ctest runs (docs/style.md rule 22). It forks into two processes
 // before any thread exists. `comm_pair ucx`: the endpoints exchange worker addresses through
 // pipes and bounce patterned buffers over UCX. `comm_pair gloo`: both ranks join a Gloo group
 // through a file-backed RendezvousStore and run collectives. Exits 0 only if both processes

@@ -19,7 +19,7 @@ namespace meshpipe::comm::testing {
 
 using std::chrono::milliseconds;
 
-/// UCX tests run on the loopback device only (TOOLCHAIN.md §4); an explicit setting wins.
+/// UCX tests run on the loopback device only (docs/toolchain.md §4); an explicit setting wins.
 inline void use_loopback_for_ucx() { setenv("UCX_NET_DEVICES", "lo", /*overwrite=*/0); }
 
 /// Runs `fn(rank)` on `n` threads and returns each rank's Status, in rank order.

@@ -74,10 +74,10 @@ TEST_CASE(
 
 TEST_CASE("GPT on p3.16xlarge: tensor parallel inside a host, pipeline across hosts",
           "[planner][plan]") {
-  // The structure Alpa reports for GPT (ALPA.md §4.2). Hidden 4096 and one 1024-token sequence
-  // per micro-batch, 4 micro-batches a step: the weights' gradients (200M parameters a block) are
-  // too big to all-reduce for every step, so the weights are split inside a host over NVLink,
-  // and only activations cross the 25 Gbps network between pipeline stages.
+  // The structure Alpa reports for GPT (docs/algorithms.md §4.2). Hidden 4096 and one 1024-token
+  // sequence per micro-batch, 4 micro-batches a step: the weights' gradients (200M parameters a
+  // block) are too big to all-reduce for every step, so the weights are split inside a host over
+  // NVLink, and only activations cross the 25 Gbps network between pipeline stages.
   const graph::Graph g = train(graph::models::build_gpt(
       graph::models::GptConfig{1024, 4096, 8, 32, 8192, 4}, /*batch=*/1, DType::kF16));
   const mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:2");

@@ -689,9 +689,9 @@ TEST_CASE("a step error names device, instruction and cause", "[runtime][interpr
   }
 }
 
-TEST_CASE("a data input of another dtype is named as such", "[runtime][interpreter][.bug]") {
-  // kLoadInput refuses an input whose shape or dtype differs, but the message speaks of shapes
-  // only: "data input 'x' has shape [4, 6], the program expects [4, 6]".
+TEST_CASE("a data input of another dtype is named as such", "[runtime][interpreter]") {
+  // kLoadInput refuses an input whose shape or dtype differs (the message once spoke of shapes
+  // only: "data input 'x' has shape [4, 6], the program expects [4, 6]").
   Program p = pipeline(1);
   p.inputs = {"x"};
   p.input_shapes = {Shape{4, 6}};

@@ -435,10 +435,11 @@ TEST_CASE("program_fingerprint is equal for equal programs and changes with each
 TEST_CASE(
     "program_fingerprint changes with a collective's specs and a device's mesh position, which "
     "decide the data it exchanges",
-    "[runtime][program][.bug]") {
+    "[runtime][program]") {
   // The interpreter places the tiles of a collective by ins.spec, ins.collective.after and the
   // device's coord (the tile ranges it packs and unpacks), so these decide what a device
-  // exchanges; program_fingerprint hashes none of them. Here: one all-gather whose kind, axis,
+  // exchanges; program_fingerprint hashes them (it once hashed none). Here: one all-gather whose
+  // kind, axis,
   // dim and buffer shapes are equal, with "S01,R" or "S10,R" before it (the two axes' chunk
   // order differs), or "S0,R" or "S1,R" after it; and device 1 at another mesh position.
   const auto with_specs = [](const char* before, const char* after) {

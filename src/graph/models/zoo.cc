@@ -1,4 +1,5 @@
-// Zoo entries. Sizes are Alpa's benchmark suites (benchmark/alpa/suite_*.py; docs/algorithms.md §4.2).
+// Zoo entries. Sizes are Alpa's benchmark suites (benchmark/alpa/suite_*.py; docs/algorithms.md
+// §4.2).
 #include "graph/models/zoo.h"
 
 #include <fmt/format.h>
