@@ -276,11 +276,14 @@ std::string explain_infeasible(const StageDpInput& in,
         "to {} devices, never {}",
         head, fmt::join(in.submesh_devices, ", "), list_totals(free_totals), D);
   }
+  const std::string within =
+      memory_totals.empty()
+          ? std::string("no split fits in memory at all")
+          : fmt::format("within memory, splits use {} devices", list_totals(memory_totals));
   return fmt::format(
       "{}: splits using all {} devices exist, but each breaks the 1F1B memory rule (a stage "
-      "followed by s - 1 stages needs max_succ_stages >= s - 1); within memory, splits use {} "
-      "devices",
-      head, D, list_totals(memory_totals));
+      "followed by s - 1 stages needs max_succ_stages >= s - 1); {}",
+      head, D, within);
 }
 
 }  // namespace

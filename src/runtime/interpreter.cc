@@ -157,9 +157,17 @@ struct DeviceInterpreter::Impl {
     const int a = step.axis;
     MP_ASSIGN_OR_RETURN(kernels::TensorView in, readable(ins.in[0]));
     kernels::TensorView out = writable(ins.out[0]);
+    const int64_t n = mesh().size(a);
+    if (step.kind == mesh::CollectiveKind::kAllReduce && n > 1) {  // no tile geometry needed
+      comm::Communicator* c = group(a);
+      if (c == nullptr || c->size() != n) {
+        return make_error(Errc::kInternal, "no communicator of size {} for mesh axis {}", n, a);
+      }
+      if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
+      return c->all_reduce(out.f32(), out.numel());
+    }
     const Ranges before = ranges(ins, ins.spec, -1, 0);
     const Ranges after = ranges(ins, step.after, -1, 0);
-    const int64_t n = mesh().size(a);
     if (step.kind == mesh::CollectiveKind::kSlice || n == 1) {
       kernels::copy_box(ctx, in, offset_in(after, before), out,
                         std::vector<int64_t>(after.size(), 0), extent_of(after));

@@ -312,6 +312,11 @@ class Lowering {
   static void emit_all(StageState& st, const Instruction& ins) {
     for (auto& code : st.code) code.push_back(ins);
   }
+  // The last device takes the instruction itself, the others a copy.
+  static void emit_all(StageState& st, Instruction&& ins) {
+    for (size_t k = 0; k + 1 < st.code.size(); ++k) st.code[k].push_back(ins);
+    st.code.back().push_back(std::move(ins));
+  }
 
   static std::string mb_suffix(int32_t mb) { return mb >= 0 ? fmt::format(" #{}", mb) : ""; }
 
@@ -368,7 +373,7 @@ class Lowering {
       ins.spec = spec;
       ins.shape = val.shape;
       ins.what = fmt::format("{}: {}", what, mesh::collective_name(step.kind));
-      emit_all(st, ins);
+      emit_all(st, std::move(ins));
       cur = next;
       spec = step.after;
     }
@@ -567,7 +572,7 @@ class Lowering {
           copy.dst_offset = copy.src_offset;
           copy.extent = t.dims();
           copy.what = "store " + g_.value(alias->second).name;
-          emit_all(st, copy);
+          emit_all(st, std::move(copy));
         }
       }
       if (phase == Phase::kUpdate) {
@@ -593,7 +598,7 @@ class Lowering {
           report.micro_batch = mb;
           report.in = {lb};
           report.what = "loss" + mb_suffix(mb);
-          emit_all(st, report);
+          emit_all(st, std::move(report));
           loss_device_ = st.plan->devices[0];
         }
       }
@@ -605,16 +610,29 @@ class Lowering {
   static void emit_run(StageState& st, const std::vector<LocalOp>& per_device,
                        const std::vector<int32_t>& in, const std::vector<int32_t>& out, Phase phase,
                        int32_t mb, const std::string& what) {
+    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(per_device[k]);
+    emit_run_instruction(st, in, out, phase, mb, what);
+  }
+  // The same for parts made for this one instruction (moved, not copied).
+  static void emit_run(StageState& st, std::vector<LocalOp>&& per_device,
+                       const std::vector<int32_t>& in, const std::vector<int32_t>& out, Phase phase,
+                       int32_t mb, const std::string& what) {
+    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(std::move(per_device[k]));
+    emit_run_instruction(st, in, out, phase, mb, what);
+  }
+  // The RUN of the op part each device added last.
+  static void emit_run_instruction(StageState& st, const std::vector<int32_t>& in,
+                                   const std::vector<int32_t>& out, Phase phase, int32_t mb,
+                                   const std::string& what) {
     Instruction run;
     run.code = Opcode::kRun;
     run.phase = phase;
     run.micro_batch = mb;
     run.in = in;
     run.out = out;
-    run.op = static_cast<int32_t>(st.ops[0].size());
+    run.op = static_cast<int32_t>(st.ops[0].size()) - 1;
     run.what = what;
-    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(per_device[k]);
-    emit_all(st, run);
+    emit_all(st, std::move(run));
   }
 
   // All-reduces the per-channel buffer `b` (spec `spec` on the stage's mesh, tensor `shape`)
@@ -643,7 +661,7 @@ class Lowering {
       ins.collective.cost =
           mesh::collective_cost(mesh::CollectiveKind::kAllReduce, ins.collective.bytes, m, a);
       ins.what = fmt::format("{}: all-reduce", what);
-      emit_all(st, ins);
+      emit_all(st, std::move(ins));
     }
   }
 
@@ -662,14 +680,16 @@ class Lowering {
                            bool first) {
       std::vector<LocalOp> per_device;
       for (const LocalOp& l : local_[id]) {
-        LocalOp p = l;
+        LocalOp p;
         p.op.kind = kind;
+        p.op.name = l.op.name;
+        p.op.attrs.eps = l.op.attrs.eps;
         p.op.attrs.count = l.sync_count;
+        p.op.layer = l.op.layer;
+        p.op.phase = l.op.phase;
         p.inputs = ins;
         p.outputs = outs;
-        p.sync_axes = 0;
-        p.workspace_bytes = 0;
-        if (!first) p.work = shard::OpWork{};
+        if (first) p.work = l.work;
         per_device.push_back(std::move(p));
       }
       return per_device;
@@ -746,7 +766,7 @@ class Lowering {
     ins.out = {it->second.buffer};
     ins.first = first;
     ins.what = "accumulate " + val.name + mb_suffix(mb);
-    emit_all(st, ins);
+    emit_all(st, std::move(ins));
     return Status::ok();
   }
 
@@ -780,7 +800,7 @@ class Lowering {
         scale.out = {r};
         scale.factor = 1.0f / static_cast<float>(M_);
         scale.what = "average " + g_.value(ValueId(vid)).name;
-        emit_all(st, scale);
+        emit_all(st, std::move(scale));
       }
       if (out != nullptr) {
         MP_RETURN_IF_ERROR(emit_sends(st, *out, kStepScope, Phase::kGradSync, -1));
