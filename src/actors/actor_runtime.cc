@@ -74,7 +74,7 @@ struct ActorRuntime::Impl {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   planner_actor planner;
-  caf::actor node;
+  node_actor node;
   std::shared_ptr<NodeState> node_state;
   std::atomic<int64_t> started{0};
 
@@ -91,7 +91,7 @@ struct ActorRuntime::Impl {
     if (!node) return;
     node_state->end_job();
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
-    node = caf::actor();
+    node = node_actor();
   }
 
   ~Impl() {
@@ -149,8 +149,9 @@ Expected<std::unique_ptr<ActorRunner>> ActorRuntime::start(const train::JobSpec&
   st->step_timeout = m.options.step_timeout;
   st->started = &m.started;
   m.node_state = st;
-  m.node = m.sys->spawn(
-      [st](caf::event_based_actor* self) -> caf::behavior { return node_job_behavior(self, st); });
+  m.node = m.sys->spawn([st](node_actor::pointer self) -> node_actor::behavior_type {
+    return node_behavior(self, st, [self](const std::string&) { self->quit(); });
+  });
   ++m.started;
   JobMessage msg;
   msg.spec = job;
@@ -159,7 +160,7 @@ Expected<std::unique_ptr<ActorRunner>> ActorRuntime::start(const train::JobSpec&
   msg.load_dir = options.load_dir;
   // Building the devices of a large plan takes a while: as long as a step may.
   MP_ASSIGN_OR_RETURN(std::string reply,
-                      ask_text(*m.sys, m.node, m.options.step_timeout,
+                      ask_text(*m.sys, caf::actor_cast<caf::actor>(m.node), m.options.step_timeout,
                                caf::make_message(job_atom::value, job_message_to_json(msg))));
   MP_ASSIGN_OR_RETURN(const Json j, parse_json(reply, "the job info"));
   MP_ASSIGN_OR_RETURN(JobInfo info, job_info_from_json(j, ""));
@@ -171,7 +172,8 @@ Expected<train::StepOutcome> ActorRunner::run_step(int64_t step) {
   ActorRuntime::Impl& m = *rt_.impl_;
   if (!m.node) return make_error(Errc::kInvalidArgument, "no job was started");
   // The node times out a stage actor after the step timeout; the margin only covers the rest.
-  auto reply = ask_text(*m.sys, m.node, m.options.step_timeout + std::chrono::seconds(5),
+  auto reply = ask_text(*m.sys, caf::actor_cast<caf::actor>(m.node),
+                        m.options.step_timeout + std::chrono::seconds(5),
                         caf::make_message(step_atom::value, step));
   if (!reply.has_value()) {
     m.node_state->abort(reply.status().message());
@@ -185,9 +187,10 @@ Status ActorRunner::save_checkpoint(const std::string& dir, const runtime::Check
   if (!m.node) return make_error(Errc::kInvalidArgument, "no job was started");
   return runtime::save_checkpoint_with(
       dir, info, [&](const std::string& partial) -> Expected<std::vector<runtime::SavedTile>> {
-        MP_ASSIGN_OR_RETURN(std::string text,
-                            ask_text(*m.sys, m.node, m.options.step_timeout,
-                                     caf::make_message(save_atom::value, partial)));
+        MP_ASSIGN_OR_RETURN(
+            std::string text,
+            ask_text(*m.sys, caf::actor_cast<caf::actor>(m.node), m.options.step_timeout,
+                     caf::make_message(save_atom::value, partial)));
         return runtime::saved_tiles_from_json(text);
       });
 }

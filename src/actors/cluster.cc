@@ -50,19 +50,19 @@ struct CoordinatorState {
   int32_t expected = 1;
   std::chrono::milliseconds step_timeout{60000};
   std::vector<NodeReport> nodes;
-  std::vector<caf::actor> handles;
-  std::vector<caf::actor> heartbeats;
+  std::vector<node_actor> handles;
+  std::vector<heartbeat_actor> heartbeats;
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds liveness{5000};
-  std::vector<caf::response_promise> waiting_for_nodes;
+  std::vector<caf::typed_response_promise<std::string>> waiting_for_nodes;
   std::map<std::string, std::string> store;
-  std::map<std::string, std::vector<caf::response_promise>> waiting_gets;
+  std::map<std::string, std::vector<caf::typed_response_promise<std::string>>> waiting_gets;
   Json addresses = Json::object();
   int32_t published = 0;
-  std::vector<caf::response_promise> waiting_addresses;
-  std::optional<caf::response_promise> driver;  // the job or step in flight
-  std::string doing;                            // what it is, for errors
-  std::string failed;                           // why the job stopped
+  std::vector<caf::typed_response_promise<std::string>> waiting_addresses;
+  std::optional<caf::typed_response_promise<std::string>> driver;  // the job or step in flight
+  std::string doing;                                               // what it is, for errors
+  std::string failed;                                              // why the job stopped
 };
 
 std::string nodes_json(const CoordinatorState& st) {
@@ -81,21 +81,22 @@ std::string nodes_json(const CoordinatorState& st) {
 // which answers even while the node is inside a step), so the nodes that survive a failure stop
 // waiting for the one that failed instead of waiting out their transfer timeouts.
 void abort_nodes(const CoordinatorState& st, const std::string& why) {
-  for (const caf::actor& h : st.heartbeats) caf::anon_send(h, abort_atom::value, why);
+  for (const heartbeat_actor& h : st.heartbeats) caf::anon_send(h, abort_atom::value, why);
 }
 
-// Sends `msg` to every node and answers the driver once all replied: with the merged replies,
+// Sends `xs...` to every node and answers the driver once all replied: with the merged replies,
 // or the first error naming the node.
-void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
-             caf::response_promise rp, const caf::message& msg, std::chrono::milliseconds timeout,
-             std::string doing) {
+template <class... Ts>
+void fan_out(coordinator_actor::pointer self, std::shared_ptr<CoordinatorState> st,
+             caf::typed_response_promise<std::string> rp, std::chrono::milliseconds timeout,
+             std::string doing, Ts... xs) {
   st->driver = rp;
   st->doing = doing;
   auto replies = std::make_shared<std::vector<std::string>>(st->handles.size());
   auto pending = std::make_shared<size_t>(st->handles.size());
   for (size_t k = 0; k < st->handles.size(); ++k) {
     const NodeReport node = st->nodes[k];
-    self->request(st->handles[k], timeout, msg)
+    self->request(st->handles[k], timeout, xs...)
         .then(
             [=](const std::string& reply) {
               (*replies)[k] = reply;
@@ -134,8 +135,8 @@ void fan_out(caf::event_based_actor* self, std::shared_ptr<CoordinatorState> st,
   }
 }
 
-caf::behavior coordinator_actor(caf::event_based_actor* self,
-                                std::shared_ptr<CoordinatorState> st) {
+coordinator_actor::behavior_type coordinator(coordinator_actor::pointer self,
+                                             std::shared_ptr<CoordinatorState> st) {
   self->set_down_handler([self, st](caf::down_msg& dm) {
     for (size_t k = 0; k < st->handles.size(); ++k) {
       if (st->handles[k].address() != dm.source) continue;
@@ -173,7 +174,7 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         if (st->failed.empty()) self->delayed_send(self, st->heartbeat, tick_atom::value);
       },
       [self, st](register_atom, const std::string& protocol, const std::string& info,
-                 const caf::actor& heartbeat) -> caf::result<int32_t, int32_t> {
+                 const heartbeat_actor& heartbeat) -> caf::result<int32_t, int32_t> {
         if (protocol != kClusterProtocol) {
           return to_caf(make_error(Errc::kInvalidArgument,
                                    "the coordinator speaks {}, this node {}: run the same "
@@ -188,7 +189,7 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         if (!report.has_value()) return to_caf(report.status());
         NodeReport n = std::move(*report);
         n.id = static_cast<int32_t>(st->nodes.size());
-        auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+        auto handle = caf::actor_cast<node_actor>(self->current_sender());
         self->monitor(handle);
         st->nodes.push_back(n);
         st->handles.push_back(handle);
@@ -200,35 +201,46 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         }
         return {n.id, st->expected};
       },
-      [self, st](nodes_atom) -> caf::result<std::string> {
-        if (static_cast<int32_t>(st->nodes.size()) == st->expected) return nodes_json(*st);
-        auto rp = self->make_response_promise();
-        st->waiting_for_nodes.push_back(rp);
-        return caf::delegated<std::string>();
+      [self, st](nodes_atom) {
+        auto rp = self->make_response_promise<std::string>();
+        if (static_cast<int32_t>(st->nodes.size()) == st->expected) {
+          rp.deliver(nodes_json(*st));
+        } else {
+          st->waiting_for_nodes.push_back(rp);
+        }
+        return rp;
       },
-      [self, st](job_atom, const std::string& job) -> caf::result<std::string> {
-        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
-        auto rp = self->make_response_promise();
-        fan_out(self, st, rp, caf::make_message(job_atom::value, job), st->step_timeout * 5,
-                "job start");
-        return caf::delegated<std::string>();
+      [self, st](job_atom, const std::string& job) {
+        auto rp = self->make_response_promise<std::string>();
+        if (!st->failed.empty()) {
+          rp.deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
+        } else {
+          fan_out(self, st, rp, st->step_timeout * 5, "job start", job_atom::value, job);
+        }
+        return rp;
       },
-      [self, st](step_atom, int64_t step) -> caf::result<std::string> {
-        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
-        auto rp = self->make_response_promise();
-        fan_out(self, st, rp, caf::make_message(step_atom::value, step), st->step_timeout,
-                fmt::format("step {}", step));
-        return caf::delegated<std::string>();
+      [self, st](step_atom, int64_t step) {
+        auto rp = self->make_response_promise<std::string>();
+        if (!st->failed.empty()) {
+          rp.deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
+        } else {
+          fan_out(self, st, rp, st->step_timeout, fmt::format("step {}", step), step_atom::value,
+                  step);
+        }
+        return rp;
       },
-      [self, st](save_atom, const std::string& partial, int64_t step) -> caf::result<std::string> {
-        if (!st->failed.empty()) return to_caf(make_error(Errc::kUnavailable, "{}", st->failed));
-        auto rp = self->make_response_promise();
-        fan_out(self, st, rp, caf::make_message(save_atom::value, partial), st->step_timeout,
-                fmt::format("the checkpoint after step {}", step));
-        return caf::delegated<std::string>();
+      [self, st](save_atom, const std::string& partial, int64_t step) {
+        auto rp = self->make_response_promise<std::string>();
+        if (!st->failed.empty()) {
+          rp.deliver(to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
+        } else {
+          fan_out(self, st, rp, st->step_timeout, fmt::format("the checkpoint after step {}", step),
+                  save_atom::value, partial);
+        }
+        return rp;
       },
       [st](shutdown_atom, const std::string& reason) {
-        for (const caf::actor& h : st->handles) caf::anon_send(h, shutdown_atom::value, reason);
+        for (const node_actor& h : st->handles) caf::anon_send(h, shutdown_atom::value, reason);
       },
       [st](set_atom, const std::string& key, const std::string& value) {
         st->store[key] = value;
@@ -237,27 +249,33 @@ caf::behavior coordinator_actor(caf::event_based_actor* self,
         for (auto& rp : it->second) rp.deliver(value);
         st->waiting_gets.erase(it);
       },
-      [self, st](get_atom, const std::string& key) -> caf::result<std::string> {
+      [self, st](get_atom, const std::string& key) {
+        auto rp = self->make_response_promise<std::string>();
         auto it = st->store.find(key);
-        if (it != st->store.end()) return it->second;
-        st->waiting_gets[key].push_back(self->make_response_promise());
-        return caf::delegated<std::string>();
+        if (it != st->store.end()) {
+          rp.deliver(it->second);
+        } else {
+          st->waiting_gets[key].push_back(rp);
+        }
+        return rp;
       },
-      [self, st](addr_atom, const std::string& mine) -> caf::result<std::string> {
+      [self, st](addr_atom, const std::string& mine) {
+        auto rp = self->make_response_promise<std::string>();
         auto parsed = parse_json(mine, "the address list");
         if (!parsed.has_value() || !parsed->is_object()) {
-          return to_caf(make_error(Errc::kInvalidArgument, "malformed address list"));
+          rp.deliver(to_caf(make_error(Errc::kInvalidArgument, "malformed address list")));
+          return rp;
         }
         st->addresses.update(*parsed);
-        st->waiting_addresses.push_back(self->make_response_promise());
+        st->waiting_addresses.push_back(rp);
         if (++st->published == st->expected) {
           const std::string all = st->addresses.dump();
-          for (auto& rp : st->waiting_addresses) rp.deliver(all);
+          for (auto& waiting : st->waiting_addresses) waiting.deliver(all);
           st->waiting_addresses.clear();
           st->published = 0;
           st->addresses = Json::object();
         }
-        return caf::delegated<std::string>();
+        return rp;
       },
   };
 }
@@ -279,16 +297,16 @@ struct Coordinator::Impl {
   CoordinatorOptions options;
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  caf::actor actor;
+  coordinator_actor actor;
   uint16_t port = 0;
   bool shut = false;
   ~Impl() {
     if (actor) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-    actor = caf::actor();
+    actor = coordinator_actor();
     sys.reset();
   }
   Expected<std::string> ask(const caf::message& msg, std::chrono::milliseconds timeout) {
-    return ask_text(*sys, actor, timeout, msg);
+    return ask_text(*sys, caf::actor_cast<caf::actor>(actor), timeout, msg);
   }
 };
 
@@ -308,7 +326,7 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::listen(const CoordinatorOpti
   st->step_timeout = options.step_timeout;
   st->heartbeat = options.heartbeat;
   st->liveness = options.liveness;
-  impl->actor = impl->sys->spawn(coordinator_actor, st);
+  impl->actor = impl->sys->spawn(coordinator, st);
   auto port = impl->sys->middleman().publish(impl->actor, options.port, options.bind.c_str(), true);
   if (!port) {
     return make_error(Errc::kIo, "cannot listen on {}:{}: {}", options.bind, options.port,

@@ -52,13 +52,14 @@ Expected<std::string> from_hex(const std::string& hex) {
 // Gloo's rendezvous store, kept by the coordinator. Gloo calls it from its own threads.
 class CoordinatorStore final : public comm::RendezvousStore {
  public:
-  CoordinatorStore(caf::actor_system& sys, caf::actor coordinator)
+  CoordinatorStore(caf::actor_system& sys, coordinator_actor coordinator)
       : sys_(sys), coordinator_(std::move(coordinator)) {}
   void set(const std::string& key, const std::string& value) override {
     caf::anon_send(coordinator_, set_atom::value, key, value);
   }
   Expected<std::string> get(const std::string& key, std::chrono::milliseconds timeout) override {
-    auto value = ask_text(sys_, coordinator_, timeout, caf::make_message(get_atom::value, key));
+    auto value = ask_text(sys_, caf::actor_cast<caf::actor>(coordinator_), timeout,
+                          caf::make_message(get_atom::value, key));
     if (!value.has_value()) {
       return value.status().with_context(fmt::format("rendezvous key '{}'", key));
     }
@@ -67,16 +68,17 @@ class CoordinatorStore final : public comm::RendezvousStore {
 
  private:
   caf::actor_system& sys_;
-  caf::actor coordinator_;
+  coordinator_actor coordinator_;
 };
 
 // The addresses of every device's UCX endpoint, through the coordinator.
 Expected<std::map<int32_t, std::string>> exchange_addresses(
-    caf::actor_system& sys, const caf::actor& coordinator, std::chrono::milliseconds timeout,
+    caf::actor_system& sys, const coordinator_actor& coordinator, std::chrono::milliseconds timeout,
     const std::map<int32_t, std::string>& mine) {
   Json m = Json::object();
   for (const auto& [d, a] : mine) m[std::to_string(d)] = to_hex(a);
-  auto all = ask_text(sys, coordinator, timeout, caf::make_message(addr_atom::value, m.dump()));
+  auto all = ask_text(sys, caf::actor_cast<caf::actor>(coordinator), timeout,
+                      caf::make_message(addr_atom::value, m.dump()));
   if (!all.has_value()) return all.status().with_context("exchanging UCX addresses");
   MP_ASSIGN_OR_RETURN(const Json parsed, parse_json(*all, "the UCX address list"));
   if (!parsed.is_object()) return make_error(Errc::kInternal, "the address list is not an object");
@@ -97,7 +99,7 @@ Expected<std::map<int32_t, std::string>> exchange_addresses(
 // What a meshpipe-node process keeps besides its job.
 struct RemoteNode {
   NodeOptions options;
-  caf::actor coordinator;
+  coordinator_actor coordinator;
   int32_t id = -1;
   Status result;
   std::atomic<bool> ending{false};  // the node actor has finished; the heartbeat follows
@@ -111,7 +113,8 @@ constexpr std::chrono::seconds kAbortGrace{3};
 
 // Answers the coordinator's pings on its own, so a node busy in a long step still shows it is
 // alive, and aborts that step when the coordinator says the job failed or disconnects.
-caf::behavior heartbeat(caf::event_based_actor* hb, std::shared_ptr<RemoteNode> rn) {
+heartbeat_actor::behavior_type heartbeat(heartbeat_actor::pointer hb,
+                                         std::shared_ptr<RemoteNode> rn) {
   const auto abort = [hb, rn](const std::string& why) {
     rn->node->abort(why);
     hb->delayed_send(hb, kAbortGrace, tick_atom::value);
@@ -121,7 +124,7 @@ caf::behavior heartbeat(caf::event_based_actor* hb, std::shared_ptr<RemoteNode> 
     abort(fmt::format("node {}: the coordinator disconnected", rn->id));
   });
   return {
-      [](ping_atom) { return pong_atom::value; },
+      [](ping_atom) -> caf::result<pong_atom> { return pong_atom::value; },
       [abort](abort_atom, const std::string& why) { abort(why); },
       [hb, rn](tick_atom) {
         if (!rn->node->busy) {
@@ -138,8 +141,8 @@ caf::behavior heartbeat(caf::event_based_actor* hb, std::shared_ptr<RemoteNode> 
   };
 }
 
-caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<RemoteNode> rn) {
-  auto hb = self->spawn(heartbeat, rn);
+node_actor::behavior_type remote_node(node_actor::pointer self, std::shared_ptr<RemoteNode> rn) {
+  heartbeat_actor hb = self->spawn(heartbeat, rn);
   const auto finish = [self, hb](Status why, const std::shared_ptr<RemoteNode>& r) {
     r->result = std::move(why);
     r->ending = true;
@@ -171,7 +174,7 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<RemoteNod
     }
     share->store = std::make_shared<CoordinatorStore>(*sys, rn->coordinator);
     share->host = rn->options.bind;
-    caf::actor coordinator = rn->coordinator;
+    coordinator_actor coordinator = rn->coordinator;
     share->exchange = [sys, coordinator, timeout](const std::map<int32_t, std::string>& mine) {
       return exchange_addresses(*sys, coordinator, timeout, mine);
     };
@@ -197,12 +200,11 @@ caf::behavior node_actor(caf::event_based_actor* self, std::shared_ptr<RemoteNod
             finish(from_caf(self->system(), e).with_context("the coordinator refused this node"),
                    rn);
           });
-  return node_job_behavior(self, rn->node)
-      .or_else([rn, finish](shutdown_atom, const std::string& reason) {
-        fmt::print("node {}: exiting ({})\n", rn->id, reason);
-        std::fflush(stdout);
-        finish(Status::ok(), rn);
-      });
+  return node_behavior(self, rn->node, [rn, finish](const std::string& reason) {
+    fmt::print("node {}: exiting ({})\n", rn->id, reason);
+    std::fflush(stdout);
+    finish(Status::ok(), rn);
+  });
 }
 
 }  // namespace
@@ -232,7 +234,9 @@ Status run_node(const NodeOptions& options) {
   caf::actor_system_config cfg;
   configure(cfg, /*scheduler_threads=*/2, /*network=*/true);
   caf::actor_system sys{cfg};
-  auto coordinator = sys.middleman().remote_actor(host, static_cast<uint16_t>(port));
+  // A coordinator that publishes another interface (another protocol) is refused here.
+  auto coordinator =
+      sys.middleman().remote_actor<coordinator_actor>(host, static_cast<uint16_t>(port));
   if (!coordinator) {
     return make_error(Errc::kUnavailable, "cannot reach the coordinator at {}: {}",
                       options.coordinator, sys.render(coordinator.error()));
@@ -245,7 +249,7 @@ Status run_node(const NodeOptions& options) {
   // CAF 0.17's shutdown waiting for its thread. Its job handler blocks (building devices) on one
   // of the two scheduler threads; the other, the multiplexer and the store's requests keep the
   // control plane moving. Steps do not block it: the stage actors run on threads of their own.
-  sys.spawn(node_actor, rn);
+  sys.spawn(remote_node, rn);
   sys.await_all_actors_done();
   rn->node->end_job();
   return rn->result;

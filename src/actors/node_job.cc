@@ -49,8 +49,7 @@ struct BusyScope {
 };
 
 // Builds this node's part of the job.
-Expected<std::string> start_job(caf::event_based_actor* self, NodeState& st,
-                                const std::string& text) {
+Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const std::string& text) {
   MP_ASSIGN_OR_RETURN(JobMessage msg, job_message_from_json(text));
   train::LocalJobOptions options = st.options;
   options.run.timeout = msg.timeout;
@@ -91,8 +90,8 @@ Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
 }
 
 // Runs step `step` on every mesh group and answers the node's report through `rp`.
-void run_step(caf::event_based_actor* self, std::shared_ptr<NodeState> st, int64_t step,
-              caf::response_promise rp) {
+void run_step(node_actor::pointer self, std::shared_ptr<NodeState> st, int64_t step,
+              caf::typed_response_promise<std::string> rp) {
   auto batches = st->job->micro_batches(step);
   if (!batches.has_value()) {
     rp.deliver(to_caf(in_step(*st, step, batches.status())));
@@ -102,7 +101,7 @@ void run_step(caf::event_based_actor* self, std::shared_ptr<NodeState> st, int64
   // What the step's answers share until the last one arrives.
   struct Gather {
     std::shared_ptr<NodeState> st;
-    caf::response_promise rp;
+    caf::typed_response_promise<std::string> rp;
     int64_t step = 0;
     std::chrono::steady_clock::time_point t0;
     size_t pending = 0;
@@ -158,8 +157,8 @@ void run_step(caf::event_based_actor* self, std::shared_ptr<NodeState> st, int64
 
 }  // namespace
 
-caf::message_handler node_job_behavior(caf::event_based_actor* self,
-                                       std::shared_ptr<NodeState> st) {
+node_actor::behavior_type node_behavior(node_actor::pointer self, std::shared_ptr<NodeState> st,
+                                        std::function<void(const std::string&)> on_shutdown) {
   return {
       [self, st](job_atom, const std::string& text) -> caf::result<std::string> {
         const BusyScope busy(st->busy);
@@ -169,14 +168,15 @@ caf::message_handler node_job_behavior(caf::event_based_actor* self,
         }
         return *info;
       },
-      [self, st](step_atom, int64_t step) -> caf::result<std::string> {
+      [self, st](step_atom, int64_t step) {
+        auto rp = self->make_response_promise<std::string>();
         if (!st->job) {
-          return to_caf(
-              in_step(*st, step, make_error(Errc::kInvalidArgument, "the job has not started")));
+          rp.deliver(to_caf(
+              in_step(*st, step, make_error(Errc::kInvalidArgument, "the job has not started"))));
+          return rp;
         }
-        auto rp = self->make_response_promise();
         run_step(self, st, step, rp);
-        return caf::delegated<std::string>();
+        return rp;
       },
       [st](save_atom, const std::string& partial) -> caf::result<std::string> {
         const BusyScope busy(st->busy);
@@ -186,6 +186,7 @@ caf::message_handler node_job_behavior(caf::event_based_actor* self,
         }
         return *r;
       },
+      [on_shutdown](shutdown_atom, const std::string& reason) { on_shutdown(reason); },
   };
 }
 

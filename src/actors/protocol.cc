@@ -21,7 +21,10 @@ Status from_caf(caf::actor_system& sys, const caf::error& e) {
 }
 
 void configure(caf::actor_system_config& cfg, int scheduler_threads, bool network) {
-  if (network) cfg.load<caf::io::middleman>();
+  if (network) {
+    cfg.load<caf::io::middleman>();
+    cfg.add_message_type<heartbeat_actor>("meshpipe::heartbeat_actor");
+  }
   cfg.set("scheduler.max-threads", scheduler_threads);
   cfg.add_error_category(error_category(),
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "actors/internal/devices.h"
+#include "actors/internal/protocol.h"
 #include "runtime/in_process_run.h"
 #include "train/job.h"
 
@@ -56,7 +57,9 @@ struct NodeState {
   std::string aborted_;
 };
 
-/// The job, step and save handlers of a node.
-caf::message_handler node_job_behavior(caf::event_based_actor* self, std::shared_ptr<NodeState> st);
+/// The behaviour of a node actor: job, step and save as above; shutdown(reason) calls
+/// `on_shutdown` (the node in this process just ends; a meshpipe-node also ends its heartbeat).
+node_actor::behavior_type node_behavior(node_actor::pointer self, std::shared_ptr<NodeState> st,
+                                        std::function<void(const std::string&)> on_shutdown);
 
 }  // namespace meshpipe::actors::internal

@@ -43,6 +43,36 @@ using run_atom = caf::atom_constant<caf::atom("run")>;    ///< (step, batch) -> 
 using plan_atom = caf::atom_constant<caf::atom("plan")>;  ///< (request id) -> done
 using done_atom = caf::atom_constant<caf::atom("done")>;
 
+// ---- the typed interfaces (a handle accepts only its messages; the middleman refuses a peer
+// whose published interface differs) ----
+
+/// A node's heartbeat: answers the coordinator's pings apart from the node, takes its aborts.
+using heartbeat_actor =
+    caf::typed_actor<caf::replies_to<ping_atom>::with<pong_atom>,
+                     caf::reacts_to<abort_atom, std::string>, caf::reacts_to<tick_atom>>;
+
+/// A node: the part of a job one process runs (internal/node.h).
+using node_actor = caf::typed_actor<caf::replies_to<job_atom, std::string>::with<std::string>,
+                                    caf::replies_to<step_atom, int64_t>::with<std::string>,
+                                    caf::replies_to<save_atom, std::string>::with<std::string>,
+                                    caf::reacts_to<shutdown_atom, std::string>>;
+
+/// The coordinator of a multi-process job (cluster.cc): the driver's requests (nodes, job, step,
+/// save with its step, shutdown) and the nodes' bootstrap (register, the rendezvous store, the
+/// address exchange), and its own heartbeat timer.
+using coordinator_actor =
+    caf::typed_actor<caf::reacts_to<tick_atom>,
+                     caf::replies_to<register_atom, std::string, std::string,
+                                     heartbeat_actor>::with<int32_t, int32_t>,
+                     caf::replies_to<nodes_atom>::with<std::string>,
+                     caf::replies_to<job_atom, std::string>::with<std::string>,
+                     caf::replies_to<step_atom, int64_t>::with<std::string>,
+                     caf::replies_to<save_atom, std::string, int64_t>::with<std::string>,
+                     caf::reacts_to<shutdown_atom, std::string>,
+                     caf::reacts_to<set_atom, std::string, std::string>,
+                     caf::replies_to<get_atom, std::string>::with<std::string>,
+                     caf::replies_to<addr_atom, std::string>::with<std::string>>;
+
 /// The error category of meshpipe's errors inside CAF (the code is the Errc, the context the
 /// message); registered by configure().
 inline caf::atom_value error_category() { return caf::atom("meshpipe"); }
@@ -54,8 +84,9 @@ caf::error to_caf(const Status& s);
 /// anything else (a lost connection, a stopped actor) is kUnavailable with CAF's words.
 Status from_caf(caf::actor_system& sys, const caf::error& e);
 
-/// The settings of every actor system of the module: scheduler threads, and the renderer of
-/// meshpipe's error category (with the middleman when `network`).
+/// The settings of every actor system of the module: scheduler threads, the renderer of
+/// meshpipe's error category, and (with the middleman, when `network`) the handle types that
+/// cross the network.
 void configure(caf::actor_system_config& cfg, int scheduler_threads, bool network);
 
 /// Sends `msg` to `target` and waits (on this non-actor thread) for the answer of types Ts... or
