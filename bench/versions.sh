@@ -36,15 +36,22 @@ measure() {
         --micro-batches 2 | step_ms ;;
     tiny_threads) "$bin/meshpipe" train --model gpt-tiny --steps 40 --cluster cpu:1x4 \
         --micro-batches 2 --runner threads | step_ms ;;
+    tiny_gloo_ucx) "$bin/meshpipe" train --model gpt-tiny --steps 40 --cluster cpu:1x4 \
+        --micro-batches 2 --collectives gloo --transport ucx | step_ms ;;
+    tiny_1x2_actors) "$bin/meshpipe" train --model gpt-tiny --steps 40 --cluster cpu:1x2 \
+        --micro-batches 2 | step_ms ;;
+    moe_2x2_actors) "$bin/meshpipe" train --model moe-tiny --steps 40 --cluster cpu:2x2 \
+        --micro-batches 2 | step_ms ;;
     wres_dp_actors) "$bin/meshpipe" train --model wresnet-tiny --steps 20 --batch 64 \
         --cluster cpu:1x2 --micro-batches 1 | step_ms ;;
     tiny_2x2) MESHPIPE_BIN="$bin" "$src/scripts/launch-local.sh" 2 2 -- --model gpt-tiny \
         --steps 40 --micro-batches 2 2> /dev/null | step_ms ;;
     tiny_4x1) MESHPIPE_BIN="$bin" "$src/scripts/launch-local.sh" 4 1 -- --model gpt-tiny \
         --steps 40 --micro-batches 2 2> /dev/null | step_ms ;;
-    plan_gpt67|plan_moe10|plan_wres4b)
+    plan_gpt67|plan_gpt39|plan_moe10|plan_wres4b)
       local model=${name#plan_}
-      model=${model/gpt67/gpt-6.7b}; model=${model/moe10/moe-10b}; model=${model/wres4b/wresnet-4b}
+      model=${model/gpt67/gpt-6.7b}; model=${model/gpt39/gpt-39b}; model=${model/moe10/moe-10b}
+      model=${model/wres4b/wresnet-4b}
       local t0 t1
       t0=$(date +%s.%N)
       "$bin/bench_planning" --only "$model" --no-baselines > /dev/null 2>&1
@@ -63,18 +70,22 @@ measure() {
 "$new/meshpipe" plan --model wresnet-4b --cluster p3.16xlarge:2 --micro-batches 32 --quiet \
   -o "$tmp/sim_wres4b.json" > /dev/null
 
-cases="step_gpt512 tiny_actors tiny_threads wres_dp_actors tiny_2x2 tiny_4x1 plan_gpt67 plan_moe10 plan_wres4b sim_gpt26 sim_wres4b"
-declare -A unit=([step_gpt512]=ms [tiny_actors]=ms [tiny_threads]=ms [wres_dp_actors]=ms
-  [tiny_2x2]=ms [tiny_4x1]=ms [plan_gpt67]=s [plan_moe10]=s [plan_wres4b]=s [sim_gpt26]=s
-  [sim_wres4b]=s)
+cases="step_gpt512 tiny_actors tiny_threads tiny_gloo_ucx tiny_1x2_actors moe_2x2_actors wres_dp_actors tiny_2x2 tiny_4x1 plan_gpt67 plan_gpt39 plan_moe10 plan_wres4b sim_gpt26 sim_wres4b"
+declare -A unit=([step_gpt512]=ms [tiny_actors]=ms [tiny_threads]=ms [tiny_gloo_ucx]=ms
+  [tiny_1x2_actors]=ms [moe_2x2_actors]=ms [wres_dp_actors]=ms [tiny_2x2]=ms [tiny_4x1]=ms
+  [plan_gpt67]=s [plan_gpt39]=s [plan_moe10]=s [plan_wres4b]=s [sim_gpt26]=s [sim_wres4b]=s)
 declare -A what=(
   [step_gpt512]="training step, GPT hidden 512 x 4 layers, seq 256, batch 8, 1 CPU device (bench_step_time)"
   [tiny_actors]="gpt-tiny on cpu:1x4, 2 micro-batches, stage actors"
   [tiny_threads]="gpt-tiny on cpu:1x4, 2 micro-batches, threads"
+  [tiny_gloo_ucx]="gpt-tiny on cpu:1x4, 2 micro-batches, stage actors, Gloo + UCX between threads"
+  [tiny_1x2_actors]="gpt-tiny on cpu:1x2, 2 micro-batches, stage actors"
+  [moe_2x2_actors]="moe-tiny on cpu:2x2, 2 micro-batches, stage actors"
   [wres_dp_actors]="wresnet-tiny data parallel on cpu:1x2, batch 64 (synchronised batch norm)"
   [tiny_2x2]="gpt-tiny, 2 processes x 2 devices (launch-local.sh)"
   [tiny_4x1]="gpt-tiny, 4 processes x 1 device (launch-local.sh)"
   [plan_gpt67]="plan GPT-6.7B on 16 V100s (bench_planning --only, no baselines)"
+  [plan_gpt39]="plan GPT-39B on 64 V100s (bench_planning --only, no baselines)"
   [plan_moe10]="plan MoE-10B on 16 V100s (bench_planning --only, no baselines)"
   [plan_wres4b]="plan Wide-ResNet-4B on 16 V100s (bench_planning --only, no baselines)"
   [sim_gpt26]="lower + simulate GPT-2.6B on 64 V100s, 128 micro-batches (meshpipe simulate)"

@@ -43,7 +43,8 @@ void batch_norm_mean_from_sums(const KernelContext& ctx, const TensorView& sums,
 /// out[c] = sum over n, h, w of (x[n, c, h, w] - mean[c])^2.
 void batch_norm_centered_square_sums(const KernelContext& ctx, const TensorView& x,
                                      const TensorView& mean, const TensorView& out);
-/// rstd = 1 / sqrt(sq / count + eps), y = (x - mean) * rstd * gamma + beta; writes rstd.
+/// rstd = 1 / sqrt(sq / count + eps), y = (x - mean) * rstd * gamma + beta; writes rstd (which
+/// may be sq's memory: each channel's sq is read before its rstd is written).
 void batch_norm_from_sums(const KernelContext& ctx, const TensorView& x, const TensorView& mean,
                           const TensorView& sq, double count, const TensorView& gamma,
                           const TensorView& beta, float eps, const TensorView& y,

@@ -698,11 +698,12 @@ class Lowering {
     const Shape& channels = l0.outputs[1];
     const Shape& full_channels = g_.value(op.outputs[1]).shape;
     const ShardingSpec channel_spec = l0.computed_specs[1];
-    const DType dt = g_.value(op.outputs[1]).dtype;
     if (op.kind == OpKind::kBatchNorm) {
-      // in: x, gamma, beta; out: y, mean, rstd
-      const int32_t sums = add_buffer(st, op.name + " channel sums" + mb_suffix(mb), channels, dt);
-      const int32_t sq = add_buffer(st, op.name + " square sums" + mb_suffix(mb), channels, dt);
+      // in: x, gamma, beta; out: y, mean, rstd. The sums live in the mean's buffer (turned into
+      // the mean in place) and the square sums in rstd's (read per channel before rstd is
+      // written there), so the pieces need no buffers of their own.
+      const int32_t sums = out[1];
+      const int32_t sq = out[2];
       emit_run(st, piece(OpKind::kBatchNormSums, {x}, {channels}, true), {in[0]}, {sums}, phase, mb,
                what + " (sums)");
       emit_channel_all_reduces(st, sums, full_channels, channel_spec, l0.sync_axes, phase, mb,

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 
 #include "graph/models/zoo.h"
@@ -165,9 +166,11 @@ TEST_CASE("the planner actor loads plan files and names what is wrong in them", 
   po.micro_batches = 1;
   auto plan = (*rt)->plan(tg.graph, *cluster, po);
   REQUIRE(plan.has_value());
-  const std::string path = "actor_runtime_test_plan.json";
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "meshpipe_actor_runtime_test_plan.json").string();
   REQUIRE(planner::save_plan(*plan, path).is_ok());
   auto loaded = (*rt)->load_plan(path);
+  std::filesystem::remove(path);
   REQUIRE(loaded.has_value());
   CHECK(*loaded == *plan);
   auto missing = (*rt)->load_plan("no/such/plan.json");
