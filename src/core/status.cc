@@ -25,6 +25,10 @@ std::string_view errc_name(Errc code) {
       return "unavailable";
     case Errc::kTimeout:
       return "timeout";
+    case Errc::kCancelled:
+      return "cancelled";
+    case Errc::kNumerics:
+      return "numerical error";
   }
   return "unknown error";
 }

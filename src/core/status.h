@@ -24,6 +24,8 @@ enum class Errc : uint8_t {
   kInternal = 7,           ///< a broken invariant that was caught and reported
   kUnavailable = 8,        ///< a device, peer or library is not available
   kTimeout = 9,            ///< an operation did not finish in time
+  kCancelled = 10,         ///< stopped on request (a signal, a shutdown)
+  kNumerics = 11,          ///< a NaN or Inf where a finite value was required
 };
 
 /// Name of an error category, e.g. "invalid argument".

@@ -297,7 +297,7 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
         const float* p = out_views[o].f32();
         for (int64_t k = 0; k < out_views[o].numel(); ++k) {
           if (!std::isfinite(p[k])) {
-            return make_error(Errc::kInternal,
+            return make_error(Errc::kNumerics,
                               "op '{}' ({}) wrote a non-finite value ({}) at "
                               "element {} of output {}",
                               op.name, op_kind_name(op.kind), p[k], k, o);

@@ -285,7 +285,7 @@ struct DeviceInterpreter::Impl {
       const float* p = out[o].f32();
       for (int64_t k = 0; k < out[o].numel(); ++k) {
         if (!std::isfinite(p[k])) {
-          return make_error(Errc::kInternal,
+          return make_error(Errc::kNumerics,
                             "op '{}' ({}) wrote a non-finite value ({}) at element {} of output {}",
                             l.op.name, op_kind_name(l.op.kind), p[k], k, o);
         }

@@ -31,7 +31,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     auto r = runner.run_step(step);
     if (!r.has_value()) return r.status().with_context(fmt::format("step {}", step));
     if (!std::isfinite(r->loss)) {
-      return make_error(Errc::kInternal,
+      return make_error(Errc::kNumerics,
                         "step {}: the loss is {}; lower the learning rate (now {}) or run with "
                         "--check-numerics to find the first op that produced it",
                         step, r->loss, options.lr);
