@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 
+#include "core/files.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
@@ -45,7 +46,7 @@ Expected<std::pair<int64_t, int64_t>> parse_pair(const std::string& text, char s
 }
 
 int fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.message());
+  fmt::print(stderr, "error: {}\n", printable(s.message()));
   return s.code() == Errc::kInvalidArgument || s.code() == Errc::kNotFound ? 2 : 1;
 }
 
