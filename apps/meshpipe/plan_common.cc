@@ -14,6 +14,7 @@
 #include "core/files.h"
 #include "core/units.h"
 #include "graph/training_graph.h"
+#include "train/job.h"
 
 namespace meshpipe::cli {
 
@@ -76,7 +77,7 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
                   "cluster preset (p3.16xlarge[:hosts], dgx-h100[:hosts], cpu[:HxD]) or JSON file")
       ->capture_default_str();
   cmd->add_option("--batch", args.batch, "global batch per step (default: the model's)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, train::kMaxGlobalBatch));
   cmd->add_option("--micro-batches", args.micro_batches,
                   "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
       ->check(CLI::PositiveNumber);

@@ -98,6 +98,33 @@ Expected<std::string> read_text_file(const std::string& path, std::string_view w
   return text;
 }
 
+Status write_text_file(const std::string& path, std::string_view text, std::string_view what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return make_error(Errc::kInvalidArgument, "cannot write {} '{}': it exists and is {}", what,
+                      path, S_ISLNK(st.st_mode) ? "a symbolic link" : file_type_name(st.st_mode));
+  }
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const auto failed = [&](int err) {
+    ::unlink(tmp.c_str());
+    return make_error(Errc::kIo, "cannot write {} '{}': {}", what, path, std::strerror(err));
+  };
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (fd.get() < 0) return failed(errno);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return failed(errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) return failed(errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return failed(errno);
+  return Status::ok();
+}
+
 std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());

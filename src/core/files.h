@@ -23,6 +23,11 @@ Expected<std::string> read_text_file(const std::string& path, std::string_view w
                                      int64_t max_bytes = kMaxJsonFileBytes,
                                      bool follow_symlinks = true);
 
+/// Writes `text` to `path` atomically: into a temporary file beside it, renamed over it once
+/// complete, so a failed write leaves an older file as it was. Only a regular file is replaced
+/// (a directory, a device or a FIFO at `path` is refused); `what` names it in errors.
+Status write_text_file(const std::string& path, std::string_view text, std::string_view what);
+
 /// `text` as it may be printed on a terminal: control characters (an escape sequence's ESC
 /// among them), DEL and bytes that are not UTF-8 are written as \xNN, so a name read from a
 /// file cannot move the cursor, recolour or retitle the user's terminal.

@@ -567,32 +567,7 @@ Expected<Plan> plan_from_json(const std::string& text) {
 }
 
 Status save_plan(const Plan& plan, const std::string& path) {
-  // Only a regular file is replaced, and only once the new one is complete: written beside it
-  // and renamed over it, so a failed write leaves the old plan as it was.
-  std::error_code ec;
-  const auto st = std::filesystem::symlink_status(path, ec);
-  if (!ec && std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
-    return make_error(Errc::kInvalidArgument,
-                      "cannot write plan file '{}': it exists and is not a regular file", path);
-  }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return make_error(Errc::kIo, "cannot write plan file '{}'", path);
-    out << plan_to_json(plan) << '\n';
-    out.close();
-    if (!out) {
-      std::filesystem::remove(tmp, ec);
-      return make_error(Errc::kIo, "cannot write plan file '{}'", path);
-    }
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    return make_error(Errc::kIo, "cannot write plan file '{}': {}", path, ec.message());
-  }
-  return Status::ok();
+  return write_text_file(path, plan_to_json(plan) + "\n", "plan file");
 }
 
 Expected<Plan> load_plan(const std::string& path) {

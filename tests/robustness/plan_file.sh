@@ -59,6 +59,6 @@ rb_case "a truncated plan" 2 "malformed" --setup truncated -- train_p
 rb_case "a plan on /dev/zero" 2 "character device, not a regular file" --timeout 20 \
   -- "$MESHPIPE" train --plan /dev/zero --steps 1
 onto_dir() { plan_with 'pass'; }
-rb_case "plan -o onto a directory" 2 "not a regular file" \
+rb_case "plan -o onto a directory" 2 "it exists and is a directory" \
   -- "$MESHPIPE" plan --model gpt-tiny --cluster cpu:1x2 --micro-batches 2 --quiet -o keep
 rb_finish
