@@ -8,6 +8,7 @@
 
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
+#include "core/crash.h"
 #include "core/files.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
@@ -94,6 +95,9 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
   so.lr = job.optimizer.lr;
   const bool is_lm = graph::models::is_language_model(job.model);
   so.on_step = [is_lm](const train::StepReport& r) { print_step(is_lm, r); };
+  // From here on a first SIGINT/SIGTERM ends the session after its step (saving when --save is
+  // given); a second one ends the process.
+  so.stop = &install_stop_handlers("meshpipe");
   return so;
 }
 

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "runtime/program.h"
 
@@ -78,9 +80,41 @@ Expected<JobInfo> job_info_from_json(const Json& j, const std::string& path) {
   return info;
 }
 
+namespace {
+
+// JSON has no NaN or infinity (nlohmann writes null): a diverged loss travels as a string, so
+// the session sees the non-finite loss and names it, instead of a malformed report.
+Json loss_to_json(double loss) {
+  if (std::isfinite(loss)) return loss;
+  return std::isnan(loss) ? "nan" : (loss > 0 ? "inf" : "-inf");
+}
+
+Status read_losses(JsonReader& r, std::vector<double>* out) {
+  const Json* list = nullptr;
+  MP_RETURN_IF_ERROR(r.array("losses", &list));
+  out->clear();
+  for (const Json& v : *list) {
+    if (v.is_number()) {
+      out->push_back(v.get<double>());
+    } else if (v == "nan") {
+      out->push_back(std::numeric_limits<double>::quiet_NaN());
+    } else if (v == "inf" || v == "-inf") {
+      out->push_back(v == "inf" ? std::numeric_limits<double>::infinity()
+                                : -std::numeric_limits<double>::infinity());
+    } else {
+      return r.error("losses", "must hold numbers (or \"nan\", \"inf\", \"-inf\")");
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 std::string step_report_to_json(const train::StepOutcome& outcome) {
   Json j = Json::object();
-  j["losses"] = outcome.losses;
+  Json losses = Json::array();
+  for (double l : outcome.losses) losses.push_back(loss_to_json(l));
+  j["losses"] = std::move(losses);
   j["seconds"] = outcome.seconds;
   Json peaks = Json::array();
   for (const auto& [d, bytes] : outcome.peak_bytes) peaks.push_back(Json::array({d, bytes}));
@@ -97,7 +131,7 @@ Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
     std::vector<double> losses;
     double seconds = 0.0;
     std::vector<std::vector<int64_t>> peaks;  // [device, bytes] pairs
-    MP_RETURN_IF_ERROR(r.read("losses", &losses));
+    MP_RETURN_IF_ERROR(read_losses(r, &losses));
     MP_RETURN_IF_ERROR(r.read("seconds", &seconds));
     MP_RETURN_IF_ERROR(r.read("peaks", &peaks));
     if (!losses.empty()) out.losses = std::move(losses);

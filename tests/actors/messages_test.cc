@@ -3,6 +3,7 @@
 #include "actors/internal/messages.h"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 
 #include "actors/internal/protocol.h"
 #include "mesh/cluster.h"
@@ -104,7 +105,22 @@ TEST_CASE("malformed step reports are errors naming the field", "[actors][messag
         "no node reported the loss");
   CHECK(
       merge_step_reports(R"([{"losses": ["x"], "seconds": 1, "peaks": []}])").status().message() ==
-      "step report field '[0].losses[0]' must be a number");
+      "step report field '[0].losses' must hold numbers (or \"nan\", \"inf\", \"-inf\")");
+}
+
+TEST_CASE("a diverged loss crosses the step report as the non-finite value it is",
+          "[actors][messages]") {
+  // JSON has no NaN: the report must not turn a diverged loss into a malformed message.
+  train::StepOutcome o;
+  o.losses = {std::nan(""), INFINITY, -INFINITY, 1.5};
+  auto back = merge_step_reports("[" + step_report_to_json(o) + "]");
+  REQUIRE(back.has_value());
+  REQUIRE(back->losses.size() == 4);
+  CHECK(std::isnan(back->losses[0]));
+  CHECK(back->losses[1] == INFINITY);
+  CHECK(back->losses[2] == -INFINITY);
+  CHECK(back->losses[3] == 1.5);
+  CHECK_FALSE(std::isfinite(back->loss));
 }
 
 TEST_CASE("a Status crosses caf::error and back unchanged", "[actors][protocol]") {
