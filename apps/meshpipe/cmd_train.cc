@@ -438,7 +438,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "resume from a checkpoint directory, under this run's plan (any device count)");
   cmd->add_option("--listen", args->listen,
                   "drive a multi-process job: publish the coordinator on this port (0: any free "
-                  "port) and wait for --nodes meshpipe-node processes; --cluster then gives the "
+                  "port; only processes that know the job's secret get in, see --secret-file) "
+                  "and wait for --nodes meshpipe-node processes; --cluster then gives the "
                   "device speed and links (default cpu); --save/--load directories must be "
                   "visible to every node")
       ->check(CLI::Range(0, 65535))

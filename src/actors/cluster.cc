@@ -93,6 +93,7 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::listen(const CoordinatorOpti
   gate.port = options.port;
   gate.secret = options.secret;
   gate.target_port = *caf_port;
+  gate.max_relays = static_cast<size_t>(options.nodes) + 16;  // the nodes, and some slack
   auto server = GateServer::start(gate);
   if (!server.has_value()) return server.status();
   impl->gate = std::move(*server);

@@ -105,6 +105,7 @@ struct GateServer::Impl {
   mutable std::condition_variable idle_cv;
   size_t admitted = 0;  // guarded by mu
   std::vector<std::unique_ptr<Conn>> conns;
+  Clock::time_point accept_paused_until;
 
   static constexpr int kShownRefusals = 20;
 
@@ -132,7 +133,14 @@ struct GateServer::Impl {
   void accept_all() {
     while (true) {
       const int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;  // EAGAIN, or out of descriptors: the rest wait in the backlog
+      if (fd < 0) {
+        // Out of descriptors: the rest wait in the backlog, and the listener rests a moment
+        // instead of waking poll() at once again.
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          accept_paused_until = Clock::now() + std::chrono::milliseconds(100);
+        }
+        return;
+      }
       prepare_socket(fd);
       auto c = std::make_unique<Conn>();
       c->client.reset(fd);
@@ -244,11 +252,13 @@ struct GateServer::Impl {
       owners.clear();
       fds.push_back({waker.r.get(), POLLIN, 0});
       owners.emplace_back(nullptr, 0);
-      if (listener.valid()) {
+      Clock::time_point next = drain_until;
+      if (listener.valid() && Clock::now() >= accept_paused_until) {
         fds.push_back({listener.get(), POLLIN, 0});
         owners.emplace_back(nullptr, 1);
+      } else if (listener.valid()) {
+        next = std::min(next, accept_paused_until);
       }
-      Clock::time_point next = drain_until;
       for (auto& c : conns) {
         switch (c->state) {
           case Conn::State::kHandshake:

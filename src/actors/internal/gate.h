@@ -59,7 +59,7 @@ struct GateServerOptions {
   /// Handshakes in progress at once; a new connection beyond it evicts the oldest, so silent
   /// peers cannot hold every slot for long.
   size_t max_pending = 64;
-  size_t max_relays = 1024;  ///< admitted connections at once
+  size_t max_relays = 64;  ///< admitted connections at once (each buffers up to 512 KiB)
   /// The largest BASP frame payload an admitted peer may send to CAF; a larger one closes its
   /// connection before CAF allocates it. (The largest message a node sends is its tile list,
   /// at most 16 MiB: internal/limits.h.)
