@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "core/files.h"
 #include "core/units.h"
 #include "graph/cost.h"
 #include "graph/models/zoo.h"
@@ -26,7 +27,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
       // Parameters do not depend on the batch; the default batch always builds.
       auto g = graph::models::build_model(spec);
       if (!g.has_value()) {
-        fmt::print(stderr, "error: {}\n", g.status().to_string());
+        fmt::print(stderr, "error: {}\n", printable(g.status().to_string()));
         exit_code = 1;
         return;
       }

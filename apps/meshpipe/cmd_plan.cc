@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <map>
 
+#include "core/files.h"
 #include "core/units.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
 #include "planner/baselines.h"
+#include "planner/plan_binding.h"
 #include "planner/planner.h"
 
 namespace meshpipe::cli {
@@ -59,23 +61,29 @@ std::string in_words(const mesh::ShardingSpec& spec, int64_t rank) {
 int run_explain(const std::string& path) {
   auto plan = planner::load_plan(path);
   if (!plan.has_value()) return fail(plan.status());
-  fmt::print("plan {}: {} on {} ({} devices), global batch {}\n", path, plan->model,
-             plan->cluster.name, plan->cluster.num_devices(), plan->global_batch);
-  print_plan_summary(*plan);
-  // The model's parameters (shapes and roles) when it is a zoo model.
+  // The model's parameters (shapes and roles) when it is a zoo model; the plan's layouts and
+  // specs are checked against the graph's shapes first, as training would.
   std::map<std::string, int64_t> rank_of;
+  bool stale = false;
   if (auto spec = graph::models::find_model(plan->model); spec.has_value()) {
     auto g = training_graph(*spec, plan->micro_batch);
     if (g.has_value()) {
       if (planner::graph_fingerprint(*g) != plan->graph_fingerprint) {
-        fmt::print("warning: the plan was made for a different version of {}'s graph\n",
-                   plan->model);
+        stale = true;
+      } else if (auto bound = planner::bind_plan(*plan, *g); !bound.has_value()) {
+        return fail(bound.status().with_context(fmt::format("plan file '{}'", path)));
       }
       for (const graph::Value& v : g->values()) {
         if (v.role == graph::ValueRole::kParameter) rank_of[v.name] = v.shape.rank();
       }
     }
   }
+  fmt::print("plan {}: {} on {} ({} devices), global batch {}\n", printable(path), plan->model,
+             plan->cluster.name, plan->cluster.num_devices(), plan->global_batch);
+  if (stale) {
+    fmt::print("warning: the plan was made for a different version of {}'s graph\n", plan->model);
+  }
+  print_plan_summary(*plan);
   for (size_t k = 0; k < plan->stages.size(); ++k) {
     const planner::StagePlan& s = plan->stages[k];
     fmt::print("\nstage {}: layers {}-{} on devices {}-{} as logical mesh {}\n", k, s.first_layer,

@@ -5,13 +5,16 @@
 #include <cstdio>
 #include <map>
 
+#include "core/files.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
 #include "mesh/cluster.h"
 #include "mesh/device_mesh.h"
 #include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
 #include "planner/sharding_pass.h"
+#include "train/job.h"
 
 namespace meshpipe::cli {
 namespace {
@@ -45,7 +48,7 @@ Expected<std::pair<int64_t, int64_t>> parse_pair(const std::string& text, char s
 }
 
 int fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.message());
+  fmt::print(stderr, "error: {}\n", printable(s.message()));
   return s.code() == Errc::kInvalidArgument || s.code() == Errc::kNotFound ? 2 : 1;
 }
 
@@ -160,16 +163,16 @@ void add_shard_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--batch", args->batch,
                   "micro-batch size (default: the model's global batch / 128)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, train::kMaxGlobalBatch));
   cmd->add_option("--memory-gib", args->memory_gib,
                   "memory budget per device in GiB (default: none)")
-      ->check(CLI::PositiveNumber);
+      ->check(kFinitePositive);
   cmd->add_flag("--zero", args->zero,
                 "allow ZeRO-style reduce-scattered gradients and sharded optimizer state");
   cmd->add_flag("--all-ops", args->all_ops, "list backward and update ops too");
   cmd->add_option("--time-limit", args->time_limit, "ILP time limit in seconds")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_range(0.001, 86400.0));
   cmd->callback([args, &exit_code] { exit_code = run_shard(*args); });
 }
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "core/files.h"
 #include "core/units.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
@@ -71,9 +72,9 @@ int run_simulate(const SimulateArgs& args) {
              plan->step_time > 0 ? sim->step_time / plan->step_time : 0.0);
   fmt::print("bubble fraction: {:.1f}%\n", 100.0 * sim->bubble_fraction);
   if (!args.trace.empty()) {
-    std::ofstream f(args.trace);
-    f << sim->trace_json;
-    if (!f) return fail(make_error(Errc::kIo, "cannot write {}", args.trace));
+    if (Status w = write_text_file(args.trace, sim->trace_json, "trace file"); !w.is_ok()) {
+      return fail(w);
+    }
     fmt::print("wrote {} (open in chrome://tracing or ui.perfetto.dev)\n", args.trace);
   }
   fmt::print("simulation took {:.2f} s\n", took);

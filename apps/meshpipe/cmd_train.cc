@@ -9,6 +9,7 @@
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
 #include "actors/secret.h"
+#include "core/files.h"
 #include "core/units.h"
 #include "graph/models/zoo.h"
 #include "graph/models/zoo_training.h"
@@ -58,6 +59,15 @@ struct TrainArgs {
   std::string write_secret;  // with --listen: write a new secret here instead of printing it
 };
 
+// Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
+CLI::Validator non_empty(const std::string& option) {
+  return CLI::Validator(
+      [option](std::string& text) -> std::string {
+        return text.empty() ? option + " needs a directory, got an empty string" : std::string();
+      },
+      "DIR");
+}
+
 void print_step(bool is_lm, const train::StepReport& r) {
   const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
   fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}\n", r.step,
@@ -68,8 +78,8 @@ void print_step(bool is_lm, const train::StepReport& r) {
 
 // A failure of the job itself (planning, building devices, a step): the code is named.
 int fail_run(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.to_string());
-  return s.code() == Errc::kInvalidArgument ? 2 : 1;
+  fmt::print(stderr, "error: {}\n", printable(s.to_string()));
+  return exit_code_of(s);
 }
 
 // The session of a planned job: steps, checkpoints and reports, whoever runs the steps.
@@ -329,10 +339,7 @@ int run_single(const TrainArgs& args, const train::JobSpec& job) {
   fmt::print("plan: 1 stage, layers 0-{} on 1 device, no sharding\n", i.layers - 1);
   std::fflush(stdout);
   auto summary = train::run_session(**single, session_options(args, job, /*first_step=*/1));
-  if (!summary.has_value()) {
-    fmt::print(stderr, "error: {}\n", summary.status().to_string());
-    return 1;
-  }
+  if (!summary.has_value()) return fail_run(summary.status());
   const auto& l = summary->losses;
   int64_t peak = 0;
   for (const auto& [device, bytes] : summary->peak_bytes) peak = std::max(peak, bytes);
@@ -355,12 +362,12 @@ float default_lr(const std::string& family, graph::OptimizerConfig::Kind kind) {
 int run_train(const TrainArgs& args) {
   auto spec = graph::models::find_model(args.model);
   if (!spec.has_value()) {
-    fmt::print(stderr, "error: {}\n", spec.status().message());
+    fmt::print(stderr, "error: {}\n", printable(spec.status().message()));
     return 2;
   }
   auto kind = graph::parse_optimizer_kind(args.optimizer);
   if (!kind.has_value()) {
-    fmt::print(stderr, "error: {}\n", kind.status().message());
+    fmt::print(stderr, "error: {}\n", printable(kind.status().message()));
     return 2;
   }
   train::JobSpec job;
@@ -400,10 +407,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--lr", args->lr,
                   "learning rate (default: 3e-3 Adam for GPT/MoE/Wide-ResNet, 1e-3 "
                   "otherwise; 0.1 SGD, 0.05 for Wide-ResNet)")
-      ->check(CLI::PositiveNumber);
+      ->check(kFinitePositive);
   cmd->add_option("--weight-decay", args->weight_decay, "weight decay (AdamW-style for Adam)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--momentum", args->momentum, "SGD momentum")->check(CLI::Range(0.0, 0.999));
+      ->check(kFiniteNonNegative);
+  cmd->add_option("--momentum", args->momentum, "SGD momentum")->check(finite_range(0.0, 0.999));
   cmd->add_option("--seed", args->seed, "seed of parameter init and data")->capture_default_str();
   cmd->add_flag("--check-numerics", args->check_numerics,
                 "stop at the first op that writes NaN or Inf, naming it");
@@ -414,8 +421,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(CLI::ExistingFile)
       ->excludes("--cluster");
   cmd->add_option("--micro-batches", args->micro_batches,
-                  "micro-batches per step when planning (default: the planner chooses)")
-      ->check(CLI::PositiveNumber);
+                  "micro-batches per step when planning (default: the planner chooses; a --plan "
+                  "fixes its own)")
+      ->check(CLI::PositiveNumber)
+      ->excludes("--plan");
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
   cmd->add_option("--collectives", args->collectives, "collectives between threads")
@@ -431,11 +440,15 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"actors", "threads"}));
   cmd->add_option("--save", args->save,
                   "write a sharded checkpoint (parameters, optimizer state, step) to this "
-                  "directory after the last step");
+                  "directory after the last step, and when stopped by SIGINT/SIGTERM; the "
+                  "directory must be new, empty or an earlier meshpipe checkpoint (replaced)")
+      ->check(non_empty("--save"));
   cmd->add_option("--save-every", args->save_every, "also after every N-th step (with --save)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::PositiveNumber)
+      ->needs("--save");
   cmd->add_option("--load", args->load,
-                  "resume from a checkpoint directory, under this run's plan (any device count)");
+                  "resume from a checkpoint directory, under this run's plan (any device count)")
+      ->check(non_empty("--load"));
   cmd->add_option("--listen", args->listen,
                   "drive a multi-process job: publish the coordinator on this port (0: any free "
                   "port; only processes that know the job's secret get in, see --secret-file) "
@@ -469,7 +482,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--local-memory-gib", args->local_memory_gib,
                   "memory per device of the driver's own node (with --local-devices)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kFinitePositive);
   cmd->add_option("--local-bind", args->local_bind,
                   "address the driver's own node's collectives (Gloo) listen on (with "
                   "--local-devices)")

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <string>
 
+#include "core/crash.h"
 #include "core/logging.h"
 #include "meshpipe/commands.h"
 
 int main(int argc, char** argv) {
+  meshpipe::install_crash_handlers("meshpipe");
   CLI::App app{
       "meshpipe: automatic inter- and intra-operator parallel training (an Alpa "
       "re-implementation in C++)"};

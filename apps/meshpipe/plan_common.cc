@@ -4,17 +4,71 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
+#include "core/crash.h"
+#include "core/files.h"
 #include "core/units.h"
 #include "graph/training_graph.h"
+#include "train/job.h"
 
 namespace meshpipe::cli {
 
+namespace {
+
+// Parses a command-line real number; empty when it is not one or not finite.
+std::optional<double> finite_number(const std::string& text) {
+  double v = 0.0;
+  if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+const CLI::Validator kFinitePositive(
+    [](std::string& text) -> std::string {
+      const auto v = finite_number(text);
+      return v && *v > 0 ? std::string() : "must be a finite number > 0, got '" + text + "'";
+    },
+    "POSITIVE");
+
+const CLI::Validator kFiniteNonNegative(
+    [](std::string& text) -> std::string {
+      const auto v = finite_number(text);
+      return v && *v >= 0 ? std::string() : "must be a finite number >= 0, got '" + text + "'";
+    },
+    "NONNEGATIVE");
+
+CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        const auto v = finite_number(text);
+        if (v && *v >= lo && *v <= hi) return std::string();
+        return fmt::format("must be a finite number in [{}, {}], got '{}'", lo, hi, text);
+      },
+      fmt::format("[{} - {}]", lo, hi));
+}
+
+int exit_code_of(const Status& s) {
+  switch (s.code()) {
+    case Errc::kInvalidArgument:
+    case Errc::kNotFound:
+    case Errc::kOutOfRange:
+      return 2;
+    case Errc::kCancelled:
+      return 128 + (stop_signal() > 0 ? stop_signal() : SIGINT);
+    default:
+      return 1;
+  }
+}
+
 int fail(const Status& s) {
-  fmt::print(stderr, "error: {}\n", s.message());
-  return s.code() == Errc::kInvalidArgument || s.code() == Errc::kNotFound ? 2 : 1;
+  fmt::print(stderr, "error: {}\n", printable(s.message()));
+  return exit_code_of(s);
 }
 
 void add_plan_options(CLI::App* cmd, PlanArgs& args) {
@@ -23,7 +77,7 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
                   "cluster preset (p3.16xlarge[:hosts], dgx-h100[:hosts], cpu[:HxD]) or JSON file")
       ->capture_default_str();
   cmd->add_option("--batch", args.batch, "global batch per step (default: the model's)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, train::kMaxGlobalBatch));
   cmd->add_option("--micro-batches", args.micro_batches,
                   "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
       ->check(CLI::PositiveNumber);
@@ -34,7 +88,7 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
   cmd->add_option("--memory-fraction", args.memory_fraction,
                   "share of device memory a stage may use")
       ->capture_default_str()
-      ->check(CLI::Range(0.01, 1.0));
+      ->check(finite_range(0.01, 1.0));
   cmd->add_flag("--zero", args.zero, "allow ZeRO-style sharded optimizer state");
   cmd->add_option("--schedule", args.schedule, "pipeline schedule")
       ->capture_default_str()

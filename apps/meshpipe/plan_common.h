@@ -43,6 +43,17 @@ Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int6
 /// The stage table, step time, throughput and memory of a plan.
 void print_plan_summary(const planner::Plan& plan);
 
+/// Command-line checks for real numbers that also refuse NaN and infinities (CLI11's own
+/// PositiveNumber and Range let NaN through, since every comparison with it is false).
+extern const CLI::Validator kFinitePositive;
+extern const CLI::Validator kFiniteNonNegative;
+/// A finite number in [lo, hi].
+CLI::Validator finite_range(double lo, double hi);
+
+/// The exit status for an error: 2 bad input (invalid, not found, out of range), 128 + signal
+/// when stopped by SIGINT/SIGTERM, 1 otherwise.
+int exit_code_of(const Status& s);
+
 /// Prints "error: ..." and returns the exit code for a status (2: bad input, 1: other).
 int fail(const Status& s);
 

@@ -3,12 +3,51 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 namespace meshpipe {
 
+namespace {
+
+// The nesting depth of `text`'s arrays and objects, counted outside strings; stops counting
+// past `limit` (the parser is recursive, so depth is what must be bounded before it runs).
+int nesting_depth(std::string_view text, int limit) {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+}  // namespace
+
 Expected<Json> parse_json(std::string_view text, std::string_view what) {
+  if (nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth) {
+    return make_error(Errc::kInvalidArgument,
+                      "{} is malformed: arrays and objects nest deeper than {} levels (the limit "
+                      "on every JSON meshpipe reads)",
+                      what, kMaxJsonDepth);
+  }
   // nlohmann reports syntax errors by exception; it is caught here and becomes a Status.
   try {
     return Json::parse(text.begin(), text.end());

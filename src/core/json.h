@@ -25,7 +25,12 @@ namespace meshpipe {
 /// The JSON value type of every reader and writer (keeps fields in insertion order).
 using Json = nlohmann::ordered_json;
 
-/// Parses `text`; a syntax error is kInvalidArgument naming `what` ("plan JSON") and where.
+/// The deepest nesting of arrays and objects parse_json accepts (the project's files nest at
+/// most about 8 deep); checked before parsing, so a hostile file cannot exhaust the stack.
+inline constexpr int kMaxJsonDepth = 64;
+
+/// Parses `text`; a syntax error is kInvalidArgument naming `what` ("plan JSON") and where, and
+/// so is nesting deeper than kMaxJsonDepth.
 Expected<Json> parse_json(std::string_view text, std::string_view what);
 
 /// "{subject} '{path}' {what}" as kInvalidArgument, e.g. "plan field 'stages[1].time' is

@@ -3,21 +3,28 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace meshpipe::graph {
 
 Status OptimizerConfig::validate() const {
-  if (!(lr > 0.0f))
-    return make_error(Errc::kInvalidArgument, "learning rate must be > 0, got {}", lr);
-  if (momentum < 0.0f || momentum >= 1.0f) {
+  // Written so that NaN fails every test (a comparison with NaN is false).
+  if (!(lr > 0.0f) || !std::isfinite(lr)) {
+    return make_error(Errc::kInvalidArgument, "learning rate must be finite and > 0, got {}", lr);
+  }
+  if (!(momentum >= 0.0f && momentum < 1.0f)) {
     return make_error(Errc::kInvalidArgument, "momentum must be in [0, 1), got {}", momentum);
   }
-  if (beta1 < 0.0f || beta1 >= 1.0f || beta2 < 0.0f || beta2 >= 1.0f) {
+  if (!(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f)) {
     return make_error(Errc::kInvalidArgument, "Adam betas must be in [0, 1), got {} and {}", beta1,
                       beta2);
   }
-  if (!(eps > 0.0f)) return make_error(Errc::kInvalidArgument, "Adam eps must be > 0, got {}", eps);
-  if (weight_decay < 0.0f) {
-    return make_error(Errc::kInvalidArgument, "weight decay must be >= 0, got {}", weight_decay);
+  if (!(eps > 0.0f) || !std::isfinite(eps)) {
+    return make_error(Errc::kInvalidArgument, "Adam eps must be finite and > 0, got {}", eps);
+  }
+  if (!(weight_decay >= 0.0f) || !std::isfinite(weight_decay)) {
+    return make_error(Errc::kInvalidArgument, "weight decay must be finite and >= 0, got {}",
+                      weight_decay);
   }
   return Status::ok();
 }

@@ -1,6 +1,9 @@
 // Device probing with the CPU fallback rule of docs/toolchain.md §8.
 #include "kernels/device.h"
 
+#include <fstream>
+#include <string>
+
 #if MP_KERNELS_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -34,6 +37,20 @@ DeviceInventory probe() {
 const DeviceInventory& device_inventory() {
   static const DeviceInventory inventory = probe();
   return inventory;
+}
+
+int64_t host_memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    try {
+      return std::stoll(line.substr(13)) * 1024;  // "MemAvailable:   123456 kB"
+    } catch (const std::exception&) {
+      return 0;
+    }
+  }
+  return 0;
 }
 
 }  // namespace meshpipe::kernels

@@ -2,6 +2,7 @@
 // build without CUDA) every kernel runs on the CPU.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace meshpipe::kernels {
@@ -16,5 +17,9 @@ struct DeviceInventory {
 /// Probes once per process (cudaGetDeviceCount; never touches CUDA again when it fails, since
 /// the error is sticky) and returns the cached result.
 const DeviceInventory& device_inventory();
+
+/// The memory this machine can still give a process without swapping (MemAvailable of
+/// /proc/meminfo), in bytes; 0 when it cannot be read. Virtual CPU devices all draw on it.
+int64_t host_memory_available();
 
 }  // namespace meshpipe::kernels

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/files.h"
 #include "core/json.h"
 
 namespace meshpipe::mesh {
@@ -72,12 +73,14 @@ Status read_link(JsonReader& root, const char* key, LinkSpec* link) {
   double latency_us = 0.0;
   MP_RETURN_IF_ERROR(r.read("bandwidth_gb_s", &bandwidth_gb_s));
   MP_RETURN_IF_ERROR(r.read("latency_us", &latency_us));
+  MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
   link->bandwidth = giga_to_si(bandwidth_gb_s);
   link->latency = Seconds(us_to_seconds(latency_us));
   return Status::ok();
 }
 
-// Every field is required; fields the format does not know are ignored (src/mesh/README.md).
+// Every field is required; a field the format does not know is an error (a misspelt name is
+// not silently ignored).
 Status parse_json_object(const Json& root, ClusterSpec* c) {
   if (!root.is_object()) {
     return make_error(Errc::kInvalidArgument, "cluster JSON must be an object");
@@ -98,6 +101,7 @@ Status parse_json_object(const Json& root, ClusterSpec* c) {
   MP_RETURN_IF_ERROR(d.read("peak_tflops_f32", &f32));
   MP_RETURN_IF_ERROR(d.read("peak_tflops_f16", &f16));
   MP_RETURN_IF_ERROR(d.read("memory_bandwidth_gb_s", &mem_bw));
+  MP_RETURN_IF_ERROR(d.check_no_unknown_fields());
   if (!(memory_gib > 0.0) || memory_gib * kGiB > 9.0e18) {
     return field_error("device.memory_gib", "must be a positive number");
   }
@@ -107,7 +111,7 @@ Status parse_json_object(const Json& root, ClusterSpec* c) {
   c->device.memory_bandwidth = giga_to_si(mem_bw);
   MP_RETURN_IF_ERROR(read_link(r, "intra_host", &c->intra_host));
   MP_RETURN_IF_ERROR(read_link(r, "inter_host", &c->inter_host));
-  return Status::ok();
+  return r.check_no_unknown_fields();
 }
 
 bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -167,6 +171,22 @@ ClusterSpec make_preset(std::string name, int32_t hosts, const PresetFigures& f)
   return c;
 }
 
+// Names are printed on terminals and in tables: printable text of a bounded length.
+Status check_name(const std::string& value, std::string_view field) {
+  if (value.size() > 256) {
+    return make_error(Errc::kInvalidArgument,
+                      "cluster field '{}' is {} bytes long, more than the 256 allowed", field,
+                      value.size());
+  }
+  if (printable(value) != value || value.find_first_of("\n\t") != std::string::npos) {
+    return make_error(Errc::kInvalidArgument,
+                      "cluster field '{}' holds control characters or bytes that are not UTF-8: "
+                      "'{}'",
+                      field, printable(value));
+  }
+  return Status::ok();
+}
+
 Status preset_error(const std::string& spec, const std::string& why) {
   return make_error(Errc::kInvalidArgument,
                     "bad cluster preset '{}': {}; presets are p3.16xlarge[:HOSTS], "
@@ -184,9 +204,16 @@ Status ClusterSpec::validate() const {
                       "cluster field 'devices_per_host' must be a power of two, not {}",
                       devices_per_host);
   }
-  if (static_cast<int64_t>(hosts) * devices_per_host > std::numeric_limits<int32_t>::max()) {
-    return field_error("hosts", "times devices_per_host overflows the device count");
+  if (static_cast<int64_t>(hosts) * devices_per_host > kMaxClusterDevices) {
+    return make_error(Errc::kOutOfRange,
+                      "the cluster has {} x {} = {} devices, more than the {} meshpipe plans for "
+                      "(the planner's search grows with the device count; larger clusters are "
+                      "not supported)",
+                      hosts, devices_per_host, static_cast<int64_t>(hosts) * devices_per_host,
+                      kMaxClusterDevices);
   }
+  MP_RETURN_IF_ERROR(check_name(name, "name"));
+  MP_RETURN_IF_ERROR(check_name(device.kind, "device.kind"));
   if (device.memory.value() <= 0) {
     return field_error("device.memory_gib", "must be a positive number");
   }
@@ -207,12 +234,8 @@ Expected<ClusterSpec> parse_cluster_json(const std::string& text) {
 }
 
 Expected<ClusterSpec> load_cluster_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(Errc::kIo, "cannot read cluster file '{}'", path);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return make_error(Errc::kIo, "cannot read cluster file '{}'", path);
-  Expected<ClusterSpec> c = parse_cluster_json(buf.str());
+  MP_ASSIGN_OR_RETURN(const std::string text, read_text_file(path, "cluster file"));
+  Expected<ClusterSpec> c = parse_cluster_json(text);
   if (!c) return c.status().with_context(fmt::format("cluster file '{}'", path));
   return c;
 }
@@ -320,9 +343,9 @@ Expected<ClusterSpec> cluster_preset(const std::string& spec) {
 std::vector<std::string> cluster_preset_names() { return {"p3.16xlarge", "dgx-h100", "cpu"}; }
 
 Expected<ClusterSpec> resolve_cluster(const std::string& preset_or_path) {
+  // Anything at that path is read as a file (which refuses what is not a regular one).
   std::error_code ec;
-  if (std::filesystem::is_regular_file(preset_or_path, ec))
-    return load_cluster_file(preset_or_path);
+  if (std::filesystem::exists(preset_or_path, ec)) return load_cluster_file(preset_or_path);
   Expected<ClusterSpec> preset = cluster_preset(preset_or_path);
   if (preset) return preset;
   const bool looks_like_path =

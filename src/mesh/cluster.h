@@ -50,6 +50,10 @@ struct ClusterSpec {
   friend bool operator==(const ClusterSpec&, const ClusterSpec&) = default;
 };
 
+/// The most devices (hosts x devices_per_host) a cluster may have: the planner's search grows
+/// with the device count, and the project's targets stop at 256 GPUs.
+inline constexpr int64_t kMaxClusterDevices = 4096;
+
 /// Parses the JSON form (see cluster_to_json). Every field is required; an error names the
 /// missing or bad field, e.g. "cluster field 'device.memory_gib' must be a positive number".
 ///

@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "core/files.h"
 #include "core/json.h"
 
 namespace meshpipe::planner {
@@ -146,11 +147,8 @@ Expected<ProfileDatabase> parse_profile_database(const std::string& json_text) {
 }
 
 Expected<ProfileDatabase> load_profile_database(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return make_error(Errc::kIo, "cannot read profile database '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto db = parse_profile_database(ss.str());
+  MP_ASSIGN_OR_RETURN(const std::string text, read_text_file(path, "profile database"));
+  auto db = parse_profile_database(text);
   if (!db.has_value()) return db.status().with_context(path);
   return db;
 }

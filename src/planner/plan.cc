@@ -2,6 +2,7 @@
 #include "planner/plan.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <exception>
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <utility>
 
+#include "core/files.h"
 #include "core/json.h"
 
 namespace meshpipe::planner {
@@ -57,6 +59,10 @@ bool is_utf8(const std::string& s) {
 
 Status check_utf8(const std::string& s, std::string_view path) {
   if (!is_utf8(s)) return invalid(path, "is not valid UTF-8");
+  // Names are printed: no terminal control sequences.
+  if (printable(s) != s || s.find_first_of("\n\t") != std::string::npos) {
+    return invalid(path, fmt::format("holds control characters: '{}'", printable(s)));
+  }
   return Status::ok();
 }
 
@@ -561,25 +567,12 @@ Expected<Plan> plan_from_json(const std::string& text) {
 }
 
 Status save_plan(const Plan& plan, const std::string& path) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return make_error(Errc::kIo, "cannot write plan file '{}'", path);
-  out << plan_to_json(plan) << '\n';
-  out.close();
-  if (!out) return make_error(Errc::kIo, "cannot write plan file '{}'", path);
-  return Status::ok();
+  return write_text_file(path, plan_to_json(plan) + "\n", "plan file");
 }
 
 Expected<Plan> load_plan(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return make_error(Errc::kIo, "cannot read plan file '{}': it is a directory", path);
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(Errc::kIo, "cannot read plan file '{}'", path);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return make_error(Errc::kIo, "cannot read plan file '{}'", path);
-  Expected<Plan> plan = plan_from_json(buf.str());
+  MP_ASSIGN_OR_RETURN(const std::string text, read_text_file(path, "plan file"));
+  Expected<Plan> plan = plan_from_json(text);
   if (!plan) return plan.status().with_context(fmt::format("plan file '{}'", path));
   return plan;
 }

@@ -70,6 +70,12 @@ Expected<PlanBinding> bind_plan(const Plan& plan, const graph::Graph& g) {
                           "training graph does not have",
                           s, name);
       }
+      const Shape& shape = g.values()[v->second.index()].shape;
+      MP_RETURN_IF_ERROR(
+          mesh::validate_sharding(shape, spec, sp.mesh)
+              .with_context(fmt::format("plan field 'stages[{}].value_specs['{}']' "
+                                        "({} on a value of shape {})",
+                                        s, name, spec.to_string(), shape.to_string())));
       b.value_specs[s].emplace(v->second, spec);
     }
   }

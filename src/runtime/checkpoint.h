@@ -2,15 +2,24 @@
 // devices hold, and read back into the tiles of any other run of the same model — another plan,
 // another device count — by copying from every saved tile that overlaps (resharding on load).
 //
-//   DIR/manifest.json        format, version, model, step, seed, and per value its shape,
-//                            dtype and tiles (file name, region in the whole tensor)
+//   DIR/manifest.json        format, version (2), model, step, seed, and per value its shape,
+//                            dtype and tiles (file name, region in the whole tensor, CRC-32C);
+//                            runtime/checkpoint_manifest.h
 //   DIR/tile-d<D>-<k>.bin    one tile's elements (written by device D), row-major, native
 //                            byte order
 //
-// A save writes into DIR.partial-<pid> and renames it over DIR only when complete, so an
-// interrupted save never leaves a half-written checkpoint behind. In a job of several processes
-// each writes the tiles of its own devices (write_checkpoint_tiles) into that directory — one
-// every process sees — and the driver writes the manifest and renames (save_checkpoint_with).
+// Loading reads only what the checkpoint owns: regular files named in its own directory (no
+// link followed, no FIFO or device opened), each of exactly the size its region needs, each
+// checked against its checksum before a byte of it is used.
+//
+// A save never removes or overwrites what it did not write. It refuses a target that is a file
+// or a non-empty directory other than a meshpipe checkpoint (one holding anything its manifest
+// does not list), writes into DIR.partial-<pid> (files fsync'ed, then the directory), and puts
+// that in place of DIR only when complete: a rename when DIR is absent or empty, else an atomic
+// exchange (renameat2), after which the old checkpoint's own files are removed. In a job of
+// several processes each writes the tiles of its own devices (write_checkpoint_tiles) into that
+// directory — one every process sees — and the driver writes the manifest and renames
+// (save_checkpoint_with).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +47,7 @@ struct SavedTile {
   DType dtype = DType::kF32;
   std::string file;                    ///< in the checkpoint directory
   std::vector<mesh::DimRange> region;  ///< the tile in whole-tensor coordinates
+  uint32_t crc32c = 0;                 ///< of the file's bytes (runtime/crc32c.h)
 };
 
 /// A tile of a persistent value held in memory: what a checkpoint is written from and read into.
@@ -48,8 +58,8 @@ struct TileRef {
   kernels::TensorView view;            ///< its elements
 };
 
-/// Writes each of `tiles` into its own file in the existing directory `partial` and lists them
-/// (the caller chooses which tiles: each distinct one once).
+/// Writes each of `tiles` into its own new file in the existing directory `partial` (fsync'ed)
+/// and lists them with their checksums (the caller chooses which tiles: each distinct one once).
 Expected<std::vector<SavedTile>> write_tiles(const std::vector<TileRef>& tiles,
                                              const graph::Graph& g, const std::string& partial);
 
@@ -66,11 +76,12 @@ Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
                                                         const graph::Graph& g,
                                                         const std::string& partial);
 
-/// Saves a checkpoint to `dir`: creates its partial directory (DIR.partial-<pid>), has
-/// `write_tiles` fill it (this process's tiles, or every process's in a job of several), writes
-/// the manifest of the tiles it returns and renames the directory to `dir`, replacing an older
-/// checkpoint there only then. On any failure the partial directory is removed and the previous
-/// checkpoint stays as it was.
+/// Saves a checkpoint to `dir`: refuses what check_save_target refuses (before writing
+/// anything), creates its partial directory (DIR.partial-<pid>), has `write_tiles` fill it (this
+/// process's tiles, or every process's in a job of several), writes the manifest of the tiles it
+/// returns and puts the directory at `dir`, replacing an older checkpoint there only then (its
+/// own files removed, nothing else). On any failure the partial directory is removed and what
+/// was at `dir` stays as it was.
 using TileWriter = std::function<Expected<std::vector<SavedTile>>(const std::string& partial)>;
 Status save_checkpoint_with(const std::string& dir, const CheckpointInfo& info,
                             const TileWriter& write_tiles);
@@ -84,14 +95,26 @@ Expected<std::vector<SavedTile>> saved_tiles_from_json(const std::string& text);
 Status save_checkpoint(const InProcessRun& run, const graph::Graph& g, const std::string& dir,
                        const CheckpointInfo& info);
 
+/// Whether a checkpoint can be saved to `dir`, checked before training so that a run does not
+/// find out after its last step. Refused (kInvalidArgument unless said): an empty name; a `dir`
+/// that is a file ("DIR is a file, not a checkpoint directory; not overwritten"), a link or
+/// anything but a directory; a non-empty directory that is not a meshpipe checkpoint (no valid
+/// manifest of version 1 or 2, or an entry its manifest does not list, the first one named); a
+/// missing parent directory (kNotFound); a place where the partial directory cannot be created
+/// (kIo: not writable, a read-only file system), which is tried by creating and removing it.
+Status check_save_target(const std::string& dir);
+
 /// Reads only the manifest's header (format, version, model, step, seed): checks a checkpoint
 /// before a run is planned and built.
 Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir);
 
-/// Fills every persistent tile of `run` from the checkpoint in `dir`. Errors: a missing or
-/// malformed manifest (the field named), a value the run has and the checkpoint lacks, a shape
-/// or dtype that differs, a tile file of the wrong size, regions that leave part of a tile
-/// uncovered.
+/// Fills every persistent tile of `run` from the checkpoint in `dir`. Errors: `dir` missing or
+/// not a directory; a missing, oversized (over 64 MiB) or malformed manifest (the field named),
+/// one of version 1 (no checksums); a value the run has and the checkpoint lacks, a shape or
+/// dtype that differs; a tile file that is missing, not a regular file (a link, a directory, a
+/// FIFO, a device), of another size than its region needs ("has N bytes, its region needs M")
+/// or whose checksum differs ("checksum mismatch: the tile is corrupted"); a failed read;
+/// regions that leave part of a tile uncovered.
 Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& g,
                                          const std::string& dir);
 

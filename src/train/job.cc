@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "graph/models/zoo_training.h"
+#include "kernels/device.h"
 #include "planner/cost_model.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
@@ -21,7 +22,48 @@ Status JobSpec::validate() const {
     return make_error(Errc::kInvalidArgument, "the global batch must be >= 1, got {}",
                       global_batch);
   }
+  if (global_batch > kMaxGlobalBatch) {
+    return make_error(Errc::kOutOfRange,
+                      "the global batch of {} is more than the {} samples a job may have (the "
+                      "limit keeps tensor sizes and FLOP counts clear of 64-bit overflow)",
+                      global_batch, kMaxGlobalBatch);
+  }
   return optimizer.validate();
+}
+
+Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::string_view what) {
+  const int64_t available = kernels::host_memory_available();
+  if (available <= 0) return Status::ok();  // unknown: nothing to hold it against
+  int64_t persistent = 0;
+  for (const graph::Value& v : g.values()) {
+    if (v.role == graph::ValueRole::kParameter || v.role == graph::ValueRole::kOptimizerState) {
+      persistent += v.bytes();
+    }
+  }
+  int64_t largest = 0;
+  const graph::Op* largest_op = nullptr;
+  for (const graph::Op& op : g.ops()) {
+    int64_t bytes = 0;
+    for (ValueId v : op.inputs) bytes += g.value(v).bytes();
+    for (ValueId v : op.outputs) bytes += g.value(v).bytes();
+    if (bytes > largest) {
+      largest = bytes;
+      largest_op = &op;
+    }
+  }
+  // Saturating: a hostile batch must not wrap the sum around.
+  const int64_t per_device = persistent > INT64_MAX - largest ? INT64_MAX : persistent + largest;
+  const int64_t need = per_device > INT64_MAX / std::max<int64_t>(devices, 1)
+                           ? INT64_MAX
+                           : per_device * std::max<int64_t>(devices, 1);
+  if (need <= available) return Status::ok();
+  return make_error(Errc::kResourceExhausted,
+                    "{} needs at least {} of memory ({} device(s): parameters and optimizer "
+                    "state {} each, and op '{}' alone reads and writes {}), more than the {} "
+                    "this machine has available; use a smaller --batch",
+                    what, format_bytes(Bytes(need)), devices, format_bytes(Bytes(persistent)),
+                    largest_op != nullptr ? largest_op->name : std::string("?"),
+                    format_bytes(Bytes(largest)), format_bytes(Bytes(available)));
 }
 
 std::string job_spec_to_json(const JobSpec& job) {
@@ -152,6 +194,19 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
       if (program.device(d) != nullptr) share->local_devices.push_back(d);
     }
     ro.share = std::move(share);
+  }
+  // The plan's memory per device, for every device this process runs, against the machine's:
+  // a plan for large GPUs run here as CPU threads fails now, not in an allocation.
+  const int64_t here = ro.share ? static_cast<int64_t>(ro.share->local_devices.size())
+                                : static_cast<int64_t>(program.devices.size());
+  const int64_t available = kernels::host_memory_available();
+  if (available > 0 && plan.max_memory_per_device > 0 &&
+      plan.max_memory_per_device > available / std::max<int64_t>(here, 1)) {
+    return make_error(Errc::kResourceExhausted,
+                      "the plan needs about {} per device (its prediction) on the {} device(s) "
+                      "this process runs, more than the {} this machine has available",
+                      format_bytes(Bytes(plan.max_memory_per_device)), here,
+                      format_bytes(Bytes(available)));
   }
   MP_ASSIGN_OR_RETURN(job->run_,
                       runtime::InProcessRun::create(std::move(program), job->graph_.graph, ro));

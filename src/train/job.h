@@ -27,6 +27,15 @@
 
 namespace meshpipe::train {
 
+/// The largest global batch a job accepts: far beyond any real job (Alpa's are 1024), and small
+/// enough that every tensor size and FLOP count stays clear of 64-bit overflow.
+inline constexpr int64_t kMaxGlobalBatch = int64_t{1} << 20;
+
+/// Fails fast, before anything is allocated, when training `g` on one device cannot fit in
+/// this machine's available memory: its parameters and optimizer states plus the largest op's
+/// operands and results (a lower bound of any step's peak). `what` names the run in the error.
+Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::string_view what);
+
 /// What is trained.
 struct JobSpec {
   graph::models::ModelSpec model;

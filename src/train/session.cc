@@ -6,7 +6,34 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/checkpoint.h"
+
 namespace meshpipe::train {
+
+namespace {
+
+// Whether the session was asked to stop.
+bool stop_requested(const SessionOptions& o) {
+  return o.stop != nullptr && o.stop->load(std::memory_order_relaxed);
+}
+
+// The session stopped on request after step `step`, whose checkpoint is saved when
+// `saved` (else one is saved now, when there is a save directory).
+Status stop_after(StepRunner& runner, const SessionOptions& o, int64_t step, bool saved) {
+  if (o.save_dir.empty()) {
+    return make_error(Errc::kCancelled, "interrupted after step {}; nothing saved (no --save)",
+                      step);
+  }
+  if (!saved) {
+    const Status s = runner.save_checkpoint(o.save_dir, {o.model, step, o.seed});
+    MP_RETURN_IF_ERROR(
+        s.with_context(fmt::format("interrupted after step {}; saving a checkpoint", step)));
+  }
+  return make_error(Errc::kCancelled, "interrupted after step {}; checkpoint saved to {}", step,
+                    o.save_dir);
+}
+
+}  // namespace
 
 Status SessionOptions::validate() const {
   if (steps < 1) return make_error(Errc::kInvalidArgument, "steps must be >= 1, got {}", steps);
@@ -16,6 +43,9 @@ Status SessionOptions::validate() const {
   if (save_every < 0) {
     return make_error(Errc::kInvalidArgument, "save_every must be >= 0, got {}", save_every);
   }
+  if (save_every > 0 && save_dir.empty()) {
+    return make_error(Errc::kInvalidArgument, "save_every needs a save directory");
+  }
   if (samples_per_step < 1 || tokens_per_step < 1) {
     return make_error(Errc::kInvalidArgument, "samples and tokens per step must be >= 1");
   }
@@ -24,9 +54,16 @@ Status SessionOptions::validate() const {
 
 Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& options) {
   MP_RETURN_IF_ERROR(options.validate());
+  // A place that cannot take the checkpoint is found now, not after the last step.
+  if (!options.save_dir.empty()) MP_RETURN_IF_ERROR(runtime::check_save_target(options.save_dir));
   SessionSummary summary;
   summary.first_step = options.first_step;
   const int64_t last = options.first_step + options.steps - 1;
+  if (stop_requested(options)) {
+    return make_error(Errc::kCancelled,
+                      "interrupted before step {}; nothing saved (no step finished)",
+                      options.first_step);
+  }
   for (int64_t step = options.first_step; step <= last; ++step) {
     auto r = runner.run_step(step);
     if (!r.has_value()) return r.status().with_context(fmt::format("step {}", step));
@@ -58,11 +95,13 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       options.on_step(rep);
     }
     const bool due = step == last || (options.save_every > 0 && step % options.save_every == 0);
-    if (!options.save_dir.empty() && due) {
+    const bool save = !options.save_dir.empty() && due;
+    if (save) {
       const Status saved =
           runner.save_checkpoint(options.save_dir, {options.model, step, options.seed});
       MP_RETURN_IF_ERROR(saved.with_context(fmt::format("saving after step {}", step)));
     }
+    if (stop_requested(options)) return stop_after(runner, options, step, save);
   }
   return summary;
 }

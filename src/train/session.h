@@ -1,8 +1,10 @@
 // The training session: the one step loop every way of training runs (one device, threads,
 // actors, a cluster of nodes). It runs the steps through a StepRunner, stops on a non-finite
-// loss, writes checkpoints when asked, tracks each device's peak memory, and reports every step.
+// loss or on request (a signal), checks the save directory before the first step and writes
+// checkpoints when asked, tracks each device's peak memory, and reports every step.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -33,11 +35,17 @@ struct SessionOptions {
   int64_t samples_per_step = 1;  ///< the global batch
   int64_t tokens_per_step = 1;   ///< samples x tokens per sample
   std::string save_dir;          ///< write a checkpoint here after the last step
-  int64_t save_every = 0;        ///< N > 0: also after every N-th step (with save_dir)
+  int64_t save_every = 0;        ///< N > 0: also after every N-th step (needs save_dir)
   std::string model;             ///< recorded in checkpoints
   uint64_t seed = 0;             ///< recorded in checkpoints
   float lr = 0.0f;               ///< named in the error on a non-finite loss
   std::function<void(const StepReport&)> on_step;  ///< progress (every step)
+  /// Set (by a signal handler, another thread) to stop: checked before the first step and after
+  /// every step. The step under way finishes, a checkpoint is saved (with save_dir), and the
+  /// session returns kCancelled.
+  const std::atomic<bool>* stop = nullptr;
+  /// Errors: steps < 1, first_step < 1, save_every < 0, save_every > 0 without save_dir,
+  /// samples or tokens per step < 1.
   Status validate() const;
 };
 
@@ -50,8 +58,14 @@ struct SessionSummary {
   int64_t last_step = 0;
 };
 
-/// Runs steps first_step .. first_step + steps - 1 through `runner`. Errors name the step: a
-/// failed step, a non-finite loss, a failed checkpoint.
+/// Runs steps first_step .. first_step + steps - 1 through `runner`. Before the first step it
+/// checks that save_dir can take a checkpoint (runtime::check_save_target), so a place that
+/// cannot is reported before any training. Errors name the step: a failed step, a non-finite
+/// loss, a failed checkpoint. Stopped through `options.stop`, it returns kCancelled saying
+/// where it stopped and what was saved: "interrupted after step N; checkpoint saved to DIR",
+/// "...; nothing saved (no --save)", or "interrupted before step N; nothing saved (no step
+/// finished)". A stop seen after the last step is still kCancelled (the run was interrupted;
+/// its checkpoint is complete).
 Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& options);
 
 }  // namespace meshpipe::train

@@ -6,6 +6,7 @@
 #include "graph/cost.h"
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
+#include "train/job.h"
 
 namespace meshpipe::train {
 
@@ -15,6 +16,9 @@ Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(const JobSpec
   job->spec_ = spec;
   MP_ASSIGN_OR_RETURN(job->graph_,
                       graph::models::zoo_training_graph(spec.model, spec.batch(), spec.optimizer));
+  MP_RETURN_IF_ERROR(check_fits_host_memory(
+      job->graph_.graph, 1,
+      fmt::format("training {} with a batch of {}", spec.model.name, spec.batch())));
   runtime::ExecutorOptions eo;
   eo.check_finite = spec.check_finite;
   MP_ASSIGN_OR_RETURN(job->exec_, runtime::Executor::create(job->graph_.graph, eo));

@@ -47,6 +47,26 @@ TEST_CASE("parse_json returns the document or an error naming what and where", "
   CHECK(parse_json("", "cluster file").status().message().find("cluster file") == 0);
 }
 
+TEST_CASE("parse_json refuses nesting deeper than its limit before parsing", "[core][json]") {
+  const auto nested = [](int depth, bool in_string) {
+    std::string t(static_cast<size_t>(depth), '[');
+    if (in_string) t = "[\"" + std::string(100000, '[') + "\\\"\"";  // brackets in a string
+    return t + std::string(static_cast<size_t>(in_string ? 1 : depth), ']');
+  };
+  CHECK(parse_json(nested(kMaxJsonDepth, false), "plan JSON").has_value());
+  auto deep = parse_json(nested(kMaxJsonDepth + 1, false), "plan JSON");
+  REQUIRE_FALSE(deep.has_value());
+  CHECK(deep.status().message() ==
+        "plan JSON is malformed: arrays and objects nest deeper than 64 levels (the limit on "
+        "every JSON meshpipe reads)");
+  // 200,000 levels (a stack overflow in a recursive parser) are refused the same way.
+  CHECK_FALSE(parse_json(nested(200000, false), "plan JSON").has_value());
+  // Brackets inside strings, escaped quotes included, do not count.
+  auto in_string = parse_json(nested(0, true), "plan JSON");
+  REQUIRE(in_string.has_value());
+  CHECK((*in_string)[0].get<std::string>().size() == 100001);
+}
+
 TEST_CASE("json_field_error formats subject, quoted path and complaint", "[core][json]") {
   const Status s = json_field_error("plan field", "stages[1].time", "is missing");
   CHECK(s.code() == Errc::kInvalidArgument);

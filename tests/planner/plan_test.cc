@@ -2,6 +2,8 @@
 // errors for every corruption, no crash on any input) and plan files.
 #include "planner/plan.h"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -508,7 +510,7 @@ TEST_CASE("plan file errors name the path", "[planner][plan]") {
   const std::string missing = (dir / "meshpipe_plan_test_no_such_file.json").string();
   Expected<Plan> p = load_plan(missing);
   REQUIRE_FALSE(p.has_value());
-  CHECK(p.status().code() == Errc::kIo);
+  CHECK(p.status().code() == Errc::kNotFound);
   CHECK_THAT(p.status().message(), Catch::Contains(missing));
 
   const std::string unwritable = (dir / "meshpipe_no_such_dir" / "plan.json").string();
@@ -518,7 +520,21 @@ TEST_CASE("plan file errors name the path", "[planner][plan]") {
 
   Expected<Plan> d = load_plan(dir.string());
   REQUIRE_FALSE(d.has_value());
-  CHECK(d.status().code() == Errc::kIo);
+  CHECK(d.status().code() == Errc::kInvalidArgument);
+  CHECK(d.status().message() ==
+        "plan file '" + dir.string() + "' is a directory, not a regular file");
+
+  // A plan is written beside the target and renamed over it: a directory or a device there is
+  // refused, not replaced, and no temporary file is left behind.
+  const Status onto_dir = save_plan(test_plan(), dir.string());
+  CHECK(onto_dir.code() == Errc::kInvalidArgument);
+  CHECK(save_plan(test_plan(), "/dev/null").code() == Errc::kInvalidArgument);
+  const std::string target = (dir / "meshpipe_plan_test_replace.json").string();
+  { std::ofstream(target) << "old"; }
+  REQUIRE(save_plan(test_plan(), target).is_ok());
+  CHECK(load_plan(target).has_value());
+  CHECK_FALSE(std::filesystem::exists(target + ".tmp-" + std::to_string(::getpid())));
+  std::filesystem::remove(target);
 
   const std::string bad = (dir / "meshpipe_plan_test_bad.json").string();
   {

@@ -76,6 +76,12 @@ rb_case() {
   keep_before="$(rb_digest "$box/keep")$(sha256sum < "$box/notes.txt")"
   guard_before="$(rb_digest "$RB_ROOT/guard")"
   local out="$RB_ROOT/out-$RB_INDEX" sidfile="$RB_ROOT/sid-$RB_INDEX" rc=0
+  # A shell function of the surface script runs in a child bash (timeout needs a program).
+  if declare -F "$1" > /dev/null; then
+    export -f $(declare -F | awk '{print $3}')
+    export MESHPIPE MESHPIPE_NODE RB_ROOT
+    set -- bash -c '"$@"' rb_function "$@"
+  fi
   if [ "$verdict" = ok ]; then
     (cd "$box" && setsid --wait bash -c 'echo $$ > "$0"; exec timeout -k 5 "$1" "${@:2}"' \
       "$sidfile" "$timeout" "$@" > "$out" 2>&1 < /dev/null)

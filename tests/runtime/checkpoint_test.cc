@@ -18,6 +18,7 @@
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
 #include "runtime/executor.h"
+#include "runtime/hand_checkpoint.h"
 #include "runtime/in_process_run.h"
 #include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
@@ -28,6 +29,9 @@ namespace {
 
 using Mode = planner::ShardingOptions::ParameterMode;
 namespace fs = std::filesystem;
+using testing::file_text;
+using testing::hand_manifest;
+using testing::write_hand_checkpoint;
 
 planner::Plan grid(int64_t micro_batches, planner::GridConfig cfg) {
   graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8 / micro_batches);
@@ -148,7 +152,7 @@ TEST_CASE("a save writes every tile once, from the lowest device holding it", "[
       CHECK(values > 10);
       // The tile list survives its trip through JSON.
       std::vector<SavedTile> tiles = {
-          {"w", Shape({4, 6}), DType::kF32, "tile-d3-0.bin", {{0, 2}, {3, 6}}}};
+          {"w", Shape({4, 6}), DType::kF32, "tile-d3-0.bin", {{0, 2}, {3, 6}}, 0xE3069283u}};
       auto back = saved_tiles_from_json(saved_tiles_to_json(tiles));
       REQUIRE(back.has_value());
       REQUIRE(back->size() == 1);
@@ -156,6 +160,7 @@ TEST_CASE("a save writes every tile once, from the lowest device holding it", "[
       CHECK((*back)[0].shape == Shape({4, 6}));
       CHECK((*back)[0].file == "tile-d3-0.bin");
       CHECK((*back)[0].region == tiles[0].region);
+      CHECK((*back)[0].crc32c == 0xE3069283u);
       CHECK_FALSE(saved_tiles_from_json("[{\"value\": 1}]").has_value());
     }
   }
@@ -181,17 +186,24 @@ TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
   };
   SECTION("a missing directory") {
     fs::remove_all(dir);
-    expect_error("manifest.json");
+    expect_error("checkpoint " + dir.string() + ": no such directory");
   }
   SECTION("another format version") {
     std::string t = text;
-    t.replace(t.find("\"version\": 1"), 12, "\"version\": 7");
+    t.replace(t.find("\"version\": 2"), 12, "\"version\": 7");
     std::ofstream(manifest) << t;
-    expect_error("field 'version'");
+    expect_error("field 'version' is 7, this build reads 2");
   }
   SECTION("a truncated tile file") {
     std::ofstream(dir / "tile-d0-0.bin", std::ios::binary | std::ios::trunc) << "x";
-    expect_error("tile-d0-0.bin holds 1 bytes");
+    expect_error("tile-d0-0.bin has 1 bytes, its region needs ");
+  }
+  SECTION("a tile with a bit flipped") {
+    std::string bytes = file_text(dir / "tile-d0-0.bin");
+    bytes[5] = static_cast<char>(bytes[5] ^ 0x10);
+    std::ofstream(dir / "tile-d0-0.bin", std::ios::binary | std::ios::trunc) << bytes;
+    expect_error("tile-d0-0.bin (a tile of '");
+    expect_error("checksum mismatch: the tile is corrupted");
   }
   SECTION("a value the model has and the checkpoint lacks") {
     std::string t = text;
@@ -203,31 +215,9 @@ TEST_CASE("what is wrong in a checkpoint is named", "[checkpoint]") {
   fs::remove_all(dir);
 }
 
-// A hand-written checkpoint of one value "w" [4, 6] f32 in two tiles (rows 0-1 and 2-3).
-nlohmann::ordered_json manifest_json() {
-  return nlohmann::ordered_json::parse(R"({
-    "format": "meshpipe-checkpoint", "version": 1, "model": "m", "step": 3, "seed": 7,
-    "values": [{"name": "w", "shape": [4, 6], "dtype": "f32", "tiles": [
-      {"file": "tile-d0-0.bin", "begin": [0, 0], "extent": [2, 6]},
-      {"file": "tile-d1-0.bin", "begin": [2, 0], "extent": [2, 6]}]}]})");
-}
-
-// Writes `manifest` and the tile files of manifest_json() into `dir`.
-void write_checkpoint(const fs::path& dir, const std::string& manifest) {
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::ofstream(dir / "manifest.json") << manifest;
-  for (int d = 0; d < 2; ++d) {
-    std::vector<float> rows(12);
-    for (int i = 0; i < 12; ++i) rows[static_cast<size_t>(i)] = static_cast<float>(d * 12 + i);
-    std::ofstream f(dir / fmt::format("tile-d{}-0.bin", d), std::ios::binary);
-    f.write(reinterpret_cast<const char*>(rows.data()), sizeof(float) * rows.size());
-  }
-}
-
 TEST_CASE("a hand-written manifest loads into a tile of another tiling", "[checkpoint]") {
   const fs::path dir = fs::temp_directory_path() / "meshpipe_ckpt_manifest_ok";
-  write_checkpoint(dir, manifest_json().dump(1));
+  write_hand_checkpoint(dir, hand_manifest().dump(1));
   graph::Graph g;
   g.add_source("w", Shape({4, 6}), DType::kF32, graph::ValueRole::kParameter);
   std::vector<float> cols(8, -1.0f);  // columns 2-3 of every row
@@ -251,7 +241,7 @@ TEST_CASE("a malformed manifest is an error naming the field, never an exception
   const std::string prefix = "checkpoint " + dir.string() + ": ";
   // The message of loading the manifest `text` (every value and tile is read; no tile needed).
   const auto message = [&](const std::string& text) {
-    write_checkpoint(dir, text);
+    write_hand_checkpoint(dir, text);
     Expected<CheckpointInfo> r = load_tiles({}, graph::Graph(), dir.string());
     REQUIRE_FALSE(r.has_value());
     CHECK(r.status().code() == Errc::kInvalidArgument);
@@ -268,11 +258,22 @@ TEST_CASE("a malformed manifest is an error naming the field, never an exception
       {"format a number", [](Json& j) { j["format"] = 1; },
        "field 'format' is not meshpipe-checkpoint"},
       {"version a string", [](Json& j) { j["version"] = "1"; },
-       "field 'version' is \"1\", this build reads 1"},
+       "field 'version' is \"1\", this build reads 2"},
       {"version missing", [](Json& j) { j.erase("version"); },
-       "field 'version' is missing, this build reads 1"},
+       "field 'version' is missing, this build reads 2"},
+      {"version 1, without checksums",
+       [](Json& j) {
+         j["version"] = 1;
+         for (Json& t : j["values"][0]["tiles"]) t.erase("crc32c");
+       },
+       "field 'version' is 1, a checkpoint without tile checksums, which this build does not "
+       "load (it reads version 2)"},
+      {"version 3", [](Json& j) { j["version"] = 3; }, "field 'version' is 3, this build reads 2"},
       {"model a number", [](Json& j) { j["model"] = 3; }, "field 'model' must be a string"},
+      {"model empty", [](Json& j) { j["model"] = ""; }, "field 'model' must not be empty"},
       {"step missing", [](Json& j) { j.erase("step"); }, "field 'step' is missing"},
+      {"step negative", [](Json& j) { j["step"] = -5; },
+       "field 'step' must be a non-negative integer"},
       {"step fractional", [](Json& j) { j["step"] = 1.5; }, "field 'step' must be an integer"},
       {"step beyond int64", [](Json& j) { j["step"] = uint64_t{1} << 63; },
        "field 'step' must be an integer that fits in 64 bits"},
@@ -318,6 +319,21 @@ TEST_CASE("a malformed manifest is an error naming the field, never an exception
       {"a file outside the directory",
        [](Json& j) { j["values"][0]["tiles"][0]["file"] = "../manifest.json"; },
        "field 'values[w].tiles[0].file' must be a file name in the checkpoint directory"},
+      {"an absolute file", [](Json& j) { j["values"][0]["tiles"][0]["file"] = "/etc/passwd"; },
+       "field 'values[w].tiles[0].file' must be a file name in the checkpoint directory"},
+      {"a file named ..", [](Json& j) { j["values"][0]["tiles"][0]["file"] = ".."; },
+       "field 'values[w].tiles[0].file' must be a file name in the checkpoint directory"},
+      {"a file name with a NUL",
+       [](Json& j) { j["values"][0]["tiles"][0]["file"] = std::string("a\0b", 3); },
+       "field 'values[w].tiles[0].file' must be a file name in the checkpoint directory"},
+      {"a checksum missing", [](Json& j) { j["values"][0]["tiles"][1].erase("crc32c"); },
+       "field 'values[w].tiles[1].crc32c' is missing"},
+      {"a checksum a number", [](Json& j) { j["values"][0]["tiles"][1]["crc32c"] = 12; },
+       "field 'values[w].tiles[1].crc32c' must be a string"},
+      {"a checksum in capitals", [](Json& j) { j["values"][0]["tiles"][1]["crc32c"] = "E3069283"; },
+       "field 'values[w].tiles[1].crc32c' must be a CRC-32C of 8 lowercase hexadecimal digits"},
+      {"a checksum too short", [](Json& j) { j["values"][0]["tiles"][1]["crc32c"] = "e306928"; },
+       "field 'values[w].tiles[1].crc32c' must be a CRC-32C of 8 lowercase hexadecimal digits"},
       {"begin missing", [](Json& j) { j["values"][0]["tiles"][1].erase("begin"); },
        "field 'values[w].tiles[1].begin' is missing"},
       {"begin a number", [](Json& j) { j["values"][0]["tiles"][1]["begin"] = 2; },
@@ -351,7 +367,7 @@ TEST_CASE("a malformed manifest is an error naming the field, never an exception
   };
   for (const Case& c : cases) {
     INFO(c.name);
-    Json j = manifest_json();
+    Json j = hand_manifest();
     c.edit(j);
     CHECK(message(j.dump(1)) == prefix + c.want);
   }
@@ -362,12 +378,18 @@ TEST_CASE("a malformed manifest is an error naming the field, never an exception
   CHECK(message("").find(prefix + "manifest is malformed") == 0);
 
   // The header alone: read_checkpoint_info names the same fields.
-  Json j = manifest_json();
+  Json j = hand_manifest();
   j["seed"] = "7";
-  write_checkpoint(dir, j.dump());
+  write_hand_checkpoint(dir, j.dump());
   Expected<CheckpointInfo> info = read_checkpoint_info(dir.string());
   REQUIRE_FALSE(info.has_value());
   CHECK(info.status().message() == prefix + "field 'seed' must be a non-negative integer");
+  j = hand_manifest();
+  j["step"] = -5;
+  write_hand_checkpoint(dir, j.dump());
+  info = read_checkpoint_info(dir.string());
+  REQUIRE_FALSE(info.has_value());
+  CHECK(info.status().message() == prefix + "field 'step' must be a non-negative integer");
   fs::remove_all(dir);
 }
 
@@ -380,7 +402,7 @@ TEST_CASE("a malformed tile list is an error naming the field, never an exceptio
     return r.status().message();
   };
   const std::string tile =
-      R"("value": "w", "shape": [4, 6], "dtype": "f32", "file": "tile-d3-0.bin")";
+      R"("value": "w", "shape": [4, 6], "dtype": "f32", "file": "tile-d3-0.bin", "crc32c": "e3069283")";
   const auto list = [&](const std::string& fields) { return "[{" + tile + fields + "}]"; };
   REQUIRE(saved_tiles_from_json(list(R"(, "begin": [0, 3], "extent": [2, 3])")).has_value());
   CHECK(saved_tiles_from_json("[]").has_value());
@@ -400,7 +422,10 @@ TEST_CASE("a malformed tile list is an error naming the field, never an exceptio
   CHECK(message(list(R"(, "begin": [0, 3], "extent": [2, 3], "device": 3)")) ==
         "tile list field '[0].device' is not a known field");
   CHECK(message(R"([{"value": "w", "shape": [], "dtype": "f32", "file": "a", "begin": [],
-                      "extent": []}, 3])") == "tile list field '[1]' must be an object");
+                      "extent": [], "crc32c": "00000000"}, 3])") ==
+        "tile list field '[1]' must be an object");
+  CHECK(message(R"([{"value": "w", "shape": [], "dtype": "f32", "file": "a", "begin": [],
+                      "extent": []}])") == "tile list field '[0].crc32c' is missing");
   CHECK(message("not JSON").find("tile list is malformed") == 0);
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "graph/models/zoo_training.h"
 #include "planner/cost_model.h"
 #include "train/session.h"
 #include "train/single_device.h"
@@ -76,6 +77,48 @@ TEST_CASE("a job spec survives its JSON form, and bad fields are named", "[train
   bad.replace(bad.find("\"sgd\""), 5, "\"lamb\"");
   CHECK_THAT(job_spec_from_json(bad).status().message(),
              Catch::StartsWith("job field 'optimizer.kind'"));
+}
+
+TEST_CASE("a job's batch and optimizer numbers are bounded and finite", "[train][job]") {
+  JobSpec job = gpt_tiny();
+  job.global_batch = kMaxGlobalBatch;
+  CHECK(job.validate().is_ok());
+  job.global_batch = kMaxGlobalBatch + 1;
+  CHECK(job.validate().code() == Errc::kOutOfRange);
+  CHECK(job.validate().message().find("more than the 1048576 samples") != std::string::npos);
+  job = gpt_tiny();
+  for (float bad : {std::nanf(""), INFINITY, 0.0f, -1.0f}) {
+    job.optimizer.lr = bad;
+    CHECK(job.validate().message().find("learning rate must be finite and > 0") == 0);
+  }
+  job = gpt_tiny();
+  job.optimizer.momentum = std::nanf("");
+  CHECK_FALSE(job.validate().is_ok());
+  job = gpt_tiny();
+  job.optimizer.weight_decay = std::nanf("");
+  CHECK_FALSE(job.validate().is_ok());
+  job = gpt_tiny();
+  job.optimizer.eps = INFINITY;
+  CHECK_FALSE(job.validate().is_ok());
+}
+
+TEST_CASE("a run that cannot fit in this machine's memory is refused before allocating",
+          "[train][job]") {
+  // gpt-1.3b at a batch of 100,000: its largest op alone needs terabytes.
+  JobSpec job;
+  job.model = *graph::models::find_model("gpt-1.3b");
+  job.global_batch = 100000;
+  auto single = SingleDeviceJob::create(job);
+  REQUIRE_FALSE(single.has_value());
+  CHECK(single.status().code() == Errc::kResourceExhausted);
+  CHECK(single.status().message().find("this machine has available") != std::string::npos);
+  // The same check passes for a run that fits, and its figure is the sum it names: the
+  // persistent bytes of gpt-tiny plus its largest op, times the devices.
+  auto g = graph::models::zoo_training_graph(gpt_tiny().model, 8, gpt_tiny().optimizer);
+  REQUIRE(g.has_value());
+  CHECK(check_fits_host_memory(g->graph, 4, "gpt-tiny").is_ok());
+  const Status huge = check_fits_host_memory(g->graph, int64_t{1} << 40, "gpt-tiny");
+  CHECK(huge.code() == Errc::kResourceExhausted);
 }
 
 TEST_CASE("plan_job plans with the micro-batch count asked for, and checks it divides",
