@@ -12,7 +12,9 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -20,15 +22,21 @@
 
 #include "actors/cluster.h"
 #include "actors/secret.h"
+#include "core/crash.h"
+#include "mesh/cluster.h"
 
 namespace {
 
-std::atomic<int> g_interrupts{0};  // lock-free: safe in a signal handler
+constexpr double kMaxMemoryGib = 1 << 20;  // a PiB per device: beyond any device, within int64
+
+std::atomic<int> g_interrupts{0};    // lock-free: safe in a signal handler
+std::atomic<int> g_first_signal{0};  // the signal of the first interrupt
 
 // The first signal is the driver's to act on (it was most likely signalled too, and may be
 // saving a checkpoint this node must write its tiles to); the second ends the node at once.
 extern "C" void on_interrupt(int sig) {
   if (g_interrupts.fetch_add(1) == 0) {
+    g_first_signal.store(sig);
     static const char first[] =
         "meshpipe-node: interrupted; the driver ends the job (it finishes the step, and saves "
         "with --save); interrupt again to exit now\n";
@@ -81,6 +89,7 @@ int exec_driver(const meshpipe::actors::NodeOptions& options, double memory_gib,
 }  // namespace
 
 int main(int argc, char** argv) {
+  meshpipe::install_crash_handlers("meshpipe-node");
   CLI::App app{"meshpipe-node: joins a meshpipe job's coordinator and runs this machine's devices"};
   meshpipe::actors::NodeOptions options;
   double memory_gib = 4.0;
@@ -96,10 +105,20 @@ int main(int argc, char** argv) {
                "is one of the K)");
   app.add_option("--devices", options.devices, "virtual CPU devices this node runs")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, static_cast<int>(meshpipe::mesh::kMaxClusterDevices)));
   app.add_option("--memory-gib", memory_gib, "memory per device reported to the planner")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            if (end != text.c_str() && *end == '\0' && std::isfinite(v) && v > 0 &&
+                v <= kMaxMemoryGib) {
+              return "";
+            }
+            return fmt::format("must be a finite number in (0, {}], got '{}'", kMaxMemoryGib, text);
+          },
+          "GIB"));
   app.add_option("--bind", options.bind, "address this node's collectives (Gloo) listen on")
       ->capture_default_str();
   app.add_option("--connect-timeout-ms", connect_ms,
@@ -143,6 +162,8 @@ int main(int argc, char** argv) {
   const meshpipe::Status s = meshpipe::actors::run_node(options);
   if (!s.is_ok()) {
     fmt::print(stderr, "meshpipe-node: error: {}\n", s.to_string());
+    // Interrupted, and the job then ended as failed: 128 + the signal, as `meshpipe train`.
+    if (g_first_signal.load() > 0) return 128 + g_first_signal.load();
     return s.code() == meshpipe::Errc::kInvalidArgument ? 2 : 1;
   }
   return 0;

@@ -182,7 +182,10 @@ Status Coordinator::save_checkpoint(const std::string& dir, const runtime::Check
 void Coordinator::shutdown(const std::string& reason) { impl_->end(/*failed=*/false, reason); }
 
 void Coordinator::fail(const Status& why) {
-  impl_->end(/*failed=*/true, "the job failed: " + why.message());
+  // An interrupted driver (kCancelled) stopped the job; anything else is a failure.
+  impl_->end(/*failed=*/true,
+             (why.code() == Errc::kCancelled ? "the job was stopped: " : "the job failed: ") +
+                 why.message());
 }
 
 Expected<mesh::ClusterSpec> cluster_from_nodes(const std::vector<NodeReport>& nodes,

@@ -114,7 +114,8 @@ class Coordinator final : public train::StepRunner {
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
   /// Tells every node the job is over (they exit 0), naming `reason`.
   void shutdown(const std::string& reason);
-  /// Tells every node the job failed (they exit non-zero), naming why.
+  /// Tells every node the job failed, or was stopped (kCancelled), naming why; they exit
+  /// non-zero.
   void fail(const Status& why);
 
  private:

@@ -4,6 +4,7 @@
 
 #include "actors/internal/coordinator.h"
 #include "actors/internal/limits.h"
+#include "mesh/cluster.h"
 
 namespace meshpipe::actors::internal {
 
@@ -32,6 +33,14 @@ Expected<NodeReport> parse_node_report(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("devices", &n.devices));
   MP_RETURN_IF_ERROR(r.read("memory", &n.memory_bytes));
   MP_RETURN_IF_ERROR(check_size("the node's host name", n.host.size(), kMaxNameBytes));
+  if (n.devices < 1 || n.devices > mesh::kMaxClusterDevices) {
+    return make_error(Errc::kOutOfRange, "a node runs 1 to {} devices, this one reports {}",
+                      mesh::kMaxClusterDevices, n.devices);
+  }
+  if (n.memory_bytes <= 0) {
+    return make_error(Errc::kInvalidArgument, "a node's device memory must be positive, not {}",
+                      n.memory_bytes);
+  }
   return n;
 }
 
