@@ -126,6 +126,19 @@ TEST_CASE("a node beyond --nodes is refused, and the job keeps its nodes", "[clu
   CHECK(first.is_ok());
 }
 
+TEST_CASE("a field over its limit is refused, naming the field and the limit", "[cluster]") {
+  CHECK(internal::check_size("the job", internal::kMaxJobBytes, internal::kMaxJobBytes).is_ok());
+  const Status s =
+      internal::check_size("the job", internal::kMaxJobBytes + 1, internal::kMaxJobBytes);
+  REQUIRE_FALSE(s.is_ok());
+  CHECK(s.code() == Errc::kOutOfRange);
+  CHECK(s.message() ==
+        "the job has 67108865 bytes, over the control plane's limit of 64 MiB "
+        "for it");
+  CHECK(internal::limit_text(internal::kMaxReasonBytes) == "16 KiB");
+  CHECK(internal::limit_text(internal::kMaxNameBytes) == "256 bytes");
+}
+
 TEST_CASE("a coordinator without a secret is refused", "[cluster]") {
   CoordinatorOptions co = coordinator_options(1);
   co.secret = "short";
