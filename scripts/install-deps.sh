@@ -6,7 +6,7 @@ set -euo pipefail
 core_pkgs=(
   build-essential cmake pkg-config
   libcaf-dev libucx-dev ucx-utils libglpk-dev glpk-utils libfmt-dev catch2
-  libopenblas-dev libgloo-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
+  libopenblas-dev libgloo-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libssl-dev
 )
 oracle_pkgs=(python3-torch python3-numpy)
 

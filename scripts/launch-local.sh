@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Starts a meshpipe job on this machine: a driver (`meshpipe train --listen 0 --nodes K ...`)
 # and K `meshpipe-node` processes with N virtual CPU devices each, all on loopback. Prints the
-# driver's output; the nodes' output goes to $MESHPIPE_LOG_DIR (default: a temporary directory).
+# driver's output; the nodes' output and exit statuses (exits: "nodeK PID STATUS") go to
+# $MESHPIPE_LOG_DIR (default: a temporary directory).
 # Exits with the driver's status once every process has ended; no process is left behind.
+#
+# The job's secret: $MESHPIPE_SECRET when set, else a new random one; every process reads it
+# from the environment, never from its command line (which `ps` shows to everyone).
+# Interrupting this script (Ctrl-C, SIGTERM) hands the signal to the driver alone, which ends the
+# job (it finishes the step, saves with --save, and exits non-zero; the nodes follow it); a
+# second interrupt ends every process at once.
 #
 #   scripts/launch-local.sh K N -- --model gpt-tiny --steps 20 [other train options]
 set -uo pipefail
@@ -21,14 +28,28 @@ export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 for exe in meshpipe meshpipe-node; do
   [ -x "$bin_dir/$exe" ] || { echo "$0: $bin_dir/$exe not found (build first, or set MESHPIPE_BIN)" >&2; exit 2; }
 done
+if [ -z "${MESHPIPE_SECRET:-}" ]; then
+  MESHPIPE_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+fi
+export MESHPIPE_SECRET
 
+# Job control: every process gets a process group of its own, so a Ctrl-C at the terminal
+# reaches this script only, and the driver hears of it once (from here), not twice.
+set -m
 "$bin_dir/meshpipe" train --listen 0 --nodes "$nodes" "$@" > "$log/driver.out" 2>&1 &
 driver=$!
 pids=()
-cleanup() {
-  for p in "${pids[@]}" "$driver"; do kill "$p" 2> /dev/null; done
+interrupts=0
+interrupt() {
+  interrupts=$((interrupts + 1))
+  if [ "$interrupts" -eq 1 ]; then
+    echo "$0: interrupted: the driver ends the job (interrupt again to stop every process now)" >&2
+    kill -TERM "$driver" 2> /dev/null
+  else
+    for p in "${pids[@]}" "$driver"; do kill -TERM "$p" 2> /dev/null; done
+  fi
 }
-trap cleanup INT TERM
+trap interrupt INT TERM
 
 port=""
 for _ in $(seq 1 200); do
@@ -50,8 +71,12 @@ done
 echo "nodes: ${pids[*]}" > "$log/pids"
 tail -n +1 -f "$log/driver.out" --pid="$driver" &
 tailer=$!
-wait "$driver"
-rc=$?
+# `wait` returns early when a trapped signal arrives: wait until the driver has really ended.
+while true; do
+  wait "$driver"
+  rc=$?
+  kill -0 "$driver" 2> /dev/null || break
+done
 wait "$tailer" 2> /dev/null
 # The nodes exit when the driver ends the job (or loses it); make sure of it.
 for _ in $(seq 1 100); do
@@ -66,6 +91,13 @@ for p in "${pids[@]}"; do
     kill -9 "$p" 2> /dev/null
     rc=1
   fi
+done
+# Every node's exit status (137: killed), for whoever looks into the log.
+: > "$log/exits"
+for k in $(seq 1 "$nodes"); do
+  p=${pids[$((k - 1))]}
+  wait "$p" 2> /dev/null
+  echo "node$k $p $?" >> "$log/exits"
 done
 for k in $(seq 1 "$nodes"); do
   if grep -q "error" "$log/node$k.out"; then sed "s/^/node$k: /" "$log/node$k.out" >&2; fi

@@ -1,26 +1,65 @@
-// meshpipe-node: one per machine of a multi-process job. Joins the coordinator that
-// `meshpipe train --listen PORT --nodes K` publishes, runs its devices' part of every step, and
-// exits when the job ends or the coordinator goes away. With --driver it is that driver as well:
-// it runs `meshpipe train --listen ... --local-devices N` (the `meshpipe` binary next to this
-// one) with the train options given after `--`.
+// meshpipe-node: one per machine of a multi-process job. Proves it knows the job's secret to the
+// gate of the coordinator that `meshpipe train --listen PORT --nodes K` publishes, joins it,
+// runs its devices' part of every step, and exits when the job ends (non-zero unless it
+// finished) or the coordinator goes away. A first SIGINT/SIGTERM leaves the ending to the driver
+// (which finishes the step and saves with --save); a second one exits at once. With --driver it
+// is that driver as well: it runs `meshpipe train --listen ... --local-devices N` (the
+// `meshpipe` binary next to this one) with the train options given after `--`.
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "actors/cluster.h"
+#include "actors/secret.h"
+#include "core/crash.h"
+#include "mesh/cluster.h"
 
 namespace {
 
+constexpr double kMaxMemoryGib = 1 << 20;  // a PiB per device: beyond any device, within int64
+
+std::atomic<int> g_interrupts{0};    // lock-free: safe in a signal handler
+std::atomic<int> g_first_signal{0};  // the signal of the first interrupt
+
+// The first signal is the driver's to act on (it was most likely signalled too, and may be
+// saving a checkpoint this node must write its tiles to); the second ends the node at once.
+extern "C" void on_interrupt(int sig) {
+  if (g_interrupts.fetch_add(1) == 0) {
+    g_first_signal.store(sig);
+    static const char first[] =
+        "meshpipe-node: interrupted; the driver ends the job (it finishes the step, and saves "
+        "with --save); interrupt again to exit now\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, first, sizeof(first) - 1);
+    return;
+  }
+  static const char again[] = "meshpipe-node: interrupted again: exiting now\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, again, sizeof(again) - 1);
+  ::_exit(128 + sig);
+}
+
+void handle_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
 // Replaces this process with `meshpipe train` driving the job and running this node's devices.
 int exec_driver(const meshpipe::actors::NodeOptions& options, double memory_gib,
-                const std::vector<std::string>& train_args) {
+                const std::string& secret_file, const std::vector<std::string>& train_args) {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   const std::filesystem::path meshpipe = self.parent_path() / "meshpipe";
@@ -33,6 +72,10 @@ int exec_driver(const meshpipe::actors::NodeOptions& options, double memory_gib,
                                    "--local-devices",    std::to_string(options.devices),
                                    "--local-memory-gib", fmt::format("{}", memory_gib),
                                    "--local-bind",       options.bind};
+  if (!secret_file.empty()) {
+    args.push_back("--secret-file");
+    args.push_back(secret_file);
+  }
   args.insert(args.end(), train_args.begin(), train_args.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -46,11 +89,13 @@ int exec_driver(const meshpipe::actors::NodeOptions& options, double memory_gib,
 }  // namespace
 
 int main(int argc, char** argv) {
+  meshpipe::install_crash_handlers("meshpipe-node");
   CLI::App app{"meshpipe-node: joins a meshpipe job's coordinator and runs this machine's devices"};
   meshpipe::actors::NodeOptions options;
   double memory_gib = 4.0;
   int64_t connect_ms = 10000;
   bool driver = false;
+  std::string secret_file;
   std::vector<std::string> train_args;
   app.add_option("--coordinator", options.coordinator,
                  "HOST:PORT of the driver (`meshpipe train --listen PORT --nodes K`)");
@@ -60,15 +105,31 @@ int main(int argc, char** argv) {
                "is one of the K)");
   app.add_option("--devices", options.devices, "virtual CPU devices this node runs")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, static_cast<int>(meshpipe::mesh::kMaxClusterDevices)));
   app.add_option("--memory-gib", memory_gib, "memory per device reported to the planner")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            if (end != text.c_str() && *end == '\0' && std::isfinite(v) && v > 0 &&
+                v <= kMaxMemoryGib) {
+              return "";
+            }
+            return fmt::format("must be a finite number in (0, {}], got '{}'", kMaxMemoryGib, text);
+          },
+          "GIB"));
   app.add_option("--bind", options.bind, "address this node's collectives (Gloo) listen on")
       ->capture_default_str();
-  app.add_option("--connect-timeout-ms", connect_ms, "how long registration may take")
+  app.add_option("--connect-timeout-ms", connect_ms,
+                 "how long reaching the coordinator, proving the secret and registering may "
+                 "take")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--secret-file", secret_file,
+                 "file holding the job's shared secret (readable by its owner only; default: the "
+                 "MESHPIPE_SECRET environment variable). The driver prints a new one, or writes "
+                 "it with --write-secret FILE");
   app.add_option("train-options", train_args, "with --driver: `meshpipe train` options, after --");
   CLI11_PARSE(app, argc, argv);
   if (driver) {
@@ -78,7 +139,7 @@ int main(int argc, char** argv) {
                  "drop --coordinator\n");
       return 2;
     }
-    return exec_driver(options, memory_gib, train_args);
+    return exec_driver(options, memory_gib, secret_file, train_args);
   }
   if (options.coordinator.empty()) {
     fmt::print(stderr, "meshpipe-node: error: --coordinator HOST:PORT is required (or --driver)\n");
@@ -91,9 +152,18 @@ int main(int argc, char** argv) {
   }
   options.memory_bytes = static_cast<int64_t>(memory_gib * 1073741824.0);
   options.connect_timeout = std::chrono::milliseconds(connect_ms);
+  auto secret = meshpipe::actors::find_secret(secret_file);
+  if (!secret.has_value()) {
+    fmt::print(stderr, "meshpipe-node: error: {}\n", secret.status().to_string());
+    return 2;
+  }
+  options.secret = secret->value;
+  handle_interrupts();
   const meshpipe::Status s = meshpipe::actors::run_node(options);
   if (!s.is_ok()) {
     fmt::print(stderr, "meshpipe-node: error: {}\n", s.to_string());
+    // Interrupted, and the job then ended as failed: 128 + the signal, as `meshpipe train`.
+    if (g_first_signal.load() > 0) return 128 + g_first_signal.load();
     return s.code() == meshpipe::Errc::kInvalidArgument ? 2 : 1;
   }
   return 0;

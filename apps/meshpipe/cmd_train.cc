@@ -8,6 +8,7 @@
 
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
+#include "actors/secret.h"
 #include "core/crash.h"
 #include "core/files.h"
 #include "core/units.h"
@@ -55,6 +56,8 @@ struct TrainArgs {
   int64_t join_timeout_ms = 60000;
   int64_t step_timeout_ms = 60000;
   int64_t liveness_ms = 5000;
+  std::string secret_file;   // with --listen: the job's secret (else MESHPIPE_SECRET, else new)
+  std::string write_secret;  // with --listen: write a new secret here instead of printing it
 };
 
 // Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
@@ -108,10 +111,43 @@ train::PlanRequest plan_request(const TrainArgs& args) {
   return request;
 }
 
-// The driver of a multi-process job: publish the coordinator, wait for the nodes, form the
-// cluster from their reports, plan, start the job on every node and run the session.
+// The job's secret: given (a file, the environment), or new (printed, or written to a file).
+Expected<actors::Secret> listen_secret(const TrainArgs& args) {
+  MP_ASSIGN_OR_RETURN(actors::Secret secret, actors::find_secret(args.secret_file));
+  if (!secret.value.empty()) {
+    if (!args.write_secret.empty()) {
+      return make_error(Errc::kInvalidArgument,
+                        "--write-secret writes a new secret, but one was given ({})",
+                        secret.source);
+    }
+    return secret;
+  }
+  MP_ASSIGN_OR_RETURN(secret.value, actors::generate_secret());
+  if (!args.write_secret.empty()) {
+    MP_RETURN_IF_ERROR(actors::write_secret_file(args.write_secret, secret.value));
+    secret.source = "--write-secret " + args.write_secret;
+    fmt::print(
+        "secret: a new one for this job, written to {} (mode 0600); start the nodes "
+        "with --secret-file {}\n",
+        args.write_secret, args.write_secret);
+  } else {
+    secret.source = "generated";
+    fmt::print(
+        "secret: {} (new for this job; start the nodes with {} set to it, or give "
+        "the driver --secret-file or --write-secret to keep it off the terminal)\n",
+        secret.value, actors::kSecretEnvironment);
+  }
+  return secret;
+}
+
+// The driver of a multi-process job: publish the coordinator behind its gate, wait for the
+// nodes, form the cluster from their reports, plan, start the job on every node and run the
+// session.
 int run_listen(const TrainArgs& args, train::JobSpec job) {
+  auto secret = listen_secret(args);
+  if (!secret.has_value()) return fail(secret.status());
   actors::CoordinatorOptions co;
+  co.secret = secret->value;
   co.port = static_cast<uint16_t>(args.listen);
   co.bind = args.listen_address;
   co.nodes = args.nodes;
@@ -134,9 +170,9 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   }
   auto coord = actors::Coordinator::listen(co);
   if (!coord.has_value()) return fail(coord.status());
-  // A failure tells the nodes why the job ended before the driver exits with it.
+  // A failure tells the nodes why the job ended (they exit non-zero) before the driver exits.
   const auto stop = [&coord](const Status& why) {
-    (*coord)->shutdown("the job failed: " + why.message());
+    (*coord)->fail(why);
     return fail(why);
   };
   // With --local-devices this process is also one of the nodes: a node on its own thread (and
@@ -157,10 +193,14 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
     no.devices = args.local_devices;
     no.memory_bytes = static_cast<int64_t>(args.local_memory_gib * 1073741824.0);
     no.bind = args.local_bind;
+    no.secret = co.secret;
     local.coord = coord->get();
     local.thread = std::thread([no] {
       const Status s = actors::run_node(no);
-      if (!s.is_ok()) fmt::print(stderr, "error: the driver's own node: {}\n", s.to_string());
+      // kCancelled: the driver ended the job as failed and says why itself.
+      if (!s.is_ok() && s.code() != Errc::kCancelled) {
+        fmt::print(stderr, "error: the driver's own node: {}\n", s.to_string());
+      }
     });
   }
   // Printed once the driver's own node is on its way, so it usually registers first (node 0).
@@ -415,15 +455,29 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(non_empty("--load"));
   cmd->add_option("--listen", args->listen,
                   "drive a multi-process job: publish the coordinator on this port (0: any free "
-                  "port) and wait for --nodes meshpipe-node processes; --cluster then gives the "
+                  "port; only processes that know the job's secret get in, see --secret-file) "
+                  "and wait for --nodes meshpipe-node processes; --cluster then gives the "
                   "device speed and links (default cpu); --save/--load directories must be "
                   "visible to every node")
       ->check(CLI::Range(0, 65535))
       ->excludes("--runner");
   cmd->add_option("--listen-address", args->listen_address,
-                  "interface address the coordinator listens on (with --listen; 0.0.0.0: every "
-                  "interface, so nodes on other machines can reach it)")
+                  "address the coordinator's gate listens on (with --listen; 0.0.0.0: every "
+                  "interface, so nodes on other machines can reach it). Only a node that proves "
+                  "it knows the job's secret gets through the gate; the coordinator itself "
+                  "listens on loopback only. Traffic is not encrypted: keep the job on a private "
+                  "network")
       ->capture_default_str();
+  cmd->add_option("--secret-file", args->secret_file,
+                  "with --listen: the job's shared secret, which every node must prove it "
+                  "knows, from this file (readable by its owner only, at most 4 KiB). Default: "
+                  "the MESHPIPE_SECRET environment variable, else a new random secret, printed")
+      ->needs("--listen");
+  cmd->add_option("--write-secret", args->write_secret,
+                  "with --listen: write the new random secret to this new file (mode 0600) for "
+                  "the nodes' --secret-file, instead of printing it")
+      ->needs("--listen")
+      ->excludes("--secret-file");
   cmd->add_option("--local-devices", args->local_devices,
                   "the driver also runs a node with this many virtual devices, one of the "
                   "--nodes (with --listen; `meshpipe-node --driver` starts this)")

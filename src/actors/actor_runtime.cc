@@ -150,7 +150,7 @@ Expected<std::unique_ptr<ActorRunner>> ActorRuntime::start(const train::JobSpec&
   st->started = &m.started;
   m.node_state = st;
   m.node = m.sys->spawn([st](node_actor::pointer self) -> node_actor::behavior_type {
-    return node_behavior(self, st, [self](const std::string&) { self->quit(); });
+    return node_behavior(self, st, [self](bool, const std::string&) { self->quit(); });
   });
   ++m.started;
   JobMessage msg;

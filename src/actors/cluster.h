@@ -1,5 +1,5 @@
-// Cluster bootstrap over CAF's middleman (remote actors): a coordinator, published on a port by
-// the driver, and one node per machine (`meshpipe-node`). Nodes register (protocol version,
+// Cluster bootstrap over CAF's middleman (remote actors): a coordinator, published by the
+// driver, and one node per machine (`meshpipe-node`). Nodes register (protocol version,
 // devices, memory); once all have joined, the driver builds the cluster from their reports,
 // plans, and starts the job: every node receives the plan (as its JSON text) and the training
 // settings, lowers the same program, and runs its own devices. Gloo groups that span nodes meet
@@ -9,11 +9,20 @@
 // is one message too: each node writes its own tiles to a directory they all see and answers
 // with the list of what it wrote; the driver writes the manifest.
 //
+// Who may take part: the job's shared secret (actors/secret.h). The coordinator's CAF port is
+// on loopback only; the public port is a gate (actors/internal/gate.h) that admits a
+// connection only after a challenge-response proving the peer knows the secret, so nothing
+// unauthenticated reaches CAF. Behind it, the coordinator answers the driver's requests only
+// from the driver's own process, the store and address requests only from registered nodes,
+// registers each node once and no more than --nodes of them, and bounds every field a message
+// carries (actors/internal/limits.h).
+//
 // Failures: the coordinator watches every node (CAF monitors the connection): a node that exits
 // or loses its connection ends the job with an error naming it and what it was doing; a node
 // that stops answering its heartbeat (answered by a small actor of its own, so a long step does
 // not silence it) within the liveness bound does too. Nodes watch the coordinator and exit when
-// it goes. Messages use CAF's built-in types only (atoms, integers, strings).
+// it goes; a node exits non-zero unless the driver ended the job as finished. Messages use CAF's
+// built-in types only (atoms, integers, strings).
 #pragma once
 
 #include <chrono>
@@ -34,7 +43,7 @@ namespace meshpipe::actors {
 
 /// Nodes and the coordinator must speak the same protocol; a mismatch is refused at
 /// registration, naming both versions.
-inline constexpr const char* kClusterProtocol = "meshpipe-cluster/1";
+inline constexpr const char* kClusterProtocol = "meshpipe-cluster/2";
 
 /// The meshpipe release this build is (the project version); nodes of another release are
 /// refused at registration, since every node lowers the plan itself and must lower it alike.
@@ -51,8 +60,10 @@ struct NodeReport {
 
 /// Options of the coordinator.
 struct CoordinatorOptions {
-  std::string bind = "127.0.0.1";                 ///< address the middleman listens on
-  uint16_t port = 0;                              ///< 0: any free port (see Coordinator::port)
+  std::string bind = "127.0.0.1";  ///< address the gate listens on (CAF itself: loopback only)
+  uint16_t port = 0;               ///< 0: any free port (see Coordinator::port)
+  /// The job's shared secret (actors/secret.h): every node must prove it knows it.
+  std::string secret;
   int32_t nodes = 1;                              ///< nodes the job waits for
   std::chrono::milliseconds join_timeout{60000};  ///< for all nodes to join
   std::chrono::milliseconds step_timeout{60000};  ///< a node that does not answer a step
@@ -79,12 +90,16 @@ struct ClusterJob {
 class Coordinator final : public train::StepRunner {
  public:
   static Expected<std::unique_ptr<Coordinator>> listen(const CoordinatorOptions& options);
-  ~Coordinator() override;  ///< ends the job: every node is told to exit
+  /// Ends the job (as failed, unless shutdown() came first) and waits a little for the nodes
+  /// to leave, so that they are told before the connections close.
+  ~Coordinator() override;
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  /// The port the coordinator listens on.
+  /// The port the coordinator's gate listens on.
   uint16_t port() const;
+  /// Connections the gate refused so far (failed or late handshakes, oversized messages).
+  int64_t refused_connections() const;
   /// Blocks until every node has joined (or the join timeout passes); ordered by node id.
   Expected<std::vector<NodeReport>> wait_for_nodes();
   /// Sends the job to every node and waits until all have built their devices; an error when
@@ -97,8 +112,11 @@ class Coordinator final : public train::StepRunner {
   /// must see (a shared file system, or one machine); the driver then writes the manifest and
   /// renames the directory to `dir`.
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
-  /// Tells every node to exit, naming `reason`.
+  /// Tells every node the job is over (they exit 0), naming `reason`.
   void shutdown(const std::string& reason);
+  /// Tells every node the job failed, or was stopped (kCancelled), naming why; they exit
+  /// non-zero.
+  void fail(const Status& why);
 
  private:
   struct Impl;
@@ -118,14 +136,19 @@ struct NodeOptions {
   int32_t devices = 1;
   int64_t memory_bytes = int64_t{4} << 30;
   std::string bind = "127.0.0.1";  ///< the address Gloo's TCP device uses
+  /// The job's shared secret (actors/secret.h).
+  std::string secret;
+  /// For reaching the coordinator, proving the secret and joining (a listener that accepts and
+  /// stays silent fails the node within it).
   std::chrono::milliseconds connect_timeout{10000};
   std::string protocol = kClusterProtocol;   ///< (tests set another to check the refusal)
   std::string version = meshpipe_version();  ///< (likewise)
   Status validate() const;
 };
 
-/// Runs a node until the coordinator ends the job. Returns ok when told to exit normally, else
-/// why the node stopped (coordinator unreachable or gone, registration refused, a failure).
+/// Runs a node until the coordinator ends the job. Returns ok when the driver ended the job as
+/// finished, else why the node stopped (coordinator unreachable or gone, authentication or
+/// registration refused, the job failed: kCancelled with the driver's reason).
 Status run_node(const NodeOptions& options);
 
 }  // namespace meshpipe::actors

@@ -1,6 +1,7 @@
-// The node side of a multi-process job (`meshpipe-node`): join the coordinator, run this
-// process's share of the job through the protocol's node behaviour (actors/internal/node.h),
-// answer heartbeats, exit when told or when the coordinator goes.
+// The node side of a multi-process job (`meshpipe-node`): pass the driver's gate with the job's
+// secret, join the coordinator through the gate's loopback relay, run this process's share of
+// the job through the protocol's node behaviour (actors/internal/node.h), answer heartbeats,
+// exit when told or when the coordinator goes.
 #include "actors/internal/node.h"
 
 #include <unistd.h>
@@ -12,7 +13,9 @@
 #include <cstdlib>
 
 #include "actors/cluster.h"
+#include "actors/internal/gate.h"
 #include "actors/internal/protocol.h"
+#include "actors/secret.h"
 #include "core/json.h"
 
 namespace meshpipe::actors {
@@ -52,10 +55,19 @@ Expected<std::string> from_hex(const std::string& hex) {
 // Gloo's rendezvous store, kept by the coordinator. Gloo calls it from its own threads.
 class CoordinatorStore final : public comm::RendezvousStore {
  public:
-  CoordinatorStore(caf::actor_system& sys, coordinator_actor coordinator)
-      : sys_(sys), coordinator_(std::move(coordinator)) {}
+  CoordinatorStore(caf::actor_system& sys, coordinator_actor coordinator,
+                   std::chrono::milliseconds timeout)
+      : sys_(sys), coordinator_(std::move(coordinator)), timeout_(timeout) {}
   void set(const std::string& key, const std::string& value) override {
-    caf::anon_send(coordinator_, set_atom::value, key, value);
+    // A refused set (a limit) fails the gets of its key on every node, naming why; Gloo's set
+    // has no error to return, so this node says it too.
+    auto done = ask<done_atom>(sys_, caf::actor_cast<caf::actor>(coordinator_), timeout_,
+                               caf::make_message(set_atom::value, key, value));
+    if (!done.has_value()) {
+      fmt::print(stderr, "node: the coordinator did not store rendezvous key '{}': {}\n",
+                 key.substr(0, 64), done.status().message());
+      std::fflush(stderr);
+    }
   }
   Expected<std::string> get(const std::string& key, std::chrono::milliseconds timeout) override {
     auto value = ask_text(sys_, caf::actor_cast<caf::actor>(coordinator_), timeout,
@@ -69,6 +81,7 @@ class CoordinatorStore final : public comm::RendezvousStore {
  private:
   caf::actor_system& sys_;
   coordinator_actor coordinator_;
+  std::chrono::milliseconds timeout_;
 };
 
 // The addresses of every device's UCX endpoint, through the coordinator.
@@ -172,7 +185,7 @@ node_actor::behavior_type remote_node(node_actor::pointer self, std::shared_ptr<
     for (int32_t d = rn->id * rn->options.devices; d < (rn->id + 1) * rn->options.devices; ++d) {
       share->local_devices.push_back(d);
     }
-    share->store = std::make_shared<CoordinatorStore>(*sys, rn->coordinator);
+    share->store = std::make_shared<CoordinatorStore>(*sys, rn->coordinator, timeout);
     share->host = rn->options.bind;
     coordinator_actor coordinator = rn->coordinator;
     share->exchange = [sys, coordinator, timeout](const std::map<int32_t, std::string>& mine) {
@@ -200,10 +213,13 @@ node_actor::behavior_type remote_node(node_actor::pointer self, std::shared_ptr<
             finish(from_caf(self->system(), e).with_context("the coordinator refused this node"),
                    rn);
           });
-  return node_behavior(self, rn->node, [rn, finish](const std::string& reason) {
+  return node_behavior(self, rn->node, [rn, finish](bool failed, const std::string& reason) {
     fmt::print("node {}: exiting ({})\n", rn->id, reason);
     std::fflush(stdout);
-    finish(Status::ok(), rn);
+    finish(failed ? make_error(Errc::kCancelled, "node {}: the driver ended the job: {}", rn->id,
+                               reason)
+                  : Status::ok(),
+           rn);
   });
 }
 
@@ -211,6 +227,16 @@ node_actor::behavior_type remote_node(node_actor::pointer self, std::shared_ptr<
 
 Status NodeOptions::validate() const {
   if (devices < 1) return make_error(Errc::kInvalidArgument, "--devices must be >= 1");
+  if (secret.size() < kMinSecretBytes) {
+    return make_error(Errc::kInvalidArgument,
+                      "the coordinator admits only nodes that know the job's secret: give "
+                      "--secret-file FILE or set {} (the driver prints it, or writes it with "
+                      "--write-secret FILE)",
+                      kSecretEnvironment);
+  }
+  if (connect_timeout.count() <= 0) {
+    return make_error(Errc::kInvalidArgument, "the connect timeout must be positive");
+  }
   if (memory_bytes <= 0) return make_error(Errc::kInvalidArgument, "memory must be positive");
   const size_t colon = coordinator.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == coordinator.size()) {
@@ -231,19 +257,38 @@ Status run_node(const NodeOptions& options) {
       port > 65535) {
     return make_error(Errc::kInvalidArgument, "--coordinator '{}': bad port", options.coordinator);
   }
+  // The gate first: nothing of CAF's reaches the driver before the secret is proved. It must
+  // outlive the actor system, whose connection it carries.
+  const auto deadline = std::chrono::steady_clock::now() + options.connect_timeout;
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<GateClient> gate,
+                      GateClient::connect(host, static_cast<uint16_t>(port), options.secret,
+                                          options.connect_timeout));
   caf::actor_system_config cfg;
   configure(cfg, /*scheduler_threads=*/2, /*network=*/true);
   caf::actor_system sys{cfg};
-  // A coordinator that publishes another interface (another protocol) is refused here.
-  auto coordinator =
-      sys.middleman().remote_actor<coordinator_actor>(host, static_cast<uint16_t>(port));
-  if (!coordinator) {
-    return make_error(Errc::kUnavailable, "cannot reach the coordinator at {}: {}",
-                      options.coordinator, sys.render(coordinator.error()));
+  // Connects through the relay, within what is left of the connect timeout (CAF's own
+  // remote_actor waits forever). A coordinator that publishes another interface is refused.
+  const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 deadline - std::chrono::steady_clock::now()),
+                             std::chrono::milliseconds(1000));
+  auto found = ask<caf::node_id, caf::strong_actor_ptr, std::set<std::string>>(
+      sys, caf::actor_cast<caf::actor>(sys.middleman().actor_handle()), left,
+      caf::make_message(caf::connect_atom::value, std::string("127.0.0.1"), gate->local_port()));
+  if (!found.has_value()) {
+    return make_error(found.status().code(), "cannot reach the coordinator at {}: {}",
+                      options.coordinator, found.status().message());
   }
+  auto& [peer, handle, interface] = *found;
+  if (handle == nullptr || !sys.assignable<coordinator_actor>(interface)) {
+    return make_error(Errc::kUnavailable,
+                      "the coordinator at {} publishes another interface than this node's (run "
+                      "the same meshpipe version on every node)",
+                      options.coordinator);
+  }
+  const auto coordinator = caf::actor_cast<coordinator_actor>(handle);
   auto rn = std::make_shared<RemoteNode>();
   rn->options = options;
-  rn->coordinator = *coordinator;
+  rn->coordinator = coordinator;
   rn->node->step_timeout = std::chrono::hours(24);  // the coordinator times steps out
   // Scheduled, not detached: a detached actor that a remote peer has referenced can keep
   // CAF 0.17's shutdown waiting for its thread. Its job handler blocks (building devices) on one

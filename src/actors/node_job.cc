@@ -3,6 +3,7 @@
 
 #include <optional>
 
+#include "actors/internal/limits.h"
 #include "actors/internal/messages.h"
 #include "actors/internal/node.h"
 
@@ -50,6 +51,7 @@ struct BusyScope {
 
 // Builds this node's part of the job.
 Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const std::string& text) {
+  MP_RETURN_IF_ERROR(check_size("the job (its settings and plan)", text.size(), kMaxJobBytes));
   MP_ASSIGN_OR_RETURN(JobMessage msg, job_message_from_json(text));
   train::LocalJobOptions options = st.options;
   options.run.timeout = msg.timeout;
@@ -76,6 +78,7 @@ Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const s
 
 // Writes this node's tiles of a checkpoint into `partial` (which the driver created).
 Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
+  MP_RETURN_IF_ERROR(check_size("the checkpoint directory", partial.size(), kMaxPathBytes));
   if (!st.job) return make_error(Errc::kInvalidArgument, "a checkpoint before the job started");
   auto tiles = st.job->write_tiles(partial);
   if (!tiles.has_value()) {
@@ -158,7 +161,7 @@ void run_step(node_actor::pointer self, std::shared_ptr<NodeState> st, int64_t s
 }  // namespace
 
 node_actor::behavior_type node_behavior(node_actor::pointer self, std::shared_ptr<NodeState> st,
-                                        std::function<void(const std::string&)> on_shutdown) {
+                                        std::function<void(bool, const std::string&)> on_shutdown) {
   return {
       [self, st](job_atom, const std::string& text) -> caf::result<std::string> {
         const BusyScope busy(st->busy);
@@ -186,7 +189,9 @@ node_actor::behavior_type node_behavior(node_actor::pointer self, std::shared_pt
         }
         return *r;
       },
-      [on_shutdown](shutdown_atom, const std::string& reason) { on_shutdown(reason); },
+      [on_shutdown](shutdown_atom, bool failed, const std::string& reason) {
+        on_shutdown(failed, reason.substr(0, kMaxReasonBytes));
+      },
   };
 }
 

@@ -7,8 +7,9 @@
 # job with an error naming the node and the other node exits; killing the driver ends every
 # node; a stopped node is named within
 # the liveness bound; a node pointed at no coordinator and a driver given a bad cluster file
-# fail with clear errors; a node joins through the machine's network address (not loopback); a
-# node started with --driver drives the job and runs devices.
+# fail with clear errors; a node joins through the machine's network address (not loopback), with
+# the secret the driver wrote to a file; a node started with --driver drives the job and runs
+# devices. (Refused, hostile and silent peers: tests/robustness/control_plane.sh.)
 set -uo pipefail
 bin_dir="$1"
 src="$2"
@@ -16,6 +17,9 @@ dir="$3"
 rm -rf "$dir"
 mkdir -p "$dir"
 export MESHPIPE_BIN="$bin_dir" UCX_NET_DEVICES=lo
+# The job's secret, for every driver and node below (launch-local.sh passes it on too).
+MESHPIPE_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+export MESHPIPE_SECRET
 launch="$src/scripts/launch-local.sh"
 losses() { grep '^step ' | awk '{print $2, $4}'; }
 
@@ -162,15 +166,18 @@ grep -q "node [01]: .* (pid $driver), 2 devices" "$dir/drv.out" ||
 expect_same "meshpipe-node --driver + 1 node" "$(echo "$six" | head -4)" "$(steps < "$dir/drv.out")"
 
 # A node that reaches the coordinator through this machine's network address, not loopback
-# (the coordinator listens on every interface), when the machine has one.
+# (the coordinator's gate listens on every interface), when the machine has one; the driver
+# writes a new secret to a file (mode 0600) and the node reads it from there.
 ip=$(hostname -I 2> /dev/null | tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -1)
 if [ -n "$ip" ]; then
-  "$bin_dir/meshpipe" train --listen 0 --nodes 1 --steps 2 --join-timeout-ms 30000 \
-    > "$dir/net.out" 2>&1 &
+  env -u MESHPIPE_SECRET "$bin_dir/meshpipe" train --listen 0 --nodes 1 --steps 2 \
+    --join-timeout-ms 30000 --write-secret "$dir/net.secret" > "$dir/net.out" 2>&1 &
   driver=$!
   port=$(port_of "$dir/net.out") || exit 1
-  timeout 60 "$bin_dir/meshpipe-node" --coordinator "$ip:$port" --devices 1 --bind "$ip" \
-    > "$dir/net-node.out" 2>&1 || { cat "$dir/net-node.out"; echo "node via $ip failed"; exit 1; }
+  [ "$(stat -c %a "$dir/net.secret")" = 600 ] || { ls -l "$dir/net.secret"; echo "secret file not 0600"; exit 1; }
+  timeout 60 env -u MESHPIPE_SECRET "$bin_dir/meshpipe-node" --coordinator "$ip:$port" \
+    --devices 1 --bind "$ip" --secret-file "$dir/net.secret" > "$dir/net-node.out" 2>&1 ||
+    { cat "$dir/net-node.out"; echo "node via $ip failed"; exit 1; }
   wait "$driver" || { cat "$dir/net.out"; echo "driver failed"; exit 1; }
   expect_same "a node joining through $ip" "$(echo "$six" | head -2)" "$(steps < "$dir/net.out")"
 fi

@@ -10,6 +10,7 @@
 //                     this node's step report, or the root cause of a failure (the run is
 //                     aborted first, so every device of the job stops)
 //   save(dir, n)   -> write this node's tiles of a checkpoint; answer their list
+//   shutdown(failed, reason) -> end (the job finished, or failed)
 #pragma once
 
 #include <atomic>
@@ -57,9 +58,11 @@ struct NodeState {
   std::string aborted_;
 };
 
-/// The behaviour of a node actor: job, step and save as above; shutdown(reason) calls
-/// `on_shutdown` (the node in this process just ends; a meshpipe-node also ends its heartbeat).
-node_actor::behavior_type node_behavior(node_actor::pointer self, std::shared_ptr<NodeState> st,
-                                        std::function<void(const std::string&)> on_shutdown);
+/// The behaviour of a node actor: job, step and save as above; shutdown(failed, reason) calls
+/// `on_shutdown` (the node in this process just ends; a meshpipe-node also ends its heartbeat,
+/// and its process exits non-zero when the job failed).
+node_actor::behavior_type node_behavior(
+    node_actor::pointer self, std::shared_ptr<NodeState> st,
+    std::function<void(bool failed, const std::string& reason)> on_shutdown);
 
 }  // namespace meshpipe::actors::internal

@@ -25,13 +25,13 @@ namespace meshpipe::actors::internal {
 using job_atom = caf::atom_constant<caf::atom("job")>;    ///< (job JSON) -> job info JSON
 using step_atom = caf::atom_constant<caf::atom("step")>;  ///< (step) -> step report JSON
 using save_atom = caf::atom_constant<caf::atom("save")>;  ///< (partial dir, step) -> tiles JSON
-using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;  ///< (reason)
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;  ///< (failed, reason)
 using abort_atom = caf::atom_constant<caf::atom("abort")>;        ///< (reason): stop the step
 
 // ---- node -> coordinator: bootstrap of a multi-process job ----
 using register_atom = caf::atom_constant<caf::atom("register")>;  ///< (protocol, report, hb)
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;        ///< () -> node list JSON
-using set_atom = caf::atom_constant<caf::atom("set")>;    ///< (key, value): rendezvous store
+using set_atom = caf::atom_constant<caf::atom("set")>;    ///< (key, value) -> done: the store
 using get_atom = caf::atom_constant<caf::atom("get")>;    ///< (key) -> value
 using addr_atom = caf::atom_constant<caf::atom("addr")>;  ///< (mine JSON) -> all JSON
 using ping_atom = caf::atom_constant<caf::atom("ping")>;  ///< heartbeat -> pong
@@ -55,11 +55,12 @@ using heartbeat_actor =
 using node_actor = caf::typed_actor<caf::replies_to<job_atom, std::string>::with<std::string>,
                                     caf::replies_to<step_atom, int64_t>::with<std::string>,
                                     caf::replies_to<save_atom, std::string>::with<std::string>,
-                                    caf::reacts_to<shutdown_atom, std::string>>;
+                                    caf::reacts_to<shutdown_atom, bool, std::string>>;
 
 /// The coordinator of a multi-process job (cluster.cc): the driver's requests (nodes, job, step,
-/// save with its step, shutdown) and the nodes' bootstrap (register, the rendezvous store, the
-/// address exchange), and its own heartbeat timer.
+/// save with its step, shutdown: answered only to actors of the driver's own process) and the
+/// nodes' bootstrap (register; the rendezvous store and the address exchange, answered only to
+/// registered nodes), and its own heartbeat timer.
 using coordinator_actor =
     caf::typed_actor<caf::reacts_to<tick_atom>,
                      caf::replies_to<register_atom, std::string, std::string,
@@ -68,8 +69,8 @@ using coordinator_actor =
                      caf::replies_to<job_atom, std::string>::with<std::string>,
                      caf::replies_to<step_atom, int64_t>::with<std::string>,
                      caf::replies_to<save_atom, std::string, int64_t>::with<std::string>,
-                     caf::reacts_to<shutdown_atom, std::string>,
-                     caf::reacts_to<set_atom, std::string, std::string>,
+                     caf::replies_to<shutdown_atom, bool, std::string>::with<done_atom>,
+                     caf::replies_to<set_atom, std::string, std::string>::with<done_atom>,
                      caf::replies_to<get_atom, std::string>::with<std::string>,
                      caf::replies_to<addr_atom, std::string>::with<std::string>>;
 
