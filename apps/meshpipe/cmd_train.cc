@@ -402,9 +402,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "training steps")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--batch", args->batch, "global batch (default: the model's)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--optimizer", args->optimizer, "adam or sgd")
       ->capture_default_str()
       ->check(CLI::IsMember({"adam", "sgd"}));
@@ -427,7 +427,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--micro-batches", args->micro_batches,
                   "micro-batches per step when planning (default: the planner chooses; a --plan "
                   "fixes its own)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositiveInteger)
       ->excludes("--plan");
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
@@ -448,7 +448,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "directory must be new, empty or an earlier meshpipe checkpoint (replaced)")
       ->check(non_empty("--save"));
   cmd->add_option("--save-every", args->save_every, "also after every N-th step (with --save)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositiveInteger)
       ->needs("--save");
   cmd->add_option("--load", args->load,
                   "resume from a checkpoint directory, under this run's plan (any device count)")
@@ -481,7 +481,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--local-devices", args->local_devices,
                   "the driver also runs a node with this many virtual devices, one of the "
                   "--nodes (with --listen; `meshpipe-node --driver` starts this)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositiveInteger)
       ->needs("--listen");
   cmd->add_option("--local-memory-gib", args->local_memory_gib,
                   "memory per device of the driver's own node (with --local-devices)")
@@ -493,19 +493,19 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--join-timeout-ms", args->join_timeout_ms,
                   "how long to wait for the nodes (with --listen)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--step-timeout-ms", args->step_timeout_ms,
                   "a node that does not answer a step within this fails the job (with --listen)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--liveness-ms", args->liveness_ms,
                   "a node whose heartbeat goes unanswered this long fails the job (with --listen)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
 }
 

@@ -43,6 +43,15 @@ const CLI::Validator kFiniteNonNegative(
     },
     "NONNEGATIVE");
 
+const CLI::Validator kPositiveInteger(
+    [](std::string& text) -> std::string {
+      int64_t v = 0;
+      return CLI::detail::lexical_cast(text, v) && v >= 1
+                 ? std::string()
+                 : "must be a whole number >= 1, got '" + text + "'";
+    },
+    "POSITIVE");
+
 CLI::Validator finite_range(double lo, double hi) {
   return CLI::Validator(
       [lo, hi](std::string& text) -> std::string {
@@ -80,11 +89,11 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
       ->check(CLI::Range(int64_t{1}, train::kMaxGlobalBatch));
   cmd->add_option("--micro-batches", args.micro_batches,
                   "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--layers", args.layers,
                   "layers to cluster the model into (default: searched, "
                   "at most 16)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositiveInteger);
   cmd->add_option("--memory-fraction", args.memory_fraction,
                   "share of device memory a stage may use")
       ->capture_default_str()

@@ -47,6 +47,8 @@ void print_plan_summary(const planner::Plan& plan);
 /// PositiveNumber and Range let NaN through, since every comparison with it is false).
 extern const CLI::Validator kFinitePositive;
 extern const CLI::Validator kFiniteNonNegative;
+/// A whole number >= 1 ("--steps: must be a whole number >= 1, got '0'").
+extern const CLI::Validator kPositiveInteger;
 /// A finite number in [lo, hi].
 CLI::Validator finite_range(double lo, double hi);
 

@@ -18,6 +18,9 @@ expect_fail "optimizer" train --model gpt-tiny --optimizer lamb
 expect_fail "lr" train --model gpt-tiny --lr -1
 expect_fail "batch" train --model wresnet-tiny --batch 0 --steps 1
 expect_fail "family" models --family nosuch
-"$bin" --help | grep -q "train" || { echo "FAIL: --help does not list train"; exit 1; }
-"$bin" train --help | grep -q -- "--steps" || { echo "FAIL: train --help lacks --steps"; exit 1; }
+# Captured first: grep -q stops reading early, and a writer cut off by SIGPIPE fails pipefail.
+help="$("$bin" --help)"
+grep -q "train" <<< "$help" || { echo "FAIL: --help does not list train"; exit 1; }
+train_help="$("$bin" train --help)"
+grep -q -- "--steps" <<< "$train_help" || { echo "FAIL: train --help lacks --steps"; exit 1; }
 echo "all CLI error checks passed"

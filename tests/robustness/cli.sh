@@ -30,7 +30,7 @@ rb_case "plan --memory-fraction nan" fail "--memory-fraction: must be a finite n
 # --- unbounded input --------------------------------------------------------------------------
 rb_case "--batch 1000000000000" 2 "global batch of 1000000000000 is more than the 1048576" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --batch 1000000000000
-rb_case "--batch 1e8 (not an integer)" fail "Could not convert: --batch = 1e8" \
+rb_case "--batch 1e8 (not an integer)" fail "--batch: must be a whole number >= 1, got .1e8." \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --batch 1e8
 rb_case "--batch 100000000" 2 "global batch of 100000000 is more than" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --batch 100000000
