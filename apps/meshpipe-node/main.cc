@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
                  "how long reaching the coordinator, proving the secret and registering may "
                  "take")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
   app.add_option("--secret-file", secret_file,
                  "file holding the job's shared secret (readable by its owner only; default: the "
                  "MESHPIPE_SECRET environment variable). The driver prints a new one, or writes "
