@@ -33,6 +33,7 @@ struct TrainArgs {
   int64_t batch = 0;
   std::string optimizer = "adam";
   float lr = 0.0f;
+  bool lr_given = false;
   float weight_decay = 0.0f;
   float momentum = 0.0f;
   uint64_t seed = 1234;
@@ -61,12 +62,12 @@ struct TrainArgs {
 };
 
 // Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
-CLI::Validator non_empty(const std::string& option) {
+CLI::Validator non_empty(const std::string& option, const std::string& what = "a directory") {
   return CLI::Validator(
-      [option](std::string& text) -> std::string {
-        return text.empty() ? option + " needs a directory, got an empty string" : std::string();
+      [option, what](std::string& text) -> std::string {
+        return text.empty() ? option + " needs " + what + ", got an empty string" : std::string();
       },
-      "DIR");
+      "");
 }
 
 void print_step(bool is_lm, const train::StepReport& r) {
@@ -380,9 +381,14 @@ int run_train(const TrainArgs& args) {
   job.seed = args.seed;
   job.check_finite = args.check_numerics;
   job.optimizer.kind = *kind;
-  job.optimizer.lr = args.lr > 0 ? args.lr : default_lr(spec->family, *kind);
+  // A given --lr is taken as it is (one that underflows to 0 as a float is refused below, not
+  // replaced by the default).
+  job.optimizer.lr = args.lr_given ? args.lr : default_lr(spec->family, *kind);
   job.optimizer.weight_decay = args.weight_decay;
   job.optimizer.momentum = args.momentum;
+  // Checked before anything is planned or built (the batch limit, numbers that did not survive
+  // their conversion to float).
+  if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   if (args.listen >= 0) return run_listen(args, job);
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty()) {
     return run_parallel(args, job);
@@ -420,7 +426,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
                 "stop at the first op that writes NaN or Inf, naming it");
   cmd->add_option("--cluster", args->cluster,
                   "plan for this cluster (a preset such as cpu:2x2, or a JSON file) and train on "
-                  "its devices as CPU threads");
+                  "its devices as CPU threads")
+      ->check(non_empty("--cluster", "a preset or a file"));
   cmd->add_option("--plan", args->plan, "train with this plan (from `meshpipe plan -o`)")
       ->check(CLI::ExistingFile)
       ->excludes("--cluster");
@@ -506,7 +513,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "a node whose heartbeat goes unanswered this long fails the job (with --listen)")
       ->capture_default_str()
       ->check(kPositiveInteger);
-  cmd->callback([args, &exit_code] { exit_code = run_train(*args); });
+  cmd->callback([args, cmd, &exit_code] {
+    args->lr_given = cmd->count("--lr") > 0;
+    exit_code = run_train(*args);
+  });
 }
 
 }  // namespace meshpipe::cli

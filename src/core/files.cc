@@ -2,11 +2,14 @@
 #include "core/files.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <random>
 
 #include "core/units.h"
 
@@ -104,13 +107,25 @@ Status write_text_file(const std::string& path, std::string_view text, std::stri
     return make_error(Errc::kInvalidArgument, "cannot write {} '{}': it exists and is {}", what,
                       path, S_ISLNK(st.st_mode) ? "a symbolic link" : file_type_name(st.st_mode));
   }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  // A temporary name of our own: created exclusively (never a file, FIFO or link someone put
+  // there), and only what this call created is ever removed.
+  std::string tmp;
+  int raw = -1;
+  static std::atomic<uint64_t> counter{0};
+  for (int attempt = 0; attempt < 100 && raw < 0; ++attempt) {
+    tmp = fmt::format("{}.tmp-{}-{}-{:x}", path, ::getpid(), counter.fetch_add(1),
+                      static_cast<uint64_t>(std::random_device{}()));
+    raw = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (raw < 0 && errno != EEXIST) break;
+  }
+  if (raw < 0) {
+    return make_error(Errc::kIo, "cannot write {} '{}': {}", what, path, std::strerror(errno));
+  }
+  Fd fd(raw);
   const auto failed = [&](int err) {
     ::unlink(tmp.c_str());
     return make_error(Errc::kIo, "cannot write {} '{}': {}", what, path, std::strerror(err));
   };
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
-  if (fd.get() < 0) return failed(errno);
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
@@ -137,12 +152,8 @@ std::string printable(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7f) {
-      if (c == '\n' || c == '\t') {
-        out += static_cast<char>(c);
-      } else {
-        escape(c);
-      }
+    if (c < 0x20 || c == 0x7f) {  // newlines too: a name must not forge a line of output
+      escape(c);
       ++i;
       continue;
     }
@@ -173,10 +184,11 @@ std::string printable(std::string_view text) {
     }
     if (ok) {
       ok = !(len == 3 && cp < 0x800) && !(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
-           !(cp >= 0xd800 && cp <= 0xdfff) && !(cp >= 0x80 && cp <= 0x9f);
+           !(cp >= 0xd800 && cp <= 0xdfff) && !(cp >= 0x80 && cp <= 0x9f) &&
+           !(cp >= 0x202a && cp <= 0x202e) && !(cp >= 0x2066 && cp <= 0x2069);  // bidi controls
     }
     if (!ok) {
-      escape(c);
+      escape(c);  // the lead byte; the rest follow as they are judged on their own
       ++i;
       continue;
     }

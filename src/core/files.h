@@ -28,9 +28,10 @@ Expected<std::string> read_text_file(const std::string& path, std::string_view w
 /// (a directory, a device or a FIFO at `path` is refused); `what` names it in errors.
 Status write_text_file(const std::string& path, std::string_view text, std::string_view what);
 
-/// `text` as it may be printed on a terminal: control characters (an escape sequence's ESC
-/// among them), DEL and bytes that are not UTF-8 are written as \xNN, so a name read from a
-/// file cannot move the cursor, recolour or retitle the user's terminal.
+/// `text` as it may be printed on a terminal: control characters (an escape sequence's ESC and
+/// newlines among them), DEL, bidirectional-override characters and bytes that are not UTF-8
+/// are written as \xNN, so a name read from a file cannot move the cursor, recolour or
+/// retitle the user's terminal, forge a line of output or reorder what is shown.
 std::string printable(std::string_view text);
 
 }  // namespace meshpipe

@@ -220,6 +220,16 @@ Status check_batches(const Plan& p) {
   MP_RETURN_IF_ERROR(check_positive(p.global_batch, "global_batch"));
   MP_RETURN_IF_ERROR(check_positive(p.micro_batch, "micro_batch"));
   MP_RETURN_IF_ERROR(check_positive(p.micro_batches, "micro_batches"));
+  if (p.global_batch > kMaxGlobalBatch) {
+    return invalid("global_batch", fmt::format("is {}, more than the {} a plan may have",
+                                               p.global_batch, kMaxGlobalBatch));
+  }
+  if (p.micro_batches > kMaxMicroBatches) {
+    return invalid("micro_batches",
+                   fmt::format("is {}, more than the {} a plan may have (lowered programs grow "
+                               "with the micro-batch count)",
+                               p.micro_batches, kMaxMicroBatches));
+  }
   int64_t product = 0;
   if (__builtin_mul_overflow(p.micro_batches, p.micro_batch, &product) ||
       product != p.global_batch) {

@@ -39,6 +39,13 @@ struct StageMemory {
   friend bool operator==(const StageMemory&, const StageMemory&) = default;
 };
 
+/// The largest global batch a plan may have (far beyond any real job; Alpa's are 1024): tensor
+/// sizes and FLOP counts stay clear of 64-bit overflow.
+inline constexpr int64_t kMaxGlobalBatch = int64_t{1} << 20;
+/// The most micro-batches per step a plan may have: lowered programs and simulations grow with
+/// the micro-batch count (Alpa's largest configuration uses 1024).
+inline constexpr int64_t kMaxMicroBatches = 4096;
+
 /// One pipeline stage.
 struct StagePlan {
   int32_t first_layer = 0;  ///< inclusive

@@ -108,6 +108,17 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
   const int64_t global = options.global_batch > 0
                              ? options.global_batch
                              : micro * std::max<int64_t>(1, options.micro_batches);
+  if (global > kMaxGlobalBatch) {
+    return make_error(Errc::kOutOfRange,
+                      "the global batch of {} is more than the {} a plan may have", global,
+                      kMaxGlobalBatch);
+  }
+  if (options.micro_batches > kMaxMicroBatches) {
+    return make_error(Errc::kOutOfRange,
+                      "{} micro-batches are more than the {} a plan may have (lowered programs "
+                      "grow with the micro-batch count)",
+                      options.micro_batches, kMaxMicroBatches);
+  }
   std::vector<MicroBatching> out;
   if (options.micro_batches > 0) {
     if (global % options.micro_batches != 0) {
@@ -122,7 +133,9 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
       for (int64_t s = 1; s <= 32; s *= 2) sizes.push_back(s);
     }
     for (int64_t s : sizes) {
-      if (s <= global && global % s == 0) out.push_back({s, global / s});
+      if (s <= global && global % s == 0 && global / s <= kMaxMicroBatches) {
+        out.push_back({s, global / s});
+      }
     }
   } else {
     if (global % micro != 0) {
@@ -133,8 +146,10 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
     out.push_back({micro, global / micro});
   }
   if (out.empty()) {
-    return make_error(Errc::kInvalidArgument, "no micro-batch size divides the global batch {}",
-                      global);
+    return make_error(Errc::kInvalidArgument,
+                      "no micro-batch size divides the global batch {} into at most {} "
+                      "micro-batches",
+                      global, kMaxMicroBatches);
   }
   return out;
 }

@@ -133,8 +133,21 @@ struct SaveTarget {
 };
 
 // `dir` without trailing slashes ("ck/" names the directory ck, whose partial is ck.partial-N).
-std::string strip_slashes(std::string dir) {
+// The save target without trailing slashes; its last component must name a directory of its
+// own: "." or ".." (DIR/. , ..) would put the partial directory inside the target or beside
+// its parent.
+Expected<std::string> strip_slashes(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.empty()) {
+    return make_error(Errc::kInvalidArgument, "the checkpoint directory's name is empty");
+  }
+  const std::string last = std::filesystem::path(dir).filename().string();
+  if (last == "." || last == ".." || dir == "/") {
+    return make_error(Errc::kInvalidArgument,
+                      "cannot save to '{}': name the checkpoint directory itself (not '.', '..' "
+                      "or '/')",
+                      dir);
+  }
   return dir;
 }
 
@@ -316,7 +329,7 @@ Expected<std::vector<SavedTile>> write_tiles(const std::vector<TileRef>& tiles,
 }
 
 Status check_save_target(const std::string& dir_in) {
-  const std::string dir = strip_slashes(dir_in);
+  MP_ASSIGN_OR_RETURN(const std::string dir, strip_slashes(dir_in));
   MP_RETURN_IF_ERROR(inspect_save_target(dir).status());
   const std::string partial = partial_path(dir);
   MP_RETURN_IF_ERROR(make_partial(dir, partial));
@@ -329,7 +342,7 @@ Status check_save_target(const std::string& dir_in) {
 
 Status save_checkpoint_with(const std::string& dir_in, const CheckpointInfo& info,
                             const TileWriter& write_tiles) {
-  const std::string dir = strip_slashes(dir_in);
+  MP_ASSIGN_OR_RETURN(const std::string dir, strip_slashes(dir_in));
   MP_RETURN_IF_ERROR(inspect_save_target(dir).status());  // before anything is written
   const std::string partial = partial_path(dir);
   MP_RETURN_IF_ERROR(make_partial(dir, partial));

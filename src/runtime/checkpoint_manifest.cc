@@ -2,6 +2,7 @@
 #include "runtime/checkpoint_manifest.h"
 
 #include <optional>
+#include <set>
 
 #include "core/json.h"
 
@@ -148,6 +149,10 @@ Status read_header(JsonReader& r, CheckpointInfo* info) {
   if (info->model.empty()) return r.error("model", "must not be empty");
   MP_RETURN_IF_ERROR(r.read("step", &info->step));
   if (info->step < 0) return r.error("step", "must be a non-negative integer");
+  // Far beyond any run, and far from overflowing the step arithmetic of a resumed session.
+  if (info->step > kMaxCheckpointStep) {
+    return r.error("step", fmt::format("must be at most {}", kMaxCheckpointStep));
+  }
   return r.read("seed", &info->seed);
 }
 
@@ -155,6 +160,10 @@ Status read_header(JsonReader& r, CheckpointInfo* info) {
 Status read_value_tiles(JsonReader& rv, const std::string& name, int64_t version, SavedValue* sv) {
   const Json* tiles = nullptr;
   MP_RETURN_IF_ERROR(rv.array("tiles", &tiles));
+  if (tiles->size() > kMaxTilesPerValue) {
+    return rv.error("tiles", fmt::format("has {} tiles, more than the {} a value may have",
+                                         tiles->size(), kMaxTilesPerValue));
+  }
   for (size_t k = 0; k < tiles->size(); ++k) {
     const Json& jt = (*tiles)[k];
     const std::string tile_at = element_path(rv, "tiles", k);
@@ -165,6 +174,19 @@ Status read_value_tiles(JsonReader& rv, const std::string& name, int64_t version
     MP_RETURN_IF_ERROR(read_region(rt, sv->shape, &t.region));
     if (version >= 2) MP_RETURN_IF_ERROR(read_crc(rt, "crc32c", &t.crc32c));
     MP_RETURN_IF_ERROR(rt.check_no_unknown_fields());
+    // The saved tiles of a value are disjoint (each element saved once): an overlap would let
+    // a manifest claim coverage it does not have.
+    for (const SavedTile& other : sv->tiles) {
+      bool overlap = true;
+      for (size_t d = 0; d < t.region.size(); ++d) {
+        overlap = overlap && std::max(t.region[d].begin, other.region[d].begin) <
+                                 std::min(t.region[d].end, other.region[d].end);
+      }
+      if (overlap) {
+        return json_field_error(rv.subject(), tile_at,
+                                fmt::format("overlaps the tile in '{}'", other.file));
+      }
+    }
     sv->tiles.push_back(std::move(t));
   }
   return Status::ok();
@@ -194,6 +216,7 @@ Expected<Manifest> parse_manifest(std::string_view text, const std::string& subj
   }
   const Json* list = nullptr;
   MP_RETURN_IF_ERROR(r.array("values", &list));
+  std::set<std::string> files;
   for (size_t i = 0; i < list->size(); ++i) {
     const Json& jv = (*list)[i];
     const std::string at = element_path(r, "values", i);
@@ -209,6 +232,15 @@ Expected<Manifest> parse_manifest(std::string_view text, const std::string& subj
     MP_RETURN_IF_ERROR(read_dtype(rv, "dtype", &sv.dtype));
     MP_RETURN_IF_ERROR(read_value_tiles(rv, name, m.version, &sv));
     MP_RETURN_IF_ERROR(rv.check_no_unknown_fields());
+    // One file holds one tile: the same file behind two regions would be read as a size (and
+    // a checksum) it was never checked for.
+    for (size_t k = 0; k < sv.tiles.size(); ++k) {
+      if (!files.insert(sv.tiles[k].file).second) {
+        return json_field_error(
+            field, element_path(rv, "tiles", k),
+            fmt::format("names file '{}', which another tile names too", sv.tiles[k].file));
+      }
+    }
     m.values.emplace(name, std::move(sv));
   }
   MP_RETURN_IF_ERROR(r.check_no_unknown_fields());

@@ -26,6 +26,10 @@ inline constexpr const char* kManifestFile = "manifest.json";
 inline constexpr int64_t kCheckpointVersion = 2;
 /// The largest manifest read: about 300,000 tiles at some 200 bytes each (gpt-tiny has 113).
 inline constexpr int64_t kMaxManifestBytes = int64_t{64} << 20;
+/// The largest step a manifest may record (far beyond any run; a resumed session adds to it).
+inline constexpr int64_t kMaxCheckpointStep = int64_t{1} << 50;
+/// The most tiles one value may have (one per device at most, and clusters have at most 4096).
+inline constexpr size_t kMaxTilesPerValue = 4096;
 
 /// A value's tiles as the manifest lists them.
 struct SavedValue {

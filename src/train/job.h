@@ -29,7 +29,7 @@ namespace meshpipe::train {
 
 /// The largest global batch a job accepts: far beyond any real job (Alpa's are 1024), and small
 /// enough that every tensor size and FLOP count stays clear of 64-bit overflow.
-inline constexpr int64_t kMaxGlobalBatch = int64_t{1} << 20;
+inline constexpr int64_t kMaxGlobalBatch = planner::kMaxGlobalBatch;
 
 /// Fails fast, before anything is allocated, when training `g` on one device cannot fit in
 /// this machine's available memory: its parameters and optimizer states plus the largest op's

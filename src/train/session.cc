@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "runtime/checkpoint.h"
 
@@ -39,6 +40,11 @@ Status SessionOptions::validate() const {
   if (steps < 1) return make_error(Errc::kInvalidArgument, "steps must be >= 1, got {}", steps);
   if (first_step < 1) {
     return make_error(Errc::kInvalidArgument, "the first step must be >= 1, got {}", first_step);
+  }
+  // The last step, first_step + steps - 1, must not overflow.
+  if (steps > std::numeric_limits<int64_t>::max() - first_step) {
+    return make_error(Errc::kOutOfRange, "{} steps from step {} overflow the step count", steps,
+                      first_step);
   }
   if (save_every < 0) {
     return make_error(Errc::kInvalidArgument, "save_every must be >= 0, got {}", save_every);

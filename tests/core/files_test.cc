@@ -94,7 +94,9 @@ TEST_CASE("printable escapes control characters and bytes that are not UTF-8", "
   CHECK(printable("plain name / 1.3b") == "plain name / 1.3b");
   CHECK(printable("\x1b]0;title\x07\x1b[2J") == "\\x1b]0;title\\x07\\x1b[2J");
   CHECK(printable("a\rb\x7f") == "a\\x0db\\x7f");
-  CHECK(printable("line\nnext\ttab") == "line\nnext\ttab");
+  CHECK(printable("line\nerror: forged\ttab") == "line\\x0aerror: forged\\x09tab");
+  CHECK(printable("abc\xe2\x80\xae"
+                  "def") == "abc\\xe2\\x80\\xaedef");  // U+202E
   // UTF-8 passes; broken, overlong and surrogate sequences and C1 controls do not.
   CHECK(printable("größe 東京 \xf0\x9f\x98\x80") == "größe 東京 \xf0\x9f\x98\x80");
   CHECK(printable("\xff\xfe") == "\\xff\\xfe");

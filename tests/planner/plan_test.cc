@@ -353,8 +353,22 @@ TEST_CASE("semantically broken plans are rejected naming the field", "[planner][
       {"micro-batches that do not make the batch", [](Plan& p) { p.micro_batches = 31; },
        "micro_batches", "31 micro-batches of 32 do not make the global batch of 1024"},
       {"an overflowing batch product",
-       [](Plan& p) { p.micro_batches = std::numeric_limits<int64_t>::max(); }, "micro_batches",
+       [](Plan& p) { p.micro_batch = std::numeric_limits<int64_t>::max(); }, "micro_batches",
        "do not make"},
+      {"more micro-batches than a plan may have",
+       [](Plan& p) {
+         p.micro_batches = kMaxMicroBatches + 1;
+         p.micro_batch = 1;
+         p.global_batch = kMaxMicroBatches + 1;
+       },
+       "micro_batches", "more than the 4096 a plan may have"},
+      {"a global batch beyond the limit",
+       [](Plan& p) {
+         p.micro_batches = 2;
+         p.micro_batch = kMaxGlobalBatch;
+         p.global_batch = 2 * kMaxGlobalBatch;
+       },
+       "global_batch", "more than the 1048576 a plan may have"},
       {"a zero micro-batch", [](Plan& p) { p.micro_batch = 0; }, "micro_batch", "positive"},
       {"a transfer to a missing stage", [](Plan& p) { p.transfers[0].to_stage = 3; },
        "transfers[0].to_stage", "stage 3 does not exist"},

@@ -109,6 +109,39 @@ setup_huge_manifest() { ck_copy && truncate -s 100M ck/manifest.json; }
 rb_case "a 100 MB manifest (sparse)" fail "more than the 64 MiB a manifest may have" \
   --setup setup_huge_manifest --check no_training -- "${RESUME[@]}"
 
+setup_step_huge() { ck_copy && sed -i 's/"step": 2,/"step": 9223372036854775805,/' ck/manifest.json; }
+rb_case "manifest step near 2^63 (overflows a resumed run)" fail "field 'step' must be at most" \
+  --setup setup_step_huge --check no_training -- "${RESUME[@]}"
+
+# Edits the manifest with a Python statement on `m` (the parsed JSON).
+ck_manifest() {
+  /usr/bin/python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open("ck/manifest.json"))
+exec(sys.argv[1])
+json.dump(m, open("ck/manifest.json", "w"))
+PY
+}
+setup_reused_file() {
+  ck_copy && ck_manifest '
+v = next(v for v in m["values"] if len(v["tiles"]) == 1 and len(v["shape"]) == 2 and v["shape"][0] > 1)
+t = v["tiles"][0]
+rows = v["shape"][0]
+a = dict(t, begin=[0, 0], extent=[1, v["shape"][1]])
+b = dict(t, begin=[1, 0], extent=[rows - 1, v["shape"][1]])
+v["tiles"] = [a, b]'
+}
+rb_case "one tile file behind two regions" fail "which another tile names too" \
+  --setup setup_reused_file --check no_training -- "${RESUME[@]}"
+setup_double_tile() {
+  ck_copy && ck_manifest '
+v = next(v for v in m["values"] if len(v["tiles"]) == 1 and len(v["shape"]) == 2)
+v["tiles"] = [v["tiles"][0], dict(v["tiles"][0], file="tile-d0-999.bin")]'
+  cp ck/tile-d0-0.bin ck/tile-d0-999.bin
+}
+rb_case "one tile listed twice to fake coverage" fail "overlaps the tile in" \
+  --setup setup_double_tile --check no_training -- "${RESUME[@]}"
+
 setup_version_1() { ck_copy && sed -i 's/"version": 2,/"version": 1,/' ck/manifest.json; }
 rb_case "a version 1 manifest" fail "field 'version' is 1, a checkpoint without tile checksums" \
   --setup setup_version_1 --check no_training -- "${RESUME[@]}"

@@ -5,6 +5,8 @@
 source "$(dirname "$0")/lib.sh"
 rb_init cli "$1" "${2:-}"
 
+no_training_here() { ! grep -Eq '^step +[0-9]+/' "$1"; }
+
 # --- data loss --------------------------------------------------------------------------------
 rb_case "--save into a directory holding other files" fail "keep" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --save keep
@@ -15,6 +17,10 @@ rb_case "--save ''" fail "--save needs a directory" \
 rb_case "--save-every without --save" fail "requires --save" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 4 --save-every 2
 
+rb_case "--save DIR/. (the partial directory would land inside it)" 2 \
+  "name the checkpoint directory itself" --check no_training_here \
+  -- "$MESHPIPE" train --model gpt-tiny --steps 2 --save keep/.
+
 # --- numbers that are not numbers -------------------------------------------------------------
 rb_case "--lr nan" fail "--lr: must be a finite number > 0" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --lr nan
@@ -24,6 +30,13 @@ rb_case "--momentum nan" fail "--momentum: must be a finite number in \[0, 0.999
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --optimizer sgd --momentum nan
 rb_case "--weight-decay -inf" fail "--weight-decay: must be a finite number >= 0" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --weight-decay=-inf
+rb_case "--lr 1e-46 (0 as a float) is refused, not replaced by the default" 2 \
+  "learning rate must be finite and > 0, got 0" \
+  -- "$MESHPIPE" train --model gpt-tiny --steps 1 --lr 1e-46
+rb_case "--cluster ''" fail "--cluster needs a preset or a file" \
+  -- "$MESHPIPE" train --model gpt-tiny --steps 1 --cluster ""
+rb_case "100,000 micro-batches" 2 "more than the 4096 a plan may have" --timeout 30 \
+  -- "$MESHPIPE" train --model gpt-tiny --cluster cpu:1x2 --batch 100000 --micro-batches 100000
 rb_case "plan --memory-fraction nan" fail "--memory-fraction: must be a finite number" \
   -- "$MESHPIPE" plan --model gpt-tiny --cluster cpu:1x2 --memory-fraction nan
 
@@ -36,9 +49,9 @@ rb_case "--batch 100000000" 2 "global batch of 100000000 is more than" \
   -- "$MESHPIPE" train --model gpt-tiny --steps 1 --batch 100000000
 rb_case "a batch larger than this machine's memory" fail "more than the .* this machine has available" \
   --timeout 60 -- "$MESHPIPE" train --model gpt-1.3b --steps 1 --batch 100000
-rb_case "plan --cluster dgx-h100:1000000" 2 "more than the 4096 meshpipe plans for" \
+rb_case "plan --cluster dgx-h100:1000000" 2 "more than the 1024 meshpipe plans for" \
   --timeout 20 -- "$MESHPIPE" plan --model gpt-tiny --cluster dgx-h100:1000000
-rb_case "train --cluster cpu:100000x1" 2 "more than the 4096" \
+rb_case "train --cluster cpu:100000x1" 2 "more than the 1024" \
   --timeout 20 -- "$MESHPIPE" train --model gpt-tiny --steps 1 --cluster cpu:100000x1
 
 # --- files that are not what they claim -------------------------------------------------------

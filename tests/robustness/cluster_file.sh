@@ -22,7 +22,7 @@ plan_c() { "$MESHPIPE" plan --model gpt-tiny --micro-batches 2 --quiet --cluster
 good() { cluster_with 'pass'; }
 rb_case "a good cluster file plans" ok "stage" --setup good -- plan_c
 many_hosts() { cluster_with 'c["hosts"] = 1000000'; }
-rb_case "a million hosts" 2 "more than the 4096 meshpipe plans for" --timeout 20 \
+rb_case "a million hosts" 2 "more than the 1024 meshpipe plans for" --timeout 20 \
   --setup many_hosts -- plan_c
 overflow() { cluster_with 'c["hosts"] = 2**40'; }
 rb_case "hosts beyond 32 bits" 2 "cluster" --timeout 20 --setup overflow -- plan_c

@@ -51,6 +51,12 @@ negative_mb() { plan_with 'p["micro_batches"] = -4'; }
 rb_case "negative micro-batches" 2 "micro_batches" --setup negative_mb -- explain_p
 huge_devices() { plan_with 's0["devices"] = [0, 99999999]'; }
 rb_case "a device beyond the cluster" 2 "device" --setup huge_devices -- train_p
+huge_batch() { plan_with 'p["global_batch"] = 4 * 250000000000; p["micro_batch"] = 250000000000; p["micro_batches"] = 4'; }
+rb_case "a global batch of 10^12 (simulate)" 2 "more than the 1048576 a plan may have" \
+  --setup huge_batch -- "$MESHPIPE" simulate p.json
+many_mb() { plan_with 'p["global_batch"] = 1000000; p["micro_batch"] = 1; p["micro_batches"] = 1000000'; }
+rb_case "a million micro-batches (train)" 2 "more than the 4096 a plan may have" --timeout 30 \
+  --setup many_mb -- train_p
 deep() { /usr/bin/python3 -c "print('[' * 200000 + ']' * 200000)" > p.json; }
 rb_case "JSON nested 200,000 deep" 2 "nest deeper than 64 levels" --timeout 20 --setup deep \
   -- explain_p

@@ -474,5 +474,51 @@ TEST_CASE("installing a directory by two renames when the file system cannot exc
   fs::remove_all(root);
 }
 
+TEST_CASE("a manifest that reuses a file or overlaps tiles is refused before any read",
+          "[checkpoint]") {
+  const fs::path dir = scratch("reuse");
+  std::vector<float> w;
+  // One file behind two regions (the second larger than the file): never read out of bounds.
+  auto reuse = hand_manifest();
+  reuse["values"][0]["tiles"][1]["file"] = "tile-d0-0.bin";
+  reuse["values"][0]["tiles"][1]["crc32c"] = hand_tile_crc(0);
+  write_hand_checkpoint(dir, reuse.dump());
+  auto r = load_w(dir, &w);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("names file 'tile-d0-0.bin', which another tile names too") !=
+        std::string::npos);
+  // The same tile listed twice to fake coverage of the whole tensor.
+  auto twice = hand_manifest();
+  twice["values"][0]["tiles"][1] = twice["values"][0]["tiles"][0];
+  twice["values"][0]["tiles"][1]["file"] = "tile-d1-0.bin";
+  write_hand_checkpoint(dir, twice.dump());
+  r = load_w(dir, &w);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("overlaps the tile in 'tile-d0-0.bin'") != std::string::npos);
+  // A step that would overflow a resumed run's step arithmetic.
+  auto far = hand_manifest();
+  far["step"] = int64_t{1} << 62;
+  write_hand_checkpoint(dir, far.dump());
+  r = load_w(dir, &w);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("field 'step' must be at most") != std::string::npos);
+  // The hand checkpoint itself still loads, every element from its own tile.
+  write_hand_checkpoint(dir, hand_manifest().dump());
+  REQUIRE(load_w(dir, &w).has_value());
+  for (int i = 0; i < 24; ++i) CHECK(w[static_cast<size_t>(i)] == static_cast<float>(i));
+}
+
+TEST_CASE("a save to '.', '..' or '/' is refused before anything is written", "[checkpoint]") {
+  const fs::path dir = scratch("dot");
+  for (const std::string& target : {(dir / ".").string(), (dir / ".").string() + "/",
+                                    (dir / "..").string(), std::string("/")}) {
+    const Status s = check_save_target(target);
+    INFO(target << ": " << s.to_string());
+    CHECK(s.code() == Errc::kInvalidArgument);
+    CHECK(s.message().find("name the checkpoint directory itself") != std::string::npos);
+  }
+  CHECK(fs::is_empty(dir));
+}
+
 }  // namespace
 }  // namespace meshpipe::runtime

@@ -161,7 +161,7 @@ std::vector<ValueId> grad_concat(GradEmitter& e, const Graph& g, const Op& op,
 // dy broadcast back over the reduced axes; a mean also divides by their size.
 std::vector<ValueId> grad_reduce(GradEmitter& e, const Graph& g, const Op& op,
                                  const std::vector<ValueId>& dys) {
-  const Shape& x_shape = g.value(op.inputs[0]).shape;
+  const Shape x_shape = g.value(op.inputs[0]).shape;
   OpAttrs a;
   a.shape = x_shape;
   a.axes = complement(x_shape.rank(), op.attrs.axes);

@@ -34,8 +34,8 @@ Flops dot_flops(const Graph& g, const Op& op) {
 // contracting dims in ascending b order].
 ValueId lhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
   const DotDims& d = op.attrs.dot;
-  const Shape& sa = g.value(op.inputs[0]).shape;
-  const Shape& sb = g.value(op.inputs[1]).shape;
+  const Shape sa = g.value(op.inputs[0]).shape;
+  const Shape sb = g.value(op.inputs[1]).shape;
   const std::vector<int64_t> a_free = dot_free_dims(sa.rank(), d.lhs_batch, d.lhs_contract);
   const std::vector<int64_t> b_free = dot_free_dims(sb.rank(), d.rhs_batch, d.rhs_contract);
   const int64_t nb = static_cast<int64_t>(d.lhs_batch.size());
@@ -74,8 +74,8 @@ ValueId lhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
 // b's layout. The raw product's dims: [batch, a's contracting dims in ascending a order, b free].
 ValueId rhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
   const DotDims& d = op.attrs.dot;
-  const Shape& sa = g.value(op.inputs[0]).shape;
-  const Shape& sb = g.value(op.inputs[1]).shape;
+  const Shape sa = g.value(op.inputs[0]).shape;
+  const Shape sb = g.value(op.inputs[1]).shape;
   const std::vector<int64_t> a_free = dot_free_dims(sa.rank(), d.lhs_batch, d.lhs_contract);
   const std::vector<int64_t> b_free = dot_free_dims(sb.rank(), d.rhs_batch, d.rhs_contract);
   const int64_t nb = static_cast<int64_t>(d.lhs_batch.size());
