@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace meshpipe {
 
@@ -48,9 +51,31 @@ Expected<Json> parse_json(std::string_view text, std::string_view what) {
                       "on every JSON meshpipe reads)",
                       what, kMaxJsonDepth);
   }
-  // nlohmann reports syntax errors by exception; it is caught here and becomes a Status.
+  // nlohmann reports syntax errors by exception; it is caught here and becomes a Status. A key
+  // given twice in one object is an error too (nlohmann would keep the last silently).
+  std::vector<std::set<std::string>> keys;  // of every object being parsed
+  std::string duplicate;
+  const Json::parser_callback_t watch = [&](int /*depth*/, Json::parse_event_t event,
+                                            Json& parsed) {
+    if (event == Json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == Json::parse_event_t::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == Json::parse_event_t::key && !keys.empty() && parsed.is_string() &&
+               !keys.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
-    return Json::parse(text.begin(), text.end());
+    Json j = Json::parse(text.begin(), text.end(), watch);
+    if (!duplicate.empty()) {
+      return make_error(Errc::kInvalidArgument,
+                        "{} is malformed: the key '{}' appears twice in "
+                        "one object",
+                        what, duplicate);
+    }
+    return j;
   } catch (const Json::exception& e) {
     return make_error(Errc::kInvalidArgument, "{} is malformed: {}", what, e.what());
   }

@@ -67,6 +67,20 @@ TEST_CASE("parse_json refuses nesting deeper than its limit before parsing", "[c
   CHECK((*in_string)[0].get<std::string>().size() == 100001);
 }
 
+TEST_CASE("parse_json refuses a key given twice in one object", "[core][json]") {
+  auto twice = parse_json(R"({"hosts": 1, "device": {"kind": "a"}, "hosts": 2})", "cluster JSON");
+  REQUIRE_FALSE(twice.has_value());
+  CHECK(twice.status().message() ==
+        "cluster JSON is malformed: the key 'hosts' appears twice in one object");
+  auto nested = parse_json(R"({"d": {"k": 1, "k": 2}})", "plan JSON");
+  REQUIRE_FALSE(nested.has_value());
+  CHECK(nested.status().message().find("'k' appears twice") != std::string::npos);
+  // The same key in sibling or nested objects is fine.
+  auto fine = parse_json(R"({"k": {"k": 1}, "a": [{"k": 1}, {"k": 2}]})", "plan JSON");
+  REQUIRE(fine.has_value());
+  CHECK((*fine)["a"][1]["k"] == 2);
+}
+
 TEST_CASE("json_field_error formats subject, quoted path and complaint", "[core][json]") {
   const Status s = json_field_error("plan field", "stages[1].time", "is missing");
   CHECK(s.code() == Errc::kInvalidArgument);

@@ -43,6 +43,8 @@ not_pow2() { cluster_with 'c["devices_per_host"] = 3'; }
 rb_case "3 devices per host" 2 "power of two" --setup not_pow2 -- plan_c
 unknown_field() { cluster_with 'c["devcies"] = 2'; }
 rb_case "a misspelt field" 2 "devcies" --setup unknown_field -- plan_c
+dup_key() { cluster_with 'pass'; sed -i 's/^{/{"hosts": 64, /' c.json; }
+rb_case "a key given twice" 2 "the key 'hosts' appears twice" --setup dup_key -- plan_c
 deep() { /usr/bin/python3 -c "print('{\"a\":' * 100000 + '1' + '}' * 100000)" > c.json; }
 rb_case "JSON nested 100,000 deep" 2 "nest deeper than 64 levels" --timeout 20 --setup deep \
   -- plan_c
