@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <initializer_list>
 
 namespace meshpipe {
 
@@ -14,14 +15,19 @@ const char* g_program = "meshpipe";
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};
 
-// Writes a NUL-terminated string to standard error (async-signal-safe).
-void say(const char* text) {
-  size_t n = std::strlen(text);
-  while (n > 0) {
-    const ssize_t w = ::write(STDERR_FILENO, text, n);
+// Writes the concatenation of `parts` to standard error in one write (async-signal-safe), so
+// messages from handlers running on two threads at once do not interleave.
+void say(std::initializer_list<const char*> parts) {
+  char line[512];
+  size_t n = 0;
+  for (const char* p : parts) {
+    for (; *p != '\0' && n < sizeof(line); ++p) line[n++] = *p;
+  }
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t w = ::write(STDERR_FILENO, line + done, n - done);
     if (w <= 0) return;
-    text += w;
-    n -= static_cast<size_t>(w);
+    done += static_cast<size_t>(w);
   }
 }
 
@@ -45,10 +51,7 @@ const char* signal_text(int sig) {
 }
 
 void on_crash(int sig) {
-  say(g_program);
-  say(": fatal signal ");
-  say(signal_text(sig));
-  say("; exiting\n");
+  say({g_program, ": fatal signal ", signal_text(sig), "; exiting\n"});
   // The default action: the process ends with the signal (exit status 128 + sig, a core dump
   // where enabled).
   struct sigaction dfl {};
@@ -65,15 +68,12 @@ void on_crash(int sig) {
 
 void on_stop(int sig) {
   if (g_stop.exchange(true)) {
-    say(g_program);
-    say(": second stop signal; exiting now\n");
+    say({g_program, ": second stop signal; exiting now\n"});
     ::_exit(128 + sig);
   }
   g_stop_signal.store(sig);
-  say(g_program);
-  say(": ");
-  say(signal_text(sig));
-  say(" received: stopping after the current step (again to exit at once)\n");
+  say({g_program, ": ", signal_text(sig),
+       " received: stopping after the current step (again to exit at once)\n"});
 }
 
 }  // namespace
