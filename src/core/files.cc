@@ -162,8 +162,9 @@ std::string printable(std::string_view text) {
       ++i;
       continue;
     }
-    // A UTF-8 sequence: its length from the lead byte, continuation bytes with top bits 10, no overlong
-    // forms, no surrogates, nothing above U+10FFFF; C1 controls (U+0080-U+009F) escaped too.
+    // A UTF-8 sequence: its length from the lead byte, continuation bytes with top bits 10, no
+    // overlong forms, no surrogates, nothing above U+10FFFF; C1 controls (U+0080-U+009F) escaped
+    // too.
     size_t len = 0;
     uint32_t cp = 0;
     if (c >= 0xc2 && c <= 0xdf) {
