@@ -27,29 +27,36 @@ std::string_view file_type_name(mode_t mode) {
   return "not a regular file";
 }
 
-// Closes a descriptor on every path out.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 }  // namespace
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) reset(o.release());
+  return *this;
+}
+
+int UniqueFd::release() {
+  const int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+void UniqueFd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+int UniqueFd::close() {
+  const int r = fd_ >= 0 ? ::close(fd_) : 0;
+  fd_ = -1;
+  return r;
+}
 
 Expected<std::string> read_text_file(const std::string& path, std::string_view what,
                                      int64_t max_bytes, bool follow_symlinks) {
   // O_NONBLOCK: opening a FIFO with no writer must not wait for one; the type check below then
   // refuses it before any read.
   const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (follow_symlinks ? 0 : O_NOFOLLOW);
-  Fd fd(::open(path.c_str(), flags));
+  UniqueFd fd(::open(path.c_str(), flags));
   if (fd.get() < 0) {
     const int err = errno;
     if (err == ELOOP && !follow_symlinks) {
@@ -121,7 +128,7 @@ Status write_text_file(const std::string& path, std::string_view text, std::stri
   if (raw < 0) {
     return make_error(Errc::kIo, "cannot write {} '{}': {}", what, path, std::strerror(errno));
   }
-  Fd fd(raw);
+  UniqueFd fd(raw);
   const auto failed = [&](int err) {
     ::unlink(tmp.c_str());
     return make_error(Errc::kIo, "cannot write {} '{}': {}", what, path, std::strerror(err));

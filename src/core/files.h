@@ -12,6 +12,30 @@
 
 namespace meshpipe {
 
+/// An owned file descriptor, closed on destruction (-1 when empty). The one descriptor owner
+/// of the project (files, checkpoint directories, the control plane's sockets).
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  /// Gives the descriptor up without closing it.
+  int release();
+  /// Closes the held descriptor (if any) and holds `fd`.
+  void reset(int fd = -1);
+  /// Closes it now and returns close(2)'s result, which reports a failed delayed write.
+  int close();
+
+ private:
+  int fd_ = -1;
+};
+
 /// The largest JSON file of the project a reader accepts (plans of 64-device jobs are ~1 MB).
 inline constexpr int64_t kMaxJsonFileBytes = int64_t{64} << 20;
 

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/files.h"
 #include "core/logging.h"
 
 namespace meshpipe::runtime {
@@ -21,27 +22,6 @@ namespace {
 
 // The text of errno value `err`.
 std::string error_text(int err) { return std::strerror(err); }
-
-// A file descriptor closed when it goes out of scope.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closes it now; the result of close(2), which reports a failed delayed write.
-  int close() {
-    const int r = ::close(fd_);
-    fd_ = -1;
-    return r;
-  }
-
- private:
-  int fd_;
-};
 
 // The kind of a file of mode `mode` (st_mode of stat).
 FileKind kind_of_mode(mode_t mode) {
@@ -206,7 +186,7 @@ Expected<std::vector<char>> read_regular_file(const OpenDir& dir, const std::str
   MP_ASSIGN_OR_RETURN(const FileKind kind, dir.kind_of(name));
   if (kind == FileKind::kMissing) return make_error(Errc::kNotFound, "{} is missing", name);
   if (kind != FileKind::kRegular) return not_regular(name, kind);
-  ScopedFd fd(::openat(dir.fd(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd fd(::openat(dir.fd(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) {
     const int err = errno;
     if (err == ELOOP) return not_regular(name, FileKind::kSymlink);
@@ -240,7 +220,7 @@ Expected<std::vector<char>> read_regular_file(const OpenDir& dir, const std::str
 Status write_new_file(const OpenDir& dir, const std::string& name, const void* data,
                       int64_t bytes) {
   const std::string path = dir.path() + "/" + name;
-  ScopedFd fd(
+  UniqueFd fd(
       ::openat(dir.fd(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) {
     if (errno == EEXIST) return make_error(Errc::kIo, "{} exists; not overwritten", path);

@@ -9,30 +9,15 @@
 #include <cstdint>
 #include <string>
 
+#include "core/files.h"
 #include "core/status.h"
 
 namespace meshpipe::actors::internal {
 
 using Clock = std::chrono::steady_clock;
 
-/// An owned file descriptor (closed on destruction; -1 when empty).
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release();
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
+/// Descriptors are owned by core/files.h's UniqueFd.
+using meshpipe::UniqueFd;
 
 /// A non-blocking TCP socket listening on `bind:port` (IPv4 address or host name; port 0: any).
 Expected<UniqueFd> listen_tcp(const std::string& bind, uint16_t port, int backlog);
