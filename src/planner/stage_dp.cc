@@ -349,10 +349,12 @@ Status StageDpInput::validate() const {
       for (int32_t m = 0; m < num_submeshes(); ++m) {
         for (int32_t c = 0; c < num_configs; ++c) {
           const double v = cost[index(i, j, m, c)];
-          if (std::isnan(v) || v == -kInf) {
+          // A negative time would break the max over stages, which starts from 0 (summarize).
+          if (std::isnan(v) || v < 0) {
             return make_error(Errc::kInvalidArgument,
-                              "StageDpInput.cost of layers {}..{} on submesh {} config {} is {}", i,
-                              j, m, c, v);
+                              "StageDpInput.cost of layers {}..{} on submesh {} config {} is {}; "
+                              "it must be >= 0, or +inf when the stage is impossible",
+                              i, j, m, c, v);
           }
         }
       }

@@ -19,7 +19,7 @@ struct StageDpInput {
   std::vector<int32_t> submesh_devices;  ///< devices of each submesh kind m
   int32_t num_configs = 1;               ///< configs per submesh (padded; absent = infinite cost)
   int64_t micro_batches = 1;             ///< B
-  /// Seconds per micro-batch of stage (i, j, m, c), infinity when impossible; index
+  /// Seconds (>= 0) per micro-batch of stage (i, j, m, c), +infinity when impossible; index
   /// ((i * L + j) * num_submeshes + m) * num_configs + c. Entries with j < i are ignored.
   std::vector<double> cost;
   /// Largest number of stages that may follow this stage while it still fits in memory
@@ -28,7 +28,7 @@ struct StageDpInput {
 
   int32_t num_submeshes() const { return static_cast<int32_t>(submesh_devices.size()); }
   size_t index(int32_t i, int32_t j, int32_t m, int32_t c) const;
-  /// Sizes consistent, costs not NaN, B >= 1.
+  /// Sizes consistent, costs >= 0 or +inf (not NaN, not negative), B >= 1.
   Status validate() const;
 };
 

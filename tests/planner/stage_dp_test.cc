@@ -332,6 +332,27 @@ TEST_CASE("validate names the bad field", "[planner]") {
   CHECK(in.validate().is_ok());
 }
 
+TEST_CASE("a negative stage cost is rejected, naming the stage candidate", "[planner]") {
+  // The max over stages starts from 0, so with one-stage [0..1] at -1 on 2 devices and B = 8
+  // the DP would report -1 + 7 * 0 = -1 rather than -1 + 7 * (-1) = -8: reject the input.
+  StageDpInput in = two_layers(8);
+  set_stage(in, 0, 1, 1, 0, -1.0);
+  Status s = in.validate();
+  CHECK(s.code() == Errc::kInvalidArgument);
+  INFO(s.message());
+  CHECK_THAT(s.message(), Catch::Contains("cost of layers 0..1 on submesh 1 config 0 is -1"));
+  CHECK_THAT(s.message(), Catch::Contains(">= 0"));
+  CHECK(solve_stage_dp(in).status().code() == Errc::kInvalidArgument);
+  CHECK(solve_stage_exhaustive(in).status().code() == Errc::kInvalidArgument);
+  // -inf is negative too; +inf (impossible) and -0 stay valid.
+  set_stage(in, 0, 1, 1, 0, -kInf);
+  CHECK(in.validate().code() == Errc::kInvalidArgument);
+  set_stage(in, 0, 1, 1, 0, kInf);
+  CHECK(in.validate().is_ok());
+  set_stage(in, 0, 1, 1, 0, -0.0);
+  CHECK(in.validate().is_ok());
+}
+
 TEST_CASE("the exhaustive search refuses more than max_assignments combinations", "[planner]") {
   // two_layers: M = 2 submesh kinds, C = 1 config, L = 2 layers, so
   // M * C * (1 + M * C)^(L - 1) = 2 * 3 = 6 assignments: refused at 5, run at 6.
