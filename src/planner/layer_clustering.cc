@@ -331,26 +331,29 @@ Expected<LayerClustering> cluster_layers(const graph::Graph& g, const Clustering
   if (options.num_layers == 0 && choice.layers > 2) {
     // Search, as Alpa's search_layer_num: the largest L whose widest cut is no wider than with
     // two layers, so more layers never cost extra traffic (e.g. GPT is cut between blocks, where
-    // one hidden-state tensor crosses, not inside attention).
+    // one hidden-state tensor crosses, not inside attention). Every feasible L > 2 is held to
+    // that reference, infeasible ones skipped; L = 2 itself when none qualifies.
     const auto widest = [](const DpResult& r) {
       return *std::max_element(r.bytes.begin(), r.bytes.end());
     };
     const LayerBounds two = layer_bounds(f, options, 2, choice.min_heavy);
     if (is_feasible(f, two, 2)) {
-      const int64_t reference = widest(cluster_dp(g, f, two, 2));
-      for (int32_t l = choice.layers; l > 2; --l) {
+      DpResult at_two = cluster_dp(g, f, two, 2);
+      const int64_t reference = widest(at_two);
+      bool found = false;
+      for (int32_t l = choice.layers; l > 2 && !found; --l) {
         const LayerBounds bl = layer_bounds(f, options, l, choice.min_heavy);
         if (!is_feasible(f, bl, l)) continue;
         DpResult r = cluster_dp(g, f, bl, l);
         if (widest(r) <= reference) {
           choice.layers = l;
           dp = std::move(r);
-          break;
+          found = true;
         }
-        if (l == 3) {
-          choice.layers = 2;
-          dp = cluster_dp(g, f, two, 2);
-        }
+      }
+      if (!found) {
+        choice.layers = 2;
+        dp = std::move(at_two);
       }
     }
   }

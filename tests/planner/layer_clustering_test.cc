@@ -288,6 +288,52 @@ TEST_CASE("search mode returns the largest feasible layer count up to max_layers
   for (int d : dots) CHECK(d >= 3);
 }
 
+TEST_CASE("search mode falls back to two layers when L = 3 is infeasible and more are wider",
+          "[planner]") {
+  // Every tensor is [1, 8] f32 (32 B) and every matmul 2 * 8 * 8 = 128 FLOPs (512 in all):
+  //
+  //   fwd op  0: a0 = mm(x)   1: u = tanh(x)   2: a1 = mm(a0)   3: c = add(a1, u)
+  //           4: a2 = mm(c)   5: mm(a2)
+  //
+  // eps = 0: each of L layers holds exactly 512 / L FLOPs.
+  //   L = 4: one matmul per layer; u is made before op 2 and read by op 3, so some layer reads
+  //          two tensors (a0 and u, x and a0, or a1 and u): widest cut 64 B.
+  //   L = 3: 170.7 FLOPs per layer holds one matmul, and there are four: infeasible.
+  //   L = 2: ops 0..3 | 4..5, each layer reading one tensor (x, c): widest cut 32 B.
+  // The rule (the largest L no wider than L = 2) gives 2; L = 4 is wider.
+  Builder b;
+  const auto w = [&](const char* name) {
+    return b.parameter(name, Shape{8, 8}, InitSpec::normal(0.02f));
+  };
+  const ValueId x = b.input("x", Shape{1, 8}, DType::kF32);
+  const ValueId a0 = b.matmul(x, w("w0"), "a0");
+  const ValueId u = b.tanh(x, "u");
+  const ValueId a1 = b.matmul(a0, w("w1"), "a1");
+  const ValueId c = b.add(a1, u, "c");
+  const ValueId a2 = b.matmul(c, w("w2"), "a2");
+  b.matmul(a2, w("w3"), "out");
+  REQUIRE(b.status().is_ok());
+  const graph::Graph g = b.graph();
+
+  ClusteringOptions o;
+  o.eps = 0.0;
+  o.min_heavy_ops = 1;
+  o.max_layers = 4;
+  o.num_layers = 4;
+  auto fixed = cluster_layers(g, o);
+  REQUIRE(fixed.has_value());
+  CHECK(*std::max_element(fixed->input_bytes.begin(), fixed->input_bytes.end()) == 64);
+  o.num_layers = 3;
+  CHECK(cluster_layers(g, o).status().code() == Errc::kInfeasible);
+
+  o.num_layers = 0;  // search
+  auto found = cluster_layers(g, o);
+  REQUIRE(found.has_value());
+  CHECK(found->num_layers == 2);
+  CHECK(layer_starts(g, *found) == std::vector<int32_t>{0, 4});
+  CHECK(found->input_bytes == std::vector<double>{32, 32});
+}
+
 // A random forward graph of matmuls, relus and residual adds (all ops forward, so the forward
 // index is the op index), from a fixed seed.
 graph::Graph random_graph(std::mt19937& rng, int num_ops) {
