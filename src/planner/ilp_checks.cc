@@ -24,21 +24,21 @@ std::string short_node_name(const IlpProblem& problem, int32_t i) {
   return name.empty() ? fmt::format("node {}", i) : fmt::format("'{}'", name);
 }
 
-std::string bytes_pair(double amount, double budget) {
-  std::string a = format_bytes(Bytes(std::llround(amount)));
-  std::string b = format_bytes(Bytes(std::llround(budget)));
-  if (a == b) {
-    a += fmt::format(" ({:.0f} B)", amount);
-    b += fmt::format(" ({:.0f} B)", budget);
-  }
-  return fmt::format("the smallest possible footprint is {}, above the budget of {}", a, b);
-}
-
 void add_unique(std::vector<std::string>& list, std::string item) {
   if (std::find(list.begin(), list.end(), item) == list.end()) list.push_back(std::move(item));
 }
 
 }  // namespace
+
+std::string footprint_and_budget(double footprint, double budget) {
+  std::string a = format_bytes(Bytes(std::llround(footprint)));
+  std::string b = format_bytes(Bytes(std::llround(budget)));
+  if (a == b) {
+    a += fmt::format(" ({:.0f} B)", footprint);
+    b += fmt::format(" ({:.0f} B)", budget);
+  }
+  return fmt::format("{}, {} the budget of {}", a, footprint > budget ? "above" : "within", b);
+}
 
 std::string node_label(const IlpProblem& problem, int32_t i) {
   const std::string& name = problem.nodes[idx(i)].name;
@@ -151,8 +151,9 @@ Status check_memory_lower_bound(const IlpProblem& problem, const AllowedMask& al
   if (t < 0) return Status::ok();
   const double footprint = min_footprint(problem, allowed, t);
   if (footprint <= problem.memory_budget) return Status::ok();
-  return make_error(Errc::kInfeasible, "memory (c) at {}: {}", liveness_label(problem, t),
-                    bytes_pair(footprint, problem.memory_budget));
+  return make_error(Errc::kInfeasible, "memory (c) at {}: the smallest possible footprint is {}",
+                    liveness_label(problem, t),
+                    footprint_and_budget(footprint, problem.memory_budget));
 }
 
 std::vector<Link> build_links(const IlpProblem& problem) {

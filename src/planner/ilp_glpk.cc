@@ -117,6 +117,14 @@ class ModelBuilder {
   std::vector<double> ar_{0.0};
 };
 
+/// A no-good cut on one memory row (c), from a choice over the budget at liveness point t:
+/// `picks` are the (node, strategy) pairs of that choice that put bytes on row t (see solve_model).
+struct MemoryCut {
+  int32_t t = 0;
+  std::vector<std::pair<int32_t, int32_t>> picks;
+  friend bool operator==(const MemoryCut&, const MemoryCut&) = default;
+};
+
 /// The built model and where each s_i(p) lives.
 struct Model {
   GlpProb lp;
@@ -177,11 +185,14 @@ std::vector<std::vector<double>> folded_edge_costs(const IlpProblem& problem) {
 //             "f[edge k, P=c]"        sum_Q e_k(P,Q) - sum_(p in P) s_i(p) <= 0
 //             "g[edge k, Q=c]"        sum_P e_k(P,Q) - sum_(q in Q) s_j(q) <= 0
 //             "h[alias k, p=p, q=q]"  s_a(p) + s_b(q) <= 1 where forbidden_k(p,q), S_a, S_b >= 2
-// Memory rows are divided by M so their coefficients are O(1); margin is 0, or kMemoryMargin on
-// the retry described at solve_model. Constants (one-strategy nodes,
+//             "cut[k, t=t]"           sum_((i,p) in C_k) s_i(p) <= |C_k| - 1   for every memory
+//                                         cut k (no-good cuts, added only on the retries
+//                                         described at solve_model)
+// Memory rows are divided by M so their coefficients are O(1). Constants (one-strategy nodes,
 // edges between two of them) are left out: evaluate() recomputes the objective. Deterministic:
 // the model is built in index order and GLPK's branch-and-bound has no randomness.
-Model build_model(const IlpProblem& problem, const AllowedMask& allowed, double memory_margin) {
+Model build_model(const IlpProblem& problem, const AllowedMask& allowed,
+                  const std::vector<MemoryCut>& cuts) {
   Model m;
   m.lp.reset(glp_create_prob());
   glp_set_obj_dir(m.lp.get(), GLP_MIN);
@@ -223,8 +234,7 @@ Model build_model(const IlpProblem& problem, const AllowedMask& allowed, double 
         }
       }
       if (terms.empty()) continue;  // a constant row; check_memory_lower_bound covered it
-      const int row =
-          b.add_row(fmt::format("c[t={}]", t), GLP_UP, 1.0 - constant / budget - memory_margin);
+      const int row = b.add_row(fmt::format("c[t={}]", t), GLP_UP, 1.0 - constant / budget);
       for (const auto& [col, coef] : terms) b.add_entry(row, col, coef);
     }
   }
@@ -293,6 +303,14 @@ Model build_model(const IlpProblem& problem, const AllowedMask& allowed, double 
       }
     }
   }
+
+  // no-good cuts on memory
+  for (size_t k = 0; k < cuts.size(); ++k) {
+    const MemoryCut& cut = cuts[k];
+    const int row = b.add_row(fmt::format("cut[{}, t={}]", k, cut.t), GLP_UP,
+                              static_cast<double>(cut.picks.size()) - 1.0);
+    for (const auto& [i, p] : cut.picks) b.add_entry(row, m.s_col[idx(i)][idx(p)], 1.0);
+  }
   b.finish();
   m.num_cols = glp_get_num_cols(m.lp.get());
   m.num_rows = glp_get_num_rows(m.lp.get());
@@ -345,7 +363,7 @@ RunResult run_glpk(glp_prob* lp, const SolveOptions& options) {
 Outcome solve_outcome(const IlpProblem& problem, const SolveOptions& options) {
   const AllowedMask allowed = internal::unary_allowed(problem);
   if (!internal::check_unary_feasibility(problem, allowed).is_ok()) return Outcome::kInfeasible;
-  Model m = build_model(problem, allowed, /*memory_margin=*/0.0);
+  Model m = build_model(problem, allowed, /*cuts=*/{});
   if (m.num_cols == 0) return Outcome::kOptimal;
   return run_glpk(m.lp.get(), options).outcome;
 }
@@ -376,6 +394,7 @@ Status diagnose_infeasible(const IlpProblem& problem, const AllowedMask& allowed
     }
     const int32_t t = internal::tightest_liveness_point(problem, allowed);
     if (without_memory != Outcome::kInfeasible && t >= 0) {
+      // check_memory_lower_bound passed, so each liveness point alone can fit: say so exactly.
       return make_error(
           Errc::kInfeasible,
           "memory (c): every assignment that satisfies the other constraints exceeds the budget "
@@ -383,7 +402,8 @@ Status diagnose_infeasible(const IlpProblem& problem, const AllowedMask& allowed
           "possible footprint is {}",
           format_bytes(Bytes(std::llround(problem.memory_budget))),
           internal::liveness_label(problem, t),
-          format_bytes(Bytes(std::llround(internal::min_footprint(problem, allowed, t)))));
+          internal::footprint_and_budget(internal::min_footprint(problem, allowed, t),
+                                         problem.memory_budget));
     }
   }
   std::vector<std::string> edge_rows;
@@ -457,11 +477,9 @@ bool only_memory_violations(const Evaluation& ev) {
                      [](const std::string& v) { return v.rfind("memory (c)", 0) == 0; });
 }
 
-/// GLPK with no incumbent: the fallback when allowed, else kTimeout.
+/// GLPK with no valid incumbent (`why`): the fallback when allowed, else kTimeout.
 Expected<IlpSolution> fall_back(const IlpProblem& problem, const SolveOptions& options,
-                                const Status& detail, const Model& m) {
-  const std::string why =
-      fmt::format("no incumbent within {} s ({})", options.time_limit_seconds, detail.message());
+                                const std::string& why, const Model& m) {
   if (!options.allow_fallback) return Status(Errc::kTimeout, why);
   module_logger("planner")->warn("ilp: {}; falling back", why);
   Expected<IlpSolution> fallback = internal::solve_fallback(problem);
@@ -474,44 +492,103 @@ Expected<IlpSolution> fall_back(const IlpProblem& problem, const SolveOptions& o
   return fallback;
 }
 
-/// GLPK counts s = 1 - 1e-5 as integral (tol_int) and a row violated by about 1e-7 as satisfied,
-/// so its choice may exceed M by about 1e-5 of M; evaluate() then reports it and the solve is
-/// repeated once with every (c) row tightened by this fraction of M (which also excludes
-/// assignments within it below M).
-constexpr double kMemoryMargin = 1e-4;
+/// The no-good cuts that exclude `choice` on every memory row (c) it exceeds (see solve_model).
+std::vector<MemoryCut> memory_cuts(const IlpProblem& problem, const std::vector<int32_t>& choice) {
+  std::vector<MemoryCut> cuts;
+  for (size_t t = 0; t < problem.liveness.size(); ++t) {
+    double footprint = 0.0;  // summed as evaluate() does
+    MemoryCut cut{static_cast<int32_t>(t), {}};
+    for (size_t k = 0; k < problem.liveness[t].size(); ++k) {
+      const int32_t i = problem.liveness[t][k];
+      const int32_t p = choice[idx(i)];
+      const double bytes = problem.row_memory(t, k)[idx(p)];
+      footprint += bytes;
+      if (problem.num_strategies(i) > 1 && bytes > 0) cut.picks.emplace_back(i, p);
+    }
+    if (footprint > problem.memory_budget) cuts.push_back(std::move(cut));
+  }
+  return cuts;
+}
 
-/// Builds, solves and checks the model; every answer passes evaluate() or is an error.
+/// Most GLPK solves of one solve_ilp call, the first included (see solve_model).
+constexpr int kMaxMemoryRounds = 64;
+
+// GLPK accepts a row violated by about 1e-7 (tol_bnd) and counts s = 1 - 1e-5 as integral
+// (tol_int), so its choice may exceed a memory row (c) by about 1e-5 of M. evaluate() catches
+// that, and the solve is repeated with, for every row t the choice p exceeds, the no-good cut
+//   sum_((i,p_i) in C) s_i(p_i) <= |C| - 1,   C = {(i, p_i) : i in L[t], S_i >= 2, m_i(p_i) > 0}
+// It is exact: an assignment that agrees with p on C has, at t, the same constants and terms no
+// smaller than p's (the others were 0), so its footprint (float sums are monotone) is over M as
+// well; the cut removes no feasible assignment, and the optimum and `optimal` stay exact. With
+// integral s (to 1e-5) the excluded choice misses the cut by about 1, far beyond GLPK's
+// tolerances. Later rounds get what is left of the time limit; at most kMaxMemoryRounds solves.
 Expected<IlpSolution> solve_model(const IlpProblem& problem, const AllowedMask& allowed,
                                   const SolveOptions& options) {
   const TermOutGuard quiet;
   auto log = module_logger("planner");
-  for (const double margin : {0.0, kMemoryMargin}) {
-    const Model m = build_model(problem, allowed, margin);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<MemoryCut> cuts;
+  for (int round = 0;; ++round) {
+    const Model m = build_model(problem, allowed, cuts);
+    SolveOptions round_options = options;
+    if (round > 0) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      round_options.time_limit_seconds = options.time_limit_seconds - elapsed;
+      if (!(round_options.time_limit_seconds > 0)) {
+        return fall_back(problem, options,
+                         fmt::format("no incumbent within {} s (GLPK's answers exceeded a memory "
+                                     "row (c) within its tolerance; {} cuts added)",
+                                     options.time_limit_seconds, cuts.size()),
+                         m);
+      }
+    }
     log->debug("ilp: {} variables, {} constraints, time limit {} s, memory budget {}", m.num_cols,
-               m.num_rows, options.time_limit_seconds,
+               m.num_rows, round_options.time_limit_seconds,
                internal::memory_enabled(problem)
                    ? format_bytes(Bytes(std::llround(problem.memory_budget)))
                    : std::string("none"));
     bool optimal = true;
     if (m.num_cols > 0) {
-      const RunResult run = run_glpk(m.lp.get(), options);
+      const RunResult run = run_glpk(m.lp.get(), round_options);
       if (run.outcome == Outcome::kInfeasible)
         return diagnose_infeasible(problem, allowed, options);
-      if (run.outcome == Outcome::kNoIncumbent) return fall_back(problem, options, run.detail, m);
+      if (run.outcome == Outcome::kNoIncumbent) {
+        return fall_back(problem, options,
+                         fmt::format("no incumbent within {} s ({})", options.time_limit_seconds,
+                                     run.detail.message()),
+                         m);
+      }
       optimal = run.outcome == Outcome::kOptimal;
     }
     std::vector<int32_t> choice =
         m.num_cols > 0 ? read_choice(m) : std::vector<int32_t>(problem.nodes.size(), 0);
     const Evaluation ev = evaluate(problem, choice);
     if (ev.violations.empty()) return make_solution(std::move(choice), ev, optimal, m);
-    if (margin == 0.0 && only_memory_violations(ev)) {
-      log->debug("ilp: GLPK's choice exceeds the budget within its tolerance; tightening (c)");
-      continue;
+    if (!only_memory_violations(ev)) {
+      return make_error(Errc::kInternal, "GLPK returned an assignment that violates {}",
+                        ev.violations.front());
     }
-    return make_error(Errc::kInternal, "GLPK returned an assignment that violates {}",
-                      ev.violations.front());
+    std::vector<MemoryCut> added = memory_cuts(problem, choice);
+    for (const MemoryCut& cut : added) {
+      if (cut.picks.empty() || std::find(cuts.begin(), cuts.end(), cut) != cuts.end()) {
+        return make_error(Errc::kInternal,
+                          "GLPK returned an assignment that violates {}, which a no-good cut "
+                          "cannot exclude (or already excluded)",
+                          ev.violations.front());
+      }
+    }
+    if (round + 1 >= kMaxMemoryRounds) {
+      return fall_back(problem, options,
+                       fmt::format("no assignment within the memory budget after {} GLPK solves: "
+                                   "each answer exceeded a memory row (c) within GLPK's tolerance",
+                                   kMaxMemoryRounds),
+                       m);
+    }
+    log->debug("ilp: GLPK's choice exceeds {} memory row(s) within its tolerance; cutting it off",
+               added.size());
+    cuts.insert(cuts.end(), added.begin(), added.end());
   }
-  return make_error(Errc::kInternal, "unreachable: the memory retry did not return");
 }
 
 }  // namespace

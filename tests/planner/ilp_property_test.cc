@@ -159,6 +159,94 @@ TEST_CASE("GLPK and exhaustive enumeration agree on problems full of forbidden p
   CHECK(infeasible > 50);
 }
 
+/// 1-5 nodes whose strategies need 0, 1 or 2 GiB plus or minus up to 4 KiB, so that many
+/// footprints lie within 1e-5 of each other (GLPK's tolerances) and 1e-4 (a relative margin).
+/// The budget is the peak footprint of a random assignment, moved by 0, +-1 B, up to +-8 KiB
+/// or up to +-1e-4 of itself.
+IlpProblem near_budget_problem(Rng& rng) {
+  constexpr double kGiB = 1024.0 * kMiB;
+  IlpProblem p;
+  const auto n = static_cast<int32_t>(1 + rng.below(5));
+  for (int32_t i = 0; i < n; ++i) {
+    IlpProblem::Node node;
+    node.name = fmt::format("n{}", i);
+    for (int64_t k = 1 + rng.below(4); k > 0; --k) {
+      node.cost.push_back(random_cost(rng, 0.05));
+      const double base = static_cast<double>(rng.below(3)) * kGiB;
+      node.memory.push_back(base > 0 ? base + static_cast<double>(rng.below(8193) - 4096) : 0.0);
+    }
+    p.nodes.push_back(std::move(node));
+  }
+  for (int32_t i = 1; i < n; ++i) {
+    if (rng.uniform() < 0.6) p.edges.push_back(random_edge(rng, p, i - 1, i, 0.05));
+  }
+  if (n > 1 && rng.uniform() < 0.2) p.aliases.push_back(random_alias(rng, p, 0, n - 1));
+  for (int64_t t = 1 + rng.below(3); t > 0; --t) {
+    std::vector<int32_t> live;
+    for (int32_t i = 0; i < n; ++i) {
+      if (rng.uniform() < 0.7) live.push_back(i);
+    }
+    p.liveness.push_back(live);
+  }
+  std::vector<int32_t> pick;
+  for (int32_t i = 0; i < n; ++i)
+    pick.push_back(static_cast<int32_t>(rng.below(p.num_strategies(i))));
+  double peak = evaluate(p, pick).peak_memory;
+  if (peak <= 0) peak = kGiB;
+  switch (rng.below(4)) {
+    case 0:
+      p.memory_budget = peak;
+      break;
+    case 1:
+      p.memory_budget = peak + (rng.uniform() < 0.5 ? -1.0 : 1.0);
+      break;
+    case 2:
+      p.memory_budget = peak + static_cast<double>(rng.below(16385) - 8192);
+      break;
+    default:
+      p.memory_budget = peak * (1.0 + (2.0 * rng.uniform() - 1.0) * 1e-4);
+      break;
+  }
+  return p;
+}
+
+TEST_CASE("GLPK finds the exhaustive optimum when budgets sit within 1e-4 of footprints",
+          "[planner]") {
+  Rng rng(20240612);
+  int feasible = 0;
+  int infeasible = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const IlpProblem p = near_budget_problem(rng);
+    INFO("trial " << trial << ", budget " << fmt::format("{:.0f}", p.memory_budget));
+    REQUIRE(p.validate().is_ok());
+    Expected<IlpSolution> exact = solve_exhaustive(p);
+    Expected<IlpSolution> ilp = solve_ilp(p);
+    INFO((ilp ? std::string("solved") : ilp.status().message()));
+    if (!exact) {
+      REQUIRE(exact.status().code() == Errc::kInfeasible);
+      REQUIRE_FALSE(ilp.has_value());
+      CHECK(ilp.status().code() == Errc::kInfeasible);
+      ++infeasible;
+      continue;
+    }
+    ++feasible;
+    REQUIRE(ilp.has_value());
+    CHECK(ilp->optimal);
+    CHECK(ilp->method == "glpk");
+    CHECK(same_objective(ilp->objective, exact->objective));
+    CHECK(evaluate(p, ilp->choice).violations.empty());
+    if (trial % 4 == 0) {
+      SolveOptions no_presolve;
+      no_presolve.presolve = false;
+      Expected<IlpSolution> plain = solve_ilp(p, no_presolve);
+      REQUIRE(plain.has_value());
+      CHECK(same_objective(plain->objective, exact->objective));
+    }
+  }
+  CHECK(feasible > 150);
+  CHECK(infeasible > 20);
+}
+
 TEST_CASE("solving the same problem twice gives the same choice", "[planner]") {
   Rng rng(7);
   for (int trial = 0; trial < 30; ++trial) {

@@ -171,8 +171,8 @@ TEST_CASE("memory that only fails together with an alias is attributed to memory
 TEST_CASE("a strategy a hair over the budget is not chosen despite GLPK's tolerances",
           "[planner]") {
   // a = 0 is free but needs 16 GiB + 17 B, over the 16 GiB budget by 1e-9 of it; GLPK's
-  // integrality tolerance (1e-5) accepts it, evaluate() does not, so solve_ilp re-solves with
-  // (c) tightened and picks a = 1 at cost 1.
+  // tolerances accept it, evaluate() does not, so solve_ilp re-solves with a cut excluding
+  // a = 0 and picks a = 1 at cost 1.
   IlpProblem p;
   p.nodes = {node("a", {0, 1}, {16 * kGiB * (1 + 1e-9), 0}), node("b", {0, 1})};
   p.edges = {{0, 1, {0, 0, 0, 0}}};
@@ -181,6 +181,63 @@ TEST_CASE("a strategy a hair over the budget is not chosen despite GLPK's tolera
   const IlpSolution sol = solve_and_check(p);
   CHECK(sol.choice == std::vector<int32_t>{1, 0});
   CHECK(sol.objective == Approx(1.0));
+}
+
+TEST_CASE("a strategy just under the budget stays allowed when a cheaper one is a hair over it",
+          "[planner]") {
+  // M = 2^31 B. Strategy 0 is free but needs M + 64 B (over by 3e-8 of M, which GLPK's
+  // tolerances accept); strategy 1 costs 5 and needs M - 1000 B (under by 5e-7 of M). Cutting
+  // off strategy 0 must not cut off strategy 1: the optimum is 5 at strategy 1.
+  constexpr double kBudget = 2147483648.0;
+  IlpProblem p;
+  p.nodes = {node("a", {0, 5}, {kBudget + 64, kBudget - 1000})};
+  p.liveness = {{0}};
+  p.memory_budget = kBudget;
+  SECTION("two strategies") {
+    const IlpSolution sol = solve_and_check(p);
+    CHECK(sol.choice == std::vector<int32_t>{1});
+    CHECK(sol.objective == 5.0);
+  }
+  SECTION("a third, roomy strategy does not win at cost 7") {
+    p.nodes[0] = node("a", {0, 5, 7}, {kBudget + 64, kBudget - 1000, kBudget / 2});
+    const IlpSolution sol = solve_and_check(p);
+    CHECK(sol.choice == std::vector<int32_t>{1});
+    CHECK(sol.objective == 5.0);
+  }
+  SECTION("next to other nodes on the same liveness point") {
+    // b and c add 0 or 32 B at no cost difference; a = 1 with both at 0 B fits (M - 1000 + 0),
+    // a = 0 never does.
+    p.nodes.push_back(node("b", {1, 1}, {0, 32}));
+    p.nodes.push_back(node("c", {1, 2}, {32, 0}));
+    p.edges = {{0, 1, {0, 0, 0, 0}}};
+    p.liveness = {{0, 1, 2}};
+    const IlpSolution sol = solve_and_check(p);
+    CHECK(sol.choice[0] == 1);
+    CHECK(sol.objective == 7.0);  // 5 + 1 + 1 (c = 0 at 32 B still fits)
+  }
+}
+
+TEST_CASE("memory infeasibility states each point's smallest footprint against the budget exactly",
+          "[planner]") {
+  // M = 2^31 B. Alone each liveness point fits (M - 1000 B), but the alias forces equal
+  // strategies and both (0, 0) and (1, 1) put 2 M on one point. The smallest footprint prints
+  // as the budget does (2.00 GiB), so the exact bytes and "within" must follow.
+  constexpr double kBudget = 2147483648.0;
+  IlpProblem p;
+  p.nodes = {node("a", {1, 1}, {kBudget - 1000, 2 * kBudget}),
+             node("b", {1, 1}, {2 * kBudget, kBudget - 1000})};
+  p.aliases = {{0, 1, {0, 1, 1, 0}}};
+  p.liveness = {{0}, {1}};
+  p.memory_budget = kBudget;
+  Expected<IlpSolution> sol = solve_ilp(p);
+  REQUIRE_FALSE(sol.has_value());
+  CHECK(sol.status().code() == Errc::kInfeasible);
+  CHECK_FALSE(solve_exhaustive(p).has_value());
+  const std::string msg = sol.status().message();
+  INFO(msg);
+  CHECK(contains(msg, "memory (c)"));
+  CHECK(contains(msg, "liveness point 0"));
+  CHECK(contains(msg, "2.00 GiB (2147482648 B), within the budget of 2.00 GiB (2147483648 B)"));
 }
 
 TEST_CASE("a node whose every strategy is infinite is infeasible and named", "[planner]") {

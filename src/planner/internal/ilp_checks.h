@@ -14,6 +14,10 @@ namespace meshpipe::planner::internal {
 /// "node 3 'layer0/fc1'" (or "node 3" when the node has no name).
 std::string node_label(const IlpProblem& problem, int32_t i);
 
+/// "1.20 GiB, above the budget of 1.00 GiB" ("within" when footprint <= budget); exact byte
+/// counts follow both amounts when they would print alike.
+std::string footprint_and_budget(double footprint, double budget);
+
 /// True when the memory constraint (c) is active (M > 0).
 bool memory_enabled(const IlpProblem& problem);
 
