@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "core/files.h"
 #include "core/units.h"
@@ -141,6 +142,13 @@ int run_compare(const PlanArgs& args) {
   std::fflush(stdout);
   planner::AnalyticCostModel cost(setup->cluster.device);
   planner::ShardingCache cache;
+  // A written-down plan first: an impossible one is reported before the search.
+  std::optional<planner::PricedPlan> manual;
+  if (!args.grid.empty() || !args.stages.empty()) {
+    auto priced = price_manual_plan(args, *setup, cost, cache);
+    if (!priced.has_value()) return fail(priced.status());
+    manual = std::move(*priced);
+  }
   auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options, cache);
   if (!plan.has_value()) return fail(plan.status());
   setup->options.progress = nullptr;
@@ -152,9 +160,7 @@ int run_compare(const PlanArgs& args) {
              format_seconds(Seconds(plan->step_time)), plan->tflops_per_device,
              format_bytes(Bytes(plan->max_memory_per_device)), "1.00x", plan->stages.size(),
              plan->micro_batches, plan->micro_batch);
-  if (!args.grid.empty() || !args.stages.empty()) {
-    auto manual = price_manual_plan(args, *setup, cost, cache);
-    if (!manual.has_value()) return fail(manual.status());
+  if (manual) {
     const planner::Plan& m = manual->plan;
     const std::string label = args.grid.empty() ? "--stages" : "--grid";
     const std::string config =
