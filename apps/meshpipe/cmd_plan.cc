@@ -2,8 +2,10 @@
 // plan's description in words, and the plan next to every baseline.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "core/files.h"
 #include "core/units.h"
@@ -16,6 +18,29 @@
 namespace meshpipe::cli {
 namespace {
 
+// --grid or --stages: the written-down plan priced (no search); one that does not fit device
+// memory is printed, then reported as an error, and not written.
+int run_manual_plan(const PlanArgs& args, const PlanSetup& setup, const std::string& output) {
+  const auto t0 = std::chrono::steady_clock::now();
+  planner::AnalyticCostModel cost(setup.cluster.device);
+  planner::ShardingCache cache;
+  auto priced = price_manual_plan(args, setup, cost, cache);
+  if (!priced.has_value()) return fail(priced.status());
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print("manual plan: {}\n", manual_plan_label(args));
+  print_plan_summary(priced->plan);
+  fmt::print("pricing time: {:.2f} s\n", took);
+  std::fflush(stdout);  // the table comes before the error
+  if (!priced->fits.is_ok()) {
+    return fail(priced->fits.with_context("the plan does not fit device memory"));
+  }
+  if (!output.empty()) {
+    if (Status s = planner::save_plan(priced->plan, output); !s.is_ok()) return fail(s);
+    fmt::print("wrote {}\n", output);
+  }
+  return 0;
+}
+
 int run_plan(const PlanArgs& args, const std::string& output) {
   auto setup = make_plan_setup(args);
   if (!setup.has_value()) return fail(setup.status());
@@ -23,6 +48,7 @@ int run_plan(const PlanArgs& args, const std::string& output) {
              dtype_name(setup->spec.dtype), setup->cluster.name, setup->cluster.num_devices(),
              setup->options.global_batch);
   std::fflush(stdout);
+  if (!args.grid.empty() || !args.stages.empty()) return run_manual_plan(args, *setup, output);
   planner::AnalyticCostModel cost(setup->cluster.device);
   auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options);
   if (!plan.has_value()) return fail(plan.status());
@@ -116,6 +142,13 @@ int run_compare(const PlanArgs& args) {
   std::fflush(stdout);
   planner::AnalyticCostModel cost(setup->cluster.device);
   planner::ShardingCache cache;
+  // A written-down plan first: an impossible one is reported before the search.
+  std::optional<planner::PricedPlan> manual;
+  if (!args.grid.empty() || !args.stages.empty()) {
+    auto priced = price_manual_plan(args, *setup, cost, cache);
+    if (!priced.has_value()) return fail(priced.status());
+    manual = std::move(*priced);
+  }
   auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options, cache);
   if (!plan.has_value()) return fail(plan.status());
   setup->options.progress = nullptr;
@@ -127,6 +160,16 @@ int run_compare(const PlanArgs& args) {
              format_seconds(Seconds(plan->step_time)), plan->tflops_per_device,
              format_bytes(Bytes(plan->max_memory_per_device)), "1.00x", plan->stages.size(),
              plan->micro_batches, plan->micro_batch);
+  if (manual) {
+    const planner::Plan& m = manual->plan;
+    const std::string label = args.grid.empty() ? "--stages" : "--grid";
+    const std::string config =
+        fmt::format("{}, {} micro-batches of {}{}", manual_plan_label(args), m.micro_batches,
+                    m.micro_batch, manual->fits.is_ok() ? "" : " (does not fit memory)");
+    fmt::print("{:<16} {:>11} {:>9.3g} {:>12} {:>8.2f}x  {}\n", label,
+               format_seconds(Seconds(m.step_time)), m.tflops_per_device,
+               format_bytes(Bytes(m.max_memory_per_device)), m.step_time / plan->step_time, config);
+  }
   for (const auto& b : baselines) {
     if (!b.plan) {
       fmt::print("{:<16} {:>11} {:>9} {:>12} {:>9}  {}\n", b.name, "-", "-", "-", "-",
@@ -150,7 +193,8 @@ void add_plan_commands(CLI::App& app, int& exit_code) {
   CLI::App* plan = app.add_subcommand(
       "plan",
       "Plan a model for a cluster: cluster layers, cost every stage on every submesh with "
-      "the intra-op ILP, choose stages, meshes and micro-batches by the stage DP");
+      "the intra-op ILP, choose stages, meshes and micro-batches by the stage DP; or price a "
+      "plan written down with --grid or --stages");
   add_plan_options(plan, *args);
   plan->add_option("-o,--output", *output, "write the plan as JSON");
   plan->callback([args, output, &exit_code] { exit_code = run_plan(*args, *output); });
@@ -168,7 +212,7 @@ void add_plan_commands(CLI::App& app, int& exit_code) {
       "compare",
       "Plan a model and show it next to data parallel, ZeRO-2/3, the best Megatron "
       "grid, equal-layer and equal-operator pipelines, intra-op only and inter-op only, "
-      "all under the same cost model");
+      "all under the same cost model (and the --grid or --stages plan, when given)");
   add_plan_options(compare, *cargs);
   compare->callback([cargs, &exit_code] { exit_code = run_compare(*cargs); });
 }

@@ -91,8 +91,8 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
                   "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
       ->check(kPositiveInteger);
   cmd->add_option("--layers", args.layers,
-                  "layers to cluster the model into (default: searched, "
-                  "at most 16)")
+                  "layers to cluster the model into (default: searched, at most 16; with "
+                  "--stages, the layers the stages name)")
       ->check(kPositiveInteger);
   cmd->add_option("--memory-fraction", args.memory_fraction,
                   "share of device memory a stage may use")
@@ -103,6 +103,19 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
       ->capture_default_str()
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
   cmd->add_flag("--quiet", args.quiet, "no progress output");
+  auto* grid = cmd->add_option(
+      "--grid", args.grid,
+      "a fixed Megatron-style grid instead of the search: \"dp=A,tp=B,pp=C[,params=MODE]\" = pp "
+      "stages of equal clustered-layer ranges, each on dp x tp devices as logical mesh (dp, tp); "
+      "MODE free (the intra-op pass lays parameters out, default), replicated, zero2 or zero3");
+  auto* stages = cmd->add_option(
+      "--stages", args.stages,
+      "fixed stages instead of the search (Alpa's ManualStageOption): "
+      "\"FIRST-LAST@HxD[:D0xD1][,level=K];...\", e.g. \"0-7@1x8:2x4;8-15@1x8:8x1\" = layers "
+      "0..7 on 1 host x 8 devices as logical mesh (2, 4), then 8..15 on 8 devices as (8, 1); "
+      "without :D0xD1 the fastest logical mesh, without level the fastest memory level that "
+      "fits; the layer count is --layers, else the last stage's last layer + 1");
+  grid->excludes(stages);
 }
 
 Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch) {
@@ -115,6 +128,9 @@ Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int6
 
 Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   PlanSetup s;
+  // A malformed --grid or --stages is reported before any planning.
+  if (!args.grid.empty()) MP_RETURN_IF_ERROR(planner::parse_grid(args.grid).status());
+  if (!args.stages.empty()) MP_RETURN_IF_ERROR(planner::parse_manual_stages(args.stages).status());
   MP_ASSIGN_OR_RETURN(s.spec, graph::models::find_model(args.model));
   MP_ASSIGN_OR_RETURN(s.cluster, mesh::resolve_cluster(args.cluster));
   const int64_t global = args.batch > 0 ? args.batch : s.spec.default_batch;
@@ -154,6 +170,31 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
     };
   }
   return s;
+}
+
+std::string manual_plan_label(const PlanArgs& args) {
+  return args.grid.empty() ? "stages " + args.stages : "grid " + args.grid;
+}
+
+Expected<planner::PricedPlan> price_manual_plan(const PlanArgs& args, const PlanSetup& setup,
+                                                const planner::CostModel& cost,
+                                                planner::ShardingCache& cache) {
+  const planner::PlannerOptions& o = setup.options;
+  if (!args.grid.empty()) {
+    MP_ASSIGN_OR_RETURN(planner::GridConfig grid, planner::parse_grid(args.grid));
+    grid.check_memory = false;  // reported with the plan (check_stage_memory)
+    return planner::price_micro_batchings(
+        setup.graph, o, [&](const graph::Graph& g, int64_t micro_batches) {
+          return planner::grid_plan(g, setup.cluster, cost, o, micro_batches, grid);
+        });
+  }
+  MP_ASSIGN_OR_RETURN(std::vector<planner::ManualStage> stages,
+                      planner::parse_manual_stages(args.stages));
+  return planner::price_micro_batchings(
+      setup.graph, o, [&](const graph::Graph& g, int64_t micro_batches) {
+        return planner::price_manual_stages(g, setup.cluster, cost, o, micro_batches, stages,
+                                            cache);
+      });
 }
 
 void print_plan_summary(const planner::Plan& plan) {

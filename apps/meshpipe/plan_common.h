@@ -7,6 +7,7 @@
 
 #include "graph/models/zoo.h"
 #include "mesh/cluster.h"
+#include "planner/manual_plan.h"
 #include "planner/plan.h"
 #include "planner/planner.h"
 
@@ -23,6 +24,8 @@ struct PlanArgs {
   bool zero = false;
   std::string schedule = "1f1b";
   bool quiet = false;
+  std::string grid;    ///< --grid "dp=A,tp=B,pp=C[,params=MODE]": a fixed Megatron-style grid
+  std::string stages;  ///< --stages "0-7@1x8:2x4;...": fixed stages (planner/manual_plan.h)
 };
 
 /// Registers the shared options on a sub-command.
@@ -42,6 +45,16 @@ Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int6
 
 /// The stage table, step time, throughput and memory of a plan.
 void print_plan_summary(const planner::Plan& plan);
+
+/// The manual plan of --grid or --stages (one of them must be set), priced over the
+/// micro-batchings the planner would try; `fits` says whether it fits device memory. Errors:
+/// malformed or impossible grids and stages (kInvalidArgument, naming the stage).
+Expected<planner::PricedPlan> price_manual_plan(const PlanArgs& args, const PlanSetup& setup,
+                                                const planner::CostModel& cost,
+                                                planner::ShardingCache& cache);
+
+/// "grid dp=2,tp=4,pp=4" or "stages 0-7@1x8:2x4;...", for headers and tables.
+std::string manual_plan_label(const PlanArgs& args);
 
 /// Command-line checks for real numbers that also refuse NaN and infinities (CLI11's own
 /// PositiveNumber and Range let NaN through, since every comparison with it is false).

@@ -78,9 +78,9 @@ class Evaluator {
     return profilers_.back().get();
   }
 
-  // A plan from fixed stages, rejected when a stage exceeds device memory.
+  // A plan from fixed stages, rejected when a stage exceeds device memory (if `check_memory`).
   Expected<Plan> evaluate(const LayerClustering& c, const StageProfiler& p,
-                          const std::vector<StageChoice>& stages) {
+                          const std::vector<StageChoice>& stages, bool check_memory = true) {
     for (const StageChoice& s : stages) {
       if (s.submesh < 0 ||
           !std::isfinite(p.stage(s.first_layer, s.last_layer, s.submesh, s.config).time)) {
@@ -89,6 +89,7 @@ class Evaluator {
     }
     MP_ASSIGN_OR_RETURN(
         Plan plan, build_plan(g_, c, p, stages, cluster_, {options_.model, options_.schedule, b_}));
+    if (!check_memory) return plan;
     const double avail =
         options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
     for (size_t k = 0; k < plan.stages.size(); ++k) {
@@ -344,7 +345,7 @@ Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   for (const auto& [i, j] : e.equal_ranges(static_cast<int32_t>(grid.pp))) {
     stages.push_back({i, j, 0, cfg, 0.0});
   }
-  return e.evaluate(e.clustering(), *p, stages);
+  return e.evaluate(e.clustering(), *p, stages, grid.check_memory);
 }
 
 std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::ClusterSpec& cluster,

@@ -39,9 +39,13 @@ struct GridConfig {
   int64_t tp = 1;
   int64_t pp = 1;
   ShardingOptions::ParameterMode parameters = ShardingOptions::ParameterMode::kFree;
+  /// false: a plan whose stages exceed device memory is returned too, for the caller to report
+  /// (check_stage_memory in manual_plan.h); true: it is an error (kResourceExhausted).
+  bool check_memory = true;
 };
 
-/// The plan of one grid configuration (errors: it does not fit the cluster or memory).
+/// The plan of one grid configuration (errors: it does not fit the cluster, or memory when
+/// grid.check_memory).
 Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                          const CostModel& cost, const PlannerOptions& options,
                          int64_t micro_batches, const GridConfig& grid);
