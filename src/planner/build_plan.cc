@@ -133,7 +133,8 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     sp.memory = sc.memory;
     sp.in_flight = options.schedule == Schedule::kGPipe ? static_cast<int32_t>(micro_batches)
                                                         : static_cast<int32_t>(stages.size() - k);
-    sp.memory.peak = sp.memory.persistent + sp.memory.working + sp.in_flight * sp.memory.stash;
+    sp.memory.peak = sp.memory.persistent + sp.memory.gradients + sp.memory.working +
+                     sp.in_flight * sp.memory.stash;
     for (int32_t l = a.first_layer; l <= a.last_layer; ++l) {
       for (int32_t u : profiler.units_of_layer(l)) {
         const ShardingPlan& up = profiler.unit(u, a.submesh, a.config).plan;

@@ -102,6 +102,7 @@ Status check_positive(int64_t v, std::string_view path) {
 
 Status check_memory(const StageMemory& m, const std::string& path) {
   MP_RETURN_IF_ERROR(check_non_negative(m.persistent, path + ".persistent"));
+  MP_RETURN_IF_ERROR(check_non_negative(m.gradients, path + ".gradients"));
   MP_RETURN_IF_ERROR(check_non_negative(m.stash, path + ".stash"));
   MP_RETURN_IF_ERROR(check_non_negative(m.working, path + ".working"));
   return check_non_negative(m.peak, path + ".peak");
@@ -270,6 +271,7 @@ Json logical_mesh_json(const mesh::LogicalMesh& m) {
 Json memory_json(const StageMemory& m) {
   Json j = Json::object();
   j["persistent"] = m.persistent;
+  j["gradients"] = m.gradients;
   j["stash"] = m.stash;
   j["working"] = m.working;
   j["peak"] = m.peak;
@@ -395,6 +397,7 @@ Status read_memory(ObjectReader& parent, StageMemory* m) {
   MP_RETURN_IF_ERROR(parent.object("memory", &j));
   ObjectReader r(*j, parent.path_of("memory"), std::string(kSubject));
   MP_RETURN_IF_ERROR(r.read("persistent", &m->persistent));
+  MP_RETURN_IF_ERROR(r.read_optional("gradients", &m->gradients));  // absent before 2026-12
   MP_RETURN_IF_ERROR(r.read("stash", &m->stash));
   MP_RETURN_IF_ERROR(r.read("working", &m->working));
   MP_RETURN_IF_ERROR(r.read("peak", &m->peak));

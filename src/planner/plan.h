@@ -35,7 +35,10 @@ struct StageMemory {
   int64_t persistent = 0;  ///< parameters and optimizer state
   int64_t stash = 0;       ///< activations kept from forward to backward, per micro-batch
   int64_t working = 0;     ///< transient peak beyond the stash while computing a micro-batch
-  int64_t peak = 0;        ///< persistent + working + in_flight * stash
+  int64_t peak = 0;        ///< persistent + gradients + working + in_flight * stash
+  /// Parameter gradients in their accumulators, live all step with several micro-batches (with
+  /// one, each gradient counts in `working` from its production on).
+  int64_t gradients = 0;
   friend bool operator==(const StageMemory&, const StageMemory&) = default;
 };
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -290,7 +292,17 @@ class Pass {
     plan.total_seconds = sol.objective;
     plan.resharding_seconds =
         std::max(0.0, sol.objective - plan.compute_seconds - plan.communication_seconds);
-    plan.peak_memory = plan.persistent_memory + Bytes(peak_activations(plan));
+    std::map<OpId, const Strategy*> chosen;
+    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+      for (const Member& m : groups_[gi].members) {
+        if (m.op.is_valid()) chosen[m.op] = &m.table[static_cast<size_t>(sol.choice[gi])];
+      }
+    }
+    const MemoryScan scan = scan_memory(plan, chosen);
+    plan.gradient_memory = Bytes(scan.gradients);
+    plan.stash_memory = Bytes(scan.stash);
+    plan.peak_memory = plan.persistent_memory + Bytes(scan.peak);
+    if (options_.micro_batches > 1) plan.peak_memory += plan.gradient_memory;
     return plan;
   }
 
@@ -606,38 +618,137 @@ class Pass {
     return it != ops_.end() && *it == op ? it - ops_.begin() : -1;
   }
 
-  // Largest sum of live non-persistent tiles over the stage's op order.
-  int64_t peak_activations(const ShardingPlan& plan) const {
-    std::map<ValueId, int64_t> last_use;
-    for (size_t t = 0; t < ops_.size(); ++t) {
-      for (ValueId in : g_.op(ops_[t]).inputs) last_use[in] = static_cast<int64_t>(t);
-    }
-    auto bytes_of = [&](ValueId v) {
+  // What one micro-batch of the stage holds, buffer by buffer as the lowering allocates them
+  // (runtime/lower.cc): every value in the spec its producer resolves it to, from its production
+  // to its last reader; a copy resharded for readers that want another spec from its first to its
+  // last such reader (a persistent value's copy, e.g. a ZeRO-3 gathered parameter, per phase);
+  // updated parameters and optimizer states in place (no new buffer); parameter gradients in
+  // their accumulators (`gradients`, live from their production to the update: the lowering keeps
+  // them across micro-batches), plus, with several micro-batches, each micro-batch's gradient
+  // while it is added. `stash`: what is still live after the last forward op (read by backward),
+  // values produced outside the stage excluded (the stage DP adds those it receives).
+  struct MemoryScan {
+    // Largest live non-persistent bytes; with several micro-batches the accumulators are
+    // excluded (live all step), with one they count from their production on.
+    int64_t peak = 0;
+    int64_t stash = 0;
+    int64_t gradients = 0;
+  };
+
+  MemoryScan scan_memory(const ShardingPlan& plan,
+                         const std::map<OpId, const Strategy*>& chosen) const {
+    using Key = std::tuple<ValueId, ShardingSpec, int>;  // value, spec, phase scope of a copy
+    auto bytes_in = [&](ValueId v, const ShardingSpec& spec) {
       const graph::Value& val = g_.value(v);
-      return mesh::tile_bytes(val.shape, dtype_size(val.dtype), plan.specs.at(v), mesh_);
+      return mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, mesh_);
     };
-    int64_t live = 0;
-    for (const auto& [v, spec] : plan.specs) {  // boundary values arrive before the stage runs
-      if (!g_.value(v).producer.is_valid() && !is_persistent(v)) live += bytes_of(v);
-      if (g_.value(v).producer.is_valid() && index_of(g_.value(v).producer) < 0) {
-        live += bytes_of(v);
+    const auto produced_outside = [&](ValueId v) {
+      const graph::Value& val = g_.value(v);
+      return !val.producer.is_valid() || index_of(val.producer) < 0;
+    };
+    std::map<Key, int64_t> last_use;
+    std::map<Key, int64_t> size;
+    const auto key_of = [&](ValueId v, const ShardingSpec& want, graph::OpPhase phase) {
+      const ShardingSpec& have = plan.specs.at(v);
+      if (is_persistent(v)) {
+        // Stored tiles are persistent; a copy in another spec lives for one phase.
+        return want == have ? std::optional<Key>() : Key{v, want, static_cast<int>(phase) + 1};
       }
-    }
-    int64_t peak = live;
+      return std::optional<Key>(Key{v, want, 0});
+    };
+    MemoryScan out;
     for (size_t t = 0; t < ops_.size(); ++t) {
       const Op& op = g_.op(ops_[t]);
-      for (ValueId out : op.outputs) live += bytes_of(out);
-      peak = std::max(peak, live);
-      for (ValueId v : op.inputs) {
-        if (!is_persistent(v) && last_use[v] == static_cast<int64_t>(t)) live -= bytes_of(v);
-      }
-      for (ValueId out : op.outputs) {
-        if (last_use.count(out) == 0 && g_.value(out).role != graph::ValueRole::kUpdated) {
-          live -= bytes_of(out);  // dead on arrival (e.g. unused statistics)
+      const Strategy* s = chosen.at(ops_[t]);
+      for (size_t i = 0; i < op.inputs.size(); ++i) {
+        const ValueId v = op.inputs[i];
+        if (gradient_values_.count(v) != 0) continue;  // read from its accumulator
+        const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
+        for (const auto& k : {key_of(v, want, op.phase), key_of(v, plan.specs.at(v), op.phase)}) {
+          if (!k || (is_persistent(v) && std::get<2>(*k) == 0)) continue;
+          last_use[*k] = static_cast<int64_t>(t);
+          size[*k] = bytes_in(v, std::get<1>(*k));
         }
       }
     }
-    return peak;
+    for (ValueId v : gradient_values_) {
+      if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
+      const graph::Value& val = g_.value(v);
+      const Strategy* s = chosen.at(val.producer);
+      int64_t b = bytes_in(v, plan.specs.at(v));
+      // Accumulated as produced: before any reduce-scatter splits it.
+      for (size_t o = 0; o < g_.op(val.producer).outputs.size(); ++o) {
+        if (g_.op(val.producer).outputs[o] != v) continue;
+        for (const shard::OutputResolution& r : s->resolutions) {
+          if (r.output == o && r.kind == mesh::CollectiveKind::kReduceScatter) {
+            b *= mesh_.size(r.axis);
+          }
+        }
+      }
+      out.gradients += b;
+    }
+    std::set<Key> live_keys;
+    int64_t live = 0;
+    const auto add = [&](const Key& k) {
+      if (live_keys.insert(k).second) live += size.at(k);
+    };
+    for (const auto& [k, t] : last_use) {  // values from outside the stage arrive first
+      if (std::get<2>(k) == 0 && produced_outside(std::get<0>(k)) &&
+          std::get<1>(k) == plan.specs.at(std::get<0>(k))) {
+        add(k);
+      }
+    }
+    int64_t last_forward = -1;
+    for (size_t t = 0; t < ops_.size(); ++t) {
+      if (g_.op(ops_[t]).phase == graph::OpPhase::kForward) last_forward = static_cast<int64_t>(t);
+    }
+    out.peak = live;
+    // One micro-batch: its gradients are the accumulators, live from their production on.
+    const bool transient_gradients = options_.micro_batches > 1;
+    int64_t produced_gradients = 0;
+    for (size_t t = 0; t < ops_.size(); ++t) {
+      const Op& op = g_.op(ops_[t]);
+      const Strategy* s = chosen.at(ops_[t]);
+      for (size_t i = 0; i < op.inputs.size(); ++i) {
+        const ValueId v = op.inputs[i];
+        if (gradient_values_.count(v) != 0) continue;
+        const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
+        if (auto k = key_of(v, want, op.phase)) add(*k);
+      }
+      int64_t transient = 0;
+      for (ValueId o : op.outputs) {
+        if (g_.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
+        if (gradient_values_.count(o) != 0) {
+          if (transient_gradients) {
+            transient += bytes_in(o, plan.specs.at(o));
+          } else {
+            produced_gradients += bytes_in(o, plan.specs.at(o));
+          }
+          continue;
+        }
+        const Key k{o, plan.specs.at(o), 0};
+        if (last_use.count(k) != 0) {
+          add(k);
+        } else {
+          transient += bytes_in(o, plan.specs.at(o));  // dead on arrival, or read in another spec
+        }
+      }
+      out.peak = std::max(out.peak, live + transient + produced_gradients);
+      for (auto it = live_keys.begin(); it != live_keys.end();) {
+        if (last_use.at(*it) <= static_cast<int64_t>(t)) {
+          live -= size.at(*it);
+          it = live_keys.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (static_cast<int64_t>(t) == last_forward) {
+        for (const Key& k : live_keys) {
+          if (!produced_outside(std::get<0>(k))) out.stash += size.at(k);
+        }
+      }
+    }
+    return out;
   }
 
   const graph::Graph& g_;

@@ -89,7 +89,15 @@ struct ShardingPlan {
   double resharding_seconds = 0.0;     ///< between ops
   double total_seconds = 0.0;          ///< the ILP objective
   Bytes persistent_memory;             ///< parameters + optimizer states per device
-  Bytes peak_memory;                   ///< persistent + peak live activations
+  /// Parameter gradients as the runtime accumulates them over micro-batches (live from their
+  /// production to the update).
+  Bytes gradient_memory;
+  /// Per micro-batch: what the forward leaves for the backward (values produced in the stage).
+  Bytes stash_memory;
+  /// persistent + the peak of live activations, resharded copies and gradients over one
+  /// micro-batch's forward, backward and update (with several micro-batches every accumulator
+  /// counts all along, with one each gradient from its production on)
+  Bytes peak_memory;
   IlpStats stats;
 };
 

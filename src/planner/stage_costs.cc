@@ -134,15 +134,26 @@ void StageProfiler::build_units(const std::vector<int32_t>& block_layers) {
     if (!parameter_gradient_[op.outputs[0].index()]) continue;
     for (ValueId in : op.inputs) parameter_gradient_[in.index()] = true;
   }
-  std::set<std::pair<int32_t, int32_t>> seen;  // (value, reading unit)
+  std::map<std::pair<int32_t, int32_t>, size_t> seen;  // (value, reading unit) -> crossing
+  std::map<int32_t, int32_t> last_crossing;            // value -> its latest crossing
   for (int64_t i = 0; i < n; ++i) {
     const graph::Op& op = unit_graph_.ops()[static_cast<size_t>(i)];
     for (ValueId v : op.inputs) {
       const graph::Value& val = unit_graph_.value(v);
       if (!val.producer.is_valid()) continue;
-      const int32_t from = unit_graph_.op(val.producer).layer;
-      if (from == op.layer || !seen.insert({v.value(), op.layer}).second) continue;
-      crossings_.push_back({v, from, op.layer, parameter_gradient_[v.index()]});
+      const graph::Op& producer = unit_graph_.op(val.producer);
+      const int32_t from = producer.layer;
+      if (from == op.layer) continue;
+      auto [it, fresh] = seen.emplace(std::make_pair(v.value(), op.layer), crossings_.size());
+      if (fresh) {
+        auto last = last_crossing.find(v.value());
+        const int32_t previous = last == last_crossing.end() ? -1 : last->second;
+        last_crossing[v.value()] = static_cast<int32_t>(crossings_.size());
+        crossings_.push_back({v, from, op.layer, parameter_gradient_[v.index()], false, previous});
+      }
+      if (op.phase == graph::OpPhase::kBackward && producer.phase == graph::OpPhase::kForward) {
+        crossings_[it->second].stashed = true;
+      }
     }
   }
 }
@@ -153,21 +164,16 @@ const UnitProfile& StageProfiler::unit(int32_t u, int32_t m, int32_t c) const {
                    static_cast<size_t>(c)];
 }
 
-void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan, int32_t u,
-                                 const mesh::LogicalMesh& mesh,
-                                 const std::vector<bool>& stashed) const {
+void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan) const {
   p.feasible = true;
   p.error = Status::ok();
   p.time = plan.total_seconds;
   p.persistent = plan.persistent_memory.value();
-  p.stash = 0;
-  for (const auto& [v, spec] : plan.specs) {
-    const graph::Value& val = unit_graph_.value(v);
-    if (stashed[v.index()] && unit_graph_.op(val.producer).layer == u) {
-      p.stash += mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, mesh);
-    }
-  }
-  p.working = std::max<int64_t>(0, plan.peak_memory.value() - p.persistent - p.stash);
+  p.gradients = plan.gradient_memory.value();
+  p.stash = plan.stash_memory.value();
+  const int64_t accumulators = options_.micro_batches > 1 ? p.gradients : 0;
+  p.working =
+      std::max<int64_t>(0, plan.peak_memory.value() - p.persistent - accumulators - p.stash);
   p.plan = std::move(plan);
 }
 
@@ -179,18 +185,6 @@ Status StageProfiler::profile() {
   int64_t total = 0;
   for (const auto& cs : configs_) total += static_cast<int64_t>(cs.size()) * num_units_;
   int64_t done = 0;
-  // Values produced by forward ops and read by backward ops: stashed per micro-batch.
-  std::vector<bool> stashed(static_cast<size_t>(unit_graph_.num_values()), false);
-  for (const graph::Op& op : unit_graph_.ops()) {
-    if (op.phase != graph::OpPhase::kBackward) continue;
-    for (ValueId v : op.inputs) {
-      const graph::Value& val = unit_graph_.value(v);
-      if (val.producer.is_valid() &&
-          unit_graph_.op(val.producer).phase == graph::OpPhase::kForward) {
-        stashed[v.index()] = true;
-      }
-    }
-  }
   const auto at = [&](int32_t u, size_t m, size_t c) -> UnitProfile& {
     return profiles_[(static_cast<size_t>(u) * submeshes_.size() + m) *
                          static_cast<size_t>(max_configs_) +
@@ -214,7 +208,7 @@ Status StageProfiler::profile() {
           if (plan.status().code() != Errc::kInfeasible) return plan.status();
           p.error = plan.status();
         } else {
-          fill_profile(p, std::move(*plan), u, configs_[m][c].mesh, stashed);
+          fill_profile(p, std::move(*plan));
         }
         tick();
       }
@@ -234,7 +228,7 @@ Status StageProfiler::profile() {
       double stash = 0.0;
       for (int32_t u = 0; u < num_units_; ++u) {
         const UnitProfile& b = at(u, m, c0);
-        whole += static_cast<double>(b.persistent + b.stash + b.working);
+        whole += static_cast<double>(b.persistent + b.gradients + b.stash + b.working);
         stash += static_cast<double>(b.stash);
       }
       const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
@@ -265,7 +259,7 @@ Status StageProfiler::profile() {
           }
           p = previous;
         } else {
-          fill_profile(p, std::move(*plan), u, cfg.mesh, stashed);
+          fill_profile(p, std::move(*plan));
         }
         tick();
       }
@@ -321,7 +315,15 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   }
   const int32_t u0 = layer_units_[static_cast<size_t>(i)].front();
   const int32_t u1 = layer_units_[static_cast<size_t>(j)].back();
-  for (int32_t u = u0; u <= u1; ++u) {
+  // Memory: the backward runs the units last to first, so while unit u computes, the units
+  // before it still hold their stash and (with one micro-batch, whose gradients are the
+  // accumulators) the units after it hold their gradients; with several micro-batches every
+  // accumulator is live from the first micro-batch on. `working` is the largest excess over
+  // persistent + gradients + the whole stash.
+  const bool one_micro_batch = options_.micro_batches <= 1;
+  int64_t later_stash = 0;
+  int64_t later_gradients = 0;
+  for (int32_t u = u1; u >= u0; --u) {
     const UnitProfile& p = unit(u, m, c);
     if (!p.feasible) {
       s.time = kInf;
@@ -329,15 +331,51 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     }
     s.time += p.time;
     s.memory.persistent += p.persistent;
+    if (!one_micro_batch) s.memory.gradients += p.gradients;
     s.memory.stash += p.stash;
-    s.memory.working = std::max(s.memory.working, p.working);
+    s.memory.working = std::max(s.memory.working, p.working - later_stash + later_gradients);
+    later_stash += p.stash;
+    if (one_micro_batch) later_gradients += p.gradients;
   }
   const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
   for (size_t k = 0; k < crossings_.size(); ++k) {
     const Crossing& x = crossings_[k];
     const bool to_in = x.to_unit >= u0 && x.to_unit <= u1;
     const bool from_in = x.from_unit >= u0 && x.from_unit <= u1;
+    // Whether an earlier crossing of the same value also satisfies `pred` (count buffers once).
+    const auto counted = [&](const auto& pred) {
+      for (int32_t e = x.previous; e >= 0; e = crossings_[static_cast<size_t>(e)].previous) {
+        if (pred(crossings_[static_cast<size_t>(e)])) return true;
+      }
+      return false;
+    };
+    const auto sent_later = [&](const Crossing& y) {
+      return y.from_unit >= u0 && y.from_unit <= u1 && y.to_unit > u1 && !y.once_per_step;
+    };
+    const auto received_stashed = [&](const Crossing& y) {
+      return y.stashed && y.to_unit >= u0 && y.to_unit <= u1 &&
+             (y.from_unit < u0 || y.from_unit > u1);
+    };
+    if (sent_later(x) && !counted(sent_later)) {
+      // Sent to a later stage: the send holds its buffer until the receiver takes it, which in
+      // a pipeline can be as late as the stash (in-flight micro-batches).
+      const UnitProfile& p = unit(x.from_unit, m, c);
+      auto spec = p.plan.specs.find(x.value);
+      const graph::Value& v = unit_graph_.value(x.value);
+      if (spec != p.plan.specs.end()) {
+        s.memory.stash += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, p.plan.mesh);
+      }
+    }
     if (!to_in) continue;
+    if (!from_in && x.stashed) {
+      // Received from another stage and read by this stage's backward: stashed here too.
+      const UnitProfile& p = unit(x.to_unit, m, c);
+      auto spec = p.plan.specs.find(x.value);
+      const graph::Value& v = unit_graph_.value(x.value);
+      if (!counted(received_stashed) && spec != p.plan.specs.end()) {
+        s.memory.stash += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, p.plan.mesh);
+      }
+    }
     if (from_in) {
       s.time +=
           crossing_costs_[k * per + static_cast<size_t>(m) * static_cast<size_t>(max_configs_) +
@@ -350,10 +388,11 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       s.transfer += t;
     }
   }
-  s.memory.peak = s.memory.persistent + s.memory.working + s.memory.stash;
+  s.memory.peak = s.memory.persistent + s.memory.gradients + s.memory.working + s.memory.stash;
   const double avail =
       options_.memory_fraction * static_cast<double>(cluster_.device.memory.value());
-  const double fixed = static_cast<double>(s.memory.persistent + s.memory.working);
+  const double fixed =
+      static_cast<double>(s.memory.persistent + s.memory.gradients + s.memory.working);
   if (fixed + static_cast<double>(s.memory.stash) > avail) {
     s.max_succ_stages = -1;
   } else if (s.memory.stash == 0) {

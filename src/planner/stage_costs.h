@@ -62,7 +62,8 @@ struct UnitProfile {
   Status error;       ///< why not, when infeasible
   double time = 0.0;  ///< seconds per micro-batch (forward + backward + amortised update)
   int64_t persistent = 0;
-  int64_t stash = 0;
+  int64_t gradients = 0;  ///< parameter gradients' accumulators
+  int64_t stash = 0;      ///< per micro-batch, values produced in the unit
   int64_t working = 0;
   ShardingPlan plan;  ///< the intra-op decision (specs of every value the unit touches)
 };
@@ -123,10 +124,11 @@ class StageProfiler {
     int32_t from_unit = 0;
     int32_t to_unit = 0;
     bool once_per_step = false;  // a parameter gradient: summed and sent once per step
+    bool stashed = false;        // a forward value read by a backward op of the reading unit
+    int32_t previous = -1;       // the value's previous crossing, or -1
   };
   void build_units(const std::vector<int32_t>& block_layers);
-  void fill_profile(UnitProfile& p, ShardingPlan plan, int32_t u, const mesh::LogicalMesh& mesh,
-                    const std::vector<bool>& stashed) const;
+  void fill_profile(UnitProfile& p, ShardingPlan plan) const;
   double crossing_cost(const Crossing& x, int32_t m, int32_t c) const;
 
   const graph::Graph& g_;

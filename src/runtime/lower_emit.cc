@@ -35,7 +35,7 @@ Expected<int32_t> Lowering::fetch(StageState& st, ValueId v, int32_t scope,
     }
   }
   if (val.role == ValueRole::kInput) return load_input(st, v, scope, want, phase, mb);
-  const Entry* src = nullptr;
+  Entry* src = nullptr;
   for (const auto& k : {key, std::make_pair(v.value(), kStepScope)}) {
     auto it = st.avail.find(k);
     if (src == nullptr && it != st.avail.end() && !it->second.empty()) src = &it->second[0];
@@ -44,25 +44,34 @@ Expected<int32_t> Lowering::fetch(StageState& st, ValueId v, int32_t scope,
     return make_error(Errc::kInternal, "value '{}'{} is not available on stage {}", val.name,
                       mb_suffix(mb), st.index);
   }
-  Entry e = *src;
-  MP_ASSIGN_OR_RETURN(int32_t buffer,
-                      reshard(st, v, e.buffer, e.spec, want, phase, mb, val.name + mb_suffix(mb)));
-  st.avail[key].push_back({want, buffer});
+  ShardingSpec now = src->spec;
+  const int32_t from = src->buffer;
+  MP_ASSIGN_OR_RETURN(int32_t buffer, reshard(st, v, from, src->spec, want, phase, mb,
+                                              val.name + mb_suffix(mb), &now));
+  src->spec = now;  // partial sums resolved in place: nothing reads them unresolved
+  if (buffer != from) st.avail[key].push_back({want, buffer});
   return buffer;
 }
 
 Expected<int32_t> Lowering::reshard(StageState& st, ValueId v, int32_t from, const ShardingSpec& a,
                                     const ShardingSpec& b, Phase phase, int32_t mb,
-                                    const std::string& what) {
+                                    const std::string& what, ShardingSpec* from_spec) {
   const graph::Value& val = g_.value(v);
   MP_ASSIGN_OR_RETURN(mesh::ReshardingPlan rp,
                       mesh::plan_resharding(val.shape, val.dtype, a, b, st.plan->mesh));
   int32_t cur = from;
   ShardingSpec spec = a;
+  const bool consume_from = from_spec != nullptr && a.partial != 0;
   for (const mesh::CollectiveStep& step : rp.steps) {
+    const bool in_place = step.kind == mesh::CollectiveKind::kAllReduce &&
+                          (cur != from || consume_from) &&
+                          mesh::tile_shape(val.shape, step.after, st.plan->mesh) ==
+                              mesh::tile_shape(val.shape, spec, st.plan->mesh);
     const int32_t next =
-        add_buffer(st, fmt::format("{} {}", what, step.after.to_string()),
-                   mesh::tile_shape(val.shape, step.after, st.plan->mesh), val.dtype);
+        in_place ? cur
+                 : add_buffer(st, fmt::format("{} {}", what, step.after.to_string()),
+                              mesh::tile_shape(val.shape, step.after, st.plan->mesh), val.dtype);
+    if (next == from && from_spec != nullptr) *from_spec = step.after;
     Instruction ins;
     ins.code = Opcode::kCollective;
     ins.phase = phase;

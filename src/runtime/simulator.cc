@@ -169,6 +169,9 @@ class Simulation {
           const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
           dur = idle ? 0.0 : cost_.compute(work).value();
           d.out.compute += dur;
+          // The kernel's scratch (im2col columns, packed operands) lives while it runs.
+          const int64_t scratch = d.dp->ops[static_cast<size_t>(ins.op)].workspace_bytes;
+          d.out.peak_bytes = std::max(d.out.peak_bytes, d.live + scratch);
           break;
         }
         case Opcode::kCollective: {

@@ -4,9 +4,10 @@
 // last member of its group, then takes its alpha-beta time; a transfer leaves when its sender
 // reaches the send (each sender's link carries one message at a time) and arrives after the
 // link's latency plus bytes / bandwidth (intra- or inter-host); tile copies run at memory
-// bandwidth. Buffers are allocated at their first write and released at kFree, giving memory over
-// time. The result is the predicted step time, per-device busy time and peak memory, the bubble
-// fraction and, on request, a Chrome trace (chrome://tracing, Perfetto).
+// bandwidth. Buffers are allocated at their first write and released at kFree, and a kernel's
+// scratch (LocalOp::workspace_bytes) counts while it runs, giving memory over time. The result is
+// the predicted step time, per-device busy time and peak memory, the bubble fraction and, on
+// request, a Chrome trace (chrome://tracing, Perfetto).
 #pragma once
 
 #include <cstdint>

@@ -182,7 +182,8 @@ TEST_CASE("in flight: stages - k for 1F1B, every micro-batch for GPipe, peak fol
       const int32_t want = schedule == Schedule::k1F1B ? static_cast<int32_t>(3 - k)
                                                        : static_cast<int32_t>(kMicroBatches);
       CHECK(s.in_flight == want);
-      CHECK(s.memory.peak == s.memory.persistent + s.memory.working + want * s.memory.stash);
+      CHECK(s.memory.peak ==
+            s.memory.persistent + s.memory.gradients + s.memory.working + want * s.memory.stash);
       max_peak = std::max(max_peak, s.memory.peak);
     }
     CHECK(plan->max_memory_per_device == max_peak);

@@ -282,7 +282,7 @@ TEST_CASE("a manual plan must fit device memory with its in-flight micro-batches
   CHECK(priced->stages[0].in_flight == 2);
   CHECK(priced->stages[1].in_flight == 1);
   const StageMemory& m = priced->stages[0].memory;
-  CHECK(m.peak == m.persistent + m.working + 2 * m.stash);
+  CHECK(m.peak == m.persistent + m.gradients + m.working + 2 * m.stash);
   CHECK(check_stage_memory(*priced, 0.9).is_ok());
   // A device just below stage 0's peak / 0.9: stage 0 no longer fits.
   const double fraction =

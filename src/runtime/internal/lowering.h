@@ -120,9 +120,12 @@ class Lowering {
                           Phase phase, int32_t mb);
 
   // Emits the collectives that take buffer `from` (spec `a`) to spec `b`; returns the result.
+  // All-reduces run in place on intermediate buffers and, when `from` holds partial sums (only
+  // ever read to be resolved), on `from` itself: then `*from_spec` becomes what `from` holds
+  // afterwards.
   Expected<int32_t> reshard(StageState& st, ValueId v, int32_t from, const ShardingSpec& a,
-                            const ShardingSpec& b, Phase phase, int32_t mb,
-                            const std::string& what);
+                            const ShardingSpec& b, Phase phase, int32_t mb, const std::string& what,
+                            ShardingSpec* from_spec = nullptr);
 
   Expected<int32_t> load_input(StageState& st, ValueId v, int32_t scope, const ShardingSpec& want,
                                Phase phase, int32_t mb);
