@@ -112,8 +112,15 @@ int run_explain(const std::string& path) {
   print_plan_summary(*plan);
   for (size_t k = 0; k < plan->stages.size(); ++k) {
     const planner::StagePlan& s = plan->stages[k];
-    fmt::print("\nstage {}: layers {}-{} on devices {}-{} as logical mesh {}\n", k, s.first_layer,
-               s.last_layer, s.devices.front(), s.devices.back(), s.mesh.to_string());
+    fmt::print("\nstage {}: layers {}-{} on devices {}-{} as logical mesh {}{}\n", k, s.first_layer,
+               s.last_layer, s.devices.front(), s.devices.back(), s.mesh.to_string(),
+               s.recompute ? ", recomputing its activations" : "");
+    fmt::print(
+        "  memory per device: parameters and optimizer state {}, gradients {}, stash {} x "
+        "{} in flight, working {}: peak {}\n",
+        format_bytes(Bytes(s.memory.persistent)), format_bytes(Bytes(s.memory.gradients)),
+        format_bytes(Bytes(s.memory.stash)), s.in_flight, format_bytes(Bytes(s.memory.working)),
+        format_bytes(Bytes(s.memory.peak)));
     int shown = 0;
     for (const auto& [name, spec] : s.value_specs) {
       auto it = rank_of.find(name);

@@ -42,6 +42,7 @@ struct TrainArgs {
   std::string plan;
   int64_t micro_batches = 0;
   std::string schedule;
+  std::string recompute = "auto";
   std::string collectives = "in-process";
   std::string transport = "in-process";
   std::string runner = "actors";
@@ -109,6 +110,7 @@ train::PlanRequest plan_request(const TrainArgs& args) {
   train::PlanRequest request;
   request.micro_batches = args.micro_batches;
   if (!args.schedule.empty()) request.schedule = *planner::parse_schedule(args.schedule);
+  request.recompute = *planner::parse_recompute(args.recompute);
   return request;
 }
 
@@ -438,6 +440,12 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->excludes("--plan");
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_option("--recompute", args->recompute,
+                  "activation recomputation when planning (--cluster): off, on, or auto (the "
+                  "stage DP chooses per stage)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "on", "auto"}))
+      ->excludes("--plan");
   cmd->add_option("--collectives", args->collectives, "collectives between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "gloo"}));

@@ -102,6 +102,11 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
   cmd->add_option("--schedule", args.schedule, "pipeline schedule")
       ->capture_default_str()
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_option("--recompute", args.recompute,
+                  "activation recomputation: the stage recomputes its units' forward in the "
+                  "backward and stashes only their inputs; auto: the stage DP chooses per stage")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "on", "auto"}));
   cmd->add_flag("--quiet", args.quiet, "no progress output");
   auto* grid = cmd->add_option(
       "--grid", args.grid,
@@ -111,7 +116,8 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
   auto* stages = cmd->add_option(
       "--stages", args.stages,
       "fixed stages instead of the search (Alpa's ManualStageOption): "
-      "\"FIRST-LAST@HxD[:D0xD1][,level=K];...\", e.g. \"0-7@1x8:2x4;8-15@1x8:8x1\" = layers "
+      "\"FIRST-LAST@HxD[:D0xD1][,level=K][,recompute=on|off];...\", e.g. "
+      "\"0-7@1x8:2x4;8-15@1x8:8x1\" = layers "
       "0..7 on 1 host x 8 devices as logical mesh (2, 4), then 8..15 on 8 devices as (8, 1); "
       "without :D0xD1 the fastest logical mesh, without level the fastest memory level that "
       "fits; the layer count is --layers, else the last stage's last layer + 1");
@@ -146,6 +152,7 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   o.profile.memory_fraction = args.memory_fraction;
   o.profile.sharding.prefer_reduce_scatter = args.zero;
   MP_ASSIGN_OR_RETURN(o.schedule, planner::parse_schedule(args.schedule));
+  MP_ASSIGN_OR_RETURN(o.profile.recompute, planner::parse_recompute(args.recompute));
   const graph::models::ModelSpec spec = s.spec;
   o.graph_for_micro_batch = [spec](int64_t micro) { return training_graph(spec, micro); };
   const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
@@ -212,6 +219,17 @@ void print_plan_summary(const planner::Plan& plan) {
   }
   fmt::print("micro-batches: {} x {} ({}), {} clustered layers\n", plan.micro_batches,
              plan.micro_batch, planner::schedule_name(plan.schedule), plan.num_layers);
+  std::string recomputing;
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    if (!plan.stages[k].recompute) continue;
+    recomputing += fmt::format("{}{}", recomputing.empty() ? "" : ", ", k);
+  }
+  fmt::print("recomputation: {}\n",
+             recomputing.empty()
+                 ? std::string("none")
+                 : fmt::format("stage{} {} (forward repeated in the backward, "
+                               "only unit inputs stashed)",
+                               recomputing.find(',') == std::string::npos ? "" : "s", recomputing));
   fmt::print("predicted step time: {}, {:.3g} TFLOP/s per device ({:.3g} TFLOP/s total)\n",
              format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
              plan.tflops_per_device * plan.cluster.num_devices());

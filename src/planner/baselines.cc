@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <memory>
 
@@ -332,18 +333,42 @@ Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   MP_ASSIGN_OR_RETURN(StageProfiler * p,
                       e.profiler(e.clustering(), grid.parameters, zero, force,
                                  LogicalSpace::kSingleNodeModelParallel, {*shape}));
-  int32_t cfg = -1;
+  std::vector<int32_t> configs;  // of the grid's logical mesh (memory levels, recomputation)
   for (size_t c = 0; c < p->configs(0).size(); ++c) {
     const mesh::LogicalMesh& lm = p->configs(0)[c].mesh;
-    if (lm.shape[0] == grid.dp && lm.shape[1] == grid.tp) cfg = static_cast<int32_t>(c);
+    if (lm.shape[0] == grid.dp && lm.shape[1] == grid.tp)
+      configs.push_back(static_cast<int32_t>(c));
   }
-  if (cfg < 0) {
+  if (configs.empty()) {
     return make_error(Errc::kInvalidArgument, "logical mesh ({}, {}) is not available on {}",
                       grid.dp, grid.tp, shape->to_string());
   }
+  // Per stage: the fastest config that holds the micro-batches the stages after it put in
+  // flight (the 1F1B rule), else the leanest (the memory check then reports it).
   std::vector<StageChoice> stages;
-  for (const auto& [i, j] : e.equal_ranges(static_cast<int32_t>(grid.pp))) {
-    stages.push_back({i, j, 0, cfg, 0.0});
+  const auto ranges = e.equal_ranges(static_cast<int32_t>(grid.pp));
+  for (size_t k = 0; k < ranges.size(); ++k) {
+    const auto [i, j] = ranges[k];
+    const int32_t after = static_cast<int32_t>(ranges.size() - 1 - k);
+    int32_t fastest = -1;
+    int32_t leanest = configs.back();
+    double fastest_time = std::numeric_limits<double>::infinity();
+    int64_t leanest_bytes = std::numeric_limits<int64_t>::max();
+    for (int32_t c : configs) {
+      const StageCost sc = p->stage(i, j, 0, c);
+      if (!std::isfinite(sc.time)) continue;
+      if (sc.max_succ_stages >= after && sc.time < fastest_time) {
+        fastest_time = sc.time;
+        fastest = c;
+      }
+      const int64_t bytes = sc.memory.persistent + sc.memory.gradients + sc.memory.working +
+                            (after + 1) * sc.memory.stash;
+      if (bytes < leanest_bytes) {
+        leanest_bytes = bytes;
+        leanest = c;
+      }
+    }
+    stages.push_back({i, j, 0, fastest >= 0 ? fastest : leanest, 0.0});
   }
   return e.evaluate(e.clustering(), *p, stages, grid.check_memory);
 }

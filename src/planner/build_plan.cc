@@ -128,6 +128,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     sp.submesh = profiler.submeshes()[static_cast<size_t>(a.submesh)];
     sp.devices = devices[k];
     sp.mesh = profiler.configs(a.submesh)[static_cast<size_t>(a.config)].mesh;
+    sp.recompute = profiler.configs(a.submesh)[static_cast<size_t>(a.config)].recompute;
     const StageCost sc = profiler.stage(a.first_layer, a.last_layer, a.submesh, a.config);
     sp.time = sc.time - sc.transfer;
     sp.memory = sc.memory;

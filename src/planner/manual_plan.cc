@@ -78,7 +78,15 @@ Status parse_stage_option(size_t k, std::string_view text, std::string_view opti
     s.level = static_cast<int32_t>(*v);
     return Status::ok();
   }
-  return stage_error(k, text, fmt::format("unknown option '{}' (known: level=K|auto)", option));
+  if (key == "recompute") {
+    auto r = parse_recompute(value);
+    if (!r.has_value()) return stage_error(k, text, r.status().message());
+    s.recompute = *r;
+    return Status::ok();
+  }
+  return stage_error(
+      k, text,
+      fmt::format("unknown option '{}' (known: level=K|auto, recompute=on|off|auto)", option));
 }
 
 Expected<ManualStage> parse_stage(size_t k, std::string_view text) {
@@ -239,11 +247,15 @@ Expected<int32_t> choose_config(const StageProfiler& p, const ManualStage& s, si
       continue;
     }
     if (s.level >= 0 && cfg.level != s.level) continue;
+    if (s.recompute != Recompute::kAuto && cfg.recompute != (s.recompute == Recompute::kOn)) {
+      continue;
+    }
     if (matching < 0) matching = c;
     const StageCost sc = p.stage(s.first_layer, s.last_layer, m, c);
     if (!std::isfinite(sc.time)) continue;
-    const double peak = static_cast<double>(sc.memory.persistent + sc.memory.working) +
-                        static_cast<double>(in_flight) * static_cast<double>(sc.memory.stash);
+    const double peak =
+        static_cast<double>(sc.memory.persistent + sc.memory.gradients + sc.memory.working) +
+        static_cast<double>(in_flight) * static_cast<double>(sc.memory.stash);
     if (sc.max_succ_stages >= in_flight - 1 && sc.time < fit_time) {
       fit_time = sc.time;
       fastest_fit = c;
@@ -254,6 +266,13 @@ Expected<int32_t> choose_config(const StageProfiler& p, const ManualStage& s, si
     }
   }
   if (matching < 0) {
+    if (s.recompute != Recompute::kAuto) {
+      return make_error(Errc::kInvalidArgument,
+                        "stage {}: logical mesh {} with recompute={} is not offered on submesh {} "
+                        "(is --recompute {} given?)",
+                        k, mesh_text(s.logical), recompute_name(s.recompute), s.submesh.to_string(),
+                        s.recompute == Recompute::kOn ? "off" : "on");
+    }
     return make_error(Errc::kInvalidArgument,
                       "stage {}: logical mesh {} is not offered on submesh {}", k,
                       mesh_text(s.logical), s.submesh.to_string());
@@ -313,6 +332,9 @@ std::string manual_stages_to_string(const std::vector<ManualStage>& stages) {
                        s.submesh.devices_per_host);
     if (s.logical[0] != 0) out += fmt::format(":{}x{}", s.logical[0], s.logical[1]);
     if (s.level >= 0) out += fmt::format(",level={}", s.level);
+    if (s.recompute != Recompute::kAuto) {
+      out += fmt::format(",recompute={}", recompute_name(s.recompute));
+    }
   }
   return out;
 }

@@ -32,11 +32,14 @@ struct ManualStage {
   std::array<int64_t, 2> logical = {0, 0};
   /// Memory level (StageProfileOptions::memory_levels); -1: the fastest level that fits.
   int32_t level = -1;
+  /// Activation recomputation of this stage: kAuto chooses as for the level (the fastest
+  /// variant that fits); kOn / kOff force it (when the profile offers it).
+  Recompute recompute = Recompute::kAuto;
   friend bool operator==(const ManualStage&, const ManualStage&) = default;
 };
 
 /// Parses the --stages text: stages separated by ';', each
-///   FIRST[-LAST]@HOSTSxDEVICES[:D0xD1][,level=K|auto]
+///   FIRST[-LAST]@HOSTSxDEVICES[:D0xD1][,level=K|auto][,recompute=on|off|auto]
 /// e.g. "0-7@1x8:2x4;8-15@1x8:8x1" = layers 0..7 on one host's 8 devices as logical mesh (2, 4),
 /// then layers 8..15 on 8 devices as (8, 1). Spaces around the parts are ignored. Errors
 /// (kInvalidArgument) name the stage and the part that is wrong. Only the form is checked here;

@@ -293,6 +293,7 @@ Json stage_json(const StagePlan& s) {
   j["mesh"] = logical_mesh_json(s.mesh);
   j["time"] = s.time;
   j["in_flight"] = s.in_flight;
+  if (s.recompute) j["recompute"] = true;
   j["memory"] = memory_json(s.memory);
   Json specs = Json::object();
   for (const auto& [name, spec] : s.value_specs) specs[name] = spec.to_string();
@@ -414,6 +415,7 @@ Status read_stage(const Json& j, const std::string& path, StagePlan* s) {
   MP_RETURN_IF_ERROR(read_logical_mesh(r, &s->mesh));
   MP_RETURN_IF_ERROR(r.read("time", &s->time));
   MP_RETURN_IF_ERROR(r.read("in_flight", &s->in_flight));
+  MP_RETURN_IF_ERROR(r.read_optional("recompute", &s->recompute));
   MP_RETURN_IF_ERROR(read_memory(r, &s->memory));
   MP_RETURN_IF_ERROR(read_typed_map(r, "value_specs", &s->value_specs, mesh::parse_sharding));
   MP_RETURN_IF_ERROR(r.read("op_strategies", &s->op_strategies));

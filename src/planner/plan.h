@@ -59,6 +59,9 @@ struct StagePlan {
   double time = 0.0;             ///< predicted seconds per micro-batch (forward + backward)
   int32_t in_flight = 1;         ///< micro-batches whose activations are stashed at once (1F1B)
   StageMemory memory;
+  /// Activation recomputation: the forward keeps only each unit's inputs; the backward of a
+  /// micro-batch recomputes a unit's forward right before it needs it (JSON: optional, false).
+  bool recompute = false;
   /// Value name -> its sharding spec on this stage's mesh (JSON: the spec's text).
   std::map<std::string, mesh::ShardingSpec> value_specs;
   /// Op name -> the chosen strategy in words ("S0,R = S0,R x R,R | all-reduce@1"), for people.

@@ -15,6 +15,26 @@ constexpr int32_t kManyStages = 1 << 20;
 
 }  // namespace
 
+const char* recompute_name(Recompute r) {
+  switch (r) {
+    case Recompute::kOff:
+      return "off";
+    case Recompute::kOn:
+      return "on";
+    case Recompute::kAuto:
+      return "auto";
+  }
+  return "?";
+}
+
+Expected<Recompute> parse_recompute(std::string_view text) {
+  for (Recompute r : {Recompute::kOff, Recompute::kOn, Recompute::kAuto}) {
+    if (text == recompute_name(r)) return r;
+  }
+  return make_error(Errc::kInvalidArgument, "unknown recomputation '{}' (known: off, on, auto)",
+                    text);
+}
+
 Status StageProfileOptions::validate() const {
   if (micro_batches < 1) {
     return make_error(Errc::kInvalidArgument, "micro_batches must be >= 1, got {}", micro_batches);
@@ -63,9 +83,16 @@ StageProfiler::StageProfiler(const graph::Graph& g, std::vector<int32_t> block_l
     }
     // One device cannot shard: a single level.
     const int32_t levels = s.num_devices() == 1 ? 1 : std::max(1, options_.memory_levels);
+    // Configs without recomputation first (pass 2 finds a level's predecessors by index), then
+    // their recomputing copies in the same order.
     std::vector<StageConfig> configs;
     for (const mesh::LogicalMesh& lm : meshes) {
-      for (int32_t k = 0; k < levels; ++k) configs.push_back({lm, k});
+      for (int32_t k = 0; k < levels; ++k) configs.push_back({lm, k, false});
+    }
+    if (options_.recompute != Recompute::kOff) {
+      const size_t base = configs.size();
+      for (size_t c = 0; c < base; ++c)
+        configs.push_back({configs[c].mesh, configs[c].level, true});
     }
     max_configs_ = std::max<int32_t>(max_configs_, static_cast<int32_t>(configs.size()));
     configs_.push_back(std::move(configs));
@@ -149,13 +176,41 @@ void StageProfiler::build_units(const std::vector<int32_t>& block_layers) {
         auto last = last_crossing.find(v.value());
         const int32_t previous = last == last_crossing.end() ? -1 : last->second;
         last_crossing[v.value()] = static_cast<int32_t>(crossings_.size());
-        crossings_.push_back({v, from, op.layer, parameter_gradient_[v.index()], false, previous});
+        crossings_.push_back(
+            {v, from, op.layer, parameter_gradient_[v.index()], false, false, previous});
       }
       if (op.phase == graph::OpPhase::kBackward && producer.phase == graph::OpPhase::kForward) {
         crossings_[it->second].stashed = true;
       }
+      if (op.phase == graph::OpPhase::kForward) crossings_[it->second].forward_read = true;
     }
   }
+}
+
+UnitProfile StageProfiler::recomputing(int32_t u, const UnitProfile& base) const {
+  UnitProfile p = base;
+  if (!p.feasible) return p;
+  p.time += base.forward_time;
+  // Kept from the forward: what the unit hands to later units' forward (their recomputation
+  // starts from it) and the data inputs it reads. The recomputed activations live in the
+  // backward's working set.
+  int64_t kept = 0;
+  std::set<int32_t> counted;
+  for (const Crossing& x : crossings_) {
+    if (x.from_unit != u || !x.forward_read || !counted.insert(x.value.value()).second) continue;
+    auto spec = base.plan.specs.find(x.value);
+    if (spec == base.plan.specs.end()) continue;
+    const graph::Value& v = unit_graph_.value(x.value);
+    kept += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, base.plan.mesh);
+  }
+  for (const auto& [v, spec] : base.plan.specs) {
+    const graph::Value& val = unit_graph_.value(v);
+    if (val.role != graph::ValueRole::kInput || val.producer.is_valid()) continue;
+    kept += mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, base.plan.mesh);
+  }
+  p.working = base.working + base.stash;
+  p.stash = std::min(kept, base.stash);
+  return p;
 }
 
 const UnitProfile& StageProfiler::unit(int32_t u, int32_t m, int32_t c) const {
@@ -174,6 +229,12 @@ void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan) const {
   const int64_t accumulators = options_.micro_batches > 1 ? p.gradients : 0;
   p.working =
       std::max<int64_t>(0, plan.peak_memory.value() - p.persistent - accumulators - p.stash);
+  p.forward_time = 0.0;
+  for (const OpDecision& d : plan.ops) {
+    if (unit_graph_.op(d.op).phase == graph::OpPhase::kForward) {
+      p.forward_time += d.compute + d.communication;
+    }
+  }
   p.plan = std::move(plan);
 }
 
@@ -197,7 +258,7 @@ Status StageProfiler::profile() {
   for (int32_t u = 0; u < num_units_; ++u) {
     for (size_t m = 0; m < submeshes_.size(); ++m) {
       for (size_t c = 0; c < configs_[m].size(); ++c) {
-        if (configs_[m][c].level != 0) continue;
+        if (configs_[m][c].level != 0 || configs_[m][c].recompute) continue;
         ShardingOptions o = options_.sharding;
         o.first_layer = u;
         o.last_layer = u;
@@ -222,7 +283,7 @@ Status StageProfiler::profile() {
   for (size_t m = 0; m < submeshes_.size(); ++m) {
     for (size_t c = 0; c < configs_[m].size(); ++c) {
       const StageConfig& cfg = configs_[m][c];
-      if (cfg.level == 0) continue;
+      if (cfg.level == 0 || cfg.recompute) continue;
       const size_t c0 = c - static_cast<size_t>(cfg.level);
       double whole = 0.0;
       double stash = 0.0;
@@ -261,6 +322,18 @@ Status StageProfiler::profile() {
         } else {
           fill_profile(p, std::move(*plan));
         }
+        tick();
+      }
+    }
+  }
+  // Pass 3: the recomputing copies of every config (no solve: the same layouts).
+  for (size_t m = 0; m < submeshes_.size(); ++m) {
+    const size_t n = configs_[m].size();
+    size_t base = 0;
+    while (base < n && !configs_[m][base].recompute) ++base;
+    for (size_t c = base; c < n; ++c) {
+      for (int32_t u = 0; u < num_units_; ++u) {
+        at(u, m, c) = recomputing(u, at(u, m, c - base));
         tick();
       }
     }
@@ -309,7 +382,9 @@ StageDpInput StageProfiler::dp_input() const {
 StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
                                const mesh::LinkSpec& link) const {
   StageCost s;
-  if (c >= static_cast<int32_t>(configs_[static_cast<size_t>(m)].size())) {
+  if (c >= static_cast<int32_t>(configs_[static_cast<size_t>(m)].size()) ||
+      (options_.recompute == Recompute::kOn &&
+       !configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].recompute)) {
     s.time = kInf;
     return s;
   }

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "graph/graph.h"
@@ -32,6 +33,18 @@ enum class LogicalSpace : uint8_t {
   kModelParallelOnly,        ///< (1, D) only
 };
 
+/// Activation recomputation offered to the stage DP.
+enum class Recompute : uint8_t {
+  kOff,   ///< "off": every stage stashes its activations
+  kOn,    ///< "on": every stage recomputes its units' forward during the backward
+  kAuto,  ///< "auto": the DP chooses per stage (both variants are offered)
+};
+
+/// "off", "on", "auto".
+const char* recompute_name(Recompute r);
+/// Parses recompute_name's text; errors list the known values.
+Expected<Recompute> parse_recompute(std::string_view text);
+
 /// Options of stage profiling.
 struct StageProfileOptions {
   mesh::SubmeshSpace submesh_space = mesh::SubmeshSpace::kPowerOfTwo;
@@ -50,6 +63,11 @@ struct StageProfileOptions {
   /// feasible layout (GLPK's incumbent, or the greedy fallback) is enough there.
   double level_time_limit_seconds = 1.0;
   ShardingOptions sharding;  ///< template; layer range and micro_batches are set per unit
+  /// Recomputation variants: each (logical mesh, level) config also comes with recomputation
+  /// (kAuto), only with it (kOn) or only without (kOff). A recomputing unit costs its forward
+  /// again and stashes only its inputs; its recomputed activations join its backward's working
+  /// set. No ILP is solved for the variant (same layouts).
+  Recompute recompute = Recompute::kAuto;
   /// Called after each profiled (unit, mesh) with (done, total).
   std::function<void(int64_t, int64_t)> progress;
 
@@ -65,7 +83,8 @@ struct UnitProfile {
   int64_t gradients = 0;  ///< parameter gradients' accumulators
   int64_t stash = 0;      ///< per micro-batch, values produced in the unit
   int64_t working = 0;
-  ShardingPlan plan;  ///< the intra-op decision (specs of every value the unit touches)
+  double forward_time = 0.0;  ///< seconds of the unit's forward ops (what recomputation repeats)
+  ShardingPlan plan;          ///< the intra-op decision (specs of every value the unit touches)
 };
 
 /// Time, memory and successor bound of one candidate stage.
@@ -76,10 +95,12 @@ struct StageCost {
   int32_t max_succ_stages = -1;  ///< docs/algorithms.md §2.5; -1: does not fit
 };
 
-/// One configuration of a submesh: a logical mesh and a memory level.
+/// One configuration of a submesh: a logical mesh, a memory level and whether the stage
+/// recomputes its activations.
 struct StageConfig {
   mesh::LogicalMesh mesh;
   int32_t level = 0;
+  bool recompute = false;
 };
 
 /// Profiles every unit on every (submesh, logical mesh) of a cluster and composes stages.
@@ -125,10 +146,13 @@ class StageProfiler {
     int32_t to_unit = 0;
     bool once_per_step = false;  // a parameter gradient: summed and sent once per step
     bool stashed = false;        // a forward value read by a backward op of the reading unit
+    bool forward_read = false;   // read by a forward op of the reading unit
     int32_t previous = -1;       // the value's previous crossing, or -1
   };
   void build_units(const std::vector<int32_t>& block_layers);
   void fill_profile(UnitProfile& p, ShardingPlan plan) const;
+  // The recomputing variant of unit u's profile `base` (same layouts).
+  UnitProfile recomputing(int32_t u, const UnitProfile& base) const;
   double crossing_cost(const Crossing& x, int32_t m, int32_t c) const;
 
   const graph::Graph& g_;

@@ -11,6 +11,7 @@
 #include "runtime/lower.h"
 
 #include <algorithm>
+#include <set>
 
 #include "runtime/internal/lowering.h"
 
@@ -259,6 +260,10 @@ Status Lowering::emit_stage(StageState& st) {
       }
     }
     const int32_t scope_for_step_values = st.next_task_scope--;
+    if (phase == Phase::kBackward && st.plan->recompute) {
+      MP_RETURN_IF_ERROR(emit_recomputing_backward(st, mb, scope_for_step_values));
+      continue;
+    }
     for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
       if (stage_of_op_[i] != st.index || g_.ops()[i].phase != want) continue;
       MP_RETURN_IF_ERROR(emit_op(st, i, phase, mb, scope_for_step_values));
@@ -273,6 +278,37 @@ Status Lowering::emit_stage(StageState& st) {
   for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
     if (stage_of_op_[i] != st.index || g_.ops()[i].phase != OpPhase::kUpdate) continue;
     MP_RETURN_IF_ERROR(emit_op(st, i, Phase::kUpdate, -1, kStepScope));
+  }
+  return Status::ok();
+}
+
+Status Lowering::emit_recomputing_backward(StageState& st, int32_t mb, int32_t task_scope) {
+  // A unit: forward ops of one clustered layer and one model layer tag (the planner's units).
+  const auto unit_of = [&](size_t op) {
+    return std::make_pair(plan_.op_layers[op], g_.ops()[op].layer);
+  };
+  const int32_t scope = st.next_task_scope--;
+  st.parent[scope] = mb;
+  std::set<std::pair<int32_t, int32_t>> done;
+  const size_t n = static_cast<size_t>(g_.num_ops());
+  for (size_t i = 0; i < n; ++i) {
+    if (stage_of_op_[i] != st.index || g_.ops()[i].phase != OpPhase::kBackward) continue;
+    for (ValueId v : g_.ops()[i].inputs) {
+      const OpId p = g_.value(v).producer;
+      if (!p.is_valid()) continue;
+      const size_t j = static_cast<size_t>(p.value());
+      if (stage_of_op_[j] != st.index || g_.ops()[j].phase != OpPhase::kForward) continue;
+      const auto unit = unit_of(j);
+      if (!done.insert(unit).second) continue;
+      for (size_t k = 0; k < n; ++k) {
+        if (stage_of_op_[k] != st.index || g_.ops()[k].phase != OpPhase::kForward ||
+            unit_of(k) != unit) {
+          continue;
+        }
+        MP_RETURN_IF_ERROR(emit_op(st, k, Phase::kBackward, mb, task_scope, scope, true));
+      }
+    }
+    MP_RETURN_IF_ERROR(emit_op(st, i, Phase::kBackward, mb, task_scope, scope));
   }
   return Status::ok();
 }

@@ -27,8 +27,14 @@ Expected<int32_t> Lowering::fetch(StageState& st, ValueId v, int32_t scope,
                                   const ShardingSpec& want, Phase phase, int32_t mb) {
   const graph::Value& val = g_.value(v);
   const auto key = std::make_pair(v.value(), scope);
-  for (int pass = 0; pass < 2; ++pass) {
-    auto it = st.avail.find(pass == 0 ? key : std::make_pair(v.value(), kStepScope));
+  // The scopes searched: this one, its parents, then the step's.
+  std::vector<int32_t> chain = {scope};
+  for (auto p = st.parent.find(scope); p != st.parent.end(); p = st.parent.find(p->second)) {
+    chain.push_back(p->second);
+  }
+  if (scope != kStepScope) chain.push_back(kStepScope);
+  for (int32_t s : chain) {
+    auto it = st.avail.find(std::make_pair(v.value(), s));
     if (it == st.avail.end()) continue;
     for (const Entry& e : it->second) {
       if (e.spec == want) return e.buffer;
@@ -36,8 +42,8 @@ Expected<int32_t> Lowering::fetch(StageState& st, ValueId v, int32_t scope,
   }
   if (val.role == ValueRole::kInput) return load_input(st, v, scope, want, phase, mb);
   Entry* src = nullptr;
-  for (const auto& k : {key, std::make_pair(v.value(), kStepScope)}) {
-    auto it = st.avail.find(k);
+  for (int32_t s : chain) {
+    auto it = st.avail.find(std::make_pair(v.value(), s));
     if (src == nullptr && it != st.avail.end() && !it->second.empty()) src = &it->second[0];
   }
   if (src == nullptr) {
@@ -120,11 +126,13 @@ ShardingSpec Lowering::produced_spec(size_t op, size_t o) const {
   return s;
 }
 
-Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope) {
+Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope,
+                         int32_t value_scope, bool recompute) {
   const Op& op = g_.ops()[id];
   const shard::ShardedOp& s = strategy_[id];
-  const std::string what = op.name + mb_suffix(mb);
-  const int32_t scope = phase == Phase::kUpdate ? kStepScope : mb;
+  const std::string what = op.name + mb_suffix(mb) + (recompute ? " (recompute)" : "");
+  const int32_t scope =
+      value_scope != kNoScope ? value_scope : (phase == Phase::kUpdate ? kStepScope : mb);
   std::vector<int32_t> in;
   for (size_t i = 0; i < op.inputs.size(); ++i) {
     const int32_t in_scope = is_persistent(g_.value(op.inputs[i])) ? task_scope : scope;
@@ -188,13 +196,15 @@ Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int
         }
       }
     }
-    if (phase == Phase::kForward || phase == Phase::kBackward) {
+    if (!recompute && (phase == Phase::kForward || phase == Phase::kBackward)) {
       for (const Crossing& c : crossings_) {
         if (c.value == v && c.from == st.index && !c.per_step) {
           MP_RETURN_IF_ERROR(emit_sends(st, c, scope, phase, mb));
         }
       }
-      if (grad_update_.count(v.value()) != 0) MP_RETURN_IF_ERROR(accumulate(st, id, o, mb));
+      if (grad_update_.count(v.value()) != 0) {
+        MP_RETURN_IF_ERROR(accumulate(st, id, o, mb, scope));
+      }
       if (v == g_.outputs()[0]) {
         const ShardingSpec whole = ShardingSpec::replicated(g_.value(v).shape.rank());
         MP_ASSIGN_OR_RETURN(int32_t lb, fetch(st, v, scope, whole, phase, mb));

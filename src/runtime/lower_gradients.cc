@@ -6,12 +6,12 @@
 
 namespace meshpipe::runtime::internal {
 
-Status Lowering::accumulate(StageState& st, size_t producer, size_t o, int32_t mb) {
+Status Lowering::accumulate(StageState& st, size_t producer, size_t o, int32_t mb, int32_t scope) {
   const ValueId v = g_.ops()[producer].outputs[o];
   const graph::Value& val = g_.value(v);
   const ShardingSpec spec =
       options_.defer_grad_sync ? produced_spec(producer, o) : strategy_[producer].outputs[o];
-  MP_ASSIGN_OR_RETURN(int32_t src, fetch(st, v, mb, spec, Phase::kBackward, mb));
+  MP_ASSIGN_OR_RETURN(int32_t src, fetch(st, v, scope, spec, Phase::kBackward, mb));
   if (M_ == 1) {  // one micro-batch: its gradient is the sum
     st.acc[v.value()] = Entry{spec, src};
     return Status::ok();

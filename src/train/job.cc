@@ -130,6 +130,7 @@ Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cl
   po.global_batch = global;
   po.micro_batches = request.micro_batches;
   if (request.schedule) po.schedule = *request.schedule;
+  po.profile.recompute = request.recompute;
   const graph::models::ModelSpec spec = job.model;
   const graph::OptimizerConfig opt = job.optimizer;
   po.graph_for_micro_batch = [spec, opt](int64_t micro) -> Expected<graph::Graph> {

@@ -64,6 +64,7 @@ Expected<JobSpec> job_spec_from_json(const std::string& text);
 struct PlanRequest {
   int64_t micro_batches = 0;                  ///< 0: the planner chooses the micro-batch size
   std::optional<planner::Schedule> schedule;  ///< empty: 1F1B
+  planner::Recompute recompute = planner::Recompute::kAuto;  ///< offered to the stage DP
 };
 
 /// Plans a graph for a cluster: make_plan with the analytic cost model, or the actor runtime's

@@ -105,8 +105,8 @@ expect_error 2 "stage 1: stages 0-1 need 6 devices, cluster cpu:2x2 has 4" \
   --stages "0-0@2x2;1-1@1x2"
 expect_error 2 "stage 0: cluster cpu:2x2 has no submesh (1, 4) (its submeshes: (1, 1), (1, 2), (2, 2))" \
   --stages "0-1@1x4"
-expect_error 2 "stage 1 ('1@1x2,recompute'): unknown option 'recompute'" \
-  --stages "0@1x2;1@1x2,recompute"
+expect_error 2 "stage 1 ('1@1x2,remat'): unknown option 'remat'" \
+  --stages "0@1x2;1@1x2,remat"
 expect_error 2 "no submesh of 3 devices" --grid dp=3
 expect_error 2 "grid 'dp=2,xp=2': unknown key 'xp'" --grid dp=2,xp=2
 # A plan beyond device memory is printed, then refused with the stage named (exit 1).

@@ -64,6 +64,12 @@ TEST_CASE("the stage text form reads layers, submesh, logical mesh and options",
   CHECK(s[2] == ManualStage{16, 16, {1, 1}, {0, 0}, -1});
   CHECK(manual_stages_to_string(s) == "0-7@1x8:2x4;8-15@2x8:16x1,level=2;16-16@1x1");
   CHECK(*parse_manual_stages(manual_stages_to_string(s)) == s);
+  const auto r = stages("0-3@1x4,recompute=on;4-7@1x4:2x2,level=1,recompute=off");
+  REQUIRE(r.size() == 2);
+  CHECK(r[0].recompute == Recompute::kOn);
+  CHECK(r[1].recompute == Recompute::kOff);
+  CHECK(r[1].level == 1);
+  CHECK(manual_stages_to_string(r) == "0-3@1x4,recompute=on;4-7@1x4:2x2,level=1,recompute=off");
   CHECK(stages("0-1@1x2;")[0].last_layer == 1);  // a trailing ';' is allowed
   CHECK(stages("0-1@1x2,level=auto")[0].level == -1);
 }
@@ -81,8 +87,11 @@ TEST_CASE("malformed stage text is an error naming the stage", "[planner][manual
   CHECK(error("0-3@4") == "stage 0 ('0-3@4'): submesh '4' is not HOSTSxDEVICES, e.g. 1x8");
   CHECK(error("0-3@1x4:0x4") ==
         "stage 0 ('0-3@1x4:0x4'): logical mesh '0x4' is not D0xD1, e.g. 2x4");
-  CHECK(error("0@1x1;1-3@1x4,recompute") ==
-        "stage 1 ('1-3@1x4,recompute'): unknown option 'recompute' (known: level=K|auto)");
+  CHECK(error("0@1x1;1-3@1x4,remat") ==
+        "stage 1 ('1-3@1x4,remat'): unknown option 'remat' (known: level=K|auto, "
+        "recompute=on|off|auto)");
+  CHECK(error("0@1x1;1-3@1x4,recompute=yes") ==
+        "stage 1 ('1-3@1x4,recompute=yes'): unknown recomputation 'yes' (known: off, on, auto)");
   CHECK(error("0@1x1;1-3@1x4,level=-1") ==
         "stage 1 ('1-3@1x4,level=-1'): level '-1' is not auto or a number");
   CHECK(error(";0@1x1") == "stage 0 is empty (stages are separated by ';')");

@@ -38,7 +38,8 @@ struct Profiled {
 };
 
 std::unique_ptr<Profiled> profile(int64_t memory_bytes, LogicalSpace space,
-                                  const std::string& preset = "cpu:1x4") {
+                                  const std::string& preset = "cpu:1x4",
+                                  Recompute recompute = Recompute::kOff) {
   auto p = std::make_unique<Profiled>();
   p->cluster = *mesh::cluster_preset(preset);
   if (memory_bytes > 0) p->cluster.device.memory = Bytes(memory_bytes);
@@ -52,6 +53,7 @@ std::unique_ptr<Profiled> profile(int64_t memory_bytes, LogicalSpace space,
   for (const graph::Op& op : p->g.ops()) blocks.push_back(op.layer);
   StageProfileOptions o;
   o.micro_batches = kMicroBatches;
+  o.recompute = recompute;  // kOff by default: most tests count (mesh, level) configs
   o.memory_levels = 1;
   o.logical_space = space;
   p->profiler =
@@ -336,5 +338,53 @@ TEST_CASE("profile options are checked before profiling", "[planner][stage_costs
   CHECK(p.profile().message() == "micro_batches must be >= 1, got -3");
 }
 
+TEST_CASE("recomputing configs repeat the forward and stash only what later units read",
+          "[planner][stage_costs]") {
+  const auto on = profile(0, LogicalSpace::kSingleNodeModelParallel, "cpu:1x4", Recompute::kAuto);
+  const StageProfiler& p = *on->profiler;
+  int compared = 0;
+  for (int32_t m = 0; m < static_cast<int32_t>(p.submeshes().size()); ++m) {
+    const auto& configs = p.configs(m);
+    const size_t half = configs.size() / 2;
+    REQUIRE(configs.size() == 2 * half);  // every (mesh, level) once without, once with
+    for (size_t c = 0; c < half; ++c) {
+      const StageConfig& a = configs[c];
+      const StageConfig& b = configs[c + half];
+      REQUIRE_FALSE(a.recompute);
+      REQUIRE(b.recompute);
+      CHECK(a.mesh.shape[0] == b.mesh.shape[0]);
+      CHECK(a.level == b.level);
+      for (int32_t u = 0; u < 3; ++u) {
+        const UnitProfile& x = p.unit(u, m, static_cast<int32_t>(c));
+        const UnitProfile& y = p.unit(u, m, static_cast<int32_t>(c + half));
+        if (!x.feasible) continue;
+        INFO("unit " << u << " submesh " << m << " config " << c);
+        CHECK(x.forward_time > 0);
+        CHECK(x.forward_time < x.time);
+        CHECK(y.time == Approx(x.time + x.forward_time).epsilon(1e-12));
+        CHECK(y.stash <= x.stash);
+        CHECK(y.working == x.working + x.stash);
+        CHECK(y.persistent == x.persistent);
+        ++compared;
+      }
+      // The whole model in one stage: recomputing keeps less per micro-batch, costs more time.
+      const StageCost sa = p.stage(0, 2, m, static_cast<int32_t>(c));
+      const StageCost sb = p.stage(0, 2, m, static_cast<int32_t>(c + half));
+      if (std::isfinite(sa.time)) {
+        CHECK(sb.memory.stash < sa.memory.stash);
+        CHECK(sb.time > sa.time);
+      }
+    }
+  }
+  CHECK(compared > 0);
+  // Forced on: the configs without recomputation are not offered.
+  const auto forced = profile(0, LogicalSpace::kSingleNodeModelParallel, "cpu:1x4", Recompute::kOn);
+  const StageProfiler& q = *forced->profiler;
+  for (int32_t m = 0; m < static_cast<int32_t>(q.submeshes().size()); ++m) {
+    for (int32_t c = 0; c < static_cast<int32_t>(q.configs(m).size()); ++c) {
+      if (!q.configs(m)[size_t(c)].recompute) CHECK(std::isinf(q.stage(0, 2, m, c).time));
+    }
+  }
+}
 }  // namespace
 }  // namespace meshpipe::planner

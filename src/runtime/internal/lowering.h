@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <string>
 #include <utility>
@@ -26,6 +27,7 @@ using graph::ValueRole;
 using mesh::ShardingSpec;
 
 inline constexpr int32_t kStepScope = -1;
+inline constexpr int32_t kNoScope = INT32_MIN;  // emit_op: the default scope
 
 struct Entry {
   ShardingSpec spec;
@@ -55,6 +57,7 @@ struct StageState {
   std::map<std::pair<int32_t, int32_t>, std::vector<Entry>> avail;  // (value, scope)
   std::map<int32_t, Entry> persistent;                              // stored tiles
   std::map<int32_t, Entry> acc;                                     // gradient accumulators
+  std::map<int32_t, int32_t> parent;  // scope -> the scope searched next (recomputation's -> mb)
   int32_t next_task_scope = -2;
   int64_t i0(size_t k) const { return static_cast<int64_t>(k) / plan->mesh.size(1); }
   int64_t i1(size_t k) const { return static_cast<int64_t>(k) % plan->mesh.size(1); }
@@ -142,9 +145,19 @@ class Lowering {
   ShardingSpec produced_spec(size_t op, size_t o) const;
 
   // Emits op `id` of micro-batch mb (-1 in the update phase). Per-micro-batch values live under
-  // scope mb; persistent values resharded for this task live under `task_scope`, so a ZeRO-3
-  // parameter gathered for one task is freed after it.
-  Status emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope);
+  // scope mb (or `value_scope` when given, searched first, then its parents); persistent values
+  // resharded for this task live under `task_scope`, so a ZeRO-3 parameter gathered for one task
+  // is freed after it. A `recompute` emission repeats a forward op inside the backward: no
+  // sends, no loss report.
+  Status emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope,
+                 int32_t value_scope = kNoScope, bool recompute = false);
+
+  // The backward task of micro-batch mb on a recomputing stage: each unit's forward (ops of one
+  // clustered layer and one model layer tag) is emitted again right before the first backward
+  // op that reads one of its values. The task's values live under a fresh scope whose parent is
+  // mb, so recomputed values shadow the forward's, which are then dead after the forward except
+  // where a recomputation reads them (the units' inputs: the stash).
+  Status emit_recomputing_backward(StageState& st, int32_t mb, int32_t task_scope);
 
   // One RUN instruction on every device of the stage, each with its own part of the op.
   static void emit_run(StageState& st, const std::vector<LocalOp>& per_device,
@@ -174,7 +187,7 @@ class Lowering {
                                       const std::vector<int32_t>& out, Phase phase, int32_t mb);
 
   // Adds micro-batch mb's gradient to its accumulator (before or after its synchronisation).
-  Status accumulate(StageState& st, size_t producer, size_t o, int32_t mb);
+  Status accumulate(StageState& st, size_t producer, size_t o, int32_t mb, int32_t scope);
 
   // After the last micro-batch: resolve each accumulated gradient into the spec its update
   // reads (or the spec it is sent in), average it, and send it when the update is elsewhere.
