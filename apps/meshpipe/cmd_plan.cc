@@ -14,6 +14,7 @@
 #include "planner/baselines.h"
 #include "planner/plan_binding.h"
 #include "planner/planner.h"
+#include "runtime/cost_models.h"
 
 namespace meshpipe::cli {
 namespace {
@@ -22,7 +23,8 @@ namespace {
 // memory is printed, then reported as an error, and not written.
 int run_manual_plan(const PlanArgs& args, const PlanSetup& setup, const std::string& output) {
   const auto t0 = std::chrono::steady_clock::now();
-  planner::AnalyticCostModel cost(setup.cluster.device);
+  const auto cost_model = runtime::cost_model_for(setup.cluster);
+  const planner::CostModel& cost = *cost_model;
   planner::ShardingCache cache;
   auto priced = price_manual_plan(args, setup, cost, cache);
   if (!priced.has_value()) return fail(priced.status());
@@ -49,7 +51,8 @@ int run_plan(const PlanArgs& args, const std::string& output) {
              setup->options.global_batch);
   std::fflush(stdout);
   if (!args.grid.empty() || !args.stages.empty()) return run_manual_plan(args, *setup, output);
-  planner::AnalyticCostModel cost(setup->cluster.device);
+  const auto cost_model = runtime::cost_model_for(setup->cluster);
+  const planner::CostModel& cost = *cost_model;
   auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options);
   if (!plan.has_value()) return fail(plan.status());
   print_plan_summary(*plan);
@@ -147,7 +150,8 @@ int run_compare(const PlanArgs& args) {
   fmt::print("meshpipe compare: {} on {} ({} devices), global batch {}\n", setup->spec.name,
              setup->cluster.name, setup->cluster.num_devices(), setup->options.global_batch);
   std::fflush(stdout);
-  planner::AnalyticCostModel cost(setup->cluster.device);
+  const auto cost_model = runtime::cost_model_for(setup->cluster);
+  const planner::CostModel& cost = *cost_model;
   planner::ShardingCache cache;
   // A written-down plan first: an impossible one is reported before the search.
   std::optional<planner::PricedPlan> manual;

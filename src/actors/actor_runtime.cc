@@ -10,6 +10,7 @@
 #include "actors/internal/node.h"
 #include "actors/internal/protocol.h"
 #include "planner/cost_model.h"
+#include "runtime/cost_models.h"
 
 namespace meshpipe::actors {
 
@@ -48,8 +49,8 @@ planner_actor::behavior_type planner_behavior(planner_actor::pointer) {
     if (!job->path.empty()) {
       p = planner::load_plan(job->path);
     } else {
-      const planner::AnalyticCostModel cost(job->cluster->device);
-      p = planner::make_plan(*job->graph, *job->cluster, cost, *job->options);
+      const auto cost = runtime::cost_model_for(*job->cluster);
+      p = planner::make_plan(*job->graph, *job->cluster, *cost, *job->options);
     }
     if (!p.has_value()) return to_caf(p.status());
     job->plan = std::move(*p);

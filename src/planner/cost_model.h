@@ -4,11 +4,14 @@
 #pragma once
 
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/op_attrs.h"
+#include "core/op_kind.h"
 #include "core/units.h"
 #include "mesh/cluster.h"
 #include "mesh/resharding.h"
@@ -29,6 +32,16 @@ class CostModel {
                              const mesh::LogicalMesh& mesh, int axis) const = 0;
   /// Time of one op's work on one device.
   virtual Seconds compute(const ComputeWork& work) const = 0;
+  /// Scratch the device's kernel of `kind` needs while it runs on input tiles of these shapes
+  /// (im2col columns, packed operands): the memory model counts it during the op. 0 unless the
+  /// backend is known (runtime::cost_model_for adds the CPU kernels').
+  virtual int64_t workspace_bytes(OpKind kind, std::span<const Shape> inputs,
+                                  const OpAttrs& attrs) const {
+    (void)kind;
+    (void)inputs;
+    (void)attrs;
+    return 0;
+  }
   /// Time of resharding a tensor from -> to: the steps of mesh::plan_resharding, each priced by
   /// collective().
   Expected<Seconds> resharding(const Shape& shape, DType dtype, const mesh::ShardingSpec& from,

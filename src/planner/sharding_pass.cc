@@ -715,7 +715,28 @@ class Pass {
         const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
         if (auto k = key_of(v, want, op.phase)) add(*k);
       }
-      int64_t transient = 0;
+      // The kernel's scratch on its input tiles, while it runs.
+      std::vector<Shape> tiles;
+      for (size_t i = 0; i < op.inputs.size(); ++i) {
+        const graph::Value& in = g_.value(op.inputs[i]);
+        const ShardingSpec& want =
+            i < s->inputs.size() ? s->inputs[i] : plan.specs.at(op.inputs[i]);
+        tiles.push_back(mesh::tile_shape(in.shape, want, mesh_));
+      }
+      // A shape attribute that is output 0's shape becomes its tile (as the runtime builds it:
+      // before any reduce-scatter splits it).
+      OpAttrs attrs = op.attrs;
+      if (!op.outputs.empty() && attrs.shape.rank() > 0 &&
+          attrs.shape == g_.value(op.outputs[0]).shape) {
+        ShardingSpec computed = s->outputs[0];
+        for (const shard::OutputResolution& r : s->resolutions) {
+          if (r.output == 0 && r.kind == mesh::CollectiveKind::kReduceScatter) {
+            computed.dims[static_cast<size_t>(r.dim)] = mesh::DimSharding::kR;
+          }
+        }
+        attrs.shape = mesh::tile_shape(attrs.shape, computed, mesh_);
+      }
+      int64_t transient = cost_.workspace_bytes(op.kind, tiles, attrs);
       for (ValueId o : op.outputs) {
         if (g_.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
         if (gradient_values_.count(o) != 0) {

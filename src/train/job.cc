@@ -8,6 +8,7 @@
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
 #include "planner/cost_model.h"
+#include "runtime/cost_models.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
 
@@ -141,7 +142,8 @@ Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cl
   const int64_t first = request.micro_batches > 0 ? global / request.micro_batches : global;
   MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, graph::models::zoo_training_graph(spec, first, opt));
   if (planner) return planner(g0.graph, cluster, po);
-  const planner::AnalyticCostModel cost(cluster.device);
+  const auto cost_model = runtime::cost_model_for(cluster);
+  const planner::CostModel& cost = *cost_model;
   return planner::make_plan(g0.graph, cluster, cost, po);
 }
 

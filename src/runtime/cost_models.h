@@ -1,0 +1,19 @@
+// The cost model a plan for a cluster is made with: the analytic model of the cluster's device
+// (planner/cost_model.h) and, for CPU devices, the scratch the CPU kernels need while they run
+// (kernels::kernel_workspace_bytes: im2col columns, packed matrix operands), which the planner's
+// memory model then counts during each op. The planner cannot see the kernels (docs/style.md
+// rule 2); the runtime, which runs them, injects what they need.
+#pragma once
+
+#include <memory>
+
+#include "mesh/cluster.h"
+#include "planner/cost_model.h"
+
+namespace meshpipe::runtime {
+
+/// The analytic model of `cluster`'s device, with the CPU kernels' scratch when its devices are
+/// CPUs ("cpu" kind): what `meshpipe plan` and `train` plan with.
+std::unique_ptr<planner::CostModel> cost_model_for(const mesh::ClusterSpec& cluster);
+
+}  // namespace meshpipe::runtime
