@@ -301,6 +301,7 @@ class Pass {
     const MemoryScan scan = scan_memory(plan, chosen);
     plan.gradient_memory = Bytes(scan.gradients);
     plan.stash_memory = Bytes(scan.stash);
+    plan.forward_parameter_copies = Bytes(scan.forward_copies);
     plan.peak_memory = plan.persistent_memory + Bytes(scan.peak);
     if (options_.micro_batches > 1) plan.peak_memory += plan.gradient_memory;
     return plan;
@@ -633,6 +634,7 @@ class Pass {
     int64_t peak = 0;
     int64_t stash = 0;
     int64_t gradients = 0;
+    int64_t forward_copies = 0;  // persistent values resharded for the forward (ZeRO-3 gathers)
   };
 
   MemoryScan scan_memory(const ShardingPlan& plan,
@@ -657,12 +659,43 @@ class Pass {
       return std::optional<Key>(Key{v, want, 0});
     };
     MemoryScan out;
+    // The gradient synchronisation resolves every accumulator into the spec its update reads
+    // before the first update runs (one fused collective): those copies are live together from
+    // the first update op on, each until its update.
+    int64_t first_update = -1;
+    std::vector<Key> synced;
     for (size_t t = 0; t < ops_.size(); ++t) {
       const Op& op = g_.op(ops_[t]);
       const Strategy* s = chosen.at(ops_[t]);
+      if (op.phase == graph::OpPhase::kUpdate && first_update < 0) {
+        first_update = static_cast<int64_t>(t);
+      }
       for (size_t i = 0; i < op.inputs.size(); ++i) {
         const ValueId v = op.inputs[i];
-        if (gradient_values_.count(v) != 0) continue;  // read from its accumulator
+        if (gradient_values_.count(v) != 0) {  // read from its accumulator, or a synced copy
+          const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
+          // An all-reduce resolves the accumulator in place; a reduce-scatter or any other
+          // step writes a new buffer.
+          bool scattered = false;
+          if (plan.specs.count(v) != 0 && !produced_outside(v)) {
+            const OpId producer = g_.value(v).producer;
+            const Op& pop = g_.op(producer);
+            for (const shard::OutputResolution& r : chosen.at(producer)->resolutions) {
+              if (r.kind == mesh::CollectiveKind::kReduceScatter && r.output < pop.outputs.size() &&
+                  pop.outputs[r.output] == v) {
+                scattered = true;
+              }
+            }
+          }
+          if (op.phase == graph::OpPhase::kUpdate && plan.specs.count(v) != 0 &&
+              (scattered || want != plan.specs.at(v)) && !produced_outside(v)) {
+            const Key k{v, want, static_cast<int>(graph::OpPhase::kUpdate) + 1};
+            if (last_use.count(k) == 0) synced.push_back(k);
+            last_use[k] = static_cast<int64_t>(t);
+            size[k] = bytes_in(v, want);
+          }
+          continue;
+        }
         const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
         for (const auto& k : {key_of(v, want, op.phase), key_of(v, plan.specs.at(v), op.phase)}) {
           if (!k || (is_persistent(v) && std::get<2>(*k) == 0)) continue;
@@ -671,21 +704,30 @@ class Pass {
         }
       }
     }
-    for (ValueId v : gradient_values_) {
-      if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
+    // A gradient as its producer computes it: before any reduce-scatter splits it (how it is
+    // accumulated).
+    const auto produced_bytes = [&](ValueId v) {
       const graph::Value& val = g_.value(v);
-      const Strategy* s = chosen.at(val.producer);
       int64_t b = bytes_in(v, plan.specs.at(v));
-      // Accumulated as produced: before any reduce-scatter splits it.
-      for (size_t o = 0; o < g_.op(val.producer).outputs.size(); ++o) {
-        if (g_.op(val.producer).outputs[o] != v) continue;
-        for (const shard::OutputResolution& r : s->resolutions) {
+      const Op& producer = g_.op(val.producer);
+      for (size_t o = 0; o < producer.outputs.size(); ++o) {
+        if (producer.outputs[o] != v) continue;
+        for (const shard::OutputResolution& r : chosen.at(val.producer)->resolutions) {
           if (r.output == o && r.kind == mesh::CollectiveKind::kReduceScatter) {
             b *= mesh_.size(r.axis);
           }
         }
       }
-      out.gradients += b;
+      return b;
+    };
+    for (ValueId v : gradient_values_) {
+      if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
+      out.gradients += produced_bytes(v);
+    }
+    for (const auto& [k, bytes] : size) {
+      if (std::get<2>(k) == static_cast<int>(graph::OpPhase::kForward) + 1) {
+        out.forward_copies += bytes;
+      }
     }
     std::set<Key> live_keys;
     int64_t live = 0;
@@ -709,6 +751,9 @@ class Pass {
     for (size_t t = 0; t < ops_.size(); ++t) {
       const Op& op = g_.op(ops_[t]);
       const Strategy* s = chosen.at(ops_[t]);
+      if (static_cast<int64_t>(t) == first_update) {
+        for (const Key& k : synced) add(k);
+      }
       for (size_t i = 0; i < op.inputs.size(); ++i) {
         const ValueId v = op.inputs[i];
         if (gradient_values_.count(v) != 0) continue;
@@ -741,9 +786,9 @@ class Pass {
         if (g_.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
         if (gradient_values_.count(o) != 0) {
           if (transient_gradients) {
-            transient += bytes_in(o, plan.specs.at(o));
+            transient += produced_bytes(o);
           } else {
-            produced_gradients += bytes_in(o, plan.specs.at(o));
+            produced_gradients += produced_bytes(o);
           }
           continue;
         }

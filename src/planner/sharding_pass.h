@@ -94,6 +94,9 @@ struct ShardingPlan {
   Bytes gradient_memory;
   /// Per micro-batch: what the forward leaves for the backward (values produced in the stage).
   Bytes stash_memory;
+  /// Persistent values the forward reads in another spec than stored (ZeRO-3 gathers): with
+  /// recomputation they are gathered again in the backward and live through it.
+  Bytes forward_parameter_copies;
   /// persistent + the peak of live activations, resharded copies and gradients over one
   /// micro-batch's forward, backward and update (with several micro-batches every accumulator
   /// counts all along, with one each gradient from its production on)

@@ -197,7 +197,11 @@ UnitProfile StageProfiler::recomputing(int32_t u, const UnitProfile& base) const
   int64_t kept = 0;
   std::set<int32_t> counted;
   for (const Crossing& x : crossings_) {
-    if (x.from_unit != u || !x.forward_read || !counted.insert(x.value.value()).second) continue;
+    // Kept: what later units' forward reads, and what other units' backward reads.
+    if (x.from_unit != u || !(x.forward_read || x.stashed) ||
+        !counted.insert(x.value.value()).second) {
+      continue;
+    }
     auto spec = base.plan.specs.find(x.value);
     if (spec == base.plan.specs.end()) continue;
     const graph::Value& v = unit_graph_.value(x.value);
@@ -208,7 +212,9 @@ UnitProfile StageProfiler::recomputing(int32_t u, const UnitProfile& base) const
     if (val.role != graph::ValueRole::kInput || val.producer.is_valid()) continue;
     kept += mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, base.plan.mesh);
   }
-  p.working = base.working + base.stash;
+  // The recomputed activations, and the parameters the recomputed forward gathers, live during
+  // the unit's backward.
+  p.working = base.working + base.stash + base.plan.forward_parameter_copies.value();
   p.stash = std::min(kept, base.stash);
   return p;
 }

@@ -298,8 +298,11 @@ Status Lowering::emit_recomputing_backward(StageState& st, int32_t mb, int32_t t
       if (!p.is_valid()) continue;
       const size_t j = static_cast<size_t>(p.value());
       if (stage_of_op_[j] != st.index || g_.ops()[j].phase != OpPhase::kForward) continue;
+      // Only the op's own unit is recomputed for it; another unit's values it reads (its
+      // inputs, kept from the forward) come from the forward, or from that unit's
+      // recomputation when it ran already.
       const auto unit = unit_of(j);
-      if (!done.insert(unit).second) continue;
+      if (unit != unit_of(i) || !done.insert(unit).second) continue;
       for (size_t k = 0; k < n; ++k) {
         if (stage_of_op_[k] != st.index || g_.ops()[k].phase != OpPhase::kForward ||
             unit_of(k) != unit) {
