@@ -259,13 +259,21 @@ Status Lowering::emit_stage(StageState& st) {
         MP_RETURN_IF_ERROR(emit_recvs(st, c, mb, phase, mb));
       }
     }
-    const int32_t scope_for_step_values = st.next_task_scope--;
     if (phase == Phase::kBackward && st.plan->recompute) {
-      MP_RETURN_IF_ERROR(emit_recomputing_backward(st, mb, scope_for_step_values));
+      MP_RETURN_IF_ERROR(emit_recomputing_backward(st, mb));
       continue;
     }
+    // Persistent values resharded for a unit (a ZeRO-3 gather, a tied embedding read in another
+    // layout) live under a scope of that unit: freed after it, gathered again by the next unit
+    // that needs them, as the planner prices and counts them (each unit on its own).
+    std::pair<int32_t, int32_t> unit = {-1, -1};
+    int32_t scope_for_step_values = kStepScope;
     for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
       if (stage_of_op_[i] != st.index || g_.ops()[i].phase != want) continue;
+      if (unit_of(i) != unit) {
+        unit = unit_of(i);
+        scope_for_step_values = st.next_task_scope--;
+      }
       MP_RETURN_IF_ERROR(emit_op(st, i, phase, mb, scope_for_step_values));
     }
   }
@@ -282,12 +290,20 @@ Status Lowering::emit_stage(StageState& st) {
   return Status::ok();
 }
 
-Status Lowering::emit_recomputing_backward(StageState& st, int32_t mb, int32_t task_scope) {
-  // A unit: forward ops of one clustered layer and one model layer tag (the planner's units).
-  const auto unit_of = [&](size_t op) {
-    return std::make_pair(plan_.op_layers[op], g_.ops()[op].layer);
-  };
+std::pair<int32_t, int32_t> Lowering::unit_of(size_t op) const {
+  return {plan_.op_layers[op], g_.ops()[op].layer};
+}
+
+Status Lowering::emit_recomputing_backward(StageState& st, int32_t mb) {
   const int32_t scope = st.next_task_scope--;
+  // Persistent values resharded for a unit live under a scope of the unit (its recomputed
+  // forward and its backward share them).
+  std::map<std::pair<int32_t, int32_t>, int32_t> unit_scope;
+  const auto task_scope_of = [&](size_t op) {
+    auto [it, fresh] = unit_scope.emplace(unit_of(op), 0);
+    if (fresh) it->second = st.next_task_scope--;
+    return it->second;
+  };
   st.parent[scope] = mb;
   std::set<std::pair<int32_t, int32_t>> done;
   const size_t n = static_cast<size_t>(g_.num_ops());
@@ -308,10 +324,10 @@ Status Lowering::emit_recomputing_backward(StageState& st, int32_t mb, int32_t t
             unit_of(k) != unit) {
           continue;
         }
-        MP_RETURN_IF_ERROR(emit_op(st, k, Phase::kBackward, mb, task_scope, scope, true));
+        MP_RETURN_IF_ERROR(emit_op(st, k, Phase::kBackward, mb, task_scope_of(k), scope, true));
       }
     }
-    MP_RETURN_IF_ERROR(emit_op(st, i, Phase::kBackward, mb, task_scope, scope));
+    MP_RETURN_IF_ERROR(emit_op(st, i, Phase::kBackward, mb, task_scope_of(i), scope));
   }
   return Status::ok();
 }

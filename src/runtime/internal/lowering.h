@@ -157,7 +157,10 @@ class Lowering {
   // op that reads one of its values. The task's values live under a fresh scope whose parent is
   // mb, so recomputed values shadow the forward's, which are then dead after the forward except
   // where a recomputation reads them (the units' inputs: the stash).
-  Status emit_recomputing_backward(StageState& st, int32_t mb, int32_t task_scope);
+  Status emit_recomputing_backward(StageState& st, int32_t mb);
+
+  // The planner's unit of op `op`: (clustered layer, model layer tag).
+  std::pair<int32_t, int32_t> unit_of(size_t op) const;
 
   // One RUN instruction on every device of the stage, each with its own part of the op.
   static void emit_run(StageState& st, const std::vector<LocalOp>& per_device,
