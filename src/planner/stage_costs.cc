@@ -419,6 +419,7 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     if (one_micro_batch) later_gradients += p.gradients;
   }
   const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
+  const bool recomputing_stage = configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].recompute;
   for (size_t k = 0; k < crossings_.size(); ++k) {
     const Crossing& x = crossings_[k];
     const bool to_in = x.to_unit >= u0 && x.to_unit <= u1;
@@ -437,7 +438,8 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       return y.stashed && y.to_unit >= u0 && y.to_unit <= u1 &&
              (y.from_unit < u0 || y.from_unit > u1);
     };
-    if (sent_later(x) && !counted(sent_later)) {
+    // (A recomputing unit's stash already holds what it sends: its outputs.)
+    if (!recomputing_stage && sent_later(x) && !counted(sent_later)) {
       // Sent to a later stage: the send holds its buffer until the receiver takes it, which in
       // a pipeline can be as late as the stash (in-flight micro-batches).
       const UnitProfile& p = unit(x.from_unit, m, c);

@@ -316,7 +316,8 @@ TEST_CASE("a stage without a memory level takes a leaner one when the fastest do
   PlannerOptions o = options();
   o.profile.memory_levels = 3;
   ShardingCache cache;
-  const auto fastest = stages("0-1@1x2:2x1,level=0;2-2@1x2:2x1,level=0");
+  const auto fastest =
+      stages("0-1@1x2:2x1,level=0,recompute=off;2-2@1x2:2x1,level=0,recompute=off");
   auto roomy = manual_plan(g, cluster, cost, o, 2, fastest, cache);
   REQUIRE(roomy.has_value());
   // Stage 0 (2 micro-batches in flight) is the larger; a device whose usable share (0.9) is 1
@@ -331,7 +332,8 @@ TEST_CASE("a stage without a memory level takes a leaner one when the fastest do
   auto level0 = manual_plan(g, cluster, cost, o, 2, fastest, cache);
   CHECK(level0.status().code() == Errc::kInfeasible);
   CHECK(level0.status().message().find("stage 0: needs ") == 0);
-  auto any = manual_plan(g, cluster, cost, o, 2, stages("0-1@1x2:2x1;2-2@1x2:2x1"), cache);
+  auto any = manual_plan(g, cluster, cost, o, 2,
+                         stages("0-1@1x2:2x1,recompute=off;2-2@1x2:2x1,recompute=off"), cache);
   INFO(any.status().to_string());
   REQUIRE(any.has_value());
   CHECK(any->stages[0].memory.peak < m0.peak);

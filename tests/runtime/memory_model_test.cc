@@ -3,9 +3,9 @@
 // schedule (1F1B, GPipe) x micro-batch count x recomputation (off, on), each stage's predicted peak
 // per device must be at least the simulator's count (buffers live between their first write and
 // their kFree) and at least the peak measured by running the step on CPU devices, and at most 15%
-// above the measured one. Status (2026-12-02): of 420 device rows without recomputation 205 are
-// in the band (401 within [0.95, 1.15]), of 420 with it 306 (378): pipelines of one micro-batch
-// and recomputing GPipe pipelines are over-counted, a few ZeRO-3 rows under-counted
+// above the measured one. Status (2026-12-02): of 420 device rows without recomputation 216 are
+// in the band (412 within [0.95, 1.17]), of 420 with it 318 (390 within [0.95, 1.15]):
+// recomputing GPipe pipelines are over-counted, a few ZeRO-3 rows under-counted
 // (bench/results/memory.md). So the full matrix is hidden ([.memory_model]: run it by that tag;
 // MP_MEMORY_CSV=FILE writes every row); the make demo plan is held visibly.
 #include <fmt/format.h>
