@@ -12,10 +12,14 @@
 #include <tuple>
 
 #include "core/logging.h"
+#include "planner/internal/memory_scan.h"
 #include "planner/strategy.h"
 #include "shard/iteration_space.h"
 
 namespace meshpipe::planner {
+
+using internal::MemoryScan;
+using internal::scan_memory;
 
 using graph::Op;
 using graph::OpKind;
@@ -298,7 +302,8 @@ class Pass {
         if (m.op.is_valid()) chosen[m.op] = &m.table[static_cast<size_t>(sol.choice[gi])];
       }
     }
-    const MemoryScan scan = scan_memory(plan, chosen);
+    const MemoryScan scan = scan_memory(
+        {g_, mesh_, cost_, options_.micro_batches, ops_, gradient_values_}, plan, chosen);
     plan.gradient_memory = Bytes(scan.gradients);
     plan.stash_memory = Bytes(scan.stash);
     plan.forward_parameter_copies = Bytes(scan.forward_copies);
@@ -617,204 +622,6 @@ class Pass {
   int64_t index_of(OpId op) const {
     auto it = std::lower_bound(ops_.begin(), ops_.end(), op);
     return it != ops_.end() && *it == op ? it - ops_.begin() : -1;
-  }
-
-  // What one micro-batch of the stage holds, buffer by buffer as the lowering allocates them
-  // (runtime/lower.cc): every value in the spec its producer resolves it to, from its production
-  // to its last reader; a copy resharded for readers that want another spec from its first to its
-  // last such reader (a persistent value's copy, e.g. a ZeRO-3 gathered parameter, per phase);
-  // updated parameters and optimizer states in place (no new buffer); parameter gradients in
-  // their accumulators (`gradients`, live from their production to the update: the lowering keeps
-  // them across micro-batches), plus, with several micro-batches, each micro-batch's gradient
-  // while it is added. `stash`: what is still live after the last forward op (read by backward),
-  // values produced outside the stage excluded (the stage DP adds those it receives).
-  struct MemoryScan {
-    // Largest live non-persistent bytes; with several micro-batches the accumulators are
-    // excluded (live all step), with one they count from their production on.
-    int64_t peak = 0;
-    int64_t stash = 0;
-    int64_t gradients = 0;
-    int64_t forward_copies = 0;  // persistent values resharded for the forward (ZeRO-3 gathers)
-  };
-
-  MemoryScan scan_memory(const ShardingPlan& plan,
-                         const std::map<OpId, const Strategy*>& chosen) const {
-    using Key = std::tuple<ValueId, ShardingSpec, int>;  // value, spec, phase scope of a copy
-    auto bytes_in = [&](ValueId v, const ShardingSpec& spec) {
-      const graph::Value& val = g_.value(v);
-      return mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, mesh_);
-    };
-    const auto produced_outside = [&](ValueId v) {
-      const graph::Value& val = g_.value(v);
-      return !val.producer.is_valid() || index_of(val.producer) < 0;
-    };
-    std::map<Key, int64_t> last_use;
-    std::map<Key, int64_t> size;
-    const auto key_of = [&](ValueId v, const ShardingSpec& want, graph::OpPhase phase) {
-      const ShardingSpec& have = plan.specs.at(v);
-      if (is_persistent(v)) {
-        // Stored tiles are persistent; a copy in another spec lives for one phase.
-        return want == have ? std::optional<Key>() : Key{v, want, static_cast<int>(phase) + 1};
-      }
-      return std::optional<Key>(Key{v, want, 0});
-    };
-    MemoryScan out;
-    // The gradient synchronisation resolves every accumulator into the spec its update reads
-    // before the first update runs (one fused collective): those copies are live together from
-    // the first update op on, each until its update.
-    int64_t first_update = -1;
-    std::vector<Key> synced;
-    for (size_t t = 0; t < ops_.size(); ++t) {
-      const Op& op = g_.op(ops_[t]);
-      const Strategy* s = chosen.at(ops_[t]);
-      if (op.phase == graph::OpPhase::kUpdate && first_update < 0) {
-        first_update = static_cast<int64_t>(t);
-      }
-      for (size_t i = 0; i < op.inputs.size(); ++i) {
-        const ValueId v = op.inputs[i];
-        if (gradient_values_.count(v) != 0) {  // read from its accumulator, or a synced copy
-          const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
-          // An all-reduce resolves the accumulator in place; a reduce-scatter or any other
-          // step writes a new buffer.
-          bool scattered = false;
-          if (plan.specs.count(v) != 0 && !produced_outside(v)) {
-            const OpId producer = g_.value(v).producer;
-            const Op& pop = g_.op(producer);
-            for (const shard::OutputResolution& r : chosen.at(producer)->resolutions) {
-              if (r.kind == mesh::CollectiveKind::kReduceScatter && r.output < pop.outputs.size() &&
-                  pop.outputs[r.output] == v) {
-                scattered = true;
-              }
-            }
-          }
-          if (op.phase == graph::OpPhase::kUpdate && plan.specs.count(v) != 0 &&
-              (scattered || want != plan.specs.at(v)) && !produced_outside(v)) {
-            const Key k{v, want, static_cast<int>(graph::OpPhase::kUpdate) + 1};
-            if (last_use.count(k) == 0) synced.push_back(k);
-            last_use[k] = static_cast<int64_t>(t);
-            size[k] = bytes_in(v, want);
-          }
-          continue;
-        }
-        const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
-        for (const auto& k : {key_of(v, want, op.phase), key_of(v, plan.specs.at(v), op.phase)}) {
-          if (!k || (is_persistent(v) && std::get<2>(*k) == 0)) continue;
-          last_use[*k] = static_cast<int64_t>(t);
-          size[*k] = bytes_in(v, std::get<1>(*k));
-        }
-      }
-    }
-    // A gradient as its producer computes it: before any reduce-scatter splits it (how it is
-    // accumulated).
-    const auto produced_bytes = [&](ValueId v) {
-      const graph::Value& val = g_.value(v);
-      int64_t b = bytes_in(v, plan.specs.at(v));
-      const Op& producer = g_.op(val.producer);
-      for (size_t o = 0; o < producer.outputs.size(); ++o) {
-        if (producer.outputs[o] != v) continue;
-        for (const shard::OutputResolution& r : chosen.at(val.producer)->resolutions) {
-          if (r.output == o && r.kind == mesh::CollectiveKind::kReduceScatter) {
-            b *= mesh_.size(r.axis);
-          }
-        }
-      }
-      return b;
-    };
-    for (ValueId v : gradient_values_) {
-      if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
-      out.gradients += produced_bytes(v);
-    }
-    for (const auto& [k, bytes] : size) {
-      if (std::get<2>(k) == static_cast<int>(graph::OpPhase::kForward) + 1) {
-        out.forward_copies += bytes;
-      }
-    }
-    std::set<Key> live_keys;
-    int64_t live = 0;
-    const auto add = [&](const Key& k) {
-      if (live_keys.insert(k).second) live += size.at(k);
-    };
-    for (const auto& [k, t] : last_use) {  // values from outside the stage arrive first
-      if (std::get<2>(k) == 0 && produced_outside(std::get<0>(k)) &&
-          std::get<1>(k) == plan.specs.at(std::get<0>(k))) {
-        add(k);
-      }
-    }
-    int64_t last_forward = -1;
-    for (size_t t = 0; t < ops_.size(); ++t) {
-      if (g_.op(ops_[t]).phase == graph::OpPhase::kForward) last_forward = static_cast<int64_t>(t);
-    }
-    out.peak = live;
-    // One micro-batch: its gradients are the accumulators, live from their production on.
-    const bool transient_gradients = options_.micro_batches > 1;
-    int64_t produced_gradients = 0;
-    for (size_t t = 0; t < ops_.size(); ++t) {
-      const Op& op = g_.op(ops_[t]);
-      const Strategy* s = chosen.at(ops_[t]);
-      if (static_cast<int64_t>(t) == first_update) {
-        for (const Key& k : synced) add(k);
-      }
-      for (size_t i = 0; i < op.inputs.size(); ++i) {
-        const ValueId v = op.inputs[i];
-        if (gradient_values_.count(v) != 0) continue;
-        const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
-        if (auto k = key_of(v, want, op.phase)) add(*k);
-      }
-      // The kernel's scratch on its input tiles, while it runs.
-      std::vector<Shape> tiles;
-      for (size_t i = 0; i < op.inputs.size(); ++i) {
-        const graph::Value& in = g_.value(op.inputs[i]);
-        const ShardingSpec& want =
-            i < s->inputs.size() ? s->inputs[i] : plan.specs.at(op.inputs[i]);
-        tiles.push_back(mesh::tile_shape(in.shape, want, mesh_));
-      }
-      // A shape attribute that is output 0's shape becomes its tile (as the runtime builds it:
-      // before any reduce-scatter splits it).
-      OpAttrs attrs = op.attrs;
-      if (!op.outputs.empty() && attrs.shape.rank() > 0 &&
-          attrs.shape == g_.value(op.outputs[0]).shape) {
-        ShardingSpec computed = s->outputs[0];
-        for (const shard::OutputResolution& r : s->resolutions) {
-          if (r.output == 0 && r.kind == mesh::CollectiveKind::kReduceScatter) {
-            computed.dims[static_cast<size_t>(r.dim)] = mesh::DimSharding::kR;
-          }
-        }
-        attrs.shape = mesh::tile_shape(attrs.shape, computed, mesh_);
-      }
-      int64_t transient = cost_.workspace_bytes(op.kind, tiles, attrs);
-      for (ValueId o : op.outputs) {
-        if (g_.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
-        if (gradient_values_.count(o) != 0) {
-          if (transient_gradients) {
-            transient += produced_bytes(o);
-          } else {
-            produced_gradients += produced_bytes(o);
-          }
-          continue;
-        }
-        const Key k{o, plan.specs.at(o), 0};
-        if (last_use.count(k) != 0) {
-          add(k);
-        } else {
-          transient += bytes_in(o, plan.specs.at(o));  // dead on arrival, or read in another spec
-        }
-      }
-      out.peak = std::max(out.peak, live + transient + produced_gradients);
-      for (auto it = live_keys.begin(); it != live_keys.end();) {
-        if (last_use.at(*it) <= static_cast<int64_t>(t)) {
-          live -= size.at(*it);
-          it = live_keys.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      if (static_cast<int64_t>(t) == last_forward) {
-        for (const Key& k : live_keys) {
-          if (!produced_outside(std::get<0>(k))) out.stash += size.at(k);
-        }
-      }
-    }
-    return out;
   }
 
   const graph::Graph& g_;
