@@ -65,6 +65,7 @@ class Evaluator {
                                     std::vector<mesh::SubmeshShape> only) {
     StageProfileOptions po = options_.profile;
     po.micro_batches = b_;
+    po.schedule = options_.schedule;
     po.submesh_space = mesh::SubmeshSpace::kAll;
     po.logical_space = space;
     po.only_submeshes = std::move(only);

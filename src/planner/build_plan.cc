@@ -138,8 +138,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
                        ? static_cast<int32_t>(micro_batches)
                        : static_cast<int32_t>(std::min<int64_t>(
                              static_cast<int64_t>(stages.size() - k), micro_batches));
-    sp.memory.peak = sp.memory.persistent + sp.memory.gradients + sp.memory.working +
-                     sp.in_flight * sp.memory.stash;
+    sp.memory.peak = stage_peak(sc, sp.in_flight, micro_batches, options.schedule);
     for (int32_t l = a.first_layer; l <= a.last_layer; ++l) {
       for (int32_t u : profiler.units_of_layer(l)) {
         const ShardingPlan& up = profiler.unit(u, a.submesh, a.config).plan;

@@ -42,6 +42,10 @@ class CostModel {
     (void)attrs;
     return 0;
   }
+  /// What the device's allocator hands out for a request of `bytes` (its rounding): the memory
+  /// model counts every buffer at this size. `bytes` unless the backend is known
+  /// (runtime::cost_model_for adds the CPU buffer pool's 64-byte blocks).
+  virtual int64_t allocation_bytes(int64_t bytes) const { return bytes; }
   /// Time of resharding a tensor from -> to: the steps of mesh::plan_resharding, each priced by
   /// collective().
   Expected<Seconds> resharding(const Shape& shape, DType dtype, const mesh::ShardingSpec& from,

@@ -253,9 +253,8 @@ Expected<int32_t> choose_config(const StageProfiler& p, const ManualStage& s, si
     if (matching < 0) matching = c;
     const StageCost sc = p.stage(s.first_layer, s.last_layer, m, c);
     if (!std::isfinite(sc.time)) continue;
-    const double peak =
-        static_cast<double>(sc.memory.persistent + sc.memory.gradients + sc.memory.working) +
-        static_cast<double>(in_flight) * static_cast<double>(sc.memory.stash);
+    const auto peak = static_cast<double>(
+        stage_peak(sc, in_flight, p.options().micro_batches, p.options().schedule));
     if (sc.max_succ_stages >= in_flight - 1 && sc.time < fit_time) {
       fit_time = sc.time;
       fastest_fit = c;
@@ -291,6 +290,7 @@ StageProfileOptions profile_options(const PlannerOptions& options, int64_t micro
                                     const std::vector<ManualStage>& stages) {
   StageProfileOptions po = options.profile;
   po.micro_batches = micro_batches;
+  po.schedule = options.schedule;
   po.submesh_space = mesh::SubmeshSpace::kAll;
   po.logical_space = LogicalSpace::kSingleNodeModelParallel;
   po.only_submeshes.clear();

@@ -9,10 +9,24 @@
 namespace meshpipe::planner::internal {
 
 using graph::Op;
+using graph::OpPhase;
 using mesh::ShardingSpec;
 
-MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
-                       const std::map<OpId, const Strategy*>& chosen) {
+namespace {
+
+// One step of a scan: op in.ops[t], or its re-run as the forward's recomputation.
+struct Step {
+  size_t t = 0;
+  bool recomputed = false;
+};
+
+// Largest live bytes over `steps` (see MemoryScan). With `recompute` the forward keeps only the
+// values other units read and the data inputs; the rest die at their last forward reader and
+// are produced again (a second generation) by the recomputed forward, which runs in the
+// backward phase just before the first backward op that reads one of them (runtime/lower.cc
+// emit_recomputing_backward): its resharded persistent copies are the backward's.
+MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
+                     const std::map<OpId, const Strategy*>& chosen, bool recompute) {
   const auto is_persistent = [&](ValueId v) {
     const auto role = in.g.value(v).role;
     return role == graph::ValueRole::kParameter || role == graph::ValueRole::kOptimizerState;
@@ -21,41 +35,76 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
     auto it = std::lower_bound(in.ops.begin(), in.ops.end(), op);
     return it != in.ops.end() && *it == op ? it - in.ops.begin() : -1;
   };
-  using Key = std::tuple<ValueId, ShardingSpec, int>;  // value, spec, phase scope of a copy
+  // value, spec, phase scope of a persistent value's copy, generation (1: recomputed)
+  using Key = std::tuple<ValueId, ShardingSpec, int, int>;
   auto bytes_in = [&](ValueId v, const ShardingSpec& spec) {
     const graph::Value& val = in.g.value(v);
-    return mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, in.mesh);
+    return in.cost.allocation_bytes(
+        mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, in.mesh));
   };
   const auto produced_outside = [&](ValueId v) {
     const graph::Value& val = in.g.value(v);
     return !val.producer.is_valid() || index_of(val.producer) < 0;
   };
+  // A value the unit's forward produces: recomputed, when the unit recomputes.
+  const auto recomputable = [&](ValueId v) {
+    return recompute && !is_persistent(v) && !produced_outside(v) &&
+           in.g.op(in.g.value(v).producer).phase == OpPhase::kForward;
+  };
+
+  // The steps: every op in order; with recomputation the forward again before the first
+  // backward op that reads a value the forward produced.
+  std::vector<Step> steps;
+  bool recomputed = !recompute;
+  for (size_t t = 0; t < in.ops.size(); ++t) {
+    const Op& op = in.g.op(in.ops[t]);
+    if (!recomputed && op.phase == OpPhase::kBackward &&
+        std::any_of(op.inputs.begin(), op.inputs.end(), recomputable)) {
+      recomputed = true;
+      for (size_t f = 0; f < t; ++f) {
+        if (in.g.op(in.ops[f]).phase == OpPhase::kForward) steps.push_back({f, true});
+      }
+    }
+    steps.push_back({t, false});
+  }
+  // The phase a step runs in, and the generation of value v it reads.
+  const auto phase_of = [&](const Step& st) {
+    return st.recomputed ? OpPhase::kBackward : in.g.op(in.ops[st.t]).phase;
+  };
+  const auto generation_read = [&](ValueId v, const Step& st) {
+    return recomputable(v) && (st.recomputed || in.g.op(in.ops[st.t]).phase != OpPhase::kForward)
+               ? 1
+               : 0;
+  };
+
   std::map<Key, int64_t> last_use;
   std::map<Key, int64_t> size;
-  const auto key_of = [&](ValueId v, const ShardingSpec& want, graph::OpPhase phase) {
+  const auto key_of = [&](ValueId v, const ShardingSpec& want, const Step& st) {
     const ShardingSpec& have = plan.specs.at(v);
     if (is_persistent(v)) {
       // Stored tiles are persistent; a copy in another spec lives for one phase.
-      return want == have ? std::optional<Key>() : Key{v, want, static_cast<int>(phase) + 1};
+      return want == have ? std::optional<Key>()
+                          : Key{v, want, static_cast<int>(phase_of(st)) + 1, 0};
     }
-    return std::optional<Key>(Key{v, want, 0});
+    return std::optional<Key>(Key{v, want, 0, generation_read(v, st)});
   };
   MemoryScan out;
   // The gradient synchronisation resolves every accumulator into the spec its update reads
   // before the first update runs (one fused collective): those copies are live together from
   // the first update op on, each until its update.
   int64_t first_update = -1;
+  int64_t last_forward = -1;  // the last step of the (first) forward
   std::vector<Key> synced;
-  for (size_t t = 0; t < in.ops.size(); ++t) {
-    const Op& op = in.g.op(in.ops[t]);
-    const Strategy* s = chosen.at(in.ops[t]);
-    if (op.phase == graph::OpPhase::kUpdate && first_update < 0) {
-      first_update = static_cast<int64_t>(t);
-    }
-    for (size_t i = 0; i < op.inputs.size(); ++i) {
-      const ValueId v = op.inputs[i];
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Step& st = steps[i];
+    const Op& op = in.g.op(in.ops[st.t]);
+    const Strategy* s = chosen.at(in.ops[st.t]);
+    if (op.phase == OpPhase::kUpdate && first_update < 0) first_update = static_cast<int64_t>(i);
+    if (op.phase == OpPhase::kForward && !st.recomputed) last_forward = static_cast<int64_t>(i);
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const ValueId v = op.inputs[k];
+      const ShardingSpec& want = k < s->inputs.size() ? s->inputs[k] : plan.specs.at(v);
       if (in.gradient_values.count(v) != 0) {  // read from its accumulator, or a synced copy
-        const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
         // An all-reduce resolves the accumulator in place; a reduce-scatter or any other
         // step writes a new buffer.
         bool scattered = false;
@@ -69,20 +118,37 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
             }
           }
         }
-        if (op.phase == graph::OpPhase::kUpdate && plan.specs.count(v) != 0 &&
+        if (op.phase == OpPhase::kUpdate && plan.specs.count(v) != 0 &&
             (scattered || want != plan.specs.at(v)) && !produced_outside(v)) {
-          const Key k{v, want, static_cast<int>(graph::OpPhase::kUpdate) + 1};
-          if (last_use.count(k) == 0) synced.push_back(k);
-          last_use[k] = static_cast<int64_t>(t);
-          size[k] = bytes_in(v, want);
+          const Key key{v, want, static_cast<int>(OpPhase::kUpdate) + 1, 0};
+          if (last_use.count(key) == 0) synced.push_back(key);
+          last_use[key] = static_cast<int64_t>(i);
+          size[key] = bytes_in(v, want);
         }
         continue;
       }
-      const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
-      for (const auto& k : {key_of(v, want, op.phase), key_of(v, plan.specs.at(v), op.phase)}) {
-        if (!k || (is_persistent(v) && std::get<2>(*k) == 0)) continue;
-        last_use[*k] = static_cast<int64_t>(t);
-        size[*k] = bytes_in(v, std::get<1>(*k));
+      for (const auto& key : {key_of(v, want, st), key_of(v, plan.specs.at(v), st)}) {
+        if (!key || (is_persistent(v) && std::get<2>(*key) == 0)) continue;
+        last_use[*key] = static_cast<int64_t>(i);
+        size[*key] = bytes_in(v, std::get<1>(*key));
+      }
+    }
+  }
+  // Kept from a recomputing unit's forward: what other units read (they run in between).
+  std::vector<Key> kept;
+  if (recompute) {
+    for (size_t t = 0; t < in.ops.size(); ++t) {
+      const Op& op = in.g.op(in.ops[t]);
+      if (op.phase != OpPhase::kForward) continue;
+      for (ValueId o : op.outputs) {
+        if (is_persistent(o) || plan.specs.count(o) == 0) continue;
+        const auto users = in.g.users(o);
+        if (std::any_of(users.begin(), users.end(), [&](OpId u) { return index_of(u) < 0; })) {
+          const Key key{o, plan.specs.at(o), 0, 0};
+          kept.push_back(key);
+          last_use[key] = std::max(last_use.count(key) != 0 ? last_use[key] : 0, last_forward);
+          size[key] = bytes_in(o, plan.specs.at(o));
+        }
       }
     }
   }
@@ -90,7 +156,7 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
   // accumulated).
   const auto produced_bytes = [&](ValueId v) {
     const graph::Value& val = in.g.value(v);
-    int64_t b = bytes_in(v, plan.specs.at(v));
+    int64_t b = mesh::tile_bytes(val.shape, dtype_size(val.dtype), plan.specs.at(v), in.mesh);
     const Op& producer = in.g.op(val.producer);
     for (size_t o = 0; o < producer.outputs.size(); ++o) {
       if (producer.outputs[o] != v) continue;
@@ -100,16 +166,14 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
         }
       }
     }
-    return b;
+    return in.cost.allocation_bytes(b);
   };
   for (ValueId v : in.gradient_values) {
     if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
     out.gradients += produced_bytes(v);
   }
   for (const auto& [k, bytes] : size) {
-    if (std::get<2>(k) == static_cast<int>(graph::OpPhase::kForward) + 1) {
-      out.forward_copies += bytes;
-    }
+    if (std::get<2>(k) == static_cast<int>(OpPhase::kForward) + 1) out.forward_copies += bytes;
   }
   std::set<Key> live_keys;
   int64_t live = 0;
@@ -122,32 +186,30 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
       add(k);
     }
   }
-  int64_t last_forward = -1;
-  for (size_t t = 0; t < in.ops.size(); ++t) {
-    if (in.g.op(in.ops[t]).phase == graph::OpPhase::kForward)
-      last_forward = static_cast<int64_t>(t);
-  }
   out.peak = live;
+  out.first_peak = live;
   // One micro-batch: its gradients are the accumulators, live from their production on.
   const bool transient_gradients = in.micro_batches > 1;
   int64_t produced_gradients = 0;
-  for (size_t t = 0; t < in.ops.size(); ++t) {
-    const Op& op = in.g.op(in.ops[t]);
-    const Strategy* s = chosen.at(in.ops[t]);
-    if (static_cast<int64_t>(t) == first_update) {
+  int64_t allocated_accumulators = 0;  // several micro-batches: accumulators so far
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Step& st = steps[i];
+    const Op& op = in.g.op(in.ops[st.t]);
+    const Strategy* s = chosen.at(in.ops[st.t]);
+    if (static_cast<int64_t>(i) == first_update) {
       for (const Key& k : synced) add(k);
     }
-    for (size_t i = 0; i < op.inputs.size(); ++i) {
-      const ValueId v = op.inputs[i];
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const ValueId v = op.inputs[k];
       if (in.gradient_values.count(v) != 0) continue;
-      const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(v);
-      if (auto k = key_of(v, want, op.phase)) add(*k);
+      const ShardingSpec& want = k < s->inputs.size() ? s->inputs[k] : plan.specs.at(v);
+      if (auto key = key_of(v, want, st)) add(*key);
     }
     // The kernel's scratch on its input tiles, while it runs.
     std::vector<Shape> tiles;
-    for (size_t i = 0; i < op.inputs.size(); ++i) {
-      const graph::Value& input = in.g.value(op.inputs[i]);
-      const ShardingSpec& want = i < s->inputs.size() ? s->inputs[i] : plan.specs.at(op.inputs[i]);
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const graph::Value& input = in.g.value(op.inputs[k]);
+      const ShardingSpec& want = k < s->inputs.size() ? s->inputs[k] : plan.specs.at(op.inputs[k]);
       tiles.push_back(mesh::tile_shape(input.shape, want, in.mesh));
     }
     // A shape attribute that is output 0's shape becomes its tile (as the runtime builds it:
@@ -163,39 +225,66 @@ MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
       }
       attrs.shape = mesh::tile_shape(attrs.shape, computed, in.mesh);
     }
-    int64_t transient = in.cost.workspace_bytes(op.kind, tiles, attrs);
+    const int64_t scratch = in.cost.workspace_bytes(op.kind, tiles, attrs);
+    int64_t transient = scratch > 0 ? in.cost.allocation_bytes(scratch) : 0;
     for (ValueId o : op.outputs) {
       if (in.g.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
       if (in.gradient_values.count(o) != 0) {
         if (transient_gradients) {
           transient += produced_bytes(o);
+          allocated_accumulators += produced_bytes(o);
         } else {
           produced_gradients += produced_bytes(o);
         }
         continue;
       }
-      const Key k{o, plan.specs.at(o), 0};
+      const Key k{o, plan.specs.at(o), 0, st.recomputed ? 1 : 0};
       if (last_use.count(k) != 0) {
+        add(k);
+      } else if (op.phase == OpPhase::kBackward && !in.g.users(o).empty()) {
+        // A gradient for an earlier unit's backward: live from here to the end of the scan.
+        last_use[k] = static_cast<int64_t>(steps.size());
+        size[k] = bytes_in(o, plan.specs.at(o));
         add(k);
       } else {
         transient += bytes_in(o, plan.specs.at(o));  // dead on arrival, or read in another spec
       }
     }
     out.peak = std::max(out.peak, live + transient + produced_gradients);
+    out.first_peak =
+        std::max(out.first_peak, live + transient + produced_gradients + allocated_accumulators);
     for (auto it = live_keys.begin(); it != live_keys.end();) {
-      if (last_use.at(*it) <= static_cast<int64_t>(t)) {
+      if (last_use.at(*it) <= static_cast<int64_t>(i)) {
         live -= size.at(*it);
         it = live_keys.erase(it);
       } else {
         ++it;
       }
     }
-    if (static_cast<int64_t>(t) == last_forward) {
+    if (static_cast<int64_t>(i) == last_forward) {
+      // Stashed: what the stage produced, and the data inputs (a micro-batch's own, kept
+      // until the backward that reads them); what other stages send is counted by the DP.
       for (const Key& k : live_keys) {
-        if (!produced_outside(std::get<0>(k))) out.stash += size.at(k);
+        const ValueId v = std::get<0>(k);
+        if (!produced_outside(v) || !in.g.value(v).producer.is_valid()) out.stash += size.at(k);
+      }
+      for (const Key& k : kept) {
+        if (live_keys.count(k) == 0) out.stash += size.at(k);
       }
     }
   }
+  return out;
+}
+
+}  // namespace
+
+MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
+                       const std::map<OpId, const Strategy*>& chosen) {
+  MemoryScan out = scan_pass(in, plan, chosen, false);
+  const MemoryScan rc = scan_pass(in, plan, chosen, true);
+  out.recompute_peak = rc.peak;
+  out.recompute_first_peak = rc.first_peak;
+  out.recompute_stash = rc.stash;
   return out;
 }
 

@@ -247,6 +247,8 @@ Status check_times(const PlanningTimes& t) {
   MP_RETURN_IF_ERROR(check_non_negative(t.stage_dp, "times.stage_dp"));
   MP_RETURN_IF_ERROR(check_non_negative(t.total, "times.total"));
   MP_RETURN_IF_ERROR(check_non_negative(t.intra_op_solves, "times.intra_op_solves"));
+  MP_RETURN_IF_ERROR(check_non_negative(t.dp_step_time, "times.dp_step_time"));
+  MP_RETURN_IF_ERROR(check_non_negative(t.recipe_step_time, "times.recipe_step_time"));
   return check_non_negative(t.intra_op_reused, "times.intra_op_reused");
 }
 
@@ -325,6 +327,8 @@ Json times_json(const PlanningTimes& t) {
   j["total"] = t.total;
   j["intra_op_solves"] = t.intra_op_solves;
   j["intra_op_reused"] = t.intra_op_reused;
+  if (t.dp_step_time > 0) j["dp_step_time"] = t.dp_step_time;
+  if (t.recipe_step_time > 0) j["recipe_step_time"] = t.recipe_step_time;
   return j;
 }
 
@@ -446,6 +450,8 @@ Status read_times(ObjectReader& parent, PlanningTimes* t) {
   MP_RETURN_IF_ERROR(r.read("total", &t->total));
   MP_RETURN_IF_ERROR(r.read("intra_op_solves", &t->intra_op_solves));
   MP_RETURN_IF_ERROR(r.read("intra_op_reused", &t->intra_op_reused));
+  MP_RETURN_IF_ERROR(r.read_optional("dp_step_time", &t->dp_step_time));
+  MP_RETURN_IF_ERROR(r.read_optional("recipe_step_time", &t->recipe_step_time));
   return r.check_no_unknown_fields();
 }
 

@@ -92,6 +92,11 @@ struct PlanningTimes {
   double total = 0.0;
   int64_t intra_op_solves = 0;  ///< ILPs solved
   int64_t intra_op_reused = 0;  ///< identical sub-problems answered from the cache
+  /// What make_plan compared (for the chosen micro-batch count): the step time of its stage
+  /// DP's own plan and of the best standard pipeline recipe (best_pipeline_recipe), 0 where
+  /// there was none. The plan is the faster of the two.
+  double dp_step_time = 0.0;
+  double recipe_step_time = 0.0;
   friend bool operator==(const PlanningTimes&, const PlanningTimes&) = default;
 };
 

@@ -42,24 +42,23 @@ Status PlannerOptions::validate() const {
 
 namespace {
 
-Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
-                        const CostModel& cost, const PlannerOptions& options, int64_t micro_batches,
-                        ShardingCache& cache, PlanningTimes& times) {
+// The plan for one clustering: stage profiles, the stage DP (and the recipes it is compared
+// with), the faster of the two.
+Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clustering,
+                              const mesh::ClusterSpec& cluster, const CostModel& cost,
+                              const PlannerOptions& options, int64_t micro_batches,
+                              ShardingCache& cache, PlanningTimes& times) {
   const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
     if (options.progress) options.progress(phase, done, total);
   };
-  auto t0 = std::chrono::steady_clock::now();
-  report("clustering", 0, 1);
-  MP_ASSIGN_OR_RETURN(LayerClustering clustering, cluster_layers(g, options.clustering));
   graph::Graph clustered = apply_clustering(g, clustering);
   std::vector<int32_t> blocks;
   for (const graph::Op& op : g.ops()) blocks.push_back(op.layer);
-  times.clustering += seconds_since(t0);
-  report("clustering", 1, 1);
 
-  t0 = std::chrono::steady_clock::now();
+  auto t0 = std::chrono::steady_clock::now();
   StageProfileOptions po = options.profile;
   po.micro_batches = micro_batches;
+  po.schedule = options.schedule;
   po.progress = [&](int64_t done, int64_t total) { report("stage costs", done, total); };
   StageProfiler profiler(clustered, blocks, cluster, cost, po, cache);
   MP_RETURN_IF_ERROR(profiler.profile());
@@ -75,6 +74,8 @@ Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
   if (cluster.hosts > 1) inputs.push_back(profiler.dp_input(cluster.intra_host));
   std::optional<Plan> best;
   Status error;
+  double dp_step_time = 0.0;
+  double recipe_step_time = 0.0;
   for (const StageDpInput& in : inputs) {
     auto dp = solve_stage_dp(in);
     if (!dp.has_value()) {
@@ -90,12 +91,68 @@ Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
     }
     if (!best || plan->step_time < best->step_time) best = std::move(*plan);
   }
+  if (best) dp_step_time = best->step_time;
   // The standard pipeline recipes, priced on the same profiles (see best_pipeline_recipe).
-  auto recipe = best_pipeline_recipe(g, cluster, cost, options, micro_batches, cache);
+  PlannerOptions ro = options;
+  ro.clustering.num_layers = clustering.num_layers;
+  auto recipe = best_pipeline_recipe(g, cluster, cost, ro, micro_batches, cache);
+  if (recipe.has_value()) recipe_step_time = recipe->step_time;
   if (recipe.has_value() && (!best || recipe->step_time < best->step_time))
     best = std::move(*recipe);
   times.stage_dp += seconds_since(t0);
   report("stage DP", 1, 1);
+  if (!best) return error;
+  best->times.dp_step_time = dp_step_time;
+  best->times.recipe_step_time = recipe_step_time;
+  return *best;
+}
+
+// The layer counts make_plan plans at: the given one, or the searched one (the widest-cut rule)
+// and, when that is below max_layers, the finest clustering that exists up to max_layers too —
+// a coarse clustering bounds the pipeline (at most L stages, cut only where it cuts), so the
+// plan each allows decides (heterogeneous models such as Wide-ResNet need the finer one).
+Expected<std::vector<LayerClustering>> clustering_candidates(const graph::Graph& g,
+                                                             const ClusteringOptions& options) {
+  std::vector<LayerClustering> out;
+  MP_ASSIGN_OR_RETURN(LayerClustering searched, cluster_layers(g, options));
+  const int32_t searched_layers = searched.num_layers;
+  out.push_back(std::move(searched));
+  if (options.num_layers != 0) return out;
+  for (int32_t l = options.max_layers; l > searched_layers; l /= 2) {
+    ClusteringOptions fine = options;
+    fine.num_layers = l;
+    auto c = cluster_layers(g, fine);
+    if (c.has_value()) {
+      out.push_back(std::move(*c));
+      break;
+    }
+  }
+  return out;
+}
+
+Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
+                        const CostModel& cost, const PlannerOptions& options, int64_t micro_batches,
+                        ShardingCache& cache, PlanningTimes& times) {
+  const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
+    if (options.progress) options.progress(phase, done, total);
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  report("clustering", 0, 1);
+  MP_ASSIGN_OR_RETURN(std::vector<LayerClustering> clusterings,
+                      clustering_candidates(g, options.clustering));
+  times.clustering += seconds_since(t0);
+  report("clustering", 1, 1);
+  std::optional<Plan> best;
+  Status error;
+  for (const LayerClustering& clustering : clusterings) {
+    auto plan = plan_clustered(g, clustering, cluster, cost, options, micro_batches, cache, times);
+    if (!plan.has_value()) {
+      if (plan.status().code() != Errc::kInfeasible) return plan.status();
+      error = plan.status();
+      continue;
+    }
+    if (!best || plan->step_time < best->step_time) best = std::move(*plan);
+  }
   if (!best) return error;
   return *best;
 }
@@ -202,6 +259,8 @@ Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   times.intra_op_solves = cache.solves() - solves0;
   times.intra_op_reused = cache.hits() - hits0;
   times.total = seconds_since(start);
+  times.dp_step_time = best->times.dp_step_time;
+  times.recipe_step_time = best->times.recipe_step_time;
   best->times = times;
   return *best;
 }

@@ -287,7 +287,7 @@ class Pass {
           plan.ops.push_back(
               {m.op, s.name, s.layout(), sc.compute * s.compute, sc.comm * s.communication});
         } else if (is_persistent(m.source)) {
-          plan.persistent_memory += Bytes(static_cast<int64_t>(s.memory));
+          plan.persistent_memory += Bytes(cost_.allocation_bytes(static_cast<int64_t>(s.memory)));
         }
       }
     }
@@ -308,7 +308,15 @@ class Pass {
     plan.stash_memory = Bytes(scan.stash);
     plan.forward_parameter_copies = Bytes(scan.forward_copies);
     plan.peak_memory = plan.persistent_memory + Bytes(scan.peak);
-    if (options_.micro_batches > 1) plan.peak_memory += plan.gradient_memory;
+    plan.first_backward_memory = plan.persistent_memory + Bytes(scan.first_peak);
+    plan.recompute_peak_memory = plan.persistent_memory + Bytes(scan.recompute_peak);
+    plan.recompute_first_backward_memory =
+        plan.persistent_memory + Bytes(scan.recompute_first_peak);
+    plan.recompute_stash_memory = Bytes(scan.recompute_stash);
+    if (options_.micro_batches > 1) {
+      plan.peak_memory += plan.gradient_memory;
+      plan.recompute_peak_memory += plan.gradient_memory;
+    }
     return plan;
   }
 

@@ -101,6 +101,15 @@ struct ShardingPlan {
   /// micro-batch's forward, backward and update (with several micro-batches every accumulator
   /// counts all along, with one each gradient from its production on)
   Bytes peak_memory;
+  /// The peak of the step's first backward of this stage, when the accumulators are allocated as
+  /// their gradients arrive (persistent included); peak_memory counts them all along. Equal to
+  /// peak_memory with one micro-batch.
+  Bytes first_backward_memory;
+  /// peak_memory, first_backward_memory and stash_memory when the stage recomputes its forward
+  /// before its backward (keeping only what other units read, and the data inputs).
+  Bytes recompute_peak_memory;
+  Bytes recompute_first_backward_memory;
+  Bytes recompute_stash_memory;
   IlpStats stats;
 };
 

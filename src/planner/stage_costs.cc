@@ -187,35 +187,19 @@ void StageProfiler::build_units(const std::vector<int32_t>& block_layers) {
   }
 }
 
-UnitProfile StageProfiler::recomputing(int32_t u, const UnitProfile& base) const {
+UnitProfile StageProfiler::recomputing(const UnitProfile& base) const {
   UnitProfile p = base;
   if (!p.feasible) return p;
   p.time += base.forward_time;
-  // Kept from the forward: what the unit hands to later units' forward (their recomputation
-  // starts from it) and the data inputs it reads. The recomputed activations live in the
-  // backward's working set.
-  int64_t kept = 0;
-  std::set<int32_t> counted;
-  for (const Crossing& x : crossings_) {
-    // Kept: what later units' forward reads, and what other units' backward reads.
-    if (x.from_unit != u || !(x.forward_read || x.stashed) ||
-        !counted.insert(x.value.value()).second) {
-      continue;
-    }
-    auto spec = base.plan.specs.find(x.value);
-    if (spec == base.plan.specs.end()) continue;
-    const graph::Value& v = unit_graph_.value(x.value);
-    kept += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, base.plan.mesh);
-  }
-  for (const auto& [v, spec] : base.plan.specs) {
-    const graph::Value& val = unit_graph_.value(v);
-    if (val.role != graph::ValueRole::kInput || val.producer.is_valid()) continue;
-    kept += mesh::tile_bytes(val.shape, dtype_size(val.dtype), spec, base.plan.mesh);
-  }
-  // The recomputed activations, and the parameters the recomputed forward gathers, live during
-  // the unit's backward.
-  p.working = base.working + base.stash + base.plan.forward_parameter_copies.value();
-  p.stash = std::min(kept, base.stash);
+  // Memory from the intra-op pass's scan of the recomputing unit: its forward keeps what other
+  // units read and the data inputs; the recomputed activations live during its backward.
+  const ShardingPlan& plan = base.plan;
+  const int64_t accumulators = options_.micro_batches > 1 ? p.gradients : 0;
+  p.stash = plan.recompute_stash_memory.value();
+  p.working = std::max<int64_t>(
+      0, plan.recompute_peak_memory.value() - p.persistent - accumulators - p.stash);
+  p.first_working =
+      std::max<int64_t>(0, plan.recompute_first_backward_memory.value() - p.persistent - p.stash);
   return p;
 }
 
@@ -235,6 +219,8 @@ void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan) const {
   const int64_t accumulators = options_.micro_batches > 1 ? p.gradients : 0;
   p.working =
       std::max<int64_t>(0, plan.peak_memory.value() - p.persistent - accumulators - p.stash);
+  p.first_working =
+      std::max<int64_t>(0, plan.first_backward_memory.value() - p.persistent - p.stash);
   p.forward_time = 0.0;
   for (const OpDecision& d : plan.ops) {
     if (unit_graph_.op(d.op).phase == graph::OpPhase::kForward) {
@@ -299,6 +285,9 @@ Status StageProfiler::profile() {
         stash += static_cast<double>(b.stash);
       }
       const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
+      // Level 1 asks each unit for the share of the device that lets the whole model fit it as
+      // one stage (when it does not at level 0), each further level for half the previous.
+      const double fit_share = whole > avail ? avail / whole : 1.0;
       for (int32_t u = 0; u < num_units_; ++u) {
         UnitProfile& p = at(u, m, c);
         const UnitProfile& base = at(u, m, c0);
@@ -308,14 +297,14 @@ Status StageProfiler::profile() {
           tick();
           continue;
         }
-        // Level k: 1 / 2^k of level 0's peak, ZeRO layouts allowed; when that cannot fit, keep
-        // the leanest found.
+        // Level k: fit_share / 2^(k-1) of level 0's peak, ZeRO layouts allowed; when that
+        // cannot fit, keep the leanest found.
         ShardingOptions o = options_.sharding;
         o.first_layer = u;
         o.last_layer = u;
         o.micro_batches = options_.micro_batches;
-        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) /
-                          static_cast<double>(int64_t{1} << cfg.level);
+        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) * fit_share /
+                          static_cast<double>(int64_t{1} << (cfg.level - 1));
         o.prefer_reduce_scatter = true;
         o.solver.time_limit_seconds =
             std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
@@ -339,7 +328,7 @@ Status StageProfiler::profile() {
     while (base < n && !configs_[m][base].recompute) ++base;
     for (size_t c = base; c < n; ++c) {
       for (int32_t u = 0; u < num_units_; ++u) {
-        at(u, m, c) = recomputing(u, at(u, m, c - base));
+        at(u, m, c) = recomputing(at(u, m, c - base));
         tick();
       }
     }
@@ -404,6 +393,7 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   const bool one_micro_batch = options_.micro_batches <= 1;
   int64_t later_stash = 0;
   int64_t later_gradients = 0;
+  int64_t later_accumulators = 0;  // the first backward: those of the units already done
   for (int32_t u = u1; u >= u0; --u) {
     const UnitProfile& p = unit(u, m, c);
     if (!p.feasible) {
@@ -415,7 +405,9 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     if (!one_micro_batch) s.memory.gradients += p.gradients;
     s.memory.stash += p.stash;
     s.memory.working = std::max(s.memory.working, p.working - later_stash + later_gradients);
+    s.first_working = std::max(s.first_working, p.first_working - later_stash + later_accumulators);
     later_stash += p.stash;
+    later_accumulators += p.gradients;
     if (one_micro_batch) later_gradients += p.gradients;
   }
   const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
@@ -438,26 +430,34 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       return y.stashed && y.to_unit >= u0 && y.to_unit <= u1 &&
              (y.from_unit < u0 || y.from_unit > u1);
     };
-    // (A recomputing unit's stash already holds what it sends: its outputs.)
+    // One buffer of x's value per micro-batch in flight, in the spec of `u`'s layout.
+    const auto stash_in_spec_of = [&](int32_t u) {
+      const UnitProfile& p = unit(u, m, c);
+      auto spec = p.plan.specs.find(x.value);
+      if (spec == p.plan.specs.end()) return;
+      const graph::Value& v = unit_graph_.value(x.value);
+      s.memory.stash += cost_.allocation_bytes(
+          mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, p.plan.mesh));
+    };
+    const auto internal_stashed = [&](const Crossing& y) {
+      return y.stashed && !y.once_per_step && y.from_unit >= u0 && y.from_unit <= u1 &&
+             y.to_unit >= u0 && y.to_unit <= u1;
+    };
+    // (A recomputing unit's stash already holds what it hands on: what other units read.)
     if (!recomputing_stage && sent_later(x) && !counted(sent_later)) {
       // Sent to a later stage: the send holds its buffer until the receiver takes it, which in
       // a pipeline can be as late as the stash (in-flight micro-batches).
-      const UnitProfile& p = unit(x.from_unit, m, c);
-      auto spec = p.plan.specs.find(x.value);
-      const graph::Value& v = unit_graph_.value(x.value);
-      if (spec != p.plan.specs.end()) {
-        s.memory.stash += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, p.plan.mesh);
-      }
+      stash_in_spec_of(x.from_unit);
+    }
+    if (!recomputing_stage && internal_stashed(x) && !counted(internal_stashed)) {
+      // Handed between two units of the stage and read by the later one's backward: it lives
+      // from the forward to that backward.
+      stash_in_spec_of(x.from_unit);
     }
     if (!to_in) continue;
-    if (!from_in && x.stashed) {
+    if (!from_in && x.stashed && !counted(received_stashed)) {
       // Received from another stage and read by this stage's backward: stashed here too.
-      const UnitProfile& p = unit(x.to_unit, m, c);
-      auto spec = p.plan.specs.find(x.value);
-      const graph::Value& v = unit_graph_.value(x.value);
-      if (!counted(received_stashed) && spec != p.plan.specs.end()) {
-        s.memory.stash += mesh::tile_bytes(v.shape, dtype_size(v.dtype), spec->second, p.plan.mesh);
-      }
+      stash_in_spec_of(x.to_unit);
     }
     if (from_in) {
       s.time +=
@@ -478,6 +478,12 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       static_cast<double>(s.memory.persistent + s.memory.gradients + s.memory.working);
   if (fixed + static_cast<double>(s.memory.stash) > avail) {
     s.max_succ_stages = -1;
+  } else if (options_.schedule == Schedule::kGPipe && options_.micro_batches > 1) {
+    // Every micro-batch's stash, whatever follows.
+    const auto all = static_cast<int32_t>(std::min<int64_t>(options_.micro_batches, kManyStages));
+    const bool fits =
+        static_cast<double>(stage_peak(s, all, options_.micro_batches, Schedule::kGPipe)) <= avail;
+    s.max_succ_stages = fits ? kManyStages : -1;
   } else if (s.memory.stash == 0) {
     s.max_succ_stages = kManyStages;
   } else {
@@ -485,6 +491,17 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     s.max_succ_stages = static_cast<int32_t>(std::clamp(fit - 1.0, -1.0, double(kManyStages)));
   }
   return s;
+}
+
+int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batches,
+                   Schedule schedule) {
+  const StageMemory& m = cost.memory;
+  const int64_t first = m.persistent + cost.first_working + in_flight * m.stash;
+  const int64_t steady = m.persistent + m.gradients + m.working;
+  if (schedule == Schedule::kGPipe && micro_batches > 1) {
+    return std::max(first, steady + (in_flight - 1) * m.stash);
+  }
+  return std::max(first, steady + in_flight * m.stash);
 }
 
 StageDpInput StageProfiler::dp_input(const mesh::LinkSpec& link) const {

@@ -50,11 +50,14 @@ struct StageProfileOptions {
   mesh::SubmeshSpace submesh_space = mesh::SubmeshSpace::kPowerOfTwo;
   LogicalSpace logical_space = LogicalSpace::kSingleNodeModelParallel;
   int64_t micro_batches = 1;
+  /// The pipeline schedule: with GPipe a stage must hold every micro-batch's stash.
+  Schedule schedule = Schedule::k1F1B;
   double memory_fraction = 0.9;  ///< share of device memory a stage may use
   /// When non-empty, only these submesh shapes are profiled (baselines with fixed shapes).
   std::vector<mesh::SubmeshShape> only_submeshes;
   /// Memory levels per logical mesh: level 0 is the fastest layout (no memory limit); level k
-  /// asks the intra-op ILP to fit in 1 / 2^k of level 0's peak, with ZeRO-style layouts allowed.
+  /// >= 1 asks the intra-op ILP to fit in r / 2^(k-1) of level 0's peak, with ZeRO-style layouts
+  /// allowed, r = min(1, device memory / the whole model's level-0 footprint on the mesh).
   /// The stage DP picks a level per stage, trading speed for room for more in-flight
   /// micro-batches or a larger model. Levels are only solved on logical meshes where the whole
   /// model at level 0 would not fit a device.
@@ -83,17 +86,31 @@ struct UnitProfile {
   int64_t gradients = 0;  ///< parameter gradients' accumulators
   int64_t stash = 0;      ///< per micro-batch, values produced in the unit
   int64_t working = 0;
+  /// Excess over persistent + stash in the step's first backward, the accumulators allocated
+  /// so far included (several micro-batches; `working` with one).
+  int64_t first_working = 0;
   double forward_time = 0.0;  ///< seconds of the unit's forward ops (what recomputation repeats)
   ShardingPlan plan;          ///< the intra-op decision (specs of every value the unit touches)
 };
 
 /// Time, memory and successor bound of one candidate stage.
 struct StageCost {
-  double time = 0.0;             ///< seconds per micro-batch, boundary transfers included
-  double transfer = 0.0;         ///< of which: tensors entering from other stages
-  StageMemory memory;            ///< peak with a single micro-batch in flight
+  double time = 0.0;      ///< seconds per micro-batch, boundary transfers included
+  double transfer = 0.0;  ///< of which: tensors entering from other stages
+  StageMemory memory;     ///< peak with a single micro-batch in flight
+  /// Excess over persistent + stash during the step's first backward, when the accumulators are
+  /// allocated as their gradients arrive (see stage_peak).
+  int64_t first_working = 0;
   int32_t max_succ_stages = -1;  ///< docs/algorithms.md §2.5; -1: does not fit
 };
+
+/// A stage's peak per device with `in_flight` micro-batches' stashes live at its first backward
+/// (of `micro_batches` per step). 1F1B keeps that many in flight at every later backward too,
+/// with every accumulator allocated; GPipe runs all forwards first, so its first backward has
+/// all stashes but only the accumulators produced so far, and each later backward one stash
+/// fewer.
+int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batches,
+                   Schedule schedule);
 
 /// One configuration of a submesh: a logical mesh, a memory level and whether the stage
 /// recomputes its activations.
@@ -135,6 +152,7 @@ class StageProfiler {
   const UnitProfile& unit(int32_t u, int32_t m, int32_t c) const;
   /// The graph re-tagged with unit indices (what the unit plans' ids refer to).
   const graph::Graph& unit_graph() const { return unit_graph_; }
+  const StageProfileOptions& options() const { return options_; }
   /// True for values that feed a parameter's update (its gradient and the pieces summed into
   /// it): they cross between stages once per step, not once per micro-batch.
   bool is_parameter_gradient(ValueId v) const { return parameter_gradient_[v.index()]; }
@@ -151,8 +169,8 @@ class StageProfiler {
   };
   void build_units(const std::vector<int32_t>& block_layers);
   void fill_profile(UnitProfile& p, ShardingPlan plan) const;
-  // The recomputing variant of unit u's profile `base` (same layouts).
-  UnitProfile recomputing(int32_t u, const UnitProfile& base) const;
+  // The recomputing variant of a unit's profile `base` (same layouts).
+  UnitProfile recomputing(const UnitProfile& base) const;
   double crossing_cost(const Crossing& x, int32_t m, int32_t c) const;
 
   const graph::Graph& g_;

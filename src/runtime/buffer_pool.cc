@@ -6,14 +6,8 @@
 #include "core/check.h"
 
 namespace meshpipe::runtime {
-namespace {
-
-int64_t round_size(int64_t bytes) { return (std::max<int64_t>(bytes, 1) + 63) / 64 * 64; }
-
-}  // namespace
-
 Block BufferPool::allocate(int64_t bytes) {
-  const int64_t size = round_size(bytes);
+  const int64_t size = block_bytes(bytes);
   void* p = nullptr;
   auto it = free_.find(size);
   if (it != free_.end() && !it->second.empty()) {

@@ -3,6 +3,7 @@
 // reserved bytes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,6 +34,8 @@ class BufferPool {
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
+  /// The size of the block allocate(bytes) hands out (64-byte multiples, at least 64).
+  static int64_t block_bytes(int64_t bytes) { return (std::max<int64_t>(bytes, 1) + 63) / 64 * 64; }
   /// A block of at least `bytes` (a cached block of the same rounded size when one is free).
   Block allocate(int64_t bytes);
   /// Returns a block to the cache.

@@ -2,6 +2,7 @@
 #include "runtime/cost_models.h"
 
 #include "kernels/backend.h"
+#include "runtime/buffer_pool.h"
 
 namespace meshpipe::runtime {
 
@@ -22,6 +23,7 @@ class CpuClusterCostModel final : public planner::CostModel {
                           const OpAttrs& attrs) const override {
     return kernels::kernel_workspace_bytes(kernels::Device::kCpu, kind, inputs, attrs);
   }
+  int64_t allocation_bytes(int64_t bytes) const override { return BufferPool::block_bytes(bytes); }
 
  private:
   planner::AnalyticCostModel analytic_;

@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <tuple>
 
 #include "mesh/resharding.h"
 #include "planner/cost_model.h"
+#include "runtime/cost_models.h"
 
 namespace meshpipe::runtime {
 
@@ -49,8 +51,8 @@ class Simulation {
   Simulation(const Program& p, const mesh::ClusterSpec& c, const SimulationOptions& o)
       : program_(p),
         cluster_(c),
-        analytic_(c.device),
-        cost_(o.cost != nullptr ? *o.cost : analytic_),
+        default_cost_(cost_model_for(c)),
+        cost_(o.cost != nullptr ? *o.cost : *default_cost_),
         options_(o) {}
 
   Expected<SimulationResult> run() {
@@ -96,7 +98,7 @@ class Simulation {
   void allocate(Device& d, int32_t b) {
     if (d.allocated[static_cast<size_t>(b)]) return;
     d.allocated[static_cast<size_t>(b)] = true;
-    d.live += d.dp->buffers[static_cast<size_t>(b)].bytes();
+    d.live += cost_.allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
     d.out.peak_bytes = std::max(d.out.peak_bytes, d.live);
     memory_changed(d);
   }
@@ -104,7 +106,7 @@ class Simulation {
   void release(Device& d, int32_t b) {
     if (!d.allocated[static_cast<size_t>(b)]) return;
     d.allocated[static_cast<size_t>(b)] = false;
-    d.live -= d.dp->buffers[static_cast<size_t>(b)].bytes();
+    d.live -= cost_.allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
     memory_changed(d);
   }
 
@@ -169,8 +171,11 @@ class Simulation {
           const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
           dur = idle ? 0.0 : cost_.compute(work).value();
           d.out.compute += dur;
-          // The kernel's scratch (im2col columns, packed operands) lives while it runs.
-          const int64_t scratch = d.dp->ops[static_cast<size_t>(ins.op)].workspace_bytes;
+          // The kernel's scratch (im2col columns, packed operands) lives while it runs, with
+          // its outputs.
+          for (int32_t b : ins.out) allocate(d, b);
+          const int64_t ws = d.dp->ops[static_cast<size_t>(ins.op)].workspace_bytes;
+          const int64_t scratch = ws > 0 ? cost_.allocation_bytes(ws) : 0;
           d.out.peak_bytes = std::max(d.out.peak_bytes, d.live + scratch);
           break;
         }
@@ -252,7 +257,7 @@ class Simulation {
 
   const Program& program_;
   const mesh::ClusterSpec& cluster_;
-  planner::AnalyticCostModel analytic_;
+  std::unique_ptr<planner::CostModel> default_cost_;  // the cluster's, unless options give one
   const planner::CostModel& cost_;
   SimulationOptions options_;
   std::vector<Device> devices_;

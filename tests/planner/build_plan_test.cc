@@ -182,8 +182,16 @@ TEST_CASE("in flight: stages - k for 1F1B, every micro-batch for GPipe, peak fol
       const int32_t want = schedule == Schedule::k1F1B ? static_cast<int32_t>(3 - k)
                                                        : static_cast<int32_t>(kMicroBatches);
       CHECK(s.in_flight == want);
-      CHECK(s.memory.peak ==
-            s.memory.persistent + s.memory.gradients + s.memory.working + want * s.memory.stash);
+      const int64_t all_along =
+          s.memory.persistent + s.memory.gradients + s.memory.working + want * s.memory.stash;
+      if (schedule == Schedule::k1F1B) {
+        CHECK(s.memory.peak == all_along);
+      } else {
+        // GPipe's first backward holds every stash but only the accumulators made so far; each
+        // later backward one stash fewer.
+        CHECK(s.memory.peak <= all_along);
+        CHECK(s.memory.peak >= all_along - s.memory.stash);
+      }
       max_peak = std::max(max_peak, s.memory.peak);
     }
     CHECK(plan->max_memory_per_device == max_peak);

@@ -1,7 +1,9 @@
 // Known answers of the inter-operator planner (make_plan) and its baselines.
 #include "planner/planner.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <limits>
 #include <set>
 
 #include "graph/models/gpt.h"
@@ -202,6 +204,51 @@ TEST_CASE("bad planner inputs are errors naming the problem", "[planner][plan]")
   CHECK(make_plan(g, cluster, cost, o).status().message().find("factory") != std::string::npos);
   o.schedule = static_cast<Schedule>(9);  // not a schedule
   CHECK_FALSE(make_plan(g, cluster, cost, o).has_value());
+}
+
+}  // namespace
+}  // namespace meshpipe::planner
+
+namespace meshpipe::planner {
+namespace {
+
+TEST_CASE("the layer count is chosen by the plan it gives: never slower than any candidate's",
+          "[planner][plan]") {
+  // A Wide-ResNet: the widest-cut rule clusters it coarsely (its early layers carry wide
+  // activations), the finest clustering up to max_layers allows other stage boundaries. The
+  // searched plan must be the faster of the plans at the two layer counts, each planned alone.
+  const graph::Graph g = train(graph::models::build_model(
+      *graph::models::find_model("wresnet-tiny"), {.batch = 8, .dtype = {}}));
+  const mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:1");
+  AnalyticCostModel cost(cluster.device);
+  PlannerOptions o;
+  o.micro_batches = 8;
+  o.global_batch = 64;
+  o.clustering.max_layers = 8;
+  auto searched_clustering = cluster_layers(g, o.clustering);
+  REQUIRE(searched_clustering.has_value());
+  const int32_t rule = searched_clustering->num_layers;
+  auto plan = make_plan(g, cluster, cost, o);
+  REQUIRE(plan.has_value());
+  double best_alone = std::numeric_limits<double>::infinity();
+  std::set<int32_t> tried;
+  for (int32_t l = o.clustering.max_layers; l >= rule; l = l > rule ? std::max(rule, l / 2) : 0) {
+    PlannerOptions fixed = o;
+    fixed.clustering.num_layers = l;
+    if (!cluster_layers(g, fixed.clustering).has_value()) continue;
+    auto alone = make_plan(g, cluster, cost, fixed);
+    REQUIRE(alone.has_value());
+    INFO(l << " layers alone: " << alone->step_time << " s");
+    tried.insert(l);
+    // The rule's count and the finest feasible one are make_plan's candidates.
+    if (l == rule || tried.size() == 1) best_alone = std::min(best_alone, alone->step_time);
+    if (l == rule) break;
+  }
+  INFO("rule: " << rule << " layers; searched plan: " << plan->num_layers << " layers, "
+                << plan->step_time << " s");
+  CHECK(tried.size() >= 2);
+  CHECK(plan->step_time == Approx(best_alone).epsilon(1e-12));
+  CHECK(plan->step_time <= best_alone * (1 + 1e-12));
 }
 
 }  // namespace

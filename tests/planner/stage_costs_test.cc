@@ -362,8 +362,9 @@ TEST_CASE("recomputing configs repeat the forward and stash only what later unit
         CHECK(x.forward_time > 0);
         CHECK(x.forward_time < x.time);
         CHECK(y.time == Approx(x.time + x.forward_time).epsilon(1e-12));
-        CHECK(y.stash <= x.stash);
-        CHECK(y.working == x.working + x.stash + x.plan.forward_parameter_copies.value());
+        // (Its memory comes from the intra-op pass's scan of the recomputing unit; the memory
+        // model test holds it against measured runs.)
+        CHECK(y.stash == x.plan.recompute_stash_memory.value());
         CHECK(y.persistent == x.persistent);
         ++compared;
       }

@@ -16,8 +16,10 @@ Expected<Types> infer_topk_gating(const OpAttrs& a, const Types& in) {
                       "(k = {}, capacity = {})",
                       e, a.k, a.capacity);
   }
+  // In the gates' dtype: the dispatched tokens, the experts' activations and their gradients
+  // then stay in the model's dtype (f32 masks would widen every expert tensor of an f16 model).
   const Shape out{in[0].shape[0], in[0].shape[1], e, a.capacity};
-  return Types{{out, DType::kF32}, {out, DType::kF32}};
+  return Types{{out, in[0].dtype}, {out, in[0].dtype}};
 }
 
 // (probs, dcombine) -> dprobs.

@@ -25,14 +25,23 @@ namespace meshpipe::planner::internal {
 // their accumulators (`gradients`, live from their production to the update: the lowering keeps
 // them across micro-batches), plus, with several micro-batches, each micro-batch's gradient
 // while it is added. `stash`: what is still live after the last forward op (read by backward),
-// values produced outside the stage excluded (the stage DP adds those it receives).
+// values produced in other stages excluded (the stage DP adds those it receives; data inputs
+// count).
 struct MemoryScan {
   // Largest live non-persistent bytes; with several micro-batches the accumulators are
   // excluded (live all step), with one they count from their production on.
   int64_t peak = 0;
+  // The same peak while the first micro-batch's backward allocates the accumulators (those
+  // produced so far count, with the gradient being added).
+  int64_t first_peak = 0;
   int64_t stash = 0;
   int64_t gradients = 0;
   int64_t forward_copies = 0;  // persistent values resharded for the forward (ZeRO-3 gathers)
+  // The same when the stage recomputes its forward in the backward: `stash` is then what its
+  // forward keeps (what other units read, and the data inputs).
+  int64_t recompute_peak = 0;
+  int64_t recompute_first_peak = 0;
+  int64_t recompute_stash = 0;
 };
 
 /// What the scan needs of the stage: its graph, mesh, cost model (kernel scratch), micro-batch
