@@ -426,9 +426,11 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     const auto sent_later = [&](const Crossing& y) {
       return y.from_unit >= u0 && y.from_unit <= u1 && y.to_unit > u1 && !y.once_per_step;
     };
+    // Received and read again later: by the backward, or, when the stage recomputes, by the
+    // forward it repeats there.
     const auto received_stashed = [&](const Crossing& y) {
-      return y.stashed && y.to_unit >= u0 && y.to_unit <= u1 &&
-             (y.from_unit < u0 || y.from_unit > u1);
+      return (y.stashed || (recomputing_stage && y.forward_read && !y.once_per_step)) &&
+             y.to_unit >= u0 && y.to_unit <= u1 && (y.from_unit < u0 || y.from_unit > u1);
     };
     // One buffer of x's value per micro-batch in flight, in the spec of `u`'s layout.
     const auto stash_in_spec_of = [&](int32_t u) {
@@ -455,7 +457,7 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       stash_in_spec_of(x.from_unit);
     }
     if (!to_in) continue;
-    if (!from_in && x.stashed && !counted(received_stashed)) {
+    if (!from_in && received_stashed(x) && !counted(received_stashed)) {
       // Received from another stage and read by this stage's backward: stashed here too.
       stash_in_spec_of(x.to_unit);
     }
