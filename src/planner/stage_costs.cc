@@ -285,8 +285,10 @@ Status StageProfiler::profile() {
         stash += static_cast<double>(b.stash);
       }
       const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
-      // Level 1 asks each unit for the share of the device that lets the whole model fit it as
-      // one stage (when it does not at level 0), each further level for half the previous.
+      // Level k asks each unit for the larger of 1 / 2^k of its level-0 peak and r / 2^(k-1),
+      // r the share that lets the whole model fit the device as one stage: a model slightly
+      // too large for one stage gets a level that just fits (often ZeRO-2), a much larger one
+      // the halving ladder (r is then tiny).
       const double fit_share = whole > avail ? avail / whole : 1.0;
       for (int32_t u = 0; u < num_units_; ++u) {
         UnitProfile& p = at(u, m, c);
@@ -297,14 +299,14 @@ Status StageProfiler::profile() {
           tick();
           continue;
         }
-        // Level k: fit_share / 2^(k-1) of level 0's peak, ZeRO layouts allowed; when that
-        // cannot fit, keep the leanest found.
+        // ZeRO layouts allowed; when the budget cannot be met, keep the leanest found.
         ShardingOptions o = options_.sharding;
         o.first_layer = u;
         o.last_layer = u;
         o.micro_batches = options_.micro_batches;
-        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) * fit_share /
-                          static_cast<double>(int64_t{1} << (cfg.level - 1));
+        const double halving = 1.0 / static_cast<double>(int64_t{1} << cfg.level);
+        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) *
+                          std::max(halving, 2.0 * halving * fit_share);
         o.prefer_reduce_scatter = true;
         o.solver.time_limit_seconds =
             std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);

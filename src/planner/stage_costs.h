@@ -56,8 +56,9 @@ struct StageProfileOptions {
   /// When non-empty, only these submesh shapes are profiled (baselines with fixed shapes).
   std::vector<mesh::SubmeshShape> only_submeshes;
   /// Memory levels per logical mesh: level 0 is the fastest layout (no memory limit); level k
-  /// >= 1 asks the intra-op ILP to fit in r / 2^(k-1) of level 0's peak, with ZeRO-style layouts
-  /// allowed, r = min(1, device memory / the whole model's level-0 footprint on the mesh).
+  /// >= 1 asks the intra-op ILP to fit in max(1 / 2^k, r / 2^(k-1)) of level 0's peak, with
+  /// ZeRO-style layouts allowed, r = min(1, device memory / the whole model's level-0 footprint
+  /// on the mesh).
   /// The stage DP picks a level per stage, trading speed for room for more in-flight
   /// micro-batches or a larger model. Levels are only solved on logical meshes where the whole
   /// model at level 0 would not fit a device.
