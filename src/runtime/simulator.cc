@@ -85,7 +85,8 @@ class Simulation {
     for (Device& d : devices_) {
       d.out.end = d.clock;
       if (r.step_time > 0) {
-        r.bubble_fraction += 1.0 - (d.out.compute + d.out.collective) / r.step_time;
+        // (Clamped: busy time can exceed the step by a rounding error.)
+        r.bubble_fraction += std::max(0.0, 1.0 - (d.out.compute + d.out.collective) / r.step_time);
       }
       r.devices.push_back(std::move(d.out));
     }
