@@ -5,10 +5,10 @@
 // their kFree) and at least the peak measured by running the step on CPU devices, and at most 15%
 // above the measured one. Status (2026-12-02, bench/results/memory.md): the simulator's count
 // equals the measured peak on every row; the prediction is within [1, 1.15] x measured on 409 of
-// 420 device rows without recomputation (0.98 - 1.20) and on 351 of 420 with it (0.87 - 1.16:
-// recomputing multi-unit pipelines are under-counted). So the full matrix is hidden
-// ([.memory_model]: run it by that tag; MP_MEMORY_CSV=FILE writes every row); the make demo
-// plan is held visibly.
+// 420 device rows without recomputation (0.98 - 1.20) and on 359 of 420 with it (0.89 - 1.16).
+// So the strict matrix is hidden ([.memory_model]: run it by that tag; MP_MEMORY_CSV=FILE
+// writes every row); a visible ratchet holds today's figures, and the make demo plan is held
+// strictly.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -70,12 +70,12 @@ std::vector<std::pair<std::string, planner::Plan>> plans_of(const graph::Graph& 
   return out;
 }
 
-TEST_CASE("predicted peak memory bounds the simulated and measured peaks, tightly",
-          "[runtime][.memory_model]") {
+// Every row of the matrix: 4 tiny models x every plan kind x {1F1B M=1, 1F1B M=4, GPipe M=4} x
+// recomputation off / on, each device's predicted, simulated and measured peak.
+std::vector<Row> memory_matrix() {
   const std::vector<Case> cases = {
       {"gpt-tiny", 4}, {"moe-tiny", 4}, {"mlp-tiny", 4}, {"wresnet-tiny", 2}};
   std::vector<Row> rows;
-  std::vector<std::string> failures;
   for (const Case& c : cases) {
     graph::TrainingGraph tg = testing::zoo_training_graph(c.model, c.micro_batch);
     for (int64_t mbs : {int64_t{1}, int64_t{4}}) {
@@ -104,29 +104,13 @@ TEST_CASE("predicted peak memory bounds the simulated and measured peaks, tightl
             if (!step.has_value()) FAIL(what << ": " << step.status().to_string());
             for (const SimulatedDevice& d : sim->devices) {
               const planner::StagePlan& sp = plan.stages[static_cast<size_t>(d.stage)];
-              Row r{what, d.device, sp.memory.peak, d.peak_bytes,
-                    step->peak_bytes[static_cast<size_t>(d.device)]};
-              const bool ok =
-                  r.predicted >= r.simulated && r.predicted >= r.measured &&
-                  static_cast<double>(r.predicted) <= 1.15 * static_cast<double>(r.measured);
-              if (!ok) {
-                failures.push_back(
-                    fmt::format("{} device {} (stage {}): predicted {} simulated {} "
-                                "measured {} ratio {:.3f}",
-                                what, d.device, d.stage, r.predicted, r.simulated, r.measured,
-                                static_cast<double>(r.predicted) /
-                                    static_cast<double>(std::max<int64_t>(1, r.measured))));
-              }
-              rows.push_back(r);
+              rows.push_back({what, d.device, sp.memory.peak, d.peak_bytes,
+                              step->peak_bytes[static_cast<size_t>(d.device)]});
             }
           }
         }
       }
     }
-  }
-  double worst = 0.0;
-  for (const Row& r : rows) {
-    worst = std::max(worst, static_cast<double>(r.predicted) / static_cast<double>(r.measured));
   }
   if (const char* csv = std::getenv("MP_MEMORY_CSV")) {
     std::FILE* f = std::fopen(csv, "w");
@@ -135,10 +119,57 @@ TEST_CASE("predicted peak memory bounds the simulated and measured peaks, tightl
     }
     std::fclose(f);
   }
+  return rows;
+}
+
+double ratio(const Row& r) {
+  return static_cast<double>(r.predicted) / static_cast<double>(std::max<int64_t>(1, r.measured));
+}
+
+bool in_band(const Row& r) {
+  return r.predicted >= r.simulated && r.predicted >= r.measured && ratio(r) <= 1.15;
+}
+
+TEST_CASE("predicted peak memory bounds the simulated and measured peaks, tightly",
+          "[runtime][.memory_model]") {
+  const std::vector<Row> rows = memory_matrix();
+  double worst = 0.0;
+  for (const Row& r : rows) {
+    worst = std::max(worst, ratio(r));
+    if (!in_band(r)) {
+      UNSCOPED_INFO(fmt::format("{} device {}: predicted {} simulated {} measured {} ratio {:.3f}",
+                                r.what, r.device, r.predicted, r.simulated, r.measured, ratio(r)));
+    }
+  }
   INFO(rows.size() << " devices checked; largest predicted / measured " << worst);
-  for (const std::string& f : failures) UNSCOPED_INFO(f);
-  CHECK(failures.empty());
+  CHECK(std::all_of(rows.begin(), rows.end(), in_band));
   CHECK(rows.size() > 200);
+}
+
+TEST_CASE("the memory model does not fall back: most rows in the band and none far off",
+          "[runtime][memory_model]") {
+  // A ratchet on the matrix above until every row passes it (bench/results/memory.md,
+  // 2026-12-02): 409 of 420 rows without recomputation and 359 of 420 with it are within
+  // [1, 1.15] x measured; no row is below 0.89 or above 1.20; the simulator's count is the
+  // measured peak on every row.
+  const std::vector<Row> rows = memory_matrix();
+  int band_off = 0;
+  int band_on = 0;
+  int off = 0;
+  for (const Row& r : rows) {
+    const bool recompute = r.what.ends_with("recompute on");
+    off += recompute ? 0 : 1;
+    (recompute ? band_on : band_off) += in_band(r) ? 1 : 0;
+    INFO(r.what << " device " << r.device << ": predicted " << r.predicted << " measured "
+                << r.measured);
+    CHECK(r.simulated == r.measured);
+    CHECK(ratio(r) >= 0.89);
+    CHECK(ratio(r) <= 1.20);
+  }
+  REQUIRE(off == 420);
+  REQUIRE(rows.size() == 840);
+  CHECK(band_off >= 409);
+  CHECK(band_on >= 359);
 }
 
 TEST_CASE("the simulator counts exactly the peak a CPU run measures on every plan kind",
