@@ -92,16 +92,22 @@ int main(int argc, char** argv) {
   // Alpa's plans are ALPA.md §4.2's (suite_auto_*.py); a stage count without a layer count
   // becomes one clustered layer per stage.
   const std::vector<Case> cases = {
+      {"gpt-350m", 1, 1024, 1, "0@1x1:1x1", 512},
+      {"gpt-760m", 2, 1024, 1, "0-2@1x1:1x1;3-5@1x1:1x1", 128},
       {"gpt-1.3b", 4, 1024, 1, stages_of(2, "1x2", "2x1"), 128},
       {"gpt-2.6b", 8, 1024, 1, "0-1@1x2:2x1;2-3@1x2:2x1;4-7@1x4:4x1", 128},
       {"gpt-6.7b", 16, 1024, 1, stages_of(2, "1x8", "2x4"), 64},
       {"gpt-15b", 32, 1024, 1, "0-3@1x8:2x4;4-7@1x8:2x4;8-11@1x8:2x4;12-15@1x8:2x4", 128},
       {"gpt-39b", 64, 1024, 1, stages_of(16, "1x4", "1x4"), 1024},
+      {"moe-380m", 1, 1024, 2, "", 0},
+      {"moe-690m", 2, 1024, 2, "", 0},
       {"moe-1.3b", 4, 1024, 2, "", 0},
       {"moe-2.4b", 8, 1024, 2, "", 0},
       {"moe-10b", 16, 1024, 2, stages_of(2, "1x8", "8x1"), 0},
       {"moe-27b", 32, 1024, 2, stages_of(8, "1x4", "4x1"), 0},
       {"moe-70b", 64, 1024, 2, stages_of(8, "1x8", "8x1"), 0},
+      {"wresnet-250m", 1, 1536, 4, "", 0},
+      {"wresnet-500m", 2, 1536, 4, "", 0},
       {"wresnet-1b", 4, 1536, 4, "", 0},
       {"wresnet-2b", 8, 1536, 4, "", 0},
       {"wresnet-4b", 16, 1536, 4, "0-4@1x4:4x1;5-8@1x4:4x1;9-15@1x8:8x1", 0},
@@ -167,6 +173,7 @@ int main(int argc, char** argv) {
       planner::PlannerOptions bo = o;  // the baselines at meshpipe's chosen micro-batching
       bo.micro_batches = plan->micro_batches;
       auto bg = training_graph(*spec, plan->micro_batch);
+      if (!bg) return fmt::print(stderr, "{}: {}\n", c.model, bg.status().to_string()), 1;
       const auto results = planner::run_baselines(*bg, cluster, cost, bo, &cache);
       for (const auto& b : results) {
         if (b.plan) {

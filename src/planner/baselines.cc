@@ -362,8 +362,11 @@ Expected<Plan> grid_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
         fastest_time = sc.time;
         fastest = c;
       }
-      const int64_t bytes = sc.memory.persistent + sc.memory.gradients + sc.memory.working +
-                            (after + 1) * sc.memory.stash;
+      const int32_t in_flight =
+          options.schedule == Schedule::kGPipe
+              ? static_cast<int32_t>(std::min<int64_t>(micro_batches, 1 << 20))
+              : static_cast<int32_t>(std::min<int64_t>(after + 1, micro_batches));
+      const int64_t bytes = stage_peak(sc, in_flight, micro_batches, options.schedule);
       if (bytes < leanest_bytes) {
         leanest_bytes = bytes;
         leanest = c;

@@ -305,8 +305,9 @@ Status StageProfiler::profile() {
         o.last_layer = u;
         o.micro_batches = options_.micro_batches;
         const double halving = 1.0 / static_cast<double>(int64_t{1} << cfg.level);
-        o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) *
-                          std::max(halving, 2.0 * halving * fit_share);
+        o.memory_budget =
+            static_cast<double>(base.plan.peak_memory.value()) *
+            (fit_share < 1.0 ? std::max(halving, 2.0 * halving * fit_share) : halving);
         o.prefer_reduce_scatter = true;
         o.solver.time_limit_seconds =
             std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
@@ -488,6 +489,12 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     const bool fits =
         static_cast<double>(stage_peak(s, all, options_.micro_batches, Schedule::kGPipe)) <= avail;
     s.max_succ_stages = fits ? kManyStages : -1;
+  } else if (static_cast<double>(stage_peak(
+                 s, static_cast<int32_t>(std::min<int64_t>(options_.micro_batches, kManyStages)),
+                 options_.micro_batches, options_.schedule)) <= avail) {
+    // A stage never holds more micro-batches than the step has (1F1B: min(S - k, B); GPipe
+    // with one micro-batch: 1): when all of them fit, any number of stages may follow.
+    s.max_succ_stages = kManyStages;
   } else if (s.memory.stash == 0) {
     s.max_succ_stages = kManyStages;
   } else {

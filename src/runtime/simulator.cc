@@ -99,7 +99,7 @@ class Simulation {
   void allocate(Device& d, int32_t b) {
     if (d.allocated[static_cast<size_t>(b)]) return;
     d.allocated[static_cast<size_t>(b)] = true;
-    d.live += cost_.allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
+    d.live += default_cost_->allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
     d.out.peak_bytes = std::max(d.out.peak_bytes, d.live);
     memory_changed(d);
   }
@@ -107,7 +107,7 @@ class Simulation {
   void release(Device& d, int32_t b) {
     if (!d.allocated[static_cast<size_t>(b)]) return;
     d.allocated[static_cast<size_t>(b)] = false;
-    d.live -= cost_.allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
+    d.live -= default_cost_->allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
     memory_changed(d);
   }
 
@@ -176,7 +176,7 @@ class Simulation {
           // its outputs.
           for (int32_t b : ins.out) allocate(d, b);
           const int64_t ws = d.dp->ops[static_cast<size_t>(ins.op)].workspace_bytes;
-          const int64_t scratch = ws > 0 ? cost_.allocation_bytes(ws) : 0;
+          const int64_t scratch = ws > 0 ? default_cost_->allocation_bytes(ws) : 0;
           d.out.peak_bytes = std::max(d.out.peak_bytes, d.live + scratch);
           break;
         }
@@ -258,7 +258,9 @@ class Simulation {
 
   const Program& program_;
   const mesh::ClusterSpec& cluster_;
-  std::unique_ptr<planner::CostModel> default_cost_;  // the cluster's, unless options give one
+  // The cluster's model: buffer sizes always (the device's allocator), times unless the options
+  // give a model.
+  std::unique_ptr<planner::CostModel> default_cost_;
   const planner::CostModel& cost_;
   SimulationOptions options_;
   std::vector<Device> devices_;

@@ -25,8 +25,8 @@ namespace meshpipe::runtime {
 struct SimulationOptions {
   bool trace = false;  ///< build the Chrome trace JSON (spans per instruction, memory counters)
   bool memory_timeline = false;  ///< keep (time, live bytes) per device
-  /// Prices each op's work (LocalOp::work) and sizes each buffer as the allocator hands it out:
-  /// a profile database, or null for the cluster's model (runtime::cost_model_for).
+  /// Prices each op's work (LocalOp::work): a profile database, or null for the cluster's model
+  /// (runtime::cost_model_for, which also sizes every buffer as the device's allocator does).
   const planner::CostModel* cost = nullptr;
 };
 
