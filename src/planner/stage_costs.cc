@@ -415,6 +415,14 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   }
   const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
   const bool recomputing_stage = configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].recompute;
+  // Values the stage sends to a later stage: the send holds the producer's buffer, which is
+  // also the one a later unit of the stage reads (counted once).
+  std::set<int32_t> sent;
+  for (const Crossing& y : crossings_) {
+    if (y.from_unit >= u0 && y.from_unit <= u1 && y.to_unit > u1 && !y.once_per_step) {
+      sent.insert(y.value.value());
+    }
+  }
   for (size_t k = 0; k < crossings_.size(); ++k) {
     const Crossing& x = crossings_[k];
     const bool to_in = x.to_unit >= u0 && x.to_unit <= u1;
@@ -454,7 +462,8 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       // a pipeline can be as late as the stash (in-flight micro-batches).
       stash_in_spec_of(x.from_unit);
     }
-    if (!recomputing_stage && internal_stashed(x) && !counted(internal_stashed)) {
+    if (!recomputing_stage && internal_stashed(x) && !counted(internal_stashed) &&
+        sent.count(x.value.value()) == 0) {
       // Handed between two units of the stage and read by the later one's backward: it lives
       // from the forward to that backward.
       stash_in_spec_of(x.from_unit);
