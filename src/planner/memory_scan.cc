@@ -93,7 +93,8 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
   // before the first update runs (one fused collective): those copies are live together from
   // the first update op on, each until its update.
   int64_t first_update = -1;
-  int64_t last_forward = -1;  // the last step of the (first) forward
+  int64_t last_forward = -1;   // the last step of the (first) forward
+  int64_t last_backward = -1;  // the last backward step
   std::vector<Key> synced;
   for (size_t i = 0; i < steps.size(); ++i) {
     const Step& st = steps[i];
@@ -101,6 +102,7 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
     const Strategy* s = chosen.at(in.ops[st.t]);
     if (op.phase == OpPhase::kUpdate && first_update < 0) first_update = static_cast<int64_t>(i);
     if (op.phase == OpPhase::kForward && !st.recomputed) last_forward = static_cast<int64_t>(i);
+    if (op.phase == OpPhase::kBackward) last_backward = static_cast<int64_t>(i);
     for (size_t k = 0; k < op.inputs.size(); ++k) {
       const ValueId v = op.inputs[k];
       const ShardingSpec& want = k < s->inputs.size() ? s->inputs[k] : plan.specs.at(v);
@@ -242,8 +244,9 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
       if (last_use.count(k) != 0) {
         add(k);
       } else if (op.phase == OpPhase::kBackward && !in.g.users(o).empty()) {
-        // A gradient for an earlier unit's backward: live from here to the end of the scan.
-        last_use[k] = static_cast<int64_t>(steps.size());
+        // A gradient for an earlier unit's backward: live from here to the end of the unit's
+        // backward (that unit runs after it; the update comes later).
+        last_use[k] = std::max(last_backward, static_cast<int64_t>(i));
         size[k] = bytes_in(o, plan.specs.at(o));
         add(k);
       } else {
