@@ -26,7 +26,8 @@ struct Step {
 // backward phase just before the first backward op that reads one of them (runtime/lower.cc
 // emit_recomputing_backward): its resharded persistent copies are the backward's.
 MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
-                     const std::map<OpId, const Strategy*>& chosen, bool recompute) {
+                     const std::map<OpId, const Strategy*>& chosen,
+                     const std::set<ValueId>& read_outside, bool recompute) {
   const auto is_persistent = [&](ValueId v) {
     const auto role = in.g.value(v).role;
     return role == graph::ValueRole::kParameter || role == graph::ValueRole::kOptimizerState;
@@ -144,8 +145,7 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
       if (op.phase != OpPhase::kForward) continue;
       for (ValueId o : op.outputs) {
         if (is_persistent(o) || plan.specs.count(o) == 0) continue;
-        const auto users = in.g.users(o);
-        if (std::any_of(users.begin(), users.end(), [&](OpId u) { return index_of(u) < 0; })) {
+        if (read_outside.count(o) != 0) {
           const Key key{o, plan.specs.at(o), 0, 0};
           kept.push_back(key);
           last_use[key] = std::max(last_use.count(key) != 0 ? last_use[key] : 0, last_forward);
@@ -232,18 +232,19 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
     for (ValueId o : op.outputs) {
       if (in.g.value(o).role == graph::ValueRole::kUpdated) continue;  // in place
       if (in.gradient_values.count(o) != 0) {
+        const int64_t bytes = produced_bytes(o);
         if (transient_gradients) {
-          transient += produced_bytes(o);
-          allocated_accumulators += produced_bytes(o);
+          transient += bytes;
+          allocated_accumulators += bytes;
         } else {
-          produced_gradients += produced_bytes(o);
+          produced_gradients += bytes;
         }
         continue;
       }
       const Key k{o, plan.specs.at(o), 0, st.recomputed ? 1 : 0};
       if (last_use.count(k) != 0) {
         add(k);
-      } else if (op.phase == OpPhase::kBackward && !in.g.users(o).empty()) {
+      } else if (op.phase == OpPhase::kBackward && read_outside.count(o) != 0) {
         // A gradient for an earlier unit's backward: live from here to the end of the unit's
         // backward (that unit runs after it; the update comes later).
         last_use[k] = std::max(last_backward, static_cast<int64_t>(i));
@@ -283,8 +284,20 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
 
 MemoryScan scan_memory(const MemoryScanInput& in, const ShardingPlan& plan,
                        const std::map<OpId, const Strategy*>& chosen) {
-  MemoryScan out = scan_pass(in, plan, chosen, false);
-  const MemoryScan rc = scan_pass(in, plan, chosen, true);
+  // Values the stage produces that ops outside it read (one pass over the graph, shared by
+  // both scans).
+  std::vector<char> inside(static_cast<size_t>(in.g.num_ops()), 0);
+  for (OpId op : in.ops) inside[op.index()] = 1;
+  std::set<ValueId> read_outside;
+  for (size_t i = 0; i < inside.size(); ++i) {
+    if (inside[i] != 0) continue;
+    for (ValueId v : in.g.ops()[i].inputs) {
+      const OpId producer = in.g.value(v).producer;
+      if (producer.is_valid() && inside[producer.index()] != 0) read_outside.insert(v);
+    }
+  }
+  MemoryScan out = scan_pass(in, plan, chosen, read_outside, false);
+  const MemoryScan rc = scan_pass(in, plan, chosen, read_outside, true);
   out.recompute_peak = rc.peak;
   out.recompute_first_peak = rc.first_peak;
   out.recompute_stash = rc.stash;
