@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "core/files.h"
 #include "core/units.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
 #include "planner/planner.h"
+#include "runtime/compact_program.h"
 #include "runtime/lower.h"
 #include "runtime/simulator.h"
 
@@ -22,6 +24,7 @@ struct SimulateArgs {
   std::string plan;
   std::string trace;
   std::string schedule;
+  bool flat = false;
 };
 
 int run_simulate(const SimulateArgs& args) {
@@ -43,22 +46,52 @@ int run_simulate(const SimulateArgs& args) {
     if (!schedule.has_value()) return fail(schedule.status());
     lo.schedule = *schedule;
   }
-  auto program = runtime::lower(*plan, *g, lo);
-  if (!program.has_value()) return fail(program.status());
+  // The program's micro-batch tasks as templates (runtime/compact_program.h): memory that does
+  // not grow with the micro-batch count. --flat: every instruction, as training lowers it.
+  std::optional<runtime::Program> flat;
+  std::optional<runtime::CompactProgram> compact;
   int64_t instructions = 0;
-  for (const runtime::DeviceProgram& d : program->devices) {
-    instructions += static_cast<int64_t>(d.instructions.size());
+  std::string form;
+  if (args.flat) {
+    auto p = runtime::lower(*plan, *g, lo);
+    if (!p.has_value()) return fail(p.status());
+    for (const runtime::DeviceProgram& d : p->devices) {
+      instructions += static_cast<int64_t>(d.instructions.size());
+    }
+    flat = std::move(*p);
+    form = "flat";
+  } else {
+    auto p = runtime::lower_compact(*plan, *g, lo);
+    if (!p.has_value()) return fail(p.status());
+    instructions = p->instructions();
+    int64_t templates = 0;
+    for (const runtime::CompactCode& c : p->code) {
+      templates += static_cast<int64_t>(c.templates.size());
+    }
+    compact = std::move(*p);
+    form = fmt::format("{} task templates", templates);
   }
+  constexpr int64_t kMaxTraced = 2000000;
+  if (!args.trace.empty() && instructions > kMaxTraced) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "--trace: the step has {} instructions; a trace is written for at most "
+                           "{} (about 200 bytes each): trace the plan with fewer micro-batches",
+                           instructions, kMaxTraced));
+  }
+  fmt::print(stderr, "simulating {} instructions...\n", instructions);
   runtime::SimulationOptions so;
   so.trace = !args.trace.empty();
-  auto sim = runtime::simulate(*program, plan->cluster, so);
+  auto sim = flat ? runtime::simulate(*flat, plan->cluster, so)
+                  : runtime::simulate(*compact, plan->cluster, so);
   if (!sim.has_value()) return fail(sim.status());
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   fmt::print("plan {}: {} on {} ({} devices), {} micro-batches of {} ({})\n", args.plan,
              plan->model, plan->cluster.name, plan->cluster.num_devices(), plan->micro_batches,
-             plan->micro_batch, planner::schedule_name(program->schedule));
-  fmt::print("lowered: {} instructions on {} devices\n", instructions, sim->devices.size());
+             plan->micro_batch,
+             planner::schedule_name(flat ? flat->schedule : compact->base.schedule));
+  fmt::print("lowered: {} instructions on {} devices ({})\n", instructions, sim->devices.size(),
+             form);
   fmt::print("{:<7} {:<6} {:>11} {:>11} {:>11} {:>13} {:>13}\n", "device", "stage", "compute",
              "collective", "waiting", "peak memory", "plan memory");
   for (const runtime::SimulatedDevice& d : sim->devices) {
@@ -95,6 +128,9 @@ void add_simulate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--trace", args->trace, "write the step's timeline as Chrome trace JSON");
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_flag("--flat", args->flat,
+                 "lower every micro-batch's instructions (as training does) instead of lowering "
+                 "a few and repeating the steady state's: the slower reference");
   cmd->callback([args, &exit_code] { exit_code = run_simulate(*args); });
 }
 

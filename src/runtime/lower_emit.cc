@@ -225,27 +225,31 @@ Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int
 void Lowering::emit_run(StageState& st, const std::vector<LocalOp>& per_device,
                         const std::vector<int32_t>& in, const std::vector<int32_t>& out,
                         Phase phase, int32_t mb, const std::string& what) {
-  for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(per_device[k]);
-  emit_run_instruction(st, in, out, phase, mb, what);
+  auto [it, fresh] = st.op_index.emplace(&per_device, 0);
+  if (fresh) {
+    for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(per_device[k]);
+    it->second = static_cast<int32_t>(st.ops[0].size()) - 1;
+  }
+  emit_run_instruction(st, in, out, phase, mb, what, it->second);
 }
 
 void Lowering::emit_run(StageState& st, std::vector<LocalOp>&& per_device,
                         const std::vector<int32_t>& in, const std::vector<int32_t>& out,
                         Phase phase, int32_t mb, const std::string& what) {
   for (size_t k = 0; k < st.code.size(); ++k) st.ops[k].push_back(std::move(per_device[k]));
-  emit_run_instruction(st, in, out, phase, mb, what);
+  emit_run_instruction(st, in, out, phase, mb, what, static_cast<int32_t>(st.ops[0].size()) - 1);
 }
 
 void Lowering::emit_run_instruction(StageState& st, const std::vector<int32_t>& in,
                                     const std::vector<int32_t>& out, Phase phase, int32_t mb,
-                                    const std::string& what) {
+                                    const std::string& what, int32_t op) {
   Instruction run;
   run.code = Opcode::kRun;
   run.phase = phase;
   run.micro_batch = mb;
   run.in = in;
   run.out = out;
-  run.op = static_cast<int32_t>(st.ops[0].size()) - 1;
+  run.op = op;
   run.what = what;
   emit_all(st, std::move(run));
 }

@@ -10,6 +10,7 @@
 
 #include "mesh/resharding.h"
 #include "planner/cost_model.h"
+#include "runtime/compact_program.h"
 #include "runtime/cost_models.h"
 
 namespace meshpipe::runtime {
@@ -25,13 +26,24 @@ struct Meeting {
   double latest = 0.0;
 };
 
+// One device's instructions: runs of a flat program's instructions or of a compact program's
+// templates, each for a micro-batch (-1: as written; see compact_program.h).
+struct Run {
+  const std::vector<Instruction>* code = nullptr;
+  int32_t micro_batch = -1;
+};
+
 struct Device {
   const DeviceProgram* dp = nullptr;
+  const std::vector<BufferDesc>* classes = nullptr;  // per-micro-batch buffers (compact)
+  std::vector<Run> runs;
+  size_t run = 0;
   size_t pc = 0;
   double clock = 0.0;
   int64_t live = 0;
   std::vector<bool> allocated;
-  std::map<int32_t, std::pair<int32_t, uint64_t>> pending_recv;  // buffer -> (from, tag)
+  std::vector<double> op_time;                                   // per op, priced once
+  std::map<int64_t, std::pair<int32_t, uint64_t>> pending_recv;  // buffer slot -> (from, tag)
   int64_t collectives[2] = {0, 0};
   bool registered = false;  // at the collective under pc
   SimulatedDevice out;
@@ -48,8 +60,10 @@ std::string json_escape(const std::string& s) {
 
 class Simulation {
  public:
-  Simulation(const Program& p, const mesh::ClusterSpec& c, const SimulationOptions& o)
+  Simulation(const Program& p, const CompactProgram* compact, const mesh::ClusterSpec& c,
+             const SimulationOptions& o)
       : program_(p),
+        compact_(compact),
         cluster_(c),
         default_cost_(cost_model_for(c)),
         cost_(o.cost != nullptr ? *o.cost : *default_cost_),
@@ -62,9 +76,20 @@ class Simulation {
       d.dp = &dp;
       d.out.device = dp.device;
       d.out.stage = dp.stage;
-      d.allocated.assign(dp.buffers.size(), false);
+      if (compact_ == nullptr) {
+        d.runs.push_back({&dp.instructions, -1});
+      } else {
+        const CompactCode& cc = compact_->code[static_cast<size_t>(&dp - program_.devices.data())];
+        d.classes = &cc.classes;
+        for (const Segment& s : cc.segments) {
+          d.runs.push_back({&cc.templates[static_cast<size_t>(s.code)], s.micro_batch});
+        }
+      }
+      d.op_time.assign(dp.ops.size(), -1.0);
+      const size_t classes = d.classes != nullptr ? d.classes->size() : 0;
+      d.allocated.assign(dp.buffers.size() + classes * static_cast<size_t>(micro_batches()), false);
       for (size_t b = 0; b < dp.buffers.size(); ++b) {
-        if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(d, static_cast<int32_t>(b));
+        if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(d, static_cast<int32_t>(b), -1);
       }
       devices_.push_back(std::move(d));
     }
@@ -76,7 +101,7 @@ class Simulation {
       for (Device& d : devices_) {
         MP_ASSIGN_OR_RETURN(bool moved, advance(d));
         progress = progress || moved;
-        all_done = all_done && d.pc == d.dp->instructions.size();
+        all_done = all_done && d.run == d.runs.size();
       }
       if (!all_done && !progress) return deadlock();
     }
@@ -96,18 +121,34 @@ class Simulation {
   }
 
  private:
-  void allocate(Device& d, int32_t b) {
-    if (d.allocated[static_cast<size_t>(b)]) return;
-    d.allocated[static_cast<size_t>(b)] = true;
-    d.live += default_cost_->allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
+  int64_t micro_batches() const { return std::max<int64_t>(1, program_.micro_batches); }
+
+  // Buffer b of a run of micro-batch mb: its index in Device::allocated.
+  int64_t slot(const Device& d, int32_t b, int32_t mb) const {
+    if (b >= 0) return b;
+    return static_cast<int64_t>(d.dp->buffers.size()) +
+           (-(static_cast<int64_t>(b) + 1)) * micro_batches() + mb;
+  }
+
+  const BufferDesc& desc(const Device& d, int32_t b) const {
+    return b >= 0 ? d.dp->buffers[static_cast<size_t>(b)]
+                  : (*d.classes)[static_cast<size_t>(-(static_cast<int64_t>(b) + 1))];
+  }
+
+  void allocate(Device& d, int32_t b, int32_t mb) {
+    auto ref = d.allocated[static_cast<size_t>(slot(d, b, mb))];
+    if (ref) return;
+    ref = true;
+    d.live += default_cost_->allocation_bytes(desc(d, b).bytes());
     d.out.peak_bytes = std::max(d.out.peak_bytes, d.live);
     memory_changed(d);
   }
 
-  void release(Device& d, int32_t b) {
-    if (!d.allocated[static_cast<size_t>(b)]) return;
-    d.allocated[static_cast<size_t>(b)] = false;
-    d.live -= default_cost_->allocation_bytes(d.dp->buffers[static_cast<size_t>(b)].bytes());
+  void release(Device& d, int32_t b, int32_t mb) {
+    auto ref = d.allocated[static_cast<size_t>(slot(d, b, mb))];
+    if (!ref) return;
+    ref = false;
+    d.live -= default_cost_->allocation_bytes(desc(d, b).bytes());
     memory_changed(d);
   }
 
@@ -132,25 +173,39 @@ class Simulation {
     return a / per == b / per ? cluster_.intra_host : cluster_.inter_host;
   }
 
-  void event(const Device& d, const Instruction& ins, double start, double dur) {
+  static std::string describe(const Instruction& ins, int32_t mb) {
+    if (mb < 0) return ins.what;
+    const size_t at = ins.what.find("#@");
+    if (at == std::string::npos) return ins.what;
+    return ins.what.substr(0, at) + fmt::format("#{}", mb) + ins.what.substr(at + 2);
+  }
+
+  void event(const Device& d, const Instruction& ins, int32_t mb, double start, double dur) {
     if (!options_.trace || dur <= 0.0) return;
     if (!trace_.empty()) trace_ += ",\n";
     trace_ += fmt::format(
         "{{\"name\": \"{}\", \"cat\": \"{}\", \"ph\": \"X\", \"ts\": {:.3f}, \"dur\": {:.3f}, "
         "\"pid\": {}, \"tid\": {}, \"args\": {{\"phase\": \"{}\", \"micro_batch\": {}}}}}",
-        json_escape(ins.what), opcode_name(ins.code), start * 1e6, dur * 1e6, d.dp->stage,
-        d.dp->device, phase_name(ins.phase), ins.micro_batch);
+        json_escape(describe(ins, mb)), opcode_name(ins.code), start * 1e6, dur * 1e6, d.dp->stage,
+        d.dp->device, phase_name(ins.phase), mb >= 0 ? mb : ins.micro_batch);
   }
 
   // Runs d's instructions until one blocks; true when something moved.
   Expected<bool> advance(Device& d) {
     bool moved = false;
-    const auto& code = d.dp->instructions;
-    while (d.pc < code.size()) {
-      const Instruction& ins = code[d.pc];
+    while (d.run < d.runs.size()) {
+      const Run& run = d.runs[d.run];
+      if (d.pc == run.code->size()) {
+        ++d.run;
+        d.pc = 0;
+        continue;
+      }
+      const Instruction& ins = (*run.code)[d.pc];
+      const int32_t mb = run.micro_batch;
       // A read of a received buffer waits for the message to arrive.
       for (int32_t b : ins.in) {
-        auto it = d.pending_recv.find(b);
+        if (d.pending_recv.empty()) break;
+        auto it = d.pending_recv.find(slot(d, b, mb));
         if (it == d.pending_recv.end()) continue;
         auto msg = messages_.find({it->second.first, d.dp->device, it->second.second});
         if (msg == messages_.end()) return moved;  // not sent yet
@@ -163,19 +218,25 @@ class Simulation {
       }
       const double start = d.clock;
       double dur = 0.0;
-      const int64_t out_bytes =
-          ins.out.empty() ? 0 : d.dp->buffers[static_cast<size_t>(ins.out[0])].bytes();
+      const int64_t out_bytes = ins.out.empty() ? 0 : desc(d, ins.out[0]).bytes();
+      const uint64_t tag =
+          mb >= 0 ? ins.tag | (static_cast<uint64_t>(mb + 1) << 16) : ins.tag;  // see compact
       switch (ins.code) {
         case Opcode::kRun: {
-          const shard::OpWork& work = d.dp->ops[static_cast<size_t>(ins.op)].work;
-          // A piece that carries no work of its own (the later pieces of a split op) is free.
-          const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
-          dur = idle ? 0.0 : cost_.compute(work).value();
+          const size_t op = static_cast<size_t>(ins.op);
+          double& priced = d.op_time[op];
+          if (priced < 0.0) {
+            const shard::OpWork& work = d.dp->ops[op].work;
+            // A piece that carries no work of its own (the later pieces of a split op) is free.
+            const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
+            priced = idle ? 0.0 : cost_.compute(work).value();
+          }
+          dur = priced;
           d.out.compute += dur;
           // The kernel's scratch (im2col columns, packed operands) lives while it runs, with
           // its outputs.
-          for (int32_t b : ins.out) allocate(d, b);
-          const int64_t ws = d.dp->ops[static_cast<size_t>(ins.op)].workspace_bytes;
+          for (int32_t b : ins.out) allocate(d, b, mb);
+          const int64_t ws = d.dp->ops[op].workspace_bytes;
           const int64_t scratch = ws > 0 ? default_cost_->allocation_bytes(ws) : 0;
           d.out.peak_bytes = std::max(d.out.peak_bytes, d.live + scratch);
           break;
@@ -209,35 +270,33 @@ class Simulation {
           break;
         }
         case Opcode::kSend: {
-          const int64_t bytes = d.dp->buffers[static_cast<size_t>(ins.in[0])].bytes();
+          const int64_t bytes = desc(d, ins.in[0]).bytes();
           const mesh::LinkSpec& l = link(d.dp->device, ins.peer);
           const double wire = l.bandwidth > 0 ? static_cast<double>(bytes) / l.bandwidth : 0.0;
           double& nic = nic_free_[static_cast<size_t>(d.dp->device)];
           const double leave = std::max(d.clock, nic);
           nic = leave + wire;
-          messages_[{d.dp->device, ins.peer, ins.tag}] = leave + l.latency.value() + wire;
+          messages_[{d.dp->device, ins.peer, tag}] = leave + l.latency.value() + wire;
           break;
         }
         case Opcode::kRecv:
-          d.pending_recv[ins.out[0]] = {ins.peer, ins.tag};
+          d.pending_recv[slot(d, ins.out[0], mb)] = {ins.peer, tag};
           break;
         case Opcode::kCopyBox:
         case Opcode::kLoadInput:
         case Opcode::kAccumulate:
         case Opcode::kScale:
-          dur = copy_time(ins.code == Opcode::kCopyBox
-                              ? d.dp->buffers[static_cast<size_t>(ins.in[0])].bytes()
-                              : out_bytes);
+          dur = copy_time(ins.code == Opcode::kCopyBox ? desc(d, ins.in[0]).bytes() : out_bytes);
           d.out.compute += dur;
           break;
         case Opcode::kReportLoss:
           break;
         case Opcode::kFree:
-          release(d, ins.in[0]);
+          release(d, ins.in[0], mb);
           break;
       }
-      for (int32_t b : ins.out) allocate(d, b);
-      event(d, ins, start, dur);
+      for (int32_t b : ins.out) allocate(d, b, mb);
+      event(d, ins, mb, start, dur);
       d.clock += dur;
       ++d.pc;
       moved = true;
@@ -248,15 +307,19 @@ class Simulation {
   Status deadlock() const {
     std::string where;
     for (const Device& d : devices_) {
-      if (d.pc >= d.dp->instructions.size()) continue;
-      const Instruction& ins = d.dp->instructions[d.pc];
-      where += fmt::format("; device {} at instruction {} ({} '{}')", d.dp->device, d.pc,
-                           opcode_name(ins.code), ins.what);
+      if (d.run >= d.runs.size()) continue;
+      const Run& run = d.runs[d.run];
+      const Instruction& ins = (*run.code)[d.pc];
+      int64_t at = static_cast<int64_t>(d.pc);
+      for (size_t r = 0; r < d.run; ++r) at += static_cast<int64_t>(d.runs[r].code->size());
+      where += fmt::format("; device {} at instruction {} ({} '{}')", d.dp->device, at,
+                           opcode_name(ins.code), describe(ins, run.micro_batch));
     }
     return make_error(Errc::kInternal, "the program deadlocks{}", where);
   }
 
   const Program& program_;
+  const CompactProgram* compact_;  // null: program_'s instructions as they are
   const mesh::ClusterSpec& cluster_;
   // The cluster's model: buffer sizes always (the device's allocator), times unless the options
   // give a model.
@@ -278,8 +341,76 @@ Expected<SimulationResult> simulate(const Program& program, const mesh::ClusterS
     return make_error(Errc::kInvalidArgument, "the program has {} devices, cluster {} has {}",
                       program.devices.size(), cluster.name, cluster.num_devices());
   }
-  Simulation s(program, cluster, options);
+  Simulation s(program, nullptr, cluster, options);
   return s.run();
+}
+
+Expected<SimulationResult> simulate(const CompactProgram& program, const mesh::ClusterSpec& cluster,
+                                    const SimulationOptions& options) {
+  if (static_cast<int64_t>(program.base.devices.size()) > cluster.num_devices()) {
+    return make_error(Errc::kInvalidArgument, "the program has {} devices, cluster {} has {}",
+                      program.base.devices.size(), cluster.name, cluster.num_devices());
+  }
+  if (program.code.size() != program.base.devices.size()) {
+    return make_error(Errc::kInvalidArgument, "compact program: {} codes for {} devices",
+                      program.code.size(), program.base.devices.size());
+  }
+  Simulation s(program.base, &program, cluster, options);
+  return s.run();
+}
+
+}  // namespace meshpipe::runtime
+
+namespace meshpipe::runtime {
+
+std::vector<int64_t> peak_memory(const CompactProgram& program, const mesh::ClusterSpec& cluster) {
+  const auto sizes = cost_model_for(cluster);
+  const int64_t mbs = std::max<int64_t>(1, program.base.micro_batches);
+  std::vector<int64_t> peaks(program.base.devices.size(), 0);
+  for (size_t k = 0; k < program.base.devices.size(); ++k) {
+    const DeviceProgram& dp = program.base.devices[k];
+    if (dp.device < 0) continue;
+    const CompactCode& cc = program.code[k];
+    const int64_t shared = static_cast<int64_t>(dp.buffers.size());
+    std::vector<bool> allocated(static_cast<size_t>(shared) + cc.classes.size() *
+                                                                   static_cast<size_t>(mbs));
+    int64_t live = 0, peak = 0;
+    const auto bytes = [&](int32_t b) {
+      const BufferDesc& d = b >= 0 ? dp.buffers[static_cast<size_t>(b)]
+                                   : cc.classes[static_cast<size_t>(-(int64_t{b} + 1))];
+      return sizes->allocation_bytes(d.bytes());
+    };
+    const auto slot = [&](int32_t b, int32_t mb) {
+      return static_cast<size_t>(b >= 0 ? b : shared + (-(int64_t{b} + 1)) * mbs + mb);
+    };
+    const auto allocate = [&](int32_t b, int32_t mb) {
+      auto ref = allocated[slot(b, mb)];
+      if (ref) return;
+      ref = true;
+      live += bytes(b);
+      peak = std::max(peak, live);
+    };
+    for (size_t b = 0; b < dp.buffers.size(); ++b) {
+      if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(static_cast<int32_t>(b), -1);
+    }
+    for (const Segment& s : cc.segments) {
+      for (const Instruction& ins : cc.templates[static_cast<size_t>(s.code)]) {
+        for (int32_t b : ins.out) allocate(b, s.micro_batch);
+        if (ins.code == Opcode::kRun) {
+          const int64_t ws = dp.ops[static_cast<size_t>(ins.op)].workspace_bytes;
+          peak = std::max(peak, live + (ws > 0 ? sizes->allocation_bytes(ws) : 0));
+        } else if (ins.code == Opcode::kFree) {
+          auto ref = allocated[slot(ins.in[0], s.micro_batch)];
+          if (ref) {
+            ref = false;
+            live -= bytes(ins.in[0]);
+          }
+        }
+      }
+    }
+    peaks[k] = peak;
+  }
+  return peaks;
 }
 
 }  // namespace meshpipe::runtime

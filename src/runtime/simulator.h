@@ -17,6 +17,7 @@
 #include "core/status.h"
 #include "mesh/cluster.h"
 #include "planner/cost_model.h"
+#include "runtime/compact_program.h"
 #include "runtime/program.h"
 
 namespace meshpipe::runtime {
@@ -56,5 +57,17 @@ struct SimulationResult {
 /// Errors: a program that deadlocks (names the blocked devices and instructions).
 Expected<SimulationResult> simulate(const Program& program, const mesh::ClusterSpec& cluster,
                                     const SimulationOptions& options = {});
+
+/// The same for a compact program (runtime/compact_program.h): the same result as simulating
+/// expand(program), in memory that does not grow with the instruction count.
+Expected<SimulationResult> simulate(const CompactProgram& program, const mesh::ClusterSpec& cluster,
+                                    const SimulationOptions& options = {});
+
+/// Each device's peak memory in a step of `program` (indexed by global device id; 0 where a
+/// device has no program), counted as simulate() counts it: persistent tiles, every buffer from
+/// its first write to its kFree in program order, a kernel's scratch while it runs, each sized by
+/// the cluster's allocator (runtime::cost_model_for). Needs no clock, so it is cheaper than a
+/// simulation and gives the same peaks.
+std::vector<int64_t> peak_memory(const CompactProgram& program, const mesh::ClusterSpec& cluster);
 
 }  // namespace meshpipe::runtime

@@ -52,8 +52,10 @@ struct StageState {
   int32_t index = 0;
   const planner::StagePlan* plan = nullptr;
   std::vector<BufferDesc> buffers;
-  std::vector<std::vector<Instruction>> code;                       // per device of the stage
-  std::vector<std::vector<LocalOp>> ops;                            // per device of the stage
+  std::vector<std::vector<Instruction>> code;  // per device of the stage
+  std::vector<std::vector<LocalOp>> ops;       // per device of the stage
+  // The index in `ops` of a graph op's local ops (local_[op]), shared by every micro-batch's RUN.
+  std::map<const std::vector<LocalOp>*, int32_t> op_index;
   std::map<std::pair<int32_t, int32_t>, std::vector<Entry>> avail;  // (value, scope)
   std::map<int32_t, Entry> persistent;                              // stored tiles
   std::map<int32_t, Entry> acc;                                     // gradient accumulators
@@ -170,10 +172,10 @@ class Lowering {
   static void emit_run(StageState& st, std::vector<LocalOp>&& per_device,
                        const std::vector<int32_t>& in, const std::vector<int32_t>& out, Phase phase,
                        int32_t mb, const std::string& what);
-  // The RUN of the op part each device added last.
+  // The RUN of op part `op` (an index into every device's ops).
   static void emit_run_instruction(StageState& st, const std::vector<int32_t>& in,
                                    const std::vector<int32_t>& out, Phase phase, int32_t mb,
-                                   const std::string& what);
+                                   const std::string& what, int32_t op);
 
   // All-reduces the per-channel buffer `b` (spec `spec` on the stage's mesh, tensor `shape`)
   // over every axis in `axes` whose group has more than one device, axis 0 first.
