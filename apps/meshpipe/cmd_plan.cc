@@ -15,6 +15,7 @@
 #include "planner/plan_binding.h"
 #include "planner/planner.h"
 #include "runtime/cost_models.h"
+#include "runtime/counted_plan.h"
 
 namespace meshpipe::cli {
 namespace {
@@ -53,14 +54,18 @@ int run_plan(const PlanArgs& args, const std::string& output) {
   if (!args.grid.empty() || !args.stages.empty()) return run_manual_plan(args, *setup, output);
   const auto cost_model = runtime::cost_model_for(setup->cluster);
   const planner::CostModel& cost = *cost_model;
-  auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto plan = runtime::make_counted_plan(setup->graph, setup->cluster, cost, setup->options);
   if (!plan.has_value()) return fail(plan.status());
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   print_plan_summary(*plan);
   const planner::PlanningTimes& t = plan->times;
   fmt::print(
       "planning time: clustering {:.2f} s, stage costs {:.2f} s ({} ILPs solved, {} "
-      "reused), stage DP {:.2f} s, total {:.2f} s\n",
-      t.clustering, t.stage_costs, t.intra_op_solves, t.intra_op_reused, t.stage_dp, t.total);
+      "reused), stage DP {:.2f} s, total {:.2f} s; memory counted on the lowered program in "
+      "{:.2f} s\n",
+      t.clustering, t.stage_costs, t.intra_op_solves, t.intra_op_reused, t.stage_dp, t.total,
+      std::max(0.0, wall - t.total));
   if (!output.empty()) {
     if (Status s = planner::save_plan(*plan, output); !s.is_ok()) return fail(s);
     fmt::print("wrote {}\n", output);
@@ -120,10 +125,14 @@ int run_explain(const std::string& path) {
                s.recompute ? ", recomputing its activations" : "");
     fmt::print(
         "  memory per device: parameters and optimizer state {}, gradients {}, stash {} x "
-        "{} in flight, working {}: peak {}\n",
+        "{} in flight, working {}: peak {}{}\n",
         format_bytes(Bytes(s.memory.persistent)), format_bytes(Bytes(s.memory.gradients)),
         format_bytes(Bytes(s.memory.stash)), s.in_flight, format_bytes(Bytes(s.memory.working)),
-        format_bytes(Bytes(s.memory.peak)));
+        s.memory.estimated > 0 ? format_bytes(Bytes(s.memory.estimated))
+                               : format_bytes(Bytes(s.memory.peak)),
+        s.memory.estimated > 0 ? fmt::format(" estimated; {} counted on the lowered program",
+                                             format_bytes(Bytes(s.memory.peak)))
+                               : "");
     int shown = 0;
     for (const auto& [name, spec] : s.value_specs) {
       auto it = rank_of.find(name);
@@ -160,7 +169,8 @@ int run_compare(const PlanArgs& args) {
     if (!priced.has_value()) return fail(priced.status());
     manual = std::move(*priced);
   }
-  auto plan = planner::make_plan(setup->graph, setup->cluster, cost, setup->options, cache);
+  auto plan =
+      runtime::make_counted_plan(setup->graph, setup->cluster, cost, setup->options, &cache);
   if (!plan.has_value()) return fail(plan.status());
   setup->options.progress = nullptr;
   const auto baselines =

@@ -14,6 +14,7 @@
 #include "core/files.h"
 #include "core/units.h"
 #include "graph/training_graph.h"
+#include "runtime/counted_plan.h"
 #include "train/job.h"
 
 namespace meshpipe::cli {
@@ -163,6 +164,11 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
     const bool tty = isatty(fileno(stderr)) != 0;
     auto last = std::make_shared<int>(-1);
     o.progress = [tty, last](const std::string& phase, int64_t done, int64_t total) {
+      if (phase.rfind("memory", 0) == 0) {  // make_counted_plan searching again
+        fmt::print(stderr, "{} (try {} of {})\n", phase, done + 1, total);
+        std::fflush(stderr);
+        return;
+      }
       if (phase != "stage costs" || total <= 0) return;
       const int width = 30;
       const int filled = static_cast<int>(width * done / total);
@@ -187,6 +193,20 @@ std::string manual_plan_label(const PlanArgs& args) {
 Expected<planner::PricedPlan> price_manual_plan(const PlanArgs& args, const PlanSetup& setup,
                                                 const planner::CostModel& cost,
                                                 planner::ShardingCache& cache) {
+  MP_ASSIGN_OR_RETURN(planner::PricedPlan priced,
+                      price_manual_plan_estimated(args, setup, cost, cache));
+  // The memory the written-down plan's lowered program holds (runtime/counted_plan.h).
+  MP_ASSIGN_OR_RETURN(graph::Graph g, planner::graph_for_micro_batch(setup.graph, setup.options,
+                                                                     priced.plan.micro_batch));
+  MP_RETURN_IF_ERROR(runtime::count_plan_memory(priced.plan, g));
+  priced.fits = planner::check_stage_memory(priced.plan, setup.options.profile.memory_fraction);
+  return priced;
+}
+
+Expected<planner::PricedPlan> price_manual_plan_estimated(const PlanArgs& args,
+                                                          const PlanSetup& setup,
+                                                          const planner::CostModel& cost,
+                                                          planner::ShardingCache& cache) {
   const planner::PlannerOptions& o = setup.options;
   if (!args.grid.empty()) {
     MP_ASSIGN_OR_RETURN(planner::GridConfig grid, planner::parse_grid(args.grid));
@@ -234,8 +254,16 @@ void print_plan_summary(const planner::Plan& plan) {
   fmt::print("predicted step time: {}, {:.3g} TFLOP/s per device ({:.3g} TFLOP/s total)\n",
              format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
              plan.tflops_per_device * plan.cluster.num_devices());
-  fmt::print("memory: at most {} per device (device: {})\n",
+  int64_t estimated = 0;
+  for (const planner::StagePlan& s : plan.stages) {
+    estimated = std::max(estimated, s.memory.estimated);
+  }
+  fmt::print("memory: at most {} per device{} (device: {})\n",
              format_bytes(Bytes(plan.max_memory_per_device)),
+             estimated > 0 ? fmt::format(", counted on the lowered program (the memory model "
+                                         "estimated {})",
+                                         format_bytes(Bytes(estimated)))
+                           : "",
              format_bytes(plan.cluster.device.memory));
 }
 

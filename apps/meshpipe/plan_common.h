@@ -47,8 +47,15 @@ Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int6
 /// The stage table, step time, throughput and memory of a plan.
 void print_plan_summary(const planner::Plan& plan);
 
+/// The written-down plan priced by the memory model alone (price_manual_plan counts it).
+Expected<planner::PricedPlan> price_manual_plan_estimated(const PlanArgs& args,
+                                                          const PlanSetup& setup,
+                                                          const planner::CostModel& cost,
+                                                          planner::ShardingCache& cache);
+
 /// The manual plan of --grid or --stages (one of them must be set), priced over the
-/// micro-batchings the planner would try; `fits` says whether it fits device memory. Errors:
+/// micro-batchings the planner would try, with its memory counted on its lowered program
+/// (runtime/counted_plan.h); `fits` says whether that count fits device memory. Errors:
 /// malformed or impossible grids and stages (kInvalidArgument, naming the stage).
 Expected<planner::PricedPlan> price_manual_plan(const PlanArgs& args, const PlanSetup& setup,
                                                 const planner::CostModel& cost,

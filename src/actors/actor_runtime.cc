@@ -11,6 +11,7 @@
 #include "actors/internal/protocol.h"
 #include "planner/cost_model.h"
 #include "runtime/cost_models.h"
+#include "runtime/counted_plan.h"
 
 namespace meshpipe::actors {
 
@@ -50,7 +51,7 @@ planner_actor::behavior_type planner_behavior(planner_actor::pointer) {
       p = planner::load_plan(job->path);
     } else {
       const auto cost = runtime::cost_model_for(*job->cluster);
-      p = planner::make_plan(*job->graph, *job->cluster, *cost, *job->options);
+      p = runtime::make_counted_plan(*job->graph, *job->cluster, *cost, *job->options);
     }
     if (!p.has_value()) return to_caf(p.status());
     job->plan = std::move(*p);

@@ -72,10 +72,15 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
   const auto phase_of = [&](const Step& st) {
     return st.recomputed ? OpPhase::kBackward : in.g.op(in.ops[st.t]).phase;
   };
-  const auto generation_read = [&](ValueId v, const Step& st) {
-    return recomputable(v) && (st.recomputed || in.g.op(in.ops[st.t]).phase != OpPhase::kForward)
-               ? 1
-               : 0;
+  // Recomputing, the forward keeps a value from outside the unit only as it arrived: a data
+  // input is loaded again, a copy in another spec made again (runtime/lower.cc).
+  const auto generation_read = [&](ValueId v, const ShardingSpec& want, const Step& st) {
+    if (!recompute || is_persistent(v)) return 0;
+    if (!st.recomputed && in.g.op(in.ops[st.t]).phase == OpPhase::kForward) return 0;
+    const graph::Value& val = in.g.value(v);
+    const bool again = recomputable(v) || val.role == graph::ValueRole::kInput ||
+                       (plan.specs.count(v) != 0 && want != plan.specs.at(v));
+    return again ? 1 : 0;
   };
 
   std::map<Key, int64_t> last_use;
@@ -87,7 +92,7 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
       return want == have ? std::optional<Key>()
                           : Key{v, want, static_cast<int>(phase_of(st)) + 1, 0};
     }
-    return std::optional<Key>(Key{v, want, 0, generation_read(v, st)});
+    return std::optional<Key>(Key{v, want, 0, generation_read(v, want, st)});
   };
   MemoryScan out;
   // The gradient synchronisation resolves every accumulator into the spec its update reads

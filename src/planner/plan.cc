@@ -105,6 +105,7 @@ Status check_memory(const StageMemory& m, const std::string& path) {
   MP_RETURN_IF_ERROR(check_non_negative(m.gradients, path + ".gradients"));
   MP_RETURN_IF_ERROR(check_non_negative(m.stash, path + ".stash"));
   MP_RETURN_IF_ERROR(check_non_negative(m.working, path + ".working"));
+  MP_RETURN_IF_ERROR(check_non_negative(m.estimated, path + ".estimated"));
   return check_non_negative(m.peak, path + ".peak");
 }
 
@@ -277,6 +278,7 @@ Json memory_json(const StageMemory& m) {
   j["stash"] = m.stash;
   j["working"] = m.working;
   j["peak"] = m.peak;
+  if (m.estimated > 0) j["estimated"] = m.estimated;
   return j;
 }
 
@@ -406,6 +408,7 @@ Status read_memory(ObjectReader& parent, StageMemory* m) {
   MP_RETURN_IF_ERROR(r.read("stash", &m->stash));
   MP_RETURN_IF_ERROR(r.read("working", &m->working));
   MP_RETURN_IF_ERROR(r.read("peak", &m->peak));
+  MP_RETURN_IF_ERROR(r.read_optional("estimated", &m->estimated));
   return r.check_no_unknown_fields();
 }
 

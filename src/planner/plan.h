@@ -39,6 +39,9 @@ struct StageMemory {
   /// Parameter gradients in their accumulators, live all step with several micro-batches (with
   /// one, each gradient counts in `working` from its production on).
   int64_t gradients = 0;
+  /// When `peak` was counted on the plan's lowered program (runtime/counted_plan.h): the memory
+  /// model's estimate of it, for comparison; 0 when `peak` is the model's (JSON: optional).
+  int64_t estimated = 0;
   friend bool operator==(const StageMemory&, const StageMemory&) = default;
 };
 

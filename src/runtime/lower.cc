@@ -266,15 +266,24 @@ Status Lowering::emit_stage(StageState& st) {
     // Persistent values resharded for a unit (a ZeRO-3 gather, a tied embedding read in another
     // layout) live under a scope of that unit: freed after it, gathered again by the next unit
     // that needs them, as the planner prices and counts them (each unit on its own).
+    // A recomputing stage's forward reshards what an op reads under a scope of the op's unit
+    // (freed after the unit): the backward recomputes from the units' inputs as produced.
+    const bool recomputing = st.plan->recompute && phase == Phase::kForward;
     std::pair<int32_t, int32_t> unit = {-1, -1};
     int32_t scope_for_step_values = kStepScope;
+    int32_t unit_values = kNoScope;
     for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
       if (stage_of_op_[i] != st.index || g_.ops()[i].phase != want) continue;
       if (unit_of(i) != unit) {
         unit = unit_of(i);
         scope_for_step_values = st.next_task_scope--;
+        if (recomputing) {
+          unit_values = st.next_task_scope--;
+          st.parent[unit_values] = mb;
+        }
       }
-      MP_RETURN_IF_ERROR(emit_op(st, i, phase, mb, scope_for_step_values));
+      MP_RETURN_IF_ERROR(
+          emit_op(st, i, phase, mb, scope_for_step_values, kNoScope, false, unit_values));
     }
   }
   MP_RETURN_IF_ERROR(grad_sync(st));

@@ -127,7 +127,7 @@ ShardingSpec Lowering::produced_spec(size_t op, size_t o) const {
 }
 
 Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope,
-                         int32_t value_scope, bool recompute) {
+                         int32_t value_scope, bool recompute, int32_t fetch_scope) {
   const Op& op = g_.ops()[id];
   const shard::ShardedOp& s = strategy_[id];
   const std::string what = op.name + mb_suffix(mb) + (recompute ? " (recompute)" : "");
@@ -135,7 +135,9 @@ Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int
       value_scope != kNoScope ? value_scope : (phase == Phase::kUpdate ? kStepScope : mb);
   std::vector<int32_t> in;
   for (size_t i = 0; i < op.inputs.size(); ++i) {
-    const int32_t in_scope = is_persistent(g_.value(op.inputs[i])) ? task_scope : scope;
+    const int32_t in_scope = is_persistent(g_.value(op.inputs[i])) ? task_scope
+                             : fetch_scope != kNoScope             ? fetch_scope
+                                                                   : scope;
     MP_ASSIGN_OR_RETURN(int32_t b, fetch(st, op.inputs[i], in_scope, s.inputs[i], phase, mb));
     in.push_back(b);
   }

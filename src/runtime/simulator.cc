@@ -372,8 +372,8 @@ std::vector<int64_t> peak_memory(const CompactProgram& program, const mesh::Clus
     if (dp.device < 0) continue;
     const CompactCode& cc = program.code[k];
     const int64_t shared = static_cast<int64_t>(dp.buffers.size());
-    std::vector<bool> allocated(static_cast<size_t>(shared) + cc.classes.size() *
-                                                                   static_cast<size_t>(mbs));
+    std::vector<bool> allocated(static_cast<size_t>(shared) +
+                                cc.classes.size() * static_cast<size_t>(mbs));
     int64_t live = 0, peak = 0;
     const auto bytes = [&](int32_t b) {
       const BufferDesc& d = b >= 0 ? dp.buffers[static_cast<size_t>(b)]

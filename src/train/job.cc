@@ -9,6 +9,7 @@
 #include "kernels/device.h"
 #include "planner/cost_model.h"
 #include "runtime/cost_models.h"
+#include "runtime/counted_plan.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
 
@@ -144,7 +145,7 @@ Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cl
   if (planner) return planner(g0.graph, cluster, po);
   const auto cost_model = runtime::cost_model_for(cluster);
   const planner::CostModel& cost = *cost_model;
-  return planner::make_plan(g0.graph, cluster, cost, po);
+  return runtime::make_counted_plan(g0.graph, cluster, cost, po);
 }
 
 Status check_plan_for_job(const planner::Plan& plan, const JobSpec& job, bool explicit_batch,

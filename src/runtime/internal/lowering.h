@@ -150,9 +150,12 @@ class Lowering {
   // scope mb (or `value_scope` when given, searched first, then its parents); persistent values
   // resharded for this task live under `task_scope`, so a ZeRO-3 parameter gathered for one task
   // is freed after it. A `recompute` emission repeats a forward op inside the backward: no
-  // sends, no loss report.
+  // sends, no loss report. `fetch_scope` (a scope whose parent is the value scope): where the
+  // inputs are looked up first and resharded copies of them are kept, so that they are freed
+  // after the task (a recomputing stage's forward keeps only its units' inputs as produced).
   Status emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int32_t task_scope,
-                 int32_t value_scope = kNoScope, bool recompute = false);
+                 int32_t value_scope = kNoScope, bool recompute = false,
+                 int32_t fetch_scope = kNoScope);
 
   // The backward task of micro-batch mb on a recomputing stage: each unit's forward (ops of one
   // clustered layer and one model layer tag) is emitted again right before the first backward
