@@ -241,7 +241,8 @@ int main(int argc, char** argv) {
       estimated = std::max(estimated, sp.memory.estimated);
     }
     const std::string row = fmt::format(
-        "| {} | {} | {} x {} | {:.1f} ({:.1f} / {:.2f}) | {} / {} | {:.2f} / {:.2f} ({:.1f} s) | {} "
+        "| {} | {} | {} x {} | {:.1f} ({:.1f} / {:.2f}) | {} / {} | {:.2f} / {:.2f} ({:.1f} s) | "
+        "{} "
         "| {:.2f} | {} | {} | {} | {} | {} | {} |\n",
         c.model, c.gpus, plan->micro_batches, plan->micro_batch, seconds, t.stage_costs, t.stage_dp,
         t.intra_op_solves, t.intra_op_reused,
