@@ -83,13 +83,19 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
           fmt::format("{} micro-batches of {}", micro_batches, graph_micro_batch(g)));
       continue;
     }
-    auto plan = build_plan(g, clustering, profiler, dp->stages, cluster,
-                           {options.model, options.schedule, micro_batches});
-    if (!plan.has_value()) {
-      error = plan.status();
-      continue;
+    // The DP's split and the runners-up it met, each placed and priced exactly: the DP's
+    // transfer costs do not know placement, so its second best may be faster.
+    std::vector<std::vector<StageChoice>> splits = {dp->stages};
+    for (auto& alt : dp->alternatives) splits.push_back(std::move(alt));
+    for (const std::vector<StageChoice>& split : splits) {
+      auto plan = build_plan(g, clustering, profiler, split, cluster,
+                             {options.model, options.schedule, micro_batches});
+      if (!plan.has_value()) {
+        error = plan.status();
+        continue;
+      }
+      if (!best || plan->step_time < best->step_time) best = std::move(*plan);
     }
-    if (!best || plan->step_time < best->step_time) best = std::move(*plan);
   }
   if (best) dp_step_time = best->step_time;
   // The standard pipeline recipes, priced on the same profiles (see best_pipeline_recipe).

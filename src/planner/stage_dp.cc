@@ -412,6 +412,17 @@ Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
   int64_t runs = 0;
   bool have_best = false;
   StageDpResult best;
+  // Every distinct split met, best first (the best and up to kStageDpAlternatives runners-up).
+  std::vector<StageDpResult> met;
+  const auto offer = [&](StageDpResult r) {
+    for (const StageDpResult& m : met) {
+      if (m.stages == r.stages) return;
+    }
+    auto at = std::find_if(met.begin(), met.end(),
+                           [&](const StageDpResult& m) { return precedes(r, m); });
+    met.insert(at, std::move(r));
+    if (met.size() > kStageDpAlternatives + 1) met.pop_back();
+  };
   // Runs the DP at group g, offers its paths to `best`; true when some split is feasible.
   auto try_group = [&](size_t g) {
     tables.run(groups[g].hi);
@@ -422,6 +433,7 @@ Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
       if (!(tables.sum(s, input.num_devices) < kInf)) continue;
       feasible = true;
       StageDpResult r = summarize(tables.path(s), input.micro_batches);
+      offer(r);
       if (!have_best || precedes(r, best)) {
         best = std::move(r);
         have_best = true;
@@ -456,6 +468,9 @@ Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
     }
   }
   best.tmax_candidates_tried = runs;
+  for (StageDpResult& m : met) {
+    if (m.stages != best.stages) best.alternatives.push_back(std::move(m.stages));
+  }
   return best;
 }
 

@@ -32,6 +32,9 @@ struct StageDpInput {
   Status validate() const;
 };
 
+/// How many runner-up splits solve_stage_dp keeps (StageDpResult::alternatives).
+inline constexpr size_t kStageDpAlternatives = 8;
+
 /// One chosen stage.
 struct StageChoice {
   int32_t first_layer = 0;
@@ -49,6 +52,10 @@ struct StageDpResult {
   double sum = 0.0;                 ///< sum t_i
   double max = 0.0;                 ///< max t_i
   int64_t tmax_candidates_tried = 0;
+  /// The next best distinct splits the DP's runs met (at most kStageDpAlternatives, best first;
+  /// not the exhaustive runners-up): the planner prices them exactly too (placement and links,
+  /// which the DP's costs only approximate) and keeps the fastest.
+  std::vector<std::vector<StageChoice>> alternatives;
 };
 
 /// Alpa's DP: for each candidate t_max (every distinct finite cost, ascending, skipping values

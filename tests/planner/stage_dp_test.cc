@@ -412,6 +412,7 @@ StageDpInput random_chain(Rng& rng) {
 void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases) {
   Rng rng(seed);
   int feasible = 0;
+  int alternatives = 0;
   for (int t = 0; t < cases; ++t) {
     const StageDpInput in = levels >= 0 ? random_input(rng, levels) : random_chain(rng);
     INFO(fmt::format("case {}: L={} D={} submeshes=[{}] C={} B={}", t, in.num_layers,
@@ -430,10 +431,28 @@ void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases) {
     CHECK(violations(in, *dp).empty());
     CHECK(violations(in, *ex).empty());
     CHECK(dp->stages == ex->stages);
+    // The runners-up: valid distinct splits, none better than the answer.
+    CHECK(dp->alternatives.size() <= kStageDpAlternatives);
+    for (size_t a = 0; a < dp->alternatives.size(); ++a) {
+      StageDpResult alt;
+      alt.stages = dp->alternatives[a];
+      for (const StageChoice& c : alt.stages) {
+        alt.sum += c.cost;
+        alt.max = std::max(alt.max, c.cost);
+      }
+      alt.objective = alt.sum + static_cast<double>(in.micro_batches - 1) * alt.max;
+      INFO("alternative " << a);
+      CHECK(violations(in, alt).empty());
+      CHECK(alt.stages != dp->stages);
+      CHECK(alt.objective >= dp->objective * (1.0 - 1e-12));
+      for (size_t b = 0; b < a; ++b) CHECK(dp->alternatives[b] != alt.stages);
+    }
+    alternatives += static_cast<int>(dp->alternatives.size());
   }
   // The generator must exercise both outcomes.
   CHECK(feasible > cases / 10);
   CHECK(feasible < cases);
+  CHECK(alternatives > 0);
 }
 
 TEST_CASE("the DP finds the exhaustive optimum and tie-break on grid costs with ties",
