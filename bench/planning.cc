@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
     const std::string row = fmt::format(
         "| {} | {} | {} x {} | {:.1f} ({:.1f} / {:.2f}) | {} / {} | {:.2f} / {:.2f} ({:.1f} s) | "
         "{} "
-        "| {:.2f} | {} | {} | {} | {} | {} | {} |\n",
+        "| {:.2f} | {} | {} | {} | {} | {} | {} | {} |\n",
         c.model, c.gpus, plan->micro_batches, plan->micro_batch, seconds, t.stage_costs, t.stage_dp,
         t.intra_op_solves, t.intra_op_reused,
         static_cast<double>(plan->max_memory_per_device) / 1073741824.0,
