@@ -17,7 +17,9 @@ mp="$bin_dir/meshpipe"
 cases=(
   "gpt-2.6b, p3.16xlarge:1, 128 micro-batches (planner's plan)|--model gpt-2.6b --cluster p3.16xlarge:1 --micro-batches 128|yes"
   "gpt-39b, p3.16xlarge:8, tp 4 x pp 16, recompute, 64 micro-batches|--model gpt-39b --cluster p3.16xlarge:8 --grid dp=1,tp=4,pp=16 --recompute on --batch 64 --micro-batches 64|yes"
-  "gpt-39b, p3.16xlarge:8, tp 4 x pp 16, recompute, 1024 micro-batches (Alpa's run)|--model gpt-39b --cluster p3.16xlarge:8 --grid dp=1,tp=4,pp=16 --recompute on --batch 1024 --micro-batches 1024|no"
+  "gpt-39b, p3.16xlarge:8, tp 4 x pp 16, recompute, 1024 micro-batches (Alpa's run, --grid)|--model gpt-39b --cluster p3.16xlarge:8 --grid dp=1,tp=4,pp=16 --recompute on --batch 1024 --micro-batches 1024|no"
+  "gpt-39b, p3.16xlarge:8, Alpa's 16 stages written with --stages, recompute, 1024 micro-batches|--model gpt-39b --cluster p3.16xlarge:8 --layers 16 --stages $(for k in $(seq 0 15); do printf '%d@1x4:1x4,recompute=on' "$k"; [ "$k" -lt 15 ] && printf ';'; done) --batch 1024 --micro-batches 1024|no"
+  "gpt-39b, p3.16xlarge:8, the planner's plan, 1024 micro-batches|--model gpt-39b --cluster p3.16xlarge:8 --batch 1024 --micro-batches 1024|no"
 )
 
 # Runs `simulate` with $1 (extra flags) on plan $2; prints "seconds|MiB|step time|peaks|instructions".
