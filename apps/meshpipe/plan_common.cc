@@ -96,6 +96,10 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
                   "widest-cut rule gives and at the finest up to 16, the faster plan kept; with "
                   "--stages, the layers the stages name)")
       ->check(kPositiveInteger);
+  cmd->add_option("--threads", args.threads,
+                  "threads solving the intra-op problems at once (default 0: every core; the plan "
+                  "is the same for any count)")
+      ->check(CLI::Range(0, 1024));
   cmd->add_option("--memory-fraction", args.memory_fraction,
                   "share of device memory a stage may use")
       ->capture_default_str()
@@ -152,6 +156,7 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   o.micro_batches = args.micro_batches;
   o.clustering.num_layers = args.layers;
   o.profile.memory_fraction = args.memory_fraction;
+  o.profile.threads = args.threads;
   o.profile.sharding.prefer_reduce_scatter = args.zero;
   MP_ASSIGN_OR_RETURN(o.schedule, planner::parse_schedule(args.schedule));
   MP_ASSIGN_OR_RETURN(o.profile.recompute, planner::parse_recompute(args.recompute));

@@ -21,6 +21,7 @@ struct PlanArgs {
   int64_t micro_batches = 0;  ///< 0: chosen by the planner
   int32_t layers = 0;         ///< clustered layers; 0: searched
   double memory_fraction = 0.9;
+  int threads = 0;  ///< 0: every core
   bool zero = false;
   std::string schedule = "1f1b";
   std::string recompute = "auto";  ///< activation recomputation: off, on, auto (per stage)

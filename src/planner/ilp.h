@@ -95,6 +95,10 @@ struct SolveOptions {
 ///   kTimeout     - no incumbent within the time limit and no fallback allowed/possible.
 Expected<IlpSolution> solve_ilp(const IlpProblem& problem, const SolveOptions& options = {});
 
+/// Frees the calling thread's solver state (GLPK keeps an environment per thread): a worker
+/// thread that called solve_ilp calls this before it ends.
+void release_solver_thread();
+
 /// True when the edges and aliases (as undirected links) form a forest.
 bool is_tree_shaped(const IlpProblem& problem);
 

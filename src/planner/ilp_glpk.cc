@@ -593,6 +593,8 @@ Expected<IlpSolution> solve_model(const IlpProblem& problem, const AllowedMask& 
 
 }  // namespace
 
+void release_solver_thread() { glp_free_env(); }
+
 Expected<IlpSolution> solve_ilp(const IlpProblem& problem, const SolveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   MP_RETURN_IF_ERROR(problem.validate());

@@ -4,6 +4,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <atomic>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "planner/ilp.h"
+
 namespace meshpipe::planner {
 namespace {
 
@@ -72,15 +79,62 @@ StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t
   return f;
 }
 
+std::string ShardingCache::key_of(const mesh::LogicalMesh& mesh, const ShardingOptions& options,
+                                  const StageFingerprint& f) {
+  return fmt::format("{}|{}|M{:.17g}|Z{}|B{}|F{}|I{}|P{}|C{}|{}", mesh_key(mesh),
+                     options.solver.time_limit_seconds, options.memory_budget,
+                     options.prefer_reduce_scatter, options.micro_batches,
+                     static_cast<int>(options.force_batch_to_axis0), options.batch_split_inputs,
+                     static_cast<int>(options.parameter_mode), options.canonical_boundaries,
+                     f.text);
+}
+
+void ShardingCache::prefetch(const graph::Graph& g, const std::vector<ShardRequest>& requests,
+                             const CostModel& cost, int threads) {
+  if (threads <= 1) return;
+  // The distinct problems not cached yet, in request order.
+  struct Job {
+    const ShardRequest* request = nullptr;
+    std::string key;
+    StageFingerprint fingerprint;
+    std::optional<Expected<ShardingPlan>> result;
+  };
+  std::vector<Job> jobs;
+  std::set<std::string> queued;
+  for (const ShardRequest& r : requests) {
+    StageFingerprint f = stage_fingerprint(g, r.options.first_layer, r.options.last_layer);
+    std::string key = key_of(r.mesh, r.options, f);
+    if (entries_.count(key) != 0 || !queued.insert(key).second) continue;
+    jobs.push_back({&r, std::move(key), std::move(f), std::nullopt});
+  }
+  if (jobs.size() < 2) return;
+  std::atomic<size_t> next{0};
+  const auto work = [&] {
+    for (size_t i = next++; i < jobs.size(); i = next++) {
+      jobs[i].result = shard_stage(g, jobs[i].request->mesh, cost, jobs[i].request->options);
+    }
+    release_solver_thread();
+  };
+  std::vector<std::thread> pool;
+  const size_t n = std::min(jobs.size(), static_cast<size_t>(threads));
+  for (size_t t = 1; t < n; ++t) pool.emplace_back(work);
+  for (size_t i = next++; i < jobs.size(); i = next++) {  // this thread works too
+    jobs[i].result = shard_stage(g, jobs[i].request->mesh, cost, jobs[i].request->options);
+  }
+  for (std::thread& t : pool) t.join();
+  for (Job& j : jobs) {
+    if (!j.result || !j.result->has_value()) continue;
+    ++solves_;
+    prefetched_.insert(j.key);
+    entries_.emplace(std::move(j.key), Entry{std::move(**j.result), std::move(j.fingerprint.ops),
+                                             std::move(j.fingerprint.values)});
+  }
+}
+
 Expected<ShardingPlan> ShardingCache::shard(const graph::Graph& g, const mesh::LogicalMesh& mesh,
                                             const CostModel& cost, const ShardingOptions& options) {
   StageFingerprint f = stage_fingerprint(g, options.first_layer, options.last_layer);
-  const std::string key =
-      fmt::format("{}|{}|M{:.17g}|Z{}|B{}|F{}|I{}|P{}|C{}|{}", mesh_key(mesh),
-                  options.solver.time_limit_seconds, options.memory_budget,
-                  options.prefer_reduce_scatter, options.micro_batches,
-                  static_cast<int>(options.force_batch_to_axis0), options.batch_split_inputs,
-                  static_cast<int>(options.parameter_mode), options.canonical_boundaries, f.text);
+  const std::string key = key_of(mesh, options, f);
   auto it = entries_.find(key);
   if (it == entries_.end()) {
     MP_ASSIGN_OR_RETURN(ShardingPlan plan, shard_stage(g, mesh, cost, options));
@@ -88,7 +142,7 @@ Expected<ShardingPlan> ShardingCache::shard(const graph::Graph& g, const mesh::L
     it = entries_.emplace(key, Entry{std::move(plan), std::move(f.ops), std::move(f.values)}).first;
     return it->second.plan;
   }
-  ++hits_;
+  if (prefetched_.erase(key) == 0) ++hits_;
   const Entry& e = it->second;
   ShardingPlan plan = e.plan;
   std::map<OpId, OpId> op_map;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,12 @@ struct StageFingerprint {
 /// Fingerprint of the ops tagged first..last (all layers when first < 0).
 StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t last);
 
+/// One problem for ShardingCache::prefetch: what shard() would be asked.
+struct ShardRequest {
+  mesh::LogicalMesh mesh;
+  ShardingOptions options;
+};
+
 /// Solves each distinct sub-problem once (docs/style.md rule 5: the memo table is explicit state
 /// owned by the caller).
 class ShardingCache {
@@ -32,6 +39,14 @@ class ShardingCache {
   /// shard_stage, or the cached plan of an identical problem with ops and values renamed.
   Expected<ShardingPlan> shard(const graph::Graph& g, const mesh::LogicalMesh& mesh,
                                const CostModel& cost, const ShardingOptions& options);
+
+  /// Solves every distinct problem among `requests` that is not cached yet, each once, on up to
+  /// `threads` threads (the intra-op ILPs of different problems are independent), and caches
+  /// the answers in request order; shard() then answers each request from the cache, exactly as
+  /// if it had solved them itself, for any thread count. Problems without a plan (infeasible,
+  /// timed out) are not cached: shard() meets their error again. threads <= 1: nothing is done.
+  void prefetch(const graph::Graph& g, const std::vector<ShardRequest>& requests,
+                const CostModel& cost, int threads);
 
   int64_t solves() const { return solves_; }
   int64_t hits() const { return hits_; }
@@ -42,7 +57,10 @@ class ShardingCache {
     std::vector<OpId> ops;
     std::vector<ValueId> values;
   };
+  static std::string key_of(const mesh::LogicalMesh& mesh, const ShardingOptions& options,
+                            const StageFingerprint& f);
   std::map<std::string, Entry> entries_;
+  std::set<std::string> prefetched_;  // solved by prefetch, not yet asked for: not a reuse
   int64_t solves_ = 0;
   int64_t hits_ = 0;
 };

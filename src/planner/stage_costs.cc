@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
+#include <thread>
 
 namespace meshpipe::planner {
 
@@ -41,6 +43,10 @@ Status StageProfileOptions::validate() const {
   }
   if (!(level_time_limit_seconds > 0.0)) {
     return make_error(Errc::kInvalidArgument, "level_time_limit_seconds must be > 0");
+  }
+  if (threads < 0 || threads > 1024) {
+    return make_error(Errc::kInvalidArgument,
+                      "threads must be in [0, 1024] (0: every core), got {}", threads);
   }
   if (!(memory_fraction > 0.0 && memory_fraction <= 1.0)) {
     return make_error(Errc::kInvalidArgument, "memory_fraction must be in (0, 1], got {}",
@@ -246,7 +252,27 @@ Status StageProfiler::profile() {
   const auto tick = [&] {
     if (options_.progress) options_.progress(++done, total);
   };
-  // Pass 1: every unit at level 0 (the fastest layouts).
+  const int threads = options_.threads > 0
+                          ? options_.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Pass 1: every unit at level 0 (the fastest layouts). The distinct problems are solved on
+  // `threads` threads first; the loop then takes every answer from the cache.
+  {
+    std::vector<ShardRequest> requests;
+    for (int32_t u = 0; u < num_units_; ++u) {
+      for (size_t m = 0; m < submeshes_.size(); ++m) {
+        for (size_t c = 0; c < configs_[m].size(); ++c) {
+          if (configs_[m][c].level != 0 || configs_[m][c].recompute) continue;
+          ShardRequest r{configs_[m][c].mesh, options_.sharding};
+          r.options.first_layer = u;
+          r.options.last_layer = u;
+          r.options.micro_batches = options_.micro_batches;
+          requests.push_back(std::move(r));
+        }
+      }
+    }
+    cache_.prefetch(unit_graph_, requests, cost_, threads);
+  }
   for (int32_t u = 0; u < num_units_; ++u) {
     for (size_t m = 0; m < submeshes_.size(); ++m) {
       for (size_t c = 0; c < configs_[m].size(); ++c) {
@@ -272,46 +298,65 @@ Status StageProfiler::profile() {
   // stage can need them, and level k is a copy of level 0).
   const double avail =
       options_.memory_fraction * static_cast<double>(cluster_.device.memory.value());
+  // The problem of unit u at config c (level > 0) of submesh m, from pass 1's answers; none when
+  // no stage can need the level or the unit has no level-0 plan.
+  const auto level_problem = [&](size_t m, size_t c, int32_t u) -> std::optional<ShardingOptions> {
+    const StageConfig& cfg = configs_[m][c];
+    const size_t c0 = c - static_cast<size_t>(cfg.level);
+    double whole = 0.0;
+    double stash = 0.0;
+    for (int32_t v = 0; v < num_units_; ++v) {
+      const UnitProfile& b = at(v, m, c0);
+      whole += static_cast<double>(b.persistent + b.gradients + b.stash + b.working);
+      stash += static_cast<double>(b.stash);
+    }
+    const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
+    const UnitProfile& base = at(u, m, c0);
+    if (!needed || !base.feasible) return std::nullopt;
+    // Level k asks each unit for the larger of 1 / 2^k of its level-0 peak and r / 2^(k-1), r
+    // the share that lets the whole model fit the device as one stage: a model slightly too
+    // large for one stage gets a level that just fits (often ZeRO-2), a much larger one the
+    // halving ladder (r is then tiny). ZeRO layouts allowed.
+    const double fit_share = whole > avail ? avail / whole : 1.0;
+    ShardingOptions o = options_.sharding;
+    o.first_layer = u;
+    o.last_layer = u;
+    o.micro_batches = options_.micro_batches;
+    const double halving = 1.0 / static_cast<double>(int64_t{1} << cfg.level);
+    o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) *
+                      (fit_share < 1.0 ? std::max(halving, 2.0 * halving * fit_share) : halving);
+    o.prefer_reduce_scatter = true;
+    o.solver.time_limit_seconds =
+        std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
+    return o;
+  };
+  {
+    std::vector<ShardRequest> requests;
+    for (size_t m = 0; m < submeshes_.size(); ++m) {
+      for (size_t c = 0; c < configs_[m].size(); ++c) {
+        if (configs_[m][c].level == 0 || configs_[m][c].recompute) continue;
+        for (int32_t u = 0; u < num_units_; ++u) {
+          if (auto o = level_problem(m, c, u)) requests.push_back({configs_[m][c].mesh, *o});
+        }
+      }
+    }
+    cache_.prefetch(unit_graph_, requests, cost_, threads);
+  }
   for (size_t m = 0; m < submeshes_.size(); ++m) {
     for (size_t c = 0; c < configs_[m].size(); ++c) {
       const StageConfig& cfg = configs_[m][c];
       if (cfg.level == 0 || cfg.recompute) continue;
-      const size_t c0 = c - static_cast<size_t>(cfg.level);
-      double whole = 0.0;
-      double stash = 0.0;
-      for (int32_t u = 0; u < num_units_; ++u) {
-        const UnitProfile& b = at(u, m, c0);
-        whole += static_cast<double>(b.persistent + b.gradients + b.stash + b.working);
-        stash += static_cast<double>(b.stash);
-      }
-      const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
-      // Level k asks each unit for the larger of 1 / 2^k of its level-0 peak and r / 2^(k-1),
-      // r the share that lets the whole model fit the device as one stage: a model slightly
-      // too large for one stage gets a level that just fits (often ZeRO-2), a much larger one
-      // the halving ladder (r is then tiny).
-      const double fit_share = whole > avail ? avail / whole : 1.0;
       for (int32_t u = 0; u < num_units_; ++u) {
         UnitProfile& p = at(u, m, c);
-        const UnitProfile& base = at(u, m, c0);
         const UnitProfile& previous = at(u, m, c - 1);
-        if (!needed || !base.feasible) {
+        const std::optional<ShardingOptions> o = level_problem(m, c, u);
+        if (!o) {
           p = previous;
           tick();
           continue;
         }
-        // ZeRO layouts allowed; when the budget cannot be met, keep the leanest found.
-        ShardingOptions o = options_.sharding;
-        o.first_layer = u;
-        o.last_layer = u;
-        o.micro_batches = options_.micro_batches;
-        const double halving = 1.0 / static_cast<double>(int64_t{1} << cfg.level);
-        o.memory_budget =
-            static_cast<double>(base.plan.peak_memory.value()) *
-            (fit_share < 1.0 ? std::max(halving, 2.0 * halving * fit_share) : halving);
-        o.prefer_reduce_scatter = true;
-        o.solver.time_limit_seconds =
-            std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
-        auto plan = cache_.shard(unit_graph_, cfg.mesh, cost_, o);
+        // When the budget cannot be met, keep the leanest found.
+        auto plan = cache_.shard(unit_graph_, cfg.mesh, cost_, *o);
         if (!plan.has_value()) {
           if (plan.status().code() != Errc::kInfeasible && plan.status().code() != Errc::kTimeout) {
             return plan.status();

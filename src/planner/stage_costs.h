@@ -66,6 +66,9 @@ struct StageProfileOptions {
   /// ILP time limit of the memory levels k >= 1: memory rows make GLPK's search slow, and a good
   /// feasible layout (GLPK's incumbent, or the greedy fallback) is enough there.
   double level_time_limit_seconds = 1.0;
+  /// Threads solving the distinct intra-op problems of a pass at once (0: every core). The
+  /// profiles, and so the plan, are the same for any count.
+  int threads = 0;
   ShardingOptions sharding;  ///< template; layer range and micro_batches are set per unit
   /// Recomputation variants: each (logical mesh, level) config also comes with recomputation
   /// (kAuto), only with it (kOn) or only without (kOff). A recomputing unit costs its forward

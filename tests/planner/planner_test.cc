@@ -189,6 +189,34 @@ TEST_CASE("planning is deterministic: the same inputs give the same plan", "[pla
   CHECK(plan_to_json(*a) == plan_to_json(*b));
 }
 
+TEST_CASE("the plan is the same for any number of threads solving the intra-op problems",
+          "[planner][plan]") {
+  const graph::Graph g = train(
+      graph::models::build_gpt(graph::models::GptConfig{64, 128, 4, 4, 256, 4}, 2, DType::kF32));
+  const mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:2");
+  AnalyticCostModel cost(cluster.device);
+  PlannerOptions o;
+  o.micro_batches = 8;
+  o.global_batch = 16;
+  std::string first;
+  int64_t solves = -1;
+  for (int threads : {1, 2, 3, 8}) {
+    o.profile.threads = threads;
+    auto p = make_plan(g, cluster, cost, o);
+    REQUIRE(p.has_value());
+    INFO(threads << " threads");
+    // Every distinct problem solved once, whoever solved it.
+    if (solves < 0) solves = p->times.intra_op_solves;
+    CHECK(p->times.intra_op_solves == solves);
+    p->times = PlanningTimes{};
+    const std::string json = plan_to_json(*p);
+    if (first.empty()) first = json;
+    CHECK(json == first);
+  }
+  o.profile.threads = -1;
+  CHECK(make_plan(g, cluster, cost, o).status().message().find("threads") != std::string::npos);
+}
+
 TEST_CASE("bad planner inputs are errors naming the problem", "[planner][plan]") {
   const graph::Graph g =
       train(graph::models::build_mlp(graph::models::MlpConfig{}, 8, DType::kF32));
