@@ -16,7 +16,7 @@ namespace {
 constexpr uint64_t kMicroBatchBits = uint64_t{0xFFFF} << 16;  // a tag's micro-batch + 1
 
 // The first " #<mb>" of `s` (not followed by a digit) as " #@".
-std::string with_placeholder(const std::string& s, int32_t mb) {
+std::string with_any_micro_batch(const std::string& s, int32_t mb) {
   const std::string token = fmt::format(" #{}", mb);
   for (size_t at = s.find(token); at != std::string::npos; at = s.find(token, at + 1)) {
     const size_t end = at + token.size();
@@ -24,12 +24,6 @@ std::string with_placeholder(const std::string& s, int32_t mb) {
     return s.substr(0, at) + " #@" + s.substr(end);
   }
   return s;
-}
-
-std::string with_micro_batch(const std::string& s, int32_t mb) {
-  const size_t at = s.find("#@");
-  if (at == std::string::npos) return s;
-  return s.substr(0, at) + fmt::format("#{}", mb) + s.substr(at + 2);
 }
 
 bool same_step(const mesh::CollectiveStep& a, const mesh::CollectiveStep& b) {
@@ -142,7 +136,7 @@ Expected<CompactCode> compact_device(DeviceProgram& dp) {
       if (owner[u] < 0) return shared_id[u];
       if (class_of[u] < 0) {
         const BufferDesc& d = dp.buffers[u];
-        const auto key = std::make_tuple(r.phase, fresh++, with_placeholder(d.name, r.mb),
+        const auto key = std::make_tuple(r.phase, fresh++, with_any_micro_batch(d.name, r.mb),
                                          d.shape.dims(), d.dtype);
         auto [it, added] = classes.emplace(key, static_cast<int32_t>(cc.classes.size()));
         if (added) cc.classes.push_back({std::get<2>(key), d.shape, d.dtype, d.kind});
@@ -161,7 +155,7 @@ Expected<CompactCode> compact_device(DeviceProgram& dp) {
       }
       ins.tag &= ~kMicroBatchBits;
       ins.micro_batch = 0;
-      ins.what = with_placeholder(ins.what, r.mb);
+      ins.what = with_any_micro_batch(ins.what, r.mb);
     }
     uint64_t h = static_cast<uint64_t>(t.size()) * 1000003u + static_cast<uint64_t>(r.phase);
     for (const Instruction& ins : t) {
@@ -190,6 +184,12 @@ Expected<CompactCode> compact_device(DeviceProgram& dp) {
 }
 
 }  // namespace
+
+std::string micro_batch_text(const std::string& text, int32_t micro_batch) {
+  const size_t at = text.find("#@");
+  if (micro_batch < 0 || at == std::string::npos) return text;
+  return text.substr(0, at) + fmt::format("#{}", micro_batch) + text.substr(at + 2);
+}
 
 int64_t CompactCode::instructions() const {
   int64_t n = 0;
@@ -315,7 +315,7 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device) {
           auto [it, fresh] = instance.emplace(c * 65536 + s.micro_batch, 0);
           if (fresh) {
             BufferDesc desc = cc.classes[static_cast<size_t>(c)];
-            desc.name = with_micro_batch(desc.name, s.micro_batch);
+            desc.name = micro_batch_text(desc.name, s.micro_batch);
             it->second = static_cast<int32_t>(out.buffers.size());
             out.buffers.push_back(std::move(desc));
           }
@@ -327,7 +327,7 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device) {
           ins.tag |= static_cast<uint64_t>(s.micro_batch + 1) << 16;
         }
         ins.micro_batch = s.micro_batch;
-        ins.what = with_micro_batch(ins.what, s.micro_batch);
+        ins.what = micro_batch_text(ins.what, s.micro_batch);
       }
       out.instructions.push_back(std::move(ins));
     }

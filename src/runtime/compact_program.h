@@ -30,6 +30,10 @@ struct Segment {
   int32_t micro_batch = -1;
 };
 
+/// A template's name or description ("layer0/h #@") for `micro_batch` ("layer0/h #3"); as it
+/// is for micro_batch -1 or text without "#@".
+std::string micro_batch_text(const std::string& text, int32_t micro_batch);
+
 /// One device's instructions as templates and segments; its buffers (ids >= 0), ops and
 /// persistent tiles are those of the matching device in CompactProgram::base.
 struct CompactCode {

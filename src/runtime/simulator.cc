@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 #include "mesh/resharding.h"
@@ -33,15 +34,80 @@ struct Run {
   int32_t micro_batch = -1;
 };
 
+// One device's live buffers: a buffer (for class buffers of a compact program, each
+// micro-batch's instance) counts from its first write to its kFree, at the allocator's size;
+// persistent ones from the start. Shared by simulate() and peak_memory().
+class LiveBuffers {
+ public:
+  LiveBuffers(const DeviceProgram& dp, const std::vector<BufferDesc>* classes,
+              int64_t micro_batches, const planner::CostModel& sizes)
+      : dp_(&dp),
+        classes_(classes),
+        micro_batches_(std::max<int64_t>(1, micro_batches)),
+        sizes_(&sizes) {
+    const size_t n = classes != nullptr ? classes->size() : 0;
+    allocated_.assign(dp.buffers.size() + n * static_cast<size_t>(micro_batches_), false);
+    for (size_t b = 0; b < dp.buffers.size(); ++b) {
+      if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(static_cast<int32_t>(b), -1);
+    }
+  }
+
+  // Buffer b of a run of micro-batch mb: its index among the device's buffers.
+  int64_t slot(int32_t b, int32_t mb) const {
+    if (b >= 0) return b;
+    return static_cast<int64_t>(dp_->buffers.size()) +
+           (-(static_cast<int64_t>(b) + 1)) * micro_batches_ + mb;
+  }
+
+  const BufferDesc& desc(int32_t b) const {
+    return b >= 0 ? dp_->buffers[static_cast<size_t>(b)]
+                  : (*classes_)[static_cast<size_t>(-(static_cast<int64_t>(b) + 1))];
+  }
+
+  // True when the buffer was not live.
+  bool allocate(int32_t b, int32_t mb) {
+    auto ref = allocated_[static_cast<size_t>(slot(b, mb))];
+    if (ref) return false;
+    ref = true;
+    live_ += sizes_->allocation_bytes(desc(b).bytes());
+    peak_ = std::max(peak_, live_);
+    return true;
+  }
+
+  // True when the buffer was live.
+  bool release(int32_t b, int32_t mb) {
+    auto ref = allocated_[static_cast<size_t>(slot(b, mb))];
+    if (!ref) return false;
+    ref = false;
+    live_ -= sizes_->allocation_bytes(desc(b).bytes());
+    return true;
+  }
+
+  // A kernel's scratch of `bytes` next to what is live while it runs.
+  void with_scratch(int64_t bytes) {
+    if (bytes > 0) peak_ = std::max(peak_, live_ + sizes_->allocation_bytes(bytes));
+  }
+
+  int64_t live() const { return live_; }
+  int64_t peak() const { return peak_; }
+
+ private:
+  const DeviceProgram* dp_;
+  const std::vector<BufferDesc>* classes_;
+  int64_t micro_batches_;
+  const planner::CostModel* sizes_;
+  std::vector<bool> allocated_;
+  int64_t live_ = 0;
+  int64_t peak_ = 0;
+};
+
 struct Device {
   const DeviceProgram* dp = nullptr;
-  const std::vector<BufferDesc>* classes = nullptr;  // per-micro-batch buffers (compact)
   std::vector<Run> runs;
   size_t run = 0;
   size_t pc = 0;
   double clock = 0.0;
-  int64_t live = 0;
-  std::vector<bool> allocated;
+  std::optional<LiveBuffers> memory;
   std::vector<double> op_time;                                   // per op, priced once
   std::map<int64_t, std::pair<int32_t, uint64_t>> pending_recv;  // buffer slot -> (from, tag)
   int64_t collectives[2] = {0, 0};
@@ -76,21 +142,20 @@ class Simulation {
       d.dp = &dp;
       d.out.device = dp.device;
       d.out.stage = dp.stage;
+      const std::vector<BufferDesc>* classes = nullptr;
       if (compact_ == nullptr) {
         d.runs.push_back({&dp.instructions, -1});
       } else {
         const CompactCode& cc = compact_->code[static_cast<size_t>(&dp - program_.devices.data())];
-        d.classes = &cc.classes;
+        classes = &cc.classes;
         for (const Segment& s : cc.segments) {
           d.runs.push_back({&cc.templates[static_cast<size_t>(s.code)], s.micro_batch});
         }
       }
       d.op_time.assign(dp.ops.size(), -1.0);
-      const size_t classes = d.classes != nullptr ? d.classes->size() : 0;
-      d.allocated.assign(dp.buffers.size() + classes * static_cast<size_t>(micro_batches()), false);
-      for (size_t b = 0; b < dp.buffers.size(); ++b) {
-        if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(d, static_cast<int32_t>(b), -1);
-      }
+      d.memory.emplace(dp, classes, program_.micro_batches, *default_cost_);
+      d.out.peak_bytes = d.memory->peak();
+      memory_changed(d);
       devices_.push_back(std::move(d));
     }
     nic_free_.assign(program_.devices.size(), 0.0);
@@ -121,46 +186,26 @@ class Simulation {
   }
 
  private:
-  int64_t micro_batches() const { return std::max<int64_t>(1, program_.micro_batches); }
-
-  // Buffer b of a run of micro-batch mb: its index in Device::allocated.
-  int64_t slot(const Device& d, int32_t b, int32_t mb) const {
-    if (b >= 0) return b;
-    return static_cast<int64_t>(d.dp->buffers.size()) +
-           (-(static_cast<int64_t>(b) + 1)) * micro_batches() + mb;
-  }
-
-  const BufferDesc& desc(const Device& d, int32_t b) const {
-    return b >= 0 ? d.dp->buffers[static_cast<size_t>(b)]
-                  : (*d.classes)[static_cast<size_t>(-(static_cast<int64_t>(b) + 1))];
-  }
-
   void allocate(Device& d, int32_t b, int32_t mb) {
-    auto ref = d.allocated[static_cast<size_t>(slot(d, b, mb))];
-    if (ref) return;
-    ref = true;
-    d.live += default_cost_->allocation_bytes(desc(d, b).bytes());
-    d.out.peak_bytes = std::max(d.out.peak_bytes, d.live);
+    if (!d.memory->allocate(b, mb)) return;
+    d.out.peak_bytes = d.memory->peak();
     memory_changed(d);
   }
 
   void release(Device& d, int32_t b, int32_t mb) {
-    auto ref = d.allocated[static_cast<size_t>(slot(d, b, mb))];
-    if (!ref) return;
-    ref = false;
-    d.live -= default_cost_->allocation_bytes(desc(d, b).bytes());
-    memory_changed(d);
+    if (d.memory->release(b, mb)) memory_changed(d);
   }
 
   // Memory over time: kept per device when asked, and a counter track in the trace.
   void memory_changed(Device& d) {
-    if (options_.memory_timeline) d.out.memory.emplace_back(d.clock, d.live);
+    if (options_.memory_timeline) d.out.memory.emplace_back(d.clock, d.memory->live());
     if (!options_.trace) return;
     if (!trace_.empty()) trace_ += ",\n";
     trace_ += fmt::format(
         "{{\"name\": \"memory device {}\", \"ph\": \"C\", \"ts\": {:.3f}, \"pid\": {}, "
         "\"args\": {{\"MiB\": {:.3f}}}}}",
-        d.dp->device, d.clock * 1e6, d.dp->stage, static_cast<double>(d.live) / 1048576.0);
+        d.dp->device, d.clock * 1e6, d.dp->stage,
+        static_cast<double>(d.memory->live()) / 1048576.0);
   }
 
   double copy_time(int64_t bytes) const {
@@ -173,21 +218,14 @@ class Simulation {
     return a / per == b / per ? cluster_.intra_host : cluster_.inter_host;
   }
 
-  static std::string describe(const Instruction& ins, int32_t mb) {
-    if (mb < 0) return ins.what;
-    const size_t at = ins.what.find("#@");
-    if (at == std::string::npos) return ins.what;
-    return ins.what.substr(0, at) + fmt::format("#{}", mb) + ins.what.substr(at + 2);
-  }
-
   void event(const Device& d, const Instruction& ins, int32_t mb, double start, double dur) {
     if (!options_.trace || dur <= 0.0) return;
     if (!trace_.empty()) trace_ += ",\n";
     trace_ += fmt::format(
         "{{\"name\": \"{}\", \"cat\": \"{}\", \"ph\": \"X\", \"ts\": {:.3f}, \"dur\": {:.3f}, "
         "\"pid\": {}, \"tid\": {}, \"args\": {{\"phase\": \"{}\", \"micro_batch\": {}}}}}",
-        json_escape(describe(ins, mb)), opcode_name(ins.code), start * 1e6, dur * 1e6, d.dp->stage,
-        d.dp->device, phase_name(ins.phase), mb >= 0 ? mb : ins.micro_batch);
+        json_escape(micro_batch_text(ins.what, mb)), opcode_name(ins.code), start * 1e6, dur * 1e6,
+        d.dp->stage, d.dp->device, phase_name(ins.phase), mb >= 0 ? mb : ins.micro_batch);
   }
 
   // Runs d's instructions until one blocks; true when something moved.
@@ -205,7 +243,7 @@ class Simulation {
       // A read of a received buffer waits for the message to arrive.
       for (int32_t b : ins.in) {
         if (d.pending_recv.empty()) break;
-        auto it = d.pending_recv.find(slot(d, b, mb));
+        auto it = d.pending_recv.find(d.memory->slot(b, mb));
         if (it == d.pending_recv.end()) continue;
         auto msg = messages_.find({it->second.first, d.dp->device, it->second.second});
         if (msg == messages_.end()) return moved;  // not sent yet
@@ -218,7 +256,7 @@ class Simulation {
       }
       const double start = d.clock;
       double dur = 0.0;
-      const int64_t out_bytes = ins.out.empty() ? 0 : desc(d, ins.out[0]).bytes();
+      const int64_t out_bytes = ins.out.empty() ? 0 : d.memory->desc(ins.out[0]).bytes();
       const uint64_t tag =
           mb >= 0 ? ins.tag | (static_cast<uint64_t>(mb + 1) << 16) : ins.tag;  // see compact
       switch (ins.code) {
@@ -236,9 +274,8 @@ class Simulation {
           // The kernel's scratch (im2col columns, packed operands) lives while it runs, with
           // its outputs.
           for (int32_t b : ins.out) allocate(d, b, mb);
-          const int64_t ws = d.dp->ops[op].workspace_bytes;
-          const int64_t scratch = ws > 0 ? default_cost_->allocation_bytes(ws) : 0;
-          d.out.peak_bytes = std::max(d.out.peak_bytes, d.live + scratch);
+          d.memory->with_scratch(d.dp->ops[op].workspace_bytes);
+          d.out.peak_bytes = d.memory->peak();
           break;
         }
         case Opcode::kCollective: {
@@ -270,7 +307,7 @@ class Simulation {
           break;
         }
         case Opcode::kSend: {
-          const int64_t bytes = desc(d, ins.in[0]).bytes();
+          const int64_t bytes = d.memory->desc(ins.in[0]).bytes();
           const mesh::LinkSpec& l = link(d.dp->device, ins.peer);
           const double wire = l.bandwidth > 0 ? static_cast<double>(bytes) / l.bandwidth : 0.0;
           double& nic = nic_free_[static_cast<size_t>(d.dp->device)];
@@ -280,13 +317,14 @@ class Simulation {
           break;
         }
         case Opcode::kRecv:
-          d.pending_recv[slot(d, ins.out[0], mb)] = {ins.peer, tag};
+          d.pending_recv[d.memory->slot(ins.out[0], mb)] = {ins.peer, tag};
           break;
         case Opcode::kCopyBox:
         case Opcode::kLoadInput:
         case Opcode::kAccumulate:
         case Opcode::kScale:
-          dur = copy_time(ins.code == Opcode::kCopyBox ? desc(d, ins.in[0]).bytes() : out_bytes);
+          dur = copy_time(ins.code == Opcode::kCopyBox ? d.memory->desc(ins.in[0]).bytes()
+                                                       : out_bytes);
           d.out.compute += dur;
           break;
         case Opcode::kReportLoss:
@@ -313,7 +351,7 @@ class Simulation {
       int64_t at = static_cast<int64_t>(d.pc);
       for (size_t r = 0; r < d.run; ++r) at += static_cast<int64_t>(d.runs[r].code->size());
       where += fmt::format("; device {} at instruction {} ({} '{}')", d.dp->device, at,
-                           opcode_name(ins.code), describe(ins, run.micro_batch));
+                           opcode_name(ins.code), micro_batch_text(ins.what, run.micro_batch));
     }
     return make_error(Errc::kInternal, "the program deadlocks{}", where);
   }
@@ -365,50 +403,23 @@ namespace meshpipe::runtime {
 
 std::vector<int64_t> peak_memory(const CompactProgram& program, const mesh::ClusterSpec& cluster) {
   const auto sizes = cost_model_for(cluster);
-  const int64_t mbs = std::max<int64_t>(1, program.base.micro_batches);
   std::vector<int64_t> peaks(program.base.devices.size(), 0);
   for (size_t k = 0; k < program.base.devices.size(); ++k) {
     const DeviceProgram& dp = program.base.devices[k];
     if (dp.device < 0) continue;
     const CompactCode& cc = program.code[k];
-    const int64_t shared = static_cast<int64_t>(dp.buffers.size());
-    std::vector<bool> allocated(static_cast<size_t>(shared) +
-                                cc.classes.size() * static_cast<size_t>(mbs));
-    int64_t live = 0, peak = 0;
-    const auto bytes = [&](int32_t b) {
-      const BufferDesc& d = b >= 0 ? dp.buffers[static_cast<size_t>(b)]
-                                   : cc.classes[static_cast<size_t>(-(int64_t{b} + 1))];
-      return sizes->allocation_bytes(d.bytes());
-    };
-    const auto slot = [&](int32_t b, int32_t mb) {
-      return static_cast<size_t>(b >= 0 ? b : shared + (-(int64_t{b} + 1)) * mbs + mb);
-    };
-    const auto allocate = [&](int32_t b, int32_t mb) {
-      auto ref = allocated[slot(b, mb)];
-      if (ref) return;
-      ref = true;
-      live += bytes(b);
-      peak = std::max(peak, live);
-    };
-    for (size_t b = 0; b < dp.buffers.size(); ++b) {
-      if (dp.buffers[b].kind == BufferKind::kPersistent) allocate(static_cast<int32_t>(b), -1);
-    }
+    LiveBuffers memory(dp, &cc.classes, program.base.micro_batches, *sizes);
     for (const Segment& s : cc.segments) {
       for (const Instruction& ins : cc.templates[static_cast<size_t>(s.code)]) {
-        for (int32_t b : ins.out) allocate(b, s.micro_batch);
+        for (int32_t b : ins.out) memory.allocate(b, s.micro_batch);
         if (ins.code == Opcode::kRun) {
-          const int64_t ws = dp.ops[static_cast<size_t>(ins.op)].workspace_bytes;
-          peak = std::max(peak, live + (ws > 0 ? sizes->allocation_bytes(ws) : 0));
+          memory.with_scratch(dp.ops[static_cast<size_t>(ins.op)].workspace_bytes);
         } else if (ins.code == Opcode::kFree) {
-          auto ref = allocated[slot(ins.in[0], s.micro_batch)];
-          if (ref) {
-            ref = false;
-            live -= bytes(ins.in[0]);
-          }
+          memory.release(ins.in[0], s.micro_batch);
         }
       }
     }
-    peaks[k] = peak;
+    peaks[k] = memory.peak();
   }
   return peaks;
 }

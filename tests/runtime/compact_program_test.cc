@@ -17,34 +17,12 @@
 #include "planner/planner.h"
 #include "runtime/cost_models.h"
 #include "runtime/lower.h"
+#include "runtime/plan_kinds.h"
 #include "runtime/simulator.h"
 #include "runtime/zoo_graph.h"
 
 namespace meshpipe::runtime {
 namespace {
-
-std::vector<std::pair<std::string, planner::Plan>> all_plans(const graph::Graph& g,
-                                                             const std::string& model,
-                                                             int64_t micro_batches,
-                                                             planner::Schedule schedule,
-                                                             planner::Recompute recompute) {
-  auto cl = mesh::cluster_preset("cpu:1x4");
-  REQUIRE(cl.has_value());
-  const auto cost = cost_model_for(*cl);
-  planner::PlannerOptions po;
-  po.model = model;
-  po.micro_batches = micro_batches;
-  po.schedule = schedule;
-  po.profile.recompute = recompute;
-  std::vector<std::pair<std::string, planner::Plan>> out;
-  auto mine = planner::make_plan(g, *cl, *cost, po);
-  if (!mine.has_value()) FAIL(mine.status().to_string());
-  out.emplace_back("meshpipe", std::move(*mine));
-  for (planner::BaselineResult& b : planner::run_baselines(g, *cl, *cost, po)) {
-    if (b.plan) out.emplace_back(b.name, std::move(*b.plan));
-  }
-  return out;
-}
 
 TEST_CASE("a compact program is the flat program and simulates the same on every plan kind",
           "[runtime][compact]") {
@@ -55,7 +33,8 @@ TEST_CASE("a compact program is the flat program and simulates the same on every
     graph::TrainingGraph tg = testing::zoo_training_graph(model, model == "wresnet-tiny" ? 2 : 4);
     for (planner::Schedule schedule : {planner::Schedule::k1F1B, planner::Schedule::kGPipe}) {
       for (planner::Recompute rc : {planner::Recompute::kOff, planner::Recompute::kOn}) {
-        for (auto& [kind, plan] : all_plans(tg.graph, model, 12, schedule, rc)) {
+        for (auto& [kind, plan] :
+             testing::every_plan_kind(tg.graph, model, 12, schedule, rc, false)) {
           const std::string what =
               fmt::format("{} {} {} recompute {}", model, kind, planner::schedule_name(schedule),
                           planner::recompute_name(rc));
@@ -109,8 +88,8 @@ TEST_CASE("a compact program is the flat program and simulates the same on every
 TEST_CASE("a compact program cannot be shrunk or extended from too few micro-batches",
           "[runtime][compact]") {
   graph::TrainingGraph tg = testing::zoo_training_graph("mlp-tiny", 4);
-  auto plans =
-      all_plans(tg.graph, "mlp-tiny", 3, planner::Schedule::k1F1B, planner::Recompute::kOff);
+  auto plans = testing::every_plan_kind(tg.graph, "mlp-tiny", 3, planner::Schedule::k1F1B,
+                                        planner::Recompute::kOff, false);
   auto flat = lower(plans.front().second, tg.graph);
   REQUIRE(flat.has_value());
   auto cp = compact(std::move(*flat));
@@ -124,8 +103,8 @@ TEST_CASE("a compact program cannot be shrunk or extended from too few micro-bat
 
 TEST_CASE("compact() rejects a task split into two runs", "[runtime][compact]") {
   graph::TrainingGraph tg = testing::zoo_training_graph("mlp-tiny", 4);
-  auto plans =
-      all_plans(tg.graph, "mlp-tiny", 2, planner::Schedule::k1F1B, planner::Recompute::kOff);
+  auto plans = testing::every_plan_kind(tg.graph, "mlp-tiny", 2, planner::Schedule::k1F1B,
+                                        planner::Recompute::kOff, false);
   auto flat = lower(plans.front().second, tg.graph);
   REQUIRE(flat.has_value());
   // Move micro-batch 1's first forward instruction behind micro-batch 0's... by relabelling one

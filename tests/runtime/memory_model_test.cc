@@ -24,6 +24,7 @@
 #include "runtime/counted_plan.h"
 #include "runtime/in_process_run.h"
 #include "runtime/lower.h"
+#include "runtime/plan_kinds.h"
 #include "runtime/simulator.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/zoo_graph.h"
@@ -45,34 +46,6 @@ struct Row {
   int64_t measured = 0;
 };
 
-// Every plan kind for `model` at `micro_batches` on cpu:1x4 with `schedule`.
-std::vector<std::pair<std::string, planner::Plan>> plans_of(const graph::Graph& g,
-                                                            const std::string& model,
-                                                            int64_t micro_batches,
-                                                            planner::Schedule schedule,
-                                                            planner::Recompute recompute) {
-  auto cl = mesh::cluster_preset("cpu:1x4");
-  REQUIRE(cl.has_value());
-  const auto cost_model = cost_model_for(*cl);
-  const planner::CostModel& cost = *cost_model;
-  planner::PlannerOptions po;
-  po.model = model;
-  po.micro_batches = micro_batches;
-  po.schedule = schedule;
-  po.profile.recompute = recompute;
-  std::vector<std::pair<std::string, planner::Plan>> out;
-  auto mine = make_counted_plan(g, *cl, cost, po);
-  if (!mine.has_value()) FAIL(mine.status().to_string());
-  out.emplace_back("meshpipe", std::move(*mine));
-  for (planner::BaselineResult& b : planner::run_baselines(g, *cl, cost, po)) {
-    if (!b.plan) continue;
-    const Status counted = count_plan_memory(*b.plan, g);
-    if (!counted.is_ok()) FAIL(b.name << ": " << counted.to_string());
-    out.emplace_back(b.name, std::move(*b.plan));
-  }
-  return out;
-}
-
 // Every row of the matrix: 4 tiny models x every plan kind x {1F1B M=1, 1F1B M=4, GPipe M=4} x
 // recomputation off / on, each device's predicted, simulated and measured peak.
 std::vector<Row> memory_matrix() {
@@ -85,7 +58,8 @@ std::vector<Row> memory_matrix() {
       for (planner::Schedule schedule : {planner::Schedule::k1F1B, planner::Schedule::kGPipe}) {
         if (mbs == 1 && schedule == planner::Schedule::kGPipe) continue;  // same as 1F1B
         for (planner::Recompute rc : {planner::Recompute::kOff, planner::Recompute::kOn}) {
-          for (auto& [kind, plan] : plans_of(tg.graph, c.model, mbs, schedule, rc)) {
+          for (auto& [kind, plan] :
+               testing::every_plan_kind(tg.graph, c.model, mbs, schedule, rc, true)) {
             const std::string what =
                 fmt::format("{} {} M={} {} recompute {}", c.model, kind, mbs,
                             planner::schedule_name(schedule), planner::recompute_name(rc));
@@ -174,7 +148,8 @@ TEST_CASE("the simulator counts exactly the peak a CPU run measures on every pla
   for (const Case& c : {Case{"gpt-tiny", 4}, Case{"moe-tiny", 4}, Case{"wresnet-tiny", 2}}) {
     graph::TrainingGraph tg = testing::zoo_training_graph(c.model, c.micro_batch);
     for (planner::Recompute rc : {planner::Recompute::kOff, planner::Recompute::kOn}) {
-      for (auto& [kind, plan] : plans_of(tg.graph, c.model, 4, planner::Schedule::kGPipe, rc)) {
+      for (auto& [kind, plan] :
+           testing::every_plan_kind(tg.graph, c.model, 4, planner::Schedule::kGPipe, rc, true)) {
         INFO(c.model << " " << kind << " recompute " << planner::recompute_name(rc));
         auto prog = lower(plan, tg.graph);
         REQUIRE(prog.has_value());
