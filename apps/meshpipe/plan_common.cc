@@ -174,6 +174,11 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
         std::fflush(stderr);
         return;
       }
+      if (phase.rfind("micro-batch", 0) == 0) {  // make_plan trying micro-batch sizes
+        fmt::print(stderr, "{} [{} of {}]\n", phase, std::min(done + 1, total), total);
+        std::fflush(stderr);
+        return;
+      }
       if (phase != "stage costs" || total <= 0) return;
       const int width = 30;
       const int filled = static_cast<int>(width * done / total);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -209,8 +210,21 @@ void intra_only(Evaluator& e, BaselineResult& r) {
 }
 
 void grids(Evaluator& e, BaselineResult& megatron, BaselineResult& equal_layer) {
+  // Only the submeshes some grid uses are profiled (the shapes of d / pp devices).
+  const int64_t devices = e.cluster_spec().num_devices();
+  std::vector<mesh::SubmeshShape> shapes;
+  for (int32_t pp = 1; pp <= e.clustering().num_layers && pp <= devices; ++pp) {
+    if (devices % pp != 0) continue;
+    if (const auto shape = e.shape_for(devices / pp)) shapes.push_back(*shape);
+  }
+  if (shapes.empty()) {
+    const Status none(Errc::kInfeasible, "no grid's stage shape is a submesh of the cluster");
+    keep_best(megatron, none, "");
+    keep_best(equal_layer, none, "");
+    return;
+  }
   auto p = e.profiler(e.clustering(), ParameterMode::kFree, false, ForceBatch::kAuto,
-                      LogicalSpace::kSingleNodeModelParallel, {});
+                      LogicalSpace::kSingleNodeModelParallel, shapes);
   if (!p.has_value()) {
     keep_best(megatron, p.status(), "");
     keep_best(equal_layer, p.status(), "");
@@ -290,8 +304,14 @@ Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSp
   BaselineResult megatron;
   BaselineResult equal_layer;
   BaselineResult equal_op;
+  const auto t0 = std::chrono::steady_clock::now();
   grids(e, megatron, equal_layer);
+  const auto t1 = std::chrono::steady_clock::now();
   equal_operators(e, equal_op);
+  module_logger("planner")->debug(
+      "recipes: grids {:.2f} s, equal operators {:.2f} s",
+      std::chrono::duration<double>(t1 - t0).count(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
   const BaselineResult* best = nullptr;
   for (const BaselineResult* r : {&megatron, &equal_layer, &equal_op}) {
     if (r->plan && (!best || r->plan->step_time < best->plan->step_time)) best = r;

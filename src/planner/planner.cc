@@ -64,6 +64,9 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
   MP_RETURN_IF_ERROR(profiler.profile());
   const StageDpInput input = profiler.dp_input();
   times.stage_costs += seconds_since(t0);
+  module_logger("planner")->debug("{} layers, {} micro-batches of {}: stage costs {:.2f} s",
+                                  clustering.num_layers, micro_batches, graph_micro_batch(g),
+                                  seconds_since(t0));
 
   // The DP cannot know which stages will share a host, so it runs twice: with transfers priced
   // on the network and on the intra-host link; each answer is placed and priced exactly, and the
@@ -98,6 +101,7 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
     }
   }
   if (best) dp_step_time = best->step_time;
+  const double dp_seconds = seconds_since(t0);
   // The standard pipeline recipes, priced on the same profiles (see best_pipeline_recipe).
   PlannerOptions ro = options;
   ro.clustering.num_layers = clustering.num_layers;
@@ -106,6 +110,11 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
   if (recipe.has_value() && (!best || recipe->step_time < best->step_time))
     best = std::move(*recipe);
   times.stage_dp += seconds_since(t0);
+  module_logger("planner")->debug(
+      "{} layers, {} micro-batches of {}: stage DP and its splits priced {:.2f} s, recipes {:.2f} "
+      "s",
+      clustering.num_layers, micro_batches, graph_micro_batch(g), dp_seconds,
+      seconds_since(t0) - dp_seconds);
   report("stage DP", 1, 1);
   if (!best) return error;
   best->times.dp_step_time = dp_step_time;
@@ -207,6 +216,8 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
     if (sizes.empty()) {
       for (int64_t s = 1; s <= 32; s *= 2) sizes.push_back(s);
     }
+    std::sort(sizes.begin(), sizes.end());
+    sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
     for (int64_t s : sizes) {
       if (s <= global && global % s == 0 && global / s <= kMaxMicroBatches) {
         out.push_back({s, global / s});
@@ -260,14 +271,34 @@ Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   PlanningTimes times;
   std::optional<Plan> best;
   Status last_error;
-  for (const MicroBatching& c : candidates) {
+  const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
+    if (options.progress) options.progress(phase, done, total);
+  };
+  const auto n = static_cast<int64_t>(candidates.size());
+  for (int64_t k = 0; k < n; ++k) {
+    const MicroBatching& c = candidates[size_t(k)];
+    if (n > 1) {
+      report(fmt::format("micro-batch size {} ({} micro-batches)", c.micro_batch, c.micro_batches),
+             k, n);
+    }
     MP_ASSIGN_OR_RETURN(graph::Graph graph, graph_for_micro_batch(g, options, c.micro_batch));
     auto plan = plan_one(graph, cluster, cost, options, c.micro_batches, cache, times);
     if (!plan.has_value()) {
       log->debug("micro-batch {}: {}", c.micro_batch, plan.status().to_string());
       last_error = plan.status();
       if (plan.status().code() != Errc::kInfeasible) return plan.status();
-      continue;
+      // Nothing fits at this size, so nothing fits at a larger one: a stage's activations per
+      // micro-batch grow with its size, while its parameters, gradients and optimizer state do
+      // not shrink; the stashes it holds do not shrink either (1F1B: min(s, B) in flight, and
+      // min(s, B/2) x (2 b) >= min(s, B) x b; GPipe: all B x b samples), nor does the working
+      // set of one micro-batch. The candidates are in ascending size order.
+      if (k + 1 < n) {
+        report(fmt::format("micro-batch size {}: nothing fits in memory; the {} larger sizes are "
+                           "skipped (their activations only grow)",
+                           c.micro_batch, n - k - 1),
+               k + 1, n);
+      }
+      break;
     }
     log->debug("micro-batch {} x {}: step {:.4f} s, {} stages", c.micro_batch, c.micro_batches,
                plan->step_time, plan->stages.size());

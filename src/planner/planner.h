@@ -33,7 +33,9 @@ struct PlannerOptions {
   ClusteringOptions clustering;
   StageProfileOptions profile;
   Schedule schedule = Schedule::k1F1B;  ///< same iteration time, different memory
-  /// Progress: (phase, done, total); phases "clustering", "stage costs", "stage DP".
+  /// Progress: (phase, done, total); phases "clustering", "stage costs", "stage DP", and when
+  /// several micro-batch sizes are tried, "micro-batch size ..." (a sentence naming the size, or
+  /// the sizes skipped) with (candidate index, candidates).
   std::function<void(const std::string&, int64_t, int64_t)> progress;
 
   Status validate() const;
@@ -59,7 +61,9 @@ struct MicroBatching {
   int64_t micro_batches = 1;
 };
 
-/// The micro-batchings make_plan tries, in order (see PlannerOptions).
+/// The micro-batchings make_plan tries, in ascending micro-batch size (see PlannerOptions). Once
+/// nothing fits in memory at a size, make_plan skips the larger ones (their activations only
+/// grow).
 Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& g,
                                                             const PlannerOptions& options);
 

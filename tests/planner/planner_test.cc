@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -267,6 +268,79 @@ TEST_CASE("the layer count is chosen by the plan it gives: never slower than any
   CHECK(tried.size() >= 2);
   CHECK(plan->step_time == Approx(best_alone).epsilon(1e-12));
   CHECK(plan->step_time <= best_alone * (1 + 1e-12));
+}
+
+TEST_CASE(
+    "the micro-batch search stops at the first size where nothing fits, and finds the plan "
+    "of trying every size",
+    "[planner][plan]") {
+  // An MLP whose activations outweigh its parameters, on 4 devices, global batch 64, sizes
+  // 1..16, under several device memories: at each, every size is also planned alone. Where a
+  // size does not fit, no larger size fits either (the claim the search relies on), and the
+  // searched plan is the fastest of those alone.
+  const auto graph_of = [](int64_t micro) -> Expected<graph::Graph> {
+    MP_ASSIGN_OR_RETURN(
+        graph::ForwardGraph fg,
+        graph::models::build_mlp(graph::models::MlpConfig{1024, 16, 3, 512}, micro, DType::kF32));
+    MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                        graph::make_training_graph(std::move(fg), graph::OptimizerConfig{}));
+    return std::move(tg.graph);
+  };
+  const std::vector<int64_t> sizes = {1, 2, 4, 8, 16};
+  mesh::ClusterSpec roomy = *mesh::cluster_preset("cpu:1x4");
+  PlannerOptions o;
+  o.global_batch = 64;
+  o.micro_batch_sizes = sizes;
+  o.graph_for_micro_batch = graph_of;
+  o.profile.threads = 1;
+  ShardingCache cache;
+  // The memory each size's plan needs with room to spare bounds the memories tried.
+  std::vector<int64_t> needs;
+  for (int64_t micro : sizes) {
+    PlannerOptions alone = o;
+    alone.micro_batches = o.global_batch / micro;
+    AnalyticCostModel cost(roomy.device);
+    auto plan = make_plan(*graph_of(micro), roomy, cost, alone, cache);
+    REQUIRE(plan.has_value());
+    int64_t peak = 0;
+    for (const StagePlan& st : plan->stages) peak = std::max(peak, st.memory.peak);
+    needs.push_back(peak);
+  }
+  int pruned = 0;
+  for (const int64_t need : needs) {
+    for (const double scale : {0.6, 0.8, 1.0}) {
+      mesh::ClusterSpec cluster = roomy;
+      cluster.device.memory = Bytes(
+          static_cast<int64_t>(scale * static_cast<double>(need) / o.profile.memory_fraction));
+      AnalyticCostModel cost(cluster.device);
+      INFO("device memory " << cluster.device.memory.value());
+      double best_alone = std::numeric_limits<double>::infinity();
+      bool none_fits_from_here = false;
+      for (int64_t micro : sizes) {
+        PlannerOptions alone = o;
+        alone.micro_batches = o.global_batch / micro;
+        auto plan = make_plan(*graph_of(micro), cluster, cost, alone, cache);
+        INFO("micro-batch " << micro << ": " << plan.status().to_string());
+        if (none_fits_from_here) CHECK_FALSE(plan.has_value());
+        if (!plan.has_value()) {
+          CHECK(plan.status().code() == Errc::kInfeasible);
+          none_fits_from_here = true;
+          continue;
+        }
+        best_alone = std::min(best_alone, plan->step_time);
+      }
+      auto searched = make_plan(*graph_of(1), cluster, cost, o, cache);
+      if (std::isinf(best_alone)) {
+        CHECK(searched.status().code() == Errc::kInfeasible);
+        continue;
+      }
+      REQUIRE(searched.has_value());
+      CHECK(searched->step_time == Approx(best_alone).epsilon(1e-12));
+      if (none_fits_from_here) ++pruned;
+    }
+  }
+  // Some memory made the search stop early with a plan (the case the rule speeds up).
+  CHECK(pruned > 0);
 }
 
 }  // namespace

@@ -57,6 +57,8 @@ std::vector<ModelSpec> make_zoo() {
   z.push_back(gpt("15b", 5120, 48, 40));
   z.push_back(gpt("39b", 8192, 48, 64));
   z.push_back(gpt("76b", 10240, 60, 80));
+  // Deeper than any of Alpa's points (its search gave no result at 128 layers).
+  z.push_back(gpt("26b-deep", 4096, 128, 32));
 
   z.push_back({"moe-tiny", "moe",
                "MoE for tests: hidden 32, 2 layers, 4 experts, group 16, seq 16, vocab 64", 4,
