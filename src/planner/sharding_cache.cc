@@ -102,7 +102,9 @@ void ShardingCache::prefetch(const graph::Graph& g, const std::vector<ShardReque
   std::vector<Job> jobs;
   std::set<std::string> queued;
   for (const ShardRequest& r : requests) {
-    StageFingerprint f = stage_fingerprint(g, r.options.first_layer, r.options.last_layer);
+    StageFingerprint f = r.fingerprint != nullptr
+                             ? *r.fingerprint
+                             : stage_fingerprint(g, r.options.first_layer, r.options.last_layer);
     std::string key = key_of(r.mesh, r.options, f);
     if (entries_.count(key) != 0 || !queued.insert(key).second) continue;
     jobs.push_back({&r, std::move(key), std::move(f), std::nullopt});
@@ -132,14 +134,20 @@ void ShardingCache::prefetch(const graph::Graph& g, const std::vector<ShardReque
 }
 
 Expected<ShardingPlan> ShardingCache::shard(const graph::Graph& g, const mesh::LogicalMesh& mesh,
-                                            const CostModel& cost, const ShardingOptions& options) {
-  StageFingerprint f = stage_fingerprint(g, options.first_layer, options.last_layer);
+                                            const CostModel& cost, const ShardingOptions& options,
+                                            const StageFingerprint* fingerprint) {
+  std::optional<StageFingerprint> own;
+  if (fingerprint == nullptr) {
+    own = stage_fingerprint(g, options.first_layer, options.last_layer);
+    fingerprint = &*own;
+  }
+  const StageFingerprint& f = *fingerprint;
   const std::string key = key_of(mesh, options, f);
   auto it = entries_.find(key);
   if (it == entries_.end()) {
     MP_ASSIGN_OR_RETURN(ShardingPlan plan, shard_stage(g, mesh, cost, options));
     ++solves_;
-    it = entries_.emplace(key, Entry{std::move(plan), std::move(f.ops), std::move(f.values)}).first;
+    it = entries_.emplace(key, Entry{std::move(plan), f.ops, f.values}).first;
     return it->second.plan;
   }
   if (prefetched_.erase(key) == 0) ++hits_;

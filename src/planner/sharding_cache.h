@@ -30,6 +30,8 @@ StageFingerprint stage_fingerprint(const graph::Graph& g, int32_t first, int32_t
 struct ShardRequest {
   mesh::LogicalMesh mesh;
   ShardingOptions options;
+  /// stage_fingerprint of the options' layer range, when the caller has it (else computed).
+  const StageFingerprint* fingerprint = nullptr;
 };
 
 /// Solves each distinct sub-problem once (docs/style.md rule 5: the memo table is explicit state
@@ -37,8 +39,11 @@ struct ShardRequest {
 class ShardingCache {
  public:
   /// shard_stage, or the cached plan of an identical problem with ops and values renamed.
+  /// `fingerprint`, when given, must be stage_fingerprint(g, options.first_layer,
+  /// options.last_layer) (callers asking about one range on many meshes compute it once).
   Expected<ShardingPlan> shard(const graph::Graph& g, const mesh::LogicalMesh& mesh,
-                               const CostModel& cost, const ShardingOptions& options);
+                               const CostModel& cost, const ShardingOptions& options,
+                               const StageFingerprint* fingerprint = nullptr);
 
   /// Solves every distinct problem among `requests` that is not cached yet, each once, on up to
   /// `threads` threads (the intra-op ILPs of different problems are independent), and caches

@@ -252,6 +252,11 @@ Status StageProfiler::profile() {
   const auto tick = [&] {
     if (options_.progress) options_.progress(++done, total);
   };
+  // Each unit's fingerprint, computed once for its requests on every mesh.
+  std::vector<StageFingerprint> fingerprints;
+  fingerprints.reserve(static_cast<size_t>(num_units_));
+  for (int32_t u = 0; u < num_units_; ++u)
+    fingerprints.push_back(stage_fingerprint(unit_graph_, u, u));
   const int threads = options_.threads > 0
                           ? options_.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -263,7 +268,7 @@ Status StageProfiler::profile() {
       for (size_t m = 0; m < submeshes_.size(); ++m) {
         for (size_t c = 0; c < configs_[m].size(); ++c) {
           if (configs_[m][c].level != 0 || configs_[m][c].recompute) continue;
-          ShardRequest r{configs_[m][c].mesh, options_.sharding};
+          ShardRequest r{configs_[m][c].mesh, options_.sharding, &fingerprints[size_t(u)]};
           r.options.first_layer = u;
           r.options.last_layer = u;
           r.options.micro_batches = options_.micro_batches;
@@ -282,7 +287,8 @@ Status StageProfiler::profile() {
         o.last_layer = u;
         o.micro_batches = options_.micro_batches;
         UnitProfile& p = at(u, m, c);
-        auto plan = cache_.shard(unit_graph_, configs_[m][c].mesh, cost_, o);
+        auto plan =
+            cache_.shard(unit_graph_, configs_[m][c].mesh, cost_, o, &fingerprints[size_t(u)]);
         if (!plan.has_value()) {
           if (plan.status().code() != Errc::kInfeasible) return plan.status();
           p.error = plan.status();
@@ -336,7 +342,9 @@ Status StageProfiler::profile() {
       for (size_t c = 0; c < configs_[m].size(); ++c) {
         if (configs_[m][c].level == 0 || configs_[m][c].recompute) continue;
         for (int32_t u = 0; u < num_units_; ++u) {
-          if (auto o = level_problem(m, c, u)) requests.push_back({configs_[m][c].mesh, *o});
+          if (auto o = level_problem(m, c, u)) {
+            requests.push_back({configs_[m][c].mesh, *o, &fingerprints[size_t(u)]});
+          }
         }
       }
     }
@@ -356,7 +364,7 @@ Status StageProfiler::profile() {
           continue;
         }
         // When the budget cannot be met, keep the leanest found.
-        auto plan = cache_.shard(unit_graph_, cfg.mesh, cost_, *o);
+        auto plan = cache_.shard(unit_graph_, cfg.mesh, cost_, *o, &fingerprints[size_t(u)]);
         if (!plan.has_value()) {
           if (plan.status().code() != Errc::kInfeasible && plan.status().code() != Errc::kTimeout) {
             return plan.status();

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -407,13 +409,20 @@ Expected<CompactProgram> lower_compact(const planner::Plan& plan, const graph::G
   planner::Plan at = plan;
   at.micro_batches = k;
   at.global_batch = k * plan.micro_batch;
-  MP_ASSIGN_OR_RETURN(Program small, lower(at, g, options));
+  // The check's lowering (one micro-batch more) runs on a second thread meanwhile: lower() is a
+  // pure function of the plan and the graph.
+  planner::Plan at_next = plan;
+  at_next.micro_batches = k + 1;
+  at_next.global_batch = (k + 1) * plan.micro_batch;
+  std::optional<Expected<Program>> lowered_next;
+  std::thread next_thread([&] { lowered_next = lower(at_next, g, options); });
+  Expected<Program> lowered = lower(at, g, options);
+  next_thread.join();
+  MP_ASSIGN_OR_RETURN(Program small, std::move(lowered));
   MP_ASSIGN_OR_RETURN(CompactProgram cp, compact(std::move(small)));
   {
     // The templates extended by one micro-batch must give what lower() gives there.
-    at.micro_batches = k + 1;
-    at.global_batch = (k + 1) * plan.micro_batch;
-    MP_ASSIGN_OR_RETURN(Program check, lower(at, g, options));
+    MP_ASSIGN_OR_RETURN(Program check, std::move(*lowered_next));
     MP_ASSIGN_OR_RETURN(CompactProgram next, with_micro_batches(cp, k + 1));
     if (check.loss_device != next.base.loss_device) {
       return make_error(Errc::kInternal, "compact lowering: the loss moved to another device");
