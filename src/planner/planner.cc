@@ -23,6 +23,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// options.progress, when set.
+void report(const PlannerOptions& options, const std::string& phase, int64_t done, int64_t total) {
+  if (options.progress) options.progress(phase, done, total);
+}
+
 }  // namespace
 
 Status PlannerOptions::validate() const {
@@ -48,9 +53,6 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
                               const mesh::ClusterSpec& cluster, const CostModel& cost,
                               const PlannerOptions& options, int64_t micro_batches,
                               ShardingCache& cache, PlanningTimes& times) {
-  const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
-    if (options.progress) options.progress(phase, done, total);
-  };
   graph::Graph clustered = apply_clustering(g, clustering);
   std::vector<int32_t> blocks;
   for (const graph::Op& op : g.ops()) blocks.push_back(op.layer);
@@ -59,7 +61,7 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
   StageProfileOptions po = options.profile;
   po.micro_batches = micro_batches;
   po.schedule = options.schedule;
-  po.progress = [&](int64_t done, int64_t total) { report("stage costs", done, total); };
+  po.progress = [&](int64_t done, int64_t total) { report(options, "stage costs", done, total); };
   StageProfiler profiler(clustered, blocks, cluster, cost, po, cache);
   MP_RETURN_IF_ERROR(profiler.profile());
   const StageDpInput input = profiler.dp_input();
@@ -72,7 +74,7 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
   // on the network and on the intra-host link; each answer is placed and priced exactly, and the
   // faster plan wins.
   t0 = std::chrono::steady_clock::now();
-  report("stage DP", 0, 1);
+  report(options, "stage DP", 0, 1);
   std::vector<StageDpInput> inputs{input};
   if (cluster.hosts > 1) inputs.push_back(profiler.dp_input(cluster.intra_host));
   std::optional<Plan> best;
@@ -115,7 +117,7 @@ Expected<Plan> plan_clustered(const graph::Graph& g, const LayerClustering& clus
       "s",
       clustering.num_layers, micro_batches, graph_micro_batch(g), dp_seconds,
       seconds_since(t0) - dp_seconds);
-  report("stage DP", 1, 1);
+  report(options, "stage DP", 1, 1);
   if (!best) return error;
   best->times.dp_step_time = dp_step_time;
   best->times.recipe_step_time = recipe_step_time;
@@ -148,15 +150,12 @@ Expected<std::vector<LayerClustering>> clustering_candidates(const graph::Graph&
 Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                         const CostModel& cost, const PlannerOptions& options, int64_t micro_batches,
                         ShardingCache& cache, PlanningTimes& times) {
-  const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
-    if (options.progress) options.progress(phase, done, total);
-  };
   auto t0 = std::chrono::steady_clock::now();
-  report("clustering", 0, 1);
+  report(options, "clustering", 0, 1);
   MP_ASSIGN_OR_RETURN(std::vector<LayerClustering> clusterings,
                       clustering_candidates(g, options.clustering));
   times.clustering += seconds_since(t0);
-  report("clustering", 1, 1);
+  report(options, "clustering", 1, 1);
   std::optional<Plan> best;
   Status error;
   // The best DP answer and recipe over every clustering (what make_plan compared).
@@ -271,14 +270,12 @@ Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   PlanningTimes times;
   std::optional<Plan> best;
   Status last_error;
-  const auto report = [&](const std::string& phase, int64_t done, int64_t total) {
-    if (options.progress) options.progress(phase, done, total);
-  };
   const auto n = static_cast<int64_t>(candidates.size());
   for (int64_t k = 0; k < n; ++k) {
     const MicroBatching& c = candidates[size_t(k)];
     if (n > 1) {
-      report(fmt::format("micro-batch size {} ({} micro-batches)", c.micro_batch, c.micro_batches),
+      report(options,
+             fmt::format("micro-batch size {} ({} micro-batches)", c.micro_batch, c.micro_batches),
              k, n);
     }
     MP_ASSIGN_OR_RETURN(graph::Graph graph, graph_for_micro_batch(g, options, c.micro_batch));
@@ -293,7 +290,8 @@ Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
       // min(s, B/2) x (2 b) >= min(s, B) x b; GPipe: all B x b samples), nor does the working
       // set of one micro-batch. The candidates are in ascending size order.
       if (k + 1 < n) {
-        report(fmt::format("micro-batch size {}: nothing fits in memory; the {} larger sizes are "
+        report(options,
+               fmt::format("micro-batch size {}: nothing fits in memory; the {} larger sizes are "
                            "skipped (their activations only grow)",
                            c.micro_batch, n - k - 1),
                k + 1, n);
