@@ -303,9 +303,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
     if (!l.has_value()) return fail_run(l.status());
     local = std::move(*l);
     const runtime::Program& prog = local->run().program();
-    for (const runtime::DeviceProgram& d : prog.devices) {
-      built.instructions += static_cast<int64_t>(d.instructions.size());
-    }
+    built.instructions = local->instructions();
     for (const runtime::StageLayout& s : prog.stages) {
       built.devices += static_cast<int64_t>(s.devices.size());
     }

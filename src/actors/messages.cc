@@ -48,9 +48,7 @@ JobInfo job_info(const train::LocalJob& job) {
   for (const runtime::StageLayout& s : p.stages) {
     info.devices += static_cast<int64_t>(s.devices.size());
   }
-  for (const runtime::DeviceProgram& d : p.devices) {
-    info.instructions += static_cast<int64_t>(d.instructions.size());
-  }
+  info.instructions = job.instructions();
   info.schedule = p.schedule;
   return info;
 }

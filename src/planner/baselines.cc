@@ -81,6 +81,38 @@ class Evaluator {
     return profilers_.back().get();
   }
 
+  // Whether `stages` certainly cannot give a plan faster than `best` seconds: build_plan's step
+  // time is sum + (B - 1) max over the stages of their times, each the profile's time less its
+  // modelled transfers plus the actual transfers (>= 0), and float sums and products of
+  // non-negative terms are monotone, so the same formula without transfers is a lower bound.
+  bool cannot_beat(const StageProfiler& p, const std::vector<StageChoice>& stages,
+                   double best) const {
+    if (!std::isfinite(best)) return false;
+    double sum = 0.0;
+    double max = 0.0;
+    for (const StageChoice& s : stages) {
+      if (s.submesh < 0) return false;
+      const StageCost sc = p.stage(s.first_layer, s.last_layer, s.submesh, s.config);
+      if (!std::isfinite(sc.time)) return false;  // evaluate() names it
+      const double t = sc.time - sc.transfer;
+      sum += t;
+      max = std::max(max, t);
+    }
+    return sum + static_cast<double>(b_ - 1) * max >= best;
+  }
+
+  // The step time a candidate for `r` must beat to matter: r's fastest plan so far, and with
+  // share_bound() the fastest plan of any recipe (best_pipeline_recipe keeps only that).
+  double bound(const BaselineResult& r) const {
+    double b = r.plan ? r.plan->step_time : std::numeric_limits<double>::infinity();
+    return std::min(b, shared_best_);
+  }
+  void share_bound() { share_ = true; }
+  // Records a kept plan's step time for bound().
+  void kept(const BaselineResult& r) {
+    if (share_ && r.plan) shared_best_ = std::min(shared_best_, r.plan->step_time);
+  }
+
   // A plan from fixed stages, rejected when a stage exceeds device memory (if `check_memory`).
   Expected<Plan> evaluate(const LayerClustering& c, const StageProfiler& p,
                           const std::vector<StageChoice>& stages, bool check_memory = true) {
@@ -90,17 +122,32 @@ class Evaluator {
         return make_error(Errc::kInfeasible, "a stage has no valid sharding");
       }
     }
+    const double avail =
+        options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
+    const auto too_big = [&](size_t k, int64_t peak) {
+      return make_error(
+          Errc::kResourceExhausted, "out of memory: stage {} needs {} per device, {} available", k,
+          format_bytes(Bytes(peak)), format_bytes(Bytes(static_cast<int64_t>(avail))));
+    };
+    if (check_memory) {
+      // The peaks build_plan would give (its in-flight rule), before building the plan.
+      for (size_t k = 0; k < stages.size(); ++k) {
+        const StageChoice& s = stages[k];
+        const StageCost sc = p.stage(s.first_layer, s.last_layer, s.submesh, s.config);
+        const auto in_flight = options_.schedule == Schedule::kGPipe
+                                   ? static_cast<int32_t>(b_)
+                                   : static_cast<int32_t>(std::min<int64_t>(
+                                         static_cast<int64_t>(stages.size() - k), b_));
+        const int64_t peak = stage_peak(sc, in_flight, b_, options_.schedule);
+        if (static_cast<double>(peak) > avail) return too_big(k, peak);
+      }
+    }
     MP_ASSIGN_OR_RETURN(
         Plan plan, build_plan(g_, c, p, stages, cluster_, {options_.model, options_.schedule, b_}));
     if (!check_memory) return plan;
-    const double avail =
-        options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
     for (size_t k = 0; k < plan.stages.size(); ++k) {
       if (static_cast<double>(plan.stages[k].memory.peak) > avail) {
-        return make_error(Errc::kResourceExhausted,
-                          "out of memory: stage {} needs {} per device, {} available", k,
-                          format_bytes(Bytes(plan.stages[k].memory.peak)),
-                          format_bytes(Bytes(static_cast<int64_t>(avail))));
+        return too_big(k, plan.stages[k].memory.peak);
       }
     }
     return plan;
@@ -162,6 +209,8 @@ class Evaluator {
   std::vector<int32_t> blocks_;
   std::vector<std::unique_ptr<graph::Graph>> graphs_;
   std::vector<std::unique_ptr<StageProfiler>> profilers_;
+  bool share_ = false;
+  double shared_best_ = std::numeric_limits<double>::infinity();
 };
 
 // Keeps the faster of two outcomes (a plan beats an error).
@@ -243,10 +292,12 @@ void grids(Evaluator& e, BaselineResult& megatron, BaselineResult& equal_layer) 
     for (int32_t cfg = 0; cfg < static_cast<int32_t>(prof.configs(m).size()); ++cfg) {
       std::vector<StageChoice> stages;
       for (const auto& [i, j] : ranges) stages.push_back({i, j, m, cfg, 0.0});
+      if (e.cannot_beat(prof, stages, e.bound(megatron))) continue;
       const auto& lm = prof.configs(m)[size_t(cfg)].mesh;
       keep_best(
           megatron, e.evaluate(e.clustering(), prof, stages),
           fmt::format("dp {} x tp {} x pp {}, {}", lm.shape[0], lm.shape[1], pp, batching(e)));
+      e.kept(megatron);
     }
     // Equal layers: each stage picks its own best logical mesh.
     std::vector<StageChoice> stages;
@@ -255,9 +306,11 @@ void grids(Evaluator& e, BaselineResult& megatron, BaselineResult& equal_layer) 
       const auto in_flight = static_cast<int32_t>(ranges.size() - k);
       stages.push_back({i, j, m, e.best_config(prof, i, j, m, in_flight), 0.0});
     }
+    if (e.cannot_beat(prof, stages, e.bound(equal_layer))) continue;
     keep_best(
         equal_layer, e.evaluate(e.clustering(), prof, stages),
         fmt::format("{} stages of equal layers on {}, {}", pp, shape->to_string(), batching(e)));
+    e.kept(equal_layer);
   }
 }
 
@@ -278,9 +331,11 @@ void equal_operators(Evaluator& e, BaselineResult& r) {
     for (int32_t k = 0; k < pp; ++k) {
       stages.push_back({k, k, 0, e.best_config(**p, k, k, 0, pp - k), 0.0});
     }
+    if (e.cannot_beat(**p, stages, e.bound(r))) continue;
     keep_best(
         r, e.evaluate(c, **p, stages),
         fmt::format("{} stages of equal op counts on {}, {}", pp, shape->to_string(), batching(e)));
+    e.kept(r);
   }
 }
 
@@ -301,6 +356,7 @@ Expected<Plan> best_pipeline_recipe(const graph::Graph& g, const mesh::ClusterSp
                                     int64_t micro_batches, ShardingCache& cache) {
   Evaluator e(g, cluster, cost, options, micro_batches, cache);
   MP_RETURN_IF_ERROR(e.cluster());
+  e.share_bound();  // only the fastest recipe is returned
   BaselineResult megatron;
   BaselineResult equal_layer;
   BaselineResult equal_op;

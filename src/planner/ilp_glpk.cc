@@ -606,9 +606,13 @@ Expected<IlpSolution> solve_ilp(const IlpProblem& problem, const SolveOptions& o
   if (!sol) return sol;
   sol->solve_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  module_logger("planner")->debug("ilp: {} objective {} s, {}optimal, solved in {:.3f} s",
-                                  sol->method, sol->objective, sol->optimal ? "" : "not ",
-                                  sol->solve_seconds);
+  module_logger("planner")->debug(
+      "ilp: {} objective {} s, {}optimal, solved in {:.3f} s ({} variables, {} constraints, "
+      "memory budget {})",
+      sol->method, sol->objective, sol->optimal ? "" : "not ", sol->solve_seconds,
+      sol->num_variables, sol->num_constraints,
+      internal::memory_enabled(problem) ? format_bytes(Bytes(std::llround(problem.memory_budget)))
+                                        : std::string("none"));
   return sol;
 }
 

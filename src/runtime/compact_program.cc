@@ -11,6 +11,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "core/rng.h"
+
 namespace meshpipe::runtime {
 
 namespace {
@@ -335,6 +337,29 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device) {
     }
   }
   return out;
+}
+
+uint64_t compact_fingerprint(const CompactProgram& program) {
+  uint64_t h = program_fingerprint(program.base);
+  const auto add = [&](int64_t v) { h = fnv1a_u64(h, static_cast<uint64_t>(v)); };
+  add(static_cast<int64_t>(program.code.size()));
+  for (const CompactCode& cc : program.code) {
+    add(static_cast<int64_t>(cc.classes.size()));
+    for (const BufferDesc& b : cc.classes) {
+      add(static_cast<int64_t>(b.shape.dims().size()));
+      for (int64_t d : b.shape.dims()) add(d);
+      add(static_cast<int64_t>(b.dtype));
+      add(static_cast<int64_t>(b.kind));
+    }
+    add(static_cast<int64_t>(cc.templates.size()));
+    for (const std::vector<Instruction>& t : cc.templates) h = instructions_fingerprint(t, h);
+    add(static_cast<int64_t>(cc.segments.size()));
+    for (const Segment& seg : cc.segments) {
+      add(seg.code);
+      add(seg.micro_batch);
+    }
+  }
+  return h;
 }
 
 Program expand(const CompactProgram& program) {

@@ -68,6 +68,11 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device);
 /// The flat program.
 Program expand(const CompactProgram& program);
 
+/// program_fingerprint for the compact form: the base (every device's places, buffers and
+/// persistent tiles), then each device's classes, templates and segments. The processes of a job
+/// compare it as they compare program_fingerprint.
+uint64_t compact_fingerprint(const CompactProgram& program);
+
 /// Whether two device programs are the same up to the numbering of their buffers and the
 /// instructions' descriptions; the first difference when not.
 Status same_device_program(const DeviceProgram& a, const DeviceProgram& b);

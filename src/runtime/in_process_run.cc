@@ -57,7 +57,8 @@ Status InProcessRunOptions::validate() const {
 struct InProcessRun::Impl {
   static inline std::atomic<uint64_t> next_id{1};
   uint64_t id = next_id++;
-  Program program;
+  CompactProgram held;  // a flat program is held.base with no code
+  Program& program = held.base;
   const graph::Graph* graph = nullptr;
   InProcessRunOptions options;
   std::vector<std::unique_ptr<DeviceInterpreter>> interpreters;  // by global id (null: unused)
@@ -221,9 +222,28 @@ uint64_t InProcessRun::id() const { return impl_->id; }
 
 Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, const graph::Graph& g,
                                                              InProcessRunOptions options) {
-  MP_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<Impl>();
-  impl->program = std::move(program);
+  impl->held.base = std::move(program);
+  return start(std::move(impl), g, std::move(options), /*compact=*/false);
+}
+
+Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(CompactProgram program,
+                                                             const graph::Graph& g,
+                                                             InProcessRunOptions options) {
+  if (program.code.size() != program.base.devices.size()) {
+    return make_error(Errc::kInvalidArgument, "compact program with {} devices but {} codes",
+                      program.base.devices.size(), program.code.size());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->held = std::move(program);
+  return start(std::move(impl), g, std::move(options), /*compact=*/true);
+}
+
+Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl> impl,
+                                                            const graph::Graph& g,
+                                                            InProcessRunOptions options,
+                                                            bool compact) {
+  MP_RETURN_IF_ERROR(options.validate());
   impl->graph = &g;
   impl->options = std::move(options);
   impl->options.interpreter.timeout = impl->options.timeout;
@@ -237,8 +257,10 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, co
     if (impl->options.fail_device >= 0 && impl->options.fail_device != static_cast<int32_t>(d)) {
       io.fail_op.clear();
     }
-    MP_ASSIGN_OR_RETURN(impl->interpreters[d],
-                        DeviceInterpreter::create(impl->program, static_cast<int32_t>(d), io));
+    MP_ASSIGN_OR_RETURN(
+        impl->interpreters[d],
+        compact ? DeviceInterpreter::create(impl->held, static_cast<int32_t>(d), io)
+                : DeviceInterpreter::create(impl->program, static_cast<int32_t>(d), io));
   }
   MP_RETURN_IF_ERROR(impl->make_groups());
   MP_RETURN_IF_ERROR(impl->make_transport());

@@ -16,6 +16,7 @@
 
 #include "core/status.h"
 #include "graph/graph.h"
+#include "runtime/compact_program.h"
 #include "runtime/host_tensor.h"
 #include "runtime/interpreter.h"
 #include "runtime/program.h"
@@ -83,6 +84,11 @@ class InProcessRun {
   /// `program`; `g` is the training graph it was lowered from (for names and initial values).
   static Expected<std::unique_ptr<InProcessRun>> create(Program program, const graph::Graph& g,
                                                         InProcessRunOptions options = {});
+  /// The same for a program in compact form (lower_compact): each device runs its templates
+  /// (DeviceInterpreter), so the lowered program held does not grow with the micro-batch count.
+  static Expected<std::unique_ptr<InProcessRun>> create(CompactProgram program,
+                                                        const graph::Graph& g,
+                                                        InProcessRunOptions options = {});
   ~InProcessRun();
   InProcessRun(const InProcessRun&) = delete;
   InProcessRun& operator=(const InProcessRun&) = delete;
@@ -123,6 +129,7 @@ class InProcessRun {
   /// The whole persistent value `name`, assembled from its owner stage's tiles.
   Expected<HostTensor> read_value(const std::string& name) const;
 
+  /// The program; for a compact one its CompactProgram::base (devices without instructions).
   const Program& program() const;
   /// Distinct for every run this process creates (never 0).
   uint64_t id() const;
@@ -130,6 +137,9 @@ class InProcessRun {
  private:
   struct Impl;
   explicit InProcessRun(std::unique_ptr<Impl> impl);
+  static Expected<std::unique_ptr<InProcessRun>> start(std::unique_ptr<Impl> impl,
+                                                       const graph::Graph& g,
+                                                       InProcessRunOptions options, bool compact);
   std::unique_ptr<Impl> impl_;
 };
 

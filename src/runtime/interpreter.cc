@@ -5,10 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <unordered_map>
 
 #include "kernels/backend.h"
 #include "kernels/layout.h"
+#include "runtime/compact_program.h"
 
 namespace meshpipe::runtime {
 
@@ -45,12 +48,27 @@ int64_t numel_of(const std::vector<int64_t>& e) {
 
 }  // namespace
 
+// Buffers: the device program's own (ids below `shared`: persistent ones and those of the
+// whole step) and, for each micro-batch mb, one per class of the compact code, numbered
+// shared + mb * classes + class. Those live only while their micro-batch's tasks run, so they are
+// held in a map: what the interpreter keeps does not grow with the micro-batch count.
 struct DeviceInterpreter::Impl {
   const Program* program = nullptr;
   const DeviceProgram* dp = nullptr;
+  const CompactCode* code = nullptr;
+  int32_t shared = 0;  // dp->buffers.size()
+  int32_t classes = 0;
   InterpreterOptions options;
   BufferPool pool;
-  std::vector<Block> blocks;
+  std::vector<Block> blocks;                     // ids < shared
+  std::unordered_map<int32_t, Block> mb_blocks;  // ids >= shared, while allocated
+  std::vector<Instruction> scratch;              // the segment being run
+
+  // Runs instruction i (its index in the step) with the context errors need.
+  Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
+              DeviceStepResult& result);
+  // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.
+  void instantiate(const Segment& seg);
   std::map<int32_t, comm::Request> pending_recv;               // buffer -> receive
   std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
   const kernels::KernelContext ctx;
@@ -61,16 +79,35 @@ struct DeviceInterpreter::Impl {
     return program->stages[static_cast<size_t>(dp->stage)].mesh;
   }
 
+  const BufferDesc& desc(int32_t b) const {
+    if (b < shared) return dp->buffers[static_cast<size_t>(b)];
+    return code->classes[static_cast<size_t>((b - shared) % classes)];
+  }
+  std::string buffer_name(int32_t b) const {
+    if (b < shared) return desc(b).name;
+    return micro_batch_text(desc(b).name, (b - shared) / classes);
+  }
+  // The buffer's block (unallocated: data == nullptr).
+  Block& block(int32_t b) {
+    if (b < shared) return blocks[static_cast<size_t>(b)];
+    return mb_blocks[b];
+  }
+  const Block* find_block(int32_t b) const {
+    if (b < shared) return &blocks[static_cast<size_t>(b)];
+    auto it = mb_blocks.find(b);
+    return it == mb_blocks.end() ? nullptr : &it->second;
+  }
+
   kernels::TensorView view(int32_t b) const {
-    const BufferDesc& d = dp->buffers[static_cast<size_t>(b)];
-    return kernels::TensorView(blocks[static_cast<size_t>(b)].data, d.shape, d.dtype);
+    const BufferDesc& d = desc(b);
+    const Block* blk = find_block(b);
+    return kernels::TensorView(blk != nullptr ? blk->data : nullptr, d.shape, d.dtype);
   }
 
   // The buffer, allocated when first written.
   kernels::TensorView writable(int32_t b) {
-    Block& blk = blocks[static_cast<size_t>(b)];
-    if (blk.data == nullptr)
-      blk = pool.allocate(std::max<int64_t>(dp->buffers[size_t(b)].bytes(), 1));
+    Block& blk = block(b);
+    if (blk.data == nullptr) blk = pool.allocate(std::max<int64_t>(desc(b).bytes(), 1));
     return view(b);
   }
 
@@ -81,9 +118,10 @@ struct DeviceInterpreter::Impl {
       MP_RETURN_IF_ERROR(links->transport->wait(it->second, options.timeout));
       pending_recv.erase(it);
     }
-    if (blocks[static_cast<size_t>(b)].data == nullptr) {
+    const Block* blk = find_block(b);
+    if (blk == nullptr || blk->data == nullptr) {
       return make_error(Errc::kInternal, "buffer '{}' is read before it is written",
-                        dp->buffers[static_cast<size_t>(b)].name);
+                        buffer_name(b));
     }
     return view(b);
   }
@@ -96,9 +134,14 @@ struct DeviceInterpreter::Impl {
       }
       pending_send.erase(it);
     }
-    Block& blk = blocks[static_cast<size_t>(b)];
-    if (blk.data != nullptr) pool.release(blk);
-    blk = {};
+    if (b < shared) {
+      Block& blk = blocks[static_cast<size_t>(b)];
+      if (blk.data != nullptr) pool.release(blk);
+      blk = {};
+    } else if (auto mb = mb_blocks.find(b); mb != mb_blocks.end()) {
+      if (mb->second.data != nullptr) pool.release(mb->second);
+      mb_blocks.erase(mb);
+    }
     return Status::ok();
   }
 
@@ -133,7 +176,7 @@ struct DeviceInterpreter::Impl {
       return make_error(Errc::kInternal, "no communicator for mesh axis {}", ins.collective.axis);
     }
     int64_t total = 0;
-    for (int32_t b : ins.in) total += dp->buffers[static_cast<size_t>(b)].shape.numel();
+    for (int32_t b : ins.in) total += desc(b).shape.numel();
     packed.resize(static_cast<size_t>(total));
     int64_t at = 0;
     for (int32_t b : ins.in) {
@@ -386,7 +429,25 @@ DeviceInterpreter::~DeviceInterpreter() {
   for (Block& b : impl_->blocks) {
     if (b.data != nullptr) impl_->pool.release(b);
   }
+  for (auto& [id, b] : impl_->mb_blocks) {
+    if (b.data != nullptr) impl_->pool.release(b);
+  }
 }
+
+namespace {
+
+// Allocates the persistent tiles (zeroed).
+void allocate_persistent(const DeviceProgram& dp, BufferPool& pool, std::vector<Block>& blocks) {
+  blocks.resize(dp.buffers.size());
+  for (size_t b = 0; b < dp.buffers.size(); ++b) {
+    if (dp.buffers[b].kind == BufferKind::kPersistent) {
+      blocks[b] = pool.allocate(std::max<int64_t>(dp.buffers[b].bytes(), 1));
+      std::memset(blocks[b].data, 0, static_cast<size_t>(dp.buffers[b].bytes()));
+    }
+  }
+}
+
+}  // namespace
 
 Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Program& program,
                                                                        int32_t device,
@@ -398,14 +459,35 @@ Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Pro
   auto impl = std::make_unique<Impl>();
   impl->program = &program;
   impl->dp = dp;
+  impl->shared = static_cast<int32_t>(dp->buffers.size());
   impl->options = std::move(options);
-  impl->blocks.resize(dp->buffers.size());
-  for (size_t b = 0; b < dp->buffers.size(); ++b) {
-    if (dp->buffers[b].kind == BufferKind::kPersistent) {
-      impl->blocks[b] = impl->pool.allocate(std::max<int64_t>(dp->buffers[b].bytes(), 1));
-      std::memset(impl->blocks[b].data, 0, static_cast<size_t>(dp->buffers[b].bytes()));
-    }
+  allocate_persistent(*dp, impl->pool, impl->blocks);
+  return std::unique_ptr<DeviceInterpreter>(new DeviceInterpreter(std::move(impl)));
+}
+
+Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(
+    const CompactProgram& program, int32_t device, InterpreterOptions options) {
+  const DeviceProgram* dp = program.base.device(device);
+  if (dp == nullptr || static_cast<size_t>(device) >= program.code.size()) {
+    return make_error(Errc::kInvalidArgument, "device {} has no program", device);
   }
+  const CompactCode& code = program.code[static_cast<size_t>(device)];
+  const int64_t ids = static_cast<int64_t>(dp->buffers.size()) +
+                      program.base.micro_batches * static_cast<int64_t>(code.classes.size());
+  if (ids > std::numeric_limits<int32_t>::max()) {
+    return make_error(Errc::kOutOfRange,
+                      "device {}: {} micro-batches of {} buffers each need more buffer ids than "
+                      "the interpreter numbers",
+                      device, program.base.micro_batches, code.classes.size());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->program = &program.base;
+  impl->dp = dp;
+  impl->code = &code;
+  impl->shared = static_cast<int32_t>(dp->buffers.size());
+  impl->classes = static_cast<int32_t>(code.classes.size());
+  impl->options = std::move(options);
+  allocate_persistent(*dp, impl->pool, impl->blocks);
   return std::unique_ptr<DeviceInterpreter>(new DeviceInterpreter(std::move(impl)));
 }
 
@@ -421,6 +503,42 @@ int64_t DeviceInterpreter::persistent_bytes() const {
   return total;
 }
 
+Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
+                                     const std::vector<std::vector<HostTensor>>& inputs,
+                                     DeviceStepResult& result) {
+  if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links->transport == nullptr) {
+    return make_error(Errc::kInternal, "device {} instruction {}: no transport", dp->device, i);
+  }
+  const Status s =
+      execute(ins, static_cast<int32_t>(std::min<int64_t>(i, INT32_MAX)), inputs, result);
+  if (!s.is_ok()) {
+    return s.with_context(fmt::format("device {} instruction {} ({} '{}')", dp->device, i,
+                                      opcode_name(ins.code), ins.what));
+  }
+  // Outstanding sends move only while their endpoint is progressed (a large message waits for
+  // its sender): drive them between instructions, not only when their buffer is freed.
+  if (!pending_send.empty()) progress_sends();
+  return Status::ok();
+}
+
+void DeviceInterpreter::Impl::instantiate(const Segment& seg) {
+  scratch = code->templates[static_cast<size_t>(seg.code)];
+  if (seg.micro_batch < 0) return;
+  const int32_t base = shared + seg.micro_batch * classes;
+  const auto resolve = [&](int32_t& b) {
+    if (b < 0) b = base + (-(b + 1));
+  };
+  for (Instruction& ins : scratch) {
+    for (int32_t& b : ins.in) resolve(b);
+    for (int32_t& b : ins.out) resolve(b);
+    if (ins.code == Opcode::kSend || ins.code == Opcode::kRecv) {
+      ins.tag |= static_cast<uint64_t>(seg.micro_batch + 1) << 16;
+    }
+    ins.micro_batch = seg.micro_batch;
+    ins.what = micro_batch_text(ins.what, seg.micro_batch);
+  }
+}
+
 Expected<DeviceStepResult> DeviceInterpreter::run_step(
     const std::vector<std::vector<HostTensor>>& inputs, const DeviceLinks& links) {
   Impl& m = *impl_;
@@ -428,34 +546,30 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   m.pool.reset_peak();
   DeviceStepResult result;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto& code = program_->instructions;
-  for (size_t i = 0; i < code.size(); ++i) {
-    const Instruction& ins = code[i];
-    if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links.transport == nullptr) {
-      return make_error(Errc::kInternal, "device {} instruction {}: no transport", program_->device,
-                        i);
+  if (m.code == nullptr) {
+    const auto& code = program_->instructions;
+    for (size_t i = 0; i < code.size(); ++i) {
+      MP_RETURN_IF_ERROR(m.step(code[i], static_cast<int64_t>(i), inputs, result));
     }
-    const Status s = m.execute(ins, static_cast<int32_t>(i), inputs, result);
-    if (!s.is_ok()) {
-      return s.with_context(fmt::format("device {} instruction {} ({} '{}')", program_->device, i,
-                                        opcode_name(ins.code), ins.what));
+  } else {
+    int64_t i = 0;
+    for (const Segment& seg : m.code->segments) {
+      m.instantiate(seg);
+      for (const Instruction& ins : m.scratch) MP_RETURN_IF_ERROR(m.step(ins, i++, inputs, result));
     }
-    // Outstanding sends move only while their endpoint is progressed (a large message waits for
-    // its sender): drive them between instructions, not only when their buffer is freed.
-    if (!m.pending_send.empty()) m.progress_sends();
   }
   for (auto& [b, reqs] : m.pending_send) {
     for (comm::Request& r : reqs) {
       const Status s = links.transport->wait(r, m.options.timeout);
       if (!s.is_ok()) {
         return s.with_context(fmt::format("device {}: send from '{}' at the end of the step",
-                                          program_->device, program_->buffers[size_t(b)].name));
+                                          program_->device, m.buffer_name(b)));
       }
     }
   }
   m.pending_send.clear();
   if (!m.pending_recv.empty()) {
-    const std::string name = program_->buffers[size_t(m.pending_recv.begin()->first)].name;
+    const std::string name = m.buffer_name(m.pending_recv.begin()->first);
     m.pending_recv.clear();
     return make_error(Errc::kInternal, "device {}: receive into '{}' was never read",
                       program_->device, name);
@@ -466,6 +580,9 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       MP_RETURN_IF_ERROR(m.release(static_cast<int32_t>(b)));
     }
   }
+  std::vector<int32_t> left;
+  for (const auto& [b, blk] : m.mb_blocks) left.push_back(b);
+  for (int32_t b : left) MP_RETURN_IF_ERROR(m.release(b));
   result.peak_bytes = m.pool.stats().peak.value();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

@@ -1,4 +1,5 @@
-// The interpreter: executes one device's program (runtime/program.h) for one training step
+// The interpreter: executes one device's program (runtime/program.h, flat or in the compact form
+// of runtime/compact_program.h) for one training step
 // through the CPU kernels (kernels/) and the communication interfaces (comm/). Buffers come from
 // a per-device pool that reports peak bytes; receives are posted asynchronously and waited for
 // by the first instruction that reads their buffer; sends complete before their buffer is freed
@@ -19,6 +20,8 @@
 #include "runtime/program.h"
 
 namespace meshpipe::runtime {
+
+struct CompactProgram;
 
 /// Options of an interpreter.
 struct InterpreterOptions {
@@ -50,6 +53,13 @@ class DeviceInterpreter {
  public:
   /// Prepares device `device` of `program` (which must outlive it); allocates persistent tiles.
   static Expected<std::unique_ptr<DeviceInterpreter>> create(const Program& program, int32_t device,
+                                                             InterpreterOptions options = {});
+  /// The same for a program in compact form (runtime/compact_program.h), run template by
+  /// template: what the interpreter holds does not grow with the micro-batch count (each
+  /// micro-batch's buffers exist only while its tasks run). program() is then the device's
+  /// entry in CompactProgram::base, without instructions.
+  static Expected<std::unique_ptr<DeviceInterpreter>> create(const CompactProgram& program,
+                                                             int32_t device,
                                                              InterpreterOptions options = {});
   ~DeviceInterpreter();
   DeviceInterpreter(const DeviceInterpreter&) = delete;

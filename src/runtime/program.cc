@@ -210,6 +210,38 @@ struct Fnv {
 
 }  // namespace
 
+uint64_t instructions_fingerprint(const std::vector<Instruction>& code, uint64_t h) {
+  Fnv f;
+  f.h = h;
+  f.add(static_cast<int64_t>(code.size()));
+  for (const Instruction& ins : code) {
+    f.add(static_cast<int64_t>(ins.code));
+    f.add(static_cast<int64_t>(ins.phase));
+    f.add(ins.micro_batch);
+    f.add(ins.in);
+    f.add(ins.out);
+    f.add(ins.op);
+    f.add(static_cast<int64_t>(ins.collective.kind));
+    f.add(ins.collective.axis);
+    f.add(ins.collective.dim);
+    f.add(ins.collective.split_dim);
+    f.add(spec_code(ins.spec));
+    f.add(spec_code(ins.collective.after));
+    f.add(ins.shape.dims());
+    f.add(ins.peer);
+    f.add(static_cast<int64_t>(ins.tag));
+    f.add(ins.input);
+    f.add(ins.src_offset);
+    f.add(ins.dst_offset);
+    f.add(ins.extent);
+    uint32_t factor_bits = 0;
+    std::memcpy(&factor_bits, &ins.factor, sizeof(factor_bits));
+    f.add(static_cast<int64_t>(factor_bits));
+    f.add(ins.first ? 1 : 0);
+  }
+  return f.h;
+}
+
 uint64_t program_fingerprint(const Program& program) {
   Fnv f;
   f.add(program.micro_batches);
@@ -226,32 +258,7 @@ uint64_t program_fingerprint(const Program& program) {
       f.add(static_cast<int64_t>(b.dtype));
       f.add(static_cast<int64_t>(b.kind));
     }
-    f.add(static_cast<int64_t>(dp.instructions.size()));
-    for (const Instruction& ins : dp.instructions) {
-      f.add(static_cast<int64_t>(ins.code));
-      f.add(static_cast<int64_t>(ins.phase));
-      f.add(ins.micro_batch);
-      f.add(ins.in);
-      f.add(ins.out);
-      f.add(ins.op);
-      f.add(static_cast<int64_t>(ins.collective.kind));
-      f.add(ins.collective.axis);
-      f.add(ins.collective.dim);
-      f.add(ins.collective.split_dim);
-      f.add(spec_code(ins.spec));
-      f.add(spec_code(ins.collective.after));
-      f.add(ins.shape.dims());
-      f.add(ins.peer);
-      f.add(static_cast<int64_t>(ins.tag));
-      f.add(ins.input);
-      f.add(ins.src_offset);
-      f.add(ins.dst_offset);
-      f.add(ins.extent);
-      uint32_t factor_bits = 0;
-      std::memcpy(&factor_bits, &ins.factor, sizeof(factor_bits));
-      f.add(static_cast<int64_t>(factor_bits));
-      f.add(ins.first ? 1 : 0);
-    }
+    f.h = instructions_fingerprint(dp.instructions, f.h);
     for (const PersistentTile& t : dp.persistent) {
       f.add(t.buffer);
       for (const mesh::DimRange& r : t.region) {

@@ -133,6 +133,8 @@ Status validate_program(const Program& program);
 /// plan themselves; equal fingerprints show they built the same program (a different meshpipe build
 /// could pair sends and receives wrongly).
 uint64_t program_fingerprint(const Program& program);
+/// The same hash over instructions alone, continuing `h` (compact programs hash their templates).
+uint64_t instructions_fingerprint(const std::vector<Instruction>& code, uint64_t h);
 
 /// Merges each run of consecutive kCollective fp32 all-reduces along the same mesh axis (of
 /// more than one device, each on one buffer, none touching another's buffers) into one

@@ -8,6 +8,7 @@
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
 #include "planner/cost_model.h"
+#include "runtime/compact_program.h"
 #include "runtime/cost_models.h"
 #include "runtime/counted_plan.h"
 #include "runtime/lower.h"
@@ -185,10 +186,15 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
                                                                      spec.optimizer));
   runtime::LowerOptions lo;
   lo.schedule = options.schedule;
-  MP_ASSIGN_OR_RETURN(runtime::Program program, runtime::lower(plan, job->graph_.graph, lo));
+  // Compact form: the templates of each device's tasks, instantiated per micro-batch as the
+  // step runs, so the program held does not grow with the micro-batch count.
+  MP_ASSIGN_OR_RETURN(runtime::CompactProgram compact,
+                      runtime::lower_compact(plan, job->graph_.graph, lo));
+  const runtime::Program& program = compact.base;
   job->inputs_ = program.inputs;
   job->micro_batches_ = program.micro_batches;
-  job->fingerprint_ = runtime::program_fingerprint(program);
+  job->fingerprint_ = runtime::compact_fingerprint(compact);
+  job->instructions_ = compact.instructions();
   runtime::InProcessRunOptions ro = options.run;
   ro.interpreter.check_finite = ro.interpreter.check_finite || spec.check_finite;
   if (ro.share) {  // this process's devices that have a program
@@ -213,7 +219,7 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
                       format_bytes(Bytes(available)));
   }
   MP_ASSIGN_OR_RETURN(job->run_,
-                      runtime::InProcessRun::create(std::move(program), job->graph_.graph, ro));
+                      runtime::InProcessRun::create(std::move(compact), job->graph_.graph, ro));
   MP_RETURN_IF_ERROR(job->run_->initialize(spec.seed));
   if (!options.load_dir.empty()) {
     MP_ASSIGN_OR_RETURN(runtime::CheckpointInfo info,

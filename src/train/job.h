@@ -124,8 +124,10 @@ class LocalJob final : public StepRunner {
   const graph::Graph& graph() const { return graph_.graph; }
   /// 1, or the resumed checkpoint's step + 1.
   int64_t first_step() const { return first_step_; }
-  /// runtime::program_fingerprint of the lowered program.
+  /// runtime::compact_fingerprint of the lowered program.
   uint64_t fingerprint() const { return fingerprint_; }
+  /// Instructions of one step, all devices (the program is held in compact form).
+  int64_t instructions() const { return instructions_; }
 
  private:
   LocalJob() = default;
@@ -139,6 +141,7 @@ class LocalJob final : public StepRunner {
   std::unique_ptr<runtime::InProcessRun> run_;
   int64_t first_step_ = 1;
   uint64_t fingerprint_ = 0;
+  int64_t instructions_ = 0;
 };
 
 }  // namespace meshpipe::train

@@ -15,8 +15,8 @@
 namespace meshpipe::planner {
 namespace {
 
-graph::Graph mlp() {
-  auto fg = graph::models::build_mlp(graph::models::MlpConfig{16, 32, 3, 8}, 8, DType::kF32);
+graph::Graph mlp(int64_t batch = 8) {
+  auto fg = graph::models::build_mlp(graph::models::MlpConfig{16, 32, 3, 8}, batch, DType::kF32);
   REQUIRE(fg.has_value());
   auto tg = graph::make_training_graph(std::move(*fg), graph::OptimizerConfig{});
   REQUIRE(tg.has_value());
@@ -153,6 +153,47 @@ TEST_CASE("the best Megatron grid is no slower than any grid enumerated by hand"
   CHECK(grids == 5);  // (4,1,1) (2,2,1) (1,4,1) (2,1,2) (1,2,2)
   // And it is one of them.
   CHECK(best.plan->step_time == Approx(fastest).epsilon(1e-9));
+}
+
+TEST_CASE("the best pipeline recipe is the fastest of the grid and the equal-split baselines",
+          "[planner][baselines]") {
+  // best_pipeline_recipe skips a candidate that cannot beat the fastest recipe of any kind
+  // (a lower bound on its step time); run_baselines keeps each kind's fastest and skips only
+  // against that kind. The one must be the minimum of the others, under several memories and
+  // micro-batch counts (memory decides which candidates exist).
+  const Fixture& f = fixture();
+  int compared = 0;
+  for (const double gib : {64.0, 0.001, 0.0004}) {
+    for (const int64_t mbs : {1, 2, 4}) {
+      mesh::ClusterSpec cluster = f.cluster;
+      cluster.device.memory = Bytes(static_cast<int64_t>(gib * (1ll << 30)));
+      AnalyticCostModel cost(cluster.device);
+      PlannerOptions o = options();
+      o.micro_batches = mbs;
+      o.profile.memory_levels = 3;
+      o.graph_for_micro_batch = [](int64_t b) -> Expected<graph::Graph> { return mlp(b); };
+      auto results = run_baselines(f.g, cluster, cost, o);
+      double fastest = std::numeric_limits<double>::infinity();
+      for (const BaselineResult& r : results) {
+        if (r.name != "Megatron grid" && r.name != "equal layers" && r.name != "equal operators")
+          continue;
+        if (r.plan) fastest = std::min(fastest, r.plan->step_time);
+      }
+      ShardingCache cache;
+      auto g = graph_for_micro_batch(f.g, o, 16 / mbs);
+      REQUIRE(g.has_value());
+      auto recipe = best_pipeline_recipe(*g, cluster, cost, o, mbs, cache);
+      INFO(gib << " GiB, " << mbs << " micro-batches");
+      if (std::isfinite(fastest)) {
+        if (!recipe.has_value()) FAIL(recipe.status().to_string());
+        CHECK(recipe->step_time == fastest);
+        ++compared;
+      } else {
+        CHECK_FALSE(recipe.has_value());
+      }
+    }
+  }
+  CHECK(compared >= 5);
 }
 
 TEST_CASE("grid_plan rejects grids that do not fit the cluster or the model",

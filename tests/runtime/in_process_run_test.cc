@@ -14,6 +14,7 @@
 #include "mesh/cluster.h"
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
+#include "runtime/compact_program.h"
 #include "runtime/executor.h"
 #include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
@@ -85,6 +86,63 @@ TEST_CASE("a lowered gpt-tiny pipeline steps like one device", "[runtime][in_pro
     REQUIRE(r->peak_bytes.size() == 4);
     for (int64_t b : r->peak_bytes) CHECK(b > 0);  // all four devices are used
   }
+}
+
+TEST_CASE("a compact program runs like the flat one, holding the same templates at any count",
+          "[runtime][in_process_run][compact]") {
+  // 2 stages of (1, 2) meshes, 12 micro-batches of 2: every device runs its steady-state
+  // template for several micro-batches. The flat and the compact run do the same arithmetic in
+  // the same order, so losses, peaks and parameters agree exactly.
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 2, sgd());
+  graph::TrainingGraph whole = testing::zoo_training_graph("gpt-tiny", 24, sgd());
+  const planner::Plan plan = forced_plan(tg.graph, 12, {1, 2, 2, Mode::kFree});
+  auto cp = lower_compact(plan, tg.graph);
+  if (!cp.has_value()) FAIL(cp.status().to_string());
+  int64_t templates = 0;
+  for (const CompactCode& c : cp->code) {
+    for (const auto& t : c.templates) templates += static_cast<int64_t>(t.size());
+  }
+  auto flat_run = make_run(lowered(plan, tg.graph), tg.graph);
+  auto compact_run = InProcessRun::create(std::move(*cp), tg.graph);
+  if (!compact_run.has_value()) FAIL(compact_run.status().to_string());
+  InProcessRun& a = *flat_run;
+  InProcessRun& b = **compact_run;
+  CHECK(b.program().devices.size() == a.program().devices.size());
+  REQUIRE(a.initialize(kSeed).is_ok());
+  REQUIRE(b.initialize(kSeed).is_ok());
+  auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
+  REQUIRE(data.has_value());
+  for (int s = 0; s < 2; ++s) {
+    auto mbs = split_micro_batches(whole.graph, data->next_batch(), a.program().inputs, 12);
+    REQUIRE(mbs.has_value());
+    auto ra = a.step(*mbs);
+    auto rb = b.step(*mbs);
+    if (!ra.has_value()) FAIL(ra.status().to_string());
+    if (!rb.has_value()) FAIL(rb.status().to_string());
+    CHECK(ra->losses == rb->losses);
+    CHECK(ra->peak_bytes == rb->peak_bytes);
+  }
+  for (const InProcessRun::TileView& t : a.persistent_tiles()) {
+    auto va = a.read_value(t.tile->value);
+    auto vb = b.read_value(t.tile->value);
+    REQUIRE(va.has_value());
+    REQUIRE(vb.has_value());
+    INFO(t.tile->value);
+    REQUIRE(va->numel() == vb->numel());
+    CHECK(std::equal(va->f32(), va->f32() + va->numel(), vb->f32()));
+  }
+  // The same plan with four times the micro-batches: the same templates, only more segments.
+  planner::Plan more = plan;
+  more.micro_batches = 48;
+  more.global_batch = 48 * plan.micro_batch;
+  auto cp48 = lower_compact(more, tg.graph);
+  REQUIRE(cp48.has_value());
+  int64_t templates48 = 0;
+  for (const CompactCode& c : cp48->code) {
+    for (const auto& t : c.templates) templates48 += static_cast<int64_t>(t.size());
+  }
+  CHECK(templates48 == templates);
+  CHECK(cp48->instructions() > 3 * templates48);
 }
 
 // The single-device executor's persistent values after initialisation and after `steps` steps.

@@ -9,6 +9,7 @@
 
 #include "graph/models/zoo_training.h"
 #include "planner/cost_model.h"
+#include "runtime/lower.h"
 #include "train/session.h"
 #include "train/single_device.h"
 
@@ -193,6 +194,36 @@ TEST_CASE("a local job on threads trains like one device, and resumes from its c
     CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("a local job with many micro-batches runs its compact program like one device",
+          "[train][job]") {
+  // 16 micro-batches of 1: the job holds each device's tasks as templates (lower_compact) and
+  // its interpreters instantiate them per micro-batch.
+  JobSpec job = gpt_tiny(/*seed=*/5);
+  job.global_batch = 16;
+  auto single = SingleDeviceJob::create(job);
+  REQUIRE(single.has_value());
+  const std::vector<double> want = run(**single, 1, 2);
+  auto plan = plan_job(job, cpu("cpu:1x4"), {.micro_batches = 16, .schedule = {}});
+  REQUIRE(plan.has_value());
+  auto local = LocalJob::create(job, *plan, {});
+  REQUIRE(local.has_value());
+  const std::vector<double> got = run(**local, 1, 2);
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
+  }
+  // The instructions it reports are those lower() gives for the whole step.
+  auto flat = runtime::lower(*plan, (*local)->graph());
+  REQUIRE(flat.has_value());
+  int64_t count = 0;
+  for (const runtime::DeviceProgram& d : flat->devices) {
+    count += static_cast<int64_t>(d.instructions.size());
+  }
+  CHECK((*local)->instructions() == count);
+  CHECK(count > 0);
 }
 
 TEST_CASE("a local job refuses a checkpoint of another model before building devices",
