@@ -262,7 +262,8 @@ int main(int argc, char** argv) {
   const std::string date = bench::utc_now();
   const std::string doc = fmt::format(
       "# Planning time and predicted throughput (Alpa's suites)\n\n"
-      "Machine: {}; date {}; GLPK 5.0, one thread. Clusters: p3.16xlarge hosts (8x V100 16 GB, "
+      "Machine: {}; date {}; GLPK 5.0, the planner's intra-op problems solved on every core "
+      "(one GLPK solve per thread). Clusters: p3.16xlarge hosts (8x V100 16 GB, "
       "NVLink, 25 Gbps between hosts), 4 GPUs = one host with 4. Analytic cost model (peak FLOP/s, "
       "alpha-beta links), so TFLOP/s are predictions, not measurements. Activation recomputation "
       "is chosen per stage by the DP (--recompute auto); the micro-batch sizes are fixed per "
