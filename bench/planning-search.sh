@@ -55,11 +55,13 @@ done
   echo
   echo "Machine: $(lscpu | sed -nE 's/^Model name: +//p' | head -1), $(nproc) cores; date $(date -u '+%Y-%m-%d %H:%M UTC'); load before the run: $(cut -d' ' -f1-3 /proc/loadavg). Produced by \`bench/planning-search.sh$( [ -n "$long" ] && echo " ... --long")\`$( [ -n "${REF_BIN:-}" ] && echo " with REF_BIN=$REF_BIN (the reference build)")."
   echo
-  echo "| model | cluster | command | wall s | planner's breakdown | sizes planned | sizes skipped | chosen (micro-batches x size) | predicted step | TFLOP/s per GPU | memory count | reference wall s |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| model | cluster | command | wall s | planner's breakdown | sizes planned | sizes skipped | chosen (micro-batches x size) | predicted step | TFLOP/s per GPU | memory count | reference wall s | reference's plan (micro-batches x size, predicted step) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for r in "${rows[@]}"; do
-    IFS='|' read -r name cluster args wall breakdown tried skipped choice step tflops count rwall _ <<< "$r"
-    echo "| $name | $cluster | \`meshpipe plan $args\` | $wall | $breakdown | $tried | $skipped | $choice | $step | $tflops | $count | $rwall |"
+    IFS='|' read -r name cluster args wall breakdown tried skipped choice step tflops count rwall _ _ _ rchoice rstep _ <<< "$r"
+    local_ref="-"
+    [ -n "${rchoice:-}" ] && local_ref="$rchoice, $rstep"
+    echo "| $name | $cluster | \`meshpipe plan $args\` | $wall | $breakdown | $tried | $skipped | $choice | $step | $tflops | $count | $rwall | $local_ref |"
   done
 } > "$out"
 cat "$out"
