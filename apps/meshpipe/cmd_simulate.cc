@@ -129,8 +129,8 @@ void add_simulate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
   cmd->add_flag("--flat", args->flat,
-                "lower every micro-batch's instructions (as training does) instead of lowering "
-                "a few and repeating the steady state's: the slower reference");
+                "lower every micro-batch's instructions instead of lowering a few and repeating "
+                "the steady state's (as training does): the slower reference");
   cmd->callback([args, &exit_code] { exit_code = run_simulate(*args); });
 }
 

@@ -60,19 +60,19 @@ struct DeviceInterpreter::Impl {
   int32_t classes = 0;
   InterpreterOptions options;
   BufferPool pool;
-  std::vector<Block> blocks;                     // ids < shared
-  std::unordered_map<int32_t, Block> mb_blocks;  // ids >= shared, while allocated
-  std::vector<Instruction> scratch;              // the segment being run
+  std::vector<Block> blocks;                                   // ids < shared
+  std::unordered_map<int32_t, Block> mb_blocks;                // ids >= shared, while allocated
+  std::vector<Instruction> scratch;                            // the segment being run
+  std::map<int32_t, comm::Request> pending_recv;               // buffer -> receive
+  std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
+  const kernels::KernelContext ctx;
+  const DeviceLinks* links = nullptr;
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
               DeviceStepResult& result);
   // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.
   void instantiate(const Segment& seg);
-  std::map<int32_t, comm::Request> pending_recv;               // buffer -> receive
-  std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
-  const kernels::KernelContext ctx;
-  const DeviceLinks* links = nullptr;
   std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
 
   const mesh::LogicalMesh& mesh() const {
@@ -447,6 +447,41 @@ void allocate_persistent(const DeviceProgram& dp, BufferPool& pool, std::vector<
   }
 }
 
+// A compact device code the interpreter can run without reading outside its tables: segments
+// name existing templates and micro-batches of the step; a template run once per step (micro-batch
+// -1) names only the device's own buffers, one run per micro-batch those or classes of the code.
+Status check_code(const CompactCode& code, const DeviceProgram& dp, int64_t micro_batches) {
+  const auto shared = static_cast<int64_t>(dp.buffers.size());
+  const auto classes = static_cast<int64_t>(code.classes.size());
+  std::vector<uint8_t> use(code.templates.size(), 0);  // bit 0: once per step, bit 1: per mb
+  for (size_t k = 0; k < code.segments.size(); ++k) {
+    const Segment& s = code.segments[k];
+    if (s.code < 0 || static_cast<size_t>(s.code) >= code.templates.size() || s.micro_batch < -1 ||
+        s.micro_batch >= micro_batches) {
+      return make_error(Errc::kInvalidArgument,
+                        "device {}: segment {} names template {} of {} and micro-batch {} of {}",
+                        dp.device, k, s.code, code.templates.size(), s.micro_batch, micro_batches);
+    }
+    use[static_cast<size_t>(s.code)] |= s.micro_batch < 0 ? 1 : 2;
+  }
+  for (size_t t = 0; t < code.templates.size(); ++t) {
+    const int64_t low = (use[t] & 1) != 0 ? 0 : -classes;  // class c is -(c + 1)
+    for (const Instruction& ins : code.templates[t]) {
+      for (const std::vector<int32_t>* ids : {&ins.in, &ins.out}) {
+        for (int32_t b : *ids) {
+          if (b < low || b >= shared) {
+            return make_error(Errc::kInvalidArgument,
+                              "device {}: template {} ('{}') names buffer {}, outside the {} "
+                              "buffers and {} micro-batch classes it may use",
+                              dp.device, t, ins.what, b, shared, (use[t] & 1) != 0 ? 0 : classes);
+          }
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Program& program,
@@ -480,6 +515,7 @@ Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(
                       "the interpreter numbers",
                       device, program.base.micro_batches, code.classes.size());
   }
+  MP_RETURN_IF_ERROR(check_code(code, *dp, program.base.micro_batches));
   auto impl = std::make_unique<Impl>();
   impl->program = &program.base;
   impl->dp = dp;

@@ -16,6 +16,7 @@
 #include "planner/cost_model.h"
 #include "runtime/compact_program.h"
 #include "runtime/executor.h"
+#include "runtime/interpreter.h"
 #include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/zoo_graph.h"
@@ -143,6 +144,30 @@ TEST_CASE("a compact program runs like the flat one, holding the same templates 
   }
   CHECK(templates48 == templates);
   CHECK(cp48->instructions() > 3 * templates48);
+  // A compact program that names a buffer class it does not have, or a micro-batch beyond the
+  // step, is refused before it runs.
+  size_t d = 0;
+  while (cp48->base.devices[d].device < 0) ++d;
+  CompactProgram bad = *cp48;
+  CompactCode& code = bad.code[d];
+  for (const Segment& seg : code.segments) {
+    if (seg.micro_batch < 0) continue;
+    for (Instruction& ins : code.templates[static_cast<size_t>(seg.code)]) {
+      if (!ins.out.empty()) {
+        ins.out[0] = -static_cast<int32_t>(code.classes.size()) - 1;
+        break;
+      }
+    }
+    break;
+  }
+  auto refused = DeviceInterpreter::create(bad, static_cast<int32_t>(d));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK_THAT(refused.status().message(), Catch::Contains("names buffer"));
+  CompactProgram late = *cp48;
+  late.code[d].segments.back().micro_batch = 48;
+  auto refused_late = DeviceInterpreter::create(late, static_cast<int32_t>(d));
+  REQUIRE_FALSE(refused_late.has_value());
+  CHECK_THAT(refused_late.status().message(), Catch::Contains("micro-batch 48 of 48"));
 }
 
 // The single-device executor's persistent values after initialisation and after `steps` steps.
