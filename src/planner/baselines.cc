@@ -42,6 +42,21 @@ LayerClustering cluster_equal_ops(const graph::Graph& g, int32_t layers) {
   return c;
 }
 
+// Keeps the faster of two outcomes (a plan beats an error).
+void keep_best(BaselineResult& r, Expected<Plan> plan, const std::string& description) {
+  if (!plan.has_value()) {
+    if (!r.plan && (r.status.is_ok() || r.status.code() != Errc::kResourceExhausted)) {
+      r.status = plan.status();
+    }
+    return;
+  }
+  if (!r.plan || plan->step_time < r.plan->step_time) {
+    r.plan = std::move(*plan);
+    r.description = description;
+    r.status = Status::ok();
+  }
+}
+
 // Everything one micro-batching needs to evaluate recipes.
 class Evaluator {
  public:
@@ -101,15 +116,17 @@ class Evaluator {
     return sum + static_cast<double>(b_ - 1) * max >= best;
   }
 
-  // The step time a candidate for `r` must beat to matter: r's fastest plan so far, and with
-  // share_bound() the fastest plan of any recipe (best_pipeline_recipe keeps only that).
-  double bound(const BaselineResult& r) const {
-    double b = r.plan ? r.plan->step_time : std::numeric_limits<double>::infinity();
-    return std::min(b, shared_best_);
-  }
+  // Candidates are skipped against the fastest plan of any recipe, not only their own kind's
+  // (best_pipeline_recipe keeps only the fastest).
   void share_bound() { share_ = true; }
-  // Records a kept plan's step time for bound().
-  void kept(const BaselineResult& r) {
+
+  // Prices `stages` into r (keep_best), unless they cannot beat r's fastest plan so far (with
+  // share_bound(), any recipe's): keep_best would not keep them.
+  void offer(BaselineResult& r, const LayerClustering& c, const StageProfiler& p,
+             const std::vector<StageChoice>& stages, const std::string& description) {
+    const double mine = r.plan ? r.plan->step_time : std::numeric_limits<double>::infinity();
+    if (cannot_beat(p, stages, std::min(mine, shared_best_))) return;
+    keep_best(r, evaluate(c, p, stages), description);
     if (share_ && r.plan) shared_best_ = std::min(shared_best_, r.plan->step_time);
   }
 
@@ -122,35 +139,23 @@ class Evaluator {
         return make_error(Errc::kInfeasible, "a stage has no valid sharding");
       }
     }
-    const double avail =
-        options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
-    const auto too_big = [&](size_t k, int64_t peak) {
-      return make_error(
-          Errc::kResourceExhausted, "out of memory: stage {} needs {} per device, {} available", k,
-          format_bytes(Bytes(peak)), format_bytes(Bytes(static_cast<int64_t>(avail))));
-    };
     if (check_memory) {
-      // The peaks build_plan would give (its in-flight rule), before building the plan.
+      // Each stage's peak as build_plan gives it (StagePlan::memory.peak), before building.
+      const double avail =
+          options_.profile.memory_fraction * static_cast<double>(cluster_.device.memory.value());
       for (size_t k = 0; k < stages.size(); ++k) {
         const StageChoice& s = stages[k];
         const StageCost sc = p.stage(s.first_layer, s.last_layer, s.submesh, s.config);
-        const auto in_flight = options_.schedule == Schedule::kGPipe
-                                   ? static_cast<int32_t>(b_)
-                                   : static_cast<int32_t>(std::min<int64_t>(
-                                         static_cast<int64_t>(stages.size() - k), b_));
-        const int64_t peak = stage_peak(sc, in_flight, b_, options_.schedule);
-        if (static_cast<double>(peak) > avail) return too_big(k, peak);
+        const int64_t peak = stage_peak(
+            sc, stage_in_flight(options_.schedule, k, stages.size(), b_), b_, options_.schedule);
+        if (static_cast<double>(peak) > avail) {
+          return make_error(
+              Errc::kResourceExhausted, "out of memory: stage {} needs {} per device, {} available",
+              k, format_bytes(Bytes(peak)), format_bytes(Bytes(static_cast<int64_t>(avail))));
+        }
       }
     }
-    MP_ASSIGN_OR_RETURN(
-        Plan plan, build_plan(g_, c, p, stages, cluster_, {options_.model, options_.schedule, b_}));
-    if (!check_memory) return plan;
-    for (size_t k = 0; k < plan.stages.size(); ++k) {
-      if (static_cast<double>(plan.stages[k].memory.peak) > avail) {
-        return too_big(k, plan.stages[k].memory.peak);
-      }
-    }
-    return plan;
+    return build_plan(g_, c, p, stages, cluster_, {options_.model, options_.schedule, b_});
   }
 
   // The fastest config of submesh m for layers i..j that holds `in_flight` micro-batches
@@ -212,21 +217,6 @@ class Evaluator {
   bool share_ = false;
   double shared_best_ = std::numeric_limits<double>::infinity();
 };
-
-// Keeps the faster of two outcomes (a plan beats an error).
-void keep_best(BaselineResult& r, Expected<Plan> plan, const std::string& description) {
-  if (!plan.has_value()) {
-    if (!r.plan && (r.status.is_ok() || r.status.code() != Errc::kResourceExhausted)) {
-      r.status = plan.status();
-    }
-    return;
-  }
-  if (!r.plan || plan->step_time < r.plan->step_time) {
-    r.plan = std::move(*plan);
-    r.description = description;
-    r.status = Status::ok();
-  }
-}
 
 std::string batching(const Evaluator& e) {
   return fmt::format("{} micro-batches of {}", e.micro_batches(), graph_micro_batch(e.graph()));
@@ -292,12 +282,9 @@ void grids(Evaluator& e, BaselineResult& megatron, BaselineResult& equal_layer) 
     for (int32_t cfg = 0; cfg < static_cast<int32_t>(prof.configs(m).size()); ++cfg) {
       std::vector<StageChoice> stages;
       for (const auto& [i, j] : ranges) stages.push_back({i, j, m, cfg, 0.0});
-      if (e.cannot_beat(prof, stages, e.bound(megatron))) continue;
       const auto& lm = prof.configs(m)[size_t(cfg)].mesh;
-      keep_best(
-          megatron, e.evaluate(e.clustering(), prof, stages),
-          fmt::format("dp {} x tp {} x pp {}, {}", lm.shape[0], lm.shape[1], pp, batching(e)));
-      e.kept(megatron);
+      e.offer(megatron, e.clustering(), prof, stages,
+              fmt::format("dp {} x tp {} x pp {}, {}", lm.shape[0], lm.shape[1], pp, batching(e)));
     }
     // Equal layers: each stage picks its own best logical mesh.
     std::vector<StageChoice> stages;
@@ -306,11 +293,9 @@ void grids(Evaluator& e, BaselineResult& megatron, BaselineResult& equal_layer) 
       const auto in_flight = static_cast<int32_t>(ranges.size() - k);
       stages.push_back({i, j, m, e.best_config(prof, i, j, m, in_flight), 0.0});
     }
-    if (e.cannot_beat(prof, stages, e.bound(equal_layer))) continue;
-    keep_best(
-        equal_layer, e.evaluate(e.clustering(), prof, stages),
+    e.offer(
+        equal_layer, e.clustering(), prof, stages,
         fmt::format("{} stages of equal layers on {}, {}", pp, shape->to_string(), batching(e)));
-    e.kept(equal_layer);
   }
 }
 
@@ -331,11 +316,9 @@ void equal_operators(Evaluator& e, BaselineResult& r) {
     for (int32_t k = 0; k < pp; ++k) {
       stages.push_back({k, k, 0, e.best_config(**p, k, k, 0, pp - k), 0.0});
     }
-    if (e.cannot_beat(**p, stages, e.bound(r))) continue;
-    keep_best(
-        r, e.evaluate(c, **p, stages),
+    e.offer(
+        r, c, **p, stages,
         fmt::format("{} stages of equal op counts on {}, {}", pp, shape->to_string(), batching(e)));
-    e.kept(r);
   }
 }
 

@@ -132,12 +132,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     const StageCost sc = profiler.stage(a.first_layer, a.last_layer, a.submesh, a.config);
     sp.time = sc.time - sc.transfer;
     sp.memory = sc.memory;
-    // 1F1B: stage k of S runs S - k forwards before its first backward, but never more than
-    // the step's micro-batches.
-    sp.in_flight = options.schedule == Schedule::kGPipe
-                       ? static_cast<int32_t>(micro_batches)
-                       : static_cast<int32_t>(std::min<int64_t>(
-                             static_cast<int64_t>(stages.size() - k), micro_batches));
+    sp.in_flight = stage_in_flight(options.schedule, k, stages.size(), micro_batches);
     sp.memory.peak = stage_peak(sc, sp.in_flight, micro_batches, options.schedule);
     for (int32_t l = a.first_layer; l <= a.last_layer; ++l) {
       for (int32_t u : profiler.units_of_layer(l)) {

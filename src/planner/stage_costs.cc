@@ -566,6 +566,12 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   return s;
 }
 
+int32_t stage_in_flight(Schedule schedule, size_t stage, size_t stages, int64_t micro_batches) {
+  return schedule == Schedule::kGPipe ? static_cast<int32_t>(micro_batches)
+                                      : static_cast<int32_t>(std::min<int64_t>(
+                                            static_cast<int64_t>(stages - stage), micro_batches));
+}
+
 int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batches,
                    Schedule schedule) {
   const StageMemory& m = cost.memory;

@@ -116,6 +116,10 @@ struct StageCost {
 int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batches,
                    Schedule schedule);
 
+/// The micro-batches stage `stage` of `stages` has in flight at its first backward: every one
+/// with GPipe; with 1F1B the stages - stage forwards it runs first, never more than the step's.
+int32_t stage_in_flight(Schedule schedule, size_t stage, size_t stages, int64_t micro_batches);
+
 /// One configuration of a submesh: a logical mesh, a memory level and whether the stage
 /// recomputes its activations.
 struct StageConfig {

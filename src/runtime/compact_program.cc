@@ -311,10 +311,8 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device) {
     for (const Instruction& t : cc.templates[static_cast<size_t>(s.code)]) {
       Instruction ins = t;
       if (s.micro_batch >= 0) {
-        const auto resolve = [&](int32_t b) {
-          if (b >= 0) return b;
-          const int64_t c = -(static_cast<int64_t>(b) + 1);
-          auto [it, fresh] = instance.emplace(c * 65536 + s.micro_batch, 0);
+        bind_micro_batch(ins, s.micro_batch, [&](int32_t c) {
+          auto [it, fresh] = instance.emplace(int64_t{c} * 65536 + s.micro_batch, 0);
           if (fresh) {
             BufferDesc desc = cc.classes[static_cast<size_t>(c)];
             desc.name = micro_batch_text(desc.name, s.micro_batch);
@@ -322,14 +320,7 @@ DeviceProgram expand_device(const CompactProgram& program, size_t device) {
             out.buffers.push_back(std::move(desc));
           }
           return it->second;
-        };
-        for (int32_t& b : ins.in) b = resolve(b);
-        for (int32_t& b : ins.out) b = resolve(b);
-        if (ins.code == Opcode::kSend || ins.code == Opcode::kRecv) {
-          ins.tag |= static_cast<uint64_t>(s.micro_batch + 1) << 16;
-        }
-        ins.micro_batch = s.micro_batch;
-        ins.what = micro_batch_text(ins.what, s.micro_batch);
+        });
       }
       out.instructions.push_back(std::move(ins));
     }

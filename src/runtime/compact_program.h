@@ -34,6 +34,23 @@ struct Segment {
 /// is for micro_batch -1 or text without "#@".
 std::string micro_batch_text(const std::string& text, int32_t micro_batch);
 
+/// Binds template instruction `ins` to `micro_batch` (>= 0): each class id b < 0 becomes
+/// buffer(-(b + 1)), the micro-batch goes into a kSend/kRecv tag, `micro_batch` and `what`.
+/// expand_device and the interpreter instantiate templates through it.
+template <typename ClassBuffer>
+void bind_micro_batch(Instruction& ins, int32_t micro_batch, ClassBuffer&& buffer) {
+  for (std::vector<int32_t>* ids : {&ins.in, &ins.out}) {
+    for (int32_t& b : *ids) {
+      if (b < 0) b = buffer(-(b + 1));
+    }
+  }
+  if (ins.code == Opcode::kSend || ins.code == Opcode::kRecv) {
+    ins.tag |= static_cast<uint64_t>(micro_batch + 1) << 16;
+  }
+  ins.micro_batch = micro_batch;
+  ins.what = micro_batch_text(ins.what, micro_batch);
+}
+
 /// One device's instructions as templates and segments; its buffers (ids >= 0), ops and
 /// persistent tiles are those of the matching device in CompactProgram::base.
 struct CompactCode {

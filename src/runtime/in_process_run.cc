@@ -224,7 +224,7 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(Program program, co
                                                              InProcessRunOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->held.base = std::move(program);
-  return start(std::move(impl), g, std::move(options), /*compact=*/false);
+  return start(std::move(impl), g, std::move(options));
 }
 
 Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(CompactProgram program,
@@ -236,14 +236,14 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::create(CompactProgram prog
   }
   auto impl = std::make_unique<Impl>();
   impl->held = std::move(program);
-  return start(std::move(impl), g, std::move(options), /*compact=*/true);
+  return start(std::move(impl), g, std::move(options));
 }
 
 Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl> impl,
                                                             const graph::Graph& g,
-                                                            InProcessRunOptions options,
-                                                            bool compact) {
+                                                            InProcessRunOptions options) {
   MP_RETURN_IF_ERROR(options.validate());
+  const bool compact = !impl->held.code.empty();
   impl->graph = &g;
   impl->options = std::move(options);
   impl->options.interpreter.timeout = impl->options.timeout;

@@ -139,7 +139,7 @@ class InProcessRun {
   explicit InProcessRun(std::unique_ptr<Impl> impl);
   static Expected<std::unique_ptr<InProcessRun>> start(std::unique_ptr<Impl> impl,
                                                        const graph::Graph& g,
-                                                       InProcessRunOptions options, bool compact);
+                                                       InProcessRunOptions options);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -67,13 +67,13 @@ struct DeviceInterpreter::Impl {
   std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
   const kernels::KernelContext ctx;
   const DeviceLinks* links = nullptr;
+  std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
               DeviceStepResult& result);
   // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.
   void instantiate(const Segment& seg);
-  std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
 
   const mesh::LogicalMesh& mesh() const {
     return program->stages[static_cast<size_t>(dp->stage)].mesh;
@@ -561,17 +561,8 @@ void DeviceInterpreter::Impl::instantiate(const Segment& seg) {
   scratch = code->templates[static_cast<size_t>(seg.code)];
   if (seg.micro_batch < 0) return;
   const int32_t base = shared + seg.micro_batch * classes;
-  const auto resolve = [&](int32_t& b) {
-    if (b < 0) b = base + (-(b + 1));
-  };
   for (Instruction& ins : scratch) {
-    for (int32_t& b : ins.in) resolve(b);
-    for (int32_t& b : ins.out) resolve(b);
-    if (ins.code == Opcode::kSend || ins.code == Opcode::kRecv) {
-      ins.tag |= static_cast<uint64_t>(seg.micro_batch + 1) << 16;
-    }
-    ins.micro_batch = seg.micro_batch;
-    ins.what = micro_batch_text(ins.what, seg.micro_batch);
+    bind_micro_batch(ins, seg.micro_batch, [&](int32_t c) { return base + c; });
   }
 }
 
