@@ -228,8 +228,8 @@ Status check_batches(const Plan& p) {
   }
   if (p.micro_batches > kMaxMicroBatches) {
     return invalid("micro_batches",
-                   fmt::format("is {}, more than the {} a plan may have (lowered programs grow "
-                               "with the micro-batch count)",
+                   fmt::format("is {}, more than the {} a plan may have (a step's schedule, "
+                               "its data and a flat lowering grow with the micro-batch count)",
                                p.micro_batches, kMaxMicroBatches));
   }
   int64_t product = 0;
