@@ -41,8 +41,22 @@ Expected<planner::Plan> make_counted_plan(const graph::Graph& g, const mesh::Clu
   const double device = static_cast<double>(cluster.device.memory.value());
   constexpr int kTries = 4;
   Status fits = Status::ok();
+  // The planning times of every search so far: a plan found on a later try reports them all.
+  planner::PlanningTimes spent;
   for (int attempt = 0; attempt < kTries; ++attempt) {
     MP_ASSIGN_OR_RETURN(planner::Plan plan, planner::make_plan(g, cluster, cost, o, memo));
+    spent.clustering += plan.times.clustering;
+    spent.stage_costs += plan.times.stage_costs;
+    spent.stage_dp += plan.times.stage_dp;
+    spent.total += plan.times.total;
+    spent.intra_op_solves += plan.times.intra_op_solves;
+    spent.intra_op_reused += plan.times.intra_op_reused;
+    plan.times.clustering = spent.clustering;
+    plan.times.stage_costs = spent.stage_costs;
+    plan.times.stage_dp = spent.stage_dp;
+    plan.times.total = spent.total;
+    plan.times.intra_op_solves = spent.intra_op_solves;
+    plan.times.intra_op_reused = spent.intra_op_reused;
     MP_ASSIGN_OR_RETURN(graph::Graph own_graph,
                         planner::graph_for_micro_batch(g, o, plan.micro_batch));
     MP_RETURN_IF_ERROR(count_plan_memory(plan, own_graph));

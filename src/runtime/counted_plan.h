@@ -26,7 +26,9 @@ Status count_plan_memory(planner::Plan& plan, const graph::Graph& g);
 /// count exceeds options.profile.memory_fraction of a device, the search runs again with the
 /// fraction lowered by the overshoot, up to 3 times; then the error names the stage. `g` is the
 /// graph make_plan takes (the plan's own micro-batch size comes from
-/// options.graph_for_micro_batch when it differs).
+/// options.graph_for_micro_batch when it differs). The plan's planning times (Plan::times:
+/// phases, total, ILPs solved and reused) add up every search made; the step times compared are
+/// those of the last.
 Expected<planner::Plan> make_counted_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster,
                                           const planner::CostModel& cost,
                                           const planner::PlannerOptions& options,
