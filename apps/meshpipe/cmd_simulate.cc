@@ -16,6 +16,7 @@
 #include "runtime/compact_program.h"
 #include "runtime/lower.h"
 #include "runtime/simulator.h"
+#include "train/device_profiler.h"
 
 namespace meshpipe::cli {
 namespace {
@@ -24,6 +25,7 @@ struct SimulateArgs {
   std::string plan;
   std::string trace;
   std::string schedule;
+  std::string profile;
   bool flat = false;
 };
 
@@ -31,6 +33,14 @@ int run_simulate(const SimulateArgs& args) {
   const auto t0 = std::chrono::steady_clock::now();
   auto plan = planner::load_plan(args.plan);
   if (!plan.has_value()) return fail(plan.status());
+  bool repriced = false;
+  if (!args.profile.empty()) {
+    // The simulator prices with the measured profile; the plan's own figures stay as planned.
+    auto c = train::with_profile(plan->cluster, args.profile);
+    if (!c.has_value()) return fail(c.status());
+    repriced = plan->cluster.profile == nullptr || !(*plan->cluster.profile == *c->profile);
+    plan->cluster = std::move(*c);
+  }
   auto spec = graph::models::find_model(plan->model);
   if (!spec.has_value()) {
     return fail(make_error(Errc::kInvalidArgument,
@@ -103,6 +113,12 @@ int run_simulate(const SimulateArgs& args) {
   fmt::print("simulated step time: {} (planner: {}, ratio {:.3f})\n",
              format_seconds(Seconds(sim->step_time)), format_seconds(Seconds(plan->step_time)),
              plan->step_time > 0 ? sim->step_time / plan->step_time : 0.0);
+  if (repriced) {
+    fmt::print(
+        "(simulated with the profile {}; the planner's figure is the one the plan was made "
+        "with)\n",
+        args.profile);
+  }
   fmt::print("bubble fraction: {:.1f}%\n", 100.0 * sim->bubble_fraction);
   if (!args.trace.empty()) {
     if (Status w = write_text_file(args.trace, sim->trace_json, "trace file"); !w.is_ok()) {
@@ -128,6 +144,10 @@ void add_simulate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--trace", args->trace, "write the step's timeline as Chrome trace JSON");
   cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  cmd->add_option("--profile", args->profile,
+                  "simulate with this measured device profile (`meshpipe profile`) instead of "
+                  "the one (or the nominal figures) the plan was made with")
+      ->check(CLI::ExistingFile);
   cmd->add_flag("--flat", args->flat,
                 "lower every micro-batch's instructions instead of lowering a few and repeating "
                 "the steady state's (as training does): the slower reference");

@@ -2,6 +2,7 @@
 // one CPU device, or planned (or from --plan) on a cluster of virtual CPU devices run as threads.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "meshpipe/plan_common.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
+#include "train/device_profiler.h"
 #include "train/job.h"
 #include "train/report.h"
 #include "train/session.h"
@@ -40,6 +42,7 @@ struct TrainArgs {
   bool check_numerics = false;
   std::string cluster;  // empty: one device (unless --plan)
   std::string plan;
+  std::string profile;  // --profile FILE: the cluster's measured profile
   int64_t micro_batches = 0;
   std::string schedule;
   std::string recompute = "auto";
@@ -146,6 +149,26 @@ Expected<actors::Secret> listen_secret(const TrainArgs& args) {
 // The driver of a multi-process job: publish the coordinator behind its gate, wait for the
 // nodes, form the cluster from their reports, plan, start the job on every node and run the
 // session.
+// The plan's predicted step time beside the measured median (the first step, which warms up
+// buffers and threads, left out when there are others).
+void print_step_time(const planner::Plan& plan, const train::SessionSummary& s) {
+  std::vector<double> t = s.step_seconds;
+  if (t.empty()) return;
+  const size_t skip = t.size() > 1 ? 1 : 0;
+  std::vector<double> steady(t.begin() + static_cast<std::ptrdiff_t>(skip), t.end());
+  std::sort(steady.begin(), steady.end());
+  const size_t n = steady.size();
+  const double measured = n % 2 == 1 ? steady[n / 2] : 0.5 * (steady[n / 2 - 1] + steady[n / 2]);
+  fmt::print(
+      "timing: predicted {} a step ({} cost model), measured median {} over steps {}-{} "
+      "(measured / predicted {:.2f}; min {}, max {})\n",
+      format_seconds(Seconds(plan.step_time)),
+      plan.cluster.profile != nullptr ? "profiled" : "analytic", format_seconds(Seconds(measured)),
+      s.first_step + static_cast<int64_t>(skip), s.last_step,
+      plan.step_time > 0 ? measured / plan.step_time : 0.0, format_seconds(Seconds(steady.front())),
+      format_seconds(Seconds(steady.back())));
+}
+
 int run_listen(const TrainArgs& args, train::JobSpec job) {
   auto secret = listen_secret(args);
   if (!secret.has_value()) return fail(secret.status());
@@ -160,6 +183,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   co.heartbeat =
       std::min(co.liveness / 4 + std::chrono::milliseconds(1), std::chrono::milliseconds(1000));
   auto base = mesh::resolve_cluster(args.cluster.empty() ? "cpu" : args.cluster);
+  if (base.has_value() && !args.profile.empty()) base = train::with_profile(*base, args.profile);
   if (!base.has_value()) return fail(base.status());  // before any node joins
   int64_t done = 0;                                   // steps of the checkpoint resumed
   if (!args.load.empty()) {
@@ -239,6 +263,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());
+  print_step_time(*plan, *summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   (*coord)->shutdown("training finished");
@@ -273,6 +298,9 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   if (args.plan.empty()) {
     // A checkpoint without a cluster: one virtual device.
     auto cluster = mesh::resolve_cluster(args.cluster.empty() ? "cpu:1x1" : args.cluster);
+    if (cluster.has_value() && !args.profile.empty()) {
+      cluster = train::with_profile(*cluster, args.profile);
+    }
     if (!cluster.has_value()) return fail(cluster.status());
     plan = train::plan_job(job, *cluster, plan_request(args),
                            actor_runtime ? actor_runtime->planner() : train::Planner{});
@@ -321,6 +349,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   const auto& l = summary->losses;
   fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),
              summary->first_step, summary->last_step, format_seconds(summary->total_time));
+  print_step_time(*plan, *summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   return 0;
@@ -390,7 +419,8 @@ int run_train(const TrainArgs& args) {
   // their conversion to float).
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   if (args.listen >= 0) return run_listen(args, job);
-  if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty()) {
+  if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty() ||
+      !args.profile.empty()) {
     return run_parallel(args, job);
   }
   return run_single(args, job);
@@ -431,6 +461,12 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--plan", args->plan, "train with this plan (from `meshpipe plan -o`)")
       ->check(CLI::ExistingFile)
       ->excludes("--cluster");
+  cmd->add_option("--profile", args->profile,
+                  "plan with this measured device profile (`meshpipe profile`) instead of the "
+                  "cluster's nominal figures; the step time it predicts is printed beside the "
+                  "measured one")
+      ->check(CLI::ExistingFile)
+      ->excludes("--plan");
   cmd->add_option("--micro-batches", args->micro_batches,
                   "micro-batches per step when planning (default: the planner chooses; a --plan "
                   "fixes its own)")

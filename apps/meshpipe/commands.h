@@ -13,6 +13,8 @@ void add_train_command(CLI::App& app, int& exit_code);
 void add_shard_command(CLI::App& app, int& exit_code);
 /// `meshpipe simulate`: a plan's programs on the simulated backend.
 void add_simulate_command(CLI::App& app, int& exit_code);
+/// `meshpipe profile`: measures the devices at hand into a profile for --profile.
+void add_profile_command(CLI::App& app, int& exit_code);
 /// `meshpipe plan`, `explain` and `compare`.
 void add_plan_commands(CLI::App& app, int& exit_code);
 

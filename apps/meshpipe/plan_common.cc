@@ -15,6 +15,7 @@
 #include "core/units.h"
 #include "graph/training_graph.h"
 #include "runtime/counted_plan.h"
+#include "train/device_profiler.h"
 #include "train/job.h"
 
 namespace meshpipe::cli {
@@ -114,6 +115,9 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
       ->capture_default_str()
       ->check(CLI::IsMember({"off", "on", "auto"}));
   cmd->add_flag("--quiet", args.quiet, "no progress output");
+  cmd->add_option("--profile", args.profile,
+                  "price with this measured device profile (written by `meshpipe profile`) "
+                  "instead of the cluster's nominal figures where it has measurements");
   auto* grid = cmd->add_option(
       "--grid", args.grid,
       "a fixed Megatron-style grid instead of the search: \"dp=A,tp=B,pp=C[,params=MODE]\" = pp "
@@ -145,6 +149,9 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   if (!args.stages.empty()) MP_RETURN_IF_ERROR(planner::parse_manual_stages(args.stages).status());
   MP_ASSIGN_OR_RETURN(s.spec, graph::models::find_model(args.model));
   MP_ASSIGN_OR_RETURN(s.cluster, mesh::resolve_cluster(args.cluster));
+  if (!args.profile.empty()) {
+    MP_ASSIGN_OR_RETURN(s.cluster, train::with_profile(std::move(s.cluster), args.profile));
+  }
   const int64_t global = args.batch > 0 ? args.batch : s.spec.default_batch;
   if (args.micro_batches > 0 && global % args.micro_batches != 0) {
     return make_error(Errc::kInvalidArgument, "--batch {} is not divisible by --micro-batches {}",
@@ -264,6 +271,11 @@ void print_plan_summary(const planner::Plan& plan) {
   fmt::print("predicted step time: {}, {:.3g} TFLOP/s per device ({:.3g} TFLOP/s total)\n",
              format_seconds(Seconds(plan.step_time)), plan.tflops_per_device,
              plan.tflops_per_device * plan.cluster.num_devices());
+  fmt::print("cost model: {}\n",
+             plan.cluster.profile != nullptr
+                 ? fmt::format("measured profile ({})", printable(plan.cluster.profile->source))
+                 : std::string("analytic (the cluster's nominal figures; `meshpipe profile` "
+                               "measures them)"));
   int64_t estimated = 0;
   for (const planner::StagePlan& s : plan.stages) {
     estimated = std::max(estimated, s.memory.estimated);

@@ -26,8 +26,9 @@ struct PlanArgs {
   std::string schedule = "1f1b";
   std::string recompute = "auto";  ///< activation recomputation: off, on, auto (per stage)
   bool quiet = false;
-  std::string grid;    ///< --grid "dp=A,tp=B,pp=C[,params=MODE]": a fixed Megatron-style grid
-  std::string stages;  ///< --stages "0-7@1x8:2x4;...": fixed stages (planner/manual_plan.h)
+  std::string grid;     ///< --grid "dp=A,tp=B,pp=C[,params=MODE]": a fixed Megatron-style grid
+  std::string stages;   ///< --stages "0-7@1x8:2x4;...": fixed stages (planner/manual_plan.h)
+  std::string profile;  ///< --profile FILE: the cluster's measured profile (`meshpipe profile`)
 };
 
 /// Registers the shared options on a sub-command.

@@ -111,6 +111,11 @@ Status parse_json_object(const Json& root, ClusterSpec* c) {
   c->device.memory_bandwidth = giga_to_si(mem_bw);
   MP_RETURN_IF_ERROR(read_link(r, "intra_host", &c->intra_host));
   MP_RETURN_IF_ERROR(read_link(r, "inter_host", &c->inter_host));
+  if (const Json* profile = r.find_optional("profile")) {
+    auto p = parse_device_profile(profile->dump());
+    if (!p.has_value()) return p.status().with_context("cluster field 'profile'");
+    c->profile = std::make_shared<const DeviceProfile>(std::move(*p));
+  }
   return r.check_no_unknown_fields();
 }
 
@@ -260,6 +265,8 @@ std::string cluster_to_json(const ClusterSpec& c) {
                      {"latency_us", us_inv(c.intra_host.latency.value())}};
   j["inter_host"] = {{"bandwidth_gb_s", giga_inv(c.inter_host.bandwidth)},
                      {"latency_us", us_inv(c.inter_host.latency.value())}};
+  if (c.profile != nullptr)
+    j["profile"] = nlohmann::json::parse(device_profile_to_json(*c.profile));
   return j.dump(2);
 }
 

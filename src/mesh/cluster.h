@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "core/units.h"
+#include "mesh/device_profile.h"
 
 namespace meshpipe::mesh {
 
@@ -42,12 +44,23 @@ struct ClusterSpec {
   DeviceSpec device;
   LinkSpec intra_host;  ///< between devices of one host (NVLink, shared memory)
   LinkSpec inter_host;  ///< between hosts (network, per host)
+  /// What these devices were measured to do (`meshpipe profile`), or none: the cost model
+  /// (runtime::cost_model_for) prices with it where it has tables. Shared, never modified.
+  std::shared_ptr<const DeviceProfile> profile;
 
   int32_t num_devices() const { return hosts * devices_per_host; }
   /// Positive sizes, memory, FLOP/s and bandwidths; devices_per_host a power of two.
   Status validate() const;
 
-  friend bool operator==(const ClusterSpec&, const ClusterSpec&) = default;
+  /// Equal fields, and equal profiles (both absent, or the same measurements).
+  friend bool operator==(const ClusterSpec& a, const ClusterSpec& b) {
+    const bool same_profile =
+        a.profile == b.profile ||
+        (a.profile != nullptr && b.profile != nullptr && *a.profile == *b.profile);
+    return a.name == b.name && a.hosts == b.hosts && a.devices_per_host == b.devices_per_host &&
+           a.device == b.device && a.intra_host == b.intra_host && a.inter_host == b.inter_host &&
+           same_profile;
+  }
 };
 
 /// The most devices (hosts x devices_per_host) a cluster may have: the planner's search grows
@@ -64,6 +77,7 @@ inline constexpr int64_t kMaxClusterDevices = 1024;
 ///    "intra_host": {"bandwidth_gb_s": 130, "latency_us": 5},
 ///    "inter_host": {"bandwidth_gb_s": 3.125, "latency_us": 20}}
 ///
+/// and optionally "profile": a DeviceProfile in its JSON form (mesh/device_profile.h).
 /// (GB = 1e9 bytes; GiB = 2^30 bytes.)
 Expected<ClusterSpec> parse_cluster_json(const std::string& text);
 

@@ -8,21 +8,10 @@
 
 #include "core/dtype.h"
 #include "core/units.h"
+#include "mesh/collective_kind.h"
 #include "mesh/sharding.h"
 
 namespace meshpipe::mesh {
-
-/// Collective operations within the groups along one mesh axis.
-enum class CollectiveKind : uint8_t {
-  kAllGather,      ///< concatenate tiles of the group along a tensor dim
-  kReduceScatter,  ///< sum partial tiles of the group, each device keeps one chunk of a dim
-  kAllReduce,      ///< sum partial tiles of the group, everyone keeps the sum
-  kAllToAll,       ///< split a dim into group-size chunks, exchange, concatenate along another
-  kSlice,          ///< keep this device's chunk of a dim (no communication)
-};
-
-/// "all-gather", "reduce-scatter", "all-reduce", "all-to-all", "slice".
-std::string collective_name(CollectiveKind k);
 
 /// Time of one collective along mesh `axis` moving `bytes`, where `bytes` is the per-device
 /// buffer at its larger end (all-gather: the gathered output; reduce-scatter: the input;

@@ -167,7 +167,9 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
       MP_ASSIGN_OR_RETURN(t.from_spec, spec_in_stage(from->second, v));
       MP_ASSIGN_OR_RETURN(t.to_spec, spec_in_stage(to->second, v));
       t.bytes = val.bytes();
-      t.seconds = link.latency.value() + static_cast<double>(t.bytes) / link.bandwidth;
+      t.seconds = profiler.cost_model()
+                      .transfer(t.bytes, link, !one_host(from->second, to->second))
+                      .value();
       // A parameter gradient (e.g. of a tied embedding) is summed locally and sent once per step.
       if (profiler.is_parameter_gradient(v)) t.seconds /= static_cast<double>(micro_batches);
       plan.stages[to->second].time += t.seconds;

@@ -1,6 +1,6 @@
 // CostModel: how long collectives, resharding and computation take on a logical mesh. The
 // analytic model uses alpha-beta per mesh axis (docs/algorithms.md §1.4) and a roofline for
-// compute; a profile database of measured GEMM and collective times overrides it by interpolation.
+// compute; a cluster's measured profile (mesh/device_profile.h) overrides it by interpolation.
 #pragma once
 
 #include <map>
@@ -50,6 +50,14 @@ class CostModel {
   /// collective().
   Expected<Seconds> resharding(const Shape& shape, DType dtype, const mesh::ShardingSpec& from,
                                const mesh::ShardingSpec& to, const mesh::LogicalMesh& mesh) const;
+  /// Time of one point-to-point message of `bytes` over `link` (a stage's activations to the
+  /// next mesh): latency + bytes / bandwidth unless measured. `inter_host`: the link between
+  /// hosts (for a profile's tables).
+  virtual Seconds transfer(int64_t bytes, const mesh::LinkSpec& link, bool inter_host) const {
+    (void)inter_host;
+    return Seconds(link.latency.value() +
+                   (link.bandwidth > 0 ? static_cast<double>(bytes) / link.bandwidth : 0.0));
+  }
 };
 
 /// Alpha-beta collectives (mesh::collective_cost) and a roofline: max(flops / peak,
@@ -66,39 +74,33 @@ class AnalyticCostModel : public CostModel {
   mesh::DeviceSpec device_;
 };
 
-/// Measured times: GEMMs (FLOPs -> seconds per dtype) and collectives ((kind, group size, link)
-/// -> bytes -> seconds). Loaded from JSON:
-///
-///   {"gemm": {"f16": [[flops, seconds], ...], "f32": [...]},
-///    "collectives": [{"kind": "all-reduce", "group": 8, "link": "intra",
-///                     "points": [[bytes, seconds], ...]}, ...]}
-///
-/// Times between points are interpolated linearly; beyond the last point, extrapolated from the
-/// last two. Missing all-gather or reduce-scatter tables use all-reduce / 2 (as Alpa does).
-struct ProfileDatabase {
-  std::map<DType, std::vector<std::pair<double, double>>> gemm;
-  std::map<std::tuple<mesh::CollectiveKind, int64_t, bool>, std::vector<std::pair<double, double>>>
-      collectives;  ///< key: (kind, group size, crosses hosts)
-};
-
-/// Parses the JSON form; errors name the field.
-Expected<ProfileDatabase> parse_profile_database(const std::string& json_text);
-/// Reads a file and parses it.
-Expected<ProfileDatabase> load_profile_database(const std::string& path);
-
-/// The profile database where it has data, the analytic model elsewhere. Whether a mesh axis
-/// crosses hosts is read from its beta (1 / the cluster's inter-host bandwidth).
+/// The cluster's measured profile (mesh/device_profile.h) where it has tables, the analytic model
+/// elsewhere:
+///   compute     (matmul: the dtype's "gemm" table at the FLOPs; other ops: its "memory_bound"
+///               table at the bytes; else the roofline) x concurrency + op overhead, where
+///               concurrency is the "concurrency" table at the devices that share the measured
+///               machine's cores (all of a CPU cluster's devices: its virtual devices are threads
+///               of one machine; 1 for accelerators, which compute on their own);
+///   collective  the (kind, group size, link) table; all-gather and reduce-scatter without one
+///               use all-reduce / 2 (as Alpa does); whether a mesh axis crosses hosts is read
+///               from its beta (1 / the cluster's inter-host bandwidth);
+///   transfer    the link's "transfers" table.
 class ProfiledCostModel : public CostModel {
  public:
-  ProfiledCostModel(mesh::ClusterSpec cluster, ProfileDatabase db);
+  /// `cluster.profile` must be set.
+  explicit ProfiledCostModel(mesh::ClusterSpec cluster);
   Seconds collective(mesh::CollectiveKind kind, int64_t bytes, const mesh::LogicalMesh& mesh,
                      int axis) const override;
   Seconds compute(const ComputeWork& work) const override;
+  Seconds transfer(int64_t bytes, const mesh::LinkSpec& link, bool inter_host) const override;
+  /// The slowdown compute() applies (the concurrency table at the sharing devices; 1 without).
+  double concurrency_factor() const { return concurrency_; }
 
  private:
   mesh::ClusterSpec cluster_;
-  ProfileDatabase db_;
+  const mesh::DeviceProfile& profile_;
   AnalyticCostModel analytic_;
+  double concurrency_ = 1.0;
 };
 
 /// Linear interpolation in sorted (x, y) points (extrapolation beyond the ends from the two

@@ -532,7 +532,8 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
                           static_cast<size_t>(c)];
     } else {
       const graph::Value& v = unit_graph_.value(x.value);
-      double t = link.latency.value() + static_cast<double>(v.bytes()) / link.bandwidth;
+      double t = cost_.transfer(v.bytes(), link, cluster_.hosts > 1 && link == cluster_.inter_host)
+                     .value();
       if (x.once_per_step) t /= static_cast<double>(options_.micro_batches);
       s.time += t;
       s.transfer += t;

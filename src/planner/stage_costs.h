@@ -161,6 +161,8 @@ class StageProfiler {
   /// The graph re-tagged with unit indices (what the unit plans' ids refer to).
   const graph::Graph& unit_graph() const { return unit_graph_; }
   const StageProfileOptions& options() const { return options_; }
+  /// The cost model the profiles were priced with.
+  const CostModel& cost_model() const { return cost_; }
   /// True for values that feed a parameter's update (its gradient and the pieces summed into
   /// it): they cross between stages once per step, not once per micro-batch.
   bool is_parameter_gradient(ValueId v) const { return parameter_gradient_[v.index()]; }

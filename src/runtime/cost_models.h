@@ -12,8 +12,9 @@
 
 namespace meshpipe::runtime {
 
-/// The analytic model of `cluster`'s device, with the CPU kernels' scratch when its devices are
-/// CPUs ("cpu" kind): what `meshpipe plan` and `train` plan with.
+/// The analytic model of `cluster`'s device, or the profiled one when the cluster carries a
+/// measured profile (ClusterSpec::profile, planner::ProfiledCostModel), with the CPU kernels'
+/// scratch when its devices are CPUs ("cpu" kind): what `meshpipe plan` and `train` plan with.
 std::unique_ptr<planner::CostModel> cost_model_for(const mesh::ClusterSpec& cluster);
 
 }  // namespace meshpipe::runtime

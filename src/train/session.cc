@@ -81,6 +81,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     }
     summary.losses.push_back(r->loss);
     summary.total_time += Seconds(r->seconds);
+    summary.step_seconds.push_back(r->seconds);
     summary.last_step = step;
     int64_t peak = 0;
     for (const auto& [device, bytes] : r->peak_bytes) {

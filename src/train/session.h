@@ -51,7 +51,8 @@ struct SessionOptions {
 
 /// What a session did.
 struct SessionSummary {
-  std::vector<double> losses;  ///< one per step run
+  std::vector<double> losses;        ///< one per step run
+  std::vector<double> step_seconds;  ///< wall time of each step run
   Seconds total_time;
   std::map<int32_t, int64_t> peak_bytes;  ///< per device: the largest peak of any step
   int64_t first_step = 1;

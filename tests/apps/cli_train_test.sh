@@ -12,4 +12,7 @@ echo "first loss $first, last loss $last"
 awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 4.0 && l < 2.6) }' || {
   echo "loss did not fall enough"; exit 1; }
 echo "$out" | grep -q 'tokens/s' || { echo "no throughput column"; exit 1; }
-"$1" models | grep -q '^gpt-39b ' || { echo "models does not list gpt-39b"; exit 1; }
+# (Captured first: grep -q stops reading at the match, and the writer's SIGPIPE would fail the
+# pipeline under pipefail.)
+models=$("$1" models) || { echo "models exited non-zero"; exit 1; }
+echo "$models" | grep -q '^gpt-39b ' || { echo "models does not list gpt-39b"; exit 1; }

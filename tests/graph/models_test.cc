@@ -19,8 +19,10 @@ TEST_CASE(
     REQUIRE(g.has_value());
     const int64_t exact = parameter_count(g->graph);
     CHECK(exact == formula_parameter_count(spec) + formula_parameter_gap(spec));
-    // The gap is small: under 1% for every Alpa-sized model.
-    if (spec.name.find("tiny") == std::string::npos && spec.family != "mlp") {
+    // The gap is small: under 1% for every Alpa-sized model (not the test and CPU-benchmark
+    // sizes, whose position embeddings weigh more).
+    if (spec.name.find("tiny") == std::string::npos &&
+        spec.name.find("-cpu") == std::string::npos && spec.family != "mlp") {
       CHECK(static_cast<double>(formula_parameter_gap(spec)) < 0.01 * static_cast<double>(exact));
     }
   }

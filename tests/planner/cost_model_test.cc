@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,15 +50,16 @@ TEST_CASE("interpolation is linear between points and extrapolates from the near
   CHECK(interpolate({{100, 2}}, 50) == Approx(1.0));
 }
 
-TEST_CASE("a profile database overrides the analytic model where it has data", "[planner]") {
-  const mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:2");
-  auto db = parse_profile_database(R"({
+TEST_CASE("a measured profile overrides the analytic model where it has data", "[planner]") {
+  mesh::ClusterSpec cluster = *mesh::cluster_preset("p3.16xlarge:2");
+  auto profile = mesh::parse_device_profile(R"({
     "gemm": {"f16": [[0, 0], [1e12, 0.02]]},
     "collectives": [
       {"kind": "all-reduce", "group": 8, "link": "intra", "points": [[0, 1e-5], [1e6, 3e-5]]}
     ]})");
-  REQUIRE(db.has_value());
-  ProfiledCostModel m(cluster, *db);
+  REQUIRE(profile.has_value());
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(*profile);
+  ProfiledCostModel m(cluster);
   AnalyticCostModel a(cluster.device);
   // Measured GEMM: 5e11 FLOP -> 10 ms (the analytic f16 peak would say 4 ms).
   CHECK(m.compute({Flops(5e11), Bytes(0), DType::kF16, true}).value() == Approx(0.01));
@@ -67,110 +69,38 @@ TEST_CASE("a profile database overrides the analytic model where it has data", "
   const auto mesh = *mesh::make_logical_mesh(cluster, {1, 8}, 1, 8);
   CHECK(m.collective(mesh::CollectiveKind::kAllReduce, 500'000, mesh, 1).value() == Approx(2e-5));
   CHECK(m.collective(mesh::CollectiveKind::kAllGather, 500'000, mesh, 1).value() == Approx(1e-5));
-  // No table for all-to-all: the analytic model answers.
+  // No table for all-to-all: the analytic model answers; nor for transfers.
   CHECK(m.collective(mesh::CollectiveKind::kAllToAll, 500'000, mesh, 1).value() ==
         a.collective(mesh::CollectiveKind::kAllToAll, 500'000, mesh, 1).value());
+  CHECK(m.transfer(1'000'000, cluster.inter_host, true).value() == Approx(20e-6 + 1e6 / 3.125e9));
+  CHECK(m.concurrency_factor() == 1.0);
 }
 
-TEST_CASE("a bad profile database is rejected with the field named", "[planner]") {
-  CHECK(parse_profile_database("{").status().message().find("not valid JSON") != std::string::npos);
-  CHECK(parse_profile_database(R"({"gemm": {"f99": [[1, 1]]}})")
-            .status()
-            .message()
-            .find("gemm.f99") != std::string::npos);
-  CHECK(parse_profile_database(R"({"collectives": [{"kind": "broadcast", "group": 2,
-        "link": "intra", "points": [[1, 1]]}]})")
-            .status()
-            .message()
-            .find("broadcast") != std::string::npos);
-  CHECK(parse_profile_database(R"({"collectives": [{"kind": "all-reduce", "group": 2,
-        "link": "intra", "points": [[1, -1]]}]})")
-            .status()
-            .message()
-            .find("collectives[0].points") != std::string::npos);
-  CHECK(load_profile_database("/nonexistent/profile.json").status().code() == Errc::kNotFound);
-}
-
-TEST_CASE("a malformed profile database is an error naming the field, never an exception",
+TEST_CASE("a profile's memory-bound table, overhead, concurrency and transfers price ops",
           "[planner]") {
-  auto message = [](const std::string& text) {
-    Expected<ProfileDatabase> db = parse_profile_database(text);
-    REQUIRE_FALSE(db.has_value());
-    CHECK(db.status().code() == Errc::kInvalidArgument);
-    return db.status().message();
-  };
-  // One collective entry with `field` set to `value` (or left out when value is empty).
-  auto collective = [](const std::string& field, const std::string& value) {
-    std::string entry;
-    for (auto [k, v] :
-         std::vector<std::pair<std::string, std::string>>{{"kind", "\"all-reduce\""},
-                                                          {"group", "8"},
-                                                          {"link", "\"intra\""},
-                                                          {"points", "[[0, 1e-5], [1e6, 3e-5]]"}}) {
-      if (k == field) v = value;
-      if (v.empty()) continue;
-      entry += (entry.empty() ? "" : ", ") + ("\"" + k + "\": " + v);
-    }
-    return R"({"collectives": [{"kind": "all-gather", "group": 2, "link": "inter",
-               "points": [[1, 1]]}, {)" +
-           entry + "}]}";
-  };
-  CHECK(parse_profile_database(collective("", "")).has_value());
-
-  // The wrong structure.
-  CHECK(message("[]") == "profile database must be an object");
-  CHECK(message("null") == "profile database must be an object");
-  CHECK(message(R"({"gemm": [[1, 1]]})") == "profile field 'gemm' must be an object");
-  CHECK(message(R"({"gemm": {"f16": {"1": 1}}})") ==
-        "profile field 'gemm.f16' must be a non-empty list of [x, seconds]");
-  CHECK(message(R"({"gemm": {"f16": []}})") ==
-        "profile field 'gemm.f16' must be a non-empty list of [x, seconds]");
-  CHECK(message(R"({"gemm": {"f16": [[1, 1], [2]]}})") ==
-        "profile field 'gemm.f16[1]' is not [x >= 0, seconds >= 0]");
-  CHECK(message(R"({"gemm": {"f16": [[1, "1"]]}})") ==
-        "profile field 'gemm.f16[0]' is not [x >= 0, seconds >= 0]");
-  CHECK(message(R"({"gemm": {"f16": [1, 1]}})") ==
-        "profile field 'gemm.f16[0]' is not [x >= 0, seconds >= 0]");
-  CHECK(message(R"({"gemm": {"f99": [[1, 1]]}})") == "profile field 'gemm.f99' is not a dtype");
-  CHECK(message(R"({"collectives": {"kind": "all-reduce"}})") ==
-        "profile field 'collectives' must be an array");
-  CHECK(message(R"({"collectives": [[8, "intra"]]})") ==
-        "profile field 'collectives[0]' must be an object");
-
-  // Missing and wrongly typed fields of a collective.
-  for (const char* field : {"kind", "group", "link", "points"}) {
-    CHECK(message(collective(field, "")) ==
-          fmt::format("profile field 'collectives[1].{}' is missing", field));
-  }
-  CHECK(message(collective("kind", "3")) == "profile field 'collectives[1].kind' must be a string");
-  CHECK(message(collective("group", "\"8\"")) ==
-        "profile field 'collectives[1].group' must be an integer");
-  CHECK(message(collective("group", "8.5")) ==
-        "profile field 'collectives[1].group' must be an integer");
-  CHECK(message(collective("group", "0")) ==
-        "profile field 'collectives[1].group' must be a positive integer");
-  CHECK(message(collective("group", "9223372036854775808")) ==
-        "profile field 'collectives[1].group' must be an integer that fits in 64 bits");
-  CHECK(message(collective("group", "100000000000000000000")) ==
-        "profile field 'collectives[1].group' must be an integer");
-  CHECK(message(collective("link", "\"nvlink\"")) ==
-        "profile field 'collectives[1].link' must be intra or inter");
-  CHECK(message(collective("link", "null")) ==
-        "profile field 'collectives[1].link' must be a string");
-  CHECK(message(collective("points", "{}")) ==
-        "profile field 'collectives[1].points' must be a non-empty list of [x, seconds]");
-  CHECK(message(collective("kind", "\"broadcast\"")).find("'collectives[1].kind'") !=
-        std::string::npos);
-
-  // Fields the format does not know: a misspelt table would otherwise be dropped silently.
-  CHECK(message(R"({"collective": []})") == "profile field 'collective' is not a known field");
-  std::string extra = collective("", "");
-  extra.replace(extra.rfind("}]}"), 3, R"(, "bytes": 4}]})");
-  CHECK(message(extra) == "profile field 'collectives[1].bytes' is not a known field");
-
-  // Not JSON at all.
-  CHECK(message("").find("not valid JSON") != std::string::npos);
-  CHECK(message(R"({"gemm": {"f16": [[1e999, 1]]}})").find("not valid JSON") != std::string::npos);
+  mesh::ClusterSpec cluster = *mesh::cluster_preset("cpu:1x4");
+  mesh::DeviceProfile p;
+  p.op_overhead_seconds = 5e-6;
+  p.concurrency = {{1, 1.0}, {2, 1.5}, {8, 4.5}};  // 4 devices share the cores: 2.5
+  p.gemm[DType::kF32] = {{0, 0}, {2e9, 0.1}};
+  p.memory_bound[DType::kF32] = {{0, 1e-6}, {1e6, 1e-4}};
+  p.transfers[false] = {{0, 2e-5}, {1e6, 1.2e-4}};
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(p);
+  ProfiledCostModel m(cluster);
+  CHECK(m.concurrency_factor() == Approx(2.5));
+  // A 1 GFLOP matmul: 50 ms measured alone, x 2.5 shared, + 5 us.
+  CHECK(m.compute({Flops(1e9), Bytes(12'000'000), DType::kF32, true}).value() ==
+        Approx(0.05 * 2.5 + 5e-6));
+  // An elementwise op moving 0.5 MB: 50.5 us alone, x 2.5, + 5 us; its FLOPs do not matter.
+  CHECK(m.compute({Flops(1e9), Bytes(500'000), DType::kF32, false}).value() ==
+        Approx(50.5e-6 * 2.5 + 5e-6));
+  // A tiny op costs about the overhead.
+  CHECK(m.compute({Flops(0), Bytes(0), DType::kF32, false}).value() == Approx(1e-6 * 2.5 + 5e-6));
+  CHECK(m.transfer(500'000, cluster.intra_host, false).value() == Approx(7e-5));
+  // A GPU cluster's devices do not share cores: no slowdown.
+  mesh::ClusterSpec gpus = *mesh::cluster_preset("p3.16xlarge:1");
+  gpus.profile = cluster.profile;
+  CHECK(ProfiledCostModel(gpus).concurrency_factor() == 1.0);
 }
 
 }  // namespace

@@ -48,6 +48,10 @@ std::vector<ModelSpec> make_zoo() {
   std::vector<ModelSpec> z;
   z.push_back({"gpt-tiny", "gpt", "GPT for tests: hidden 32, 2 layers, 4 heads, seq 16, vocab 64",
                8, DType::kF32, GptConfig{16, 32, 2, 4, 64, 4}});
+  z.push_back({"gpt-cpu", "gpt",
+               "GPT for benchmarks on CPU devices: hidden 256, 4 layers, 8 heads, seq 64, vocab "
+               "1024",
+               16, DType::kF32, GptConfig{64, 256, 4, 8, 1024, 4}});
   z.push_back(gpt("125m", 768, 12, 12));
   z.push_back(gpt("350m", 1024, 24, 16));
   z.push_back(gpt("760m", 1536, 24, 16));
@@ -63,6 +67,10 @@ std::vector<ModelSpec> make_zoo() {
   z.push_back({"moe-tiny", "moe",
                "MoE for tests: hidden 32, 2 layers, 4 experts, group 16, seq 16, vocab 64", 4,
                DType::kF32, MoeConfig{16, 32, 2, 4, 64, 4, 16, 2, 2}});
+  z.push_back({"moe-cpu", "moe",
+               "MoE for benchmarks on CPU devices: hidden 256, 4 layers, 8 experts, group 64, "
+               "seq 64, vocab 1024",
+               8, DType::kF32, MoeConfig{64, 256, 4, 8, 1024, 8, 64, 4, 2}});
   z.push_back(moe("380m", 768, 8, 8));
   z.push_back(moe("690m", 768, 8, 16));
   z.push_back(moe("1.3b", 768, 16, 16));
@@ -83,6 +91,18 @@ std::vector<ModelSpec> make_zoo() {
     z.push_back({"wresnet-tiny", "wresnet",
                  "Wide-ResNet for tests: 4 bottleneck blocks, 8 channels, width 2, image 32, "
                  "10 classes",
+                 16, DType::kF32, c});
+  }
+  {
+    WideResNetConfig c;
+    c.image_size = 64;
+    c.channels = 32;
+    c.width_factor = 2;
+    c.stage_sizes = {1, 1, 1, 1};
+    c.num_classes = 100;
+    z.push_back({"wresnet-cpu", "wresnet",
+                 "Wide-ResNet for benchmarks on CPU devices: 4 bottleneck blocks, 32 channels, "
+                 "width 2, image 64, 100 classes",
                  16, DType::kF32, c});
   }
   z.push_back(wresnet("250m", 50, 160, 2, 1536));

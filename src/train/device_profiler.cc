@@ -1,0 +1,434 @@
+// profile_devices: kernel, concurrency, collective, transfer and per-op measurements of this
+// machine for a CPU cluster (see device_profiler.h).
+#include "train/device_profiler.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/transport.h"
+#include "graph/models/zoo.h"
+#include "graph/models/zoo_training.h"
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+#include "train/job.h"
+
+namespace meshpipe::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median seconds of one call of `fn`: `reps` repetitions, each of `inner` calls, with `inner`
+// grown (after one warm-up call) until a repetition takes at least `min_rep` seconds, so that
+// the clock's resolution does not matter for tiny kernels.
+double time_call(const std::function<void()>& fn, int reps, double min_rep) {
+  fn();  // warm-up: first-touch pages, BLAS buffers
+  int64_t inner = 1;
+  for (;;) {
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < inner; ++i) fn();
+    const double t = seconds_since(t0);
+    if (t >= min_rep || inner >= (int64_t{1} << 20)) break;
+    inner *= t > 0 ? std::clamp<int64_t>(static_cast<int64_t>(min_rep / t) + 1, 2, 64) : 64;
+  }
+  std::vector<double> per_call;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < inner; ++i) fn();
+    per_call.push_back(seconds_since(t0) / static_cast<double>(inner));
+  }
+  return median(per_call);
+}
+
+// A square f32 GEMM of size n with its buffers: one call is out = lhs . rhs.
+class Gemm {
+ public:
+  explicit Gemm(int64_t n)
+      : n_(n),
+        lhs_(static_cast<size_t>(n * n), 0.5f),
+        rhs_(static_cast<size_t>(n * n), 0.25f),
+        out_(static_cast<size_t>(n * n), 0.0f) {
+    dims_.lhs_contract = {1};
+    dims_.rhs_contract = {0};
+    const int64_t ws = kernels::dot_workspace_bytes(Shape{n, n}, Shape{n, n}, dims_);
+    workspace_.resize(static_cast<size_t>((ws + 3) / 4));
+  }
+  void operator()() {
+    const kernels::KernelContext ctx;
+    kernels::dot(ctx, kernels::TensorView(lhs_.data(), Shape{n_, n_}, DType::kF32),
+                 kernels::TensorView(rhs_.data(), Shape{n_, n_}, DType::kF32), dims_,
+                 kernels::TensorView(out_.data(), Shape{n_, n_}, DType::kF32),
+                 kernels::TensorView(workspace_.data(),
+                                     Shape{static_cast<int64_t>(workspace_.size())}, DType::kF32));
+  }
+  double flops() const { return 2.0 * static_cast<double>(n_ * n_ * n_); }
+
+ private:
+  int64_t n_;
+  DotDims dims_;
+  std::vector<float> lhs_, rhs_, out_, workspace_;
+};
+
+// An elementwise add of n floats: reads 2n, writes n (the bytes OpWork counts).
+class Add {
+ public:
+  explicit Add(int64_t n)
+      : n_(n),
+        a_(static_cast<size_t>(n), 1.0f),
+        b_(static_cast<size_t>(n), 2.0f),
+        out_(static_cast<size_t>(n), 0.0f) {}
+  void operator()() {
+    const kernels::KernelContext ctx;
+    kernels::binary(ctx, kernels::BinaryOp::kAdd,
+                    kernels::TensorView(a_.data(), Shape{n_}, DType::kF32),
+                    kernels::TensorView(b_.data(), Shape{n_}, DType::kF32),
+                    kernels::TensorView(out_.data(), Shape{n_}, DType::kF32));
+  }
+  double bytes() const { return 12.0 * static_cast<double>(n_); }
+
+ private:
+  int64_t n_;
+  std::vector<float> a_, b_, out_;
+};
+
+std::string machine_description() {
+  std::string model = "unknown CPU";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) model = line.substr(colon + 2);
+      break;
+    }
+  }
+  const std::time_t now = std::time(nullptr);
+  char date[32] = {};
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", &tm);
+  return fmt::format("{}, {} cores, {}", model, std::thread::hardware_concurrency(), date);
+}
+
+// Runs fn(rank) on `n` threads at once and joins them; the first error wins.
+Status on_threads(int n, const std::function<Status(int)>& fn) {
+  std::vector<Status> results(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] { results[static_cast<size_t>(r)] = fn(r); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const Status& s : results) MP_RETURN_IF_ERROR(s);
+  return Status::ok();
+}
+
+class Profiler {
+ public:
+  Profiler(const mesh::ClusterSpec& cluster, const DeviceProfileOptions& options)
+      : cluster_(cluster), options_(options) {}
+
+  Expected<mesh::DeviceProfile> run() {
+    if (cluster_.device.kind != "cpu") {
+      return make_error(Errc::kInvalidArgument,
+                        "cannot profile '{}': its devices are {}, and the CPU backend is the only "
+                        "one that runs here (profile a cpu cluster, e.g. cpu:2x2)",
+                        cluster_.name, cluster_.device.kind);
+    }
+    profile_.source =
+        fmt::format("{} (cluster {}, collectives {}, transport {})", machine_description(),
+                    cluster_.name, runtime::collective_backend_name(options_.collectives),
+                    runtime::transport_kind_name(options_.transport));
+    gemm();
+    memory_bound();
+    concurrency();
+    MP_RETURN_IF_ERROR(collectives());
+    MP_RETURN_IF_ERROR(transfers());
+    MP_RETURN_IF_ERROR(overhead());
+    return profile_;
+  }
+
+ private:
+  int reps() const { return options_.quick ? 3 : 5; }
+  double min_rep() const { return options_.quick ? 0.002 : 0.01; }
+  void progress(const std::string& phase, int64_t done, int64_t total) const {
+    if (options_.progress) options_.progress(phase, done, total);
+  }
+
+  void gemm() {
+    const std::vector<int64_t> sizes =
+        options_.quick ? std::vector<int64_t>{8, 64, 256}
+                       : std::vector<int64_t>{8, 16, 32, 64, 128, 256, 512, 1024};
+    mesh::ProfileTable& t = profile_.gemm[DType::kF32];
+    t.emplace_back(0.0, 0.0);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      progress("gemm", static_cast<int64_t>(i), static_cast<int64_t>(sizes.size()));
+      Gemm g(sizes[i]);
+      t.emplace_back(g.flops(), time_call([&] { g(); }, reps(), min_rep()));
+    }
+    progress("gemm", static_cast<int64_t>(sizes.size()), static_cast<int64_t>(sizes.size()));
+  }
+
+  void memory_bound() {
+    std::vector<int64_t> sizes;
+    for (int64_t n = 256; n <= (options_.quick ? (1 << 18) : (1 << 24));
+         n *= options_.quick ? 16 : 4)
+      sizes.push_back(n);
+    mesh::ProfileTable& t = profile_.memory_bound[DType::kF32];
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      progress("memory-bound kernels", static_cast<int64_t>(i), static_cast<int64_t>(sizes.size()));
+      Add a(sizes[i]);
+      t.emplace_back(a.bytes(), time_call([&] { a(); }, reps(), min_rep()));
+    }
+    // The first point also stands for smaller ops (interpolation extrapolates downwards).
+    progress("memory-bound kernels", static_cast<int64_t>(sizes.size()),
+             static_cast<int64_t>(sizes.size()));
+  }
+
+  // k devices computing at once: the time of one GEMM on each, over the time alone.
+  void concurrency() {
+    const int most = std::min(cluster_.num_devices(), 16);
+    const int64_t n = options_.quick ? 128 : 256;
+    const int calls = options_.quick ? 8 : 24;
+    profile_.concurrency.emplace_back(1.0, 1.0);
+    double alone = 0.0;
+    for (int k = 1; k <= most; ++k) {
+      progress("concurrency", k - 1, most);
+      std::vector<std::unique_ptr<Gemm>> work;
+      for (int i = 0; i < k; ++i) work.push_back(std::make_unique<Gemm>(n));
+      for (auto& g : work) (*g)();  // warm-up
+      std::barrier start(k);
+      std::vector<double> per_call(static_cast<size_t>(k));
+      (void)on_threads(k, [&](int r) {
+        start.arrive_and_wait();
+        const auto t0 = Clock::now();
+        for (int c = 0; c < calls; ++c) (*work[static_cast<size_t>(r)])();
+        per_call[static_cast<size_t>(r)] = seconds_since(t0) / calls;
+        return Status::ok();
+      });
+      // The slowest device sets the pace of a step.
+      const double t = *std::max_element(per_call.begin(), per_call.end());
+      if (k == 1) {
+        alone = t;
+      } else if (alone > 0) {
+        profile_.concurrency.emplace_back(static_cast<double>(k), t / alone);
+      }
+    }
+    progress("concurrency", most, most);
+  }
+
+  Expected<std::unique_ptr<comm::Communicator>> communicator(
+      int rank, int size, const std::shared_ptr<comm::InProcessGroup>& group,
+      const std::shared_ptr<comm::RendezvousStore>& store, const std::string& prefix) {
+    if (options_.collectives == runtime::CollectiveBackend::kInProcess) {
+      return group->communicator(rank);
+    }
+    comm::GlooOptions go;
+    go.prefix = prefix;
+    return comm::make_gloo_communicator(rank, size, store, go);
+  }
+
+  Status collectives() {
+    std::vector<int> groups;
+    for (int g = 2; g <= std::min(cluster_.num_devices(), 16); g *= 2) groups.push_back(g);
+    const std::vector<int64_t> sizes = options_.quick
+                                           ? std::vector<int64_t>{4096, 1 << 20}
+                                           : std::vector<int64_t>{4096, 65536, 1 << 20, 1 << 24};
+    const std::vector<mesh::CollectiveKind> kinds = {
+        mesh::CollectiveKind::kAllReduce, mesh::CollectiveKind::kAllGather,
+        mesh::CollectiveKind::kReduceScatter, mesh::CollectiveKind::kAllToAll};
+    const int64_t total = static_cast<int64_t>(groups.size() * kinds.size());
+    int64_t done = 0;
+    auto store = comm::make_in_process_store();
+    for (int g : groups) {
+      auto group = comm::InProcessGroup::create(g, std::chrono::milliseconds(60000));
+      std::vector<std::unique_ptr<comm::Communicator>> comms(static_cast<size_t>(g));
+      const std::string prefix = fmt::format("profile-{}", g);
+      MP_RETURN_IF_ERROR(on_threads(g, [&](int r) -> Status {
+        MP_ASSIGN_OR_RETURN(comms[static_cast<size_t>(r)],
+                            communicator(r, g, group, store, prefix));
+        return Status::ok();
+      }));
+      for (mesh::CollectiveKind kind : kinds) {
+        progress(
+            fmt::format("collectives ({})", runtime::collective_backend_name(options_.collectives)),
+            done++, total);
+        mesh::ProfileTable table;
+        for (int64_t bytes : sizes) {
+          MP_ASSIGN_OR_RETURN(double t, time_collective(comms, kind, bytes));
+          table.emplace_back(static_cast<double>(bytes), t);
+        }
+        // One process holds every virtual device: both links are this communicator.
+        profile_.collectives[{kind, g, false}] = table;
+        profile_.collectives[{kind, g, true}] = table;
+      }
+    }
+    progress("collectives", total, total);
+    return Status::ok();
+  }
+
+  // Median seconds of one collective of `bytes` (per device, at the larger end, as
+  // mesh::collective_cost counts them) on the group's threads, timed on rank 0.
+  Expected<double> time_collective(std::vector<std::unique_ptr<comm::Communicator>>& comms,
+                                   mesh::CollectiveKind kind, int64_t bytes) {
+    const int g = static_cast<int>(comms.size());
+    const int64_t floats = std::max<int64_t>(g, bytes / 4 / g * g);  // divisible by the group
+    const int calls = options_.quick ? 3 : (bytes >= (1 << 22) ? 5 : 20);
+    std::vector<double> times;
+    MP_RETURN_IF_ERROR(on_threads(g, [&](int r) -> Status {
+      comm::Communicator& c = *comms[static_cast<size_t>(r)];
+      std::vector<float> a(static_cast<size_t>(floats), 1.0f);
+      std::vector<float> b(static_cast<size_t>(floats), 0.0f);
+      const auto once = [&]() -> Status {
+        switch (kind) {
+          case mesh::CollectiveKind::kAllReduce:
+            return c.all_reduce(a.data(), floats);
+          case mesh::CollectiveKind::kAllGather:
+            return c.all_gather(a.data(), b.data(), floats / g * 4);
+          case mesh::CollectiveKind::kReduceScatter:
+            return c.reduce_scatter(a.data(), b.data(), floats / g);
+          case mesh::CollectiveKind::kAllToAll:
+            return c.all_to_all(a.data(), b.data(), floats / g * 4);
+          case mesh::CollectiveKind::kSlice:
+            return Status::ok();
+        }
+        return Status::ok();
+      };
+      MP_RETURN_IF_ERROR(once());  // warm-up
+      for (int k = 0; k < calls; ++k) {
+        MP_RETURN_IF_ERROR(c.barrier());
+        const auto t0 = Clock::now();
+        MP_RETURN_IF_ERROR(once());
+        if (r == 0) times.push_back(seconds_since(t0));
+      }
+      return Status::ok();
+    }));
+    return median(times);
+  }
+
+  Status transfers() {
+    const std::vector<int64_t> sizes =
+        options_.quick ? std::vector<int64_t>{1024, 1 << 20}
+                       : std::vector<int64_t>{1024, 16384, 262144, 1 << 22, 1 << 24};
+    std::vector<std::unique_ptr<comm::Transport>> ends;
+    std::shared_ptr<comm::InProcessFabric> fabric;
+    if (options_.transport == runtime::TransportKind::kInProcess) {
+      fabric = comm::InProcessFabric::create(2);
+      ends.push_back(fabric->endpoint(0));
+      ends.push_back(fabric->endpoint(1));
+    } else {
+      MP_ASSIGN_OR_RETURN(ends, comm::make_ucx_fabric(2));
+    }
+    mesh::ProfileTable table;
+    uint64_t tag = 1;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      progress(fmt::format("transfers ({})", runtime::transport_kind_name(options_.transport)),
+               static_cast<int64_t>(i), static_cast<int64_t>(sizes.size()));
+      const int64_t bytes = sizes[i];
+      const int trips = options_.quick ? 3 : (bytes >= (1 << 22) ? 5 : 20);
+      std::vector<double> one_way;
+      const uint64_t base = tag;
+      tag += static_cast<uint64_t>(2 * (trips + 1));
+      MP_RETURN_IF_ERROR(on_threads(2, [&](int r) -> Status {
+        comm::Transport& t = *ends[static_cast<size_t>(r)];
+        std::vector<char> buf(static_cast<size_t>(bytes), 1);
+        const auto wait = [&](Expected<comm::Request> req) -> Status {
+          if (!req.has_value()) return req.status();
+          return t.wait(*req, std::chrono::milliseconds(60000));
+        };
+        for (int k = 0; k <= trips; ++k) {  // trip 0 warms up
+          const uint64_t there = base + static_cast<uint64_t>(2 * k);
+          const auto t0 = Clock::now();
+          if (r == 0) {
+            MP_RETURN_IF_ERROR(wait(t.send(1, there, buf.data(), bytes)));
+            MP_RETURN_IF_ERROR(wait(t.recv(1, there + 1, buf.data(), bytes)));
+            if (k > 0) one_way.push_back(seconds_since(t0) / 2.0);
+          } else {
+            MP_RETURN_IF_ERROR(wait(t.recv(0, there, buf.data(), bytes)));
+            MP_RETURN_IF_ERROR(wait(t.send(0, there + 1, buf.data(), bytes)));
+          }
+        }
+        return Status::ok();
+      }));
+      table.emplace_back(static_cast<double>(bytes), median(one_way));
+    }
+    profile_.transfers[false] = table;
+    profile_.transfers[true] = table;
+    progress("transfers", static_cast<int64_t>(sizes.size()), static_cast<int64_t>(sizes.size()));
+    return Status::ok();
+  }
+
+  // The runtime's cost per op beyond its kernel: one device trains gpt-tiny (small ops, so the
+  // fixed costs show) one micro-batch per step; (measured step - the step the tables predict)
+  // / the ops of a step.
+  Status overhead() {
+    const int64_t total = options_.quick ? 6 : 16;
+    progress("op overhead (gpt-tiny steps)", 0, total);
+    MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model("gpt-tiny"));
+    JobSpec job;
+    job.model = spec;
+    job.global_batch = 4;
+    mesh::ClusterSpec one = cluster_;
+    one.name = "cpu:1x1";
+    one.hosts = 1;
+    one.devices_per_host = 1;
+    profile_.op_overhead_seconds = 0.0;
+    one.profile = std::make_shared<const mesh::DeviceProfile>(profile_);
+    PlanRequest request;
+    request.micro_batches = 1;
+    MP_ASSIGN_OR_RETURN(planner::Plan plan, plan_job(job, one, request));
+    MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                        graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer));
+    LocalJobOptions lo;
+    lo.run.collectives = options_.collectives;
+    lo.run.transport = options_.transport;
+    MP_ASSIGN_OR_RETURN(std::unique_ptr<LocalJob> local, LocalJob::create(job, plan, lo));
+    std::vector<double> steps;
+    for (int64_t s = 1; s <= total; ++s) {
+      MP_ASSIGN_OR_RETURN(StepOutcome out, local->run_step(s));
+      if (s > 2) steps.push_back(out.seconds);  // two warm-up steps
+      progress("op overhead (gpt-tiny steps)", s, total);
+    }
+    const double measured = median(steps);
+    const double ops = static_cast<double>(tg.graph.num_ops());
+    profile_.op_overhead_seconds = std::clamp((measured - plan.step_time) / ops, 0.0, 1.0);
+    return Status::ok();
+  }
+
+  const mesh::ClusterSpec& cluster_;
+  const DeviceProfileOptions& options_;
+  mesh::DeviceProfile profile_;
+};
+
+}  // namespace
+
+Expected<mesh::DeviceProfile> profile_devices(const mesh::ClusterSpec& cluster,
+                                              const DeviceProfileOptions& options) {
+  return Profiler(cluster, options).run();
+}
+
+Expected<mesh::ClusterSpec> with_profile(mesh::ClusterSpec cluster, const std::string& path) {
+  MP_ASSIGN_OR_RETURN(mesh::DeviceProfile p, mesh::load_device_profile(path));
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(std::move(p));
+  return cluster;
+}
+
+}  // namespace meshpipe::train
