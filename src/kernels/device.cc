@@ -1,6 +1,11 @@
 // Device probing with the CPU fallback rule of docs/toolchain.md §8.
 #include "kernels/device.h"
 
+#include <cblas.h>
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -51,6 +56,21 @@ int64_t host_memory_available() {
     }
   }
   return 0;
+}
+
+int cpu_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
+}
+
+void set_kernel_threads(int threads) { omp_set_num_threads(std::max(1, threads)); }
+
+int set_blas_threads(int threads) {
+  const int previous = openblas_get_num_threads();
+  openblas_set_num_threads(std::max(1, threads));
+  return previous;
 }
 
 }  // namespace meshpipe::kernels

@@ -18,6 +18,18 @@ struct DeviceInventory {
 /// the error is sticky) and returns the cached result.
 const DeviceInventory& device_inventory();
 
+/// CPUs this process may run on (its affinity mask; at least 1).
+int cpu_cores();
+
+/// How many threads a CPU kernel may use. Several virtual devices in one process each run their
+/// kernels on their own thread; if every kernel also spread over all cores (OpenMP loops, BLAS
+/// threads that spin while they wait), D devices on C cores would run D x C threads fighting
+/// for C cores. `set_kernel_threads` sets the OpenMP loops of the calling thread (each device
+/// thread calls it); `set_blas_threads` sets BLAS's threads for the whole process and returns
+/// the previous count (to restore). Both take values >= 1.
+void set_kernel_threads(int threads);
+int set_blas_threads(int threads);
+
 /// The memory this machine can still give a process without swapping (MemAvailable of
 /// /proc/meminfo), in bytes; 0 when it cannot be read. Virtual CPU devices all draw on it.
 int64_t host_memory_available();

@@ -122,6 +122,40 @@ Status read_dtype_tables(JsonReader& r, std::string_view key, std::map<DType, Pr
   return Status::ok();
 }
 
+// "gemm_grid": {dtype: [[m, n, k, seconds], ...]} with positive sizes and times.
+Status read_gemm_grid(JsonReader& r, DeviceProfile* p) {
+  const Json* grid = r.find_optional("gemm_grid");
+  if (grid == nullptr) return Status::ok();
+  if (!grid->is_object()) return r.error("gemm_grid", "must be an object of dtype: points");
+  for (const auto& [name, pts] : grid->items()) {
+    const std::string path = r.path_of("gemm_grid") + "." + name;
+    const std::optional<DType> dt = parse_dtype(name);
+    if (!dt) return json_field_error(kSubject, path, "is not a dtype");
+    if (!pts.is_array() || pts.empty() || pts.size() > kMaxPoints) {
+      return json_field_error(
+          kSubject, path, fmt::format("must be a list of 1 to {} [m, n, k, seconds]", kMaxPoints));
+    }
+    auto& out = p->gemm_grid[*dt];
+    for (size_t i = 0; i < pts.size(); ++i) {
+      const Json& q = pts[i];
+      bool ok = q.is_array() && q.size() == 4;
+      std::array<double, 4> v{};
+      for (size_t k = 0; ok && k < 4; ++k) {
+        ok = q[k].is_number() && std::isfinite(q[k].get<double>()) && q[k].get<double>() > 0 &&
+             q[k].get<double>() <= 1e9;
+        if (ok) v[k] = q[k].get<double>();
+      }
+      if (!ok) {
+        return json_field_error(kSubject, fmt::format("{}[{}]", path, i),
+                                "is not [m, n, k, seconds] of positive numbers");
+      }
+      out.push_back(v);
+    }
+    std::sort(out.begin(), out.end());
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Expected<DeviceProfile> parse_device_profile(const std::string& json_text) {
@@ -146,6 +180,20 @@ Expected<DeviceProfile> parse_device_profile(const std::string& json_text) {
     }
   }
   MP_RETURN_IF_ERROR(read_dtype_tables(r, "gemm", &p.gemm));
+  MP_RETURN_IF_ERROR(read_gemm_grid(r, &p));
+  if (const Json* k = r.find_optional("kind_factors")) {
+    if (!k->is_object()) return r.error("kind_factors", "must be an object of op kind: factor");
+    for (const auto& [name, v] : k->items()) {
+      const std::string path = r.path_of("kind_factors") + "." + name;
+      const std::optional<OpKind> kind = parse_op_kind(name);
+      if (!kind) return json_field_error(kSubject, path, "is not an op kind");
+      if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 ||
+          v.get<double>() > 1e4) {
+        return json_field_error(kSubject, path, "must be a factor in (0, 10000]");
+      }
+      p.kind_factors[*kind] = v.get<double>();
+    }
+  }
   MP_RETURN_IF_ERROR(read_dtype_tables(r, "memory_bound", &p.memory_bound));
   if (const Json* collectives = r.find_optional("collectives")) {
     if (!collectives->is_array()) return r.error("collectives", "must be an array");
@@ -183,6 +231,20 @@ std::string device_profile_to_json(const DeviceProfile& p) {
     return o;
   };
   if (!p.gemm.empty()) j["gemm"] = dtype_tables(p.gemm);
+  if (!p.kind_factors.empty()) {
+    Json o = Json::object();
+    for (const auto& [kind, f] : p.kind_factors) o[std::string(op_kind_name(kind))] = f;
+    j["kind_factors"] = std::move(o);
+  }
+  if (!p.gemm_grid.empty()) {
+    Json o = Json::object();
+    for (const auto& [dt, pts] : p.gemm_grid) {
+      Json a = Json::array();
+      for (const auto& v : pts) a.push_back(Json::array({v[0], v[1], v[2], v[3]}));
+      o[std::string(dtype_name(dt))] = std::move(a);
+    }
+    j["gemm_grid"] = std::move(o);
+  }
   if (!p.memory_bound.empty()) j["memory_bound"] = dtype_tables(p.memory_bound);
   if (!p.collectives.empty()) {
     Json a = Json::array();

@@ -4,6 +4,7 @@
 // A ClusterSpec may carry one; the cost model then prices with it (planner/cost_model.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/op_kind.h"
 #include "core/status.h"
 #include "mesh/collective_kind.h"
 
@@ -26,8 +28,15 @@ struct DeviceProfile {
   double op_overhead_seconds = 0.0;  ///< the runtime's fixed cost of one op, kernel aside
   /// Devices computing at once on the measured machine -> slowdown of each (1 = none).
   ProfileTable concurrency;
-  std::map<DType, ProfileTable> gemm;          ///< matmul FLOPs -> seconds
+  std::map<DType, ProfileTable> gemm;  ///< matmul FLOPs -> seconds
+  /// Measured GEMMs by shape: (m, n, k, seconds) of one (m x k) . (k x n) product, over the
+  /// product of a few sizes per dim (the cost model interpolates in log-size).
+  std::map<DType, std::vector<std::array<double, 4>>> gemm_grid;
   std::map<DType, ProfileTable> memory_bound;  ///< bytes moved by other kernels -> seconds
+  /// Per op kind: measured time of its kernels over what the tables above predict for them
+  /// (transcendental elementwise ops, normalisations and batched small GEMMs run well below
+  /// the rate of an add or a square GEMM). Fitted on measured training steps.
+  std::map<OpKind, double> kind_factors;
   /// (kind, group size, crosses hosts) -> per-device bytes (as collective_cost counts them) ->
   /// seconds.
   std::map<std::tuple<CollectiveKind, int64_t, bool>, ProfileTable> collectives;
@@ -41,7 +50,9 @@ struct DeviceProfile {
 ///   {"source": "2-core Xeon, 2026-12-03", "op_overhead_seconds": 4e-6,
 ///    "concurrency": [[1, 1.0], [4, 2.1]],
 ///    "gemm": {"f32": [[flops, seconds], ...]},
+///    "gemm_grid": {"f32": [[m, n, k, seconds], ...]},
 ///    "memory_bound": {"f32": [[bytes, seconds], ...]},
+///    "kind_factors": {"gelu": 9.5, "dot": 1.4, ...},
 ///    "collectives": [{"kind": "all-reduce", "group": 2, "link": "intra",
 ///                     "points": [[bytes, seconds], ...]}, ...],
 ///    "transfers": [{"link": "inter", "points": [[bytes, seconds], ...]}]}

@@ -76,8 +76,11 @@ class AnalyticCostModel : public CostModel {
 
 /// The cluster's measured profile (mesh/device_profile.h) where it has tables, the analytic model
 /// elsewhere:
-///   compute     (matmul: the dtype's "gemm" table at the FLOPs; other ops: its "memory_bound"
-///               table at the bytes; else the roofline) x concurrency + op overhead, where
+///   compute     (dots: the dtype's GEMM grid at the per-device GEMM's (m, n, k), interpolated
+///               in FLOP/s over log2 of each size and clamped to the grid; other matmuls: the
+///               "gemm" table at the FLOPs; other ops: its "memory_bound"
+///               table at the bytes; else the roofline) x the op kind's factor (where the
+///               profile has one) x concurrency + op overhead, where
 ///               concurrency is the "concurrency" table at the devices that share the measured
 ///               machine's cores (all of a CPU cluster's devices: its virtual devices are threads
 ///               of one machine; 1 for accelerators, which compute on their own);
@@ -97,10 +100,18 @@ class ProfiledCostModel : public CostModel {
   double concurrency_factor() const { return concurrency_; }
 
  private:
+  /// A dtype's GEMM grid: sizes per dim (ascending) and GFLOP/s at each (m, n, k).
+  struct GemmGrid {
+    std::vector<double> m, n, k;
+    std::vector<double> rate;  ///< FLOP/s, index (im * |n| + in) * |k| + ik
+    double seconds(const shard::GemmDims& d) const;
+  };
+
   mesh::ClusterSpec cluster_;
   const mesh::DeviceProfile& profile_;
   AnalyticCostModel analytic_;
   double concurrency_ = 1.0;
+  std::map<DType, GemmGrid> grids_;
 };
 
 /// Linear interpolation in sorted (x, y) points (extrapolation beyond the ends from the two

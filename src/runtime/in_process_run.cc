@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 
+#include "kernels/device.h"
 #include "kernels/layout.h"
 #include "runtime/executor.h"
 
@@ -69,7 +70,16 @@ struct InProcessRun::Impl {
   std::shared_ptr<comm::UcxContext> ucx;                    // with a ProcessShare
   Status make_shared_transport(int n);
   std::vector<DeviceLinks> links;  // by global id
-  std::mutex mu;                   // guards broken and broken_reason
+  // Kernel threads (kernels/device.h): a device thread runs its OpenMP loops on itself alone
+  // (OpenMP teams that spin while waiting, next to BLAS threads that spin too, made steps up to
+  // 4x slower on 2 cores), and BLAS gets cores / devices threads when several devices share
+  // this process (every core for one).
+  int kernel_threads = 1;
+  int blas_before = 0;  // BLAS's thread count before this run changed it (restored after)
+  ~Impl() {
+    if (blas_before > 0) kernels::set_blas_threads(blas_before);
+  }
+  std::mutex mu;  // guards broken and broken_reason
   bool broken = false;
   std::string broken_reason;
 
@@ -250,6 +260,15 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl
   const size_t n = impl->program.devices.size();
   impl->interpreters.resize(n);
   impl->links.resize(n);
+  int here = 0;  // devices this process runs
+  for (size_t d = 0; d < n; ++d) {
+    if (impl->program.device(static_cast<int32_t>(d)) != nullptr &&
+        impl->local(static_cast<int32_t>(d))) {
+      ++here;
+    }
+  }
+  if (here > 1)
+    impl->blas_before = kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / here));
   for (size_t d = 0; d < n; ++d) {
     if (impl->program.device(static_cast<int32_t>(d)) == nullptr) continue;
     if (!impl->local(static_cast<int32_t>(d))) continue;
@@ -376,6 +395,7 @@ Expected<DeviceStepResult> InProcessRun::run_device(
     return make_error(Errc::kInvalidArgument, "{} micro-batches given, the program has {}",
                       micro_batches.size(), m.program.micro_batches);
   }
+  kernels::set_kernel_threads(m.kernel_threads);
   auto r = m.interpreters[static_cast<size_t>(device)]->run_step(
       micro_batches, m.links[static_cast<size_t>(device)]);
   if (!r.has_value()) abort(r.status().message());

@@ -210,7 +210,7 @@ class Simulation {
 
   double copy_time(int64_t bytes) const {
     if (cluster_.profile != nullptr) {  // a measured memory-bound kernel, read and write
-      return cost_.compute({Flops(0.0), Bytes(2 * bytes), DType::kF32, false}).value();
+      return cost_.compute({Flops(0.0), Bytes(2 * bytes), DType::kF32, false, {}, {}}).value();
     }
     const double bw = cluster_.device.memory_bandwidth;
     return bw > 0 ? 2.0 * static_cast<double>(bytes) / bw : 0.0;

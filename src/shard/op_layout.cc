@@ -145,9 +145,36 @@ Expected<ShardedOp> shard_op(const graph::Graph& g, const graph::Op& op, const I
   s.work.flops = Flops(graph::op_flops(g, op).value() / static_cast<double>(split));
   s.work.bytes = Bytes(traffic);
   s.work.dtype = op.outputs.empty() ? DType::kF32 : g.value(op.outputs[0]).dtype;
+  s.work.kind = op.kind;
   s.work.is_matmul = op.kind == graph::OpKind::kDot || op.kind == graph::OpKind::kConv2d ||
                      op.kind == graph::OpKind::kConv2dGradInput ||
                      op.kind == graph::OpKind::kConv2dGradFilter;
+  if (op.kind == graph::OpKind::kDot && space.inputs.size() == 2 && space.outputs.size() == 1) {
+    // Each iteration dim's local extent goes to the GEMM dim its role gives: in both operands and
+    // the result a batch dim, in one operand and the result a free (m or n) dim, in both
+    // operands only the contraction.
+    GemmDims d{1, 1, 1, 1};
+    const auto has = [](const std::vector<int>& dims, int it) {
+      return std::find(dims.begin(), dims.end(), it) != dims.end();
+    };
+    for (size_t it = 0; it < space.sizes.size(); ++it) {
+      const int i = static_cast<int>(it);
+      const int64_t local = space.sizes[it] / mesh::num_shards(iter[it], m);
+      const bool a = has(space.inputs[0], i);
+      const bool b = has(space.inputs[1], i);
+      const bool o = has(space.outputs[0], i);
+      if (a && b && o) {
+        d.batch *= local;
+      } else if (a && o) {
+        d.m *= local;
+      } else if (b && o) {
+        d.n *= local;
+      } else if (a && b) {
+        d.k *= local;
+      }
+    }
+    s.work.gemm = d;
+  }
   return s;
 }
 

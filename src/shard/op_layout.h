@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,12 +55,24 @@ struct OutputResolution {
   int64_t bytes = 0;  ///< per-device bytes the collective moves (mesh::collective_cost's)
 };
 
+/// The GEMM one device runs for its part of a dot: `batch` products of (m x k) . (k x n).
+struct GemmDims {
+  int64_t batch = 0;
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  bool known() const { return batch > 0 && m > 0 && n > 0 && k > 0; }
+  friend bool operator==(const GemmDims&, const GemmDims&) = default;
+};
+
 /// What one device computes for its part of an op; a cost model turns it into seconds.
 struct OpWork {
   Flops flops;
   Bytes bytes;  ///< memory traffic (input tiles read + output tiles written)
   DType dtype = DType::kF32;
-  bool is_matmul = false;  ///< dots and convolutions (tensor cores, profiled GEMM tables)
+  bool is_matmul = false;      ///< dots and convolutions (tensor cores, profiled GEMM tables)
+  GemmDims gemm;               ///< dots: the per-device GEMM's dims (zeros for other ops)
+  std::optional<OpKind> kind;  ///< the op's kind (profiles price some kinds apart)
 };
 
 /// An op under one layout on one logical mesh.

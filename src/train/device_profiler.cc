@@ -18,8 +18,14 @@
 #include "comm/transport.h"
 #include "graph/models/zoo.h"
 #include "graph/models/zoo_training.h"
+#include "kernels/device.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "planner/cost_model.h"
+#include "runtime/executor.h"
+#include "runtime/synthetic_data.h"
+#include "shard/iteration_space.h"
+#include "shard/op_layout.h"
 #include "train/job.h"
 
 namespace meshpipe::train {
@@ -60,31 +66,34 @@ double time_call(const std::function<void()>& fn, int reps, double min_rep) {
   return median(per_call);
 }
 
-// A square f32 GEMM of size n with its buffers: one call is out = lhs . rhs.
+// An f32 GEMM (m x k) . (k x n) with its buffers, as the CPU backend's dot runs it.
 class Gemm {
  public:
-  explicit Gemm(int64_t n)
-      : n_(n),
-        lhs_(static_cast<size_t>(n * n), 0.5f),
-        rhs_(static_cast<size_t>(n * n), 0.25f),
-        out_(static_cast<size_t>(n * n), 0.0f) {
+  Gemm(int64_t m, int64_t n, int64_t k)
+      : m_(m),
+        n_(n),
+        k_(k),
+        lhs_(static_cast<size_t>(m * k), 0.5f),
+        rhs_(static_cast<size_t>(k * n), 0.25f),
+        out_(static_cast<size_t>(m * n), 0.0f) {
     dims_.lhs_contract = {1};
     dims_.rhs_contract = {0};
-    const int64_t ws = kernels::dot_workspace_bytes(Shape{n, n}, Shape{n, n}, dims_);
+    const int64_t ws = kernels::dot_workspace_bytes(Shape{m, k}, Shape{k, n}, dims_);
     workspace_.resize(static_cast<size_t>((ws + 3) / 4));
   }
+  explicit Gemm(int64_t n) : Gemm(n, n, n) {}
   void operator()() {
     const kernels::KernelContext ctx;
-    kernels::dot(ctx, kernels::TensorView(lhs_.data(), Shape{n_, n_}, DType::kF32),
-                 kernels::TensorView(rhs_.data(), Shape{n_, n_}, DType::kF32), dims_,
-                 kernels::TensorView(out_.data(), Shape{n_, n_}, DType::kF32),
+    kernels::dot(ctx, kernels::TensorView(lhs_.data(), Shape{m_, k_}, DType::kF32),
+                 kernels::TensorView(rhs_.data(), Shape{k_, n_}, DType::kF32), dims_,
+                 kernels::TensorView(out_.data(), Shape{m_, n_}, DType::kF32),
                  kernels::TensorView(workspace_.data(),
                                      Shape{static_cast<int64_t>(workspace_.size())}, DType::kF32));
   }
-  double flops() const { return 2.0 * static_cast<double>(n_ * n_ * n_); }
+  double flops() const { return 2.0 * static_cast<double>(m_ * n_ * k_); }
 
  private:
-  int64_t n_;
+  int64_t m_, n_, k_;
   DotDims dims_;
   std::vector<float> lhs_, rhs_, out_, workspace_;
 };
@@ -160,6 +169,7 @@ class Profiler {
     gemm();
     memory_bound();
     concurrency();
+    MP_RETURN_IF_ERROR(kind_factors());
     MP_RETURN_IF_ERROR(collectives());
     MP_RETURN_IF_ERROR(transfers());
     MP_RETURN_IF_ERROR(overhead());
@@ -185,9 +195,37 @@ class Profiler {
       t.emplace_back(g.flops(), time_call([&] { g(); }, reps(), min_rep()));
     }
     progress("gemm", static_cast<int64_t>(sizes.size()), static_cast<int64_t>(sizes.size()));
+    // By shape: skinny products (a small m, n or k) run far below the square rate.
+    const std::vector<int64_t> dims =
+        options_.quick ? std::vector<int64_t>{16, 256} : std::vector<int64_t>{16, 64, 256, 1024};
+    auto& grid = profile_.gemm_grid[DType::kF32];
+    const int64_t total = static_cast<int64_t>(dims.size() * dims.size() * dims.size());
+    int64_t done = 0;
+    for (int64_t m : dims) {
+      for (int64_t n : dims) {
+        for (int64_t k : dims) {
+          progress("gemm shapes", done++, total);
+          Gemm g(m, n, k);
+          const double t = time_call([&] { g(); }, reps(), min_rep());
+          grid.push_back({static_cast<double>(m), static_cast<double>(n), static_cast<double>(k),
+                          std::max(t, 1e-9)});
+        }
+      }
+    }
+    progress("gemm shapes", total, total);
   }
 
+  // On a thread of their own, as a device thread of the runtime runs them: OpenMP loops on that
+  // thread alone (runtime/in_process_run.cc), which leaves the caller's setting as it was.
   void memory_bound() {
+    (void)on_threads(1, [&](int) {
+      kernels::set_kernel_threads(1);
+      measure_memory_bound();
+      return Status::ok();
+    });
+  }
+
+  void measure_memory_bound() {
     std::vector<int64_t> sizes;
     for (int64_t n = 256; n <= (options_.quick ? (1 << 18) : (1 << 24));
          n *= options_.quick ? 16 : 4)
@@ -215,15 +253,21 @@ class Profiler {
       std::vector<std::unique_ptr<Gemm>> work;
       for (int i = 0; i < k; ++i) work.push_back(std::make_unique<Gemm>(n));
       for (auto& g : work) (*g)();  // warm-up
+      // As the runtime runs k devices in one process: cores / k kernel threads each
+      // (runtime/in_process_run.cc); one device alone uses every core.
+      const int threads = std::max(1, kernels::cpu_cores() / k);
+      const int blas_before = k > 1 ? kernels::set_blas_threads(threads) : 0;
       std::barrier start(k);
       std::vector<double> per_call(static_cast<size_t>(k));
       (void)on_threads(k, [&](int r) {
+        kernels::set_kernel_threads(1);
         start.arrive_and_wait();
         const auto t0 = Clock::now();
         for (int c = 0; c < calls; ++c) (*work[static_cast<size_t>(r)])();
         per_call[static_cast<size_t>(r)] = seconds_since(t0) / calls;
         return Status::ok();
       });
+      if (blas_before > 0) kernels::set_blas_threads(blas_before);
       // The slowest device sets the pace of a step.
       const double t = *std::max_element(per_call.begin(), per_call.end());
       if (k == 1) {
@@ -233,6 +277,66 @@ class Profiler {
       }
     }
     progress("concurrency", most, most);
+  }
+
+  // Per op kind: measured kernel time on training steps of the CPU benchmark models (one
+  // device, OpenMP loops on the device's thread alone, as the runtime runs them) over what the
+  // tables measured so far predict for the same ops.
+  Status kind_factors() {
+    mesh::ClusterSpec one = cluster_;
+    one.hosts = 1;
+    one.devices_per_host = 1;
+    one.profile = std::make_shared<const mesh::DeviceProfile>(profile_);
+    const planner::ProfiledCostModel model(one);
+    const mesh::LogicalMesh single = mesh::logical_mesh(1, 1);
+    std::map<OpKind, double> measured;
+    std::map<OpKind, double> predicted;
+    const std::vector<std::string> models =
+        options_.quick ? std::vector<std::string>{"gpt-tiny"}
+                       : std::vector<std::string>{"gpt-cpu", "moe-cpu", "wresnet-cpu"};
+    const int runs = options_.quick ? 2 : 3;
+    for (size_t i = 0; i < models.size(); ++i) {
+      progress("op kinds (training steps)", static_cast<int64_t>(i),
+               static_cast<int64_t>(models.size()));
+      MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model(models[i]));
+      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                          graph::models::zoo_training_graph(spec, 4, graph::OptimizerConfig{}));
+      std::map<OpKind, double> before;
+      std::map<OpKind, double> after;
+      MP_RETURN_IF_ERROR(on_threads(1, [&](int) -> Status {
+        kernels::set_kernel_threads(1);
+        runtime::ExecutorOptions eo;
+        eo.profile = true;
+        MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Executor> exec,
+                            runtime::Executor::create(tg.graph, eo));
+        MP_RETURN_IF_ERROR(exec->initialize(1));
+        MP_ASSIGN_OR_RETURN(runtime::SyntheticData data,
+                            runtime::SyntheticData::create(tg.graph, tg.inputs, 1));
+        MP_RETURN_IF_ERROR(exec->run(data.next_batch()).status());  // warm-up
+        before = exec->profile();
+        for (int r = 0; r < runs; ++r) MP_RETURN_IF_ERROR(exec->run(data.next_batch()).status());
+        after = exec->profile();
+        return Status::ok();
+      }));
+      for (const auto& [kind, t] : after) measured[kind] += t - before[kind];
+      for (const graph::Op& op : tg.graph.ops()) {
+        MP_ASSIGN_OR_RETURN(shard::IterSpace space, shard::iteration_space(tg.graph, op));
+        auto s = shard::shard_op(
+            tg.graph, op, space, single,
+            std::vector<mesh::DimSharding>(space.sizes.size(), mesh::DimSharding::kR));
+        if (!s.has_value()) continue;
+        predicted[op.kind] += runs * model.compute(s->work).value();
+      }
+    }
+    for (const auto& [kind, t] : measured) {
+      const double p = predicted[kind];
+      // Kinds with too little time to time are left to the tables.
+      if (p <= 0 || t < 1e-4) continue;
+      profile_.kind_factors[kind] = std::clamp(t / p, 0.05, 1000.0);
+    }
+    progress("op kinds (training steps)", static_cast<int64_t>(models.size()),
+             static_cast<int64_t>(models.size()));
+    return Status::ok();
   }
 
   Expected<std::unique_ptr<comm::Communicator>> communicator(

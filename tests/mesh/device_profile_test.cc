@@ -22,6 +22,9 @@ TEST_CASE("a device profile round-trips through JSON exactly, alone and inside a
   p.concurrency = {{1, 1.0}, {2, 1.03}, {4, 2.0000000000000004}};
   p.gemm[DType::kF32] = {{0, 0}, {1.0 / 3.0, 1e-7}, {2e9, 0.0123456789}};
   p.memory_bound[DType::kF32] = {{4096, 1.1e-6}, {1 << 24, 2.5e-3}};
+  p.gemm_grid[DType::kF32] = {{16, 16, 16, 1.5e-7}, {16, 16, 1024, 3.25e-6}};
+  p.kind_factors[OpKind::kGelu] = 9.5;
+  p.kind_factors[OpKind::kDot] = 1.25;
   p.collectives[{CollectiveKind::kAllReduce, 2, false}] = {{1024, 3e-6}, {1 << 20, 1e-4}};
   p.collectives[{CollectiveKind::kAllToAll, 4, true}] = {{1024, 5e-6}};
   p.transfers[true] = {{1, 2e-5}, {1e6, 1e-3}};
@@ -67,6 +70,14 @@ TEST_CASE("a device profile's numbers are checked", "[mesh][profile]") {
   CHECK(message(R"({"concurrency": [[2, 0]]})").find("slowdown > 0") != std::string::npos);
   CHECK(message(R"({"transfers": [{"link": "pcie", "points": [[1, 1]]}]})")
             .find("'transfers[0].link' must be intra or inter") != std::string::npos);
+  CHECK(message(R"({"gemm_grid": {"f32": [[16, 16, 0, 1e-6]]}})")
+            .find("'gemm_grid.f32[0]' is not [m, n, k, seconds]") != std::string::npos);
+  CHECK(message(R"({"gemm_grid": {"f32": [[16, 16, 16]]}})").find("gemm_grid.f32[0]") !=
+        std::string::npos);
+  CHECK(message(R"({"gemm_grid": {"f32": []}})").find("gemm_grid.f32") != std::string::npos);
+  CHECK(message(R"({"kind_factors": {"nosuch": 2}})")
+            .find("'kind_factors.nosuch' is not an op kind") != std::string::npos);
+  CHECK(message(R"({"kind_factors": {"gelu": 0}})").find("(0, 10000]") != std::string::npos);
   CHECK(message(R"({"memory_bound": {"f32": [[-1, 1]]}})").find("'memory_bound.f32[0]'") !=
         std::string::npos);
   std::string many = R"({"gemm": {"f32": [)";

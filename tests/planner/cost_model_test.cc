@@ -18,10 +18,11 @@ TEST_CASE("compute time is a roofline: the larger of FLOPs / peak and bytes / ba
           "[planner]") {
   AnalyticCostModel m(kDevice);
   // 1.25e12 FLOP of f16 matmul at 125 TFLOP/s = 10 ms; 9 GB at 900 GB/s = 10 ms too.
-  CHECK(m.compute({Flops(1.25e12), Bytes(0), DType::kF16, true}).value() == Approx(0.01));
-  CHECK(m.compute({Flops(0), Bytes(9'000'000'000), DType::kF16, true}).value() == Approx(0.01));
+  CHECK(m.compute({Flops(1.25e12), Bytes(0), DType::kF16, true, {}, {}}).value() == Approx(0.01));
+  CHECK(m.compute({Flops(0), Bytes(9'000'000'000), DType::kF16, true, {}, {}}).value() ==
+        Approx(0.01));
   // Elementwise f16 work runs at the f32 (non-tensor-core) peak: 15.7 GFLOP -> 1 ms.
-  CHECK(m.compute({Flops(15.7e9), Bytes(0), DType::kF16, false}).value() == Approx(1e-3));
+  CHECK(m.compute({Flops(15.7e9), Bytes(0), DType::kF16, false, {}, {}}).value() == Approx(1e-3));
 }
 
 TEST_CASE("analytic collectives follow alpha-beta and resharding sums its steps", "[planner]") {
@@ -62,9 +63,9 @@ TEST_CASE("a measured profile overrides the analytic model where it has data", "
   ProfiledCostModel m(cluster);
   AnalyticCostModel a(cluster.device);
   // Measured GEMM: 5e11 FLOP -> 10 ms (the analytic f16 peak would say 4 ms).
-  CHECK(m.compute({Flops(5e11), Bytes(0), DType::kF16, true}).value() == Approx(0.01));
-  CHECK(m.compute({Flops(5e11), Bytes(0), DType::kF32, true}).value() ==
-        a.compute({Flops(5e11), Bytes(0), DType::kF32, true}).value());
+  CHECK(m.compute({Flops(5e11), Bytes(0), DType::kF16, true, {}, {}}).value() == Approx(0.01));
+  CHECK(m.compute({Flops(5e11), Bytes(0), DType::kF32, true, {}, {}}).value() ==
+        a.compute({Flops(5e11), Bytes(0), DType::kF32, true, {}, {}}).value());
   // One host, 8 devices on axis 1: the intra-host table; all-gather falls back to all-reduce / 2.
   const auto mesh = *mesh::make_logical_mesh(cluster, {1, 8}, 1, 8);
   CHECK(m.collective(mesh::CollectiveKind::kAllReduce, 500'000, mesh, 1).value() == Approx(2e-5));
@@ -89,18 +90,63 @@ TEST_CASE("a profile's memory-bound table, overhead, concurrency and transfers p
   ProfiledCostModel m(cluster);
   CHECK(m.concurrency_factor() == Approx(2.5));
   // A 1 GFLOP matmul: 50 ms measured alone, x 2.5 shared, + 5 us.
-  CHECK(m.compute({Flops(1e9), Bytes(12'000'000), DType::kF32, true}).value() ==
+  CHECK(m.compute({Flops(1e9), Bytes(12'000'000), DType::kF32, true, {}, {}}).value() ==
         Approx(0.05 * 2.5 + 5e-6));
   // An elementwise op moving 0.5 MB: 50.5 us alone, x 2.5, + 5 us; its FLOPs do not matter.
-  CHECK(m.compute({Flops(1e9), Bytes(500'000), DType::kF32, false}).value() ==
+  CHECK(m.compute({Flops(1e9), Bytes(500'000), DType::kF32, false, {}, {}}).value() ==
         Approx(50.5e-6 * 2.5 + 5e-6));
   // A tiny op costs about the overhead.
-  CHECK(m.compute({Flops(0), Bytes(0), DType::kF32, false}).value() == Approx(1e-6 * 2.5 + 5e-6));
+  CHECK(m.compute({Flops(0), Bytes(0), DType::kF32, false, {}, {}}).value() ==
+        Approx(1e-6 * 2.5 + 5e-6));
   CHECK(m.transfer(500'000, cluster.intra_host, false).value() == Approx(7e-5));
+  // A kind with a measured factor: the table's time times the factor; other kinds as before.
+  p.kind_factors[OpKind::kGelu] = 8.0;
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(p);
+  ProfiledCostModel g(cluster);
+  CHECK(g.compute({Flops(0), Bytes(500'000), DType::kF32, false, {}, OpKind::kGelu}).value() ==
+        Approx(50.5e-6 * 8.0 * 2.5 + 5e-6));
+  CHECK(g.compute({Flops(0), Bytes(500'000), DType::kF32, false, {}, OpKind::kAdd}).value() ==
+        Approx(50.5e-6 * 2.5 + 5e-6));
   // A GPU cluster's devices do not share cores: no slowdown.
   mesh::ClusterSpec gpus = *mesh::cluster_preset("p3.16xlarge:1");
   gpus.profile = cluster.profile;
   CHECK(ProfiledCostModel(gpus).concurrency_factor() == 1.0);
+}
+
+TEST_CASE("a profile's GEMM grid prices a dot by its shape, interpolated in log size",
+          "[planner]") {
+  mesh::ClusterSpec cluster = *mesh::cluster_preset("cpu:1x1");
+  mesh::DeviceProfile p;
+  // Rate 1 GFLOP/s at m = 16, 4 GFLOP/s at m = 256, whatever n and k.
+  for (double m : {16.0, 256.0}) {
+    for (double n : {16.0, 256.0}) {
+      for (double k : {16.0, 256.0}) {
+        const double rate = m == 16 ? 1e9 : 4e9;
+        p.gemm_grid[DType::kF32].push_back({m, n, k, 2 * m * n * k / rate});
+      }
+    }
+  }
+  p.gemm[DType::kF32] = {{0, 0}, {1e9, 100.0}};  // far off: the grid must win for dots
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(p);
+  ProfiledCostModel model(cluster);
+  const auto dot = [&](int64_t b, int64_t m, int64_t n, int64_t k) {
+    ComputeWork w{Flops(2.0 * b * m * n * k), Bytes(0), DType::kF32, true, {b, m, n, k}, {}};
+    return model.compute(w).value();
+  };
+  CHECK(dot(1, 16, 16, 16) == Approx(2.0 * 16 * 16 * 16 / 1e9));
+  CHECK(dot(1, 256, 100, 30) == Approx(2.0 * 256 * 100 * 30 / 4e9));
+  // m = 64 is halfway between 16 and 256 in log2: 2.5 GFLOP/s; a batch of 3 takes 3 times.
+  CHECK(dot(3, 64, 16, 16) == Approx(3 * 2.0 * 64 * 16 * 16 / 2.5e9));
+  // Beyond the grid: clamped to the nearest rate.
+  CHECK(dot(1, 4096, 16, 16) == Approx(2.0 * 4096 * 16 * 16 / 4e9));
+  CHECK(dot(1, 2, 16, 16) == Approx(2.0 * 2 * 16 * 16 / 1e9));
+  // A conv (no GEMM dims) uses the FLOPs table; an incomplete grid is not used.
+  CHECK(model.compute({Flops(1e9), Bytes(0), DType::kF32, true, {}, {}}).value() == Approx(100.0));
+  p.gemm_grid[DType::kF32].pop_back();
+  cluster.profile = std::make_shared<const mesh::DeviceProfile>(p);
+  CHECK(ProfiledCostModel(cluster)
+            .compute({Flops(2.0 * 16 * 16 * 16), Bytes(0), DType::kF32, true, {1, 16, 16, 16}, {}})
+            .value() == Approx(2.0 * 16 * 16 * 16 / 1e9 * 100.0));
 }
 
 }  // namespace

@@ -148,7 +148,25 @@ TEST_CASE("a dot with no reduction dim split needs no collective", "[shard][layo
   CHECK(s->work.bytes.value() == 800);
   CHECK(s->work.dtype == DType::kF32);
   CHECK(s->work.is_matmul);
+  // The per-device GEMM: batch 2 / 2, m 8, n 12 / 4, k 16.
+  CHECK(s->work.gemm == GemmDims{1, 8, 3, 16});
   CHECK(s->layout() == layout("S0,R,S1,R"));
+}
+
+TEST_CASE("a dot's per-device GEMM dims follow its layout; other ops have none",
+          "[shard][layout]") {
+  const OneOp o = batched_dot(2, 8, 16, 12);
+  // k split over axis 1 (4): the local contraction is 4 long.
+  auto s = shard(o, "S0,R,R,S1");
+  REQUIRE(s.has_value());
+  CHECK(s->work.gemm == GemmDims{1, 8, 12, 4});
+  // Nothing split: the whole product.
+  auto whole = shard(o, "R,R,R,R");
+  REQUIRE(whole.has_value());
+  CHECK(whole->work.gemm == GemmDims{2, 8, 12, 16});
+  CHECK(whole->work.gemm.known());
+  // FLOPs agree with the dims.
+  CHECK(whole->work.flops.value() == 2.0 * 2 * 8 * 12 * 16);
 }
 
 TEST_CASE("a split contracting dim leaves partial sums resolved by an all-reduce",

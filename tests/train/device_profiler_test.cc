@@ -62,6 +62,12 @@ TEST_CASE("a quick profile of a cpu cluster measures every table the cost model 
   }
   CHECK(p->transfers.count(false) == 1);
   CHECK(p->transfers.count(true) == 1);
+  // The GEMM grid is complete (2 sizes per dim in quick mode); kind factors stay in range.
+  CHECK(p->gemm_grid.at(DType::kF32).size() == 8);
+  for (const auto& [kind, f] : p->kind_factors) {
+    CHECK(f >= 0.05);
+    CHECK(f <= 1000.0);
+  }
   CHECK(p->op_overhead_seconds >= 0.0);
   CHECK(p->op_overhead_seconds < 1e-3);
   // What it writes reads back the same.
