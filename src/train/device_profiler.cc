@@ -11,6 +11,7 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -168,7 +169,7 @@ class Profiler {
                     runtime::transport_kind_name(options_.transport));
     gemm();
     memory_bound();
-    concurrency();
+    MP_RETURN_IF_ERROR(concurrency());
     MP_RETURN_IF_ERROR(kind_factors());
     MP_RETURN_IF_ERROR(collectives());
     MP_RETURN_IF_ERROR(transfers());
@@ -241,42 +242,63 @@ class Profiler {
              static_cast<int64_t>(sizes.size()));
   }
 
-  // k devices computing at once: the time of one GEMM on each, over the time alone.
-  void concurrency() {
+  // k devices computing at once, as the runtime runs them in one process (each on its own
+  // thread, OpenMP loops on that thread alone, BLAS cores / k threads; one device alone keeps
+  // every core for BLAS): the step time of a training step (a real mix of GEMMs and
+  // memory-bound kernels) on each of k executors at once over one executor alone. Never below
+  // the slowdown at fewer devices (the timing of a shared machine is noisy).
+  Status concurrency() {
     const int most = std::min(cluster_.num_devices(), 16);
-    const int64_t n = options_.quick ? 128 : 256;
-    const int calls = options_.quick ? 8 : 24;
+    MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec,
+                        graph::models::find_model(options_.quick ? "mlp-small" : "gpt-cpu"));
+    MP_ASSIGN_OR_RETURN(
+        graph::TrainingGraph tg,
+        graph::models::zoo_training_graph(spec, options_.quick ? 16 : 4, graph::OptimizerConfig{}));
+    const int steps = options_.quick ? 2 : 3;
     profile_.concurrency.emplace_back(1.0, 1.0);
     double alone = 0.0;
+    double worst = 1.0;
     for (int k = 1; k <= most; ++k) {
-      progress("concurrency", k - 1, most);
-      std::vector<std::unique_ptr<Gemm>> work;
-      for (int i = 0; i < k; ++i) work.push_back(std::make_unique<Gemm>(n));
-      for (auto& g : work) (*g)();  // warm-up
-      // As the runtime runs k devices in one process: cores / k kernel threads each
-      // (runtime/in_process_run.cc); one device alone uses every core.
-      const int threads = std::max(1, kernels::cpu_cores() / k);
-      const int blas_before = k > 1 ? kernels::set_blas_threads(threads) : 0;
+      progress("concurrency (training steps)", k - 1, most);
+      std::vector<std::unique_ptr<runtime::Executor>> execs(static_cast<size_t>(k));
+      std::vector<std::optional<runtime::SyntheticData>> data(static_cast<size_t>(k));
+      for (int r = 0; r < k; ++r) {
+        MP_ASSIGN_OR_RETURN(execs[static_cast<size_t>(r)], runtime::Executor::create(tg.graph));
+        MP_RETURN_IF_ERROR(execs[static_cast<size_t>(r)]->initialize(1));
+        MP_ASSIGN_OR_RETURN(auto d, runtime::SyntheticData::create(tg.graph, tg.inputs, 1));
+        data[static_cast<size_t>(r)].emplace(std::move(d));
+      }
+      const int blas_before =
+          k > 1 ? kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / k)) : 0;
       std::barrier start(k);
-      std::vector<double> per_call(static_cast<size_t>(k));
-      (void)on_threads(k, [&](int r) {
+      std::vector<double> per_step(static_cast<size_t>(k));
+      const Status ran = on_threads(k, [&](int r) -> Status {
         kernels::set_kernel_threads(1);
+        runtime::Executor& e = *execs[static_cast<size_t>(r)];
+        runtime::SyntheticData& d = *data[static_cast<size_t>(r)];
+        MP_RETURN_IF_ERROR(e.run(d.next_batch()).status());  // warm-up
         start.arrive_and_wait();
-        const auto t0 = Clock::now();
-        for (int c = 0; c < calls; ++c) (*work[static_cast<size_t>(r)])();
-        per_call[static_cast<size_t>(r)] = seconds_since(t0) / calls;
+        std::vector<double> t;
+        for (int i = 0; i < steps; ++i) {
+          MP_ASSIGN_OR_RETURN(runtime::StepStats st, e.run(d.next_batch()));
+          t.push_back(st.time.value());
+        }
+        per_step[static_cast<size_t>(r)] = median(t);
         return Status::ok();
       });
       if (blas_before > 0) kernels::set_blas_threads(blas_before);
+      MP_RETURN_IF_ERROR(ran);
       // The slowest device sets the pace of a step.
-      const double t = *std::max_element(per_call.begin(), per_call.end());
+      const double t = *std::max_element(per_step.begin(), per_step.end());
       if (k == 1) {
         alone = t;
       } else if (alone > 0) {
-        profile_.concurrency.emplace_back(static_cast<double>(k), t / alone);
+        worst = std::max(worst, t / alone);
+        profile_.concurrency.emplace_back(static_cast<double>(k), worst);
       }
     }
-    progress("concurrency", most, most);
+    progress("concurrency (training steps)", most, most);
+    return Status::ok();
   }
 
   // Per op kind: measured kernel time on training steps of the CPU benchmark models (one
