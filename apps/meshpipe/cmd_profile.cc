@@ -114,7 +114,9 @@ void add_profile_command(CLI::App& app, int& exit_code) {
                   "file of cpu devices): group sizes and concurrency go up to its device count")
       ->capture_default_str();
   cmd->add_option("-o,--output", args->output, "write the profile (JSON) here")->required();
-  cmd->add_flag("--quick", args->quick, "fewer sizes and repetitions: seconds instead of a minute");
+  cmd->add_flag(
+      "--quick", args->quick,
+      "fewer sizes, models and repetitions (a few seconds instead of about fifteen; rougher)");
   cmd->add_flag("--quiet", args->quiet, "no progress output");
   cmd->add_option("--collectives", args->collectives,
                   "the communicator to measure (the one `train --collectives` will use)")

@@ -19,7 +19,8 @@ namespace meshpipe::train {
 
 /// What profile_devices measures and how long it may take.
 struct DeviceProfileOptions {
-  /// Fewer sizes and repetitions (seconds instead of a minute): tests, a first look.
+  /// Fewer sizes, models and repetitions (a few seconds instead of about fifteen): tests, a
+  /// first look.
   bool quick = false;
   /// The communicator and transport the runs to be predicted use (as `meshpipe train`'s
   /// --collectives and --transport).
