@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "core/files.h"
@@ -39,6 +40,24 @@ std::string last_point(const mesh::ProfileTable& t, const char* unit, double sca
 int run_profile(const ProfileArgs& args) {
   auto cluster = mesh::resolve_cluster(args.cluster);
   if (!cluster.has_value()) return fail(cluster.status());
+  {
+    // Refused before measuring what could not be written (write_text_file says the same after).
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path out(args.output);
+    const fs::file_status st = fs::symlink_status(out, ec);
+    if (fs::exists(st) && !fs::is_regular_file(st)) {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "cannot write profile file '{}': it exists and is not a regular file",
+                             args.output));
+    }
+    const fs::path dir = out.has_parent_path() ? out.parent_path() : fs::path(".");
+    if (!fs::is_directory(dir, ec)) {
+      return fail(make_error(Errc::kNotFound,
+                             "cannot write profile file '{}': directory '{}' does not exist",
+                             args.output, dir.string()));
+    }
+  }
   train::DeviceProfileOptions o;
   o.quick = args.quick;
   o.collectives = *runtime::parse_collective_backend(args.collectives);

@@ -467,6 +467,8 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
     if (one_micro_batch) later_gradients += p.gradients;
   }
   const size_t per = submeshes_.size() * static_cast<size_t>(max_configs_);
+  // Which of the profile's transfer tables prices `link` (the DP runs with either link).
+  const bool inter_host = cluster_.hosts > 1 && link == cluster_.inter_host;
   const bool recomputing_stage = configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].recompute;
   // Values the stage sends to a later stage: the send holds the producer's buffer, which is
   // also the one a later unit of the stage reads (counted once).
@@ -532,8 +534,7 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
                           static_cast<size_t>(c)];
     } else {
       const graph::Value& v = unit_graph_.value(x.value);
-      double t = cost_.transfer(v.bytes(), link, cluster_.hosts > 1 && link == cluster_.inter_host)
-                     .value();
+      double t = cost_.transfer(v.bytes(), link, inter_host).value();
       if (x.once_per_step) t /= static_cast<double>(options_.micro_batches);
       s.time += t;
       s.transfer += t;

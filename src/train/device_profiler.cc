@@ -151,6 +151,25 @@ Status on_threads(int n, const std::function<Status(int)>& fn) {
   return Status::ok();
 }
 
+// One device's training steps of `g` on the single-device executor, with the synthetic data
+// of the graph's inputs.
+struct Steps {
+  std::unique_ptr<runtime::Executor> exec;
+  std::optional<runtime::SyntheticData> data;
+
+  static Expected<Steps> create(const graph::TrainingGraph& g, bool profile) {
+    Steps s;
+    runtime::ExecutorOptions eo;
+    eo.profile = profile;
+    MP_ASSIGN_OR_RETURN(s.exec, runtime::Executor::create(g.graph, eo));
+    MP_RETURN_IF_ERROR(s.exec->initialize(1));
+    MP_ASSIGN_OR_RETURN(auto d, runtime::SyntheticData::create(g.graph, g.inputs, 1));
+    s.data.emplace(std::move(d));
+    return s;
+  }
+  Expected<runtime::StepStats> run() { return exec->run(data->next_batch()); }
+};
+
 class Profiler {
  public:
   Profiler(const mesh::ClusterSpec& cluster, const DeviceProfileOptions& options)
@@ -260,13 +279,10 @@ class Profiler {
     double worst = 1.0;
     for (int k = 1; k <= most; ++k) {
       progress("concurrency (training steps)", k - 1, most);
-      std::vector<std::unique_ptr<runtime::Executor>> execs(static_cast<size_t>(k));
-      std::vector<std::optional<runtime::SyntheticData>> data(static_cast<size_t>(k));
+      std::vector<Steps> runs;
       for (int r = 0; r < k; ++r) {
-        MP_ASSIGN_OR_RETURN(execs[static_cast<size_t>(r)], runtime::Executor::create(tg.graph));
-        MP_RETURN_IF_ERROR(execs[static_cast<size_t>(r)]->initialize(1));
-        MP_ASSIGN_OR_RETURN(auto d, runtime::SyntheticData::create(tg.graph, tg.inputs, 1));
-        data[static_cast<size_t>(r)].emplace(std::move(d));
+        MP_ASSIGN_OR_RETURN(Steps one, Steps::create(tg, /*profile=*/false));
+        runs.push_back(std::move(one));
       }
       const int blas_before =
           k > 1 ? kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / k)) : 0;
@@ -274,13 +290,12 @@ class Profiler {
       std::vector<double> per_step(static_cast<size_t>(k));
       const Status ran = on_threads(k, [&](int r) -> Status {
         kernels::set_kernel_threads(1);
-        runtime::Executor& e = *execs[static_cast<size_t>(r)];
-        runtime::SyntheticData& d = *data[static_cast<size_t>(r)];
-        MP_RETURN_IF_ERROR(e.run(d.next_batch()).status());  // warm-up
+        Steps& mine = runs[static_cast<size_t>(r)];
+        MP_RETURN_IF_ERROR(mine.run().status());  // warm-up
         start.arrive_and_wait();
         std::vector<double> t;
         for (int i = 0; i < steps; ++i) {
-          MP_ASSIGN_OR_RETURN(runtime::StepStats st, e.run(d.next_batch()));
+          MP_ASSIGN_OR_RETURN(runtime::StepStats st, mine.run());
           t.push_back(st.time.value());
         }
         per_step[static_cast<size_t>(r)] = median(t);
@@ -327,17 +342,11 @@ class Profiler {
       std::map<OpKind, double> after;
       MP_RETURN_IF_ERROR(on_threads(1, [&](int) -> Status {
         kernels::set_kernel_threads(1);
-        runtime::ExecutorOptions eo;
-        eo.profile = true;
-        MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Executor> exec,
-                            runtime::Executor::create(tg.graph, eo));
-        MP_RETURN_IF_ERROR(exec->initialize(1));
-        MP_ASSIGN_OR_RETURN(runtime::SyntheticData data,
-                            runtime::SyntheticData::create(tg.graph, tg.inputs, 1));
-        MP_RETURN_IF_ERROR(exec->run(data.next_batch()).status());  // warm-up
-        before = exec->profile();
-        for (int r = 0; r < runs; ++r) MP_RETURN_IF_ERROR(exec->run(data.next_batch()).status());
-        after = exec->profile();
+        MP_ASSIGN_OR_RETURN(Steps steps, Steps::create(tg, /*profile=*/true));
+        MP_RETURN_IF_ERROR(steps.run().status());  // warm-up
+        before = steps.exec->profile();
+        for (int r = 0; r < runs; ++r) MP_RETURN_IF_ERROR(steps.run().status());
+        after = steps.exec->profile();
         return Status::ok();
       }));
       for (const auto& [kind, t] : after) measured[kind] += t - before[kind];

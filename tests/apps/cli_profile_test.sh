@@ -48,6 +48,17 @@ out=$("$bin" profile --cluster p3.16xlarge:1 -o "$dir/gpu.json" 2>&1); rc=$?
 refused $rc || fail "profiling V100s on a CPU machine accepted ($rc)"
 echo "$out" | grep -q "cpu" || fail "the refusal does not say what can be profiled: $out"
 [ -e "$dir/gpu.json" ] && fail "a refused profile wrote a file"
+# An output that cannot be written is refused before measuring (a directory, a link).
+out=$("$bin" profile --cluster cpu:1x2 --quick -o "$dir" 2>&1); rc=$?
+refused $rc || fail "a directory as output accepted ($rc)"
+echo "$out" | grep -q "not a regular file" || fail "the refusal does not say why: $out"
+echo "$out" | grep -q "gemm f32" && fail "measured before refusing the output"
+ln -sf "$prof" "$dir/link.json"
+out=$("$bin" profile --cluster cpu:1x2 --quick -o "$dir/link.json" 2>&1); rc=$?
+refused $rc || fail "a symbolic link as output accepted ($rc)"
+out=$("$bin" profile --cluster cpu:1x2 --quick -o "$dir/nosuch/p.json" 2>&1); rc=$?
+refused $rc || fail "a missing directory accepted ($rc)"
+echo "$out" | grep -q "does not exist" || fail "the refusal does not name the directory: $out"
 sed 's/"op_overhead_seconds": [^,}]*/"op_overhead_seconds": -3/' "$prof" > "$dir/bad.json"
 out=$("$bin" plan --model gpt-tiny --cluster cpu:1x2 --quiet --profile "$dir/bad.json" 2>&1); rc=$?
 refused $rc || fail "a corrupted profile accepted ($rc)"
