@@ -216,7 +216,8 @@ void batch_norm_mean_from_sums(const KernelContext& ctx, const TensorView& sums,
   check_f32(sums, "batch_norm_mean_from_sums", "sums");
   check_numel(mean, sums.numel(), "batch_norm_mean_from_sums", "mean");
   const float n = static_cast<float>(count);
-  for (int64_t c = 0; c < sums.numel(); ++c) mean.f32()[c] = sums.f32()[c] / n;
+  const int64_t channels = sums.numel();
+  for (int64_t c = 0; c < channels; ++c) mean.f32()[c] = sums.f32()[c] / n;
 }
 
 void batch_norm_centered_square_sums(const KernelContext& ctx, const TensorView& x,

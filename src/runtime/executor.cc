@@ -295,7 +295,8 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       for (size_t o = 0; o < op.outputs.size(); ++o) {
         if (out_views[o].dtype != DType::kF32) continue;
         const float* p = out_views[o].f32();
-        for (int64_t k = 0; k < out_views[o].numel(); ++k) {
+        const int64_t n = out_views[o].numel();
+        for (int64_t k = 0; k < n; ++k) {
           if (!std::isfinite(p[k])) {
             return make_error(Errc::kNumerics,
                               "op '{}' ({}) wrote a non-finite value ({}) at "

@@ -315,7 +315,8 @@ struct DeviceInterpreter::Impl {
     if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", l.op.name));
     if (l.output_scale != 1.0f) {
       float* p = out[0].f32();
-      for (int64_t k = 0; k < out[0].numel(); ++k) p[k] *= l.output_scale;
+      const int64_t n = out[0].numel();
+      for (int64_t k = 0; k < n; ++k) p[k] *= l.output_scale;
     }
     if (options.check_finite) MP_RETURN_IF_ERROR(check_finite(l, out));
     return Status::ok();
@@ -326,7 +327,8 @@ struct DeviceInterpreter::Impl {
     for (size_t o = 0; o < out.size(); ++o) {
       if (out[o].dtype != DType::kF32) continue;
       const float* p = out[o].f32();
-      for (int64_t k = 0; k < out[o].numel(); ++k) {
+      const int64_t n = out[o].numel();
+      for (int64_t k = 0; k < n; ++k) {
         if (!std::isfinite(p[k])) {
           return make_error(Errc::kNumerics,
                             "op '{}' ({}) wrote a non-finite value ({}) at element {} of output {}",
@@ -399,14 +401,16 @@ struct DeviceInterpreter::Impl {
         } else {
           const float* s = src.f32();
           float* d = dst.f32();
-          for (int64_t k = 0; k < src.numel(); ++k) d[k] += s[k];
+          const int64_t n = src.numel();  // (hoisted: Shape::numel walks the dims)
+          for (int64_t k = 0; k < n; ++k) d[k] += s[k];
         }
         return Status::ok();
       }
       case Opcode::kScale: {
         MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
         float* p = v.f32();
-        for (int64_t k = 0; k < v.numel(); ++k) p[k] *= ins.factor;
+        const int64_t n = v.numel();
+        for (int64_t k = 0; k < n; ++k) p[k] *= ins.factor;
         return Status::ok();
       }
       case Opcode::kReportLoss: {
