@@ -120,6 +120,8 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     return hosts.size() == 1;
   };
 
+  // Each stage's time in the fill and drain (StageCost::fill; its transfers added below).
+  std::vector<double> fill;
   for (size_t k = 0; k < stages.size(); ++k) {
     const StageChoice& a = stages[k];
     StagePlan sp;
@@ -131,6 +133,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     sp.recompute = profiler.configs(a.submesh)[static_cast<size_t>(a.config)].recompute;
     const StageCost sc = profiler.stage(a.first_layer, a.last_layer, a.submesh, a.config);
     sp.time = sc.time - sc.transfer;
+    fill.push_back(sc.fill - sc.transfer);
     sp.memory = sc.memory;
     sp.in_flight = stage_in_flight(options.schedule, k, stages.size(), micro_batches);
     sp.memory.peak = stage_peak(sc, sp.in_flight, micro_batches, options.schedule);
@@ -173,14 +176,16 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
       // A parameter gradient (e.g. of a tied embedding) is summed locally and sent once per step.
       if (profiler.is_parameter_gradient(v)) t.seconds /= static_cast<double>(micro_batches);
       plan.stages[to->second].time += t.seconds;
+      fill[to->second] += t.seconds;
       plan.transfers.push_back(std::move(t));
     }
   }
 
   double sum = 0.0;
   double max = 0.0;
-  for (const StagePlan& sp : plan.stages) {
-    sum += sp.time;
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    const StagePlan& sp = plan.stages[k];
+    sum += fill[k];
     max = std::max(max, sp.time);
     plan.max_memory_per_device = std::max(plan.max_memory_per_device, sp.memory.peak);
   }

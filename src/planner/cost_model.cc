@@ -160,6 +160,14 @@ Seconds ProfiledCostModel::compute(const ComputeWork& work) const {
   return Seconds(t * concurrency_ + profile_.op_overhead_seconds);
 }
 
+double ProfiledCostModel::sharing(double busy) const {
+  if (profile_.concurrency.empty() || cluster_.device.kind != "cpu" || concurrency_ <= 0) {
+    return 1.0;
+  }
+  const double at = std::max(1e-3, interpolate(profile_.concurrency, std::max(1.0, busy)));
+  return std::clamp(at / concurrency_, 1e-3, 1.0);
+}
+
 Seconds ProfiledCostModel::transfer(int64_t bytes, const mesh::LinkSpec& link,
                                     bool inter_host) const {
   auto it = profile_.transfers.find(inter_host);

@@ -58,6 +58,14 @@ class CostModel {
     return Seconds(link.latency.value() +
                    (link.bandwidth > 0 ? static_cast<double>(bytes) / link.bandwidth : 0.0));
   }
+  /// How much faster compute() runs when only `busy` of the cluster's devices compute at once
+  /// than when all do (which compute() assumes): devices that share one machine's cores (a CPU
+  /// cluster's virtual devices) run faster while others idle, e.g. in a pipeline's fill and
+  /// drain. A factor in (0, 1]; 1 (no effect) unless a measured profile says otherwise.
+  virtual double sharing(double busy) const {
+    (void)busy;
+    return 1.0;
+  }
 };
 
 /// Alpha-beta collectives (mesh::collective_cost) and a roofline: max(flops / peak,
@@ -96,6 +104,8 @@ class ProfiledCostModel : public CostModel {
                      int axis) const override;
   Seconds compute(const ComputeWork& work) const override;
   Seconds transfer(int64_t bytes, const mesh::LinkSpec& link, bool inter_host) const override;
+  /// The concurrency table at `busy` over its value at all the sharing devices (CPU clusters).
+  double sharing(double busy) const override;
   /// The slowdown compute() applies (the concurrency table at the sharing devices; 1 without).
   double concurrency_factor() const { return concurrency_; }
 

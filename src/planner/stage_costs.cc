@@ -197,6 +197,7 @@ UnitProfile StageProfiler::recomputing(const UnitProfile& base) const {
   UnitProfile p = base;
   if (!p.feasible) return p;
   p.time += base.forward_time;
+  p.compute_time += base.forward_compute;
   // Memory from the intra-op pass's scan of the recomputing unit: its forward keeps what other
   // units read and the data inputs; the recomputed activations live during its backward.
   const ShardingPlan& plan = base.plan;
@@ -228,9 +229,13 @@ void StageProfiler::fill_profile(UnitProfile& p, ShardingPlan plan) const {
   p.first_working =
       std::max<int64_t>(0, plan.first_backward_memory.value() - p.persistent - p.stash);
   p.forward_time = 0.0;
+  p.compute_time = 0.0;
+  p.forward_compute = 0.0;
   for (const OpDecision& d : plan.ops) {
+    p.compute_time += d.compute;
     if (unit_graph_.op(d.op).phase == graph::OpPhase::kForward) {
       p.forward_time += d.compute + d.communication;
+      p.forward_compute += d.compute;
     }
   }
   p.plan = std::move(plan);
@@ -437,6 +442,7 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       (options_.recompute == Recompute::kOn &&
        !configs_[static_cast<size_t>(m)][static_cast<size_t>(c)].recompute)) {
     s.time = kInf;
+    s.fill = kInf;
     return s;
   }
   const int32_t u0 = layer_units_[static_cast<size_t>(i)].front();
@@ -450,13 +456,16 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   int64_t later_stash = 0;
   int64_t later_gradients = 0;
   int64_t later_accumulators = 0;  // the first backward: those of the units already done
+  double compute = 0.0;
   for (int32_t u = u1; u >= u0; --u) {
     const UnitProfile& p = unit(u, m, c);
     if (!p.feasible) {
       s.time = kInf;
+      s.fill = kInf;
       return s;
     }
     s.time += p.time;
+    compute += p.compute_time;
     s.memory.persistent += p.persistent;
     if (!one_micro_batch) s.memory.gradients += p.gradients;
     s.memory.stash += p.stash;
@@ -540,6 +549,9 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
       s.transfer += t;
     }
   }
+  const double alone =
+      cost_.sharing(static_cast<double>(submeshes_[static_cast<size_t>(m)].num_devices()));
+  s.fill = s.time - compute * (1.0 - alone);
   s.memory.peak = s.memory.persistent + s.memory.gradients + s.memory.working + s.memory.stash;
   const double avail =
       options_.memory_fraction * static_cast<double>(cluster_.device.memory.value());
@@ -595,6 +607,7 @@ StageDpInput StageProfiler::dp_input(const mesh::LinkSpec& link) const {
   const size_t size = static_cast<size_t>(num_layers_) * static_cast<size_t>(num_layers_) *
                       submeshes_.size() * static_cast<size_t>(max_configs_);
   in.cost.assign(size, kInf);
+  in.fill_cost.assign(size, kInf);
   in.max_succ_stages.assign(size, -1);
   for (int32_t i = 0; i < num_layers_; ++i) {
     for (int32_t j = i; j < num_layers_; ++j) {
@@ -603,6 +616,7 @@ StageDpInput StageProfiler::dp_input(const mesh::LinkSpec& link) const {
           const StageCost s = stage(i, j, m, c, link);
           const size_t k = in.index(i, j, m, c);
           in.cost[k] = s.time;
+          in.fill_cost[k] = s.fill;
           in.max_succ_stages[k] = s.max_succ_stages;
         }
       }

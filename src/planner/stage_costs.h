@@ -93,15 +93,22 @@ struct UnitProfile {
   /// Excess over persistent + stash in the step's first backward, the accumulators allocated
   /// so far included (several micro-batches; `working` with one).
   int64_t first_working = 0;
-  double forward_time = 0.0;  ///< seconds of the unit's forward ops (what recomputation repeats)
-  ShardingPlan plan;          ///< the intra-op decision (specs of every value the unit touches)
+  double forward_time = 0.0;     ///< seconds of the unit's forward ops (what recomputation repeats)
+  double compute_time = 0.0;     ///< of `time`: the ops' compute (not their communication)
+  double forward_compute = 0.0;  ///< of `forward_time`: the ops' compute
+  ShardingPlan plan;             ///< the intra-op decision (specs of every value the unit touches)
 };
 
 /// Time, memory and successor bound of one candidate stage.
 struct StageCost {
   double time = 0.0;      ///< seconds per micro-batch, boundary transfers included
   double transfer = 0.0;  ///< of which: tensors entering from other stages
-  StageMemory memory;     ///< peak with a single micro-batch in flight
+  /// `time` with only this stage's devices computing (its compute scaled by
+  /// CostModel::sharing): what a micro-batch takes passing through in the pipeline's fill and
+  /// drain, where `time` prices the steady state with every device computing. Equal to `time`
+  /// unless devices share cores.
+  double fill = 0.0;
+  StageMemory memory;  ///< peak with a single micro-batch in flight
   /// Excess over persistent + stash during the step's first backward, when the accumulators are
   /// allocated as their gradients arrive (see stage_peak).
   int64_t first_working = 0;

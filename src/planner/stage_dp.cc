@@ -25,6 +25,7 @@ constexpr size_t kMaxTableEntries = size_t{1} << 27;
 /// (finite cost, fits in memory alone, at most num_devices devices).
 struct Transition {
   double cost = 0.0;
+  double fill = 0.0;
   int32_t end = 0;
   int32_t submesh = 0;
   int32_t config = 0;
@@ -47,7 +48,7 @@ std::vector<std::vector<Transition>> collect_transitions(const StageDpInput& in)
           const double cost = in.cost[idx];
           const int32_t max_succ = in.max_succ_stages[idx];
           if (!(cost < kInf) || max_succ < 0) continue;
-          out[i].push_back({cost, k, m, c, n, max_succ});
+          out[i].push_back({cost, in.fill(idx), k, m, c, n, max_succ});
         }
       }
     }
@@ -59,7 +60,7 @@ std::vector<std::vector<Transition>> collect_transitions(const StageDpInput& in)
 StageDpResult summarize(std::vector<StageChoice> stages, int64_t micro_batches) {
   StageDpResult r;
   for (auto it = stages.rbegin(); it != stages.rend(); ++it) {
-    r.sum = it->cost + r.sum;
+    r.sum = it->fill + r.sum;
     r.max = std::max(r.max, it->cost);
   }
   r.objective = r.sum + static_cast<double>(micro_batches - 1) * r.max;
@@ -127,7 +128,7 @@ class StageTables {
     int32_t d = devices_;
     for (int32_t r = s; r >= 1; --r) {
       const Transition& t = transitions_[i][static_cast<size_t>(arg_[at(r, i, d)])];
-      stages.push_back({i, t.end - 1, t.submesh, t.config, t.cost});
+      stages.push_back({i, t.end - 1, t.submesh, t.config, t.cost, t.fill});
       d -= t.devices;
       i = t.end;
     }
@@ -160,7 +161,7 @@ class StageTables {
       const int32_t d1 = std::min(devices_, hi_[next] + t.devices);
       if (d0 > d1) continue;
       const double* prev = &f_[at(s - 1, t.end, d0 - t.devices)];
-      const double cost = t.cost;
+      const double cost = t.fill;
       const int32_t code = static_cast<int32_t>(x);
       for (int32_t d = d0; d <= d1; ++d) {
         const double candidate = cost + prev[d - d0];
@@ -344,6 +345,12 @@ Status StageDpInput::validate() const {
                       "configs = {}",
                       max_succ_stages.size(), expected);
   }
+  if (!fill_cost.empty() && fill_cost.size() != expected) {
+    return make_error(Errc::kInvalidArgument,
+                      "StageDpInput.fill_cost has {} entries, expected none or L * L * submeshes "
+                      "* configs = {}",
+                      fill_cost.size(), expected);
+  }
   for (int32_t i = 0; i < num_layers; ++i) {
     for (int32_t j = i; j < num_layers; ++j) {
       for (int32_t m = 0; m < num_submeshes(); ++m) {
@@ -355,6 +362,14 @@ Status StageDpInput::validate() const {
                               "StageDpInput.cost of layers {}..{} on submesh {} config {} is {}; "
                               "it must be >= 0, or +inf when the stage is impossible",
                               i, j, m, c, v);
+          }
+          if (fill_cost.empty() || !(v < kInf)) continue;
+          const double f = fill_cost[index(i, j, m, c)];
+          if (std::isnan(f) || f < 0 || !(f < kInf)) {
+            return make_error(Errc::kInvalidArgument,
+                              "StageDpInput.fill_cost of layers {}..{} on submesh {} config {} is "
+                              "{}; a stage with a finite cost needs a finite fill cost >= 0",
+                              i, j, m, c, f);
           }
         }
       }
@@ -369,7 +384,10 @@ Status StageDpInput::validate() const {
 //   F(0, L, 0) = 0,  F(0, i, d) = inf otherwise
 //   F(s, i, d) = min over k in (i, L], m with n_m <= d, c with
 //                  cost[i, k-1, m, c] <= t_max  and  s - 1 <= max_succ[i, k-1, m, c]
-//                of  cost[i, k-1, m, c] + F(s - 1, k, d - n_m)
+//                of  fill[i, k-1, m, c] + F(s - 1, k, d - n_m)
+//
+// (fill = cost unless the input gives fill costs: F sums what a stage takes in the fill and
+// drain, the threshold bounds its steady-state cost.)
 //
 // (s counts this stage and the s - 1 after it; 1F1B keeps s micro-batches of the stage's
 // activations.) Among equal sums the transition with the lowest (m, c, k) wins, so F's argmin
@@ -510,7 +528,7 @@ class Exhaustive {
       for (int32_t c = 0; c < in_.num_configs; ++c) {
         const size_t idx = in_.index(first, last, m, c);
         if (!(in_.cost[idx] < kInf) || in_.max_succ_stages[idx] < successors) continue;
-        current_[j] = {first, last, m, c, in_.cost[idx]};
+        current_[j] = {first, last, m, c, in_.cost[idx], in_.fill(idx)};
         assign(j + 1, last + 1, used + n);
       }
     }

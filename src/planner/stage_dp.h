@@ -22,12 +22,19 @@ struct StageDpInput {
   /// Seconds (>= 0) per micro-batch of stage (i, j, m, c), +infinity when impossible; index
   /// ((i * L + j) * num_submeshes + m) * num_configs + c. Entries with j < i are ignored.
   std::vector<double> cost;
+  /// Optional, same indexing: the stage's seconds per micro-batch in the pipeline's fill and
+  /// drain (f_i, StageCost::fill), when that differs from the steady state's `cost` (devices
+  /// that share cores run faster while the other stages idle). Empty: `cost`. The objective is
+  /// then sum f_i + (B - 1) max t_i, the threshold t_max still on t_i. A finite cost needs a
+  /// finite fill.
+  std::vector<double> fill_cost;
   /// Largest number of stages that may follow this stage while it still fits in memory
   /// (docs/algorithms.md §2.5), same indexing; < 0: the stage does not fit even alone.
   std::vector<int32_t> max_succ_stages;
 
   int32_t num_submeshes() const { return static_cast<int32_t>(submesh_devices.size()); }
   size_t index(int32_t i, int32_t j, int32_t m, int32_t c) const;
+  double fill(size_t index) const { return fill_cost.empty() ? cost[index] : fill_cost[index]; }
   /// Sizes consistent, costs >= 0 or +inf (not NaN, not negative), B >= 1.
   Status validate() const;
 };
@@ -42,14 +49,15 @@ struct StageChoice {
   int32_t submesh = 0;
   int32_t config = 0;
   double cost = 0.0;  ///< seconds per micro-batch
+  double fill = 0.0;  ///< seconds per micro-batch in the fill and drain (StageDpInput::fill_cost)
   friend bool operator==(const StageChoice&, const StageChoice&) = default;
 };
 
 /// The best split.
 struct StageDpResult {
   std::vector<StageChoice> stages;  ///< in layer order
-  double objective = 0.0;           ///< sum t_i + (B - 1) max t_i, seconds
-  double sum = 0.0;                 ///< sum t_i
+  double objective = 0.0;           ///< sum f_i + (B - 1) max t_i, seconds
+  double sum = 0.0;                 ///< sum f_i (the fill costs; t_i without them)
   double max = 0.0;                 ///< max t_i
   int64_t tmax_candidates_tried = 0;
   /// The next best distinct splits the DP's runs met (at most kStageDpAlternatives, best first;

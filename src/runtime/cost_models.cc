@@ -26,6 +26,7 @@ class CpuClusterCostModel final : public planner::CostModel {
     return kernels::kernel_workspace_bytes(kernels::Device::kCpu, kind, inputs, attrs);
   }
   int64_t allocation_bytes(int64_t bytes) const override { return BufferPool::block_bytes(bytes); }
+  double sharing(double busy) const override { return base_->sharing(busy); }
 
  private:
   std::unique_ptr<planner::CostModel> base_;

@@ -113,7 +113,12 @@ struct Device {
   int64_t collectives[2] = {0, 0};
   bool registered = false;  // at the collective under pc
   SimulatedDevice out;
+  // Compute spans (ops and tile copies) in order, for the next pass's sharing factors.
+  std::vector<std::pair<double, double>> spans;
 };
+
+// Per device, a factor for each compute span in program order (see Simulation::sharing).
+using SharingFactors = std::vector<std::vector<double>>;
 
 std::string json_escape(const std::string& s) {
   std::string r;
@@ -127,13 +132,33 @@ std::string json_escape(const std::string& s) {
 class Simulation {
  public:
   Simulation(const Program& p, const CompactProgram* compact, const mesh::ClusterSpec& c,
-             const SimulationOptions& o)
+             const SimulationOptions& o, const SharingFactors* factors = nullptr)
       : program_(p),
         compact_(compact),
         cluster_(c),
         default_cost_(cost_model_for(c)),
         cost_(o.cost != nullptr ? *o.cost : *default_cost_),
-        options_(o) {}
+        options_(o),
+        factors_(factors) {}
+
+  // Whether compute speeds up when fewer devices compute (CPU devices sharing cores).
+  bool shares_cores() const { return cost_.sharing(1.0) < 1.0; }
+
+  // After run(): for each device's compute spans, the model's sharing factor at the mean number
+  // of devices computing during the span (itself included) in this pass's timeline.
+  SharingFactors sharing() const {
+    SharingFactors f(devices_.size());
+    for (size_t a = 0; a < devices_.size(); ++a) {
+      for (const auto& [start, end] : devices_[a].spans) {
+        double busy = 1.0;
+        for (size_t b = 0; b < devices_.size(); ++b) {
+          if (b != a) busy += overlap(devices_[b].spans, start, end);
+        }
+        f[a].push_back(cost_.sharing(busy));
+      }
+    }
+    return f;
+  }
 
   Expected<SimulationResult> run() {
     for (const DeviceProgram& dp : program_.devices) {
@@ -208,6 +233,33 @@ class Simulation {
         static_cast<double>(d.memory->live()) / 1048576.0);
   }
 
+  // The share of [start, end] that `spans` (ascending, disjoint) cover; at a point, 1 if a span
+  // holds it.
+  static double overlap(const std::vector<std::pair<double, double>>& spans, double start,
+                        double end) {
+    auto it =
+        std::upper_bound(spans.begin(), spans.end(), start,
+                         [](double t, const std::pair<double, double>& s) { return t < s.second; });
+    if (end <= start) return it != spans.end() && it->first <= start ? 1.0 : 0.0;
+    double covered = 0.0;
+    for (; it != spans.end() && it->first < end; ++it) {
+      covered += std::min(end, it->second) - std::max(start, it->first);
+    }
+    return std::clamp(covered / (end - start), 0.0, 1.0);
+  }
+
+  // A compute span of d: scaled by this pass's factor for it, and recorded.
+  double computed(Device& d, double dur) {
+    if (factors_ != nullptr) {
+      const auto& f = (*factors_)[static_cast<size_t>(&d - devices_.data())];
+      const size_t k = d.spans.size();
+      if (k < f.size()) dur *= f[k];
+    }
+    d.spans.emplace_back(d.clock, d.clock + dur);
+    d.out.compute += dur;
+    return dur;
+  }
+
   double copy_time(int64_t bytes) const {
     if (cluster_.profile != nullptr) {  // a measured memory-bound kernel, read and write
       return cost_.compute({Flops(0.0), Bytes(2 * bytes), DType::kF32, false, {}, {}}).value();
@@ -272,8 +324,7 @@ class Simulation {
             const bool idle = work.flops.value() == 0.0 && work.bytes.value() == 0;
             priced = idle ? 0.0 : cost_.compute(work).value();
           }
-          dur = priced;
-          d.out.compute += dur;
+          dur = computed(d, priced);
           // The kernel's scratch (im2col columns, packed operands) lives while it runs, with
           // its outputs.
           for (int32_t b : ins.out) allocate(d, b, mb);
@@ -286,8 +337,7 @@ class Simulation {
           const auto& mesh = program_.stages[static_cast<size_t>(d.dp->stage)].mesh;
           const int n = static_cast<int>(mesh.size(a));
           if (n == 1 || ins.collective.kind == mesh::CollectiveKind::kSlice) {
-            dur = copy_time(out_bytes);
-            d.out.compute += dur;
+            dur = computed(d, copy_time(out_bytes));
             break;
           }
           const GroupKey key{d.dp->stage, a, d.dp->coord[1 - a], d.collectives[a]};
@@ -335,9 +385,9 @@ class Simulation {
         case Opcode::kLoadInput:
         case Opcode::kAccumulate:
         case Opcode::kScale:
-          dur = copy_time(ins.code == Opcode::kCopyBox ? d.memory->desc(ins.in[0]).bytes()
-                                                       : out_bytes);
-          d.out.compute += dur;
+          dur =
+              computed(d, copy_time(ins.code == Opcode::kCopyBox ? d.memory->desc(ins.in[0]).bytes()
+                                                                 : out_bytes));
           break;
         case Opcode::kReportLoss:
           break;
@@ -376,12 +426,37 @@ class Simulation {
   std::unique_ptr<planner::CostModel> default_cost_;
   const planner::CostModel& cost_;
   SimulationOptions options_;
+  const SharingFactors* factors_;  // null: compute as priced (every device computing)
   std::vector<Device> devices_;
   std::map<MessageKey, double> messages_;  // arrival times of sent messages
   std::map<GroupKey, Meeting> meetings_;
   std::vector<double> nic_free_;
   std::string trace_;
 };
+
+// Devices that share cores (Simulation::shares_cores) compute faster while others wait: the
+// first pass prices every op as if all devices computed, each later pass rescales every compute
+// span by the sharing factor at how many devices computed during it in the pass before.
+constexpr int kSharingPasses = 3;
+
+Expected<SimulationResult> simulate_passes(const Program& p, const CompactProgram* compact,
+                                           const mesh::ClusterSpec& cluster,
+                                           const SimulationOptions& options) {
+  SimulationOptions first = options;
+  auto s = std::make_unique<Simulation>(p, compact, cluster, first);
+  if (!s->shares_cores()) return s->run();
+  first.trace = false;
+  first.memory_timeline = false;
+  s = std::make_unique<Simulation>(p, compact, cluster, first);
+  MP_RETURN_IF_ERROR(s->run().status());
+  for (int pass = 2;; ++pass) {
+    const SharingFactors factors = s->sharing();
+    const bool last = pass == kSharingPasses;
+    s = std::make_unique<Simulation>(p, compact, cluster, last ? options : first, &factors);
+    auto r = s->run();
+    if (last || !r.has_value()) return r;
+  }
+}
 
 }  // namespace
 
@@ -391,8 +466,7 @@ Expected<SimulationResult> simulate(const Program& program, const mesh::ClusterS
     return make_error(Errc::kInvalidArgument, "the program has {} devices, cluster {} has {}",
                       program.devices.size(), cluster.name, cluster.num_devices());
   }
-  Simulation s(program, nullptr, cluster, options);
-  return s.run();
+  return simulate_passes(program, nullptr, cluster, options);
 }
 
 Expected<SimulationResult> simulate(const CompactProgram& program, const mesh::ClusterSpec& cluster,
@@ -405,8 +479,7 @@ Expected<SimulationResult> simulate(const CompactProgram& program, const mesh::C
     return make_error(Errc::kInvalidArgument, "compact program: {} codes for {} devices",
                       program.code.size(), program.base.devices.size());
   }
-  Simulation s(program.base, &program, cluster, options);
-  return s.run();
+  return simulate_passes(program.base, &program, cluster, options);
 }
 
 }  // namespace meshpipe::runtime

@@ -186,17 +186,28 @@ class Profiler {
         fmt::format("{} (cluster {}, collectives {}, transport {})", machine_description(),
                     cluster_.name, runtime::collective_backend_name(options_.collectives),
                     runtime::transport_kind_name(options_.transport));
+    // Every kernel is timed on the BLAS threads the runtime gives each device of this cluster
+    // (runtime/in_process_run.cc: cores / devices, at least 1), so that the tables say what one
+    // device computes, and the concurrency table what several computing at once cost.
+    threads_ = std::max(1, kernels::cpu_cores() / std::max(1, cluster_.num_devices()));
+    const int blas_before = kernels::set_blas_threads(threads_);
+    const Status s = measure();
+    kernels::set_blas_threads(blas_before);
+    MP_RETURN_IF_ERROR(s);
+    return profile_;
+  }
+
+ private:
+  Status measure() {
     gemm();
     memory_bound();
     MP_RETURN_IF_ERROR(concurrency());
     MP_RETURN_IF_ERROR(kind_factors());
     MP_RETURN_IF_ERROR(collectives());
     MP_RETURN_IF_ERROR(transfers());
-    MP_RETURN_IF_ERROR(overhead());
-    return profile_;
+    return overhead();
   }
 
- private:
   int reps() const { return options_.quick ? 3 : 5; }
   double min_rep() const { return options_.quick ? 0.002 : 0.01; }
   void progress(const std::string& phase, int64_t done, int64_t total) const {
@@ -262,8 +273,8 @@ class Profiler {
   }
 
   // k devices computing at once, as the runtime runs them in one process (each on its own
-  // thread, OpenMP loops on that thread alone, BLAS cores / k threads; one device alone keeps
-  // every core for BLAS): the step time of a training step (a real mix of GEMMs and
+  // thread, OpenMP loops on that thread alone, BLAS on the cluster's threads per device): the
+  // step time of a training step (a real mix of GEMMs and
   // memory-bound kernels) on each of k executors at once over one executor alone. Never below
   // the slowdown at fewer devices (the timing of a shared machine is noisy).
   Status concurrency() {
@@ -284,8 +295,6 @@ class Profiler {
         MP_ASSIGN_OR_RETURN(Steps one, Steps::create(tg, /*profile=*/false));
         runs.push_back(std::move(one));
       }
-      const int blas_before =
-          k > 1 ? kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / k)) : 0;
       std::barrier start(k);
       std::vector<double> per_step(static_cast<size_t>(k));
       const Status ran = on_threads(k, [&](int r) -> Status {
@@ -301,7 +310,6 @@ class Profiler {
         per_step[static_cast<size_t>(r)] = median(t);
         return Status::ok();
       });
-      if (blas_before > 0) kernels::set_blas_threads(blas_before);
       MP_RETURN_IF_ERROR(ran);
       // The slowest device sets the pace of a step.
       const double t = *std::max_element(per_step.begin(), per_step.end());
@@ -551,6 +559,7 @@ class Profiler {
   const mesh::ClusterSpec& cluster_;
   const DeviceProfileOptions& options_;
   mesh::DeviceProfile profile_;
+  int threads_ = 1;  // BLAS threads of one device of the cluster
 };
 
 }  // namespace

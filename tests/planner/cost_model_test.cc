@@ -107,10 +107,18 @@ TEST_CASE("a profile's memory-bound table, overhead, concurrency and transfers p
         Approx(50.5e-6 * 8.0 * 2.5 + 5e-6));
   CHECK(g.compute({Flops(0), Bytes(500'000), DType::kF32, false, {}, OpKind::kAdd}).value() ==
         Approx(50.5e-6 * 2.5 + 5e-6));
+  // Fewer devices computing at once: the table there over its value at all 4 (2.5).
+  CHECK(m.sharing(1) == Approx(1.0 / 2.5));
+  CHECK(m.sharing(2) == Approx(1.5 / 2.5));
+  CHECK(m.sharing(3) == Approx(2.0 / 2.5));  // between (2, 1.5) and (8, 4.5)
+  CHECK(m.sharing(4) == Approx(1.0));
+  CHECK(m.sharing(8) == 1.0);  // never slower than priced
   // A GPU cluster's devices do not share cores: no slowdown.
   mesh::ClusterSpec gpus = *mesh::cluster_preset("p3.16xlarge:1");
   gpus.profile = cluster.profile;
   CHECK(ProfiledCostModel(gpus).concurrency_factor() == 1.0);
+  CHECK(ProfiledCostModel(gpus).sharing(1) == 1.0);
+  CHECK(AnalyticCostModel(cluster.device).sharing(1) == 1.0);
 }
 
 TEST_CASE("a profile's GEMM grid prices a dot by its shape, interpolated in log size",

@@ -66,7 +66,9 @@ std::string violations(const StageDpInput& in, const StageDpResult& r) {
       out += fmt::format("stage {} has {} successors, memory allows {}; ", j, s - 1 - j,
                          in.max_succ_stages[idx]);
     }
-    sum += st.cost;
+    const double fill = in.fill_cost.empty() ? in.cost[idx] : in.fill_cost[idx];
+    if (st.fill != fill) out += fmt::format("stage {} fill {} (table {}); ", j, st.fill, fill);
+    sum += fill;
     max = std::max(max, st.cost);
   }
   if (next != in.num_layers) out += fmt::format("layers end at {}; ", next);
@@ -94,7 +96,7 @@ TEST_CASE("one stage on two devices beats a two-stage pipeline when micro-batche
   // B = 1: pipeline [0]|[1] = 2 + 0 * 1 = 2; one stage [0..1] = 1.5 + 0 * 1.5 = 1.5.
   auto r = solve_stage_dp(two_layers(1));
   REQUIRE(r.has_value());
-  REQUIRE(r->stages == std::vector<StageChoice>{{0, 1, 1, 0, 1.5}});
+  REQUIRE(r->stages == std::vector<StageChoice>{{0, 1, 1, 0, 1.5, 1.5}});
   CHECK(r->objective == 1.5);
   CHECK(r->sum == 1.5);
   CHECK(r->max == 1.5);
@@ -106,7 +108,7 @@ TEST_CASE("a two-stage pipeline beats one stage on two devices when micro-batche
   // B = 8: pipeline = 2 + 7 * 1 = 9; one stage = 1.5 + 7 * 1.5 = 12.
   auto r = solve_stage_dp(two_layers(8));
   REQUIRE(r.has_value());
-  REQUIRE(r->stages == std::vector<StageChoice>{{0, 0, 0, 0, 1.0}, {1, 1, 0, 0, 1.0}});
+  REQUIRE(r->stages == std::vector<StageChoice>{{0, 0, 0, 0, 1.0, 1.0}, {1, 1, 0, 0, 1.0, 1.0}});
   CHECK(r->objective == 9.0);
   CHECK(r->sum == 2.0);
   CHECK(r->max == 1.0);
@@ -145,7 +147,8 @@ TEST_CASE("the memory rule forbids a deep pipeline whose first stage cannot hold
   auto limited = solve_stage_dp(four_layers(1));
   REQUIRE(limited.has_value());
   CHECK(limited->objective == 11.25);
-  REQUIRE(limited->stages == std::vector<StageChoice>{{0, 1, 1, 0, 1.25}, {2, 3, 1, 0, 1.25}});
+  REQUIRE(limited->stages ==
+          std::vector<StageChoice>{{0, 1, 1, 0, 1.25, 1.25}, {2, 3, 1, 0, 1.25, 1.25}});
   CHECK(violations(four_layers(1), *limited).empty());
 }
 
@@ -212,11 +215,11 @@ TEST_CASE("equal objectives go to the lower submesh, then config, then the earli
   }
   auto r = solve_stage_dp(kinds);
   REQUIRE(r.has_value());
-  CHECK(r->stages == std::vector<StageChoice>{{0, 0, 0, 0, 3.0}});
+  CHECK(r->stages == std::vector<StageChoice>{{0, 0, 0, 0, 3.0, 3.0}});
   set_stage(kinds, 0, 0, 0, 0, kInf);  // now (m, c) = (0, 1) is the lowest finite key
   auto r2 = solve_stage_dp(kinds);
   REQUIRE(r2.has_value());
-  CHECK(r2->stages == std::vector<StageChoice>{{0, 0, 0, 1, 3.0}});
+  CHECK(r2->stages == std::vector<StageChoice>{{0, 0, 0, 1, 3.0, 3.0}});
 
   // 3 layers, 2 devices, 1-device stages: [0]|[1..2] and [0..1]|[2] both give
   // 1 + 2 + 3 * 2 = 9 with B = 4; the earlier cut (after layer 0) wins.
@@ -227,7 +230,7 @@ TEST_CASE("equal objectives go to the lower submesh, then config, then the earli
   auto c = solve_stage_dp(cuts);
   REQUIRE(c.has_value());
   CHECK(c->objective == 9.0);
-  CHECK(c->stages == std::vector<StageChoice>{{0, 0, 0, 0, 1.0}, {1, 2, 0, 0, 2.0}});
+  CHECK(c->stages == std::vector<StageChoice>{{0, 0, 0, 0, 1.0, 1.0}, {1, 2, 0, 0, 2.0, 2.0}});
 }
 
 TEST_CASE("costs within 1e-6 relative share one t_max run and every stage stays admissible",
@@ -277,7 +280,7 @@ TEST_CASE("a t_max whose bound only ties the best is still tried, for the tie-br
   auto r = solve_stage_dp(in);
   REQUIRE(r.has_value());
   CHECK(r->objective == 11.0);
-  CHECK(r->stages == std::vector<StageChoice>{{0, 1, 1, 0, 4.0}, {2, 2, 0, 0, 3.0}});
+  CHECK(r->stages == std::vector<StageChoice>{{0, 1, 1, 0, 4.0, 4.0}, {2, 2, 0, 0, 3.0, 3.0}});
   auto e = solve_stage_exhaustive(in);
   REQUIRE(e.has_value());
   CHECK(e->stages == r->stages);
@@ -408,13 +411,32 @@ StageDpInput random_chain(Rng& rng) {
   return in;
 }
 
-/// `levels` >= 0: random_input(levels); -1: random_chain.
-void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases) {
+/// Sum of the fill costs + (B - 1) x the largest cost of `stages`, read from the input's tables.
+double objective_from_tables(const StageDpInput& in, const std::vector<StageChoice>& stages) {
+  double sum = 0.0;
+  double max = 0.0;
+  for (const StageChoice& c : stages) {
+    const size_t k = in.index(c.first_layer, c.last_layer, c.submesh, c.config);
+    sum += in.fill_cost.empty() ? in.cost[k] : in.fill_cost[k];
+    max = std::max(max, in.cost[k]);
+  }
+  return sum + static_cast<double>(in.micro_batches - 1) * max;
+}
+
+/// `levels` >= 0: random_input(levels); -1: random_chain. With `fill`, every stage also gets a
+/// fill cost in [0.3, 1] x its cost (devices that share cores: faster while others idle).
+void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases, bool fill = false) {
   Rng rng(seed);
   int feasible = 0;
   int alternatives = 0;
   for (int t = 0; t < cases; ++t) {
-    const StageDpInput in = levels >= 0 ? random_input(rng, levels) : random_chain(rng);
+    StageDpInput in = levels >= 0 ? random_input(rng, levels) : random_chain(rng);
+    if (fill) {
+      in.fill_cost = in.cost;
+      for (double& f : in.fill_cost) {
+        if (f < std::numeric_limits<double>::infinity()) f *= 0.3 + 0.7 * rng.uniform();
+      }
+    }
     INFO(fmt::format("case {}: L={} D={} submeshes=[{}] C={} B={}", t, in.num_layers,
                      in.num_devices, fmt::join(in.submesh_devices, ","), in.num_configs,
                      in.micro_batches));
@@ -428,6 +450,8 @@ void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases) {
     }
     ++feasible;
     CHECK(std::abs(dp->objective - ex->objective) <= 1e-12 * std::abs(ex->objective));
+    CHECK(std::abs(dp->objective - objective_from_tables(in, dp->stages)) <=
+          1e-12 * std::abs(dp->objective));
     CHECK(violations(in, *dp).empty());
     CHECK(violations(in, *ex).empty());
     CHECK(dp->stages == ex->stages);
@@ -436,11 +460,8 @@ void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases) {
     for (size_t a = 0; a < dp->alternatives.size(); ++a) {
       StageDpResult alt;
       alt.stages = dp->alternatives[a];
-      for (const StageChoice& c : alt.stages) {
-        alt.sum += c.cost;
-        alt.max = std::max(alt.max, c.cost);
-      }
-      alt.objective = alt.sum + static_cast<double>(in.micro_batches - 1) * alt.max;
+      for (const StageChoice& c : alt.stages) alt.max = std::max(alt.max, c.cost);
+      alt.objective = objective_from_tables(in, alt.stages);
       INFO("alternative " << a);
       CHECK(violations(in, alt).empty());
       CHECK(alt.stages != dp->stages);
@@ -472,6 +493,29 @@ TEST_CASE("the DP finds the exhaustive optimum on continuous random costs", "[pl
 TEST_CASE("the DP finds the exhaustive optimum on longer chains where t_max ascent matters",
           "[planner]") {
   compare_with_exhaustive(/*levels=*/-1, /*seed=*/31337, /*cases=*/1000);
+}
+
+TEST_CASE("with fill costs the DP finds the exhaustive optimum of sum fill + (B - 1) max cost",
+          "[planner]") {
+  compare_with_exhaustive(/*levels=*/0, /*seed=*/99, /*cases=*/600, /*fill=*/true);
+  compare_with_exhaustive(/*levels=*/-1, /*seed=*/1999, /*cases=*/600, /*fill=*/true);
+}
+
+TEST_CASE("fill costs must match the cost table and be finite where a cost is", "[planner]") {
+  StageDpInput in = make_input(1, 1, {1}, 1, 2);
+  set_stage(in, 0, 0, 0, 0, 1.0, 0);
+  in.fill_cost = {0.5, 0.5};
+  auto r = solve_stage_dp(in);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("fill_cost has 2 entries") != std::string::npos);
+  in.fill_cost = {std::numeric_limits<double>::infinity()};
+  r = solve_stage_dp(in);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("fill_cost of layers 0..0") != std::string::npos);
+  in.fill_cost = {0.25};
+  r = solve_stage_dp(in);
+  REQUIRE(r.has_value());
+  CHECK(r->objective == 0.25 + 1.0);  // one fill + (2 - 1) x the steady cost
 }
 
 }  // namespace
