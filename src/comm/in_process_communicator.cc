@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/internal/wait.h"
 #include "core/check.h"
 
 namespace meshpipe::comm {
@@ -240,7 +241,8 @@ Status InProcessCommunicator::run(const OpDesc& op, Slot slot, const Step& work,
   std::unique_lock<std::mutex> lock(g.mu);
 
   // Wait for the previous collective to drain (its slowest rank may still be copying out).
-  g.cv.wait_until(lock, deadline, [&] { return !g.failure.is_ok() || g.generation == generation; });
+  internal::wait_until(g.cv, lock, deadline,
+                       [&] { return !g.failure.is_ok() || g.generation == generation; });
   if (!g.failure.is_ok()) return g.failure;
   if (g.generation != generation) {
     Status timeout =
@@ -264,7 +266,8 @@ Status InProcessCommunicator::run(const OpDesc& op, Slot slot, const Step& work,
     if (op.kind == OpKind::kAllReduce) g.scratch.resize(size_t(op.count));
     g.cv.notify_all();
   } else {
-    g.cv.wait_until(lock, deadline, [&] { return g.arrived == g.size || !g.failure.is_ok(); });
+    internal::wait_until(g.cv, lock, deadline,
+                         [&] { return g.arrived == g.size || !g.failure.is_ok(); });
   }
   if (g.arrived != g.size) {
     if (!g.failure.is_ok()) return g.failure;
@@ -286,7 +289,8 @@ Status InProcessCommunicator::run(const OpDesc& op, Slot slot, const Step& work,
   if (++g.computed == g.size) {
     g.cv.notify_all();
   } else {
-    g.cv.wait(lock, [&] { return g.computed == g.size; });
+    internal::wait_until(g.cv, lock, Clock::time_point::max(),
+                         [&] { return g.computed == g.size; });
   }
   lock.unlock();
   if (finish) finish(g);

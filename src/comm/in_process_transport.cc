@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "comm/internal/wait.h"
 #include "comm/transport.h"
 #include "core/check.h"
 
@@ -129,7 +130,8 @@ class InProcessEndpoint final : public Transport {
                         request.id);
     }
     Receive& r = it->second;
-    state_->cv.wait_for(lock, timeout, [&] { return r.done || !state_->failure.is_ok(); });
+    internal::wait_until(state_->cv, lock, Clock::now() + timeout,
+                         [&] { return r.done || !state_->failure.is_ok(); });
     if (!r.done && state_->failure.is_ok()) {
       return make_error(Errc::kTimeout,
                         "recv from endpoint {} tag {} ({} bytes) did not complete within {} ms",
