@@ -110,7 +110,8 @@ int run_profile(const ProfileArgs& args) {
   if (auto t = p.transfers.find(false); t != p.transfers.end()) {
     fmt::print("transfer: {}\n", last_point(t->second, "MB", 1e6));
   }
-  fmt::print("runtime overhead per op: {}\n", format_seconds(Seconds(p.op_overhead_seconds)));
+  fmt::print("runtime cost per kernel beyond it: {}\n",
+             format_seconds(Seconds(p.op_overhead_seconds)));
   if (Status w = write_text_file(args.output, mesh::device_profile_to_json(p), "profile file");
       !w.is_ok()) {
     return fail(w);
@@ -135,7 +136,7 @@ void add_profile_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-o,--output", args->output, "write the profile (JSON) here")->required();
   cmd->add_flag(
       "--quick", args->quick,
-      "fewer sizes, models and repetitions (a few seconds instead of about fifteen; rougher)");
+      "fewer sizes, models and repetitions (a few seconds instead of about twenty; rougher)");
   cmd->add_flag("--quiet", args->quiet, "no progress output");
   cmd->add_option("--collectives", args->collectives,
                   "the communicator to measure (the one `train --collectives` will use)")

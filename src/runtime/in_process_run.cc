@@ -412,6 +412,8 @@ Expected<RunStepResult> InProcessRun::combine(
   std::vector<bool> seen(r.losses.size(), false);
   for (const auto& [d, res] : results) {
     r.peak_bytes[static_cast<size_t>(d)] = res.peak_bytes;
+    for (const auto& [kind, t] : res.kernel_seconds) r.kernel_seconds[kind] += t;
+    r.kernels_run += res.kernels_run;
     if (d != m.program.loss_device) continue;
     for (const auto& [mb, loss] : res.losses) {
       r.losses[static_cast<size_t>(mb)] = loss;

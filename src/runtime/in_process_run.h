@@ -75,6 +75,10 @@ struct RunStepResult {
   std::vector<double> losses;       ///< per micro-batch
   double seconds = 0.0;             ///< wall time of the step
   std::vector<int64_t> peak_bytes;  ///< per global device id (0 for unused devices)
+  /// With InterpreterOptions::time_kernels: kernel seconds per op kind and kernels run, summed
+  /// over this process's devices.
+  std::map<OpKind, double> kernel_seconds;
+  int64_t kernels_run = 0;
 };
 
 /// A Program running on threads of this process.

@@ -67,6 +67,7 @@ struct DeviceInterpreter::Impl {
   std::map<int32_t, std::vector<comm::Request>> pending_send;  // buffer -> sends from it
   const kernels::KernelContext ctx;
   const DeviceLinks* links = nullptr;
+  DeviceStepResult* timing = nullptr;  // the step running (kernel timings)
   std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
 
   // Runs instruction i (its index in the step) with the context errors need.
@@ -310,7 +311,14 @@ struct DeviceInterpreter::Impl {
     args.attrs = &l.op.attrs;
     args.row_offset = l.row_offset;
     args.id_offset = l.id_offset;
+    const auto t0 = options.time_kernels ? std::chrono::steady_clock::now()
+                                         : std::chrono::steady_clock::time_point{};
     const Status s = kernels::run_kernel(ctx.device, l.op.kind, args);
+    if (options.time_kernels && timing != nullptr) {
+      timing->kernel_seconds[l.op.kind] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++timing->kernels_run;
+    }
     if (ws.data != nullptr) pool.release(ws);
     if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", l.op.name));
     if (l.output_scale != 1.0f) {
@@ -576,6 +584,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   m.links = &links;
   m.pool.reset_peak();
   DeviceStepResult result;
+  m.timing = &result;
   const auto t0 = std::chrono::steady_clock::now();
   if (m.code == nullptr) {
     const auto& code = program_->instructions;
@@ -614,6 +623,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   std::vector<int32_t> left;
   for (const auto& [b, blk] : m.mb_blocks) left.push_back(b);
   for (int32_t b : left) MP_RETURN_IF_ERROR(m.release(b));
+  m.timing = nullptr;
   result.peak_bytes = m.pool.stats().peak.value();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

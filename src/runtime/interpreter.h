@@ -8,12 +8,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "comm/communicator.h"
 #include "comm/transport.h"
+#include "core/op_kind.h"
 #include "core/status.h"
 #include "runtime/buffer_pool.h"
 #include "runtime/host_tensor.h"
@@ -31,6 +33,9 @@ struct InterpreterOptions {
   std::string fail_op;
   /// Fail the first kRun whose f32 outputs hold NaN or Inf, naming the op (--check-numerics).
   bool check_finite = false;
+  /// Time every kernel (DeviceStepResult::kernel_seconds), as `meshpipe profile` does to fit
+  /// the cost model to what the runtime really spends.
+  bool time_kernels = false;
 };
 
 /// What a device talks through: a communicator per mesh axis whose group has more than one
@@ -46,6 +51,10 @@ struct DeviceStepResult {
   std::vector<std::pair<int32_t, double>> losses;  ///< (micro-batch, loss) from kReportLoss
   int64_t peak_bytes = 0;                          ///< pool peak during the step
   double seconds = 0.0;
+  /// With InterpreterOptions::time_kernels: seconds in each op kind's kernels, and the number
+  /// of kernels run.
+  std::map<OpKind, double> kernel_seconds;
+  int64_t kernels_run = 0;
 };
 
 /// Runs one device's program step after step. Persistent buffers live as long as it does.

@@ -157,11 +157,9 @@ struct Steps {
   std::unique_ptr<runtime::Executor> exec;
   std::optional<runtime::SyntheticData> data;
 
-  static Expected<Steps> create(const graph::TrainingGraph& g, bool profile) {
+  static Expected<Steps> create(const graph::TrainingGraph& g) {
     Steps s;
-    runtime::ExecutorOptions eo;
-    eo.profile = profile;
-    MP_ASSIGN_OR_RETURN(s.exec, runtime::Executor::create(g.graph, eo));
+    MP_ASSIGN_OR_RETURN(s.exec, runtime::Executor::create(g.graph, runtime::ExecutorOptions{}));
     MP_RETURN_IF_ERROR(s.exec->initialize(1));
     MP_ASSIGN_OR_RETURN(auto d, runtime::SyntheticData::create(g.graph, g.inputs, 1));
     s.data.emplace(std::move(d));
@@ -202,10 +200,9 @@ class Profiler {
     gemm();
     memory_bound();
     MP_RETURN_IF_ERROR(concurrency());
-    MP_RETURN_IF_ERROR(kind_factors());
+    MP_RETURN_IF_ERROR(runtime_steps());
     MP_RETURN_IF_ERROR(collectives());
-    MP_RETURN_IF_ERROR(transfers());
-    return overhead();
+    return transfers();
   }
 
   int reps() const { return options_.quick ? 3 : 5; }
@@ -284,35 +281,43 @@ class Profiler {
     MP_ASSIGN_OR_RETURN(
         graph::TrainingGraph tg,
         graph::models::zoo_training_graph(spec, options_.quick ? 16 : 4, graph::OptimizerConfig{}));
-    const int steps = options_.quick ? 2 : 3;
+    const int steps = options_.quick ? 2 : 4;
     profile_.concurrency.emplace_back(1.0, 1.0);
     double alone = 0.0;
     double worst = 1.0;
+    // Each k measured `trials` times, keeping the least disturbed (the machine may be shared).
+    const int trials = options_.quick ? 1 : 3;
     for (int k = 1; k <= most; ++k) {
       progress("concurrency (training steps)", k - 1, most);
       std::vector<Steps> runs;
       for (int r = 0; r < k; ++r) {
-        MP_ASSIGN_OR_RETURN(Steps one, Steps::create(tg, /*profile=*/false));
+        MP_ASSIGN_OR_RETURN(Steps one, Steps::create(tg));
         runs.push_back(std::move(one));
       }
-      std::barrier start(k);
-      std::vector<double> per_step(static_cast<size_t>(k));
-      const Status ran = on_threads(k, [&](int r) -> Status {
-        kernels::set_kernel_threads(1);
-        Steps& mine = runs[static_cast<size_t>(r)];
-        MP_RETURN_IF_ERROR(mine.run().status());  // warm-up
-        start.arrive_and_wait();
-        std::vector<double> t;
-        for (int i = 0; i < steps; ++i) {
-          MP_ASSIGN_OR_RETURN(runtime::StepStats st, mine.run());
-          t.push_back(st.time.value());
-        }
-        per_step[static_cast<size_t>(r)] = median(t);
-        return Status::ok();
-      });
-      MP_RETURN_IF_ERROR(ran);
-      // The slowest device sets the pace of a step.
-      const double t = *std::max_element(per_step.begin(), per_step.end());
+      double t = 0.0;
+      for (int trial = 0; trial < trials; ++trial) {
+        std::barrier start(k);
+        std::vector<double> per_step(static_cast<size_t>(k));
+        const Status ran = on_threads(k, [&](int r) -> Status {
+          kernels::set_kernel_threads(1);
+          Steps& mine = runs[static_cast<size_t>(r)];
+          MP_RETURN_IF_ERROR(mine.run().status());  // warm-up
+          start.arrive_and_wait();
+          std::vector<double> times;
+          for (int i = 0; i < steps; ++i) {
+            MP_ASSIGN_OR_RETURN(runtime::StepStats st, mine.run());
+            times.push_back(st.time.value());
+          }
+          per_step[static_cast<size_t>(r)] = median(times);
+          return Status::ok();
+        });
+        MP_RETURN_IF_ERROR(ran);
+        // The mean device (the OS shares the cores unevenly over short spans; a step's
+        // slowest device is noisier than the cores' throughput, which is what sharing costs).
+        double mean = 0.0;
+        for (double x : per_step) mean += x / static_cast<double>(k);
+        t = trial == 0 ? mean : std::min(t, mean);
+      }
       if (k == 1) {
         alone = t;
       } else if (alone > 0) {
@@ -324,11 +329,15 @@ class Profiler {
     return Status::ok();
   }
 
-  // Per op kind: measured kernel time on training steps of the CPU benchmark models (one
-  // device, OpenMP loops on the device's thread alone, as the runtime runs them) over what the
-  // tables measured so far predict for the same ops.
-  Status kind_factors() {
+  // Per op kind, and per kernel launched: the runtime's own training steps of the CPU
+  // benchmark models on one device (a cpu:1x1 plan of 4 micro-batches run by LocalJob, every
+  // kernel timed by its interpreter, on the BLAS threads of one device of this cluster). Each
+  // kind's factor is its measured kernel time over what the tables measured so far predict for
+  // the same ops; the op overhead is the step time the kernels do not account for (the
+  // interpreter's work between kernels, gradient accumulation, buffer handling) per kernel run.
+  Status runtime_steps() {
     mesh::ClusterSpec one = cluster_;
+    one.name = "cpu:1x1";
     one.hosts = 1;
     one.devices_per_host = 1;
     one.profile = std::make_shared<const mesh::DeviceProfile>(profile_);
@@ -336,35 +345,52 @@ class Profiler {
     const mesh::LogicalMesh single = mesh::logical_mesh(1, 1);
     std::map<OpKind, double> measured;
     std::map<OpKind, double> predicted;
+    double step_seconds = 0.0;
+    double kernel_seconds = 0.0;
+    int64_t kernels_run = 0;
     const std::vector<std::string> models =
         options_.quick ? std::vector<std::string>{"gpt-tiny"}
                        : std::vector<std::string>{"gpt-cpu", "moe-cpu", "wresnet-cpu"};
     const int runs = options_.quick ? 2 : 3;
-    for (size_t i = 0; i < models.size(); ++i) {
-      progress("op kinds (training steps)", static_cast<int64_t>(i),
-               static_cast<int64_t>(models.size()));
-      MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model(models[i]));
+    const int64_t total = static_cast<int64_t>(models.size()) * (runs + 1);
+    int64_t done = 0;
+    for (const std::string& name : models) {
+      MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model(name));
+      JobSpec job;
+      job.model = spec;
+      job.global_batch = spec.default_batch;
+      PlanRequest request;
+      request.micro_batches = job.global_batch % 4 == 0 ? 4 : 1;
+      request.recompute = planner::Recompute::kOff;
+      MP_ASSIGN_OR_RETURN(planner::Plan plan, plan_job(job, one, request));
+      LocalJobOptions lo;
+      lo.run.interpreter.time_kernels = true;
+      MP_ASSIGN_OR_RETURN(std::unique_ptr<LocalJob> local, LocalJob::create(job, plan, lo));
+      for (int64_t step = 1; step <= runs + 1; ++step) {
+        progress("op kinds (runtime steps)", done++, total);
+        MP_ASSIGN_OR_RETURN(StepOutcome out, local->run_step(step));
+        if (step == 1) continue;  // warm-up
+        step_seconds += out.seconds;
+        kernels_run += out.kernels_run;
+        for (const auto& [kind, t] : out.kernel_seconds) {
+          measured[kind] += t;
+          kernel_seconds += t;
+        }
+      }
+      // What the tables predict for one step: every op of the micro-batch graph once per
+      // micro-batch, the optimizer's once per step.
       MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                          graph::models::zoo_training_graph(spec, 4, graph::OptimizerConfig{}));
-      std::map<OpKind, double> before;
-      std::map<OpKind, double> after;
-      MP_RETURN_IF_ERROR(on_threads(1, [&](int) -> Status {
-        kernels::set_kernel_threads(1);
-        MP_ASSIGN_OR_RETURN(Steps steps, Steps::create(tg, /*profile=*/true));
-        MP_RETURN_IF_ERROR(steps.run().status());  // warm-up
-        before = steps.exec->profile();
-        for (int r = 0; r < runs; ++r) MP_RETURN_IF_ERROR(steps.run().status());
-        after = steps.exec->profile();
-        return Status::ok();
-      }));
-      for (const auto& [kind, t] : after) measured[kind] += t - before[kind];
+                          graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer));
+      const int64_t micro_batches = plan.global_batch / std::max<int64_t>(1, plan.micro_batch);
       for (const graph::Op& op : tg.graph.ops()) {
         MP_ASSIGN_OR_RETURN(shard::IterSpace space, shard::iteration_space(tg.graph, op));
         auto s = shard::shard_op(
             tg.graph, op, space, single,
             std::vector<mesh::DimSharding>(space.sizes.size(), mesh::DimSharding::kR));
         if (!s.has_value()) continue;
-        predicted[op.kind] += runs * model.compute(s->work).value();
+        const double times =
+            op.phase == graph::OpPhase::kUpdate ? 1.0 : static_cast<double>(micro_batches);
+        predicted[op.kind] += runs * times * model.compute(s->work).value();
       }
     }
     for (const auto& [kind, t] : measured) {
@@ -373,8 +399,11 @@ class Profiler {
       if (p <= 0 || t < 1e-4) continue;
       profile_.kind_factors[kind] = std::clamp(t / p, 0.05, 1000.0);
     }
-    progress("op kinds (training steps)", static_cast<int64_t>(models.size()),
-             static_cast<int64_t>(models.size()));
+    if (kernels_run > 0) {
+      profile_.op_overhead_seconds =
+          std::clamp((step_seconds - kernel_seconds) / static_cast<double>(kernels_run), 0.0, 1.0);
+    }
+    progress("op kinds (runtime steps)", total, total);
     return Status::ok();
   }
 
@@ -516,43 +545,6 @@ class Profiler {
     profile_.transfers[false] = table;
     profile_.transfers[true] = table;
     progress("transfers", static_cast<int64_t>(sizes.size()), static_cast<int64_t>(sizes.size()));
-    return Status::ok();
-  }
-
-  // The runtime's cost per op beyond its kernel: one device trains gpt-tiny (small ops, so the
-  // fixed costs show) one micro-batch per step; (measured step - the step the tables predict)
-  // / the ops of a step.
-  Status overhead() {
-    const int64_t total = options_.quick ? 6 : 16;
-    progress("op overhead (gpt-tiny steps)", 0, total);
-    MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model("gpt-tiny"));
-    JobSpec job;
-    job.model = spec;
-    job.global_batch = 4;
-    mesh::ClusterSpec one = cluster_;
-    one.name = "cpu:1x1";
-    one.hosts = 1;
-    one.devices_per_host = 1;
-    profile_.op_overhead_seconds = 0.0;
-    one.profile = std::make_shared<const mesh::DeviceProfile>(profile_);
-    PlanRequest request;
-    request.micro_batches = 1;
-    MP_ASSIGN_OR_RETURN(planner::Plan plan, plan_job(job, one, request));
-    MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                        graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer));
-    LocalJobOptions lo;
-    lo.run.collectives = options_.collectives;
-    lo.run.transport = options_.transport;
-    MP_ASSIGN_OR_RETURN(std::unique_ptr<LocalJob> local, LocalJob::create(job, plan, lo));
-    std::vector<double> steps;
-    for (int64_t s = 1; s <= total; ++s) {
-      MP_ASSIGN_OR_RETURN(StepOutcome out, local->run_step(s));
-      if (s > 2) steps.push_back(out.seconds);  // two warm-up steps
-      progress("op overhead (gpt-tiny steps)", s, total);
-    }
-    const double measured = median(steps);
-    const double ops = static_cast<double>(tg.graph.num_ops());
-    profile_.op_overhead_seconds = std::clamp((measured - plan.step_time) / ops, 0.0, 1.0);
     return Status::ok();
   }
 

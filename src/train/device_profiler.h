@@ -19,7 +19,7 @@ namespace meshpipe::train {
 
 /// What profile_devices measures and how long it may take.
 struct DeviceProfileOptions {
-  /// Fewer sizes, models and repetitions (a few seconds instead of about fifteen): tests, a
+  /// Fewer sizes, models and repetitions (a few seconds instead of about twenty): tests, a
   /// first look.
   bool quick = false;
   /// The communicator and transport the runs to be predicted use (as `meshpipe train`'s
@@ -33,10 +33,11 @@ struct DeviceProfileOptions {
 /// Measures this machine for `cluster` (its device kind must be "cpu": the CPU backend is the
 /// only one that runs today; an accelerator cluster is an error saying so). Group sizes of
 /// collectives go up to the cluster's device count (a CPU cluster's virtual devices all live on
-/// this machine, so both links get the same tables), concurrency up to its device count. The
-/// op overhead is fitted on one measured training step of `gpt-tiny` on one device: (measured -
-/// predicted with the other tables) / ops. Errors: a communicator or transport that cannot be
-/// built, a failed step.
+/// this machine, so both links get the same tables), concurrency up to its device count. Every
+/// kernel runs on the BLAS threads the runtime gives one device of `cluster` (cores / devices).
+/// Op-kind factors and the runtime's cost per kernel come from the runtime's own steps
+/// (LocalJob, cpu:1x1, kernels timed by the interpreter) of the CPU benchmark models (quick:
+/// gpt-tiny). Errors: a communicator or transport that cannot be built, a failed step.
 Expected<mesh::DeviceProfile> profile_devices(const mesh::ClusterSpec& cluster,
                                               const DeviceProfileOptions& options = {});
 

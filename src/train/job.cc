@@ -258,6 +258,8 @@ Expected<StepOutcome> LocalJob::run_step(int64_t step) {
   out.loss = r.loss;
   out.losses = std::move(r.losses);
   out.seconds = r.seconds;
+  out.kernel_seconds = std::move(r.kernel_seconds);
+  out.kernels_run = r.kernels_run;
   for (int32_t d : run_->devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
   return out;
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/op_kind.h"
 #include "core/status.h"
 #include "runtime/checkpoint.h"
 
@@ -24,6 +25,9 @@ struct StepOutcome {
   std::vector<double> losses;             ///< per micro-batch
   double seconds = 0.0;                   ///< wall time of the step (the slowest process's)
   std::map<int32_t, int64_t> peak_bytes;  ///< per global device that ran: peak live bytes
+  /// In-process runs with InterpreterOptions::time_kernels (runtime::RunStepResult).
+  std::map<OpKind, double> kernel_seconds;
+  int64_t kernels_run = 0;
 };
 
 /// Runs the steps of one job. Implementations decide where the devices are; the data of a step

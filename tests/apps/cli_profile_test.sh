@@ -13,7 +13,7 @@ refused() { [ "$1" -ne 0 ] && [ "$1" -lt 128 ]; }
 
 out=$("$bin" profile --cluster cpu:1x2 --quick -o "$prof" 2>&1) || { echo "$out"; fail "profile exited non-zero"; }
 echo "$out"
-for want in "gemm f32" "memory-bound f32" "all-reduce of 2" "transfer:" "runtime overhead per op" "wrote $prof"; do
+for want in "gemm f32" "memory-bound f32" "all-reduce of 2" "transfer:" "runtime cost per kernel beyond it" "wrote $prof"; do
   echo "$out" | grep -q -- "$want" || fail "profile output lacks '$want'"
 done
 grep -q '"gemm"' "$prof" || fail "the profile file has no gemm table"
