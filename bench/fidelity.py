@@ -177,7 +177,7 @@ MODES = {
 
 
 def summarize(r):
-    runs = [x for x in r["runs"] if "median" in x]
+    runs = [x for x in r.get("runs", []) if "median" in x]
     if not runs:
         return
     medians = sorted(x["median"] for x in runs)
