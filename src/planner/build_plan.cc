@@ -189,7 +189,10 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     max = std::max(max, sp.time);
     plan.max_memory_per_device = std::max(plan.max_memory_per_device, sp.memory.peak);
   }
-  plan.step_time = sum + static_cast<double>(micro_batches - 1) * max;
+  plan.step_time = sum + static_cast<double>(micro_batches - 1) *
+                             steady_scale(profiler.cost_model(), cluster.num_devices(),
+                                          static_cast<int32_t>(plan.stages.size()), micro_batches) *
+                             max;
   const double flops = model_flops_per_micro_batch(g) * static_cast<double>(micro_batches);
   plan.tflops_per_device =
       plan.step_time > 0 ? flops / (plan.step_time * cluster.num_devices()) / 1e12 : 0.0;

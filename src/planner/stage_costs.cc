@@ -580,6 +580,23 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   return s;
 }
 
+double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches) {
+  if (micro_batches <= 1 || stages <= 1 || devices < stages || !(cost.sharing(1.0) < 1.0)) {
+    return 1.0;
+  }
+  const int64_t s = stages;
+  const int64_t b = micro_batches;
+  const double per_stage = static_cast<double>(devices) / static_cast<double>(stages);
+  double slots = 0.0;
+  for (int64_t k = 0; k < b + s - 1; ++k) {
+    const int64_t busy = std::min({k + 1, s, b, b + s - 1 - k});
+    slots += cost.sharing(per_stage * static_cast<double>(busy));
+  }
+  const double scale =
+      (slots - static_cast<double>(s) * cost.sharing(per_stage)) / static_cast<double>(b - 1);
+  return std::clamp(scale, 1e-3, 1.0);
+}
+
 int32_t stage_in_flight(Schedule schedule, size_t stage, size_t stages, int64_t micro_batches) {
   return schedule == Schedule::kGPipe ? static_cast<int32_t>(micro_batches)
                                       : static_cast<int32_t>(std::min<int64_t>(
@@ -608,6 +625,10 @@ StageDpInput StageProfiler::dp_input(const mesh::LinkSpec& link) const {
                       submeshes_.size() * static_cast<size_t>(max_configs_);
   in.cost.assign(size, kInf);
   in.fill_cost.assign(size, kInf);
+  for (int32_t s = 0; s <= std::min(num_layers_, cluster_.num_devices()); ++s) {
+    in.steady_scale.push_back(
+        steady_scale(cost_, cluster_.num_devices(), s, options_.micro_batches));
+  }
   in.max_succ_stages.assign(size, -1);
   for (int32_t i = 0; i < num_layers_; ++i) {
     for (int32_t j = i; j < num_layers_; ++j) {

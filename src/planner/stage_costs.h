@@ -123,6 +123,15 @@ struct StageCost {
 int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batches,
                    Schedule schedule);
 
+/// What scales the (B - 1) x max stage time term of a pipeline of `stages` equal stages over
+/// `devices` devices (`micro_batches` = B) when the devices share cores (CostModel::sharing < 1
+/// while fewer compute): the stage times are priced with every device computing, but the step's
+/// M + S - 1 slots have min(k + 1, S, B, B + S - 1 - k) stages busy. With the fill priced at
+/// each stage's own devices, the slots sum to sum fill + (B - 1) x this x max:
+/// (sum over slots of sharing(busy devices) - S x sharing(devices / S)) / (B - 1). 1 without
+/// sharing, for one stage or one micro-batch.
+double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches);
+
 /// The micro-batches stage `stage` of `stages` has in flight at its first backward: every one
 /// with GPipe; with 1F1B the stages - stage forwards it runs first, never more than the step's.
 int32_t stage_in_flight(Schedule schedule, size_t stage, size_t stages, int64_t micro_batches);

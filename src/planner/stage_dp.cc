@@ -57,13 +57,13 @@ std::vector<std::vector<Transition>> collect_transitions(const StageDpInput& in)
 }
 
 /// Sum (right to left, as the DP adds), max and objective of a split.
-StageDpResult summarize(std::vector<StageChoice> stages, int64_t micro_batches) {
+StageDpResult summarize(std::vector<StageChoice> stages, const StageDpInput& in) {
   StageDpResult r;
   for (auto it = stages.rbegin(); it != stages.rend(); ++it) {
     r.sum = it->fill + r.sum;
     r.max = std::max(r.max, it->cost);
   }
-  r.objective = r.sum + static_cast<double>(micro_batches - 1) * r.max;
+  r.objective = r.sum + static_cast<double>(in.micro_batches - 1) * in.scale(stages.size()) * r.max;
   r.stages = std::move(stages);
   return r;
 }
@@ -345,6 +345,13 @@ Status StageDpInput::validate() const {
                       "configs = {}",
                       max_succ_stages.size(), expected);
   }
+  for (size_t s = 0; s < steady_scale.size(); ++s) {
+    if (std::isnan(steady_scale[s]) || std::isinf(steady_scale[s])) {
+      return make_error(Errc::kInvalidArgument,
+                        "StageDpInput.steady_scale[{}] is {}; it must be a finite number", s,
+                        steady_scale[s]);
+    }
+  }
   if (!fill_cost.empty() && fill_cost.size() != expected) {
     return make_error(Errc::kInvalidArgument,
                       "StageDpInput.fill_cost has {} entries, expected none or L * L * submeshes "
@@ -399,7 +406,8 @@ Status StageDpInput::validate() const {
 // the optimum: let Q be the best split and t* its largest stage cost. In the run with t_max >= t*
 // (t* is a threshold), the path P of F(s_Q, 0, D) has sum_P <= sum_Q and max_P <= t*, so
 // obj_P <= obj_Q, hence equal, hence sum_P = sum_Q; P is the lowest-key split with that sum, so
-// P = Q. No f_stage_max table is needed. (Equal up to rounding when float sums tie by rounding;
+// P = Q (P has s_Q stages too, so the same steady scale multiplies both maxima). No
+// f_stage_max table is needed. (Equal up to rounding when float sums tie by rounding;
 // thresholds grouped within 1e-6 relative admit a slightly larger max, off by at most
 // (B - 1) * 1e-6 * t_max, and exact when no two distinct costs are that close.)
 //
@@ -408,10 +416,10 @@ Status StageDpInput::validate() const {
 // t_max = inf, the least sum of any valid split. (2) If B = 1 the objective is the sum: done.
 // (3) Binary search for the smallest feasible threshold (feasibility is monotone in t_max).
 // (4) Ascend from it. Pruning: a split first admitted at a threshold group whose smallest cost is
-// g has max >= g and sum >= S, so objective >= S + (B - 1) * g (float rounding is monotone, so
-// this holds for computed values too); once S + (B - 1) * g > best, no later split can beat or
-// tie the best, and the loop stops. The test is strict so that a later split that ties on the
-// objective can still win the tie-break, as in the exhaustive search.
+// g has max >= g and sum >= S, so objective >= S + (B - 1) * k * g, k the least steady scale
+// (float rounding is monotone, so this holds for computed values too); once that > best, no
+// later split can beat or tie the best, and the loop stops. The test is strict so that a later
+// split that ties on the objective can still win the tie-break, as in the exhaustive search.
 Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
   MP_RETURN_IF_ERROR(input.validate());
   if (StageTables::table_entries(input) > kMaxTableEntries) {
@@ -450,7 +458,7 @@ Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
     for (int32_t s = 1; s <= tables.max_stages(); ++s) {
       if (!(tables.sum(s, input.num_devices) < kInf)) continue;
       feasible = true;
-      StageDpResult r = summarize(tables.path(s), input.micro_batches);
+      StageDpResult r = summarize(tables.path(s), input);
       offer(r);
       if (!have_best || precedes(r, best)) {
         best = std::move(r);
@@ -479,7 +487,12 @@ Expected<StageDpResult> solve_stage_dp(const StageDpInput& input) {
         lo = mid + 1;
       }
     }
-    const double b1 = static_cast<double>(input.micro_batches - 1);
+    // The least steady scale over the stage counts bounds every split's.
+    double least_scale = 1.0;
+    for (int32_t s = 1; s <= tables.max_stages(); ++s) {
+      least_scale = std::min(least_scale, input.scale(static_cast<size_t>(s)));
+    }
+    const double b1 = static_cast<double>(input.micro_batches - 1) * least_scale;
     for (size_t g = lo; g < last; ++g) {
       if (least_sum + b1 * groups[g].lo > best.objective) break;
       if (!tried[g]) try_group(g);
@@ -513,7 +526,7 @@ class Exhaustive {
     const size_t s = ends_.size();
     if (j == s) {
       if (used != in_.num_devices) return;
-      StageDpResult r = summarize(current_, in_.micro_batches);
+      StageDpResult r = summarize(current_, in_);
       if (!have_best_ || precedes(r, best_)) {
         best_ = std::move(r);
         have_best_ = true;

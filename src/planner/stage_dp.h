@@ -28,6 +28,11 @@ struct StageDpInput {
   /// then sum f_i + (B - 1) max t_i, the threshold t_max still on t_i. A finite cost needs a
   /// finite fill.
   std::vector<double> fill_cost;
+  /// Optional: steady_scale[S] scales the (B - 1) max t_i term of a split into S stages (a
+  /// pipeline's middle, where the busy devices are fewer than all of them while it fills and
+  /// drains, on devices that share cores; StageProfiler::steady_scale). Empty, or a missing or
+  /// non-positive entry: 1. The objective is then sum f_i + (B - 1) x steady_scale[S] x max t_i.
+  std::vector<double> steady_scale;
   /// Largest number of stages that may follow this stage while it still fits in memory
   /// (docs/algorithms.md §2.5), same indexing; < 0: the stage does not fit even alone.
   std::vector<int32_t> max_succ_stages;
@@ -35,6 +40,9 @@ struct StageDpInput {
   int32_t num_submeshes() const { return static_cast<int32_t>(submesh_devices.size()); }
   size_t index(int32_t i, int32_t j, int32_t m, int32_t c) const;
   double fill(size_t index) const { return fill_cost.empty() ? cost[index] : fill_cost[index]; }
+  double scale(size_t stages) const {
+    return stages < steady_scale.size() && steady_scale[stages] > 0 ? steady_scale[stages] : 1.0;
+  }
   /// Sizes consistent, costs >= 0 or +inf (not NaN, not negative), B >= 1.
   Status validate() const;
 };
@@ -56,7 +64,7 @@ struct StageChoice {
 /// The best split.
 struct StageDpResult {
   std::vector<StageChoice> stages;  ///< in layer order
-  double objective = 0.0;           ///< sum f_i + (B - 1) max t_i, seconds
+  double objective = 0.0;           ///< sum f_i + (B - 1) x steady scale x max t_i, seconds
   double sum = 0.0;                 ///< sum f_i (the fill costs; t_i without them)
   double max = 0.0;                 ///< max t_i
   int64_t tmax_candidates_tried = 0;

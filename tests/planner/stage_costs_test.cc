@@ -11,6 +11,8 @@
 
 #include "graph/models/mlp.h"
 #include "graph/training_graph.h"
+#include "mesh/cluster.h"
+#include "mesh/device_profile.h"
 #include "planner/cost_model.h"
 
 namespace meshpipe::planner {
@@ -387,5 +389,27 @@ TEST_CASE("recomputing configs repeat the forward and stash only what later unit
     }
   }
 }
+TEST_CASE("the steady scale of a pipeline on shared cores follows its busy slots",
+          "[planner][stage_costs]") {
+  mesh::ClusterSpec cpu = *mesh::cluster_preset("cpu:1x4");
+  mesh::DeviceProfile p;
+  // Two devices computing at once run at full speed (2 cores), four at half: sharing(b) =
+  // c(b) / c(4) = 0.5 for b = 1, 2, 0.75 for 3, 1 for 4.
+  p.concurrency = {{1, 1.0}, {2, 1.0}, {4, 2.0}};
+  cpu.profile = std::make_shared<const mesh::DeviceProfile>(p);
+  const ProfiledCostModel shared(cpu);
+  // 4 stages of 1 device, 4 micro-batches: 7 slots with 1, 2, 3, 4, 3, 2, 1 busy -> sum of
+  // sharing 4.5; the fill (4 x 0.5) taken out, over B - 1 = 3.
+  CHECK(steady_scale(shared, 4, 4, 4) == Approx(2.5 / 3.0));
+  // 2 stages of 2 devices: slots with 2, 4, 4, 4, 2 busy: (0.5 + 3 + 0.5 - 2 x 0.5) / 3 = 1.
+  CHECK(steady_scale(shared, 4, 2, 4) == Approx(1.0));
+  // 4 stages, 2 micro-batches: busy 1, 2, 2, 2, 1 -> (0.5 x 5 - 4 x 0.5) / 1 = 0.5.
+  CHECK(steady_scale(shared, 4, 4, 2) == Approx(0.5));
+  // One stage, one micro-batch, or devices that do not share cores: 1.
+  CHECK(steady_scale(shared, 4, 1, 8) == 1.0);
+  CHECK(steady_scale(shared, 4, 4, 1) == 1.0);
+  CHECK(steady_scale(AnalyticCostModel(cpu.device), 4, 4, 4) == 1.0);
+}
+
 }  // namespace
 }  // namespace meshpipe::planner

@@ -73,7 +73,10 @@ std::string violations(const StageDpInput& in, const StageDpResult& r) {
   }
   if (next != in.num_layers) out += fmt::format("layers end at {}; ", next);
   if (devices != in.num_devices) out += fmt::format("{} devices used; ", devices);
-  const double objective = sum + static_cast<double>(in.micro_batches - 1) * max;
+  const double scale = static_cast<size_t>(s) < in.steady_scale.size() && in.steady_scale[s] > 0
+                           ? in.steady_scale[s]
+                           : 1.0;
+  const double objective = sum + static_cast<double>(in.micro_batches - 1) * scale * max;
   if (std::abs(objective - r.objective) > 1e-12 * std::abs(objective)) {
     out += fmt::format("objective {} recomputes to {}; ", r.objective, objective);
   }
@@ -420,11 +423,15 @@ double objective_from_tables(const StageDpInput& in, const std::vector<StageChoi
     sum += in.fill_cost.empty() ? in.cost[k] : in.fill_cost[k];
     max = std::max(max, in.cost[k]);
   }
-  return sum + static_cast<double>(in.micro_batches - 1) * max;
+  const size_t s = stages.size();
+  const double scale =
+      s < in.steady_scale.size() && in.steady_scale[s] > 0 ? in.steady_scale[s] : 1.0;
+  return sum + static_cast<double>(in.micro_batches - 1) * scale * max;
 }
 
 /// `levels` >= 0: random_input(levels); -1: random_chain. With `fill`, every stage also gets a
-/// fill cost in [0.3, 1] x its cost (devices that share cores: faster while others idle).
+/// fill cost in [0.3, 1] x its cost (devices that share cores: faster while others idle), and
+/// every stage count a steady scale in [0.5, 1].
 void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases, bool fill = false) {
   Rng rng(seed);
   int feasible = 0;
@@ -436,6 +443,8 @@ void compare_with_exhaustive(int64_t levels, uint64_t seed, int cases, bool fill
       for (double& f : in.fill_cost) {
         if (f < std::numeric_limits<double>::infinity()) f *= 0.3 + 0.7 * rng.uniform();
       }
+      in.steady_scale.assign(static_cast<size_t>(in.num_layers + 1), 1.0);
+      for (double& k : in.steady_scale) k = 0.5 + 0.5 * rng.uniform();
     }
     INFO(fmt::format("case {}: L={} D={} submeshes=[{}] C={} B={}", t, in.num_layers,
                      in.num_devices, fmt::join(in.submesh_devices, ","), in.num_configs,
@@ -495,8 +504,7 @@ TEST_CASE("the DP finds the exhaustive optimum on longer chains where t_max asce
   compare_with_exhaustive(/*levels=*/-1, /*seed=*/31337, /*cases=*/1000);
 }
 
-TEST_CASE("with fill costs the DP finds the exhaustive optimum of sum fill + (B - 1) max cost",
-          "[planner]") {
+TEST_CASE("with fill costs and steady scales the DP finds the exhaustive optimum", "[planner]") {
   compare_with_exhaustive(/*levels=*/0, /*seed=*/99, /*cases=*/600, /*fill=*/true);
   compare_with_exhaustive(/*levels=*/-1, /*seed=*/1999, /*cases=*/600, /*fill=*/true);
 }
@@ -516,6 +524,14 @@ TEST_CASE("fill costs must match the cost table and be finite where a cost is", 
   r = solve_stage_dp(in);
   REQUIRE(r.has_value());
   CHECK(r->objective == 0.25 + 1.0);  // one fill + (2 - 1) x the steady cost
+  in.steady_scale = {1.0, 0.5};       // one stage: the steady term halved
+  r = solve_stage_dp(in);
+  REQUIRE(r.has_value());
+  CHECK(r->objective == 0.25 + 0.5);
+  in.steady_scale = {1.0, std::numeric_limits<double>::quiet_NaN()};
+  r = solve_stage_dp(in);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.status().message().find("steady_scale[1]") != std::string::npos);
 }
 
 }  // namespace
