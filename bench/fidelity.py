@@ -151,7 +151,9 @@ def train_once(args, mode, model, plan, steps):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     out = p.stdout
     if p.returncode != 0:
-        return {"error": "train: " + ((p.stderr + out).strip().splitlines() or ["?"])[-1]}
+        lines = (p.stderr + out).strip().splitlines() or ["?"]
+        why = [x for x in lines if "error" in x or "failed" in x or "timed out" in x]
+        return {"error": "train: " + (why or lines)[-1].strip()}
     r = {}
     m = re.search(r"measured median (.+?) over steps .*min (.+?), max (.+?)\)", out)
     if not m:
