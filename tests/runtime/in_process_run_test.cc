@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "kernels/layout.h"
@@ -86,6 +87,53 @@ TEST_CASE("a lowered gpt-tiny pipeline steps like one device", "[runtime][in_pro
     CHECK(r->loss == Approx((r->losses[0] + r->losses[1]) / 2));
     REQUIRE(r->peak_bytes.size() == 4);
     for (int64_t b : r->peak_bytes) CHECK(b > 0);  // all four devices are used
+  }
+}
+
+TEST_CASE("with time_kernels every kernel of the step is timed, by op kind",
+          "[runtime][in_process_run]") {
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 4);
+  const planner::Plan plan = forced_plan(tg.graph, 2, {1, 2, 2, Mode::kFree});
+  Program prog = lowered(plan, tg.graph);
+  // What the program runs: one kernel per kRun, by kind.
+  int64_t runs = 0;
+  std::set<OpKind> kinds;
+  for (const DeviceProgram& dp : prog.devices) {
+    for (const Instruction& ins : dp.instructions) {
+      if (ins.code != Opcode::kRun) continue;
+      ++runs;
+      kinds.insert(dp.ops[static_cast<size_t>(ins.op)].op.kind);
+    }
+  }
+  graph::TrainingGraph whole = testing::zoo_training_graph("gpt-tiny", 8);
+  for (bool timed : {false, true}) {
+    InProcessRunOptions options;
+    options.interpreter.time_kernels = timed;
+    auto run = make_run(prog, tg.graph, options);
+    REQUIRE(run->initialize(kSeed).is_ok());
+    auto data = SyntheticData::create(whole.graph, whole.inputs, kDataSeed);
+    REQUIRE(data.has_value());
+    auto mbs = split_micro_batches(whole.graph, data->next_batch(), run->program().inputs, 2);
+    REQUIRE(mbs.has_value());
+    auto r = run->step(*mbs);
+    if (!r.has_value()) FAIL(r.status().to_string());
+    if (!timed) {
+      CHECK(r->kernel_seconds.empty());
+      CHECK(r->kernels_run == 0);
+      continue;
+    }
+    CHECK(r->kernels_run == runs);
+    std::set<OpKind> timed_kinds;
+    double total = 0.0;
+    for (const auto& [kind, t] : r->kernel_seconds) {
+      timed_kinds.insert(kind);
+      CHECK(t >= 0.0);
+      total += t;
+    }
+    CHECK(timed_kinds == kinds);
+    // Four devices' kernels, each device's within its share of the step's wall time.
+    CHECK(total > 0.0);
+    CHECK(total <= 4.0 * r->seconds);
   }
 }
 
