@@ -7,6 +7,7 @@
 
 #include <ucp/api/ucp.h>
 
+#include <cstdlib>
 #include <map>
 #include <thread>
 #include <vector>
@@ -339,6 +340,19 @@ Expected<std::shared_ptr<UcxContext>> UcxContext::create() {
   if (status != UCS_OK) {
     return make_error(Errc::kUnavailable, "ucx: reading the configuration (UCX_* variables): {}",
                       ucs_status_string(status));
+  }
+  // Every message eager, none by rendezvous: a rendezvous send completes only once the sender's
+  // worker progresses again after the receiver answers, and a device blocked in a collective
+  // (Gloo waits on its own) progresses nothing, so two pipeline stages whose devices also meet
+  // in collectives waited on each other forever (gpt-cpu dp 2 x pp 2 on two processes hung in
+  // its first step on 256 KiB activations). A user's UCX_RNDV_THRESH wins.
+  if (std::getenv("UCX_RNDV_THRESH") == nullptr) {
+    status = ucp_config_modify(config, "RNDV_THRESH", "inf");
+    if (status != UCS_OK) {
+      ucp_config_release(config);
+      return make_error(Errc::kUnavailable, "ucx: setting RNDV_THRESH: {}",
+                        ucs_status_string(status));
+    }
   }
   // Endpoints of this context are driven by different threads, so the context must be
   // thread-safe (mt_workers_shared); each worker is used by one thread at a time.

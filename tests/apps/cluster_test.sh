@@ -56,6 +56,16 @@ two=$(job "$dir/a" 2 2 -- --model gpt-tiny --steps 4 --micro-batches 2) || exit 
 expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$(echo "$two" | losses)"
 three=$(job "$dir/b" 3 1 -- --model gpt-tiny --steps 4) || exit 1
 expect_same "3 processes x 1 device" "$one" "$(echo "$three" | losses)"
+# Stage-to-stage messages above UCX's rendezvous threshold (gpt-cpu's 256 KiB activations)
+# between stages whose devices also meet in collectives: this hung in its first step until the
+# transport sent every message eagerly.
+big_one=$("$bin_dir/meshpipe" train --model gpt-cpu --steps 2 | losses)
+"$bin_dir/meshpipe" plan --quiet --model gpt-cpu --cluster cpu:2x2 --batch 16 --micro-batches 4 \
+  --grid dp=2,tp=1,pp=2 -o "$dir/big.json" > /dev/null || { echo "plan of gpt-cpu failed"; exit 1; }
+big=$(job "$dir/big" 2 2 -- --model gpt-cpu --plan "$dir/big.json" --steps 2 \
+  --step-timeout-ms 30000) || exit 1
+expect_same "gpt-cpu dp 2 x pp 2 on 2 processes (large messages)" "$big_one" \
+  "$(echo "$big" | losses)"
 
 # Checkpoints across processes: saved by 2 nodes x 2 devices (every node writes its own tiles),
 # resumed by 3 nodes x 1 device (another plan), and by one process: the losses continue the
