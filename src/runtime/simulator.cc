@@ -442,19 +442,18 @@ constexpr int kSharingPasses = 3;
 Expected<SimulationResult> simulate_passes(const Program& p, const CompactProgram* compact,
                                            const mesh::ClusterSpec& cluster,
                                            const SimulationOptions& options) {
-  SimulationOptions first = options;
-  auto s = std::make_unique<Simulation>(p, compact, cluster, first);
-  if (!s->shares_cores()) return s->run();
-  first.trace = false;
-  first.memory_timeline = false;
-  s = std::make_unique<Simulation>(p, compact, cluster, first);
-  MP_RETURN_IF_ERROR(s->run().status());
-  for (int pass = 2;; ++pass) {
-    const SharingFactors factors = s->sharing();
+  Simulation once(p, compact, cluster, options);
+  if (!once.shares_cores()) return once.run();
+  SimulationOptions quiet = options;  // traces and timelines of the last pass only
+  quiet.trace = false;
+  quiet.memory_timeline = false;
+  SharingFactors factors;
+  for (int pass = 1;; ++pass) {
     const bool last = pass == kSharingPasses;
-    s = std::make_unique<Simulation>(p, compact, cluster, last ? options : first, &factors);
-    auto r = s->run();
+    Simulation s(p, compact, cluster, last ? options : quiet, pass == 1 ? nullptr : &factors);
+    auto r = s.run();
     if (last || !r.has_value()) return r;
+    factors = s.sharing();
   }
 }
 

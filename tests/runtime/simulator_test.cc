@@ -150,12 +150,15 @@ TEST_CASE("devices that share cores compute at full speed alone and slower toget
     if (!p.has_value()) FAIL(p.status().to_string());
     return *p;
   };
+  // The same grid on the cluster whose devices share cores and on the one whose do not.
+  const auto plans = [&](int64_t m, planner::GridConfig cfg) {
+    return std::pair{plan_on(shared, m, cfg), plan_on(alone, m, cfg)};
+  };
   SECTION("a pipeline of one micro-batch: its stages mostly compute one at a time") {
     // Each stage on one device: no choice of sharding, so both plans lower to the same program.
     // Only the last stage's optimizer update overlaps the first stage's backward; every other
     // op runs while the other device waits, at the speed measured alone.
-    const planner::Plan a = plan_on(shared, 1, {1, 1, 2, Mode::kFree});
-    const planner::Plan b = plan_on(alone, 1, {1, 1, 2, Mode::kFree});
+    const auto [a, b] = plans(1, {1, 1, 2, Mode::kFree});
     const SimulationResult sa = run(a, g);
     const SimulationResult sb = run(b, g);
     INFO("step " << sa.step_time << " s shared, " << sb.step_time << " s alone");
@@ -169,8 +172,7 @@ TEST_CASE("devices that share cores compute at full speed alone and slower toget
     CHECK(a.step_time == Approx(b.step_time).epsilon(1e-9));
   }
   SECTION("data parallelism: both devices always compute together") {
-    const planner::Plan a = plan_on(shared, 1, {2, 1, 1, Mode::kReplicated});
-    const planner::Plan b = plan_on(alone, 1, {2, 1, 1, Mode::kReplicated});
+    const auto [a, b] = plans(1, {2, 1, 1, Mode::kReplicated});
     const SimulationResult sa = run(a, g);
     const SimulationResult sb = run(b, g);
     for (size_t d = 0; d < sa.devices.size(); ++d) {
@@ -178,8 +180,7 @@ TEST_CASE("devices that share cores compute at full speed alone and slower toget
     }
   }
   SECTION("a pipeline of many micro-batches: in between") {
-    const planner::Plan a = plan_on(shared, 8, {1, 1, 2, Mode::kFree});
-    const planner::Plan b = plan_on(alone, 8, {1, 1, 2, Mode::kFree});
+    const auto [a, b] = plans(8, {1, 1, 2, Mode::kFree});
     const SimulationResult sa = run(a, g);
     const SimulationResult sb = run(b, g);
     for (size_t d = 0; d < sa.devices.size(); ++d) {
