@@ -40,6 +40,7 @@ struct TrainArgs {
   float momentum = 0.0f;
   uint64_t seed = 1234;
   bool check_numerics = false;
+  bool breakdown = false;
   std::string cluster;  // empty: one device (unless --plan)
   std::string plan;
   std::string profile;  // --profile FILE: the cluster's measured profile
@@ -169,6 +170,36 @@ void print_step_time(const planner::Plan& plan, const train::SessionSummary& s) 
       format_seconds(Seconds(steady.back())));
 }
 
+// Where the devices' time went (--breakdown): seconds per device and step by activity, the
+// largest first, as a share of the measured step.
+void print_breakdown(const train::SessionSummary& s) {
+  if (s.breakdown_steps == 0 || s.breakdown.empty()) return;
+  int64_t devices = 0;
+  for (const auto& [device, bytes] : s.peak_bytes) devices += bytes > 0 ? 1 : 0;
+  devices = std::max<int64_t>(devices, 1);
+  std::vector<std::pair<double, std::string>> rows;
+  double total = 0.0;
+  for (const auto& [what, t] : s.breakdown) {
+    const double per = t / static_cast<double>(devices * s.breakdown_steps);
+    rows.emplace_back(per, what);
+    total += per;
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  const size_t skip = s.step_seconds.size() > 1 ? 1 : 0;
+  double step = 0.0;
+  for (size_t k = skip; k < s.step_seconds.size(); ++k) step += s.step_seconds[k];
+  step /= static_cast<double>(std::max<size_t>(s.step_seconds.size() - skip, 1));
+  fmt::print("breakdown: a device's step ({} devices, mean of {} steps; the step took {}):\n",
+             devices, s.breakdown_steps, format_seconds(Seconds(step)));
+  for (const auto& [per, what] : rows) {
+    if (per < 1e-3 * total) continue;
+    fmt::print("  {:>10} {:5.1f}%  {}\n", format_seconds(Seconds(per)),
+               step > 0 ? 100.0 * per / step : 0.0, what);
+  }
+  fmt::print("  {:>10} {:5.1f}%  accounted\n", format_seconds(Seconds(total)),
+             step > 0 ? 100.0 * total / step : 0.0);
+}
+
 int run_listen(const TrainArgs& args, train::JobSpec job) {
   auto secret = listen_secret(args);
   if (!secret.has_value()) return fail(secret.status());
@@ -260,10 +291,12 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   cj.plan = *plan;
   cj.timeout = std::chrono::milliseconds(args.step_timeout_ms);
   cj.load_dir = args.load;
+  cj.time_kernels = args.breakdown;
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());
   print_step_time(*plan, *summary);
+  if (args.breakdown) print_breakdown(*summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   (*coord)->shutdown("training finished");
@@ -316,6 +349,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   lo.run.transport = *runtime::parse_transport_kind(args.transport);
   if (!args.schedule.empty()) lo.schedule = *planner::parse_schedule(args.schedule);
   lo.load_dir = args.load;
+  lo.run.interpreter.time_kernels = args.breakdown;
   job.global_batch = plan->global_batch;
   // Stage actors (the node of the actor runtime builds the job), or one thread per device.
   std::unique_ptr<actors::ActorRunner> actor_runner;
@@ -350,6 +384,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),
              summary->first_step, summary->last_step, format_seconds(summary->total_time));
   print_step_time(*plan, *summary);
+  if (args.breakdown) print_breakdown(*summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   return 0;
@@ -454,6 +489,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", args->seed, "seed of parameter init and data")->capture_default_str();
   cmd->add_flag("--check-numerics", args->check_numerics,
                 "stop at the first op that writes NaN or Inf, naming it");
+  cmd->add_flag("--breakdown", args->breakdown,
+                "with a plan: time every kernel, collective and wait of every device and print "
+                "where a step's time goes (timing costs a little)");
   cmd->add_option("--cluster", args->cluster,
                   "plan for this cluster (a preset such as cpu:2x2, or a JSON file) and train on "
                   "its devices as CPU threads")

@@ -160,6 +160,7 @@ Expected<std::unique_ptr<ActorRunner>> ActorRuntime::start(const train::JobSpec&
   msg.plan = plan;
   msg.timeout = options.run.timeout;
   msg.load_dir = options.load_dir;
+  msg.time_kernels = options.run.interpreter.time_kernels;
   // Building the devices of a large plan takes a while: as long as a step may.
   MP_ASSIGN_OR_RETURN(std::string reply,
                       ask_text(*m.sys, caf::actor_cast<caf::actor>(m.node), m.options.step_timeout,

@@ -82,6 +82,7 @@ struct ClusterJob {
   /// A checkpoint every node loads its tiles from after initialisation (resharded into this
   /// job's plan); it must be readable on every node (a shared file system, or one machine).
   std::string load_dir;
+  bool time_kernels = false;  ///< every node reports where its steps' time goes (--breakdown)
 };
 
 /// The driver's side: publishes the coordinator and runs the job through it. As a

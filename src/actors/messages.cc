@@ -11,12 +11,18 @@
 
 namespace meshpipe::actors::internal {
 
+namespace {
+// A step report's breakdown names op kinds and the interpreter's activities: a few dozen.
+constexpr size_t kMaxBreakdownEntries = 512;
+}  // namespace
+
 std::string job_message_to_json(const JobMessage& job) {
   Json j = Json::object();
   j["spec"] = train::job_spec_to_json(job.spec);
   j["plan"] = planner::plan_to_json(job.plan);
   j["timeout_ms"] = job.timeout.count();
   j["load"] = job.load_dir;
+  if (job.time_kernels) j["time_kernels"] = true;
   return j.dump();
 }
 
@@ -32,6 +38,7 @@ Expected<JobMessage> job_message_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("plan", &plan));
   MP_RETURN_IF_ERROR(r.read("timeout_ms", &timeout_ms));
   MP_RETURN_IF_ERROR(r.read("load", &job.load_dir));
+  MP_RETURN_IF_ERROR(r.read_optional("time_kernels", &job.time_kernels));
   MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
   if (timeout_ms <= 0) return r.error("timeout_ms", "must be positive");
   job.timeout = std::chrono::milliseconds(timeout_ms);
@@ -117,6 +124,14 @@ std::string step_report_to_json(const train::StepOutcome& outcome) {
   Json peaks = Json::array();
   for (const auto& [d, bytes] : outcome.peak_bytes) peaks.push_back(Json::array({d, bytes}));
   j["peaks"] = std::move(peaks);
+  if (!outcome.kernel_seconds.empty() || !outcome.other_seconds.empty()) {
+    Json b = Json::object();
+    for (const auto& [kind, t] : outcome.kernel_seconds) {
+      b[fmt::format("kernel {}", op_kind_name(kind))] = t;
+    }
+    for (const auto& [what, t] : outcome.other_seconds) b[what] = t;
+    j["breakdown"] = std::move(b);
+  }
   return j.dump();
 }
 
@@ -132,6 +147,19 @@ Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
     MP_RETURN_IF_ERROR(read_losses(r, &losses));
     MP_RETURN_IF_ERROR(r.read("seconds", &seconds));
     MP_RETURN_IF_ERROR(r.read("peaks", &peaks));
+    if (const Json* b = r.find_optional("breakdown"); b != nullptr) {
+      // Activities of the node's devices ("kernel matmul", "wait for receives", ...): summed.
+      if (!b->is_object() || b->size() > kMaxBreakdownEntries) {
+        return r.error("breakdown", fmt::format("must be an object of at most {} numbers",
+                                                kMaxBreakdownEntries));
+      }
+      for (auto it = b->begin(); it != b->end(); ++it) {
+        if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() < 0) {
+          return r.error("breakdown", "must hold non-negative seconds");
+        }
+        out.other_seconds[it.key()] += it->get<double>();
+      }
+    }
     if (!losses.empty()) out.losses = std::move(losses);
     for (const std::vector<int64_t>& p : peaks) {
       if (p.size() != 2) return r.error("peaks", "must hold [device, bytes] pairs");

@@ -56,6 +56,7 @@ Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const s
   train::LocalJobOptions options = st.options;
   options.run.timeout = msg.timeout;
   options.load_dir = msg.load_dir;
+  options.run.interpreter.time_kernels = msg.time_kernels;
   if (st.make_share) {
     MP_ASSIGN_OR_RETURN(options.run.share, st.make_share(msg.timeout));
     options.run.collectives = runtime::CollectiveBackend::kGloo;

@@ -311,6 +311,7 @@ void copy_box(const KernelContext& ctx, const TensorView& src,
               const std::vector<int64_t>& src_offset, const TensorView& dst,
               const std::vector<int64_t>& dst_offset, const std::vector<int64_t>& extent) {
   check_cpu(ctx, "copy_box");
+  check_rank(src.shape, "copy_box");
   const int64_t rank = src.shape.rank();
   MP_CHECK(src.dtype == dst.dtype && dst.shape.rank() == rank &&
            static_cast<int64_t>(src_offset.size()) == rank &&
@@ -333,25 +334,47 @@ void copy_box(const KernelContext& ctx, const TensorView& src,
     std::memcpy(to, from, static_cast<size_t>(width));
     return;
   }
-  int64_t rows = 1;
-  for (int64_t d = 0; d + 1 < rank; ++d) rows *= extent[static_cast<size_t>(d)];
-  const int64_t run = extent[static_cast<size_t>(rank - 1)] * width;
-  if (rows == 0 || run == 0) return;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (extent[static_cast<size_t>(d)] == 0) return;
+  }
   const std::vector<int64_t> ss = src.shape.strides();
   const std::vector<int64_t> ds = dst.shape.strides();
-  for (int64_t r = 0; r < rows; ++r) {
-    // Row r of the box: its index in each leading dim, then the element offsets.
-    int64_t rest = r;
-    int64_t so = src_offset[static_cast<size_t>(rank - 1)];
-    int64_t dof = dst_offset[static_cast<size_t>(rank - 1)];
-    for (int64_t d = rank - 2; d >= 0; --d) {
+  // One memcpy per run: the last dim, merged with the dims before it while the box covers the
+  // dims after them whole in both tensors (a weight's tile of whole rows is one run, not one
+  // per kernel row).
+  int64_t inner = rank - 1;
+  int64_t run = extent[static_cast<size_t>(inner)];
+  while (inner > 0 && extent[static_cast<size_t>(inner)] == src.shape[inner] &&
+         extent[static_cast<size_t>(inner)] == dst.shape[inner]) {
+    --inner;
+    run *= extent[static_cast<size_t>(inner)];
+  }
+  int64_t so = 0;
+  int64_t dof = 0;
+  for (int64_t d = 0; d < rank; ++d) {
+    so += src_offset[static_cast<size_t>(d)] * ss[static_cast<size_t>(d)];
+    dof += dst_offset[static_cast<size_t>(d)] * ds[static_cast<size_t>(d)];
+  }
+  const auto bytes = static_cast<size_t>(run * width);
+  if (inner == 0) {
+    std::memcpy(to + dof * width, from + so * width, bytes);
+    return;
+  }
+  // The leading dims 0..inner-1 as an odometer, the offsets kept up to date incrementally.
+  std::array<int64_t, kMaxRank> index{};
+  for (;;) {
+    std::memcpy(to + dof * width, from + so * width, bytes);
+    int64_t d = inner - 1;
+    for (; d >= 0; --d) {
       const auto u = static_cast<size_t>(d);
-      const int64_t i = rest % extent[u];
-      rest /= extent[u];
-      so += (src_offset[u] + i) * ss[u];
-      dof += (dst_offset[u] + i) * ds[u];
+      so += ss[u];
+      dof += ds[u];
+      if (++index[u] < extent[u]) break;
+      so -= extent[u] * ss[u];
+      dof -= extent[u] * ds[u];
+      index[u] = 0;
     }
-    std::memcpy(to + dof * width, from + so * width, static_cast<size_t>(run));
+    if (d < 0) return;
   }
 }
 

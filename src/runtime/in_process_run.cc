@@ -414,6 +414,7 @@ Expected<RunStepResult> InProcessRun::combine(
     r.peak_bytes[static_cast<size_t>(d)] = res.peak_bytes;
     for (const auto& [kind, t] : res.kernel_seconds) r.kernel_seconds[kind] += t;
     r.kernels_run += res.kernels_run;
+    for (const auto& [what, t] : res.other_seconds) r.other_seconds[what] += t;
     if (d != m.program.loss_device) continue;
     for (const auto& [mb, loss] : res.losses) {
       r.losses[static_cast<size_t>(mb)] = loss;

@@ -79,6 +79,7 @@ struct RunStepResult {
   /// over this process's devices.
   std::map<OpKind, double> kernel_seconds;
   int64_t kernels_run = 0;
+  std::map<std::string, double> other_seconds;  ///< DeviceStepResult::other_seconds, summed
 };
 
 /// A Program running on threads of this process.

@@ -46,6 +46,34 @@ int64_t numel_of(const std::vector<int64_t>& e) {
   return n;
 }
 
+// The element offset of a box in a row-major tensor of `shape` when the box is one contiguous
+// run of it (the dims before the innermost one it does not cover whole have extent 1), else -1.
+int64_t contiguous_offset(const Shape& shape, const std::vector<int64_t>& offset,
+                          const std::vector<int64_t>& extent) {
+  const int64_t rank = shape.rank();
+  int64_t inner = rank - 1;
+  while (inner > 0 && extent[static_cast<size_t>(inner)] == shape[inner]) --inner;
+  for (int64_t d = 0; d < inner; ++d) {
+    if (extent[static_cast<size_t>(d)] != 1) return -1;
+  }
+  const std::vector<int64_t> strides = shape.strides();
+  int64_t at = 0;
+  for (int64_t d = 0; d < rank; ++d) at += offset[static_cast<size_t>(d)] * strides[size_t(d)];
+  return at;
+}
+
+// What an instruction's time outside its kernel, communicator calls and waits is charged to.
+std::string instruction_share(const Instruction& ins) {
+  switch (ins.code) {
+    case Opcode::kRun:
+      return "run: outside the kernel";
+    case Opcode::kCollective:
+      return fmt::format("collective {}: copies", mesh::collective_name(ins.collective.kind));
+    default:
+      return opcode_name(ins.code);
+  }
+}
+
 }  // namespace
 
 // Buffers: the device program's own (ids below `shared`: persistent ones and those of the
@@ -68,7 +96,11 @@ struct DeviceInterpreter::Impl {
   const kernels::KernelContext ctx;
   const DeviceLinks* links = nullptr;
   DeviceStepResult* timing = nullptr;  // the step running (kernel timings)
+  double charged = 0.0;       // seconds of the running instruction already charged (time_kernels)
   std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
+  // Collectives whose pieces are not contiguous in their tiles: staging kept across steps.
+  std::vector<uint8_t> stage_in;
+  std::vector<uint8_t> stage_out;
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
@@ -99,6 +131,25 @@ struct DeviceInterpreter::Impl {
     return it == mb_blocks.end() ? nullptr : &it->second;
   }
 
+  bool timed() const { return options.time_kernels && timing != nullptr; }
+  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  // Charges the seconds since t0 to `what` (time_kernels); the running instruction's own charge
+  // is what is left of its time.
+  void charge(const std::string& what, std::chrono::steady_clock::time_point t0) {
+    const double s = std::chrono::duration<double>(now() - t0).count();
+    timing->other_seconds[what] += s;
+    charged += s;
+  }
+  // Runs a communicator call, charging its time to "collective KIND: communicator".
+  template <typename F>
+  Status communicate(mesh::CollectiveKind kind, F&& call) {
+    if (!timed()) return call();
+    const auto t0 = now();
+    Status s = call();
+    charge(fmt::format("collective {}: communicator", mesh::collective_name(kind)), t0);
+    return s;
+  }
+
   kernels::TensorView view(int32_t b) const {
     const BufferDesc& d = desc(b);
     const Block* blk = find_block(b);
@@ -116,7 +167,9 @@ struct DeviceInterpreter::Impl {
   Expected<kernels::TensorView> readable(int32_t b) {
     auto it = pending_recv.find(b);
     if (it != pending_recv.end()) {
+      const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
       MP_RETURN_IF_ERROR(links->transport->wait(it->second, options.timeout));
+      if (timed()) charge("wait for receives", t0);
       pending_recv.erase(it);
     }
     const Block* blk = find_block(b);
@@ -130,9 +183,11 @@ struct DeviceInterpreter::Impl {
   Status release(int32_t b) {
     auto it = pending_send.find(b);
     if (it != pending_send.end()) {
+      const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
       for (comm::Request& r : it->second) {
         MP_RETURN_IF_ERROR(links->transport->wait(r, options.timeout));
       }
+      if (timed()) charge("wait for sends", t0);
       pending_send.erase(it);
     }
     if (b < shared) {
@@ -185,7 +240,8 @@ struct DeviceInterpreter::Impl {
       std::memcpy(packed.data() + at, v.data, static_cast<size_t>(v.bytes()));
       at += v.numel();
     }
-    MP_RETURN_IF_ERROR(c->all_reduce(packed.data(), total));
+    MP_RETURN_IF_ERROR(communicate(mesh::CollectiveKind::kAllReduce,
+                                   [&] { return c->all_reduce(packed.data(), total); }));
     at = 0;
     for (int32_t b : ins.out) {
       kernels::TensorView v = writable(b);
@@ -208,7 +264,7 @@ struct DeviceInterpreter::Impl {
         return make_error(Errc::kInternal, "no communicator of size {} for mesh axis {}", n, a);
       }
       if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-      return c->all_reduce(out.f32(), out.numel());
+      return communicate(step.kind, [&] { return c->all_reduce(out.f32(), out.numel()); });
     }
     const Ranges before = ranges(ins, ins.spec, -1, 0);
     const Ranges after = ranges(ins, step.after, -1, 0);
@@ -225,13 +281,28 @@ struct DeviceInterpreter::Impl {
     switch (step.kind) {
       case mesh::CollectiveKind::kAllReduce:
         if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-        return c->all_reduce(out.f32(), out.numel());
+        return communicate(step.kind, [&] { return c->all_reduce(out.f32(), out.numel()); });
       case mesh::CollectiveKind::kAllGather: {
-        std::vector<uint8_t> all(static_cast<size_t>(n * in.bytes()));
-        MP_RETURN_IF_ERROR(c->all_gather(in.data, all.data(), in.bytes()));
+        // Rank r's tile lands at r * tile in the gathered one when it is a contiguous run of
+        // it (a dim-0 split): gather in place; else through staging and a copy per piece.
+        bool direct = ins.in[0] != ins.out[0];
+        for (int64_t r = 0; r < n && direct; ++r) {
+          const Ranges src = ranges(ins, ins.spec, a, r);
+          direct =
+              numel_of(extent_of(src)) == in.numel() &&
+              contiguous_offset(out.shape, offset_in(src, after), extent_of(src)) == r * in.numel();
+        }
+        if (direct) {
+          return communicate(step.kind,
+                             [&] { return c->all_gather(in.data, out.data, in.bytes()); });
+        }
+        stage_out.resize(static_cast<size_t>(n * in.bytes()));
+        uint8_t* all = stage_out.data();
+        MP_RETURN_IF_ERROR(
+            communicate(step.kind, [&] { return c->all_gather(in.data, all, in.bytes()); }));
         for (int64_t r = 0; r < n; ++r) {
           const Ranges src = ranges(ins, ins.spec, a, r);
-          kernels::TensorView piece(all.data() + r * in.bytes(), in.shape, in.dtype);
+          kernels::TensorView piece(all + r * in.bytes(), in.shape, in.dtype);
           kernels::copy_box(ctx, piece, std::vector<int64_t>(src.size(), 0), out,
                             offset_in(src, after), extent_of(src));
         }
@@ -239,19 +310,33 @@ struct DeviceInterpreter::Impl {
       }
       case mesh::CollectiveKind::kReduceScatter: {
         const int64_t chunk = out.numel();
-        std::vector<float> send(static_cast<size_t>(n * chunk));
+        // Rank r's chunk is a contiguous run at r * chunk of the tile: reduce in place.
+        bool direct = ins.in[0] != ins.out[0];
+        for (int64_t r = 0; r < n && direct; ++r) {
+          const Ranges dst = ranges(ins, step.after, a, r);
+          direct = numel_of(extent_of(dst)) == chunk &&
+                   contiguous_offset(in.shape, offset_in(dst, before), extent_of(dst)) == r * chunk;
+        }
+        if (direct) {
+          return communicate(step.kind,
+                             [&] { return c->reduce_scatter(in.f32(), out.f32(), chunk); });
+        }
+        stage_in.resize(static_cast<size_t>(n * chunk) * sizeof(float));
+        auto* send = reinterpret_cast<float*>(stage_in.data());
         for (int64_t r = 0; r < n; ++r) {
           const Ranges dst = ranges(ins, step.after, a, r);
-          kernels::TensorView piece(send.data() + r * chunk, out.shape, out.dtype);
+          kernels::TensorView piece(send + r * chunk, out.shape, out.dtype);
           kernels::copy_box(ctx, in, offset_in(dst, before), piece,
                             std::vector<int64_t>(dst.size(), 0), extent_of(dst));
         }
-        return c->reduce_scatter(send.data(), out.f32(), chunk);
+        return communicate(step.kind, [&] { return c->reduce_scatter(send, out.f32(), chunk); });
       }
       case mesh::CollectiveKind::kAllToAll: {
         const int64_t chunk = in.bytes() / n;
-        std::vector<uint8_t> send(static_cast<size_t>(in.bytes()));
-        std::vector<uint8_t> recv(static_cast<size_t>(out.bytes()));
+        const bool distinct = ins.in[0] != ins.out[0];
+        // Chunk j for rank j, and the chunk from rank i, each a contiguous run at j (i) * chunk
+        // of their tiles: exchanged in place; else through staging.
+        bool send_direct = distinct;
         for (int64_t j = 0; j < n; ++j) {
           const Ranges box = intersect(ranges(ins, step.after, a, j), before);
           const std::vector<int64_t> e = extent_of(box);
@@ -259,15 +344,40 @@ struct DeviceInterpreter::Impl {
             return make_error(Errc::kInternal, "all-to-all chunk of {} bytes, expected {}",
                               numel_of(e) * es, chunk);
           }
-          kernels::TensorView piece(send.data() + j * chunk, Shape(e), in.dtype);
-          kernels::copy_box(ctx, in, offset_in(box, before), piece,
-                            std::vector<int64_t>(e.size(), 0), e);
+          send_direct = send_direct &&
+                        contiguous_offset(in.shape, offset_in(box, before), e) * es == j * chunk;
         }
-        MP_RETURN_IF_ERROR(c->all_to_all(send.data(), recv.data(), chunk));
+        bool recv_direct = distinct;
+        for (int64_t i = 0; i < n && recv_direct; ++i) {
+          const Ranges box = intersect(after, ranges(ins, ins.spec, a, i));
+          const std::vector<int64_t> e = extent_of(box);
+          recv_direct = numel_of(e) * es == chunk &&
+                        contiguous_offset(out.shape, offset_in(box, after), e) * es == i * chunk;
+        }
+        const uint8_t* send = static_cast<const uint8_t*>(in.data);
+        if (!send_direct) {
+          stage_in.resize(static_cast<size_t>(in.bytes()));
+          for (int64_t j = 0; j < n; ++j) {
+            const Ranges box = intersect(ranges(ins, step.after, a, j), before);
+            const std::vector<int64_t> e = extent_of(box);
+            kernels::TensorView piece(stage_in.data() + j * chunk, Shape(e), in.dtype);
+            kernels::copy_box(ctx, in, offset_in(box, before), piece,
+                              std::vector<int64_t>(e.size(), 0), e);
+          }
+          send = stage_in.data();
+        }
+        uint8_t* recv = static_cast<uint8_t*>(out.data);
+        if (!recv_direct) {
+          stage_out.resize(static_cast<size_t>(out.bytes()));
+          recv = stage_out.data();
+        }
+        MP_RETURN_IF_ERROR(
+            communicate(step.kind, [&] { return c->all_to_all(send, recv, chunk); }));
+        if (recv_direct) return Status::ok();
         for (int64_t i = 0; i < n; ++i) {
           const Ranges box = intersect(after, ranges(ins, ins.spec, a, i));
           const std::vector<int64_t> e = extent_of(box);
-          kernels::TensorView piece(recv.data() + i * chunk, Shape(e), in.dtype);
+          kernels::TensorView piece(recv + i * chunk, Shape(e), in.dtype);
           kernels::copy_box(ctx, piece, std::vector<int64_t>(e.size(), 0), out,
                             offset_in(box, after), e);
         }
@@ -315,8 +425,9 @@ struct DeviceInterpreter::Impl {
                                          : std::chrono::steady_clock::time_point{};
     const Status s = kernels::run_kernel(ctx.device, l.op.kind, args);
     if (options.time_kernels && timing != nullptr) {
-      timing->kernel_seconds[l.op.kind] +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double k = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      timing->kernel_seconds[l.op.kind] += k;
+      charged += k;
       ++timing->kernels_run;
     }
     if (ws.data != nullptr) pool.release(ws);
@@ -557,8 +668,14 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links->transport == nullptr) {
     return make_error(Errc::kInternal, "device {} instruction {}: no transport", dp->device, i);
   }
+  const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
+  charged = 0.0;
   const Status s =
       execute(ins, static_cast<int32_t>(std::min<int64_t>(i, INT32_MAX)), inputs, result);
+  if (timed()) {  // what the instruction spent besides what it charged (kernels, waits, ...)
+    const double left = std::chrono::duration<double>(now() - t0).count() - charged;
+    timing->other_seconds[instruction_share(ins)] += std::max(left, 0.0);
+  }
   if (!s.is_ok()) {
     return s.with_context(fmt::format("device {} instruction {} ({} '{}')", dp->device, i,
                                       opcode_name(ins.code), ins.what));
@@ -598,6 +715,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       for (const Instruction& ins : m.scratch) MP_RETURN_IF_ERROR(m.step(ins, i++, inputs, result));
     }
   }
+  const auto sends = m.timed() ? m.now() : std::chrono::steady_clock::time_point{};
   for (auto& [b, reqs] : m.pending_send) {
     for (comm::Request& r : reqs) {
       const Status s = links.transport->wait(r, m.options.timeout);
@@ -607,6 +725,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       }
     }
   }
+  if (m.timed()) m.charge("wait for sends", sends);
   m.pending_send.clear();
   if (!m.pending_recv.empty()) {
     const std::string name = m.buffer_name(m.pending_recv.begin()->first);

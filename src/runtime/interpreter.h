@@ -55,6 +55,11 @@ struct DeviceStepResult {
   /// of kernels run.
   std::map<OpKind, double> kernel_seconds;
   int64_t kernels_run = 0;
+  /// With InterpreterOptions::time_kernels: the step's seconds outside the kernels, by what the
+  /// device did ("collective all-gather: communicator", "collective all-gather: copies",
+  /// "wait for receives", "wait for sends", "run: outside the kernel", "accumulate", ...). With
+  /// kernel_seconds they add up to the step's time (up to the loop's own cost).
+  std::map<std::string, double> other_seconds;
 };
 
 /// Runs one device's program step after step. Persistent buffers live as long as it does.

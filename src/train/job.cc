@@ -247,6 +247,9 @@ Expected<StepOutcome> LocalJob::outcome(
   out.loss = r.loss;
   out.losses = std::move(r.losses);
   out.seconds = r.seconds;
+  out.kernel_seconds = std::move(r.kernel_seconds);
+  out.kernels_run = r.kernels_run;
+  out.other_seconds = std::move(r.other_seconds);
   for (const auto& [device, result] : results) out.peak_bytes[device] = result.peak_bytes;
   return out;
 }
@@ -260,6 +263,7 @@ Expected<StepOutcome> LocalJob::run_step(int64_t step) {
   out.seconds = r.seconds;
   out.kernel_seconds = std::move(r.kernel_seconds);
   out.kernels_run = r.kernels_run;
+  out.other_seconds = std::move(r.other_seconds);
   for (int32_t d : run_->devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
   return out;
 }

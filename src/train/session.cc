@@ -83,6 +83,18 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     summary.total_time += Seconds(r->seconds);
     summary.step_seconds.push_back(r->seconds);
     summary.last_step = step;
+    if (step > options.first_step || options.steps == 1) {  // the first step warms up
+      bool any = false;
+      for (const auto& [kind, t] : r->kernel_seconds) {
+        summary.breakdown[fmt::format("kernel {}", op_kind_name(kind))] += t;
+        any = true;
+      }
+      for (const auto& [what, t] : r->other_seconds) {
+        summary.breakdown[what] += t;
+        any = true;
+      }
+      if (any) ++summary.breakdown_steps;
+    }
     int64_t peak = 0;
     for (const auto& [device, bytes] : r->peak_bytes) {
       int64_t& p = summary.peak_bytes[device];

@@ -57,6 +57,12 @@ struct SessionSummary {
   std::map<int32_t, int64_t> peak_bytes;  ///< per device: the largest peak of any step
   int64_t first_step = 1;
   int64_t last_step = 0;
+  /// Runs that time their kernels (InterpreterOptions::time_kernels): device seconds by activity
+  /// ("kernel matmul", "collective all-gather: communicator", "wait for receives", ...) summed
+  /// over the devices and over the steps after the first (all steps when only one ran), and
+  /// the number of steps summed.
+  std::map<std::string, double> breakdown;
+  int64_t breakdown_steps = 0;
 };
 
 /// Runs steps first_step .. first_step + steps - 1 through `runner`. Before the first step it

@@ -28,6 +28,7 @@ struct StepOutcome {
   /// In-process runs with InterpreterOptions::time_kernels (runtime::RunStepResult).
   std::map<OpKind, double> kernel_seconds;
   int64_t kernels_run = 0;
+  std::map<std::string, double> other_seconds;  ///< the rest of the devices' time, by activity
 };
 
 /// Runs the steps of one job. Implementations decide where the devices are; the data of a step

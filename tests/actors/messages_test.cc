@@ -36,6 +36,12 @@ TEST_CASE("a job message survives its JSON form", "[actors][messages]") {
   CHECK(back->spec.model.name == "gpt-tiny");
   CHECK(back->timeout.count() == 1234);
   CHECK(back->load_dir == "ck");
+  CHECK_FALSE(back->time_kernels);
+  JobMessage timed = m;
+  timed.time_kernels = true;
+  auto timed_back = job_message_from_json(job_message_to_json(timed));
+  REQUIRE(timed_back.has_value());
+  CHECK(timed_back->time_kernels);
 }
 
 TEST_CASE("a malformed job message is an error naming the field", "[actors][messages]") {
@@ -91,6 +97,27 @@ TEST_CASE("job info and step reports survive their JSON forms", "[actors][messag
   CHECK(merged->losses == std::vector<double>{2.0, 4.0});
   CHECK(merged->seconds == 0.5);
   CHECK(merged->peak_bytes == std::map<int32_t, int64_t>{{0, 100}, {1, 200}, {2, 300}});
+  CHECK(merged->other_seconds.empty());
+
+  // Time breakdowns (--breakdown) of the nodes add up, the kernels under "kernel KIND".
+  a.kernel_seconds = {{OpKind::kDot, 0.25}};
+  a.other_seconds = {{"wait for receives", 0.125}};
+  b.kernel_seconds = {{OpKind::kDot, 0.5}};
+  b.other_seconds = {{"collective all-reduce: communicator", 0.0625}};
+  merged = merge_step_reports("[" + step_report_to_json(a) + "," + step_report_to_json(b) + "]");
+  REQUIRE(merged.has_value());
+  CHECK(merged->other_seconds ==
+        std::map<std::string, double>{{"kernel dot", 0.75},
+                                      {"wait for receives", 0.125},
+                                      {"collective all-reduce: communicator", 0.0625}});
+  CHECK(merge_step_reports(
+            R"([{"losses": [1.0], "seconds": 1, "peaks": [], "breakdown": {"x": -1}}])")
+            .status()
+            .message() == "step report field '[0].breakdown' must hold non-negative seconds");
+  CHECK(merge_step_reports(R"([{"losses": [1.0], "seconds": 1, "peaks": [], "breakdown": [1]}])")
+            .status()
+            .message() ==
+        "step report field '[0].breakdown' must be an object of at most 512 numbers");
 }
 
 TEST_CASE("malformed step reports are errors naming the field", "[actors][messages]") {

@@ -158,7 +158,7 @@ grep -q "node [0-9] (.* pid $victim) stopped answering" "$dir/s/launch.out" ||
 survivor=$(awk -v v="$victim" '{for (i = 2; i <= NF; ++i) if ($i != v) print $i}' "$dir/s/pids")
 grep -q "process $survivor did not exit" "$dir/s/launch.out" &&
   { echo "node $survivor did not exit after the abort"; exit 1; }
-grep -qE "exiting \(the job failed: node .* stopped answering|the job was aborted \(node .* stopped answering.*exiting" "$dir/s/node"*.out ||
+grep -qE "exiting \(the job failed: (step [0-9]+: )?node .* stopped answering|the job was aborted \(node .* stopped answering.*exiting" "$dir/s/node"*.out ||
   { cat "$dir/s/node"*.out; echo "the surviving node was not told why the job ended"; exit 1; }
 [ "$elapsed" -lt 40 ] || { echo "took $elapsed s"; exit 1; }
 

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <numeric>
+#include <thread>
 
 #include "comm/comm_test_util.h"
 
@@ -258,6 +259,116 @@ TEST_CASE("broadcast copies the root's bytes to every rank, from every root", "[
           REQUIRE(data[size_t(r)][size_t(i)] == byte_value(root, i));
       }
     }
+  }
+}
+
+TEST_CASE("small and large collectives, in place or not, give the values computed here", "[comm]") {
+  // Every kind at 1.2 KB and 360 KB a rank, with separate and with shared input and output
+  // buffers (the interpreter gathers, scatters and exchanges straight in its tiles). Mismatches
+  // are counted, not REQUIREd element by element.
+  Fixture f = make_fixture();
+  CAPTURE(f.backend, f.n);
+  const int n = f.n;
+  for (int64_t count : {int64_t{300}, int64_t{90000}}) {  // floats: 1.2 KB and 360 KB a rank
+    for (bool in_place : {false, true}) {
+      CAPTURE(count, in_place);
+      std::vector<int64_t> wrong(static_cast<size_t>(n), 0);
+      require_all_ok(on_each_rank(n, [&](int r) {
+        Communicator& c = *f.comms[size_t(r)];
+        int64_t& bad = wrong[size_t(r)];
+        // all-reduce
+        std::vector<float> a(static_cast<size_t>(count));
+        for (int64_t i = 0; i < count; ++i) a[size_t(i)] = value(r, i);
+        MP_RETURN_IF_ERROR(c.all_reduce(a.data(), count));
+        for (int64_t i = 0; i < count; ++i) {
+          double want = 0;
+          for (int k = 0; k < n; ++k) want += value(k, i);
+          bad += a[size_t(i)] != float(want);
+        }
+        // all-gather of count floats a rank
+        std::vector<float> g(size_t(count * n), -1.0f);
+        std::vector<float> mine(static_cast<size_t>(count));
+        float* gin = in_place ? g.data() + r * count : mine.data();
+        for (int64_t i = 0; i < count; ++i) gin[i] = value(r, i);
+        MP_RETURN_IF_ERROR(c.all_gather(gin, g.data(), count * int64_t(sizeof(float))));
+        for (int k = 0; k < n; ++k) {
+          for (int64_t i = 0; i < count; ++i) bad += g[size_t(k * count + i)] != value(k, i);
+        }
+        // reduce-scatter of count floats a rank
+        std::vector<float> rs(size_t(count * n));
+        for (int64_t i = 0; i < count * n; ++i) rs[size_t(i)] = value(r, i);
+        std::vector<float> part(static_cast<size_t>(count), -1.0f);
+        float* rout = in_place ? rs.data() + r * count : part.data();
+        MP_RETURN_IF_ERROR(c.reduce_scatter(rs.data(), rout, count));
+        for (int64_t i = 0; i < count; ++i) {
+          double want = 0;
+          for (int k = 0; k < n; ++k) want += value(k, r * count + i);
+          bad += rout[i] != float(want);
+        }
+        // all-to-all of count floats a pair
+        const int64_t bytes = count * int64_t(sizeof(float));
+        std::vector<uint8_t> t(size_t(bytes * n));
+        for (int64_t i = 0; i < bytes * n; ++i) t[size_t(i)] = byte_value(r, i);
+        std::vector<uint8_t> t_out(size_t(bytes * n), 0);
+        uint8_t* tout = in_place ? t.data() : t_out.data();
+        MP_RETURN_IF_ERROR(c.all_to_all(t.data(), tout, bytes));
+        for (int i = 0; i < n; ++i) {
+          for (int64_t b = 0; b < bytes; ++b) {
+            bad += tout[size_t(i * bytes + b)] != byte_value(i, r * bytes + b);
+          }
+        }
+        return Status::ok();
+      }));
+      for (int r = 0; r < n; ++r) {
+        INFO("rank " << r);
+        CHECK(wrong[size_t(r)] == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("hundreds of back-to-back collectives of mixed kinds and sizes do not mix", "[comm]") {
+  // A rank may enter the next collective while a slow one still copies out of the last;
+  // irregular pauses shake the interleavings.
+  Fixture f = make_fixture();
+  CAPTURE(f.backend, f.n);
+  const int n = f.n;
+  const int rounds = f.backend == "gloo" ? 60 : 400;
+  std::vector<std::string> wrong(static_cast<size_t>(n));
+  require_all_ok(on_each_rank(n, [&](int r) {
+    Communicator& c = *f.comms[size_t(r)];
+    for (int round = 0; round < rounds; ++round) {
+      if ((round * 7 + r * 3) % 11 == 0) std::this_thread::yield();
+      if ((round + r) % 29 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+      // Mostly small, every 16th large.
+      const int64_t count = round % 16 == 15 ? 70000 : 1 + (round * 53) % 900;
+      std::vector<float> a(static_cast<size_t>(count));
+      for (int64_t i = 0; i < count; ++i) a[size_t(i)] = value(r, i + round);
+      if (round % 3 == 2) {
+        std::vector<float> g(size_t(count * n));
+        MP_RETURN_IF_ERROR(c.all_gather(a.data(), g.data(), count * int64_t(sizeof(float))));
+        for (int k = 0; k < n && wrong[size_t(r)].empty(); ++k) {
+          for (int64_t i = 0; i < count; ++i) {
+            if (g[size_t(k * count + i)] != value(k, i + round)) {
+              wrong[size_t(r)] = fmt::format("all-gather {}", round);
+              break;
+            }
+          }
+        }
+        continue;
+      }
+      MP_RETURN_IF_ERROR(c.all_reduce(a.data(), count));
+      for (int64_t i = 0; i < count && wrong[size_t(r)].empty(); ++i) {
+        double want = 0;
+        for (int k = 0; k < n; ++k) want += value(k, i + round);
+        if (a[size_t(i)] != float(want)) wrong[size_t(r)] = fmt::format("all-reduce {}", round);
+      }
+    }
+    return c.barrier();
+  }));
+  for (int r = 0; r < n; ++r) {
+    INFO("rank " << r);
+    CHECK(wrong[size_t(r)] == "");
   }
 }
 

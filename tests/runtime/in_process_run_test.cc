@@ -3,6 +3,8 @@
 // and the names of collective backends and transports.
 #include "runtime/in_process_run.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -13,6 +15,7 @@
 
 #include "kernels/layout.h"
 #include "mesh/cluster.h"
+#include "mesh/collective_kind.h"
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
 #include "runtime/compact_program.h"
@@ -96,15 +99,25 @@ TEST_CASE("with time_kernels every kernel of the step is timed, by op kind",
   const planner::Plan plan = forced_plan(tg.graph, 2, {1, 2, 2, Mode::kFree});
   Program prog = lowered(plan, tg.graph);
   // What the program runs: one kernel per kRun, by kind.
+  // Besides: the communicator calls of its collectives (by kind) and the waits for receives.
   int64_t runs = 0;
   std::set<OpKind> kinds;
+  std::set<std::string> activities;
   for (const DeviceProgram& dp : prog.devices) {
+    const mesh::LogicalMesh& m = prog.stages[static_cast<size_t>(dp.stage)].mesh;
     for (const Instruction& ins : dp.instructions) {
+      if (ins.code == Opcode::kCollective && ins.collective.kind != mesh::CollectiveKind::kSlice &&
+          m.size(ins.collective.axis) > 1) {
+        activities.insert(
+            fmt::format("collective {}: communicator", mesh::collective_name(ins.collective.kind)));
+      }
+      if (ins.code == Opcode::kRecv) activities.insert("wait for receives");
       if (ins.code != Opcode::kRun) continue;
       ++runs;
       kinds.insert(dp.ops[static_cast<size_t>(ins.op)].op.kind);
     }
   }
+  REQUIRE(activities.size() >= 2);  // collectives and pipeline receives to account for
   graph::TrainingGraph whole = testing::zoo_training_graph("gpt-tiny", 8);
   for (bool timed : {false, true}) {
     InProcessRunOptions options;
@@ -120,6 +133,7 @@ TEST_CASE("with time_kernels every kernel of the step is timed, by op kind",
     if (!timed) {
       CHECK(r->kernel_seconds.empty());
       CHECK(r->kernels_run == 0);
+      CHECK(r->other_seconds.empty());
       continue;
     }
     CHECK(r->kernels_run == runs);
@@ -131,8 +145,16 @@ TEST_CASE("with time_kernels every kernel of the step is timed, by op kind",
       total += t;
     }
     CHECK(timed_kinds == kinds);
-    // Four devices' kernels, each device's within its share of the step's wall time.
     CHECK(total > 0.0);
+    for (const std::string& what : activities) {
+      INFO(what);
+      CHECK(r->other_seconds.count(what) == 1);
+    }
+    for (const auto& [what, t] : r->other_seconds) {
+      CHECK(t >= 0.0);
+      total += t;
+    }
+    // Four devices' time, each device's within the step's wall time.
     CHECK(total <= 4.0 * r->seconds);
   }
 }

@@ -26,6 +26,7 @@ struct JobMessage {
   planner::Plan plan;
   std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
   std::string load_dir;                      ///< resume from this checkpoint ("" for none)
+  bool time_kernels = false;                 ///< report where each step's time goes (--breakdown)
 };
 std::string job_message_to_json(const JobMessage& job);
 Expected<JobMessage> job_message_from_json(const std::string& text);
@@ -42,7 +43,7 @@ JobInfo job_info(const train::LocalJob& job);
 std::string job_info_to_json(const JobInfo& info);
 Expected<JobInfo> job_info_from_json(const Json& j, const std::string& path);
 
-/// A node's part of a step.
+/// A node's part of a step (with its time breakdown when the job times its kernels).
 std::string step_report_to_json(const train::StepOutcome& outcome);
 /// The step of the whole job from every node's report (a JSON array): the losses of the node
 /// that holds the loss device, every device's peak, the slowest node's seconds.
