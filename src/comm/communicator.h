@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -23,7 +24,7 @@ class Communicator {
   /// This rank (0 .. size()-1) and the group size.
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "in-process", "gloo".
+  /// "in-process", "gloo", "hierarchical" (two levels).
   virtual std::string backend() const = 0;
 
   /// In place: data[i] = sum over ranks of data[i] (`count` floats).
@@ -83,5 +84,22 @@ bool gloo_available();
 /// `store`) or the timeout passes. kUnavailable when the build lacks Gloo.
 Expected<std::unique_ptr<Communicator>> make_gloo_communicator(
     int rank, int size, std::shared_ptr<RendezvousStore> store, const GlooOptions& options);
+
+/// What one rank of a two-level group holds (comm/hierarchical_communicator.cc): a communicator
+/// among the group's ranks in its process (`local`, from `local_group`, which a failing leader
+/// aborts) and, on the process's first rank only, one among the processes' first ranks
+/// (`leaders`, rank = the process's number in the order of first ranks).
+struct HierarchyParts {
+  std::shared_ptr<InProcessGroup> local_group;
+  std::unique_ptr<Communicator> local;
+  std::unique_ptr<Communicator> leaders;
+};
+
+/// A communicator of a group whose ranks live in several processes (process_of[r]: an id of
+/// rank r's process), the same number in each: collectives within each process through `local`,
+/// across processes between the leaders only. Errors: uneven processes, parts of the wrong
+/// size or rank.
+Expected<std::unique_ptr<Communicator>> make_hierarchical_communicator(
+    int rank, const std::vector<int>& process_of, HierarchyParts parts);
 
 }  // namespace meshpipe::comm

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -105,7 +106,12 @@ struct InProcessRun::Impl {
       int rank;
       int size;
       std::string prefix;
-      std::shared_ptr<comm::InProcessGroup> group;
+      std::shared_ptr<comm::InProcessGroup> group;  // shared memory (the whole group is here)
+      // Two levels (a group across processes, as many of its devices in each, several here):
+      // this process's part of it, and rank r's process (its first rank).
+      std::shared_ptr<comm::InProcessGroup> local_group;
+      int local_rank = 0;
+      std::vector<int> process_of;
     };
     std::vector<Member> members;
     for (size_t s = 0; s < program.stages.size(); ++s) {
@@ -117,53 +123,88 @@ struct InProcessRun::Impl {
         if (n == 1) continue;
         const int64_t groups_count = axis == 0 ? d1 : d0;
         for (int64_t gi = 0; gi < groups_count; ++gi) {
-          // Shared memory unless Gloo was asked for; with a ProcessShare, Gloo only for the
-          // groups that span processes.
-          bool all_local = true;
-          for (int64_t r = 0; r < n; ++r) {
+          auto device_of = [&](int64_t r) {
             const int64_t i0 = axis == 0 ? r : gi;
             const int64_t i1 = axis == 0 ? gi : r;
-            all_local = all_local && local(st.devices[static_cast<size_t>(i0 * d1 + i1)]);
+            return st.devices[static_cast<size_t>(i0 * d1 + i1)];
+          };
+          const std::string prefix = fmt::format("stage{}-axis{}-group{}", s, axis, gi);
+          // Shared memory unless Gloo was asked for; with a ProcessShare, Gloo only for the
+          // groups that span processes, in two levels where they allow.
+          std::vector<int> here;  // this process's ranks of the group
+          for (int64_t r = 0; r < n; ++r) {
+            if (local(device_of(r))) here.push_back(static_cast<int>(r));
           }
+          const bool all_local = static_cast<int64_t>(here.size()) == n;
           std::shared_ptr<comm::InProcessGroup> grp;
           if (options.collectives == CollectiveBackend::kInProcess ||
               (options.share && all_local)) {
             grp = comm::InProcessGroup::create(static_cast<int>(n), options.timeout);
             groups.push_back(grp);
           }
-          for (int64_t r = 0; r < n; ++r) {
-            const int64_t i0 = axis == 0 ? r : gi;
-            const int64_t i1 = axis == 0 ? gi : r;
-            if (!local(st.devices[static_cast<size_t>(i0 * d1 + i1)])) continue;
-            members.push_back({st.devices[static_cast<size_t>(i0 * d1 + i1)], axis,
-                               static_cast<int>(r), static_cast<int>(n),
-                               fmt::format("stage{}-axis{}-group{}", s, axis, gi), grp});
+          std::vector<int> process_of;
+          std::shared_ptr<comm::InProcessGroup> local_group;
+          if (!grp && options.share && !here.empty()) {
+            MP_ASSIGN_OR_RETURN(process_of, group_layout(prefix, static_cast<int>(n), here));
+            if (two_level(process_of)) {
+              local_group =
+                  comm::InProcessGroup::create(static_cast<int>(here.size()), options.timeout);
+              groups.push_back(local_group);
+            } else {
+              process_of.clear();
+            }
+          }
+          for (size_t k = 0; k < here.size(); ++k) {
+            members.push_back({device_of(here[k]), axis, here[k], static_cast<int>(n), prefix, grp,
+                               local_group, static_cast<int>(k), process_of});
           }
         }
       }
     }
     communicators.resize(members.size());
+    std::vector<comm::HierarchyParts> parts(members.size());
     for (size_t k = 0; k < members.size(); ++k) {
       if (members[k].group) communicators[k] = members[k].group->communicator(members[k].rank);
+      if (members[k].local_group) {
+        parts[k].local_group = members[k].local_group;
+        parts[k].local = members[k].local_group->communicator(members[k].local_rank);
+      }
     }
     {
-      // Gloo's rendezvous blocks until the whole group has joined: join from one thread each.
+      // Gloo's rendezvous blocks until the whole group has joined: join from one thread each
+      // (of a two-level group, the leaders only: they form a group of one rank per process).
       auto store = options.share ? options.share->store : comm::make_in_process_store();
       const std::string prefix = options.share ? options.share->prefix + "/" : "";
       std::vector<Status> status(members.size());
       std::vector<std::thread> threads;
       for (size_t k = 0; k < members.size(); ++k) {
-        if (members[k].group) continue;
+        const Member& m = members[k];
+        if (m.group || (m.local_group && m.local_rank != 0)) continue;
         threads.emplace_back([&, k] {
+          const Member& me = members[k];
           comm::GlooOptions go;
           go.timeout = options.timeout;
-          go.prefix = prefix + members[k].prefix;
+          go.prefix = prefix + me.prefix;
           if (options.share) go.hostname = options.share->host;
-          auto c = comm::make_gloo_communicator(members[k].rank, members[k].size, store, go);
-          if (c.has_value()) {
-            communicators[k] = std::move(*c);
-          } else {
+          int rank = me.rank;
+          int size = me.size;
+          if (me.local_group) {  // the leaders: processes numbered in order of first rank
+            go.prefix += "/leaders";
+            std::vector<int> firsts;
+            for (int r = 0; r < me.size; ++r) {
+              if (me.process_of[size_t(r)] == r) firsts.push_back(r);
+            }
+            size = static_cast<int>(firsts.size());
+            rank =
+                static_cast<int>(std::find(firsts.begin(), firsts.end(), me.rank) - firsts.begin());
+          }
+          auto c = comm::make_gloo_communicator(rank, size, store, go);
+          if (!c.has_value()) {
             status[k] = c.status();
+          } else if (me.local_group) {
+            parts[k].leaders = std::move(*c);
+          } else {
+            communicators[k] = std::move(*c);
           }
         });
       }
@@ -171,9 +212,47 @@ struct InProcessRun::Impl {
       for (const Status& s : status) MP_RETURN_IF_ERROR(s);
     }
     for (size_t k = 0; k < members.size(); ++k) {
+      if (!members[k].local_group) continue;
+      MP_ASSIGN_OR_RETURN(communicators[k],
+                          comm::make_hierarchical_communicator(
+                              members[k].rank, members[k].process_of, std::move(parts[k])));
+    }
+    for (size_t k = 0; k < members.size(); ++k) {
       links[static_cast<size_t>(members[k].device)].axis[members[k].axis] = communicators[k].get();
     }
     return Status::ok();
+  }
+
+  // Which process each rank of a group across processes is in, named by its first rank: this
+  // process publishes its ranks' under the group's key and reads everyone's.
+  Expected<std::vector<int>> group_layout(const std::string& prefix, int n,
+                                          const std::vector<int>& here) {
+    const std::string key = options.share->prefix + "/" + prefix + "/process-of/";
+    for (int r : here) options.share->store->set(key + std::to_string(r), std::to_string(here[0]));
+    std::vector<int> process_of(static_cast<size_t>(n), 0);
+    for (int r = 0; r < n; ++r) {
+      MP_ASSIGN_OR_RETURN(std::string v,
+                          options.share->store->get(key + std::to_string(r), options.timeout));
+      int first = -1;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), first);
+      if (ec != std::errc() || end != v.data() + v.size() || first < 0 || first > r) {
+        return make_error(Errc::kInternal, "group {}: rank {}'s process is given as '{}'", prefix,
+                          r, v);
+      }
+      process_of[size_t(r)] = first;
+    }
+    return process_of;
+  }
+
+  // Whether a group across processes runs in two levels: as many of its ranks in every process,
+  // at least 2 (with one each, the leaders are the whole group).
+  static bool two_level(const std::vector<int>& process_of) {
+    std::map<int, int> count;
+    for (int p : process_of) ++count[p];
+    if (count.size() < 2) return false;
+    const int each = count.begin()->second;
+    return each >= 2 &&
+           std::all_of(count.begin(), count.end(), [&](const auto& c) { return c.second == each; });
   }
 
   Status make_transport() {
