@@ -33,63 +33,9 @@ inline std::vector<Status> on_each_rank(int n, const std::function<Status(int)>&
   return results;
 }
 
-/// Rank r's process in the two-level test groups: 2 processes of 2 ranks (0 0 1 1), or 3
-/// processes of 2 ranks interleaved (0 1 2 0 1 2), so ranks are not contiguous per process.
-inline std::vector<int> hierarchical_layout(int n) {
-  std::vector<int> process_of;
-  for (int r = 0; r < n; ++r) process_of.push_back(n == 4 ? r / 2 : r % 3);
-  return process_of;
-}
-
-/// A two-level group of n ranks (4 or 6; hierarchical_layout) as threads: an in-process group
-/// per "process" and the leaders over Gloo (in-process without Gloo).
 inline std::vector<std::unique_ptr<Communicator>> make_hierarchical_group(int n,
                                                                           milliseconds timeout,
-                                                                          std::string* error) {
-  const std::vector<int> process_of = hierarchical_layout(n);
-  const int processes = n == 4 ? 2 : 3;
-  std::vector<std::shared_ptr<InProcessGroup>> locals;
-  for (int p = 0; p < processes; ++p)
-    locals.push_back(InProcessGroup::create(n / processes, timeout));
-  std::vector<std::unique_ptr<Communicator>> leaders(static_cast<size_t>(processes));
-  if (gloo_available()) {
-    auto store = make_in_process_store();
-    GlooOptions options;
-    options.timeout = timeout;
-    options.prefix = "leaders";
-    std::vector<Status> statuses = on_each_rank(processes, [&](int p) {
-      auto comm = make_gloo_communicator(p, processes, store, options);
-      if (!comm) return comm.status();
-      leaders[size_t(p)] = std::move(*comm);
-      return Status::ok();
-    });
-    for (const Status& s : statuses) {
-      if (!s.is_ok()) {
-        *error = s.to_string();
-        return {};
-      }
-    }
-  } else {
-    auto group = InProcessGroup::create(processes, timeout);
-    for (int p = 0; p < processes; ++p) leaders[size_t(p)] = group->communicator(p);
-  }
-  std::vector<std::unique_ptr<Communicator>> comms(static_cast<size_t>(n));
-  std::vector<int> next_local(size_t(processes), 0);
-  for (int r = 0; r < n; ++r) {
-    const int p = process_of[size_t(r)];  // processes are numbered in order of first rank here
-    HierarchyParts parts;
-    parts.local_group = locals[size_t(p)];
-    parts.local = locals[size_t(p)]->communicator(next_local[size_t(p)]);
-    if (next_local[size_t(p)]++ == 0) parts.leaders = std::move(leaders[size_t(p)]);
-    auto comm = make_hierarchical_communicator(r, process_of, std::move(parts));
-    if (!comm) {
-      *error = comm.status().to_string();
-      return {};
-    }
-    comms[size_t(r)] = std::move(*comm);
-  }
-  return comms;
-}
+                                                                          std::string* error);
 
 /// The communicators of one group of `n` ranks of backend "in-process", "gloo" or
 /// "hierarchical" (two levels, n = 4 or 6), created
@@ -120,6 +66,45 @@ inline std::vector<std::unique_ptr<Communicator>> make_group(const std::string& 
       *error = s.to_string();
       return {};
     }
+  }
+  return comms;
+}
+
+/// Rank r's process in the two-level test groups: 2 processes of 2 ranks (0 0 1 1), or 3
+/// processes of 2 ranks interleaved (0 1 2 0 1 2), so ranks are not contiguous per process.
+inline std::vector<int> hierarchical_layout(int n) {
+  std::vector<int> process_of;
+  for (int r = 0; r < n; ++r) process_of.push_back(n == 4 ? r / 2 : r % 3);
+  return process_of;
+}
+
+/// A two-level group of n ranks (4 or 6; hierarchical_layout) as threads: an in-process group
+/// per "process" and the leaders over Gloo (in-process without Gloo).
+inline std::vector<std::unique_ptr<Communicator>> make_hierarchical_group(int n,
+                                                                          milliseconds timeout,
+                                                                          std::string* error) {
+  const std::vector<int> process_of = hierarchical_layout(n);
+  const int processes = n == 4 ? 2 : 3;
+  std::vector<std::shared_ptr<InProcessGroup>> locals;
+  for (int p = 0; p < processes; ++p)
+    locals.push_back(InProcessGroup::create(n / processes, timeout));
+  std::vector<std::unique_ptr<Communicator>> leaders =
+      make_group(gloo_available() ? "gloo" : "in-process", processes, timeout, error);
+  if (leaders.empty()) return {};
+  std::vector<std::unique_ptr<Communicator>> comms(static_cast<size_t>(n));
+  std::vector<int> next_local(size_t(processes), 0);
+  for (int r = 0; r < n; ++r) {
+    const int p = process_of[size_t(r)];  // processes are numbered in order of first rank here
+    HierarchyParts parts;
+    parts.local_group = locals[size_t(p)];
+    parts.local = locals[size_t(p)]->communicator(next_local[size_t(p)]);
+    if (next_local[size_t(p)]++ == 0) parts.leaders = std::move(leaders[size_t(p)]);
+    auto comm = make_hierarchical_communicator(r, process_of, std::move(parts));
+    if (!comm) {
+      *error = comm.status().to_string();
+      return {};
+    }
+    comms[size_t(r)] = std::move(*comm);
   }
   return comms;
 }
