@@ -103,8 +103,13 @@ int run_profile(const ProfileArgs& args) {
   }
   for (const auto& [key, t] : p.collectives) {
     const auto& [kind, group, inter] = key;
-    if (inter || t.empty()) continue;  // one process: both links measured alike
-    fmt::print("{} of {}: {}\n", mesh::collective_name(kind), group,
+    if (t.empty()) continue;
+    // A link measured alike on both (in-process) is printed once.
+    const auto other = p.collectives.find({kind, group, !inter});
+    if (inter && other != p.collectives.end() && other->second == t) continue;
+    const bool both = other != p.collectives.end() && other->second == t;
+    fmt::print("{} of {}{}: {}\n", mesh::collective_name(kind), group,
+               both ? "" : (inter ? " across hosts" : " inside a host"),
                last_point(t, "MB per device", 1e6));
   }
   if (auto t = p.transfers.find(false); t != p.transfers.end()) {
@@ -139,7 +144,9 @@ void add_profile_command(CLI::App& app, int& exit_code) {
       "fewer sizes, models and repetitions (a few seconds instead of about twenty; rougher)");
   cmd->add_flag("--quiet", args->quiet, "no progress output");
   cmd->add_option("--collectives", args->collectives,
-                  "the communicator to measure (the one `train --collectives` will use)")
+                  "the communicator to measure: in-process (`train`'s default), or gloo as a job "
+                  "of one meshpipe-node per host runs it (shared memory inside a host; across "
+                  "hosts Gloo, in two levels when a group has 2 or more devices on each host)")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "gloo"}));
   cmd->add_option("--transport", args->transport,

@@ -443,7 +443,7 @@ std::vector<BaselineResult> run_baselines(const graph::Graph& g, const mesh::Clu
   const char* names[] = {"data parallel", "ZeRO-2",          "ZeRO-3",        "Megatron grid",
                          "equal layers",  "equal operators", "intra-op only", "inter-op only"};
   for (size_t k = 0; k < out.size(); ++k) out[k].name = names[k];
-  auto candidates = micro_batch_candidates(g, options);
+  auto candidates = micro_batch_candidates(g, options, cluster.num_devices());
   if (!candidates.has_value()) {
     for (auto& r : out) r.status = candidates.status();
     return out;

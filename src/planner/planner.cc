@@ -186,7 +186,8 @@ Expected<Plan> plan_one(const graph::Graph& g, const mesh::ClusterSpec& cluster,
 }  // namespace
 
 Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& g,
-                                                            const PlannerOptions& options) {
+                                                            const PlannerOptions& options,
+                                                            int64_t devices) {
   const int64_t micro = graph_micro_batch(g);
   const int64_t global = options.global_batch > 0
                              ? options.global_batch
@@ -213,7 +214,8 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
   } else if (options.graph_for_micro_batch) {
     std::vector<int64_t> sizes = options.micro_batch_sizes;
     if (sizes.empty()) {
-      for (int64_t s = 1; s <= 32; s *= 2) sizes.push_back(s);
+      const int64_t largest = std::max<int64_t>(32, devices > 0 ? global / devices : 0);
+      for (int64_t s = 1; s <= largest; s *= 2) sizes.push_back(s);
     }
     std::sort(sizes.begin(), sizes.end());
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
@@ -264,7 +266,8 @@ Expected<Plan> make_plan(const graph::Graph& g, const mesh::ClusterSpec& cluster
   MP_RETURN_IF_ERROR(options.validate());
   MP_RETURN_IF_ERROR(cluster.validate());
   const auto log = module_logger("planner");
-  MP_ASSIGN_OR_RETURN(std::vector<MicroBatching> candidates, micro_batch_candidates(g, options));
+  MP_ASSIGN_OR_RETURN(std::vector<MicroBatching> candidates,
+                      micro_batch_candidates(g, options, cluster.num_devices()));
   const int64_t solves0 = cache.solves();
   const int64_t hits0 = cache.hits();
   PlanningTimes times;

@@ -26,7 +26,7 @@ struct PlannerOptions {
   /// graph_for_micro_batch), or 1 without a factory.
   int64_t micro_batches = 0;
   /// Candidate micro-batch sizes when choosing (default: powers of two dividing the global
-  /// batch, 1 ... 32).
+  /// batch, 1 ... 32, or up to the global batch / devices when that is larger).
   std::vector<int64_t> micro_batch_sizes;
   /// Builds the training graph for a micro-batch size (when the planner chooses it).
   std::function<Expected<graph::Graph>(int64_t)> graph_for_micro_batch;
@@ -63,9 +63,12 @@ struct MicroBatching {
 
 /// The micro-batchings make_plan tries, in ascending micro-batch size (see PlannerOptions). Once
 /// nothing fits in memory at a size, make_plan skips the larger ones (their activations only
-/// grow).
+/// grow). With the cluster's device count, the default sizes go on past 32 up to the global
+/// batch / devices: a small model on few devices (mlp-small, batch 256 on 4 CPU devices) may be
+/// fastest with 4 micro-batches of 64, one per device's share.
 Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& g,
-                                                            const PlannerOptions& options);
+                                                            const PlannerOptions& options,
+                                                            int64_t devices = 0);
 
 /// The training graph for a micro-batch size: `g` itself when it has that size, else built by
 /// options.graph_for_micro_batch (an error without one).

@@ -407,15 +407,57 @@ class Profiler {
     return Status::ok();
   }
 
-  Expected<std::unique_ptr<comm::Communicator>> communicator(
-      int rank, int size, const std::shared_ptr<comm::InProcessGroup>& group,
-      const std::shared_ptr<comm::RendezvousStore>& store, const std::string& prefix) {
-    if (options_.collectives == runtime::CollectiveBackend::kInProcess) {
-      return group->communicator(rank);
+  // How a group of g devices runs its collectives in the setting measured. In-process: shared
+  // memory. Gloo, as a job of one meshpipe-node per host runs them (runtime/in_process_run.cc):
+  // a group inside a host in shared memory; one across hosts in two levels when it has the same
+  // number (2 or more) of devices on each host it spans (the host's devices, if g exceeds them),
+  // else Gloo among all its devices.
+  enum class Layout { kInProcess, kGloo, kTwoLevel };
+  Layout layout(int g, bool inter) const {
+    if (options_.collectives == runtime::CollectiveBackend::kInProcess) return Layout::kInProcess;
+    const int per_host = cluster_.devices_per_host;
+    if (!inter) return g <= per_host ? Layout::kInProcess : Layout::kGloo;
+    return per_host >= 2 && g > per_host && g % per_host == 0 ? Layout::kTwoLevel : Layout::kGloo;
+  }
+
+  // The communicators of a group of g ranks (threads) laid out as `how`.
+  Expected<std::vector<std::unique_ptr<comm::Communicator>>> group_of(int g, Layout how,
+                                                                      const std::string& prefix) {
+    const auto timeout = std::chrono::milliseconds(60000);
+    std::vector<std::unique_ptr<comm::Communicator>> comms(static_cast<size_t>(g));
+    if (how == Layout::kInProcess) {
+      auto group = comm::InProcessGroup::create(g, timeout);
+      for (int r = 0; r < g; ++r) comms[static_cast<size_t>(r)] = group->communicator(r);
+      return comms;
     }
-    comm::GlooOptions go;
-    go.prefix = prefix;
-    return comm::make_gloo_communicator(rank, size, store, go);
+    auto store = comm::make_in_process_store();
+    const int per = how == Layout::kTwoLevel ? cluster_.devices_per_host : 1;
+    const int gloo_ranks = g / per;  // Gloo among all, or among one leader per host
+    std::vector<std::unique_ptr<comm::Communicator>> gloo(static_cast<size_t>(gloo_ranks));
+    MP_RETURN_IF_ERROR(on_threads(gloo_ranks, [&](int r) -> Status {
+      comm::GlooOptions go;
+      go.prefix = prefix;
+      go.timeout = timeout;
+      MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
+                          comm::make_gloo_communicator(r, gloo_ranks, store, go));
+      return Status::ok();
+    }));
+    if (how == Layout::kGloo) return gloo;
+    std::vector<int> process_of;  // hosts of `per` consecutive ranks, named by their first
+    for (int r = 0; r < g; ++r) process_of.push_back(r / per * per);
+    for (int h = 0; h < gloo_ranks; ++h) {
+      auto local = comm::InProcessGroup::create(per, timeout);
+      for (int l = 0; l < per; ++l) {
+        comm::HierarchyParts parts;
+        parts.local_group = local;
+        parts.local = local->communicator(l);
+        if (l == 0) parts.leaders = std::move(gloo[static_cast<size_t>(h)]);
+        MP_ASSIGN_OR_RETURN(
+            comms[static_cast<size_t>(h * per + l)],
+            comm::make_hierarchical_communicator(h * per + l, process_of, std::move(parts)));
+      }
+    }
+    return comms;
   }
 
   Status collectives() {
@@ -427,30 +469,31 @@ class Profiler {
     const std::vector<mesh::CollectiveKind> kinds = {
         mesh::CollectiveKind::kAllReduce, mesh::CollectiveKind::kAllGather,
         mesh::CollectiveKind::kReduceScatter, mesh::CollectiveKind::kAllToAll};
-    const int64_t total = static_cast<int64_t>(groups.size() * kinds.size());
-    int64_t done = 0;
-    auto store = comm::make_in_process_store();
+    // Each group size inside a host (if it fits in one) and across hosts; one measurement
+    // where both run alike.
+    std::vector<std::pair<int, bool>> settings;
     for (int g : groups) {
-      auto group = comm::InProcessGroup::create(g, std::chrono::milliseconds(60000));
-      std::vector<std::unique_ptr<comm::Communicator>> comms(static_cast<size_t>(g));
-      const std::string prefix = fmt::format("profile-{}", g);
-      MP_RETURN_IF_ERROR(on_threads(g, [&](int r) -> Status {
-        MP_ASSIGN_OR_RETURN(comms[static_cast<size_t>(r)],
-                            communicator(r, g, group, store, prefix));
-        return Status::ok();
-      }));
+      const bool fits = g <= cluster_.devices_per_host;
+      if (fits) settings.emplace_back(g, false);
+      if (!fits || layout(g, true) != layout(g, false)) settings.emplace_back(g, true);
+    }
+    const int64_t total = static_cast<int64_t>(settings.size() * kinds.size());
+    int64_t done = 0;
+    for (const auto& [g, inter] : settings) {
+      const Layout how = layout(g, inter);
+      MP_ASSIGN_OR_RETURN(auto comms, group_of(g, how, fmt::format("profile-{}-{}", g, inter)));
       for (mesh::CollectiveKind kind : kinds) {
-        progress(
-            fmt::format("collectives ({})", runtime::collective_backend_name(options_.collectives)),
-            done++, total);
+        progress(fmt::format("collectives ({}{})",
+                             runtime::collective_backend_name(options_.collectives),
+                             how == Layout::kTwoLevel ? ", two levels across hosts" : ""),
+                 done++, total);
         mesh::ProfileTable table;
         for (int64_t bytes : sizes) {
           MP_ASSIGN_OR_RETURN(double t, time_collective(comms, kind, bytes));
           table.emplace_back(static_cast<double>(bytes), t);
         }
-        // One process holds every virtual device: both links are this communicator.
-        profile_.collectives[{kind, g, false}] = table;
-        profile_.collectives[{kind, g, true}] = table;
+        profile_.collectives[{kind, g, inter}] = table;
+        if (layout(g, true) == layout(g, false)) profile_.collectives[{kind, g, !inter}] = table;
       }
     }
     progress("collectives", total, total);

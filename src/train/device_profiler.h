@@ -23,7 +23,9 @@ struct DeviceProfileOptions {
   /// first look.
   bool quick = false;
   /// The communicator and transport the runs to be predicted use (as `meshpipe train`'s
-  /// --collectives and --transport).
+  /// --collectives and --transport). Gloo is measured as a job of one meshpipe-node per host
+  /// runs it: groups inside a host in shared memory, across hosts over Gloo, in two levels when
+  /// a group has 2 or more devices on each host it spans (runtime/in_process_run.cc).
   runtime::CollectiveBackend collectives = runtime::CollectiveBackend::kInProcess;
   runtime::TransportKind transport = runtime::TransportKind::kInProcess;
   /// Called as measurement goes: phase ("gemm", "collectives", ...), done and total steps of it.

@@ -270,6 +270,35 @@ TEST_CASE("the layer count is chosen by the plan it gives: never slower than any
   CHECK(plan->step_time <= best_alone * (1 + 1e-12));
 }
 
+TEST_CASE("the default micro-batch sizes reach the global batch per device when above 32",
+          "[planner][plan]") {
+  // A batch of 256 (as mlp-small's) on 4 devices: sizes 1 ... 64, so 4 micro-batches of 64 (one per
+  // device's share) are tried; without a device count, or with 16 devices, 1 ... 32.
+  auto fg = graph::models::build_mlp(graph::models::MlpConfig{64, 16, 2, 64}, 1, DType::kF32);
+  REQUIRE(fg.has_value());
+  auto tg = graph::make_training_graph(std::move(*fg), graph::OptimizerConfig{});
+  REQUIRE(tg.has_value());
+  const graph::Graph& g = tg->graph;
+  PlannerOptions o;
+  o.global_batch = 256;
+  o.graph_for_micro_batch = [](int64_t) -> Expected<graph::Graph> { return graph::Graph{}; };
+  auto sizes = [&](int64_t devices) {
+    std::vector<int64_t> out;
+    auto c = micro_batch_candidates(g, o, devices);
+    REQUIRE(c.has_value());
+    for (const MicroBatching& m : *c) {
+      CHECK(m.micro_batch * m.micro_batches == 256);
+      out.push_back(m.micro_batch);
+    }
+    return out;
+  };
+  const std::vector<int64_t> to_32 = {1, 2, 4, 8, 16, 32};
+  CHECK(sizes(0) == to_32);
+  CHECK(sizes(16) == to_32);
+  CHECK(sizes(4) == std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64});
+  CHECK(sizes(1) == std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256});
+}
+
 TEST_CASE(
     "the micro-batch search stops at the first size where nothing fits, and finds the plan "
     "of trying every size",

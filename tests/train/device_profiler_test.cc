@@ -12,6 +12,7 @@
 #include "graph/models/zoo_training.h"
 #include "mesh/cluster.h"
 #include "mesh/device_profile.h"
+#include "runtime/in_process_run.h"
 #include "train/job.h"
 
 namespace meshpipe::train {
@@ -74,6 +75,28 @@ TEST_CASE("a quick profile of a cpu cluster measures every table the cost model 
   auto back = mesh::parse_device_profile(mesh::device_profile_to_json(*p));
   REQUIRE(back.has_value());
   CHECK(*back == *p);
+}
+
+TEST_CASE("a Gloo profile measures groups inside a host and across hosts as a job runs them",
+          "[train][profile]") {
+  // cpu:2x2 with one meshpipe-node per host: a group of 2 inside a host runs in shared memory,
+  // across hosts over Gloo, a group of 4 in two levels; none of 4 fits inside a host.
+  DeviceProfileOptions o;
+  o.quick = true;
+  o.collectives = runtime::CollectiveBackend::kGloo;
+  std::set<std::string> phases;
+  o.progress = [&](const std::string& phase, int64_t, int64_t) { phases.insert(phase); };
+  auto p = profile_devices(cpu("cpu:2x2"), o);
+  INFO(p.status().to_string());
+  REQUIRE(p.has_value());
+  for (auto kind : {mesh::CollectiveKind::kAllReduce, mesh::CollectiveKind::kAllGather,
+                    mesh::CollectiveKind::kReduceScatter, mesh::CollectiveKind::kAllToAll}) {
+    CHECK(p->collectives.count({kind, 2, false}) == 1);
+    CHECK(p->collectives.count({kind, 2, true}) == 1);
+    CHECK(p->collectives.count({kind, 4, true}) == 1);
+    CHECK(p->collectives.count({kind, 4, false}) == 0);
+  }
+  CHECK(phases.count("collectives (gloo, two levels across hosts)") == 1);
 }
 
 TEST_CASE("only cpu clusters can be profiled here", "[train][profile]") {
