@@ -140,6 +140,31 @@ std::string machine_description() {
 }
 
 // Runs fn(rank) on `n` threads at once and joins them; the first error wins.
+// `n` threads spinning on arithmetic (no memory traffic) until destroyed: devices computing.
+class BusyThreads {
+ public:
+  explicit BusyThreads(int n) {
+    for (int k = 0; k < n; ++k) {
+      threads_.emplace_back([this] {
+        volatile double x = 1.0;
+        while (!stop_.load(std::memory_order_relaxed)) {
+          for (int i = 0; i < 100000; ++i) x = x * 1.0000001 + 1e-9;
+        }
+      });
+    }
+  }
+  ~BusyThreads() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+  }
+  BusyThreads(const BusyThreads&) = delete;
+  BusyThreads& operator=(const BusyThreads&) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
 Status on_threads(int n, const std::function<Status(int)>& fn) {
   std::vector<Status> results(static_cast<size_t>(n));
   std::vector<std::thread> threads;
@@ -482,6 +507,10 @@ class Profiler {
     for (const auto& [g, inter] : settings) {
       const Layout how = layout(g, inter);
       MP_ASSIGN_OR_RETURN(auto comms, group_of(g, how, fmt::format("profile-{}-{}", g, inter)));
+      // The cluster's other devices compute meanwhile, as in a step: on 2 cores, a collective
+      // of 2 devices while 2 others compute takes several times its time alone (Gloo between
+      // busy processes most of all).
+      const BusyThreads others(cluster_.num_devices() - g);
       for (mesh::CollectiveKind kind : kinds) {
         progress(fmt::format("collectives ({}{})",
                              runtime::collective_backend_name(options_.collectives),
