@@ -183,16 +183,23 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
 
   double sum = 0.0;
   double max = 0.0;
+  double device_time = 0.0;  // sum over stages of devices x time
+  double used = 0.0;         // devices of the stages
   for (size_t k = 0; k < plan.stages.size(); ++k) {
     const StagePlan& sp = plan.stages[k];
     sum += fill[k];
     max = std::max(max, sp.time);
+    device_time += static_cast<double>(sp.devices.size()) * sp.time;
+    used += static_cast<double>(sp.devices.size());
     plan.max_memory_per_device = std::max(plan.max_memory_per_device, sp.memory.peak);
   }
-  plan.step_time = sum + static_cast<double>(micro_batches - 1) *
-                             steady_scale(profiler.cost_model(), cluster.num_devices(),
-                                          static_cast<int32_t>(plan.stages.size()), micro_batches) *
-                             max;
+  // Unequal stages leave the slowest less crowded (steady_scale's utilisation).
+  const double utilisation = max > 0 && used > 0 ? device_time / (used * max) : 1.0;
+  plan.step_time =
+      sum + static_cast<double>(micro_batches - 1) *
+                steady_scale(profiler.cost_model(), cluster.num_devices(),
+                             static_cast<int32_t>(plan.stages.size()), micro_batches, utilisation) *
+                max;
   const double flops = model_flops_per_micro_batch(g) * static_cast<double>(micro_batches);
   plan.tflops_per_device =
       plan.step_time > 0 ? flops / (plan.step_time * cluster.num_devices()) / 1e12 : 0.0;

@@ -580,7 +580,8 @@ StageCost StageProfiler::stage(int32_t i, int32_t j, int32_t m, int32_t c,
   return s;
 }
 
-double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches) {
+double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches,
+                    double utilisation) {
   if (micro_batches <= 1 || stages <= 1 || devices < stages || !(cost.sharing(1.0) < 1.0)) {
     return 1.0;
   }
@@ -590,7 +591,8 @@ double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int6
   double slots = 0.0;
   for (int64_t k = 0; k < b + s - 1; ++k) {
     const int64_t busy = std::min({k + 1, s, b, b + s - 1 - k});
-    slots += cost.sharing(per_stage * static_cast<double>(busy));
+    const double u = std::clamp(utilisation, 0.0, 1.0);
+    slots += cost.sharing(std::max(per_stage, per_stage * static_cast<double>(busy) * u));
   }
   const double scale =
       (slots - static_cast<double>(s) * cost.sharing(per_stage)) / static_cast<double>(b - 1);

@@ -129,8 +129,12 @@ int64_t stage_peak(const StageCost& cost, int32_t in_flight, int64_t micro_batch
 /// M + S - 1 slots have min(k + 1, S, B, B + S - 1 - k) stages busy. With the fill priced at
 /// each stage's own devices, the slots sum to sum fill + (B - 1) x this x max:
 /// (sum over slots of sharing(busy devices) - S x sharing(devices / S)) / (B - 1). 1 without
-/// sharing, for one stage or one micro-batch.
-double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches);
+/// sharing, for one stage or one micro-batch. Unequal stages: `utilisation` = sum over stages of
+/// devices x stage time / (devices x the longest time) is the share of the slowest stage's pace
+/// at which the others compute; a slot with k stages busy then has devices / S x k x it
+/// computing (at least one stage's devices), and the slowest stage, less crowded, runs faster.
+double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int64_t micro_batches,
+                    double utilisation = 1.0);
 
 /// The micro-batches stage `stage` of `stages` has in flight at its first backward: every one
 /// with GPipe; with 1F1B the stages - stage forwards it runs first, never more than the step's.

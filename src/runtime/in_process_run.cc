@@ -147,8 +147,9 @@ struct InProcessRun::Impl {
           if (!grp && options.share && !here.empty()) {
             MP_ASSIGN_OR_RETURN(process_of, group_layout(prefix, static_cast<int>(n), here));
             if (two_level(process_of)) {
+              // Its ranks wait on their leader's Gloo call, which may itself take the timeout.
               local_group =
-                  comm::InProcessGroup::create(static_cast<int>(here.size()), options.timeout);
+                  comm::InProcessGroup::create(static_cast<int>(here.size()), 2 * options.timeout);
               groups.push_back(local_group);
             } else {
               process_of.clear();
@@ -240,6 +241,12 @@ struct InProcessRun::Impl {
                           r, v);
       }
       process_of[size_t(r)] = first;
+    }
+    for (int r = 0; r < n; ++r) {  // a process is named by its first rank, which is its own
+      if (process_of[size_t(process_of[size_t(r)])] != process_of[size_t(r)]) {
+        return make_error(Errc::kInternal, "group {}: rank {}'s process {} is not its first rank",
+                          prefix, r, process_of[size_t(r)]);
+      }
     }
     return process_of;
   }

@@ -51,6 +51,13 @@ int64_t numel_of(const std::vector<int64_t>& e) {
 int64_t contiguous_offset(const Shape& shape, const std::vector<int64_t>& offset,
                           const std::vector<int64_t>& extent) {
   const int64_t rank = shape.rank();
+  if (static_cast<int64_t>(offset.size()) != rank || static_cast<int64_t>(extent.size()) != rank) {
+    return -1;
+  }
+  for (int64_t d = 0; d < rank; ++d) {  // a box outside the tile is never taken in place
+    const auto u = static_cast<size_t>(d);
+    if (offset[u] < 0 || extent[u] < 0 || offset[u] + extent[u] > shape[d]) return -1;
+  }
   int64_t inner = rank - 1;
   while (inner > 0 && extent[static_cast<size_t>(inner)] == shape[inner]) --inner;
   for (int64_t d = 0; d < inner; ++d) {

@@ -139,7 +139,6 @@ std::string machine_description() {
   return fmt::format("{}, {} cores, {}", model, std::thread::hardware_concurrency(), date);
 }
 
-// Runs fn(rank) on `n` threads at once and joins them; the first error wins.
 // `n` threads spinning on arithmetic (no memory traffic) until destroyed: devices computing.
 class BusyThreads {
  public:
@@ -165,6 +164,7 @@ class BusyThreads {
   std::vector<std::thread> threads_;
 };
 
+// Runs fn(rank) on `n` threads at once and joins them; the first error wins.
 Status on_threads(int n, const std::function<Status(int)>& fn) {
   std::vector<Status> results(static_cast<size_t>(n));
   std::vector<std::thread> threads;

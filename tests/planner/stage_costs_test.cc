@@ -405,6 +405,13 @@ TEST_CASE("the steady scale of a pipeline on shared cores follows its busy slots
   CHECK(steady_scale(shared, 4, 2, 4) == Approx(1.0));
   // 4 stages, 2 micro-batches: busy 1, 2, 2, 2, 1 -> (0.5 x 5 - 4 x 0.5) / 1 = 0.5.
   CHECK(steady_scale(shared, 4, 4, 2) == Approx(0.5));
+  // Unequal stages, the others at half the slowest's pace: busy devices 1, 1, 1.5, 2, 1.5, 1, 1
+  // (at least one stage's), all at sharing 0.5 -> (3.5 - 2) / 3; at full utilisation as above.
+  CHECK(steady_scale(shared, 4, 4, 4, 0.5) == Approx(0.5));
+  CHECK(steady_scale(shared, 4, 4, 4, 1.0) == Approx(2.5 / 3.0));
+  // 2 stages of 2 devices, the other stage a quarter as busy: 2, 2.5, 2.5, 2.5, 2 devices ->
+  // sharing 0.5, 0.625 x 3, 0.5 -> (2.875 - 1) / 3.
+  CHECK(steady_scale(shared, 4, 2, 4, 0.625) == Approx(1.875 / 3.0));
   // One stage, one micro-batch, or devices that do not share cores: 1.
   CHECK(steady_scale(shared, 4, 1, 8) == 1.0);
   CHECK(steady_scale(shared, 4, 4, 1) == 1.0);
