@@ -507,10 +507,13 @@ class Profiler {
     for (const auto& [g, inter] : settings) {
       const Layout how = layout(g, inter);
       MP_ASSIGN_OR_RETURN(auto comms, group_of(g, how, fmt::format("profile-{}-{}", g, inter)));
-      // The cluster's other devices compute meanwhile, as in a step: on 2 cores, a collective
-      // of 2 devices while 2 others compute takes several times its time alone (Gloo between
-      // busy processes most of all).
-      const BusyThreads others(cluster_.num_devices() - g);
+      // Gloo: the cluster's other devices compute meanwhile, as in a step of busy processes
+      // (a collective of 2 devices over Gloo while 2 others compute takes several times its time
+      // alone). Shared memory is timed alone: spinning threads made its times vary 3x between
+      // profiles (wresnet-cpu dp 2 x tp 2 priced at 281 and 922 ms), priced worse on average.
+      const BusyThreads others(options_.collectives == runtime::CollectiveBackend::kGloo
+                                   ? cluster_.num_devices() - g
+                                   : 0);
       for (mesh::CollectiveKind kind : kinds) {
         progress(fmt::format("collectives ({}{})",
                              runtime::collective_backend_name(options_.collectives),
