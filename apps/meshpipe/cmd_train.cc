@@ -454,8 +454,9 @@ int run_train(const TrainArgs& args) {
   // their conversion to float).
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   if (args.listen >= 0) return run_listen(args, job);
+  // --breakdown times the interpreter's work: without a cluster, on one virtual device.
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty() ||
-      !args.profile.empty()) {
+      !args.profile.empty() || args.breakdown) {
     return run_parallel(args, job);
   }
   return run_single(args, job);
@@ -490,8 +491,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--check-numerics", args->check_numerics,
                 "stop at the first op that writes NaN or Inf, naming it");
   cmd->add_flag("--breakdown", args->breakdown,
-                "with a plan: time every kernel, collective and wait of every device and print "
-                "where a step's time goes (timing costs a little)");
+                "time every kernel, collective and wait of every device and print where a "
+                "step's time goes (timing costs a little; without --cluster or --plan, on one "
+                "virtual device)");
   cmd->add_option("--cluster", args->cluster,
                   "plan for this cluster (a preset such as cpu:2x2, or a JSON file) and train on "
                   "its devices as CPU threads")

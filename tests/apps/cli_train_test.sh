@@ -16,3 +16,14 @@ echo "$out" | grep -q 'tokens/s' || { echo "no throughput column"; exit 1; }
 # pipeline under pipefail.)
 models=$("$1" models) || { echo "models exited non-zero"; exit 1; }
 echo "$models" | grep -q '^gpt-39b ' || { echo "models does not list gpt-39b"; exit 1; }
+# --breakdown: on one virtual device without a cluster, and on a cluster with the actor runner;
+# the activities listed account for most of the step (every kernel and wait is timed).
+for args in "" "--cluster cpu:1x2"; do
+  out=$("$1" train --model gpt-tiny --steps 3 --breakdown $args)
+  echo "$out" | grep -q '^breakdown: ' || { echo "$out"; echo "no breakdown ($args)"; exit 1; }
+  echo "$out" | grep -q 'kernel dot' || { echo "$out"; echo "no dot kernels ($args)"; exit 1; }
+  share=$(echo "$out" | awk '/accounted$/ {sub("%", "", $3); print $3}')
+  echo "breakdown ($args): ${share}% of the step accounted"
+  awk -v s="$share" 'BEGIN { exit !(s >= 50 && s <= 110) }' ||
+    { echo "$out"; echo "the breakdown accounts for ${share}% of the step ($args)"; exit 1; }
+done
