@@ -2,6 +2,7 @@
 #include "runtime/interpreter.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -69,16 +70,36 @@ int64_t contiguous_offset(const Shape& shape, const std::vector<int64_t>& offset
   return at;
 }
 
-// What an instruction's time outside its kernel, communicator calls and waits is charged to.
-std::string instruction_share(const Instruction& ins) {
-  switch (ins.code) {
-    case Opcode::kRun:
-      return "run: outside the kernel";
-    case Opcode::kCollective:
-      return fmt::format("collective {}: copies", mesh::collective_name(ins.collective.kind));
-    default:
-      return opcode_name(ins.code);
+// What a device's time outside its kernels is charged to (time_kernels), as a fixed index so
+// the instruction loop adds to an array; the names are made once per step (activity_name).
+// [0, kOpcodes): an instruction's own time by opcode (for kCollective: its copies, per kind
+// below); then per collective kind its copies and its communicator call; then the waits.
+constexpr int kOpcodes = static_cast<int>(Opcode::kFree) + 1;
+constexpr int kCollectiveKinds = static_cast<int>(mesh::CollectiveKind::kSlice) + 1;
+constexpr int kCopiesOf = kOpcodes;
+constexpr int kCommunicatorOf = kCopiesOf + kCollectiveKinds;
+constexpr int kWaitReceives = kCommunicatorOf + kCollectiveKinds;
+constexpr int kWaitSends = kWaitReceives + 1;
+constexpr int kActivities = kWaitSends + 1;
+
+int instruction_activity(const Instruction& ins) {
+  return ins.code == Opcode::kCollective ? kCopiesOf + static_cast<int>(ins.collective.kind)
+                                         : static_cast<int>(ins.code);
+}
+
+std::string activity_name(int a) {
+  if (a == static_cast<int>(Opcode::kRun)) return "run: outside the kernel";
+  if (a < kOpcodes) return opcode_name(static_cast<Opcode>(a));
+  if (a < kCommunicatorOf) {
+    return fmt::format("collective {}: copies",
+                       mesh::collective_name(static_cast<mesh::CollectiveKind>(a - kCopiesOf)));
   }
+  if (a < kWaitReceives) {
+    return fmt::format(
+        "collective {}: communicator",
+        mesh::collective_name(static_cast<mesh::CollectiveKind>(a - kCommunicatorOf)));
+  }
+  return a == kWaitReceives ? "wait for receives" : "wait for sends";
 }
 
 }  // namespace
@@ -103,7 +124,8 @@ struct DeviceInterpreter::Impl {
   const kernels::KernelContext ctx;
   const DeviceLinks* links = nullptr;
   DeviceStepResult* timing = nullptr;  // the step running (kernel timings)
-  double charged = 0.0;       // seconds of the running instruction already charged (time_kernels)
+  double charged = 0.0;  // seconds of the running instruction already charged (time_kernels)
+  std::array<double, kActivities> activity_seconds{};  // the step's, by activity index
   std::vector<float> packed;  // fused all-reduces: kept across steps, not allocated per step
   // Collectives whose pieces are not contiguous in their tiles: staging kept across steps.
   std::vector<uint8_t> stage_in;
@@ -140,11 +162,11 @@ struct DeviceInterpreter::Impl {
 
   bool timed() const { return options.time_kernels && timing != nullptr; }
   static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
-  // Charges the seconds since t0 to `what` (time_kernels); the running instruction's own charge
-  // is what is left of its time.
-  void charge(const std::string& what, std::chrono::steady_clock::time_point t0) {
+  // Charges the seconds since t0 to activity `a` (time_kernels); the running instruction's own
+  // charge is what is left of its time.
+  void charge(int a, std::chrono::steady_clock::time_point t0) {
     const double s = std::chrono::duration<double>(now() - t0).count();
-    timing->other_seconds[what] += s;
+    activity_seconds[static_cast<size_t>(a)] += s;
     charged += s;
   }
   // Runs a communicator call, charging its time to "collective KIND: communicator".
@@ -153,7 +175,7 @@ struct DeviceInterpreter::Impl {
     if (!timed()) return call();
     const auto t0 = now();
     Status s = call();
-    charge(fmt::format("collective {}: communicator", mesh::collective_name(kind)), t0);
+    charge(kCommunicatorOf + static_cast<int>(kind), t0);
     return s;
   }
 
@@ -176,7 +198,7 @@ struct DeviceInterpreter::Impl {
     if (it != pending_recv.end()) {
       const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
       MP_RETURN_IF_ERROR(links->transport->wait(it->second, options.timeout));
-      if (timed()) charge("wait for receives", t0);
+      if (timed()) charge(kWaitReceives, t0);
       pending_recv.erase(it);
     }
     const Block* blk = find_block(b);
@@ -194,7 +216,7 @@ struct DeviceInterpreter::Impl {
       for (comm::Request& r : it->second) {
         MP_RETURN_IF_ERROR(links->transport->wait(r, options.timeout));
       }
-      if (timed()) charge("wait for sends", t0);
+      if (timed()) charge(kWaitSends, t0);
       pending_send.erase(it);
     }
     if (b < shared) {
@@ -428,11 +450,10 @@ struct DeviceInterpreter::Impl {
     args.attrs = &l.op.attrs;
     args.row_offset = l.row_offset;
     args.id_offset = l.id_offset;
-    const auto t0 = options.time_kernels ? std::chrono::steady_clock::now()
-                                         : std::chrono::steady_clock::time_point{};
+    const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
     const Status s = kernels::run_kernel(ctx.device, l.op.kind, args);
-    if (options.time_kernels && timing != nullptr) {
-      const double k = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (timed()) {
+      const double k = std::chrono::duration<double>(now() - t0).count();
       timing->kernel_seconds[l.op.kind] += k;
       charged += k;
       ++timing->kernels_run;
@@ -681,7 +702,7 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
       execute(ins, static_cast<int32_t>(std::min<int64_t>(i, INT32_MAX)), inputs, result);
   if (timed()) {  // what the instruction spent besides what it charged (kernels, waits, ...)
     const double left = std::chrono::duration<double>(now() - t0).count() - charged;
-    timing->other_seconds[instruction_share(ins)] += std::max(left, 0.0);
+    activity_seconds[static_cast<size_t>(instruction_activity(ins))] += std::max(left, 0.0);
   }
   if (!s.is_ok()) {
     return s.with_context(fmt::format("device {} instruction {} ({} '{}')", dp->device, i,
@@ -709,6 +730,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   m.pool.reset_peak();
   DeviceStepResult result;
   m.timing = &result;
+  m.activity_seconds.fill(0.0);
   const auto t0 = std::chrono::steady_clock::now();
   if (m.code == nullptr) {
     const auto& code = program_->instructions;
@@ -732,7 +754,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       }
     }
   }
-  if (m.timed()) m.charge("wait for sends", sends);
+  if (m.timed()) m.charge(kWaitSends, sends);
   m.pending_send.clear();
   if (!m.pending_recv.empty()) {
     const std::string name = m.buffer_name(m.pending_recv.begin()->first);
@@ -749,6 +771,12 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   std::vector<int32_t> left;
   for (const auto& [b, blk] : m.mb_blocks) left.push_back(b);
   for (int32_t b : left) MP_RETURN_IF_ERROR(m.release(b));
+  if (m.timed()) {
+    for (int a = 0; a < kActivities; ++a) {
+      const double t = m.activity_seconds[static_cast<size_t>(a)];
+      if (t > 0) result.other_seconds[activity_name(a)] = t;
+    }
+  }
   m.timing = nullptr;
   result.peak_bytes = m.pool.stats().peak.value();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
