@@ -194,7 +194,7 @@ void print_breakdown(const train::SessionSummary& s) {
   for (const auto& [per, what] : rows) {
     if (per < 1e-3 * total) continue;
     fmt::print("  {:>10} {:5.1f}%  {}\n", format_seconds(Seconds(per)),
-               step > 0 ? 100.0 * per / step : 0.0, what);
+               step > 0 ? 100.0 * per / step : 0.0, printable(what));  // nodes name them
   }
   fmt::print("  {:>10} {:5.1f}%  accounted\n", format_seconds(Seconds(total)),
              step > 0 ? 100.0 * total / step : 0.0);

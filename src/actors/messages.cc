@@ -7,14 +7,11 @@
 #include <cmath>
 #include <limits>
 
+#include "actors/internal/limits.h"
 #include "runtime/program.h"
+#include "train/session.h"
 
 namespace meshpipe::actors::internal {
-
-namespace {
-// A step report's breakdown names op kinds and the interpreter's activities: a few dozen.
-constexpr size_t kMaxBreakdownEntries = 512;
-}  // namespace
 
 std::string job_message_to_json(const JobMessage& job) {
   Json j = Json::object();
@@ -124,12 +121,9 @@ std::string step_report_to_json(const train::StepOutcome& outcome) {
   Json peaks = Json::array();
   for (const auto& [d, bytes] : outcome.peak_bytes) peaks.push_back(Json::array({d, bytes}));
   j["peaks"] = std::move(peaks);
-  if (!outcome.kernel_seconds.empty() || !outcome.other_seconds.empty()) {
+  if (const auto breakdown = train::step_breakdown(outcome); !breakdown.empty()) {
     Json b = Json::object();
-    for (const auto& [kind, t] : outcome.kernel_seconds) {
-      b[fmt::format("kernel {}", op_kind_name(kind))] = t;
-    }
-    for (const auto& [what, t] : outcome.other_seconds) b[what] = t;
+    for (const auto& [what, t] : breakdown) b[what] = t;
     j["breakdown"] = std::move(b);
   }
   return j.dump();
@@ -154,6 +148,9 @@ Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
                                                 kMaxBreakdownEntries));
       }
       for (auto it = b->begin(); it != b->end(); ++it) {
+        if (it.key().empty() || it.key().size() > kMaxNameBytes) {
+          return r.error("breakdown", fmt::format("names must have 1 to {} bytes", kMaxNameBytes));
+        }
         if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() < 0) {
           return r.error("breakdown", "must hold non-negative seconds");
         }

@@ -588,10 +588,10 @@ double steady_scale(const CostModel& cost, int32_t devices, int32_t stages, int6
   const int64_t s = stages;
   const int64_t b = micro_batches;
   const double per_stage = static_cast<double>(devices) / static_cast<double>(stages);
+  const double u = std::clamp(utilisation, 0.0, 1.0);
   double slots = 0.0;
   for (int64_t k = 0; k < b + s - 1; ++k) {
     const int64_t busy = std::min({k + 1, s, b, b + s - 1 - k});
-    const double u = std::clamp(utilisation, 0.0, 1.0);
     slots += cost.sharing(std::max(per_stage, per_stage * static_cast<double>(busy) * u));
   }
   const double scale =

@@ -239,10 +239,11 @@ Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::micro_batches(
   return runtime::split_micro_batches(whole_.graph, data_->next_batch(), inputs_, micro_batches_);
 }
 
-Expected<StepOutcome> LocalJob::outcome(
-    const std::vector<std::pair<int32_t, runtime::DeviceStepResult>>& results,
-    double seconds) const {
-  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->combine(results, seconds));
+namespace {
+
+// A step of this process's devices as the session sees it; the caller adds the peaks (r's are
+// left in place).
+StepOutcome step_outcome(runtime::RunStepResult&& r) {
   StepOutcome out;
   out.loss = r.loss;
   out.losses = std::move(r.losses);
@@ -250,6 +251,16 @@ Expected<StepOutcome> LocalJob::outcome(
   out.kernel_seconds = std::move(r.kernel_seconds);
   out.kernels_run = r.kernels_run;
   out.other_seconds = std::move(r.other_seconds);
+  return out;
+}
+
+}  // namespace
+
+Expected<StepOutcome> LocalJob::outcome(
+    const std::vector<std::pair<int32_t, runtime::DeviceStepResult>>& results,
+    double seconds) const {
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->combine(results, seconds));
+  StepOutcome out = step_outcome(std::move(r));
   for (const auto& [device, result] : results) out.peak_bytes[device] = result.peak_bytes;
   return out;
 }
@@ -257,13 +268,7 @@ Expected<StepOutcome> LocalJob::outcome(
 Expected<StepOutcome> LocalJob::run_step(int64_t step) {
   MP_ASSIGN_OR_RETURN(auto mbs, micro_batches(step));
   MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->step(mbs));
-  StepOutcome out;
-  out.loss = r.loss;
-  out.losses = std::move(r.losses);
-  out.seconds = r.seconds;
-  out.kernel_seconds = std::move(r.kernel_seconds);
-  out.kernels_run = r.kernels_run;
-  out.other_seconds = std::move(r.other_seconds);
+  StepOutcome out = step_outcome(std::move(r));
   for (int32_t d : run_->devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
   return out;
 }

@@ -58,6 +58,14 @@ Status SessionOptions::validate() const {
   return Status::ok();
 }
 
+std::map<std::string, double> step_breakdown(const StepOutcome& outcome) {
+  std::map<std::string, double> out = outcome.other_seconds;
+  for (const auto& [kind, t] : outcome.kernel_seconds) {
+    out[fmt::format("kernel {}", op_kind_name(kind))] += t;
+  }
+  return out;
+}
+
 Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& options) {
   MP_RETURN_IF_ERROR(options.validate());
   // A place that cannot take the checkpoint is found now, not after the last step.
@@ -84,16 +92,9 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     summary.step_seconds.push_back(r->seconds);
     summary.last_step = step;
     if (step > options.first_step || options.steps == 1) {  // the first step warms up
-      bool any = false;
-      for (const auto& [kind, t] : r->kernel_seconds) {
-        summary.breakdown[fmt::format("kernel {}", op_kind_name(kind))] += t;
-        any = true;
-      }
-      for (const auto& [what, t] : r->other_seconds) {
-        summary.breakdown[what] += t;
-        any = true;
-      }
-      if (any) ++summary.breakdown_steps;
+      const std::map<std::string, double> b = step_breakdown(*r);
+      for (const auto& [what, t] : b) summary.breakdown[what] += t;
+      if (!b.empty()) ++summary.breakdown_steps;
     }
     int64_t peak = 0;
     for (const auto& [device, bytes] : r->peak_bytes) {

@@ -65,6 +65,10 @@ struct SessionSummary {
   int64_t breakdown_steps = 0;
 };
 
+/// A step's device seconds by activity: "kernel KIND" for each op kind's kernels, then the
+/// other activities as the runtime names them (StepOutcome::other_seconds).
+std::map<std::string, double> step_breakdown(const StepOutcome& outcome);
+
 /// Runs steps first_step .. first_step + steps - 1 through `runner`. Before the first step it
 /// checks that save_dir can take a checkpoint (runtime::check_save_target), so a place that
 /// cannot is reported before any training. Errors name the step: a failed step, a non-finite

@@ -62,6 +62,10 @@ TEST_CASE("a malformed job message is an error naming the field", "[actors][mess
   CHECK_THAT(job_message_from_json(j.dump()).status().message(),
              Catch::StartsWith("plan field 'version' is missing"));
   j = Json::parse(job_message_to_json(gpt_tiny_job()));
+  j["time_kernels"] = "yes";
+  CHECK_THAT(job_message_from_json(j.dump()).status().message(),
+             Catch::StartsWith("job field 'time_kernels' must be"));
+  j = Json::parse(job_message_to_json(gpt_tiny_job()));
   j["colour"] = "red";
   CHECK(job_message_from_json(j.dump()).status().message() ==
         "job field 'colour' is not a known field");
@@ -118,6 +122,16 @@ TEST_CASE("job info and step reports survive their JSON forms", "[actors][messag
             .status()
             .message() ==
         "step report field '[0].breakdown' must be an object of at most 512 numbers");
+  // Names a node sends are bounded (they are printed by the driver).
+  const std::string long_name(300, 'x');
+  CHECK(merge_step_reports(R"([{"losses": [1.0], "seconds": 1, "peaks": [], "breakdown": {")" +
+                           long_name + R"(": 1}}])")
+            .status()
+            .message() == "step report field '[0].breakdown' names must have 1 to 256 bytes");
+  CHECK(
+      merge_step_reports(R"([{"losses": [1.0], "seconds": 1, "peaks": [], "breakdown": {"": 1}}])")
+          .status()
+          .message() == "step report field '[0].breakdown' names must have 1 to 256 bytes");
 }
 
 TEST_CASE("malformed step reports are errors naming the field", "[actors][messages]") {

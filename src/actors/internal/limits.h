@@ -28,6 +28,9 @@ inline constexpr size_t kMaxValueBytes = 1 * kMiB;      ///< a rendezvous store 
 inline constexpr size_t kMaxStoreEntries = 65536;       ///< keys in the rendezvous store
 inline constexpr size_t kMaxStoreBytes = 64 * kMiB;     ///< keys and values in it, in all
 inline constexpr size_t kMaxWaitingGets = 4096;         ///< gets waiting for a key at once
+/// A step report's time breakdown (--breakdown): op kinds and the interpreter's activities, a
+/// few dozen names of a few dozen bytes.
+inline constexpr size_t kMaxBreakdownEntries = 512;
 
 /// A limit in words: "64 MiB", "16 KiB", "256 bytes".
 inline std::string limit_text(size_t limit) {
