@@ -3,13 +3,14 @@
 
 For each model (sizes chosen so that compute, not per-op overhead, dominates a step on CPU
 devices) and each plan (the planner's own and the recipes it competes with: data, tensor and
-pipeline parallelism, their mixes, ZeRO-2/3, recomputation), on a CPU cluster of virtual devices
-(cpu:2x2) run two ways:
-  - 1 process: `meshpipe train --plan` with the 4 devices as threads (in-process collectives and
-    transport), priced with `meshpipe profile` of that setting;
-  - 2 processes: `scripts/launch-local.sh 2 2 -- --plan` (a driver and 2 `meshpipe-node`s of 2
-    devices; Gloo collectives, UCX transfers), priced with `meshpipe profile --collectives gloo
-    --transport ucx`;
+pipeline parallelism, their mixes, ZeRO-2/3, recomputation), on N virtual CPU devices (--devices,
+default one per core: devices sharing cores run by the OS scheduler's interleaving, which no
+cost model here predicts) run two ways:
+  - 1 process: `meshpipe train --plan` on cpu:1xN, the devices as threads (in-process
+    collectives and transport), priced with `meshpipe profile` of that setting;
+  - 2 processes: `scripts/launch-local.sh 2 N/2 -- --plan` on cpu:2x(N/2) (a driver and 2
+    `meshpipe-node`s, each pinned to its share of the cores; UCX collectives and transfers),
+    priced with `meshpipe profile --collectives ucx --transport ucx`;
 it records
   - predicted step time: the planner's (`meshpipe plan --profile`) and the simulator's
     (`meshpipe simulate`);
@@ -23,7 +24,7 @@ prediction and by measurement (Spearman), and whether the planner's choice measu
 fast as every plan it predicted slower (within the measured spread).
 
 Usage: bench/fidelity.sh [--bin build/bin] [--out bench/results/fidelity.md] [--steps N]
-                         [--repeats R] [--modes 1,2] [--models a,b] [--quick]
+                         [--repeats R] [--modes 1,2] [--models a,b] [--devices N] [--quick]
 Writes the Markdown table to --out and prints it.
 """
 import argparse
@@ -48,18 +49,24 @@ MODELS = {
     "wresnet-cpu": (16, 4),
     "mlp-small": (256, 4),
 }
-# label -> extra `plan` arguments (None: the planner's own search)
-PLANS = [
-    ("meshpipe (planner)", None),
-    ("data parallel (dp 4)", "--grid dp=4,tp=1,pp=1"),
-    ("ZeRO-2 (dp 4)", "--grid dp=4,tp=1,pp=1,params=zero2 --zero"),
-    ("ZeRO-3 (dp 4)", "--grid dp=4,tp=1,pp=1,params=zero3"),
-    ("tensor parallel (tp 4)", "--grid dp=1,tp=4,pp=1"),
-    ("dp 2 x tp 2", "--grid dp=2,tp=2,pp=1"),
-    ("pipeline (pp 4)", "--grid dp=1,tp=1,pp=4"),
-    ("dp 2 x pp 2", "--grid dp=2,tp=1,pp=2"),
-    ("pp 4, recompute", "--grid dp=1,tp=1,pp=4 --recompute on"),
-]
+def plans_for(n):
+    """label -> extra `plan` arguments (None: the planner's own search), for n devices."""
+    half = n // 2
+    plans = [
+        ("meshpipe (planner)", None),
+        (f"data parallel (dp {n})", f"--grid dp={n},tp=1,pp=1"),
+        (f"ZeRO-2 (dp {n})", f"--grid dp={n},tp=1,pp=1,params=zero2 --zero"),
+        (f"ZeRO-3 (dp {n})", f"--grid dp={n},tp=1,pp=1,params=zero3"),
+        (f"tensor parallel (tp {n})", f"--grid dp=1,tp={n},pp=1"),
+    ]
+    if n >= 4:
+        plans.append((f"dp 2 x tp {half}", f"--grid dp=2,tp={half},pp=1"))
+    plans.append((f"pipeline (pp {n})", f"--grid dp=1,tp=1,pp={n}"))
+    if n >= 4:
+        plans.append((f"dp 2 x pp {half}", f"--grid dp=2,tp=1,pp={half}"))
+    plans.append((f"pp {n}, recompute", f"--grid dp=1,tp=1,pp={n} --recompute on"))
+    plans.append((f"dp {n}, recompute", f"--grid dp={n},tp=1,pp=1 --recompute on"))
+    return plans
 
 
 def seconds(text):
@@ -137,7 +144,7 @@ def make_plan(mp, work, tag, model, batch, micro, extra, profile, cluster):
     return r
 
 
-def train_once(args, mode, model, plan, steps):
+def train_once(args, mode, model, plan, steps, per_node):
     """One measured run: the median step and its spread, the device peaks, the process RSS."""
     mp = os.path.join(args.bin, "meshpipe")
     env = dict(os.environ)
@@ -146,7 +153,8 @@ def train_once(args, mode, model, plan, steps):
                plan, "--steps", str(steps), "--runner", "threads"]
     else:
         env["MESHPIPE_BIN"] = os.path.abspath(args.bin)
-        cmd = [os.path.join(REPO, "scripts", "launch-local.sh"), "2", "2", "--", "--model", model,
+        cmd = [os.path.join(REPO, "scripts", "launch-local.sh"), "2", str(per_node), "--",
+               "--model", model,
                "--plan", plan, "--steps", str(steps)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     out = p.stdout
@@ -173,9 +181,21 @@ def train_once(args, mode, model, plan, steps):
 
 MODES = {
     1: ("1 process", "threads, in-process collectives and transport", []),
-    2: ("2 processes", "2 x `meshpipe-node` of 2 devices, Gloo collectives, UCX transfers",
-        ["--collectives", "gloo", "--transport", "ucx"]),
+    2: ("2 processes", "2 x `meshpipe-node`, UCX collectives and transfers",
+        ["--collectives", "ucx", "--transport", "ucx"]),
 }
+
+
+def cluster_of(mode, n):
+    """1 process: one host of n devices; 2 processes: 2 hosts (nodes) of n / 2 devices."""
+    return f"cpu:1x{n}" if mode == 1 else f"cpu:2x{n // 2}"
+
+
+def default_devices():
+    """One device per core (up to 4, an even number, at least 2): devices sharing cores run
+    their threads by the OS scheduler's interleaving, which no cost model here predicts."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(4, (cores or 2) // 2 * 2))
 
 
 def summarize(r):
@@ -204,7 +224,9 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--modes", default="1,2", help="1: one process, 2: two processes")
-    ap.add_argument("--cluster", default="cpu:2x2")
+    ap.add_argument("--devices", type=int, default=default_devices(),
+                    help="virtual devices (even): cpu:1xN in 1 process, cpu:2x(N/2) in 2; "
+                         "default one per core, 2 to 4")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--quick", action="store_true", help="a quick profile, 4 steps, 1 repeat")
     args = ap.parse_args()
@@ -212,6 +234,10 @@ def main():
     steps = 4 if args.quick else args.steps
     repeats = 1 if args.quick else args.repeats
     modes = [int(x) for x in args.modes.split(",")]
+    n = args.devices
+    if n < 2 or n % 2:
+        sys.exit("--devices must be an even number, at least 2")
+    plans = plans_for(n)
     models = args.models.split(",")
     work = tempfile.mkdtemp(prefix="bench_fidelity_")
     load0 = open("/proc/loadavg").read().split()[:3]
@@ -221,8 +247,9 @@ def main():
     for mode in modes:
         name, _, flags = MODES[mode]
         profile = os.path.join(work, f"profile-{mode}.json")
-        print(f"[{name}] profiling {args.cluster} ...", file=sys.stderr)
-        cmd = [mp, "profile", "--quiet", "--cluster", args.cluster, "-o", profile] + flags
+        cluster = cluster_of(mode, n)
+        print(f"[{name}] profiling {cluster} ...", file=sys.stderr)
+        cmd = [mp, "profile", "--quiet", "--cluster", cluster, "-o", profile] + flags
         if args.quick:
             cmd.append("--quick")
         rc, out, err = run(cmd)
@@ -232,10 +259,10 @@ def main():
         mine = []
         for model in models:
             batch, micro = MODELS[model]
-            for i, (label, extra) in enumerate(PLANS):
+            for i, (label, extra) in enumerate(plans):
                 print(f"[{name}] plan {model}: {label} ...", file=sys.stderr)
                 r = make_plan(mp, work, f"{mode}-{model}-{i}", model, batch, micro, extra, profile,
-                              args.cluster)
+                              cluster)
                 r.update(mode=mode, model=model, label=label)
                 mine.append(r)
         for rep in range(repeats):
@@ -244,7 +271,7 @@ def main():
                     continue
                 print(f"[{name}] run {rep + 1}/{repeats} {r['model']}: {r['label']} ...",
                       file=sys.stderr)
-                x = train_once(args, mode, r["model"], r["plan"], steps)
+                x = train_once(args, mode, r["model"], r["plan"], steps, n // 2)
                 if "error" in x:
                     r["error"] = x["error"]
                 r["runs"].append(x)
@@ -263,9 +290,13 @@ def main():
     lines.append(f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {minutes:.0f} minutes. "
                  f"Load average before / after: {' '.join(load0)} / {' '.join(load1)}.")
     for mode in modes:
-        lines.append(f"- {MODES[mode][0]} ({MODES[mode][1]}): profile `{sources[mode]}`.")
+        lines.append(f"- {MODES[mode][0]} (cluster {cluster_of(mode, n)}; {MODES[mode][1]}): "
+                     f"profile `{sources[mode]}`.")
     lines.append("")
-    lines.append(f"Cluster {args.cluster}: 4 virtual CPU devices on this machine's cores. Each "
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines.append(f"{n} virtual CPU devices on this machine's {cores} cores (2 processes: each "
+                 f"`meshpipe-node` pinned to its share of the cores by `scripts/launch-local.sh`, "
+                 f"as a host of its own). Each "
                  f"plan priced with a profile of this machine in the same setting (`meshpipe "
                  f"profile{' --quick' if args.quick else ''}`), then run {repeats} time(s) for "
                  f"{steps} steps (`meshpipe train --plan`; runs interleaved over the plans). "
@@ -273,7 +304,7 @@ def main():
                  f"runs: the fastest and slowest run median; steps: the fastest and slowest step. "
                  f"Error = (predicted - measured) / measured. Memory: the largest predicted peak "
                  f"of a device / the runtime's measured pool peak of that device; RSS: the "
-                 f"process's peak resident memory (1 process: all 4 devices, the program, its "
+                 f"process's peak resident memory (1 process: all {n} devices, the program, its "
                  f"libraries) next to the sum of the predicted device peaks. Produced by "
                  f"`bench/fidelity.sh`.")
     lines.append("")

@@ -33,6 +33,35 @@ if [ -z "${MESHPIPE_SECRET:-}" ]; then
 fi
 export MESHPIPE_SECRET
 
+# Each node stands for a host of its own: with $MESHPIPE_PIN unset or 1 (and taskset at hand) node
+# k is pinned to its share of this process's cores (one core each, round robin, when there are
+# fewer cores than nodes), so that a node's BLAS and kernel threads (its cores / its devices) do
+# not compete with the other nodes' for cores they count as their own. MESHPIPE_PIN=0: no pinning.
+cpus=()
+if [ "${MESHPIPE_PIN:-1}" != 0 ] && command -v taskset > /dev/null; then
+  allowed=$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)
+  IFS=, read -ra ranges <<< "$allowed"
+  for r in "${ranges[@]}"; do
+    if [[ $r == *-* ]]; then
+      for c in $(seq "${r%-*}" "${r#*-}"); do cpus+=("$c"); done
+    elif [ -n "$r" ]; then
+      cpus+=("$r")
+    fi
+  done
+fi
+# The cores of node k (1-based), comma-separated; empty: no pinning.
+cores_of() {
+  local n=${#cpus[@]} k=$1
+  [ "$n" -eq 0 ] && return
+  if [ "$n" -lt "$nodes" ]; then
+    echo "${cpus[$(((k - 1) % n))]}"
+    return
+  fi
+  local share=$((n / nodes)) out="" i
+  for i in $(seq $(((k - 1) * share)) $((k * share - 1))); do out+="${out:+,}${cpus[$i]}"; done
+  echo "$out"
+}
+
 # Job control: every process gets a process group of its own, so a Ctrl-C at the terminal
 # reaches this script only, and the driver hears of it once (from here), not twice.
 set -m
@@ -64,7 +93,10 @@ if [ -z "$port" ]; then
   exit $?
 fi
 for k in $(seq 1 "$nodes"); do
-  "$bin_dir/meshpipe-node" --coordinator "127.0.0.1:$port" --devices "$devices" \
+  pin=()
+  set_of=$(cores_of "$k")
+  [ -n "$set_of" ] && pin=(taskset -c "$set_of")
+  "${pin[@]}" "$bin_dir/meshpipe-node" --coordinator "127.0.0.1:$port" --devices "$devices" \
     > "$log/node$k.out" 2>&1 &
   pids+=($!)
 done

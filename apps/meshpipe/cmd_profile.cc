@@ -144,11 +144,12 @@ void add_profile_command(CLI::App& app, int& exit_code) {
       "fewer sizes, models and repetitions (a few seconds instead of about twenty; rougher)");
   cmd->add_flag("--quiet", args->quiet, "no progress output");
   cmd->add_option("--collectives", args->collectives,
-                  "the communicator to measure: in-process (`train`'s default), or gloo as a job "
-                  "of one meshpipe-node per host runs it (shared memory inside a host; across "
-                  "hosts Gloo, in two levels when a group has 2 or more devices on each host)")
+                  "the communicator to measure: in-process (`train`'s default in one process), "
+                  "or ucx (the default between nodes) or gloo as a job of one meshpipe-node per "
+                  "host runs it (shared memory inside a host; across hosts UCX or Gloo, in two "
+                  "levels when a group has 2 or more devices on each host)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"in-process", "gloo"}));
+      ->check(CLI::IsMember({"in-process", "gloo", "ucx"}));
   cmd->add_option("--transport", args->transport,
                   "the transport to measure (the one `train --transport` will use)")
       ->capture_default_str()

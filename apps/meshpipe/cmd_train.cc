@@ -47,7 +47,7 @@ struct TrainArgs {
   int64_t micro_batches = 0;
   std::string schedule;
   std::string recompute = "auto";
-  std::string collectives = "in-process";
+  std::string collectives;  // "": in-process in one process, ucx between nodes
   std::string transport = "in-process";
   std::string runner = "actors";
   std::string save;
@@ -201,6 +201,12 @@ void print_breakdown(const train::SessionSummary& s) {
 }
 
 int run_listen(const TrainArgs& args, train::JobSpec job) {
+  if (args.collectives == "in-process") {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "--collectives in-process cannot reach across nodes: with --listen use "
+                           "ucx (the default) or gloo (groups inside a node use shared memory "
+                           "anyway)"));
+  }
   auto secret = listen_secret(args);
   if (!secret.has_value()) return fail(secret.status());
   actors::CoordinatorOptions co;
@@ -292,6 +298,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   cj.timeout = std::chrono::milliseconds(args.step_timeout_ms);
   cj.load_dir = args.load;
   cj.time_kernels = args.breakdown;
+  if (!args.collectives.empty()) cj.collectives = args.collectives;
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());
@@ -345,7 +352,8 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
                plan->cluster.hosts, plan->cluster.devices_per_host, plan->cluster.device.kind);
   }
   train::LocalJobOptions lo;
-  lo.run.collectives = *runtime::parse_collective_backend(args.collectives);
+  lo.run.collectives = *runtime::parse_collective_backend(
+      args.collectives.empty() ? std::string("in-process") : args.collectives);
   lo.run.transport = *runtime::parse_transport_kind(args.transport);
   if (!args.schedule.empty()) lo.schedule = *planner::parse_schedule(args.schedule);
   lo.load_dir = args.load;
@@ -520,9 +528,12 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::IsMember({"off", "on", "auto"}))
       ->excludes("--plan");
-  cmd->add_option("--collectives", args->collectives, "collectives between threads")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"in-process", "gloo"}));
+  cmd->add_option("--collectives", args->collectives,
+                  "collectives of the mesh axes: in-process (shared memory; the default in one "
+                  "process), gloo (TCP) or ucx (over the UCX transport's endpoints: needs "
+                  "--transport ucx in one process). With --listen: between nodes, ucx (the "
+                  "default) or gloo; inside a node always shared memory")
+      ->check(CLI::IsMember({"in-process", "gloo", "ucx"}));
   cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "ucx"}));

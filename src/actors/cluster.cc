@@ -134,6 +134,7 @@ Status Coordinator::start(const ClusterJob& job) {
   msg.timeout = job.timeout;
   msg.load_dir = job.load_dir;
   msg.time_kernels = job.time_kernels;
+  msg.collectives = job.collectives;
   MP_ASSIGN_OR_RETURN(std::string text,
                       impl_->ask(caf::make_message(job_atom::value, job_message_to_json(msg)),
                                  impl_->options.step_timeout * 6));

@@ -1,9 +1,10 @@
 // Communicator: collectives among the ranks of one group (the devices along one mesh axis, or a
-// whole mesh). Implementations: in-process (threads of one process, shared memory) and Gloo (TCP,
-// across threads and processes); NCCL joins with the GPU backend. Every rank calls the same
-// collectives in the same order; a call blocks until the group has finished it, the group's
-// timeout passes (kTimeout, naming the collective and the ranks still missing where known), or
-// the group is aborted (kUnavailable). Nothing hangs.
+// whole mesh). Implementations: in-process (threads of one process, shared memory), Gloo (TCP,
+// across threads and processes), two levels (hierarchical), and over a Transport's messages (UCX
+// across processes; transport_communicator.cc); NCCL joins with the GPU backend. Every rank calls
+// the same collectives in the same order; a call blocks until the group has finished it, the
+// group's timeout passes (kTimeout, naming the collective and the ranks still missing where known),
+// or the group is aborted (kUnavailable). Nothing hangs.
 #pragma once
 
 #include <chrono>
@@ -24,7 +25,7 @@ class Communicator {
   /// This rank (0 .. size()-1) and the group size.
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "in-process", "gloo", "hierarchical" (two levels).
+  /// "in-process", "gloo", "hierarchical" (two levels), "transport-ucx" / "transport-in-process".
   virtual std::string backend() const = 0;
 
   /// In place: data[i] = sum over ranks of data[i] (`count` floats).
@@ -69,6 +70,22 @@ class RendezvousStore {
 
 /// A RendezvousStore shared by the threads of one process.
 std::shared_ptr<RendezvousStore> make_in_process_store();
+
+class Transport;  // comm/transport.h
+
+/// Group ids a transport communicator accepts (its messages carry the id in 15 bits of the tag).
+inline constexpr uint32_t kMaxCollectiveGroups = uint32_t{1} << 15;
+
+/// A communicator over the point-to-point messages of a Transport (in-process or UCX; see
+/// comm/transport_communicator.cc): rank r is endpoint peers[r] of the endpoint's fabric, this
+/// rank's own endpoint is `endpoint` (peers[rank] == endpoint->self()), which the caller keeps
+/// alive and uses from the collective's thread only. Its messages carry tags with bit 47 set and
+/// `group` (below kMaxCollectiveGroups, distinct per group sharing endpoints) in bits 32-46, so
+/// they never match transfers tagged below 2^47. After a failure (timeout, abort) every later
+/// call fails.
+Expected<std::unique_ptr<Communicator>> make_transport_communicator(
+    Transport* endpoint, std::vector<int> peers, int rank, uint32_t group,
+    std::chrono::milliseconds timeout);
 
 /// Options of a Gloo communicator.
 struct GlooOptions {

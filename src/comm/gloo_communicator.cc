@@ -2,6 +2,7 @@
 // with rendezvous through a RendezvousStore. Every Gloo exception is caught here and returned
 // as a Status; after a failure the communicator refuses further collectives.
 #include "comm/communicator.h"
+#include "comm/internal/check.h"
 
 #if MP_COMM_HAVE_GLOO
 
@@ -97,13 +98,7 @@ Status call_gloo(const std::string& what, Body&& body) {
   }
 }
 
-Status check_buffer(const void* ptr, int64_t count, std::string_view what) {
-  if (count < 0) return make_error(Errc::kInvalidArgument, "{}: negative count {}", what, count);
-  if (count > 0 && ptr == nullptr) {
-    return make_error(Errc::kInvalidArgument, "{}: null buffer for {} elements", what, count);
-  }
-  return Status::ok();
-}
+using internal::check_buffer;
 
 // Element-wise sum for Gloo's all-reduce: c = a + b.
 void sum_floats(void* c, const void* a, const void* b, size_t n) {

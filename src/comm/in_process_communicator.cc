@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/internal/check.h"
 #include "comm/internal/wait.h"
 #include "core/check.h"
 
@@ -92,13 +93,7 @@ bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
   return a_bytes > 0 && b_bytes > 0 && pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
-Status check_buffer(const void* ptr, int64_t count, std::string_view what) {
-  if (count < 0) return make_error(Errc::kInvalidArgument, "{}: negative count {}", what, count);
-  if (count > 0 && ptr == nullptr) {
-    return make_error(Errc::kInvalidArgument, "{}: null buffer for {} elements", what, count);
-  }
-  return Status::ok();
-}
+using internal::check_buffer;
 
 class InProcessCommunicator final : public Communicator {
  public:

@@ -16,7 +16,15 @@
 namespace meshpipe::runtime {
 
 const char* collective_backend_name(CollectiveBackend backend) {
-  return backend == CollectiveBackend::kGloo ? "gloo" : "in-process";
+  switch (backend) {
+    case CollectiveBackend::kGloo:
+      return "gloo";
+    case CollectiveBackend::kUcx:
+      return "ucx";
+    case CollectiveBackend::kInProcess:
+      break;
+  }
+  return "in-process";
 }
 
 const char* transport_kind_name(TransportKind kind) {
@@ -26,7 +34,8 @@ const char* transport_kind_name(TransportKind kind) {
 Expected<CollectiveBackend> parse_collective_backend(std::string_view text) {
   if (text == "in-process") return CollectiveBackend::kInProcess;
   if (text == "gloo") return CollectiveBackend::kGloo;
-  return make_error(Errc::kInvalidArgument, "collectives '{}' is neither in-process nor gloo",
+  if (text == "ucx") return CollectiveBackend::kUcx;
+  return make_error(Errc::kInvalidArgument, "collectives '{}' is not in-process, gloo or ucx",
                     text);
 }
 
@@ -37,7 +46,8 @@ Expected<TransportKind> parse_transport_kind(std::string_view text) {
 }
 
 Status InProcessRunOptions::validate() const {
-  if (collectives != CollectiveBackend::kInProcess && collectives != CollectiveBackend::kGloo) {
+  if (collectives != CollectiveBackend::kInProcess && collectives != CollectiveBackend::kGloo &&
+      collectives != CollectiveBackend::kUcx) {
     return make_error(Errc::kInvalidArgument, "unknown collective backend {}",
                       static_cast<int>(collectives));
   }
@@ -47,11 +57,16 @@ Status InProcessRunOptions::validate() const {
   if (timeout.count() <= 0) {
     return make_error(Errc::kInvalidArgument, "timeout must be positive");
   }
-  if (share && (collectives != CollectiveBackend::kGloo || transport != TransportKind::kUcx ||
+  if (share && (collectives == CollectiveBackend::kInProcess || transport != TransportKind::kUcx ||
                 !share->store || !share->exchange)) {
     return make_error(Errc::kInvalidArgument,
-                      "a run that hosts part of a job's devices needs Gloo collectives, the UCX "
-                      "transport, a rendezvous store and an address exchange");
+                      "a run that hosts part of a job's devices needs Gloo or UCX collectives, "
+                      "the UCX transport, a rendezvous store and an address exchange");
+  }
+  if (collectives == CollectiveBackend::kUcx && transport != TransportKind::kUcx) {
+    return make_error(Errc::kInvalidArgument,
+                      "UCX collectives run over the UCX transport's endpoints: use the UCX "
+                      "transport with them");
   }
   return Status::ok();
 }
@@ -112,8 +127,11 @@ struct InProcessRun::Impl {
       std::shared_ptr<comm::InProcessGroup> local_group;
       int local_rank = 0;
       std::vector<int> process_of;
+      uint32_t id = 0;               // the group's number, the same in every process
+      std::vector<int32_t> devices;  // the device of each rank
     };
     std::vector<Member> members;
+    uint32_t next_group = 0;
     for (size_t s = 0; s < program.stages.size(); ++s) {
       const StageLayout& st = program.stages[s];
       const int64_t d0 = st.mesh.size(0);
@@ -129,8 +147,17 @@ struct InProcessRun::Impl {
             return st.devices[static_cast<size_t>(i0 * d1 + i1)];
           };
           const std::string prefix = fmt::format("stage{}-axis{}-group{}", s, axis, gi);
-          // Shared memory unless Gloo was asked for; with a ProcessShare, Gloo only for the
-          // groups that span processes, in two levels where they allow.
+          const uint32_t id = next_group++;
+          if (options.collectives == CollectiveBackend::kUcx && id >= comm::kMaxCollectiveGroups) {
+            return make_error(Errc::kOutOfRange,
+                              "the program has more than {} mesh-axis groups, the most UCX "
+                              "collectives can tell apart",
+                              comm::kMaxCollectiveGroups);
+          }
+          std::vector<int32_t> devices;
+          for (int64_t r = 0; r < n; ++r) devices.push_back(device_of(r));
+          // Shared memory unless Gloo or UCX was asked for; with a ProcessShare, those only for
+          // the groups that span processes, in two levels where they allow.
           std::vector<int> here;  // this process's ranks of the group
           for (int64_t r = 0; r < n; ++r) {
             if (local(device_of(r))) here.push_back(static_cast<int>(r));
@@ -157,7 +184,7 @@ struct InProcessRun::Impl {
           }
           for (size_t k = 0; k < here.size(); ++k) {
             members.push_back({device_of(here[k]), axis, here[k], static_cast<int>(n), prefix, grp,
-                               local_group, static_cast<int>(k), process_of});
+                               local_group, static_cast<int>(k), process_of, id, devices});
           }
         }
       }
@@ -171,7 +198,29 @@ struct InProcessRun::Impl {
         parts[k].local = members[k].local_group->communicator(members[k].local_rank);
       }
     }
-    {
+    if (options.collectives == CollectiveBackend::kUcx) {
+      // Over the devices' own UCX endpoints (make_transport ran first); of a two-level group,
+      // the leaders only, as a group of one rank per process.
+      for (size_t k = 0; k < members.size(); ++k) {
+        const Member& m = members[k];
+        if (m.group || (m.local_group && m.local_rank != 0)) continue;
+        std::vector<int> peers;
+        int rank = -1;
+        for (int r = 0; r < m.size; ++r) {
+          if (m.local_group && m.process_of[size_t(r)] != r) continue;  // not a leader
+          if (r == m.rank) rank = static_cast<int>(peers.size());
+          peers.push_back(m.devices[size_t(r)]);
+        }
+        comm::Transport* ep = links[static_cast<size_t>(m.device)].transport;
+        MP_ASSIGN_OR_RETURN(auto c, comm::make_transport_communicator(ep, std::move(peers), rank,
+                                                                      m.id, options.timeout));
+        if (m.local_group) {
+          parts[k].leaders = std::move(c);
+        } else {
+          communicators[k] = std::move(c);
+        }
+      }
+    } else {
       // Gloo's rendezvous blocks until the whole group has joined: join from one thread each
       // (of a two-level group, the leaders only: they form a group of one rank per process).
       auto store = options.share ? options.share->store : comm::make_in_process_store();
@@ -367,8 +416,8 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl
         compact ? DeviceInterpreter::create(impl->held, static_cast<int32_t>(d), io)
                 : DeviceInterpreter::create(impl->program, static_cast<int32_t>(d), io));
   }
+  MP_RETURN_IF_ERROR(impl->make_transport());  // UCX collectives run over its endpoints
   MP_RETURN_IF_ERROR(impl->make_groups());
-  MP_RETURN_IF_ERROR(impl->make_transport());
   for (DeviceLinks& l : impl->links) {
     if (l.transport != nullptr) l.transport->set_abort_flag(&impl->aborted);
   }

@@ -42,13 +42,14 @@ struct ProcessShare {
 enum class CollectiveBackend : uint8_t {
   kInProcess,  ///< "in-process": shared memory between the threads of this process
   kGloo,       ///< "gloo": Gloo's TCP collectives
+  kUcx,        ///< "ucx": ring and exchange collectives over the devices' UCX endpoints
 };
 /// Which transport moves tensors between stages.
 enum class TransportKind : uint8_t {
   kInProcess,  ///< "in-process": a copy between the threads of this process
   kUcx,        ///< "ucx": UCX tag messages
 };
-/// "in-process", "gloo"; "in-process", "ucx".
+/// "in-process", "gloo", "ucx"; "in-process", "ucx".
 const char* collective_backend_name(CollectiveBackend backend);
 const char* transport_kind_name(TransportKind kind);
 /// Parse those names; errors list the known ones.
@@ -57,8 +58,9 @@ Expected<TransportKind> parse_transport_kind(std::string_view text);
 
 /// Options of an in-process run.
 struct InProcessRunOptions {
-  /// With a ProcessShare, Gloo applies to the groups that span processes; a group whose devices
-  /// are all in this process always uses shared memory.
+  /// With a ProcessShare, Gloo or UCX applies to the groups that span processes (two levels
+  /// where they allow); a group whose devices are all in this process always uses shared memory.
+  /// Without one, every group runs on the backend named (UCX needs the UCX transport).
   CollectiveBackend collectives = CollectiveBackend::kInProcess;
   TransportKind transport = TransportKind::kInProcess;
   std::chrono::milliseconds timeout{30000};  ///< collectives and receives

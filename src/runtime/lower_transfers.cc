@@ -14,9 +14,10 @@ uint64_t Lowering::tag_of(const Crossing& c, int32_t mb, size_t piece) const {
 Status Lowering::emit_sends(StageState& st, const Crossing& c, int32_t scope, Phase phase,
                             int32_t mb) {
   const graph::Value& val = g_.value(c.value);
-  if (c.plan.pieces.size() >= (1u << 16) || mb + 1 >= (1 << 16)) {
-    return make_error(Errc::kOutOfRange, "transfer of '{}' has too many pieces or micro-batches",
-                      val.name);
+  // Tags stay below 2^47: collectives over the transport use the tags above (comm/communicator.h).
+  if (c.plan.pieces.size() >= (1u << 16) || mb + 1 >= (1 << 16) || c.id >= (1 << 15)) {
+    return make_error(Errc::kOutOfRange,
+                      "transfer of '{}' has too many pieces, micro-batches or crossings", val.name);
   }
   MP_ASSIGN_OR_RETURN(int32_t src, fetch(st, c.value, scope, c.send_spec, phase, mb));
   const planner::StagePlan& dst = plan_.stages[static_cast<size_t>(c.to)];

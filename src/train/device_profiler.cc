@@ -433,10 +433,10 @@ class Profiler {
   }
 
   // How a group of g devices runs its collectives in the setting measured. In-process: shared
-  // memory. Gloo, as a job of one meshpipe-node per host runs them (runtime/in_process_run.cc):
-  // a group inside a host in shared memory; one across hosts in two levels when it has the same
-  // number (2 or more) of devices on each host it spans (the host's devices, if g exceeds them),
-  // else Gloo among all its devices.
+  // memory. Gloo or UCX, as a job of one meshpipe-node per host runs them
+  // (runtime/in_process_run.cc): a group inside a host in shared memory; one across hosts in two
+  // levels when it has the same number (2 or more) of devices on each host it spans (the host's
+  // devices, if g exceeds them), else Gloo (or UCX) among all its devices.
   enum class Layout { kInProcess, kGloo, kTwoLevel };
   Layout layout(int g, bool inter) const {
     if (options_.collectives == runtime::CollectiveBackend::kInProcess) return Layout::kInProcess;
@@ -457,16 +457,29 @@ class Profiler {
     }
     auto store = comm::make_in_process_store();
     const int per = how == Layout::kTwoLevel ? cluster_.devices_per_host : 1;
-    const int gloo_ranks = g / per;  // Gloo among all, or among one leader per host
+    const int gloo_ranks = g / per;  // Gloo (UCX) among all, or among one leader per host
     std::vector<std::unique_ptr<comm::Communicator>> gloo(static_cast<size_t>(gloo_ranks));
-    MP_RETURN_IF_ERROR(on_threads(gloo_ranks, [&](int r) -> Status {
-      comm::GlooOptions go;
-      go.prefix = prefix;
-      go.timeout = timeout;
-      MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
-                          comm::make_gloo_communicator(r, gloo_ranks, store, go));
-      return Status::ok();
-    }));
+    if (options_.collectives == runtime::CollectiveBackend::kUcx) {
+      // Over UCX endpoints of their own (kept until the profile is written).
+      MP_ASSIGN_OR_RETURN(auto eps, comm::make_ucx_fabric(gloo_ranks));
+      std::vector<int> peers;
+      for (int r = 0; r < gloo_ranks; ++r) peers.push_back(r);
+      for (int r = 0; r < gloo_ranks; ++r) {
+        MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
+                            comm::make_transport_communicator(eps[static_cast<size_t>(r)].get(),
+                                                              peers, r, 0, timeout));
+      }
+      fabrics_.push_back(std::move(eps));
+    } else {
+      MP_RETURN_IF_ERROR(on_threads(gloo_ranks, [&](int r) -> Status {
+        comm::GlooOptions go;
+        go.prefix = prefix;
+        go.timeout = timeout;
+        MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
+                            comm::make_gloo_communicator(r, gloo_ranks, store, go));
+        return Status::ok();
+      }));
+    }
     if (how == Layout::kGloo) return gloo;
     std::vector<int> process_of;  // hosts of `per` consecutive ranks, named by their first
     for (int r = 0; r < g; ++r) process_of.push_back(r / per * per);
@@ -511,7 +524,7 @@ class Profiler {
       // (a collective of 2 devices over Gloo while 2 others compute takes several times its time
       // alone). Shared memory is timed alone: spinning threads made its times vary 3x between
       // profiles (wresnet-cpu dp 2 x tp 2 priced at 281 and 922 ms), priced worse on average.
-      const BusyThreads others(options_.collectives == runtime::CollectiveBackend::kGloo
+      const BusyThreads others(options_.collectives != runtime::CollectiveBackend::kInProcess
                                    ? cluster_.num_devices() - g
                                    : 0);
       for (mesh::CollectiveKind kind : kinds) {
@@ -625,6 +638,8 @@ class Profiler {
 
   const mesh::ClusterSpec& cluster_;
   const DeviceProfileOptions& options_;
+  // Endpoints of UCX collectives' groups (declared before the communicators that use them go).
+  std::vector<std::vector<std::unique_ptr<comm::Transport>>> fabrics_;
   mesh::DeviceProfile profile_;
   int threads_ = 1;  // BLAS threads of one device of the cluster
 };

@@ -42,6 +42,12 @@ TEST_CASE("a job message survives its JSON form", "[actors][messages]") {
   auto timed_back = job_message_from_json(job_message_to_json(timed));
   REQUIRE(timed_back.has_value());
   CHECK(timed_back->time_kernels);
+  CHECK(back->collectives == "ucx");  // the default between nodes
+  JobMessage gloo = m;
+  gloo.collectives = "gloo";
+  auto gloo_back = job_message_from_json(job_message_to_json(gloo));
+  REQUIRE(gloo_back.has_value());
+  CHECK(gloo_back->collectives == "gloo");
 }
 
 TEST_CASE("a malformed job message is an error naming the field", "[actors][messages]") {
@@ -65,6 +71,13 @@ TEST_CASE("a malformed job message is an error naming the field", "[actors][mess
   j["time_kernels"] = "yes";
   CHECK_THAT(job_message_from_json(j.dump()).status().message(),
              Catch::StartsWith("job field 'time_kernels' must be"));
+  j = Json::parse(job_message_to_json(gpt_tiny_job()));
+  j["collectives"] = "in-process";
+  CHECK(job_message_from_json(j.dump()).status().message() ==
+        "job field 'collectives' must be \"ucx\" or \"gloo\"");
+  j["collectives"] = 3;
+  CHECK_THAT(job_message_from_json(j.dump()).status().message(),
+             Catch::StartsWith("job field 'collectives' must be"));
   j = Json::parse(job_message_to_json(gpt_tiny_job()));
   j["colour"] = "red";
   CHECK(job_message_from_json(j.dump()).status().message() ==

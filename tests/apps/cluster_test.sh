@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi-process jobs on loopback (scripts/launch-local.sh): a driver and meshpipe-node processes
 # train gpt-tiny to the losses of one device with a pipeline across processes (2 x 2 devices)
-# and over 3 processes; data parallelism over 2 processes x 2 devices (two-level collectives);
+# and over 3 processes; data parallelism over 2 processes x 2 devices (two-level collectives, UCX
+# and Gloo); ZeRO-3 over 2 processes x 1 device (UCX and Gloo);
 # gpt-tiny and wresnet-tiny with a data-parallel mesh spanning 2 processes (a cluster file with a fast network makes the planner choose it); a checkpoint saved
 # by one cluster resumes on another and on one process. Killing a node mid-training stops the
 # job with an error naming the node and the other node exits; killing the driver ends every
@@ -67,19 +68,38 @@ big=$(job "$dir/big" 2 2 -- --model gpt-cpu --plan "$dir/big.json" --steps 2 \
 expect_same "gpt-cpu dp 2 x pp 2 on 2 processes (large messages)" "$big_one" \
   "$(echo "$big" | losses)"
 
-# Groups of 2 devices in each of 2 processes run in two levels (shared memory in a process, Gloo
-# between the processes' first devices): data parallel over all 4 devices, wresnet-tiny (batch
-# norm all-reduces; one micro-batch, as batch statistics are per micro-batch) and moe-tiny.
+# Groups of 2 devices in each of 2 processes run in two levels (shared memory in a process, UCX
+# or Gloo between the processes' first devices): data parallel over all 4 devices, wresnet-tiny
+# (batch norm all-reduces; one micro-batch, as batch statistics are per micro-batch) and
+# moe-tiny (all-to-all).
 for model in wresnet-tiny moe-tiny; do
   ref=$("$bin_dir/meshpipe" train --model "$model" --steps 3 | losses)
   "$bin_dir/meshpipe" plan --quiet --model "$model" --cluster cpu:2x2 --micro-batches 1 \
     --grid dp=4,tp=1,pp=1 -o "$dir/$model-dp4.json" > /dev/null ||
     { echo "plan of $model failed"; exit 1; }
-  out=$(job "$dir/$model-dp4" 2 2 -- --model "$model" --plan "$dir/$model-dp4.json" --steps 3) ||
-    exit 1
-  expect_same "$model dp 4 on 2 processes x 2 devices (two-level collectives)" "$ref" \
-    "$(echo "$out" | losses)"
+  for coll in ucx gloo; do
+    out=$(job "$dir/$model-dp4-$coll" 2 2 -- --model "$model" --plan "$dir/$model-dp4.json" \
+      --steps 3 --collectives "$coll") || exit 1
+    expect_same "$model dp 4 on 2 processes x 2 devices (two-level collectives, $coll)" "$ref" \
+      "$(echo "$out" | losses)"
+  done
 done
+# Flat groups across processes (one device in each): gpt-tiny ZeRO-3 (all-gathers and
+# reduce-scatters of every parameter) over 2 processes x 1 device, UCX and Gloo.
+"$bin_dir/meshpipe" plan --quiet --model gpt-tiny --cluster cpu:2x1 --micro-batches 2 \
+  --grid dp=2,tp=1,pp=1,params=zero3 -o "$dir/z3.json" > /dev/null ||
+  { echo "plan of gpt-tiny ZeRO-3 failed"; exit 1; }
+for coll in ucx gloo; do
+  out=$(job "$dir/z3-$coll" 2 1 -- --model gpt-tiny --plan "$dir/z3.json" --steps 4 \
+    --collectives "$coll") || exit 1
+  expect_same "gpt-tiny ZeRO-3 on 2 processes x 1 device ($coll)" "$one" "$(echo "$out" | losses)"
+done
+# In-process collectives cannot reach across nodes: a clear error, no job.
+if "$bin_dir/meshpipe" train --listen 0 --nodes 2 --model gpt-tiny --steps 1 \
+  --collectives in-process > "$dir/inproc.txt" 2>&1; then
+  echo "--collectives in-process with --listen was accepted"; exit 1
+fi
+grep -q "cannot reach across nodes" "$dir/inproc.txt" || { cat "$dir/inproc.txt"; exit 1; }
 
 # Checkpoints across processes: saved by 2 nodes x 2 devices (every node writes its own tiles),
 # resumed by 3 nodes x 1 device (another plan), and by one process: the losses continue the

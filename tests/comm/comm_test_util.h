@@ -37,8 +37,43 @@ inline std::vector<std::unique_ptr<Communicator>> make_hierarchical_group(int n,
                                                                           milliseconds timeout,
                                                                           std::string* error);
 
-/// The communicators of one group of `n` ranks of backend "in-process", "gloo" or
-/// "hierarchical" (two levels, n = 4 or 6), created
+inline std::vector<std::unique_ptr<Transport>> make_endpoints(
+    const std::string& backend, int n, std::string* error,
+    std::shared_ptr<InProcessFabric>* fabric = nullptr);
+
+/// A communicator that keeps the fabric its transport communicator runs on alive.
+class FabricCommunicator final : public Communicator {
+ public:
+  FabricCommunicator(std::shared_ptr<std::vector<std::unique_ptr<Transport>>> fabric,
+                     std::unique_ptr<Communicator> inner)
+      : fabric_(std::move(fabric)), inner_(std::move(inner)) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string backend() const override { return inner_->backend(); }
+  Status all_reduce(float* data, int64_t count) override { return inner_->all_reduce(data, count); }
+  Status all_gather(const void* in, void* out, int64_t bytes) override {
+    return inner_->all_gather(in, out, bytes);
+  }
+  Status reduce_scatter(const float* in, float* out, int64_t count) override {
+    return inner_->reduce_scatter(in, out, count);
+  }
+  Status all_to_all(const void* in, void* out, int64_t bytes) override {
+    return inner_->all_to_all(in, out, bytes);
+  }
+  Status broadcast(void* data, int64_t bytes, int root) override {
+    return inner_->broadcast(data, bytes, root);
+  }
+  Status barrier() override { return inner_->barrier(); }
+
+ private:
+  std::shared_ptr<std::vector<std::unique_ptr<Transport>>> fabric_;
+  std::unique_ptr<Communicator> inner_;
+};
+
+/// The communicators of one group of `n` ranks of backend "in-process", "gloo",
+/// "hierarchical" (two levels, n = 4 or 6), "transport-in-process" or "transport-ucx" (over
+/// endpoints of a fabric of n + 1, ranks on endpoints n, n - 1, ..., 1 so that ranks and
+/// endpoint ids differ), created
 /// concurrently (Gloo's rendezvous blocks until every rank has joined). Empty on failure, with
 /// the reason in `error`.
 inline std::vector<std::unique_ptr<Communicator>> make_group(const std::string& backend, int n,
@@ -51,6 +86,22 @@ inline std::vector<std::unique_ptr<Communicator>> make_group(const std::string& 
     return comms;
   }
   if (backend == "hierarchical") return make_hierarchical_group(n, timeout, error);
+  if (backend.rfind("transport-", 0) == 0) {
+    auto fabric = std::make_shared<std::vector<std::unique_ptr<Transport>>>(
+        make_endpoints(backend.substr(10), n + 1, error, nullptr));
+    if (fabric->empty()) return {};
+    std::vector<int> peers;
+    for (int r = 0; r < n; ++r) peers.push_back(n - r);
+    for (int r = 0; r < n; ++r) {
+      auto comm = make_transport_communicator((*fabric)[size_t(n - r)].get(), peers, r, 7, timeout);
+      if (!comm) {
+        *error = comm.status().to_string();
+        return {};
+      }
+      comms[size_t(r)] = std::make_unique<FabricCommunicator>(fabric, std::move(*comm));
+    }
+    return comms;
+  }
   auto store = make_in_process_store();
   GlooOptions options;
   options.timeout = timeout;
@@ -113,7 +164,7 @@ inline std::vector<std::unique_ptr<Communicator>> make_hierarchical_group(int n,
 /// `error`); `fabric` receives the in-process fabric, for abort().
 inline std::vector<std::unique_ptr<Transport>> make_endpoints(
     const std::string& backend, int n, std::string* error,
-    std::shared_ptr<InProcessFabric>* fabric = nullptr) {
+    std::shared_ptr<InProcessFabric>* fabric) {
   std::vector<std::unique_ptr<Transport>> endpoints;
   if (backend == "in-process") {
     auto f = InProcessFabric::create(n);
@@ -140,6 +191,11 @@ inline std::vector<std::pair<std::string, int>> communicator_backends() {
   }
   out.emplace_back("hierarchical", 4);
   out.emplace_back("hierarchical", 6);
+  for (int n : {1, 2, 3, 4}) out.emplace_back("transport-in-process", n);
+  if (ucx_available()) {
+    out.emplace_back("transport-ucx", 2);
+    out.emplace_back("transport-ucx", 3);
+  }
   return out;
 }
 

@@ -48,7 +48,7 @@ void require_all_ok(const std::vector<Status>& statuses) {
 TEST_CASE("all-reduce leaves the element-wise sum over ranks on every rank", "[comm]") {
   Fixture f = make_fixture();
   CAPTURE(f.backend, f.n);
-  for (int64_t count : {int64_t{1}, int64_t{1001}, int64_t{0}, int64_t{70000}}) {
+  for (int64_t count : {int64_t{1}, int64_t{1001}, int64_t{0}, int64_t{70000}, int64_t{300007}}) {
     CAPTURE(count);
     std::vector<std::vector<float>> data(size_t(f.n));
     for (int r = 0; r < f.n; ++r) {

@@ -540,9 +540,17 @@ TEST_CASE("run options are validated: a process share needs Gloo, UCX, a store a
   shared.share = full;
   CHECK(shared.validate().is_ok());
 
+  InProcessRunOptions shared_ucx = shared;
+  shared_ucx.collectives = CollectiveBackend::kUcx;
+  CHECK(shared_ucx.validate().is_ok());
+  InProcessRunOptions ucx_without_transport;
+  ucx_without_transport.collectives = CollectiveBackend::kUcx;
+  CHECK(ucx_without_transport.validate().message() ==
+        "UCX collectives run over the UCX transport's endpoints: use the UCX transport with them");
+
   const std::string why =
-      "a run that hosts part of a job's devices needs Gloo collectives, the UCX transport, a "
-      "rendezvous store and an address exchange";
+      "a run that hosts part of a job's devices needs Gloo or UCX collectives, the UCX "
+      "transport, a rendezvous store and an address exchange";
   InProcessRunOptions in_process = shared;
   in_process.collectives = CollectiveBackend::kInProcess;
   CHECK(in_process.validate().message() == why);
@@ -573,9 +581,11 @@ TEST_CASE("collective backends and transports parse from and print to their name
           "[runtime][in_process_run]") {
   CHECK(std::string(collective_backend_name(CollectiveBackend::kInProcess)) == "in-process");
   CHECK(std::string(collective_backend_name(CollectiveBackend::kGloo)) == "gloo");
+  CHECK(std::string(collective_backend_name(CollectiveBackend::kUcx)) == "ucx");
   CHECK(std::string(transport_kind_name(TransportKind::kInProcess)) == "in-process");
   CHECK(std::string(transport_kind_name(TransportKind::kUcx)) == "ucx");
-  for (CollectiveBackend b : {CollectiveBackend::kInProcess, CollectiveBackend::kGloo}) {
+  for (CollectiveBackend b :
+       {CollectiveBackend::kInProcess, CollectiveBackend::kGloo, CollectiveBackend::kUcx}) {
     auto parsed = parse_collective_backend(collective_backend_name(b));
     REQUIRE(parsed.has_value());
     CHECK(*parsed == b);
@@ -588,7 +598,7 @@ TEST_CASE("collective backends and transports parse from and print to their name
   auto nccl = parse_collective_backend("nccl");
   REQUIRE_FALSE(nccl.has_value());
   CHECK(nccl.status().code() == Errc::kInvalidArgument);
-  CHECK(nccl.status().message() == "collectives 'nccl' is neither in-process nor gloo");
+  CHECK(nccl.status().message() == "collectives 'nccl' is not in-process, gloo or ucx");
   auto tcp = parse_transport_kind("tcp");
   REQUIRE_FALSE(tcp.has_value());
   CHECK(tcp.status().message() == "transport 'tcp' is neither in-process nor ucx");

@@ -307,8 +307,11 @@ TEST_CASE("a group whose members would fuse differently keeps its all-reduces se
   CHECK(small.devices[0].instructions[0].in == std::vector<int32_t>{0, 1});
 }
 
-TEST_CASE("Gloo collectives and UCX transport give the same losses", "[parallel]") {
-  if (!comm::gloo_available() || !comm::ucx_available()) {
+TEST_CASE("Gloo or UCX collectives and UCX transport give the same losses", "[parallel]") {
+  const CollectiveBackend collectives = GENERATE(CollectiveBackend::kUcx, CollectiveBackend::kGloo);
+  CAPTURE(collective_backend_name(collectives));
+  if ((collectives == CollectiveBackend::kGloo && !comm::gloo_available()) ||
+      !comm::ucx_available()) {
     WARN("built without Gloo or UCX");
     return;
   }
@@ -317,7 +320,7 @@ TEST_CASE("Gloo collectives and UCX transport give the same losses", "[parallel]
   graph::TrainingGraph tg = training_graph("gpt-tiny", 4);
   const planner::Plan plan = forced_plan(tg.graph, 2, {1, 2, 2, Mode::kFree});
   InProcessRunOptions ro;
-  ro.collectives = CollectiveBackend::kGloo;
+  ro.collectives = collectives;
   ro.transport = TransportKind::kUcx;
   const Run got = parallel_losses("gpt-tiny", 8, plan, tg.graph, 3, {}, ro);
   expect_same(want, got.losses);

@@ -46,8 +46,8 @@ class Exchange {
   int published_ = 0;
 };
 
-std::vector<double> two_process_losses(const planner::Plan& plan, const graph::Graph& g,
-                                       int steps) {
+std::vector<double> two_process_losses(const planner::Plan& plan, const graph::Graph& g, int steps,
+                                       CollectiveBackend collectives) {
   auto prog = lower(plan, g);
   REQUIRE(prog.has_value());
   auto store = comm::make_in_process_store();
@@ -65,7 +65,7 @@ std::vector<double> two_process_losses(const planner::Plan& plan, const graph::G
         return exchange->publish(mine);
       };
       InProcessRunOptions ro;
-      ro.collectives = CollectiveBackend::kGloo;
+      ro.collectives = collectives;
       ro.transport = TransportKind::kUcx;
       ro.timeout = std::chrono::milliseconds(20000);
       ro.share = share;
@@ -109,8 +109,12 @@ std::vector<double> two_process_losses(const planner::Plan& plan, const graph::G
   return losses;
 }
 
-TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") {
-  if (!comm::gloo_available() || !comm::ucx_available()) {
+TEST_CASE("two processes with Gloo or UCX collectives and UCX transfers train like one device",
+          "[process]") {
+  const CollectiveBackend collectives = GENERATE(CollectiveBackend::kUcx, CollectiveBackend::kGloo);
+  CAPTURE(collective_backend_name(collectives));
+  if ((collectives == CollectiveBackend::kGloo && !comm::gloo_available()) ||
+      !comm::ucx_available()) {
     WARN("built without Gloo or UCX");
     return;
   }
@@ -125,7 +129,15 @@ TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") 
     graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
     auto plan = planner::grid_plan(tg.graph, *cluster, cost, po, 1, {2, 2, 1, Mode::kFree});
     REQUIRE(plan.has_value());
-    const auto got = two_process_losses(*plan, tg.graph, 4);
+    const auto got = two_process_losses(*plan, tg.graph, 4, collectives);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
+  }
+  SECTION("data parallel over 4 devices, 2 in each process (two levels)") {
+    graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 8);
+    auto plan = planner::grid_plan(tg.graph, *cluster, cost, po, 1, {4, 1, 1, Mode::kFree});
+    REQUIRE(plan.has_value());
+    const auto got = two_process_losses(*plan, tg.graph, 4, collectives);
     REQUIRE(got.size() == want.size());
     for (size_t i = 0; i < want.size(); ++i) CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
   }
@@ -134,7 +146,7 @@ TEST_CASE("two processes with Gloo and UCX train like one device", "[process]") 
     auto plan = planner::grid_plan(tg.graph, *cluster, cost, po, 2, {1, 2, 2, Mode::kFree});
     REQUIRE(plan.has_value());
     REQUIRE(plan->stages[0].devices == std::vector<int32_t>{0, 1});
-    const auto got = two_process_losses(*plan, tg.graph, 4);
+    const auto got = two_process_losses(*plan, tg.graph, 4, collectives);
     REQUIRE(got.size() == want.size());
     for (size_t i = 0; i < want.size(); ++i) CHECK(std::abs(got[i] - want[i]) <= 1e-4 * want[i]);
   }

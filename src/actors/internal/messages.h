@@ -27,6 +27,8 @@ struct JobMessage {
   std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
   std::string load_dir;                      ///< resume from this checkpoint ("" for none)
   bool time_kernels = false;                 ///< report where each step's time goes (--breakdown)
+  /// Collectives of the groups that span nodes: "ucx" (the default) or "gloo".
+  std::string collectives = "ucx";
 };
 std::string job_message_to_json(const JobMessage& job);
 Expected<JobMessage> job_message_from_json(const std::string& text);
