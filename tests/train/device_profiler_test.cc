@@ -2,12 +2,15 @@
 #include "train/device_profiler.h"
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "comm/communicator.h"
+#include "comm/transport.h"
 #include "graph/models/zoo.h"
 #include "graph/models/zoo_training.h"
 #include "mesh/cluster.h"
@@ -77,13 +80,23 @@ TEST_CASE("a quick profile of a cpu cluster measures every table the cost model 
   CHECK(*back == *p);
 }
 
-TEST_CASE("a Gloo profile measures groups inside a host and across hosts as a job runs them",
+TEST_CASE("a Gloo or UCX profile measures groups inside a host and across hosts as a job runs them",
           "[train][profile]") {
   // cpu:2x2 with one meshpipe-node per host: a group of 2 inside a host runs in shared memory,
-  // across hosts over Gloo, a group of 4 in two levels; none of 4 fits inside a host.
+  // across hosts over Gloo (UCX), a group of 4 in two levels; none of 4 fits inside a host.
+  const runtime::CollectiveBackend backend =
+      GENERATE(runtime::CollectiveBackend::kGloo, runtime::CollectiveBackend::kUcx);
+  const std::string name = runtime::collective_backend_name(backend);
+  CAPTURE(name);
+  if ((backend == runtime::CollectiveBackend::kGloo && !comm::gloo_available()) ||
+      (backend == runtime::CollectiveBackend::kUcx && !comm::ucx_available())) {
+    WARN("built without " << name);
+    return;
+  }
+  setenv("UCX_NET_DEVICES", "lo", 0);
   DeviceProfileOptions o;
   o.quick = true;
-  o.collectives = runtime::CollectiveBackend::kGloo;
+  o.collectives = backend;
   std::set<std::string> phases;
   o.progress = [&](const std::string& phase, int64_t, int64_t) { phases.insert(phase); };
   auto p = profile_devices(cpu("cpu:2x2"), o);
@@ -96,7 +109,14 @@ TEST_CASE("a Gloo profile measures groups inside a host and across hosts as a jo
     CHECK(p->collectives.count({kind, 4, true}) == 1);
     CHECK(p->collectives.count({kind, 4, false}) == 0);
   }
-  CHECK(phases.count("collectives (gloo, two levels across hosts)") == 1);
+  CHECK(phases.count("collectives (" + name + ", two levels across hosts)") == 1);
+  // Across hosts a collective costs more than none and less than a second.
+  for (const auto& [key, table] : p->collectives) {
+    for (const auto& [bytes, seconds] : table) {
+      CHECK(seconds > 0.0);
+      CHECK(seconds < 1.0);
+    }
+  }
 }
 
 TEST_CASE("only cpu clusters can be profiled here", "[train][profile]") {
