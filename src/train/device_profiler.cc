@@ -3,6 +3,7 @@
 #include "train/device_profiler.h"
 
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -178,6 +179,32 @@ class BusyThreads {
   std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };
+
+// Pins the calling thread to host `host`'s share of this process's cores among `hosts` (one core
+// each, round robin, when there are fewer cores than hosts), as scripts/launch-local.sh pins
+// the nodes of a job on one machine. Best effort: a failure leaves the thread where it was.
+void pin_to_host(int host, int hosts) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  std::vector<int> cores;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cores.push_back(c);
+  }
+  const int n = static_cast<int>(cores.size());
+  if (n == 0 || hosts < 1) return;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  if (n < hosts) {
+    CPU_SET(cores[static_cast<size_t>(host % n)], &mine);
+  } else {
+    const int share = n / hosts;
+    for (int i = host * share; i < (host + 1) * share; ++i) {
+      CPU_SET(cores[static_cast<size_t>(i)], &mine);
+    }
+  }
+  (void)sched_setaffinity(0, sizeof(mine), &mine);
+}
 
 // Runs fn(rank) on `n` threads at once and joins them; the first error wins.
 Status on_threads(int n, const std::function<Status(int)>& fn) {
@@ -548,8 +575,14 @@ class Profiler {
                              how == Layout::kTwoLevel ? ", two levels across hosts" : ""),
                  done++, total);
         mesh::ProfileTable table;
+        // Across hosts each host's ranks on its share of the cores, as scripts/launch-local.sh
+        // pins the nodes of a job on one machine (unpinned, the ranks' polling threads met on
+        // one core and their times varied 10x between profiles).
+        const int per_host = how == Layout::kInProcess  ? 0
+                             : how == Layout::kTwoLevel ? cluster_.devices_per_host
+                                                        : 1;
         for (int64_t bytes : sizes) {
-          MP_ASSIGN_OR_RETURN(double t, time_collective(comms, kind, bytes));
+          MP_ASSIGN_OR_RETURN(double t, time_collective(comms, kind, bytes, per_host));
           table.emplace_back(static_cast<double>(bytes), t);
         }
         profile_.collectives[{kind, g, inter}] = table;
@@ -562,13 +595,15 @@ class Profiler {
 
   // Median seconds of one collective of `bytes` (per device, at the larger end, as
   // mesh::collective_cost counts them) on the group's threads, timed on rank 0.
+  // per_host > 0: rank r runs on the cores of host r / per_host (pin_to_host).
   Expected<double> time_collective(std::vector<std::unique_ptr<comm::Communicator>>& comms,
-                                   mesh::CollectiveKind kind, int64_t bytes) {
+                                   mesh::CollectiveKind kind, int64_t bytes, int per_host) {
     const int g = static_cast<int>(comms.size());
     const int64_t floats = std::max<int64_t>(g, bytes / 4 / g * g);  // divisible by the group
     const int calls = options_.quick ? 3 : (bytes >= (1 << 22) ? 5 : 20);
     std::vector<double> times;
     MP_RETURN_IF_ERROR(on_threads(g, [&](int r) -> Status {
+      if (per_host > 0) pin_to_host(r / per_host, g / per_host);
       comm::Communicator& c = *comms[static_cast<size_t>(r)];
       std::vector<float> a(static_cast<size_t>(floats), 1.0f);
       std::vector<float> b(static_cast<size_t>(floats), 0.0f);
