@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cost of crossing processes: median step time of gpt-tiny on 4 virtual CPU devices as
-# 1 process x 4 devices (threads, in-process collectives and transport; and the same with Gloo
-# and UCX between the threads), 2 processes x 2 devices and 4 processes x 1 device
-# (scripts/launch-local.sh: Gloo and UCX between processes), each with the planner's plan for 2
+# 1 process x 4 devices (threads, in-process collectives and transport; and the same with UCX
+# and with Gloo between the threads), 2 processes x 2 devices and 4 processes x 1 device
+# (scripts/launch-local.sh, nodes pinned to the cores: UCX collectives and transfers between
+# processes, and 4 x 1 with Gloo collectives too), each with the planner's plan for 2
 # micro-batches. Writes bench/results/cluster.md.
 # Usage: bench/cluster.sh [build/bin] [bench/results/cluster.md]
 set -uo pipefail
@@ -23,9 +24,11 @@ plan_of() {
 }
 args="--model gpt-tiny --steps $steps --micro-batches 2"
 one=$("$bin_dir/meshpipe" train $args --cluster cpu:1x4)
+oneuu=$("$bin_dir/meshpipe" train $args --cluster cpu:1x4 --collectives ucx --transport ucx)
 onegu=$("$bin_dir/meshpipe" train $args --cluster cpu:1x4 --collectives gloo --transport ucx)
 two=$("$src/scripts/launch-local.sh" 2 2 -- $args)
 four=$("$src/scripts/launch-local.sh" 4 1 -- $args)
+fourg=$("$src/scripts/launch-local.sh" 4 1 -- $args --collectives gloo)
 single=$("$bin_dir/meshpipe" train --model gpt-tiny --steps $steps)
 {
   echo "# Cluster: the cost of crossing processes"
@@ -35,15 +38,17 @@ single=$("$bin_dir/meshpipe" train --model gpt-tiny --steps $steps)
   echo
   echo "gpt-tiny, batch 8 as 2 micro-batches, 4 virtual CPU devices, median step time of steps"
   echo "6-$steps. All processes share this machine's 2 cores, so the figures show overhead"
-  echo "(control messages, Gloo's TCP collectives, UCX transfers over loopback), not speed-up."
+  echo "(control messages, UCX or Gloo collectives, UCX transfers over loopback), not speed-up."
   echo
   echo "| layout | plan (logical mesh on devices) | step time | vs 1 process |"
   echo "|---|---|---|---|"
   base=$(echo "$one" | median)
   for row in "1 process x 4 devices (in-process)|$one" \
+             "1 process x 4 devices (UCX collectives + UCX)|$oneuu" \
              "1 process x 4 devices (Gloo + UCX)|$onegu" \
-             "2 processes x 2 devices|$two" \
-             "4 processes x 1 device|$four"; do
+             "2 processes x 2 devices (UCX)|$two" \
+             "4 processes x 1 device (UCX)|$four" \
+             "4 processes x 1 device (Gloo collectives)|$fourg"; do
     name=${row%%|*}
     text=${row#*|}
     t=$(echo "$text" | median)
