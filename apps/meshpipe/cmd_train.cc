@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "actors/actor_runtime.h"
@@ -15,6 +16,8 @@
 #include "core/units.h"
 #include "graph/models/zoo.h"
 #include "graph/models/zoo_training.h"
+#include "kernels/backend.h"
+#include "kernels/device.h"
 #include "mesh/cluster.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
@@ -41,7 +44,8 @@ struct TrainArgs {
   uint64_t seed = 1234;
   bool check_numerics = false;
   bool breakdown = false;
-  std::string cluster;  // empty: one device (unless --plan)
+  std::string device = "auto";  // cpu, cuda, or auto (the GPU when its backend runs the model)
+  std::string cluster;          // empty: one device (unless --plan)
   std::string plan;
   std::string profile;  // --profile FILE: the cluster's measured profile
   int64_t micro_batches = 0;
@@ -274,8 +278,8 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   auto nodes = (*coord)->wait_for_nodes();
   if (!nodes.has_value()) return stop(nodes.status());
   for (const actors::NodeReport& n : *nodes) {
-    fmt::print("node {}: {} (pid {}), {} devices, {} each\n", n.id, n.host, n.pid, n.devices,
-               format_bytes(Bytes(n.memory_bytes)));
+    fmt::print("node {}: {} (pid {}), {} devices, {} each; GPUs: {}\n", n.id, n.host, n.pid,
+               n.devices, format_bytes(Bytes(n.memory_bytes)), kernels::describe_gpus(n.gpus));
   }
   auto cluster = actors::cluster_from_nodes(*nodes, *base);
   if (!cluster.has_value()) return stop(cluster.status());
@@ -436,6 +440,38 @@ float default_lr(const std::string& family, graph::OptimizerConfig::Kind kind) {
   return 1e-3f;
 }
 
+// Where the job's kernels run. "cuda" needs a GPU and a CUDA kernel for every op kind of the
+// model's training step (the backend table, kernels/backend.h); "auto" takes the GPU only then,
+// else the CPU. Returns the error that names what is missing.
+Expected<kernels::Device> choose_device(const std::string& device, const train::JobSpec& job) {
+  if (device == "cpu") return kernels::Device::kCpu;
+  const kernels::DeviceInventory& inv = kernels::device_inventory();
+  if (inv.gpus.empty()) {
+    if (device == "auto") return kernels::Device::kCpu;
+    return make_error(Errc::kUnavailable, "--device cuda: no GPU to run on ({}); use --device cpu",
+                      inv.summary);
+  }
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
+                      graph::models::zoo_training_graph(job.model, 1, job.optimizer));
+  std::set<std::string> missing;
+  std::set<graph::OpKind> kinds;
+  for (const graph::Op& op : tg.graph.ops()) kinds.insert(op.kind);
+  for (graph::OpKind k : kinds) {
+    if (kernels::find_kernel(kernels::Device::kCuda, k) == nullptr) {
+      missing.insert(std::string(graph::op_kind_name(k)));
+    }
+  }
+  if (missing.empty()) return kernels::Device::kCuda;
+  if (device == "auto") return kernels::Device::kCpu;
+  std::string list;
+  for (const std::string& m : missing) list += (list.empty() ? "" : ", ") + m;
+  return make_error(Errc::kUnavailable,
+                    "--device cuda: this machine has {}, but the CUDA backend has no kernel yet "
+                    "for {} of the {} op kinds of {}'s training step ({}); use --device cpu",
+                    kernels::describe_gpus(inv.gpus), missing.size(), kinds.size(), job.model.name,
+                    list);
+}
+
 int run_train(const TrainArgs& args) {
   auto spec = graph::models::find_model(args.model);
   if (!spec.has_value()) {
@@ -461,6 +497,8 @@ int run_train(const TrainArgs& args) {
   // Checked before anything is planned or built (the batch limit, numbers that did not survive
   // their conversion to float).
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
+  auto device = choose_device(args.device, job);
+  if (!device.has_value()) return fail(device.status());
   if (args.listen >= 0) return run_listen(args, job);
   // --breakdown times the interpreter's work: without a cluster, on one virtual device.
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty() ||
@@ -537,6 +575,12 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "ucx"}));
+  cmd->add_option("--device", args->device,
+                  "where kernels run: cpu, cuda (an error naming what is missing when there is "
+                  "no GPU or the CUDA backend lacks a kernel of the model), or auto (cuda when "
+                  "both are there, else cpu)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--runner", args->runner,
                   "who drives the devices: actors (planner, mesh-group and stage actors) or "
                   "threads (one per device, no actors)")

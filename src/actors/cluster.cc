@@ -122,6 +122,7 @@ Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
     MP_RETURN_IF_ERROR(r.read("pid", &n.pid));
     MP_RETURN_IF_ERROR(r.read("devices", &n.devices));
     MP_RETURN_IF_ERROR(r.read("memory", &n.memory_bytes));
+    MP_ASSIGN_OR_RETURN(n.gpus, internal::read_gpus(r));
     nodes.push_back(std::move(n));
   }
   return nodes;

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/device.h"
 #include "mesh/cluster.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
@@ -56,7 +57,12 @@ struct NodeReport {
   int64_t pid = 0;           ///< its process id
   int32_t devices = 0;       ///< devices it runs
   int64_t memory_bytes = 0;  ///< memory per device
+  /// The GPUs its process found (kernels::device_inventory; at most kMaxNodeGpus reported).
+  std::vector<kernels::GpuInfo> gpus;
 };
+
+/// GPUs a node may report.
+inline constexpr size_t kMaxNodeGpus = 64;
 
 /// Options of the coordinator.
 struct CoordinatorOptions {

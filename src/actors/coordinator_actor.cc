@@ -12,6 +12,36 @@ std::string node_name(const NodeReport& n) {
   return fmt::format("node {} ({} pid {})", n.id, n.host, n.pid);
 }
 
+// The optional "gpus" list of a node report or of the node list: at most kMaxNodeGpus entries,
+// each a name of 1-kMaxNameBytes bytes, a positive memory and a compute capability 1-99.
+Expected<std::vector<kernels::GpuInfo>> read_gpus(JsonReader& r) {
+  std::vector<kernels::GpuInfo> gpus;
+  const Json* list = r.find_optional("gpus");
+  if (list == nullptr) return gpus;
+  if (!list->is_array()) return r.error("gpus", "must be an array");
+  if (list->size() > kMaxNodeGpus) {
+    return r.error("gpus", fmt::format("lists {} GPUs, at most {}", list->size(), kMaxNodeGpus));
+  }
+  for (size_t k = 0; k < list->size(); ++k) {
+    JsonReader g((*list)[k], r.path_of("gpus") + fmt::format("[{}]", k), "node report field");
+    kernels::GpuInfo info;
+    MP_RETURN_IF_ERROR(g.read("name", &info.name));
+    MP_RETURN_IF_ERROR(g.read("memory", &info.memory_bytes));
+    MP_RETURN_IF_ERROR(g.read("major", &info.major));
+    MP_RETURN_IF_ERROR(g.read("minor", &info.minor));
+    MP_RETURN_IF_ERROR(g.check_no_unknown_fields());
+    if (info.name.empty() || info.name.size() > kMaxNameBytes) {
+      return g.error("name", fmt::format("must be 1 to {} bytes", kMaxNameBytes));
+    }
+    if (info.memory_bytes <= 0) return g.error("memory", "must be positive");
+    if (info.major < 1 || info.major > 99 || info.minor < 0 || info.minor > 99) {
+      return g.error("major", "compute capability must be 1.0 to 99.99");
+    }
+    gpus.push_back(std::move(info));
+  }
+  return gpus;
+}
+
 namespace {
 
 // A node's registration report (JSON text); a node of another meshpipe release is refused.
@@ -41,17 +71,24 @@ Expected<NodeReport> parse_node_report(const std::string& text) {
     return make_error(Errc::kInvalidArgument, "a node's device memory must be positive, not {}",
                       n.memory_bytes);
   }
+  MP_ASSIGN_OR_RETURN(n.gpus, read_gpus(r));
   return n;
 }
 
 std::string nodes_json(const CoordinatorState& st) {
   Json j = Json::array();
   for (const NodeReport& n : st.nodes) {
+    Json gpus = Json::array();
+    for (const kernels::GpuInfo& g : n.gpus) {
+      gpus.push_back(
+          {{"name", g.name}, {"memory", g.memory_bytes}, {"major", g.major}, {"minor", g.minor}});
+    }
     j.push_back({{"id", n.id},
                  {"host", n.host},
                  {"pid", n.pid},
                  {"devices", n.devices},
-                 {"memory", n.memory_bytes}});
+                 {"memory", n.memory_bytes},
+                 {"gpus", std::move(gpus)}});
   }
   return j.dump();
 }

@@ -6,6 +6,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -24,9 +26,18 @@ DeviceInventory probe() {
   const cudaError_t err = cudaGetDeviceCount(&n);
   if (err == cudaSuccess && n > 0) {
     inv.cuda_devices = n;
-    inv.summary = "CUDA: " + std::to_string(n) +
-                  " device(s) found (kernels run on the CPU until "
-                  "the GPU backend is enabled)";
+    for (int d = 0; d < n; ++d) {
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) continue;
+      GpuInfo g;
+      g.name = std::string(prop.name, strnlen(prop.name, sizeof(prop.name)));
+      g.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+      g.major = prop.major;
+      g.minor = prop.minor;
+      inv.gpus.push_back(std::move(g));
+    }
+    inv.summary = "CUDA: " + describe_gpus(inv.gpus) +
+                  " (kernels run on the CPU until the GPU backend is enabled)";
   } else {
     inv.summary =
         std::string("CUDA: no usable device (") + cudaGetErrorString(err) + "), using the CPU";
@@ -38,6 +49,26 @@ DeviceInventory probe() {
 }
 
 }  // namespace
+
+std::string describe_gpus(const std::vector<GpuInfo>& gpus) {
+  if (gpus.empty()) return "none";
+  std::string out;
+  for (size_t i = 0; i < gpus.size();) {
+    size_t j = i;
+    while (j < gpus.size() && gpus[j].name == gpus[i].name &&
+           gpus[j].memory_bytes == gpus[i].memory_bytes && gpus[j].major == gpus[i].major &&
+           gpus[j].minor == gpus[i].minor) {
+      ++j;
+    }
+    char mem[32];
+    std::snprintf(mem, sizeof(mem), "%.1f GB", static_cast<double>(gpus[i].memory_bytes) / 1e9);
+    if (!out.empty()) out += ", ";
+    out += std::to_string(j - i) + " x " + gpus[i].name + " (" + mem + ", sm_" +
+           std::to_string(gpus[i].major) + std::to_string(gpus[i].minor) + ")";
+    i = j;
+  }
+  return out;
+}
 
 const DeviceInventory& device_inventory() {
   static const DeviceInventory inventory = probe();

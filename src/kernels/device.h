@@ -4,15 +4,28 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace meshpipe::kernels {
 
+/// One GPU as the CUDA runtime describes it.
+struct GpuInfo {
+  std::string name;          ///< e.g. "NVIDIA H200"
+  int64_t memory_bytes = 0;  ///< total device memory
+  int major = 0;             ///< compute capability
+  int minor = 0;
+};
+
 /// What the process found at start-up.
 struct DeviceInventory {
-  bool cuda_built = false;  ///< the binary was built with CUDA support
-  int cuda_devices = 0;     ///< usable CUDA devices (0 without a driver)
-  std::string summary;      ///< e.g. "CUDA: no driver found, using the CPU"
+  bool cuda_built = false;    ///< the binary was built with CUDA support
+  int cuda_devices = 0;       ///< usable CUDA devices (0 without a driver)
+  std::vector<GpuInfo> gpus;  ///< one per usable device
+  std::string summary;        ///< e.g. "CUDA: no driver found, using the CPU"
 };
+
+/// "1 x NVIDIA H200 (140.4 GB, sm_90)", "2 x A, 1 x B", or "none".
+std::string describe_gpus(const std::vector<GpuInfo>& gpus);
 
 /// Probes once per process (cudaGetDeviceCount; never touches CUDA again when it fails, since
 /// the error is sticky) and returns the cached result.

@@ -255,11 +255,67 @@ TEST_CASE("the store refuses keys and values over their limits, naming them", "[
   caf::anon_send_exit(hb, caf::exit_reason::user_shutdown);
 }
 
+TEST_CASE("a node reports its GPUs; a malformed GPU list is refused naming the field",
+          "[cluster]") {
+  using namespace internal;  // NOLINT: the protocol's atoms
+  auto coord = Coordinator::listen(coordinator_options(1));
+  REQUIRE(coord.has_value());
+  AdmittedPeer peer((*coord)->port());
+  heartbeat_actor hb = peer.sys->spawn([]() -> heartbeat_actor::behavior_type {
+    return {[](ping_atom) -> caf::result<pong_atom> { return pong_atom::value; },
+            [](abort_atom, const std::string&) {}, [](tick_atom) {}};
+  });
+  const auto report = [&](Json gpus) {
+    Json info = {{"host", "peer"},
+                 {"pid", 1},
+                 {"devices", 1},
+                 {"memory", 1 << 30},
+                 {"gpus", std::move(gpus)},
+                 {"version", meshpipe_version()}};
+    return ask<int32_t, int32_t>(
+        *peer.sys, peer.coordinator, std::chrono::seconds(5),
+        caf::make_message(register_atom::value, std::string(kClusterProtocol), info.dump(), hb));
+  };
+  const Json h200 = {
+      {"name", "NVIDIA H200"}, {"memory", int64_t{150} << 30}, {"major", 9}, {"minor", 0}};
+  struct Bad {
+    Json gpus;
+    std::string says;
+  };
+  Json unnamed = h200;
+  unnamed["name"] = "";
+  Json no_memory = h200;
+  no_memory["memory"] = 0;
+  Json extra = h200;
+  extra["colour"] = "green";
+  Json many = Json::array();
+  for (size_t k = 0; k <= kMaxNodeGpus; ++k) many.push_back(h200);
+  for (const Bad& bad : {Bad{Json("H200"), "'gpus' must be an array"},
+                         Bad{Json::array({unnamed}), "'gpus[0].name' must be 1 to"},
+                         Bad{Json::array({no_memory}), "'gpus[0].memory' must be positive"},
+                         Bad{Json::array({extra}), "'gpus[0].colour' is not a known field"},
+                         Bad{many, "at most 64"}}) {
+    auto r = report(bad.gpus);
+    REQUIRE_FALSE(r.has_value());
+    CHECK_THAT(r.status().message(), Catch::Contains(bad.says));
+  }
+  REQUIRE(report(Json::array({h200, h200})).has_value());
+  auto nodes = (*coord)->wait_for_nodes();
+  REQUIRE(nodes.has_value());
+  REQUIRE(nodes->size() == 1);
+  REQUIRE((*nodes)[0].gpus.size() == 2);
+  CHECK((*nodes)[0].gpus[0].name == "NVIDIA H200");
+  CHECK((*nodes)[0].gpus[0].memory_bytes == int64_t{150} << 30);
+  CHECK((*nodes)[0].gpus[1].major == 9);
+  CHECK(kernels::describe_gpus((*nodes)[0].gpus) == "2 x NVIDIA H200 (161.1 GB, sm_90)");
+  caf::anon_send_exit(hb, caf::exit_reason::user_shutdown);
+}
+
 TEST_CASE("the cluster of the nodes", "[cluster]") {
   auto base = mesh::cluster_preset("cpu");
   REQUIRE(base.has_value());
-  std::vector<NodeReport> nodes = {{0, "a", 1, 2, int64_t{4} << 30},
-                                   {1, "b", 2, 2, int64_t{2} << 30}};
+  std::vector<NodeReport> nodes = {{0, "a", 1, 2, int64_t{4} << 30, {}},
+                                   {1, "b", 2, 2, int64_t{2} << 30, {}}};
   auto c = cluster_from_nodes(nodes, *base);
   REQUIRE(c.has_value());
   CHECK(c->hosts == 2);

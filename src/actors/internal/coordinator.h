@@ -55,5 +55,8 @@ coordinator_actor::behavior_type coordinator(coordinator_actor::pointer self,
 
 /// "node K (HOST pid P)".
 std::string node_name(const NodeReport& n);
+/// The optional "gpus" list of a node report (JSON), checked: at most kMaxNodeGpus, names of
+/// 1-kMaxNameBytes bytes, positive memory.
+Expected<std::vector<kernels::GpuInfo>> read_gpus(JsonReader& r);
 
 }  // namespace meshpipe::actors::internal
