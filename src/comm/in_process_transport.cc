@@ -144,6 +144,17 @@ class InProcessEndpoint final : public Transport {
     return status;
   }
 
+  void cancel(Request& request) override {
+    if (request.id < 0) return;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    auto it = find(request);
+    if (it != state_->receives.end()) {
+      if (!it->second.done) withdraw(request.id, it->second);
+      state_->receives.erase(it);
+    }
+    request.id = -1;  // sends complete at once: nothing else to give up
+  }
+
   bool test(Request& request) override {
     if (request.id < 0) return true;
     std::lock_guard<std::mutex> lock(state_->mu);

@@ -53,6 +53,10 @@ class Transport {
   virtual Status wait(Request& request, std::chrono::milliseconds timeout) = 0;
   /// True when the request has completed (then wait() returns at once).
   virtual bool test(Request& request) = 0;
+  /// Gives up an outstanding request (after its wait failed, say): once this returns, no
+  /// message lands in a receive's buffer and no send reads its buffer any more (a send that
+  /// already left may still arrive). The request is then done (id -1); unknown ones are ignored.
+  virtual void cancel(Request& request) = 0;
   /// Makes wait() fail with kUnavailable soon after `*flag` turns true (its owner aborted the
   /// run); the flag must outlive the endpoint. The in-process transport has an abort of its
   /// own (InProcessFabric::abort) and ignores it.

@@ -29,6 +29,33 @@ constexpr int64_t kDirectAllReduceBytes = int64_t{1} << 20;
 
 using internal::check_buffer;
 
+// The requests of one collective: whatever is still outstanding when it goes out of scope (a
+// wait failed, or posting failed half-way) is cancelled, so no message lands in a buffer after
+// the collective returned.
+class Requests {
+ public:
+  explicit Requests(Transport* ep) : ep_(ep) {}
+  ~Requests() {
+    for (Request& r : v_) ep_->cancel(r);
+  }
+  Requests(const Requests&) = delete;
+  Requests& operator=(const Requests&) = delete;
+  void add(Request r) { v_.push_back(r); }
+  // Waits for each in turn until `deadline`; stops at the first failure.
+  Status wait(Clock::time_point deadline) {
+    for (Request& r : v_) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      MP_RETURN_IF_ERROR(ep_->wait(r, std::max(left, std::chrono::milliseconds(1))));
+    }
+    return Status::ok();
+  }
+
+ private:
+  Transport* ep_;
+  std::vector<Request> v_;
+};
+
 class TransportCommunicator final : public Communicator {
  public:
   TransportCommunicator(Transport* endpoint, std::vector<int> peers, int rank, uint32_t group,
@@ -97,19 +124,19 @@ class TransportCommunicator final : public Communicator {
         src = staging_.data();
       }
       const uint64_t tag = next_tag();
-      std::vector<Request> reqs;
+      Requests reqs(ep_);
       for (int p = 0; p < size_; ++p) {
         if (p == rank_) continue;
         MP_ASSIGN_OR_RETURN(Request r, ep_->recv(peer(p), tag, dst + p * bytes, bytes));
-        reqs.push_back(r);
+        reqs.add(r);
       }
       for (int p = 0; p < size_; ++p) {
         if (p == rank_) continue;
         MP_ASSIGN_OR_RETURN(Request r, ep_->send(peer(p), tag, src + p * bytes, bytes));
-        reqs.push_back(r);
+        reqs.add(r);
       }
       std::memmove(dst + rank_ * bytes, src + rank_ * bytes, size_t(bytes));
-      return wait_all(reqs);
+      return reqs.wait(deadline_);
     });
   }
 
@@ -122,18 +149,18 @@ class TransportCommunicator final : public Communicator {
     return guarded(fmt::format("broadcast of {} bytes from rank {}", bytes, root), [&] {
       if (bytes == 0) return barrier_ring();
       const uint64_t tag = next_tag();
-      std::vector<Request> reqs;
+      Requests reqs(ep_);
       if (rank_ == root) {
         for (int p = 0; p < size_; ++p) {
           if (p == root) continue;
           MP_ASSIGN_OR_RETURN(Request r, ep_->send(peer(p), tag, data, bytes));
-          reqs.push_back(r);
+          reqs.add(r);
         }
       } else {
         MP_ASSIGN_OR_RETURN(Request r, ep_->recv(peer(root), tag, data, bytes));
-        reqs.push_back(r);
+        reqs.add(r);
       }
-      return wait_all(reqs);
+      return reqs.wait(deadline_);
     });
   }
 
@@ -155,29 +182,19 @@ class TransportCommunicator final : public Communicator {
     return off;
   }
 
-  // Waits for every request, within the collective's deadline.
-  Status wait_all(std::vector<Request>& reqs) {
-    for (Request& r : reqs) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
-      MP_RETURN_IF_ERROR(ep_->wait(r, std::max(left, std::chrono::milliseconds(1))));
-    }
-    return Status::ok();
-  }
-
   // Receives `rbytes` from the left neighbour into `rbuf` while sending `sbytes` of `sbuf` to
   // the right one (the receive posted first).
   Status shift(const void* sbuf, int64_t sbytes, void* rbuf, int64_t rbytes, uint64_t tag) {
-    std::vector<Request> reqs;
+    Requests reqs(ep_);
     if (rbytes > 0) {
       MP_ASSIGN_OR_RETURN(Request r, ep_->recv(peer(left()), tag, rbuf, rbytes));
-      reqs.push_back(r);
+      reqs.add(r);
     }
     if (sbytes > 0) {
       MP_ASSIGN_OR_RETURN(Request r, ep_->send(peer(right()), tag, sbuf, sbytes));
-      reqs.push_back(r);
+      reqs.add(r);
     }
-    return wait_all(reqs);
+    return reqs.wait(deadline_);
   }
 
   // Ring reduce-scatter in place: afterwards chunk rank() of `acc` holds the sum over ranks.
@@ -228,20 +245,20 @@ class TransportCommunicator final : public Communicator {
     const size_t n = size_t(count);
     incoming_.resize(n * size_t(size_));
     std::memcpy(incoming_.data() + size_t(rank_) * n, data, n * sizeof(float));
-    std::vector<Request> reqs;
+    Requests reqs(ep_);
     for (int p = 0; p < size_; ++p) {
       if (p == rank_) continue;
       MP_ASSIGN_OR_RETURN(Request r, ep_->recv(peer(p), tag, incoming_.data() + size_t(p) * n,
                                                count * int64_t(sizeof(float))));
-      reqs.push_back(r);
+      reqs.add(r);
     }
     const float* mine = incoming_.data() + size_t(rank_) * n;
     for (int p = 0; p < size_; ++p) {
       if (p == rank_) continue;
       MP_ASSIGN_OR_RETURN(Request r, ep_->send(peer(p), tag, mine, count * int64_t(sizeof(float))));
-      reqs.push_back(r);
+      reqs.add(r);
     }
-    MP_RETURN_IF_ERROR(wait_all(reqs));
+    MP_RETURN_IF_ERROR(reqs.wait(deadline_));
     std::memcpy(data, incoming_.data(), n * sizeof(float));
     for (int p = 1; p < size_; ++p) {
       const float* x = incoming_.data() + size_t(p) * n;
@@ -253,10 +270,10 @@ class TransportCommunicator final : public Communicator {
   // A one-byte ring all-gather: no rank leaves before every rank has arrived.
   Status barrier_ring() {
     if (size_ == 1) return Status::ok();
-    std::vector<uint8_t> token(size_t(size_), 1);
+    token_.assign(size_t(size_), 1);  // a member: a late message must land in live memory
     std::vector<int64_t> off;
     for (int i = 0; i <= size_; ++i) off.push_back(i);
-    return ring_all_gather(token.data(), off, 1);
+    return ring_all_gather(token_.data(), off, 1);
   }
 
   // Refuses to run after an earlier failure (messages of the failed collective may still be
@@ -288,6 +305,7 @@ class TransportCommunicator final : public Communicator {
   std::vector<float> incoming_;  // received chunks (ring) or every rank's buffer (direct)
   std::vector<float> sums_;
   std::vector<uint8_t> staging_;
+  std::vector<uint8_t> token_;
 };
 
 }  // namespace

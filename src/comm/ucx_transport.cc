@@ -97,6 +97,7 @@ class UcxEndpointImpl final : public UcxEndpoint {
   Expected<Request> recv(int peer, uint64_t tag, void* data, int64_t bytes) override;
   Status wait(Request& request, std::chrono::milliseconds timeout) override;
   bool test(Request& request) override;
+  void cancel(Request& request) override;
   void set_abort_flag(const std::atomic<bool>* flag) override { abort_flag_ = flag; }
 
  private:
@@ -320,6 +321,25 @@ Status UcxEndpointImpl::wait(Request& request, std::chrono::milliseconds timeout
       std::this_thread::sleep_for(kIdleSleep);
     }
   }
+}
+
+// Cancels the UCX request and progresses until UCX is done with its buffer (kTeardownLimit at
+// most: past it the buffer may still be touched, which only a broken peer connection causes).
+void UcxEndpointImpl::cancel(Request& request) {
+  if (request.id < 0) return;
+  auto it = pending_.find(request.id);
+  request.id = -1;
+  if (it == pending_.end()) return;
+  void* r = it->second.request;
+  if (r != nullptr) {
+    ucp_request_cancel(worker_, r);
+    const auto deadline = Clock::now() + kTeardownLimit;
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && Clock::now() < deadline) {
+      ucp_worker_progress(worker_);
+    }
+    ucp_request_free(r);
+  }
+  pending_.erase(it);
 }
 
 bool UcxEndpointImpl::test(Request& request) {

@@ -1,6 +1,7 @@
 // The checks every Communicator passes, run on each backend of this build (in-process with 1-4
-// ranks, Gloo with 2 and 4 ranks as threads): results against values computed here, odd and
-// zero sizes, consecutive collectives, and a rank that never arrives.
+// ranks, Gloo with 2 and 4 ranks as threads, two levels of 2 x 2 and 3 x 2, over transport
+// endpoints in-process with 1-4 ranks and UCX with 2 and 3): results against values computed
+// here, odd and zero sizes, consecutive collectives, and a rank that never arrives.
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>

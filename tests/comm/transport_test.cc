@@ -1,7 +1,8 @@
 // The checks every Transport passes, run on each backend of this build (in-process, and UCX with
 // all endpoints in this process): transfers between threads of small, empty and 32 MB messages,
 // receives posted before and after the send, FIFO order per tag, tags matched out of order,
-// senders told apart, size mismatches and timeouts reported by wait().
+// senders told apart, size mismatches and timeouts reported by wait(), cancelled receives left
+// alone; and the transport communicator's own checks and its behaviour after a failure.
 #include <catch2/catch.hpp>
 #include <future>
 
@@ -222,6 +223,71 @@ TEST_CASE("a receive with no matching send fails with kTimeout naming peer and t
   REQUIRE(ep[1]->wait(*r, kWait).is_ok());
   REQUIRE(sender_thread.get().is_ok());
   REQUIRE(got == sent);
+}
+
+TEST_CASE("a cancelled receive takes no message; the next receive of that tag gets it", "[comm]") {
+  const std::string backend = GENERATE(from_range(testing::transport_backends()));
+  CAPTURE(backend);
+  auto ep = endpoints_for(backend, 2);
+  std::vector<uint8_t> first(64, 0xee);
+  auto r = ep[1]->recv(0, 5, first.data(), 64);
+  REQUIRE(r.has_value());
+  REQUIRE(ep[1]->wait(*r, milliseconds(20)).code() == Errc::kTimeout);  // still outstanding
+  ep[1]->cancel(*r);
+  CHECK(r->id == -1);
+  ep[1]->cancel(*r);  // a done request: nothing happens
+  const std::vector<uint8_t> sent = pattern(64, 9);
+  auto s = ep[0]->send(1, 5, sent.data(), 64);
+  REQUIRE(s.has_value());
+  std::vector<uint8_t> second(64, 0);
+  auto r2 = ep[1]->recv(0, 5, second.data(), 64);
+  REQUIRE(r2.has_value());
+  REQUIRE(ep[1]->wait(*r2, kWait).is_ok());
+  REQUIRE(ep[0]->wait(*s, kWait).is_ok());
+  CHECK(second == sent);
+  CHECK(first == std::vector<uint8_t>(64, 0xee));  // the cancelled buffer was left alone
+}
+
+TEST_CASE("a transport communicator checks its group, and refuses to run after a failure",
+          "[comm]") {
+  const std::string backend = GENERATE(from_range(testing::transport_backends()));
+  CAPTURE(backend);
+  auto ep = endpoints_for(backend, 3);
+  const milliseconds t{300};
+  CHECK(make_transport_communicator(nullptr, {0, 1}, 0, 0, t).status().code() ==
+        Errc::kInvalidArgument);
+  CHECK_THAT(make_transport_communicator(ep[0].get(), {1, 0}, 0, 0, t).status().message(),
+             Catch::Contains("rank 0 is endpoint 1, but the endpoint given is 0"));
+  CHECK_THAT(make_transport_communicator(ep[0].get(), {0, 0}, 0, 0, t).status().message(),
+             Catch::Contains("appears twice"));
+  CHECK_THAT(make_transport_communicator(ep[0].get(), {0, 7}, 0, 0, t).status().message(),
+             Catch::Contains("not in a fabric of 3"));
+  CHECK_THAT(make_transport_communicator(ep[0].get(), {0, 1}, 0, kMaxCollectiveGroups, t)
+                 .status()
+                 .message(),
+             Catch::Contains("group id 32768"));
+  CHECK(make_transport_communicator(ep[0].get(), {0, 1}, 0, 0, milliseconds(0)).status().code() ==
+        Errc::kInvalidArgument);
+  CHECK(make_transport_communicator(ep[0].get(), {0, 1}, 2, 0, t).status().code() ==
+        Errc::kInvalidArgument);
+  // Rank 1 never comes: rank 0's all-reduce times out, and everything after it fails at once,
+  // naming the first failure. Rank 1 arriving later may still complete against the message rank
+  // 0 sent before giving up (a run is aborted after a failure anyway), but what it sends does
+  // not land in rank 0's data after rank 0's call returned.
+  auto c0 = make_transport_communicator(ep[0].get(), {0, 1}, 0, 3, t);
+  auto c1 = make_transport_communicator(ep[1].get(), {0, 1}, 1, 3, t);
+  REQUIRE(c0.has_value());
+  REQUIRE(c1.has_value());
+  std::vector<float> mine(1000, 1.0f);
+  const Status first = (*c0)->all_reduce(mine.data(), 1000);
+  CHECK(first.code() == Errc::kTimeout);
+  CHECK_THAT(first.message(), Catch::Contains("all-reduce of 1000 floats (rank 0 of 2, group 3)"));
+  const Status again = (*c0)->barrier();
+  CHECK(again.code() == Errc::kUnavailable);
+  CHECK_THAT(again.message(), Catch::Contains("failed earlier"));
+  std::vector<float> late(1000, 2.0f);
+  (void)(*c1)->all_reduce(late.data(), 1000);
+  CHECK(mine == std::vector<float>(1000, 1.0f));
 }
 
 TEST_CASE("bad peers, tags and buffers are rejected at once with kInvalidArgument", "[comm]") {
