@@ -302,7 +302,9 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   cj.timeout = std::chrono::milliseconds(args.step_timeout_ms);
   cj.load_dir = args.load;
   cj.time_kernels = args.breakdown;
-  if (!args.collectives.empty()) cj.collectives = args.collectives;
+  if (!args.collectives.empty()) {
+    cj.collectives = *runtime::parse_collective_backend(args.collectives);  // CLI checked it
+  }
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());

@@ -129,6 +129,10 @@ Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
 }
 
 Status Coordinator::start(const ClusterJob& job) {
+  if (job.collectives == runtime::CollectiveBackend::kInProcess) {
+    return make_error(Errc::kInvalidArgument,
+                      "in-process collectives cannot reach across nodes: use UCX or Gloo");
+  }
   JobMessage msg;
   msg.spec = job.spec;
   msg.plan = job.plan;

@@ -37,6 +37,7 @@
 #include "mesh/cluster.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
+#include "runtime/in_process_run.h"
 #include "train/job.h"
 #include "train/step_runner.h"
 
@@ -89,10 +90,10 @@ struct ClusterJob {
   /// job's plan); it must be readable on every node (a shared file system, or one machine).
   std::string load_dir;
   bool time_kernels = false;  ///< every node reports where its steps' time goes (--breakdown)
-  /// Collectives of the mesh-axis groups that span nodes: "ucx" (over the devices' UCX
-  /// endpoints; the default, measured 15-350x faster than Gloo between pinned processes) or
-  /// "gloo". Groups inside one node always use shared memory.
-  std::string collectives = "ucx";
+  /// Collectives of the mesh-axis groups that span nodes: UCX (over the devices' UCX endpoints;
+  /// the default, measured 15-350x faster than Gloo between pinned processes) or Gloo; not
+  /// in-process (refused). Groups inside one node always use shared memory.
+  runtime::CollectiveBackend collectives = runtime::CollectiveBackend::kUcx;
 };
 
 /// The driver's side: publishes the coordinator and runs the job through it. As a

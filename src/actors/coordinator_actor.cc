@@ -12,6 +12,18 @@ std::string node_name(const NodeReport& n) {
   return fmt::format("node {} ({} pid {})", n.id, n.host, n.pid);
 }
 
+Json gpus_to_json(const std::vector<kernels::GpuInfo>& gpus) {
+  Json list = Json::array();
+  for (const kernels::GpuInfo& g : gpus) {
+    if (list.size() >= kMaxNodeGpus) break;
+    list.push_back({{"name", g.name.substr(0, kMaxNameBytes)},
+                    {"memory", g.memory_bytes},
+                    {"major", g.major},
+                    {"minor", g.minor}});
+  }
+  return list;
+}
+
 // The optional "gpus" list of a node report or of the node list: at most kMaxNodeGpus entries,
 // each a name of 1-kMaxNameBytes bytes, a positive memory and a compute capability 1-99.
 Expected<std::vector<kernels::GpuInfo>> read_gpus(JsonReader& r) {
@@ -78,17 +90,12 @@ Expected<NodeReport> parse_node_report(const std::string& text) {
 std::string nodes_json(const CoordinatorState& st) {
   Json j = Json::array();
   for (const NodeReport& n : st.nodes) {
-    Json gpus = Json::array();
-    for (const kernels::GpuInfo& g : n.gpus) {
-      gpus.push_back(
-          {{"name", g.name}, {"memory", g.memory_bytes}, {"major", g.major}, {"minor", g.minor}});
-    }
     j.push_back({{"id", n.id},
                  {"host", n.host},
                  {"pid", n.pid},
                  {"devices", n.devices},
                  {"memory", n.memory_bytes},
-                 {"gpus", std::move(gpus)}});
+                 {"gpus", gpus_to_json(n.gpus)}});
   }
   return j.dump();
 }

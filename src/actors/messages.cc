@@ -20,7 +20,7 @@ std::string job_message_to_json(const JobMessage& job) {
   j["timeout_ms"] = job.timeout.count();
   j["load"] = job.load_dir;
   if (job.time_kernels) j["time_kernels"] = true;
-  j["collectives"] = job.collectives;
+  j["collectives"] = runtime::collective_backend_name(job.collectives);
   return j.dump();
 }
 
@@ -37,11 +37,14 @@ Expected<JobMessage> job_message_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("timeout_ms", &timeout_ms));
   MP_RETURN_IF_ERROR(r.read("load", &job.load_dir));
   MP_RETURN_IF_ERROR(r.read_optional("time_kernels", &job.time_kernels));
-  MP_RETURN_IF_ERROR(r.read_optional("collectives", &job.collectives));
+  std::string collectives = runtime::collective_backend_name(job.collectives);
+  MP_RETURN_IF_ERROR(r.read_optional("collectives", &collectives));
   MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
-  if (job.collectives != "ucx" && job.collectives != "gloo") {
+  auto backend = runtime::parse_collective_backend(collectives);
+  if (!backend.has_value() || *backend == runtime::CollectiveBackend::kInProcess) {
     return r.error("collectives", "must be \"ucx\" or \"gloo\"");
   }
+  job.collectives = *backend;
   if (timeout_ms <= 0) return r.error("timeout_ms", "must be positive");
   job.timeout = std::chrono::milliseconds(timeout_ms);
   MP_ASSIGN_OR_RETURN(job.spec, train::job_spec_from_json(spec));

@@ -13,6 +13,7 @@
 #include <cstdlib>
 
 #include "actors/cluster.h"
+#include "actors/internal/coordinator.h"
 #include "actors/internal/gate.h"
 #include "actors/internal/protocol.h"
 #include "actors/secret.h"
@@ -195,17 +196,12 @@ node_actor::behavior_type remote_node(node_actor::pointer self, std::shared_ptr<
   };
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
-  Json gpus = Json::array();
-  for (const kernels::GpuInfo& g : kernels::device_inventory().gpus) {
-    if (gpus.size() >= kMaxNodeGpus) break;
-    gpus.push_back({{"name", g.name.substr(0, 255)},
-                    {"memory", g.memory_bytes},
-                    {"major", g.major},
-                    {"minor", g.minor}});
-  }
-  const Json info = {{"host", std::string(host)},      {"pid", static_cast<int64_t>(::getpid())},
-                     {"devices", rn->options.devices}, {"memory", rn->options.memory_bytes},
-                     {"gpus", std::move(gpus)},        {"version", rn->options.version}};
+  const Json info = {{"host", std::string(host)},
+                     {"pid", static_cast<int64_t>(::getpid())},
+                     {"devices", rn->options.devices},
+                     {"memory", rn->options.memory_bytes},
+                     {"gpus", gpus_to_json(kernels::device_inventory().gpus)},
+                     {"version", rn->options.version}};
   self->request(rn->coordinator, rn->options.connect_timeout, register_atom::value,
                 rn->options.protocol, info.dump(), hb)
       .then(

@@ -59,8 +59,7 @@ Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const s
   options.run.interpreter.time_kernels = msg.time_kernels;
   if (st.make_share) {
     MP_ASSIGN_OR_RETURN(options.run.share, st.make_share(msg.timeout));
-    options.run.collectives = msg.collectives == "gloo" ? runtime::CollectiveBackend::kGloo
-                                                        : runtime::CollectiveBackend::kUcx;
+    options.run.collectives = msg.collectives;
     options.run.transport = runtime::TransportKind::kUcx;
   }
   st.end_job();

@@ -129,6 +129,19 @@ struct InProcessRun::Impl {
       std::vector<int> process_of;
       uint32_t id = 0;               // the group's number, the same in every process
       std::vector<int32_t> devices;  // the device of each rank
+      // The group's ranks that talk across processes: all of them, or of a two-level group its
+      // leaders (processes numbered in order of first rank).
+      std::vector<int> across() const {
+        std::vector<int> out;
+        for (int r = 0; r < size; ++r) {
+          if (!local_group || process_of[size_t(r)] == r) out.push_back(r);
+        }
+        return out;
+      }
+      int rank_across() const {
+        const std::vector<int> a = across();
+        return static_cast<int>(std::find(a.begin(), a.end(), rank) - a.begin());
+      }
     };
     std::vector<Member> members;
     uint32_t next_group = 0;
@@ -205,15 +218,11 @@ struct InProcessRun::Impl {
         const Member& m = members[k];
         if (m.group || (m.local_group && m.local_rank != 0)) continue;
         std::vector<int> peers;
-        int rank = -1;
-        for (int r = 0; r < m.size; ++r) {
-          if (m.local_group && m.process_of[size_t(r)] != r) continue;  // not a leader
-          if (r == m.rank) rank = static_cast<int>(peers.size());
-          peers.push_back(m.devices[size_t(r)]);
-        }
+        for (int r : m.across()) peers.push_back(m.devices[size_t(r)]);
         comm::Transport* ep = links[static_cast<size_t>(m.device)].transport;
-        MP_ASSIGN_OR_RETURN(auto c, comm::make_transport_communicator(ep, std::move(peers), rank,
-                                                                      m.id, options.timeout));
+        MP_ASSIGN_OR_RETURN(
+            auto c, comm::make_transport_communicator(ep, std::move(peers), m.rank_across(), m.id,
+                                                      options.timeout));
         if (m.local_group) {
           parts[k].leaders = std::move(c);
         } else {
@@ -236,19 +245,9 @@ struct InProcessRun::Impl {
           go.timeout = options.timeout;
           go.prefix = prefix + me.prefix;
           if (options.share) go.hostname = options.share->host;
-          int rank = me.rank;
-          int size = me.size;
-          if (me.local_group) {  // the leaders: processes numbered in order of first rank
-            go.prefix += "/leaders";
-            std::vector<int> firsts;
-            for (int r = 0; r < me.size; ++r) {
-              if (me.process_of[size_t(r)] == r) firsts.push_back(r);
-            }
-            size = static_cast<int>(firsts.size());
-            rank =
-                static_cast<int>(std::find(firsts.begin(), firsts.end(), me.rank) - firsts.begin());
-          }
-          auto c = comm::make_gloo_communicator(rank, size, store, go);
+          if (me.local_group) go.prefix += "/leaders";
+          auto c = comm::make_gloo_communicator(me.rank_across(),
+                                                static_cast<int>(me.across().size()), store, go);
           if (!c.has_value()) {
             status[k] = c.status();
           } else if (me.local_group) {

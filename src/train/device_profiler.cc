@@ -479,12 +479,12 @@ class Profiler {
   // (runtime/in_process_run.cc): a group inside a host in shared memory; one across hosts in two
   // levels when it has the same number (2 or more) of devices on each host it spans (the host's
   // devices, if g exceeds them), else Gloo (or UCX) among all its devices.
-  enum class Layout { kInProcess, kGloo, kTwoLevel };
+  enum class Layout { kInProcess, kFlat, kTwoLevel };  // kFlat: Gloo or UCX among all
   Layout layout(int g, bool inter) const {
     if (options_.collectives == runtime::CollectiveBackend::kInProcess) return Layout::kInProcess;
     const int per_host = cluster_.devices_per_host;
-    if (!inter) return g <= per_host ? Layout::kInProcess : Layout::kGloo;
-    return per_host >= 2 && g > per_host && g % per_host == 0 ? Layout::kTwoLevel : Layout::kGloo;
+    if (!inter) return g <= per_host ? Layout::kInProcess : Layout::kFlat;
+    return per_host >= 2 && g > per_host && g % per_host == 0 ? Layout::kTwoLevel : Layout::kFlat;
   }
 
   // The communicators of a group of g ranks (threads) laid out as `how`.
@@ -499,39 +499,39 @@ class Profiler {
     }
     auto store = comm::make_in_process_store();
     const int per = how == Layout::kTwoLevel ? cluster_.devices_per_host : 1;
-    const int gloo_ranks = g / per;  // Gloo (UCX) among all, or among one leader per host
-    std::vector<std::unique_ptr<comm::Communicator>> gloo(static_cast<size_t>(gloo_ranks));
+    const int ranks = g / per;  // Gloo or UCX among all, or among one leader per host
+    std::vector<std::unique_ptr<comm::Communicator>> across(static_cast<size_t>(ranks));
     if (options_.collectives == runtime::CollectiveBackend::kUcx) {
       // Over UCX endpoints of their own (kept until the profile is written).
-      MP_ASSIGN_OR_RETURN(auto eps, comm::make_ucx_fabric(gloo_ranks));
+      MP_ASSIGN_OR_RETURN(auto eps, comm::make_ucx_fabric(ranks));
       std::vector<int> peers;
-      for (int r = 0; r < gloo_ranks; ++r) peers.push_back(r);
-      for (int r = 0; r < gloo_ranks; ++r) {
-        MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
+      for (int r = 0; r < ranks; ++r) peers.push_back(r);
+      for (int r = 0; r < ranks; ++r) {
+        MP_ASSIGN_OR_RETURN(across[static_cast<size_t>(r)],
                             comm::make_transport_communicator(eps[static_cast<size_t>(r)].get(),
                                                               peers, r, 0, timeout));
       }
       fabrics_.push_back(std::move(eps));
     } else {
-      MP_RETURN_IF_ERROR(on_threads(gloo_ranks, [&](int r) -> Status {
+      MP_RETURN_IF_ERROR(on_threads(ranks, [&](int r) -> Status {
         comm::GlooOptions go;
         go.prefix = prefix;
         go.timeout = timeout;
-        MP_ASSIGN_OR_RETURN(gloo[static_cast<size_t>(r)],
-                            comm::make_gloo_communicator(r, gloo_ranks, store, go));
+        MP_ASSIGN_OR_RETURN(across[static_cast<size_t>(r)],
+                            comm::make_gloo_communicator(r, ranks, store, go));
         return Status::ok();
       }));
     }
-    if (how == Layout::kGloo) return gloo;
+    if (how == Layout::kFlat) return across;
     std::vector<int> process_of;  // hosts of `per` consecutive ranks, named by their first
     for (int r = 0; r < g; ++r) process_of.push_back(r / per * per);
-    for (int h = 0; h < gloo_ranks; ++h) {
+    for (int h = 0; h < ranks; ++h) {
       auto local = comm::InProcessGroup::create(per, timeout);
       for (int l = 0; l < per; ++l) {
         comm::HierarchyParts parts;
         parts.local_group = local;
         parts.local = local->communicator(l);
-        if (l == 0) parts.leaders = std::move(gloo[static_cast<size_t>(h)]);
+        if (l == 0) parts.leaders = std::move(across[static_cast<size_t>(h)]);
         MP_ASSIGN_OR_RETURN(
             comms[static_cast<size_t>(h * per + l)],
             comm::make_hierarchical_communicator(h * per + l, process_of, std::move(parts)));

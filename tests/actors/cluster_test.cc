@@ -311,6 +311,17 @@ TEST_CASE("a node reports its GPUs; a malformed GPU list is refused naming the f
   caf::anon_send_exit(hb, caf::exit_reason::user_shutdown);
 }
 
+TEST_CASE("a job with in-process collectives across nodes is refused before it is sent",
+          "[cluster]") {
+  auto coord = Coordinator::listen(coordinator_options(1));
+  REQUIRE(coord.has_value());
+  ClusterJob job;
+  job.collectives = runtime::CollectiveBackend::kInProcess;
+  const Status s = (*coord)->start(job);
+  CHECK(s.code() == Errc::kInvalidArgument);
+  CHECK_THAT(s.message(), Catch::Contains("cannot reach across nodes"));
+}
+
 TEST_CASE("the cluster of the nodes", "[cluster]") {
   auto base = mesh::cluster_preset("cpu");
   REQUIRE(base.has_value());

@@ -42,12 +42,12 @@ TEST_CASE("a job message survives its JSON form", "[actors][messages]") {
   auto timed_back = job_message_from_json(job_message_to_json(timed));
   REQUIRE(timed_back.has_value());
   CHECK(timed_back->time_kernels);
-  CHECK(back->collectives == "ucx");  // the default between nodes
+  CHECK(back->collectives == runtime::CollectiveBackend::kUcx);  // the default between nodes
   JobMessage gloo = m;
-  gloo.collectives = "gloo";
+  gloo.collectives = runtime::CollectiveBackend::kGloo;
   auto gloo_back = job_message_from_json(job_message_to_json(gloo));
   REQUIRE(gloo_back.has_value());
-  CHECK(gloo_back->collectives == "gloo");
+  CHECK(gloo_back->collectives == runtime::CollectiveBackend::kGloo);
 }
 
 TEST_CASE("a malformed job message is an error naming the field", "[actors][messages]") {

@@ -55,8 +55,10 @@ coordinator_actor::behavior_type coordinator(coordinator_actor::pointer self,
 
 /// "node K (HOST pid P)".
 std::string node_name(const NodeReport& n);
-/// The optional "gpus" list of a node report (JSON), checked: at most kMaxNodeGpus, names of
+/// GPUs as a node report lists them (the first kMaxNodeGpus, names cut to kMaxNameBytes), and
+/// the optional "gpus" list of a node report (JSON), checked: at most kMaxNodeGpus, names of
 /// 1-kMaxNameBytes bytes, positive memory.
+Json gpus_to_json(const std::vector<kernels::GpuInfo>& gpus);
 Expected<std::vector<kernels::GpuInfo>> read_gpus(JsonReader& r);
 
 }  // namespace meshpipe::actors::internal

@@ -15,6 +15,7 @@
 #include "core/json.h"
 #include "core/status.h"
 #include "planner/plan.h"
+#include "runtime/in_process_run.h"
 #include "train/job.h"
 #include "train/step_runner.h"
 
@@ -27,8 +28,8 @@ struct JobMessage {
   std::chrono::milliseconds timeout{30000};  ///< collectives and transfers inside a step
   std::string load_dir;                      ///< resume from this checkpoint ("" for none)
   bool time_kernels = false;                 ///< report where each step's time goes (--breakdown)
-  /// Collectives of the groups that span nodes: "ucx" (the default) or "gloo".
-  std::string collectives = "ucx";
+  /// Collectives of the groups that span nodes: UCX (the default) or Gloo, never in-process.
+  runtime::CollectiveBackend collectives = runtime::CollectiveBackend::kUcx;
 };
 std::string job_message_to_json(const JobMessage& job);
 Expected<JobMessage> job_message_from_json(const std::string& text);
