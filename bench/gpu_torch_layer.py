@@ -5,10 +5,13 @@ bf16 GEMM rate of the same run, as TFLOP/s of model FLOPs.
 
 A GPT layer (pre-norm, causal self-attention, GELU MLP of 4h) at hidden h, heads a, sequence s,
 batch b: forward FLOPs 24 b s h^2 + 4 b s^2 h (the matrix products; Megatron's count), backward
-twice that. Each configuration: 3 warm-up steps, then the median of 20 steps timed with CUDA
-events. Prints a Markdown table; --out writes it too.
+twice that: the convention bench_gpu_layer (bench/gpu_layer.cc) uses for its model FLOPs, so
+their TFLOP/s compare directly. The step here has no optimizer and keeps bf16 weights;
+bench_gpu_layer's also updates f32 master weights with Adam. Each configuration: 3 warm-up
+steps, then the median of 20 steps timed with CUDA events. Prints a Markdown table, row by row;
+--out writes it too, rewritten after each row, so a run stopped by a time limit keeps its rows.
 
-  python3 bench/gpu_torch_layer.py [--out FILE] [--quick]
+  python3 bench/gpu_torch_layer.py [--out FILE] [--quick] [--seq N]
 """
 import argparse
 import statistics
@@ -64,20 +67,35 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seq", type=int, help="sequence length of every layer (default 1024)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device")
     torch.manual_seed(0)
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
-    lines = [f"PyTorch {torch.__version__} on {name}, bf16, median of 20 steps after 3 warm-ups.",
-             "", "| what | shape | ms | TFLOP/s |", "|---|---|---|---|"]
+    lines = []
+
+    def emit(line):
+        lines.append(line)
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    emit(f"PyTorch {torch.__version__} on {name}, bf16, median of 20 steps after 3 warm-ups; model "
+         "FLOPs 3 (24 b s h^2 + 4 b s^2 h) per layer (forward + backward, no optimizer).")
+    emit("")
+    emit("| what | shape | ms | TFLOP/s |")
+    emit("|---|---|---|---|")
     n = 4096 if args.quick else 8192
     a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     ms = time_ms(lambda: a @ b)
-    lines.append(f"| GEMM (torch.matmul, cuBLAS) | {n}^3 | {ms:.3f} | {2 * n ** 3 / ms / 1e9:.0f} |")
+    emit(f"| GEMM (torch.matmul, cuBLAS) | {n}^3 | {ms:.3f} | {2 * n ** 3 / ms / 1e9:.0f} |")
+    del a, b
     for label, h, heads, s, batch in CONFIGS[:2] if args.quick else CONFIGS:
+        s = args.seq or s
         layer = Layer(h, heads).to(dev, torch.bfloat16)
         x = torch.randn(batch, s, h, device=dev, dtype=torch.bfloat16, requires_grad=True)
         flops = 3 * (24 * batch * s * h * h + 4 * batch * s * s * h)
@@ -90,15 +108,10 @@ def main():
             try:
                 ms = time_ms(step)
             except Exception as e:  # compile may be unavailable; say so and go on
-                lines.append(f"| {label}, {mode} | b{batch} s{s} h{h} | failed: {type(e).__name__} | |")
+                emit(f"| {label}, {mode} | b{batch} s{s} h{h} | failed: {type(e).__name__} | |")
                 continue
-            lines.append(f"| {label} fwd+bwd, {mode} | b{batch} s{s} h{h} | {ms:.3f} | "
-                         f"{flops / ms / 1e9:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+            emit(f"| {label} fwd+bwd, {mode} | b{batch} s{s} h{h} | {ms:.3f} | "
+                 f"{flops / ms / 1e9:.0f} |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ if(NOT MP_ENABLE_CUDA STREQUAL "OFF")
     endif()
     set(CMAKE_CUDA_STANDARD 20)
     enable_language(CUDA)
+    # CMake 3.25 does not know nvcc 13's C++20 flag ("requires the language dialect CUDA20"
+    # at generation): name it.
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
     find_package(CUDAToolkit REQUIRED)
     set(MP_HAVE_CUDA ON)
   elseif(MP_ENABLE_CUDA STREQUAL "ON")
@@ -56,6 +60,30 @@ if(NOT MP_ENABLE_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "meshpipe: CUDA ${MP_HAVE_CUDA}")
+
+# NCCL (GPU collectives; only src/comm links it) needs CUDA. AUTO builds it when CUDA is built and
+# nccl.h and libnccl are found next to the toolkit; there is no FindNCCL, so the imported target
+# is made here (docs/toolchain.md §8).
+set(MP_ENABLE_NCCL AUTO CACHE STRING "NCCL collectives: AUTO, ON or OFF (needs CUDA)")
+set(MP_HAVE_NCCL OFF)
+if(NOT MP_ENABLE_NCCL STREQUAL "OFF" AND MP_HAVE_CUDA)
+  if(NOT TARGET NCCL::nccl)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      add_library(NCCL::nccl UNKNOWN IMPORTED)
+      set_target_properties(NCCL::nccl PROPERTIES
+        IMPORTED_LOCATION "${NCCL_LIBRARY}" INTERFACE_INCLUDE_DIRECTORIES "${NCCL_INCLUDE_DIR}")
+    endif()
+  endif()
+  if(TARGET NCCL::nccl)
+    set(MP_HAVE_NCCL ON)
+  endif()
+endif()
+if(MP_ENABLE_NCCL STREQUAL "ON" AND NOT MP_HAVE_NCCL)
+  message(FATAL_ERROR "MP_ENABLE_NCCL=ON but CUDA or NCCL (nccl.h, libnccl) was not found")
+endif()
+message(STATUS "meshpipe: NCCL ${MP_HAVE_NCCL}")
 
 # Gloo (CPU collectives) and UCX (point-to-point transport) are optional, AUTO by default
 # (docs/style.md rule 10; docs/toolchain.md §4, §10). Only src/comm links them.

@@ -1,7 +1,7 @@
 # mp_add_module(NAME <mod> [DEPS <targets...>] [PRIVATE_DEPS <targets...>])
 #
 # Creates the library meshpipe_<mod> (alias meshpipe::<mod>) from src/<mod>/*.cc (and
-# src/<mod>/*/*.cc), and, when tests/<mod>/ exists, the Catch2 executable <mod>_tests from
+# src/<mod>/*/*.cc, except src/<mod>/cuda/, which a module adds in CUDA builds), and, when tests/<mod>/ exists, the Catch2 executable <mod>_tests from
 # tests/<mod>/*_test.cc, registered with catch_discover_tests (docs/style.md rule 9).
 
 set(MP_WARNINGS -Wall -Wextra -Werror)
@@ -11,6 +11,8 @@ function(mp_add_module)
   set(mod ${ARG_NAME})
   set(src_dir ${PROJECT_SOURCE_DIR}/src/${mod})
   file(GLOB_RECURSE srcs CONFIGURE_DEPENDS ${src_dir}/*.cc)
+  # Sources under a cuda/ folder are CUDA-only: the module adds them itself when MP_HAVE_CUDA.
+  list(FILTER srcs EXCLUDE REGEX "/cuda/")
   add_library(meshpipe_${mod} STATIC ${srcs})
   add_library(meshpipe::${mod} ALIAS meshpipe_${mod})
   target_include_directories(meshpipe_${mod} PUBLIC

@@ -1,5 +1,6 @@
 // `meshpipe train`: training of a zoo model on synthetic data, one progress line per step: on
-// one CPU device, or planned (or from --plan) on a cluster of virtual CPU devices run as threads.
+// one device (the CPU, or one GPU with --device cuda/auto), or planned (or from --plan) on a
+// cluster of virtual CPU devices run as threads.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -44,8 +45,9 @@ struct TrainArgs {
   uint64_t seed = 1234;
   bool check_numerics = false;
   bool breakdown = false;
-  std::string device = "auto";  // cpu, cuda, or auto (the GPU when its backend runs the model)
-  std::string cluster;          // empty: one device (unless --plan)
+  std::string device = "auto";    // cpu, cuda, or auto (one GPU for a single-device run)
+  std::string precision = "f32";  // f32, or bf16 / f16 (mixed precision)
+  std::string cluster;            // empty: one device (unless --plan)
   std::string plan;
   std::string profile;  // --profile FILE: the cluster's measured profile
   int64_t micro_batches = 0;
@@ -404,11 +406,17 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
   return 0;
 }
 
-// One CPU device, no plan: the single-device executor.
-int run_single(const TrainArgs& args, const train::JobSpec& job) {
-  fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, 1 CPU device\n", job.model.name,
-             job.model.description, job.batch(), args.steps, job.optimizer.to_string());
-  auto single = train::SingleDeviceJob::create(job);
+// One device, no plan: the single-device executor, on the CPU or (kCuda) on GPU 0, which also
+// saves and resumes checkpoints (the CPU's --save/--load go through run_parallel instead).
+int run_single(const TrainArgs& args, const train::JobSpec& job, kernels::Device device) {
+  train::SingleDeviceOptions so;
+  so.device = device;
+  so.gpu = 0;
+  so.load_dir = args.load;
+  fmt::print("meshpipe train: {} ({}), batch {}, {} steps, {}, {}\n", job.model.name,
+             job.model.description, job.batch(), args.steps, job.optimizer.to_string(),
+             train::single_device_label(so));
+  auto single = train::SingleDeviceJob::create(job, so);
   if (!single.has_value()) return fail(single.status());
   const train::RunInfo i = (*single)->info();
   fmt::print("device: {}\n", i.device);
@@ -421,17 +429,23 @@ int run_single(const TrainArgs& args, const train::JobSpec& job) {
              format_bytes(i.optimizer_state_bytes));
   fmt::print("plan: 1 stage, layers 0-{} on 1 device, no sharding\n", i.layers - 1);
   std::fflush(stdout);
-  auto summary = train::run_session(**single, session_options(args, job, /*first_step=*/1));
+  auto summary = train::run_session(**single, session_options(args, job, (*single)->first_step()));
   if (!summary.has_value()) return fail_run(summary.status());
   const auto& l = summary->losses;
   int64_t peak = 0;
-  for (const auto& [device, bytes] : summary->peak_bytes) peak = std::max(peak, bytes);
+  for (const auto& [d, bytes] : summary->peak_bytes) peak = std::max(peak, bytes);
+  // On a GPU also what its caching allocator holds from the driver.
+  const std::string reserved =
+      device == kernels::Device::kCuda
+          ? fmt::format(", GPU memory reserved {}", format_bytes((*single)->memory().reserved))
+          : std::string();
   fmt::print(
       "done: loss {:.4f} -> {:.4f} in {} steps, {} total; {} parameters, persistent {}, "
-      "peak {}\n",
+      "peak {}{}\n",
       l.front(), l.back(), l.size(), format_seconds(summary->total_time),
       format_count(static_cast<double>(i.parameter_count)),
-      format_bytes((*single)->persistent_bytes()), format_bytes(Bytes(peak)));
+      format_bytes((*single)->persistent_bytes()), format_bytes(Bytes(peak)), reserved);
+  if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   return 0;
 }
 
@@ -442,19 +456,63 @@ float default_lr(const std::string& family, graph::OptimizerConfig::Kind kind) {
   return 1e-3f;
 }
 
-// Where the job's kernels run. "cuda" needs a GPU and a CUDA kernel for every op kind of the
-// model's training step (the backend table, kernels/backend.h); "auto" takes the GPU only then,
-// else the CPU. Returns the error that names what is missing.
-Expected<kernels::Device> choose_device(const std::string& device, const train::JobSpec& job) {
-  if (device == "cpu") return kernels::Device::kCpu;
+// What makes a run more than one device without a plan ("" when nothing does): such runs go
+// through the per-device interpreter on virtual devices. A --cluster of one device does not
+// (the single-device executor runs it; the cluster only describes the device).
+Expected<std::string> planned_by(const TrainArgs& args) {
+  if (args.listen >= 0) return std::string("--listen (a job of meshpipe-node processes)");
+  if (!args.plan.empty()) return fmt::format("--plan {}", args.plan);
+  if (!args.profile.empty()) return std::string("--profile (planning with a measured profile)");
+  if (args.breakdown) return std::string("--breakdown (it times the interpreter's work)");
+  if (!args.cluster.empty()) {
+    MP_ASSIGN_OR_RETURN(const mesh::ClusterSpec cluster, mesh::resolve_cluster(args.cluster));
+    if (cluster.num_devices() != 1) {
+      return fmt::format("--cluster {} ({} devices)", args.cluster, cluster.num_devices());
+    }
+  }
+  return std::string();
+}
+
+// Where the job's kernels run. "cuda" runs a single-device job on GPU 0 through the GPU
+// executor; it needs a CUDA build, a GPU, and a run without a plan (multi-device GPU runs are
+// not implemented yet). "auto" takes the GPU exactly when "cuda" would work, else the CPU.
+// Returns the error that names what is missing.
+Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobSpec& job) {
+  if (args.device == "cpu") return kernels::Device::kCpu;
+  const bool want = args.device == "cuda";
   const kernels::DeviceInventory& inv = kernels::device_inventory();
+  if (!inv.cuda_built) {
+    if (!want) return kernels::Device::kCpu;
+    return make_error(Errc::kUnavailable,
+                      "--device cuda: this meshpipe was built without CUDA (configure with "
+                      "-DMP_ENABLE_CUDA=ON where the CUDA toolkit is installed); use --device cpu");
+  }
+  auto planned = planned_by(args);
+  if (!planned.has_value()) {
+    if (!want) return kernels::Device::kCpu;  // the CPU path reports the bad cluster itself
+    return planned.status();
+  }
+  if (!planned->empty()) {
+    if (!want) return kernels::Device::kCpu;
+    return make_error(Errc::kUnavailable,
+                      "--device cuda with {}: multi-device and planned GPU runs are not "
+                      "implemented yet in this build (planned programs run on the per-device "
+                      "interpreter, which works on host memory only, and NCCL is not yet wired "
+                      "in as the collectives of a mesh); --device cuda trains on one GPU "
+                      "through the single-device executor (no --cluster of several devices, "
+                      "--plan, --listen, --profile or --breakdown); use --device cpu for this "
+                      "run",
+                      *planned);
+  }
   if (inv.gpus.empty()) {
-    if (device == "auto") return kernels::Device::kCpu;
+    if (!want) return kernels::Device::kCpu;
     return make_error(Errc::kUnavailable, "--device cuda: no GPU to run on ({}); use --device cpu",
                       inv.summary);
   }
-  MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                      graph::models::zoo_training_graph(job.model, 1, job.optimizer));
+  // Every op kind has a CUDA kernel in a CUDA build; checked anyway, so that a kind added to the
+  // CPU backend alone is named here rather than failing at its first step.
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg, graph::models::zoo_training_graph(
+                                                   job.model, 1, job.optimizer, job.precision));
   std::set<std::string> missing;
   std::set<graph::OpKind> kinds;
   for (const graph::Op& op : tg.graph.ops()) kinds.insert(op.kind);
@@ -464,11 +522,11 @@ Expected<kernels::Device> choose_device(const std::string& device, const train::
     }
   }
   if (missing.empty()) return kernels::Device::kCuda;
-  if (device == "auto") return kernels::Device::kCpu;
+  if (!want) return kernels::Device::kCpu;
   std::string list;
   for (const std::string& m : missing) list += (list.empty() ? "" : ", ") + m;
   return make_error(Errc::kUnavailable,
-                    "--device cuda: this machine has {}, but the CUDA backend has no kernel yet "
+                    "--device cuda: this machine has {}, but the CUDA backend has no kernel "
                     "for {} of the {} op kinds of {}'s training step ({}); use --device cpu",
                     kernels::describe_gpus(inv.gpus), missing.size(), kinds.size(), job.model.name,
                     list);
@@ -490,6 +548,7 @@ int run_train(const TrainArgs& args) {
   job.global_batch = args.batch;
   job.seed = args.seed;
   job.check_finite = args.check_numerics;
+  job.precision = *parse_dtype(args.precision);  // checked by CLI::IsMember
   job.optimizer.kind = *kind;
   // A given --lr is taken as it is (one that underflows to 0 as a float is refused below, not
   // replaced by the default).
@@ -499,15 +558,17 @@ int run_train(const TrainArgs& args) {
   // Checked before anything is planned or built (the batch limit, numbers that did not survive
   // their conversion to float).
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
-  auto device = choose_device(args.device, job);
+  auto device = choose_device(args, job);
   if (!device.has_value()) return fail(device.status());
   if (args.listen >= 0) return run_listen(args, job);
+  // One GPU: the single-device executor, checkpoints included (choose_device refused the rest).
+  if (*device == kernels::Device::kCuda) return run_single(args, job, *device);
   // --breakdown times the interpreter's work: without a cluster, on one virtual device.
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty() ||
       !args.profile.empty() || args.breakdown) {
     return run_parallel(args, job);
   }
-  return run_single(args, job);
+  return run_single(args, job, kernels::Device::kCpu);
 }
 
 }  // namespace
@@ -517,7 +578,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "train",
       "Train a zoo model on synthetic data, printing loss, step time and throughput per step: on "
-      "one CPU device, or with --cluster/--plan on virtual CPU devices (threads) by a plan");
+      "one device (the CPU, or a GPU: --device), or with --cluster/--plan on virtual CPU devices "
+      "(threads) by a plan");
   cmd->add_option("--model", args->model, "zoo model name (see `meshpipe models`)")
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "training steps")
@@ -577,10 +639,17 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "ucx"}));
+  cmd->add_option("--precision", args->precision,
+                  "storage of activations: f32, or bf16 / f16 for mixed precision (f32 master "
+                  "weights, gradients, optimizer state and loss; half activations; kernels "
+                  "compute in f32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   cmd->add_option("--device", args->device,
-                  "where kernels run: cpu, cuda (an error naming what is missing when there is "
-                  "no GPU or the CUDA backend lacks a kernel of the model), or auto (cuda when "
-                  "both are there, else cpu)")
+                  "where kernels run: cpu, cuda (one GPU, for a run on one device without a "
+                  "plan; an error naming what is missing when there is no GPU, and for "
+                  "multi-device runs, which do not run on GPUs yet), or auto (cuda for a "
+                  "single-device run when a GPU is there, else cpu)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--runner", args->runner,

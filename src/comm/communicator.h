@@ -1,10 +1,10 @@
 // Communicator: collectives among the ranks of one group (the devices along one mesh axis, or a
 // whole mesh). Implementations: in-process (threads of one process, shared memory), Gloo (TCP,
-// across threads and processes), two levels (hierarchical), and over a Transport's messages (UCX
-// across processes; transport_communicator.cc); NCCL joins with the GPU backend. Every rank calls
-// the same collectives in the same order; a call blocks until the group has finished it, the
-// group's timeout passes (kTimeout, naming the collective and the ranks still missing where known),
-// or the group is aborted (kUnavailable). Nothing hangs.
+// across threads and processes), two levels (hierarchical), over a Transport's messages (UCX
+// across processes; transport_communicator.cc), and NCCL on GPU memory (nccl_communicator.h).
+// Every rank calls the same collectives in the same order; a call blocks until the group has
+// finished it, the group's timeout passes (kTimeout, naming the collective and the ranks still
+// missing where known), or the group is aborted (kUnavailable). Nothing hangs.
 #pragma once
 
 #include <chrono>
@@ -17,7 +17,8 @@
 
 namespace meshpipe::comm {
 
-/// Collectives of one rank in one group. Buffers are host memory; counts are per rank.
+/// Collectives of one rank in one group. Buffers are host memory (device memory of the rank's GPU
+/// for the NCCL backend, comm/nccl_communicator.h); counts are per rank.
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -25,7 +26,8 @@ class Communicator {
   /// This rank (0 .. size()-1) and the group size.
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "in-process", "gloo", "hierarchical" (two levels), "transport-ucx" / "transport-in-process".
+  /// "in-process", "gloo", "hierarchical" (two levels), "transport-ucx" / "transport-in-process",
+  /// "nccl".
   virtual std::string backend() const = 0;
 
   /// In place: data[i] = sum over ranks of data[i] (`count` floats).

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/op_geometry.h"
 #include "core/shape.h"
 
@@ -32,6 +33,7 @@ struct OpAttrs {
   float beta2 = 0.999f;       ///< Adam
   float weight_decay = 0.0f;  ///< optimizers
   double count = 0.0;         ///< synchronised batch-norm pieces: the global N * H * W
+  DType dtype = DType::kF32;  ///< convert: the output's storage type
 
   friend bool operator==(const OpAttrs&, const OpAttrs&) = default;
 };

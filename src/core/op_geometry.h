@@ -7,7 +7,11 @@
 #include <vector>
 
 #include "core/shape.h"
+#ifndef __CUDACC__
+// The validators below return Expected; nvcc (C++20) cannot compile fmt, which core/status.h
+// includes, so CUDA files see only the plain types and dot_sizes (kernels/op_kernel.h).
 #include "core/status.h"
+#endif
 
 namespace meshpipe {
 
@@ -27,8 +31,10 @@ struct DotDims {
 std::vector<int64_t> dot_free_dims(int64_t rank, const std::vector<int64_t>& batch,
                                    const std::vector<int64_t>& contract);
 
+#ifndef __CUDACC__
 /// Validates dims against the operand shapes and returns the output shape.
 Expected<Shape> dot_output_shape(const Shape& lhs, const Shape& rhs, const DotDims& dims);
+#endif
 
 /// Sizes of a dot as a batch of matrix products: out[b] = lhs[b] (m x k) * rhs[b] (k x n).
 struct DotSizes {
@@ -52,8 +58,10 @@ struct Window2d {
   friend bool operator==(const Window2d&, const Window2d&) = default;
 };
 
+#ifndef __CUDACC__
 /// Output spatial size: (in + 2*pad - kernel) / stride + 1; an error when it is not positive.
 Expected<int64_t> window_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
+#endif
 
 /// "k3x3 s2x2 p1x1".
 std::string window_to_string(const Window2d& w);

@@ -45,6 +45,7 @@ constexpr Entry kEntries[] = {
     {K::kAvgPool2d, {"avg_pool2d", 1, 1, 1, false}},
     {K::kTopKGating, {"topk_gating", 1, 2, 1, false}},
     {K::kConstant, {"constant", 0, 1, 0, false}},
+    {K::kConvert, {"convert", 1, 1, 1, true}},
     {K::kReluGrad, {"relu_grad", 2, 1, 0, true}},
     {K::kGeluGrad, {"gelu_grad", 2, 1, 0, true}},
     {K::kTanhGrad, {"tanh_grad", 2, 1, 0, true}},

@@ -42,6 +42,7 @@ enum class OpKind : uint16_t {
   kAvgPool2d,     ///< (x) -> y; attrs.window
   kTopKGating,    ///< (probs [G,S,E]) -> (combine [G,S,E,C], dispatch [G,S,E,C]); attrs.k, capacity
   kConstant,      ///< () -> tensor of shape attrs.shape filled with attrs.alpha
+  kConvert,       ///< (x) -> x stored as attrs.dtype (f32, f16, bf16; round to nearest even)
   // ---- gradients (emitted by autodiff) ----
   kReluGrad,          ///< (y, dy) -> dx
   kGeluGrad,          ///< (x, dy) -> dx

@@ -112,6 +112,11 @@ ValueId Builder::gelu(ValueId x, const std::string& name) {
 ValueId Builder::tanh(ValueId x, const std::string& name) {
   return single(OpKind::kTanh, {x}, {}, name);
 }
+ValueId Builder::convert(ValueId x, DType dtype, const std::string& name) {
+  OpAttrs a;
+  a.dtype = dtype;
+  return single(OpKind::kConvert, {x}, std::move(a), name);
+}
 
 ValueId Builder::softmax(ValueId x, int64_t axis, bool causal, const std::string& name) {
   OpAttrs a;

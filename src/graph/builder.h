@@ -59,6 +59,8 @@ class Builder {
   ValueId relu(ValueId x, const std::string& name = "");
   ValueId gelu(ValueId x, const std::string& name = "");
   ValueId tanh(ValueId x, const std::string& name = "");
+  /// x stored as `dtype` (a floating type).
+  ValueId convert(ValueId x, DType dtype, const std::string& name = "");
 
   // ---- normalisation and losses ----
   ValueId softmax(ValueId x, int64_t axis = -1, bool causal = false, const std::string& name = "");

@@ -2,7 +2,13 @@
 // every call goes through.
 #include "kernels/backend.h"
 
+#include <vector>
+
+#include "kernels/half.h"
 #include "kernels/internal/backends.h"
+#if MP_KERNELS_HAVE_CUDA
+#include "kernels/internal/gpu_state.h"
+#endif
 
 namespace meshpipe::kernels {
 
@@ -22,10 +28,55 @@ const OpKernel* find_kernel(Device device, OpKind kind) {
     case Device::kCpu:
       return internal::cpu_kernel(kind);
     case Device::kCuda:
-      return nullptr;  // no CUDA kernels in this build
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+      return internal::cuda_kernel(kind);
+#else
+      return nullptr;  // a build without CUDA has no CUDA column
+#endif
   }
   return nullptr;
 }
+
+namespace {
+
+bool is_half(DType t) { return t == DType::kF16 || t == DType::kBF16; }
+
+// The CPU backend's storage path for f16 and bf16 (the mixed-precision dtype path): the CPU
+// kernels compute in f32, so half inputs are widened into f32 copies, the kernel runs on those,
+// and its half outputs are rounded (to nearest even) into their tensors. The copies live in
+// buffers of the calling thread that grow to the largest call and are reused; outputs get
+// their own copies, so outputs that alias inputs stay correct.
+void run_cpu_widened(const OpKernel& k, const KernelArgs& args) {
+  thread_local std::vector<std::vector<float>> buffers;
+  const size_t n_views = args.in.size() + args.out.size();
+  if (buffers.size() < n_views) buffers.resize(n_views);
+  std::vector<TensorView> in(args.in.begin(), args.in.end());
+  std::vector<TensorView> out(args.out.begin(), args.out.end());
+  size_t b = 0;
+  auto widen = [&](TensorView& v, bool copy_in) {
+    if (!is_half(v.dtype)) return;
+    MP_CHECK(v.is_contiguous()) << "half-precision CPU views must be contiguous";
+    std::vector<float>& buf = buffers[b++];
+    buf.resize(static_cast<size_t>(v.numel()));
+    if (copy_in)
+      widen_from_half(static_cast<const uint16_t*>(v.data), buf.data(), v.numel(), v.dtype);
+    v = TensorView(buf.data(), v.shape, DType::kF32);
+  };
+  for (TensorView& v : in) widen(v, /*copy_in=*/true);
+  for (TensorView& v : out) widen(v, /*copy_in=*/false);
+  KernelArgs widened = args;
+  widened.in = in;
+  widened.out = out;
+  k.run(widened);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (is_half(args.out[i].dtype)) {
+      round_to_half(out[i].f32(), static_cast<uint16_t*>(args.out[i].data), out[i].numel(),
+                    args.out[i].dtype);
+    }
+  }
+}
+
+}  // namespace
 
 Status run_kernel(Device device, OpKind kind, const KernelArgs& args) {
   const OpKernel* k = find_kernel(device, kind);
@@ -47,19 +98,48 @@ Status run_kernel(Device device, OpKind kind, const KernelArgs& args) {
                       op_kind_name(kind), info.num_inputs, info.num_outputs, args.in.size(),
                       args.out.size());
   }
-  if (device == Device::kCpu) {
-    for (const auto list : {args.in, args.out}) {
-      for (const TensorView& v : list) {
-        if (v.dtype != DType::kF32 && v.dtype != DType::kI32) {
-          return make_error(Errc::kInvalidArgument,
-                            "{}: the CPU kernels compute in f32, got a {} tensor; build the model "
-                            "with dtype f32 to run it",
-                            op_kind_name(kind), dtype_name(v.dtype));
-        }
+  bool any_half = false;
+  for (const auto list : {args.in, args.out}) {
+    for (const TensorView& v : list) {
+      if (v.dtype == DType::kI64) {
+        return make_error(Errc::kInvalidArgument,
+                          "{}: kernels take f32, f16, bf16 and i32 tensors, got an i64 tensor",
+                          op_kind_name(kind));
       }
+      any_half = any_half || is_half(v.dtype);
+    }
+  }
+  if (device == Device::kCpu) {
+    if (any_half) {
+      run_cpu_widened(*k, args);
+    } else {
+      k->run(args);
+    }
+    return Status::ok();
+  }
+#if MP_KERNELS_HAVE_CUDA
+  if (args.ctx->gpu == nullptr) {
+    return make_error(Errc::kInternal, "{}: CUDA kernel called without a GPU state",
+                      op_kind_name(kind));
+  }
+  // The kernels launch on the GPU's stream and use its library handles, which belong to its
+  // device: make that device current on this thread (kernel launches and cuBLASLt/cuDNN calls
+  // fail or misbehave otherwise). GpuDevice::open sets it only for the opening thread, and the
+  // runtime may drive a device from another one. cudaGetDevice is a thread-local read.
+  if (int current = -1;
+      cudaGetDevice(&current) != cudaSuccess || current != args.ctx->gpu->ordinal) {
+    if (const cudaError_t e = cudaSetDevice(args.ctx->gpu->ordinal); e != cudaSuccess) {
+      return make_error(Errc::kInternal, "{}: cudaSetDevice({}) failed: {}", op_kind_name(kind),
+                        args.ctx->gpu->ordinal, cudaGetErrorString(e));
     }
   }
   k->run(args);
+  if (!args.ctx->gpu->error.empty()) {
+    std::string message;
+    message.swap(args.ctx->gpu->error);
+    return Status(Errc::kInternal, std::move(message));
+  }
+#endif
   return Status::ok();
 }
 

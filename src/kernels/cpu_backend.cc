@@ -133,6 +133,8 @@ const std::vector<Row>& rows() {
          topk_gating(*a.ctx, a.in[0], a.attrs->k, a.attrs->capacity, a.out[0], a.out[1]);
        }}},
       {K::kConstant, {[](const Args& a) { fill(*a.ctx, a.out[0], a.attrs->alpha); }}},
+      // run_kernel widens half inputs and rounds half outputs, so a conversion is an f32 copy.
+      {K::kConvert, {[](const Args& a) { copy(*a.ctx, a.in[0], a.out[0]); }}},
       {K::kReluGrad, {run_unary_grad<UnaryOp::kRelu>}},
       {K::kGeluGrad, {run_unary_grad<UnaryOp::kGelu>}},
       {K::kTanhGrad, {run_unary_grad<UnaryOp::kTanh>}},

@@ -36,8 +36,7 @@ DeviceInventory probe() {
       g.minor = prop.minor;
       inv.gpus.push_back(std::move(g));
     }
-    inv.summary = "CUDA: " + describe_gpus(inv.gpus) +
-                  " (kernels run on the CPU until the GPU backend is enabled)";
+    inv.summary = "CUDA: " + describe_gpus(inv.gpus);
   } else {
     inv.summary =
         std::string("CUDA: no usable device (") + cudaGetErrorString(err) + "), using the CPU";

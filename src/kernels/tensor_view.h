@@ -16,14 +16,22 @@ enum class Device : uint8_t {
   kCuda = 1,  ///< an NVIDIA GPU: its column of the table is filled by the CUDA backend
 };
 
-/// Per-call execution context (device and, for GPUs, the stream).
+namespace internal {
+struct GpuState;  // kernels/internal/gpu_state.h: a GPU's stream, library handles, first error
+}  // namespace internal
+
+/// Per-call execution context: the device type and, for kCuda, the GPU's state (its compute
+/// stream, cuBLASLt and cuDNN handles, library workspace, the first error of its launches),
+/// owned by a kernels::GpuDevice (kernels/gpu.h).
 struct KernelContext {
   Device device = Device::kCpu;
-  void* stream = nullptr;
+  internal::GpuState* gpu = nullptr;
 };
 
-/// A tensor in memory: base pointer, shape, dtype and strides in elements. Kernels require
-/// row-major contiguous views unless their comment says otherwise.
+/// A tensor in memory: base pointer (host memory for kCpu, the GPU's memory for kCuda), shape,
+/// dtype and strides in elements. Kernels require row-major contiguous views unless their
+/// comment says otherwise. Floating views may be f32, f16 or bf16 on either backend: kernels
+/// compute in f32 and round on store (kernels/backend.h).
 struct TensorView {
   void* data = nullptr;
   Shape shape;

@@ -1,8 +1,10 @@
-// Executor: plan (last uses, in-place candidates) and the run loop.
+// Executor: plan (last uses, in-place candidates) and the run loop, on the host or on one GPU
+// (buffers from its caching allocator, kernels queued on its compute stream).
 #include "runtime/executor.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,28 +17,51 @@ namespace meshpipe::runtime {
 using graph::Op;
 using graph::ValueRole;
 
-namespace {
-// The executor runs on the host, through the CPU column of the kernel table.
-constexpr kernels::Device kDevice = kernels::Device::kCpu;
-}  // namespace
-
 Executor::Executor(graph::Graph g, ExecutorOptions options)
     : graph_(std::move(g)), options_(std::move(options)) {}
 
-Executor::~Executor() = default;
+Executor::~Executor() {
+  if (gpu_ == nullptr) return;  // the pool frees host memory itself
+  // Kernels still queued may use the buffers: wait, then hand every live block back.
+  static_cast<void>(gpu_->synchronize());
+  for (Buffer& b : buffers_) {
+    if (b.block.data != nullptr) gpu_->release(b.block.data);
+    b.block = {};
+  }
+}
 
 Expected<std::unique_ptr<Executor>> Executor::create(const graph::Graph& g,
                                                      ExecutorOptions options) {
   MP_RETURN_IF_ERROR(g.validate());
   for (const graph::Value& v : g.values()) {
-    if (v.dtype != DType::kF32 && v.dtype != DType::kI32) {
+    // Activations and their gradients may be f16/bf16 (mixed precision); what is initialised
+    // or fed from the host (parameters, optimizer state, inputs) is f32 or i32.
+    const bool host_side = v.role == ValueRole::kParameter ||
+                           v.role == ValueRole::kOptimizerState || v.role == ValueRole::kInput;
+    if (v.dtype == DType::kI64 || (host_side && v.dtype != DType::kF32 && v.dtype != DType::kI32)) {
       return make_error(Errc::kInvalidArgument,
-                        "value '{}' is {}; the CPU executor runs f32 graphs (build the model "
-                        "with dtype f32)",
+                        "value '{}' is {}; parameters, optimizer state and inputs must be f32 "
+                        "(mixed precision converts them inside the graph: --precision)",
                         v.name, dtype_name(v.dtype));
     }
   }
+  for (const Op& op : g.ops()) {
+    if (kernels::find_kernel(options.device, op.kind) == nullptr) {
+      return make_error(Errc::kUnavailable, "op '{}' ({}): no {} kernel", op.name,
+                        op_kind_name(op.kind), kernels::device_name(options.device));
+    }
+  }
   std::unique_ptr<Executor> e(new Executor(g, std::move(options)));
+  switch (e->options_.device) {
+    case kernels::Device::kCpu:
+      break;
+    case kernels::Device::kCuda: {
+      auto gpu = kernels::GpuDevice::open(e->options_.gpu);
+      if (!gpu.has_value()) return gpu.status().with_context("the GPU executor");
+      e->gpu_ = std::move(*gpu);
+      break;
+    }
+  }
   MP_RETURN_IF_ERROR(e->plan());
   return e;
 }
@@ -78,15 +103,33 @@ Status Executor::plan() {
     }
     free_after_[static_cast<size_t>(at)].push_back(ValueId(static_cast<int32_t>(i)));
   }
-  // Persistent values live in the pool from the start.
+  // Persistent values live in the pool (or the GPU's memory) from the start.
   for (size_t i = 0; i < nv; ++i) {
-    if (persistent_[i]) slot_[i] = new_buffer(graph_.values()[i].bytes());
+    if (!persistent_[i]) continue;
+    const graph::Value& v = graph_.values()[i];
+    auto buf = new_buffer(v.bytes());
+    if (!buf.has_value()) return buf.status().with_context(fmt::format("value '{}'", v.name));
+    slot_[i] = *buf;
   }
   return Status::ok();
 }
 
-int32_t Executor::new_buffer(int64_t bytes) {
-  Buffer b{pool_.allocate(bytes), 1};
+Expected<int32_t> Executor::new_buffer(int64_t bytes, bool workspace) {
+  Buffer b{.block = {}, .refs = 1, .workspace = workspace};
+  if (gpu_ != nullptr) {
+    // Rounded as the pool rounds, so that the GPU's live and peak bytes are the CPU's.
+    const int64_t size = BufferPool::block_bytes(bytes);
+    MP_ASSIGN_OR_RETURN(void* p, gpu_->allocate(size));
+    b.block = Block{.data = p, .bytes = size};
+    gpu_live_ += size;
+    gpu_peak_ = std::max(gpu_peak_, gpu_live_);
+  } else {
+    b.block = pool_.allocate(bytes);
+  }
+  if (!workspace) {
+    live_values_ += b.block.bytes;
+    peak_values_ = std::max(peak_values_, live_values_);
+  }
   if (!free_buffer_ids_.empty()) {
     const int32_t id = free_buffer_ids_.back();
     free_buffer_ids_.pop_back();
@@ -100,16 +143,26 @@ int32_t Executor::new_buffer(int64_t bytes) {
 void Executor::unref(int32_t buffer) {
   Buffer& b = buffers_[static_cast<size_t>(buffer)];
   if (--b.refs == 0) {
-    pool_.release(b.block);
+    if (!b.workspace) live_values_ -= b.block.bytes;
+    if (gpu_ != nullptr) {
+      // Stream-ordered: every later user of the block is queued behind the kernels using it.
+      gpu_->release(b.block.data);
+      gpu_live_ -= b.block.bytes;
+    } else {
+      pool_.release(b.block);
+    }
     b.block = {};
     free_buffer_ids_.push_back(buffer);
   }
 }
 
+void* Executor::data_of(ValueId id) const {
+  return buffers_[static_cast<size_t>(slot_[id.index()])].block.data;
+}
+
 kernels::TensorView Executor::view_of(ValueId id) const {
   const graph::Value& v = graph_.value(id);
-  return kernels::TensorView(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, v.shape,
-                             v.dtype);
+  return kernels::TensorView(data_of(id), v.shape, v.dtype);
 }
 
 void fill_initial(const graph::Value& v, uint64_t seed, float* p) {
@@ -137,10 +190,19 @@ void fill_initial(const graph::Value& v, uint64_t seed, float* p) {
 }
 
 Status Executor::initialize(uint64_t seed) {
+  std::vector<float> host;  // kCuda: filled here, then copied
   for (size_t i = 0; i < persistent_.size(); ++i) {
     if (!persistent_[i]) continue;
-    fill_initial(graph_.values()[i], seed,
-                 static_cast<float*>(buffers_[static_cast<size_t>(slot_[i])].block.data));
+    const graph::Value& v = graph_.values()[i];
+    void* data = buffers_[static_cast<size_t>(slot_[i])].block.data;
+    if (gpu_ == nullptr) {
+      fill_initial(v, seed, static_cast<float*>(data));
+      continue;
+    }
+    host.resize(static_cast<size_t>(v.shape.numel()));
+    fill_initial(v, seed, host.data());
+    MP_RETURN_IF_ERROR(gpu_->copy_to_device(data, host.data(), v.bytes())
+                           .with_context(fmt::format("'{}'", v.name)));
   }
   return Status::ok();
 }
@@ -156,6 +218,10 @@ Status Executor::set_value(ValueId id, const HostTensor& value) {
                       v.shape.to_string(), dtype_name(v.dtype), value.shape().to_string(),
                       dtype_name(value.dtype()));
   }
+  if (gpu_ != nullptr) {
+    return gpu_->copy_to_device(data_of(id), value.data(), value.bytes())
+        .with_context(fmt::format("setting '{}'", v.name));
+  }
   std::memcpy(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, value.data(),
               static_cast<size_t>(value.bytes()));
   return Status::ok();
@@ -166,6 +232,12 @@ Expected<kernels::TensorView> Executor::persistent_view(ValueId id) const {
       slot_[id.index()] < 0) {
     return make_error(Errc::kInvalidArgument, "value {} is not a persistent value of the graph",
                       id.value());
+  }
+  if (gpu_ != nullptr) {
+    return make_error(Errc::kUnavailable,
+                      "value '{}' lives in GPU memory: checkpoints of a GPU executor go through "
+                      "get_value/set_value",
+                      graph_.value(id).name);
   }
   return view_of(id);
 }
@@ -179,6 +251,11 @@ Expected<HostTensor> Executor::get_value(ValueId id) const {
   }
   const graph::Value& v = graph_.value(id);
   HostTensor t(v.shape, v.dtype);
+  if (gpu_ != nullptr) {
+    MP_RETURN_IF_ERROR(gpu_->copy_to_host(t.data(), data_of(id), t.bytes())
+                           .with_context(fmt::format("reading '{}'", v.name)));
+    return t;
+  }
   std::memcpy(t.data(), buffers_[static_cast<size_t>(slot_[id.index()])].block.data,
               static_cast<size_t>(t.bytes()));
   return t;
@@ -193,11 +270,41 @@ void Executor::release_transients() {
   }
 }
 
+// Fails on the first non-finite element of an f32 output of `op` (on a GPU, read back first).
+Status Executor::check_finite(const Op& op, std::span<const kernels::TensorView> outputs) const {
+  std::vector<float> host;
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    if (outputs[o].dtype != DType::kF32) continue;
+    const int64_t n = outputs[o].numel();
+    const float* p = nullptr;
+    if (gpu_ != nullptr) {
+      host.resize(static_cast<size_t>(n));
+      MP_RETURN_IF_ERROR(gpu_->copy_to_host(host.data(), outputs[o].data, n * 4)
+                             .with_context(fmt::format("op '{}': checking its output", op.name)));
+      p = host.data();
+    } else {
+      p = outputs[o].f32();
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      if (!std::isfinite(p[k])) {
+        return make_error(Errc::kNumerics,
+                          "op '{}' ({}) wrote a non-finite value ({}) at "
+                          "element {} of output {}",
+                          op.name, op_kind_name(op.kind), p[k], k, o);
+      }
+    }
+  }
+  return Status::ok();
+}
+
 Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTensor>>& inputs) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   release_transients();
   pool_.reset_peak();
+  gpu_peak_ = gpu_live_;
+  peak_values_ = live_values_;
+  const kernels::Device device = options_.device;
 
   std::vector<bool> given(slot_.size(), false);
   for (const auto& [id, tensor] : inputs) {
@@ -212,9 +319,16 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
                         v.shape.to_string(), dtype_name(v.dtype), tensor.shape().to_string(),
                         dtype_name(tensor.dtype()));
     }
-    if (slot_[id.index()] < 0) slot_[id.index()] = new_buffer(v.bytes());
-    std::memcpy(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, tensor.data(),
-                static_cast<size_t>(tensor.bytes()));
+    if (slot_[id.index()] < 0) {
+      MP_ASSIGN_OR_RETURN(slot_[id.index()], new_buffer(v.bytes()));
+    }
+    if (gpu_ != nullptr) {
+      MP_RETURN_IF_ERROR(gpu_->copy_to_device(data_of(id), tensor.data(), tensor.bytes())
+                             .with_context(fmt::format("input '{}'", v.name)));
+    } else {
+      std::memcpy(buffers_[static_cast<size_t>(slot_[id.index()])].block.data, tensor.data(),
+                  static_cast<size_t>(tensor.bytes()));
+    }
     given[id.index()] = true;
   }
   for (ValueId id : graph_.values_with_role(ValueRole::kInput)) {
@@ -224,16 +338,17 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     }
   }
 
-  const kernels::KernelContext ctx{kDevice, nullptr};
+  const kernels::KernelContext cpu_ctx{kernels::Device::kCpu, nullptr};
+  const kernels::KernelContext& ctx = gpu_ != nullptr ? gpu_->context() : cpu_ctx;
   std::vector<kernels::TensorView> in_views;
   std::vector<kernels::TensorView> out_views;
   std::vector<Shape> shapes;
   for (int64_t i = 0; i < graph_.num_ops(); ++i) {
     const Op& op = graph_.ops()[static_cast<size_t>(i)];
-    const kernels::OpKernel* kernel = kernels::find_kernel(kDevice, op.kind);
+    const kernels::OpKernel* kernel = kernels::find_kernel(device, op.kind);
     if (kernel == nullptr) {
       return make_error(Errc::kUnavailable, "op '{}' ({}): no {} kernel", op.name,
-                        op_kind_name(op.kind), kernels::device_name(kDevice));
+                        op_kind_name(op.kind), kernels::device_name(device));
     }
     in_views.clear();
     out_views.clear();
@@ -248,7 +363,7 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
         if (!kernel->is_view) {
           // In place: the kernel allows it, the input dies here, and no other value shares its
           // buffer. A persistent input may only be overwritten by its own updated value.
-          if (!kernels::kernel_runs_in_place(kDevice, op.kind, j, o)) continue;
+          if (!kernels::kernel_runs_in_place(device, op.kind, j, o)) continue;
           if (graph_.value(in).bytes() != ov.bytes() || last_use_[in.index()] != i) continue;
           if (keep_[in.index()] || b.refs != 1) continue;
           if (persistent_[in.index()]) {
@@ -260,7 +375,11 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
         buf = slot_[in.index()];
         ++b.refs;
       }
-      if (buf < 0) buf = new_buffer(ov.bytes());
+      if (buf < 0) {
+        auto fresh = new_buffer(ov.bytes());
+        if (!fresh.has_value()) return fresh.status().with_context(fmt::format("op '{}'", op.name));
+        buf = *fresh;
+      }
       slot_[out.index()] = buf;
       out_views.push_back(view_of(out));
     }
@@ -270,9 +389,14 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     kernels::TensorView ws_view;
     shapes.clear();
     for (ValueId in : op.inputs) shapes.push_back(graph_.value(in).shape);
-    const int64_t ws_bytes = kernels::kernel_workspace_bytes(kDevice, op.kind, shapes, op.attrs);
+    // Each backend declares its own scratch (the CUDA rows differ from the CPU's).
+    const int64_t ws_bytes = kernels::kernel_workspace_bytes(device, op.kind, shapes, op.attrs);
     if (ws_bytes > 0) {
-      ws = new_buffer(ws_bytes);
+      auto fresh = new_buffer(ws_bytes, /*workspace=*/true);
+      if (!fresh.has_value()) {
+        return fresh.status().with_context(fmt::format("op '{}': its workspace", op.name));
+      }
+      ws = *fresh;
       ws_view = kernels::TensorView(buffers_[static_cast<size_t>(ws)].block.data,
                                     Shape{(ws_bytes + 3) / 4}, DType::kF32);
     }
@@ -284,28 +408,18 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       args.out = out_views;
       args.workspace = ws_view;
       args.attrs = &op.attrs;
-      const Status s = kernels::run_kernel(kDevice, op.kind, args);
+      const Status s = kernels::run_kernel(device, op.kind, args);
       if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", op.name));
     }
     if (options_.profile) {
+      // On a GPU the kernel was only queued: wait for it, so that the time is its own.
+      if (gpu_ != nullptr) {
+        MP_RETURN_IF_ERROR(gpu_->synchronize().with_context(fmt::format("op '{}'", op.name)));
+      }
       profile_[op.kind] += std::chrono::duration<double>(Clock::now() - op_t0).count();
     }
     if (ws >= 0) unref(ws);
-    if (options_.check_finite) {
-      for (size_t o = 0; o < op.outputs.size(); ++o) {
-        if (out_views[o].dtype != DType::kF32) continue;
-        const float* p = out_views[o].f32();
-        const int64_t n = out_views[o].numel();
-        for (int64_t k = 0; k < n; ++k) {
-          if (!std::isfinite(p[k])) {
-            return make_error(Errc::kNumerics,
-                              "op '{}' ({}) wrote a non-finite value ({}) at "
-                              "element {} of output {}",
-                              op.name, op_kind_name(op.kind), p[k], k, o);
-          }
-        }
-      }
-    }
+    if (options_.check_finite) MP_RETURN_IF_ERROR(check_finite(op, out_views));
     for (ValueId dead : free_after_[static_cast<size_t>(i)]) {
       if (slot_[dead.index()] >= 0) {
         unref(slot_[dead.index()]);
@@ -315,11 +429,20 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   }
 
   StepStats stats;
+  // On a GPU the step ends when its kernels have run: a fault of any of them surfaces here.
+  if (gpu_ != nullptr) MP_RETURN_IF_ERROR(gpu_->synchronize().with_context("the step"));
   if (!graph_.outputs().empty()) {
     const ValueId out = graph_.outputs()[0];
     if (graph_.value(out).shape.numel() == 1 && slot_[out.index()] >= 0 &&
         graph_.value(out).dtype == DType::kF32) {
-      stats.loss = view_of(out).f32()[0];
+      if (gpu_ != nullptr) {
+        float loss = 0.0f;
+        MP_RETURN_IF_ERROR(
+            gpu_->copy_to_host(&loss, data_of(out), sizeof(loss)).with_context("reading the loss"));
+        stats.loss = loss;
+      } else {
+        stats.loss = view_of(out).f32()[0];
+      }
     }
   }
   // Updated values replace their sources.
@@ -331,8 +454,9 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     slot_[a.source.index()] = new_buf;
     if (old_buf >= 0) unref(old_buf);
   }
-  stats.peak_bytes = pool_.stats().peak;
+  stats.peak_bytes = gpu_ != nullptr ? Bytes(gpu_peak_) : pool_.stats().peak;
   last_peak_ = stats.peak_bytes.value();
+  last_peak_values_ = peak_values_;
   stats.time = Seconds(std::chrono::duration<double>(Clock::now() - t0).count());
   return stats;
 }
@@ -342,7 +466,16 @@ MemoryReport Executor::memory() const {
   for (size_t i = 0; i < persistent_.size(); ++i) {
     if (persistent_[i]) persistent += graph_.values()[i].bytes();
   }
-  return {Bytes(persistent), Bytes(last_peak_), pool_.stats().reserved};
+  return MemoryReport{
+      .persistent = Bytes(persistent),
+      .peak = Bytes(last_peak_),
+      .peak_values = Bytes(last_peak_values_),
+      .reserved = gpu_ != nullptr ? Bytes(gpu_->memory_stats().reserved) : pool_.stats().reserved,
+  };
+}
+
+kernels::AllocatorStats Executor::gpu_memory_stats() const {
+  return gpu_ != nullptr ? gpu_->memory_stats() : kernels::AllocatorStats{};
 }
 
 }  // namespace meshpipe::runtime

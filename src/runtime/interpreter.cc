@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "kernels/backend.h"
+#include "kernels/half.h"
 #include "kernels/layout.h"
 #include "runtime/compact_program.h"
 
@@ -130,6 +131,35 @@ struct DeviceInterpreter::Impl {
   // Collectives whose pieces are not contiguous in their tiles: staging kept across steps.
   std::vector<uint8_t> stage_in;
   std::vector<uint8_t> stage_out;
+  std::vector<float> wide_in;  // half-precision sums: operands widened to f32
+  std::vector<float> wide_out;
+
+  // Sums of f16/bf16 tensors (tensor-parallel activations under mixed precision) travel and
+  // add in f32 and are rounded once at the end, as the kernels do.
+  Status all_reduce_view(comm::Communicator* c, const kernels::TensorView& v) {
+    if (v.dtype == DType::kF32) return c->all_reduce(v.f32(), v.numel());
+    wide_in.resize(static_cast<size_t>(v.numel()));
+    kernels::widen_from_half(static_cast<const uint16_t*>(v.data), wide_in.data(), v.numel(),
+                             v.dtype);
+    MP_RETURN_IF_ERROR(c->all_reduce(wide_in.data(), v.numel()));
+    kernels::round_to_half(wide_in.data(), static_cast<uint16_t*>(v.data), v.numel(), v.dtype);
+    return Status::ok();
+  }
+  // reduce_scatter of `count` elements per rank from `in` (n * count elements of out's dtype,
+  // contiguous) into out.
+  Status reduce_scatter_view(comm::Communicator* c, const void* in, const kernels::TensorView& out,
+                             int64_t count) {
+    if (out.dtype == DType::kF32) {
+      return c->reduce_scatter(static_cast<const float*>(in), out.f32(), count);
+    }
+    const int64_t total = count * c->size();
+    wide_in.resize(static_cast<size_t>(total));
+    wide_out.resize(static_cast<size_t>(count));
+    kernels::widen_from_half(static_cast<const uint16_t*>(in), wide_in.data(), total, out.dtype);
+    MP_RETURN_IF_ERROR(c->reduce_scatter(wide_in.data(), wide_out.data(), count));
+    kernels::round_to_half(wide_out.data(), static_cast<uint16_t*>(out.data), count, out.dtype);
+    return Status::ok();
+  }
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
@@ -293,7 +323,7 @@ struct DeviceInterpreter::Impl {
         return make_error(Errc::kInternal, "no communicator of size {} for mesh axis {}", n, a);
       }
       if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-      return communicate(step.kind, [&] { return c->all_reduce(out.f32(), out.numel()); });
+      return communicate(step.kind, [&] { return all_reduce_view(c, out); });
     }
     const Ranges before = ranges(ins, ins.spec, -1, 0);
     const Ranges after = ranges(ins, step.after, -1, 0);
@@ -310,7 +340,7 @@ struct DeviceInterpreter::Impl {
     switch (step.kind) {
       case mesh::CollectiveKind::kAllReduce:
         if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-        return communicate(step.kind, [&] { return c->all_reduce(out.f32(), out.numel()); });
+        return communicate(step.kind, [&] { return all_reduce_view(c, out); });
       case mesh::CollectiveKind::kAllGather: {
         // Rank r's tile lands at r * tile in the gathered one when it is a contiguous run of
         // it (a dim-0 split): gather in place; else through staging and a copy per piece.
@@ -348,17 +378,17 @@ struct DeviceInterpreter::Impl {
         }
         if (direct) {
           return communicate(step.kind,
-                             [&] { return c->reduce_scatter(in.f32(), out.f32(), chunk); });
+                             [&] { return reduce_scatter_view(c, in.data, out, chunk); });
         }
-        stage_in.resize(static_cast<size_t>(n * chunk) * sizeof(float));
-        auto* send = reinterpret_cast<float*>(stage_in.data());
+        stage_in.resize(static_cast<size_t>(n * chunk * es));
+        uint8_t* send = stage_in.data();
         for (int64_t r = 0; r < n; ++r) {
           const Ranges dst = ranges(ins, step.after, a, r);
-          kernels::TensorView piece(send + r * chunk, out.shape, out.dtype);
+          kernels::TensorView piece(send + r * chunk * es, out.shape, out.dtype);
           kernels::copy_box(ctx, in, offset_in(dst, before), piece,
                             std::vector<int64_t>(dst.size(), 0), extent_of(dst));
         }
-        return communicate(step.kind, [&] { return c->reduce_scatter(send, out.f32(), chunk); });
+        return communicate(step.kind, [&] { return reduce_scatter_view(c, send, out, chunk); });
       }
       case mesh::CollectiveKind::kAllToAll: {
         const int64_t chunk = in.bytes() / n;

@@ -124,6 +124,7 @@ Expected<IterSpace> iteration_space(const graph::Graph& g, const graph::Op& op) 
       return b.take();
     }
     case OpKind::kScale:
+    case OpKind::kConvert:
     case OpKind::kRelu:
     case OpKind::kGelu:
     case OpKind::kTanh: {

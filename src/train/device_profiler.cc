@@ -446,8 +446,9 @@ class Profiler {
       }
       // What the tables predict for one step: every op of the micro-batch graph once per
       // micro-batch, the optimizer's once per step.
-      MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                          graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer));
+      MP_ASSIGN_OR_RETURN(
+          graph::TrainingGraph tg,
+          graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer, job.precision));
       const int64_t micro_batches = plan.global_batch / std::max<int64_t>(1, plan.micro_batch);
       for (const graph::Op& op : tg.graph.ops()) {
         MP_ASSIGN_OR_RETURN(shard::IterSpace space, shard::iteration_space(tg.graph, op));

@@ -75,6 +75,7 @@ std::string job_spec_to_json(const JobSpec& job) {
   j["global_batch"] = job.global_batch;
   j["seed"] = job.seed;
   j["check_finite"] = job.check_finite;
+  j["precision"] = std::string(dtype_name(job.precision));
   const graph::OptimizerConfig& o = job.optimizer;
   j["optimizer"] = {{"kind", o.kind == graph::OptimizerConfig::Kind::kSgd ? "sgd" : "adam"},
                     {"lr", o.lr},
@@ -98,6 +99,13 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("global_batch", &job.global_batch));
   MP_RETURN_IF_ERROR(r.read("seed", &job.seed));
   MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
+  std::string precision = "f32";
+  MP_RETURN_IF_ERROR(r.read_optional("precision", &precision));
+  const std::optional<DType> p = parse_dtype(precision);
+  if (!p || !is_floating(*p)) {
+    return r.error("precision", fmt::format("'{}' is not f32, f16 or bf16", precision));
+  }
+  job.precision = *p;
   const Json* o = nullptr;
   MP_RETURN_IF_ERROR(r.object("optimizer", &o));
   JsonReader ro(*o, "optimizer", subject);
@@ -136,13 +144,15 @@ Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cl
   po.profile.recompute = request.recompute;
   const graph::models::ModelSpec spec = job.model;
   const graph::OptimizerConfig opt = job.optimizer;
-  po.graph_for_micro_batch = [spec, opt](int64_t micro) -> Expected<graph::Graph> {
+  const DType precision = job.precision;
+  po.graph_for_micro_batch = [spec, opt, precision](int64_t micro) -> Expected<graph::Graph> {
     MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                        graph::models::zoo_training_graph(spec, micro, opt));
+                        graph::models::zoo_training_graph(spec, micro, opt, precision));
     return std::move(tg.graph);
   };
   const int64_t first = request.micro_batches > 0 ? global / request.micro_batches : global;
-  MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0, graph::models::zoo_training_graph(spec, first, opt));
+  MP_ASSIGN_OR_RETURN(graph::TrainingGraph g0,
+                      graph::models::zoo_training_graph(spec, first, opt, precision));
   if (planner) return planner(g0.graph, cluster, po);
   const auto cost_model = runtime::cost_model_for(cluster);
   const planner::CostModel& cost = *cost_model;
@@ -181,9 +191,11 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
   job->spec_.global_batch = plan.global_batch;
   job->plan_ = plan;
   MP_ASSIGN_OR_RETURN(
-      job->graph_, graph::models::zoo_training_graph(spec.model, plan.micro_batch, spec.optimizer));
-  MP_ASSIGN_OR_RETURN(job->whole_, graph::models::zoo_training_graph(spec.model, plan.global_batch,
-                                                                     spec.optimizer));
+      job->graph_, graph::models::zoo_training_graph(spec.model, plan.micro_batch, spec.optimizer,
+                                                     spec.precision));
+  MP_ASSIGN_OR_RETURN(
+      job->whole_, graph::models::zoo_training_graph(spec.model, plan.global_batch, spec.optimizer,
+                                                     spec.precision));
   runtime::LowerOptions lo;
   lo.schedule = options.schedule;
   // Compact form: the templates of each device's tasks, instantiated per micro-batch as the

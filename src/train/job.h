@@ -43,6 +43,9 @@ struct JobSpec {
   graph::OptimizerConfig optimizer;
   uint64_t seed = 1234;       ///< parameter initialisation and data
   bool check_finite = false;  ///< stop at the first op that writes NaN or Inf, naming it
+  /// Storage type of activations: f32, or f16/bf16 for mixed precision (f32 master weights,
+  /// optimizer state and loss; graph/mixed_precision.h).
+  DType precision = DType::kF32;
 
   /// The global batch this job trains with.
   int64_t batch() const { return global_batch > 0 ? global_batch : model.default_batch; }
@@ -54,6 +57,7 @@ struct JobSpec {
 
 /// The job as JSON text, for the processes of a multi-process job (no tensor data):
 ///   {"model": "gpt-tiny", "global_batch": 8, "seed": 1234, "check_finite": false,
+///    "precision": "f32",
 ///    "optimizer": {"kind": "adam", "lr": 0.003, "momentum": 0, "beta1": 0.9, ...}}
 std::string job_spec_to_json(const JobSpec& job);
 /// Parses job_spec_to_json's text; errors name the field ("job field 'optimizer.lr' ..."), an

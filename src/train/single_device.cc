@@ -1,4 +1,4 @@
-// SingleDeviceJob: the executor as a StepRunner.
+// SingleDeviceJob: the executor as a StepRunner, on the CPU or one GPU.
 #include "train/single_device.h"
 
 #include <fmt/format.h>
@@ -10,19 +10,47 @@
 
 namespace meshpipe::train {
 
-Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(const JobSpec& spec) {
+std::string single_device_label(const SingleDeviceOptions& options) {
+  if (options.device == kernels::Device::kCpu) return "1 CPU device";
+  const kernels::DeviceInventory& inv = kernels::device_inventory();
+  if (options.gpu < 0 || options.gpu >= static_cast<int>(inv.gpus.size())) {
+    return fmt::format("1 GPU (CUDA device {})", options.gpu);
+  }
+  const kernels::GpuInfo& g = inv.gpus[static_cast<size_t>(options.gpu)];
+  return fmt::format("1 GPU: {} ({}, sm_{}{})", g.name, format_bytes(Bytes(g.memory_bytes)),
+                     g.major, g.minor);
+}
+
+Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(
+    const JobSpec& spec, const SingleDeviceOptions& options) {
   MP_RETURN_IF_ERROR(spec.validate());
+  if (!options.load_dir.empty()) {  // a bad checkpoint fails before anything is built
+    MP_ASSIGN_OR_RETURN(runtime::CheckpointInfo info,
+                        runtime::read_checkpoint_info(options.load_dir));
+    if (info.model != spec.model.name) {
+      return make_error(Errc::kInvalidArgument, "checkpoint {} is of model '{}', not '{}'",
+                        options.load_dir, info.model, spec.model.name);
+    }
+  }
   std::unique_ptr<SingleDeviceJob> job(new SingleDeviceJob());
   job->spec_ = spec;
-  MP_ASSIGN_OR_RETURN(job->graph_,
-                      graph::models::zoo_training_graph(spec.model, spec.batch(), spec.optimizer));
-  MP_RETURN_IF_ERROR(check_fits_host_memory(
-      job->graph_.graph, 1,
-      fmt::format("training {} with a batch of {}", spec.model.name, spec.batch())));
+  job->options_ = options;
+  MP_ASSIGN_OR_RETURN(job->graph_, graph::models::zoo_training_graph(
+                                       spec.model, spec.batch(), spec.optimizer, spec.precision));
+  // On a GPU the values live in its memory: its caching allocator names a request that does not
+  // fit (the host holds copies of host-side values only, one at a time).
+  if (options.device == kernels::Device::kCpu) {
+    MP_RETURN_IF_ERROR(check_fits_host_memory(
+        job->graph_.graph, 1,
+        fmt::format("training {} with a batch of {}", spec.model.name, spec.batch())));
+  }
   runtime::ExecutorOptions eo;
   eo.check_finite = spec.check_finite;
+  eo.device = options.device;
+  eo.gpu = options.gpu;
   MP_ASSIGN_OR_RETURN(job->exec_, runtime::Executor::create(job->graph_.graph, eo));
   MP_RETURN_IF_ERROR(job->exec_->initialize(spec.seed));
+  if (!options.load_dir.empty()) MP_RETURN_IF_ERROR(job->load(options.load_dir));
   MP_ASSIGN_OR_RETURN(
       runtime::SyntheticData data,
       runtime::SyntheticData::create(job->graph_.graph, job->graph_.inputs, spec.seed));
@@ -42,8 +70,8 @@ Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   return out;
 }
 
-Status SingleDeviceJob::save_checkpoint(const std::string& dir,
-                                        const runtime::CheckpointInfo& info) {
+Expected<std::vector<runtime::TileRef>> SingleDeviceJob::whole_tiles(
+    bool read, std::vector<std::pair<ValueId, runtime::HostTensor>>& copies) const {
   const graph::Graph& g = graph_.graph;
   std::vector<runtime::TileRef> tiles;
   for (int64_t v = 0; v < g.num_values(); ++v) {
@@ -52,14 +80,45 @@ Status SingleDeviceJob::save_checkpoint(const std::string& dir,
     if (val.role != graph::ValueRole::kParameter && val.role != graph::ValueRole::kOptimizerState) {
       continue;
     }
-    MP_ASSIGN_OR_RETURN(kernels::TensorView view, exec_->persistent_view(id));
+    kernels::TensorView view;
+    if (exec_->device() == kernels::Device::kCpu) {
+      MP_ASSIGN_OR_RETURN(view, exec_->persistent_view(id));
+    } else {
+      // A GPU's values cross through host copies (a moved HostTensor keeps its memory).
+      runtime::HostTensor copy(val.shape, val.dtype);
+      if (read) {
+        MP_ASSIGN_OR_RETURN(copy, exec_->get_value(id));
+      }
+      view = copy.view();
+      copies.emplace_back(id, std::move(copy));
+    }
     std::vector<mesh::DimRange> whole;
     for (int64_t d = 0; d < val.shape.rank(); ++d) whole.push_back({0, val.shape[d]});
     tiles.push_back({/*device=*/0, val.name, std::move(whole), view});
   }
+  return tiles;
+}
+
+Status SingleDeviceJob::save_checkpoint(const std::string& dir,
+                                        const runtime::CheckpointInfo& info) {
+  const graph::Graph& g = graph_.graph;
+  std::vector<std::pair<ValueId, runtime::HostTensor>> copies;
+  MP_ASSIGN_OR_RETURN(const std::vector<runtime::TileRef> tiles,
+                      whole_tiles(/*read=*/true, copies));
   return runtime::save_checkpoint_with(dir, info, [&](const std::string& partial) {
     return runtime::write_tiles(tiles, g, partial);
   });
+}
+
+Status SingleDeviceJob::load(const std::string& dir) {
+  const graph::Graph& g = graph_.graph;
+  std::vector<std::pair<ValueId, runtime::HostTensor>> copies;
+  MP_ASSIGN_OR_RETURN(const std::vector<runtime::TileRef> tiles,
+                      whole_tiles(/*read=*/false, copies));
+  MP_ASSIGN_OR_RETURN(const runtime::CheckpointInfo info, runtime::load_tiles(tiles, g, dir));
+  for (const auto& [id, tensor] : copies) MP_RETURN_IF_ERROR(exec_->set_value(id, tensor));
+  first_step_ = info.step + 1;
+  return Status::ok();
 }
 
 RunInfo SingleDeviceJob::info() const {
@@ -83,7 +142,15 @@ RunInfo SingleDeviceJob::info() const {
   info.parameter_count = cost.parameter_count;
   info.parameter_bytes = cost.parameter_bytes;
   info.optimizer_state_bytes = cost.optimizer_state_bytes;
-  info.device = "1 CPU device (" + kernels::device_inventory().summary + ")";
+  const kernels::DeviceInventory& inv = kernels::device_inventory();
+  if (options_.device == kernels::Device::kCuda) {
+    info.device = fmt::format("{}, CUDA device {} (the single-device executor in its memory)",
+                              single_device_label(options_), options_.gpu);
+  } else if (inv.gpus.empty()) {
+    info.device = "1 CPU device (" + inv.summary + ")";
+  } else {
+    info.device = "1 CPU device (chosen; GPUs here: " + kernels::describe_gpus(inv.gpus) + ")";
+  }
   return info;
 }
 

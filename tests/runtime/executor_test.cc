@@ -6,6 +6,7 @@
 #include "graph/builder.h"
 #include "graph/models/zoo.h"
 #include "graph/training_graph.h"
+#include "kernels/device.h"
 #include "runtime/synthetic_data.h"
 
 namespace meshpipe::runtime {
@@ -36,6 +37,9 @@ TEST_CASE("buffers are freed after their last use, so a deep chain needs little 
   // Live at the peak: x (persistent), at most two activations, the scalar loss.
   CHECK(st->peak_bytes.value() <= 3 * 4096 + 64);
   CHECK(st->peak_bytes.value() >= 4096);
+  // No op of the chain needs a workspace: the peak is the values' own.
+  CHECK((*exec)->memory().peak_values.value() == st->peak_bytes.value());
+  CHECK((*exec)->gpu_memory_stats().reserved == 0);  // a CPU executor
 }
 
 TEST_CASE("optimizer updates run in place on the parameter buffers", "[runtime]") {
@@ -105,13 +109,17 @@ TEST_CASE("bad inputs are errors that name the value", "[runtime]") {
   CHECK_FALSE((*exec)->get_value(ValueId(9999)).has_value());
 }
 
-TEST_CASE("an f16 graph is rejected by the CPU executor with advice", "[runtime]") {
+TEST_CASE("an f16 graph without master weights is rejected by the executor with advice",
+          "[runtime]") {
   auto fg = graph::models::build_model(*graph::models::find_model("gpt-tiny"),
                                        {.batch = 2, .dtype = DType::kF16});
   REQUIRE(fg.has_value());
   auto exec = Executor::create(fg->graph);
   REQUIRE_FALSE(exec.has_value());
-  CHECK(contains(exec.status().message(), "dtype f32"));
+  // Parameters in f16 cannot be initialised or updated as such: mixed precision keeps f32
+  // masters (graph/mixed_precision.h; `--precision`).
+  CHECK(contains(exec.status().message(), "must be f32"));
+  CHECK(contains(exec.status().message(), "--precision"));
 }
 
 TEST_CASE("non-finite values are reported with the op that produced them", "[runtime]") {
@@ -153,6 +161,39 @@ TEST_CASE("parameter initialisation is deterministic and follows the init spec",
     }
     if (v.init.kind == InitSpec::Kind::kOnes) CHECK(ta->f32()[0] == 1.0f);
   }
+}
+
+// The GPU path itself is tested where there is a GPU (gpu_executor_test.cc, label `gpu`); here
+// only that asking for one without it is an error that says why (no silent CPU fallback).
+TEST_CASE("a CUDA executor without a CUDA device is refused, naming why", "[runtime]") {
+  const kernels::DeviceInventory& inv = kernels::device_inventory();
+  Builder b;
+  ValueId x = b.parameter("x", Shape{4, 4}, InitSpec::normal(1.0f));
+  ValueId loss = b.reduce_sum(b.tanh(x), {0, 1});
+  auto fg = std::move(b).finish(loss);
+  REQUIRE(fg.has_value());
+  ExecutorOptions eo;
+  eo.device = kernels::Device::kCuda;
+  auto exec = Executor::create(fg->graph, eo);
+  if (inv.cuda_devices > 0) {  // a GPU machine: it runs there, and reads back like the CPU's
+    if (!exec.has_value()) FAIL(exec.status().to_string());
+    CHECK((*exec)->device() == kernels::Device::kCuda);
+    REQUIRE((*exec)->initialize(3).is_ok());
+    auto st = (*exec)->run({});
+    REQUIRE(st.has_value());
+    auto cpu = Executor::create(fg->graph);
+    REQUIRE(cpu.has_value());
+    REQUIRE((*cpu)->initialize(3).is_ok());
+    auto ref = (*cpu)->run({});
+    REQUIRE(ref.has_value());
+    CHECK(st->loss == Approx(ref->loss).epsilon(1e-5));
+    return;
+  }
+  REQUIRE_FALSE(exec.has_value());
+  CHECK(exec.status().code() == Errc::kUnavailable);
+  INFO(exec.status().message());
+  CHECK(contains(exec.status().message(), "the GPU executor"));
+  CHECK(contains(exec.status().message(), inv.summary));
 }
 
 }  // namespace

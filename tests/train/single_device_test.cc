@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "kernels/device.h"
 #include "train/job.h"
 #include "train/session.h"
 
@@ -24,11 +25,13 @@ JobSpec job_of(const std::string& model, float lr, uint64_t seed = 1234) {
   return job;
 }
 
-SessionSummary train_single(const JobSpec& job, int64_t steps, const std::string& save = "") {
-  auto runner = SingleDeviceJob::create(job);
+SessionSummary train_single(const JobSpec& job, int64_t steps, const std::string& save = "",
+                            const SingleDeviceOptions& options = {}) {
+  auto runner = SingleDeviceJob::create(job, options);
   INFO(runner.status().to_string());
   REQUIRE(runner.has_value());
   SessionOptions so;
+  so.first_step = (*runner)->first_step();
   so.steps = steps;
   so.save_dir = save;
   so.model = job.model.name;
@@ -137,6 +140,65 @@ TEST_CASE("a single-device checkpoint resumes under a plan with the same losses"
     CHECK(std::abs(got[i] - whole.losses[i]) <= 1e-4 * whole.losses[i]);
   }
   fs::remove_all(dir);
+}
+
+// Saves after 3 of 6 steps on `save_on`, resumes on `load_on` (a new job from the checkpoint)
+// and compares the 6 losses with an uninterrupted run on `load_on`.
+void check_resume(kernels::Device save_on, kernels::Device load_on, double rel,
+                  const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / name;
+  fs::remove_all(dir);
+  const JobSpec job = job_of("gpt-tiny", 1e-3f, /*seed=*/5);
+  SingleDeviceOptions saver;
+  saver.device = save_on;
+  SingleDeviceOptions loader;
+  loader.device = load_on;
+  const SessionSummary whole = train_single(job, 6, "", loader);
+  const SessionSummary first = train_single(job, 3, dir.string(), saver);
+  REQUIRE(fs::exists(dir / "manifest.json"));
+  loader.load_dir = dir.string();
+  const SessionSummary rest = train_single(job, 3, "", loader);
+  CHECK(rest.first_step == 4);
+  std::vector<double> got = first.losses;
+  got.insert(got.end(), rest.losses.begin(), rest.losses.end());
+  REQUIRE(got.size() == whole.losses.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("step " << i + 1 << ": resumed " << got[i] << ", whole " << whole.losses[i]);
+    CHECK(std::abs(got[i] - whole.losses[i]) <= rel * whole.losses[i]);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a single-device job resumes from its own checkpoint", "[train]") {
+  check_resume(kernels::Device::kCpu, kernels::Device::kCpu, 1e-6, "meshpipe_single_resume");
+  // Another model's checkpoint is refused before anything is built.
+  const fs::path dir = fs::temp_directory_path() / "meshpipe_single_resume_other";
+  fs::remove_all(dir);
+  train_single(job_of("mlp-tiny", 1e-3f), 1, dir.string());
+  SingleDeviceOptions so;
+  so.load_dir = dir.string();
+  auto other = SingleDeviceJob::create(job_of("gpt-tiny", 1e-3f), so);
+  REQUIRE_FALSE(other.has_value());
+  CHECK_THAT(other.status().message(), Catch::Contains("is of model 'mlp-tiny', not 'gpt-tiny'"));
+  fs::remove_all(dir);
+}
+
+// Label `gpu` (src/train/CMakeLists.txt: names containing "GPU"); passes with a warning without
+// one. A GPU job's checkpoint goes through host copies (get_value/set_value).
+TEST_CASE("GPU single-device job: checkpoints cross between GPU and CPU", "[train][gpu]") {
+  const kernels::DeviceInventory& inv = kernels::device_inventory();
+  if (inv.cuda_devices == 0) {
+    WARN("no GPU, not run: " << inv.summary);
+    return;
+  }
+  // Saved on the GPU, resumed on the GPU (the same kernels: tight), and on the CPU (other
+  // kernels after step 3: the f32 tolerance of gpu_executor_test.cc).
+  check_resume(kernels::Device::kCuda, kernels::Device::kCuda, 1e-6, "meshpipe_gpu_resume");
+  check_resume(kernels::Device::kCuda, kernels::Device::kCpu, 1e-4, "meshpipe_gpu_cpu_resume");
+  auto job = SingleDeviceJob::create(job_of("gpt-tiny", 1e-3f),
+                                     {.device = kernels::Device::kCuda, .gpu = 0, .load_dir = ""});
+  REQUIRE(job.has_value());
+  CHECK_THAT((*job)->info().device, Catch::StartsWith("1 GPU: "));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include <variant>
 
+#include "graph/mixed_precision.h"
+
 namespace meshpipe::graph::models {
 
 Expected<TrainingGraph> zoo_training_graph(const ModelSpec& spec, int64_t batch,
@@ -12,6 +14,10 @@ Expected<TrainingGraph> zoo_training_graph(const ModelSpec& spec, int64_t batch,
   bo.batch = batch;
   bo.dtype = dtype;
   MP_ASSIGN_OR_RETURN(ForwardGraph fg, build_model(spec, bo));
+  if (dtype && (*dtype == DType::kF16 || *dtype == DType::kBF16)) {
+    // Mixed precision: f32 master weights, half activations (graph/mixed_precision.h).
+    MP_ASSIGN_OR_RETURN(fg, with_master_weights(fg));
+  }
   return make_training_graph(std::move(fg), optimizer);
 }
 

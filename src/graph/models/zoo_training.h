@@ -14,8 +14,10 @@
 
 namespace meshpipe::graph::models {
 
-/// Forward graph of `spec` at `batch` samples, in `dtype` (the spec's own when empty; float32,
-/// the default, is what the CPU kernels run), then autodiff and `optimizer`'s updates.
+/// Forward graph of `spec` at `batch` samples, in `dtype` (the spec's own when empty; float32
+/// by default), then autodiff and `optimizer`'s updates. An explicit f16 or bf16 asks for
+/// mixed-precision training: f32 master weights converted per layer (graph/mixed_precision.h);
+/// an empty dtype keeps the spec's type everywhere (what the planner's cost figures use).
 Expected<TrainingGraph> zoo_training_graph(const ModelSpec& spec, int64_t batch,
                                            const OptimizerConfig& optimizer,
                                            std::optional<DType> dtype = DType::kF32);

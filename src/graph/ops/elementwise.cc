@@ -1,6 +1,7 @@
 // Elementwise ops: add, sub, mul, div, scale, bias_add, relu, gelu, tanh, the activation
-// gradients, and constant. FLOPs per output element: add/sub/mul/div/scale/bias/relu and
-// relu_grad 1; tanh and tanh_grad 4; gelu and gelu_grad 8 (cubic, tanh, products); constant 0.
+// gradients, constant and convert (a change of storage type). FLOPs per output element:
+// add/sub/mul/div/scale/bias/relu and relu_grad 1; tanh and tanh_grad 4; gelu and gelu_grad 8
+// (cubic, tanh, products); constant and convert 0.
 #include "graph/internal/op_def.h"
 
 namespace meshpipe::graph::internal {
@@ -41,6 +42,16 @@ Expected<Types> infer_bias_add(const OpAttrs& a, const Types& in) {
     }
   }
   return Types{in[0]};
+}
+
+// convert: a floating tensor to another floating storage type.
+Expected<Types> infer_convert(const OpAttrs& a, const Types& in) {
+  MP_RETURN_IF_ERROR(expect_f32(in[0], "input"));
+  if (!is_floating(a.dtype)) {
+    return make_error(Errc::kInvalidArgument, "convert targets a floating type, got {}",
+                      dtype_name(a.dtype));
+  }
+  return Types{{in[0].shape, a.dtype}};
 }
 
 Expected<Types> infer_constant(const OpAttrs& a, const Types&) {
@@ -96,6 +107,14 @@ std::vector<ValueId> grad_scale(GradEmitter& e, const Graph&, const Op& op,
   return {e.scale(dys[0], op.attrs.alpha, "grad")};
 }
 
+// The gradient of a conversion is the incoming gradient converted back to the input's type.
+std::vector<ValueId> grad_convert(GradEmitter& e, const Graph& g, const Op& op,
+                                  const std::vector<ValueId>& dys) {
+  OpAttrs back;
+  back.dtype = g.value(op.inputs[0]).dtype;
+  return {e.emit1(K::kConvert, {dys[0]}, back, "grad")};
+}
+
 std::vector<ValueId> grad_bias_add(GradEmitter& e, const Graph& g, const Op& op,
                                    const std::vector<ValueId>& dys) {
   const int64_t rank = g.value(op.inputs[0]).shape.rank();
@@ -128,6 +147,7 @@ constexpr OpDef kRows[] = {
     {K::kGelu, infer_unary, flops_per_output<8>, grad_gelu},
     {K::kTanh, infer_unary, flops_per_output<4>, grad_from_output<K::kTanhGrad>},
     {K::kConstant, infer_constant, no_flops},
+    {K::kConvert, infer_convert, no_flops, grad_convert},
     {K::kReluGrad, infer_like_saved, flops_per_output<1>},
     {K::kGeluGrad, infer_like_saved, flops_per_output<8>},
     {K::kTanhGrad, infer_like_saved, flops_per_output<4>},

@@ -15,7 +15,7 @@ Expected<Types> infer_cross_entropy(const OpAttrs&, const Types& in) {
                       "labels {} must have the logits' shape {} without its last dim",
                       in[1].shape.to_string(), in[0].shape.to_string());
   }
-  return Types{{Shape{}, in[0].dtype}};
+  return Types{{Shape{}, DType::kF32}};  // the mean loss is kept in f32 for half logits too
 }
 
 // (logits, labels, dloss) -> dlogits.

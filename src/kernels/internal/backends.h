@@ -10,4 +10,8 @@ namespace meshpipe::kernels::internal {
 /// The CPU backend (cpu_backend.cc): every op kind.
 const OpKernel* cpu_kernel(OpKind kind);
 
+/// The CUDA backend (cuda/backend.cc, CUDA builds only): the kinds the family files of
+/// kernels/cuda/ fill.
+const OpKernel* cuda_kernel(OpKind kind);
+
 }  // namespace meshpipe::kernels::internal

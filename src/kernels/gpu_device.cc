@@ -1,0 +1,209 @@
+// kernels::GpuDevice (kernels/gpu.h): opens one CUDA device with its stream, cuBLASLt and cuDNN
+// handles, library workspace and caching allocator. Without CUDA in the build, or without a
+// usable driver (device_inventory()), open() fails with kUnavailable and CUDA is never called.
+#include <string>
+
+#include "kernels/device.h"
+#include "kernels/gpu.h"
+
+#if MP_KERNELS_HAVE_CUDA
+#include "kernels/internal/gpu_state.h"
+#endif
+
+namespace meshpipe::kernels {
+
+#if MP_KERNELS_HAVE_CUDA
+
+namespace {
+
+Status cuda_status(cudaError_t e, int ordinal, const char* what) {
+  if (e == cudaSuccess) return Status::ok();
+  return make_error(Errc::kUnavailable, "cuda:{}: {} failed: {}", ordinal, what,
+                    cudaGetErrorString(e));
+}
+
+// Makes `ordinal` the calling thread's current device (a GpuDevice may be driven from a thread
+// other than the one that opened it; its stream and handles belong to its device).
+Status make_current(int ordinal) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == ordinal) return Status::ok();
+  return cuda_status(cudaSetDevice(ordinal), ordinal, "cudaSetDevice");
+}
+
+}  // namespace
+
+struct GpuDevice::Impl {
+  internal::GpuState state;
+  KernelContext context;
+  std::unique_ptr<CachingAllocator> allocator;
+
+  ~Impl() {
+    // The handles and memory belong to the device: destroy them with it current (the stream
+    // exists iff open() got past cudaSetDevice, so a failed open calls no further CUDA here).
+    if (state.stream != nullptr) static_cast<void>(make_current(state.ordinal));
+    if (state.stream != nullptr) static_cast<void>(cudaStreamSynchronize(state.stream));
+    allocator.reset();  // returns the segments
+    if (state.workspace != nullptr) static_cast<void>(cudaFree(state.workspace));
+    if (state.dnn != nullptr) static_cast<void>(cudnnDestroy(state.dnn));
+    if (state.blas != nullptr) static_cast<void>(cublasLtDestroy(state.blas));
+    if (state.stream != nullptr) static_cast<void>(cudaStreamDestroy(state.stream));
+  }
+};
+
+Expected<std::unique_ptr<GpuDevice>> GpuDevice::open(int ordinal) {
+  const DeviceInventory& inv = device_inventory();
+  if (inv.cuda_devices == 0) {
+    return make_error(Errc::kUnavailable, "no GPU to open: {}", inv.summary);
+  }
+  if (ordinal < 0 || ordinal >= inv.cuda_devices) {
+    return make_error(Errc::kInvalidArgument, "GPU {} does not exist: this process sees {} GPU(s)",
+                      ordinal, inv.cuda_devices);
+  }
+  auto impl = std::make_unique<Impl>();
+  internal::GpuState& g = impl->state;
+  g.ordinal = ordinal;
+  MP_RETURN_IF_ERROR(cuda_status(cudaSetDevice(ordinal), ordinal, "cudaSetDevice"));
+  MP_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking),
+                                 ordinal, "cudaStreamCreate"));
+  MP_RETURN_IF_ERROR(cuda_status(
+      cudaDeviceGetAttribute(&g.multiprocessors, cudaDevAttrMultiProcessorCount, ordinal), ordinal,
+      "cudaDeviceGetAttribute"));
+  if (const cublasStatus_t s = cublasLtCreate(&g.blas); s != CUBLAS_STATUS_SUCCESS) {
+    g.blas = nullptr;
+    return make_error(Errc::kUnavailable, "cuda:{}: cublasLtCreate failed: {}", ordinal,
+                      cublasLtGetStatusString(s));
+  }
+  if (const cudnnStatus_t s = cudnnCreate(&g.dnn); s != CUDNN_STATUS_SUCCESS) {
+    g.dnn = nullptr;
+    return make_error(Errc::kUnavailable, "cuda:{}: cudnnCreate failed: {}", ordinal,
+                      cudnnGetErrorString(s));
+  }
+  if (const cudnnStatus_t s = cudnnSetStream(g.dnn, g.stream); s != CUDNN_STATUS_SUCCESS) {
+    return make_error(Errc::kUnavailable, "cuda:{}: cudnnSetStream failed: {}", ordinal,
+                      cudnnGetErrorString(s));
+  }
+  MP_RETURN_IF_ERROR(cuda_status(
+      cudaMalloc(&g.workspace, static_cast<size_t>(internal::kGpuLibraryWorkspaceBytes)), ordinal,
+      "allocating the 64 MiB library workspace"));
+  g.workspace_bytes = internal::kGpuLibraryWorkspaceBytes;
+  CachingAllocator::RawAllocator raw;
+  raw.allocate = [ordinal](int64_t bytes) -> void* {
+    void* p = nullptr;
+    if (cudaSetDevice(ordinal) != cudaSuccess ||
+        cudaMalloc(&p, static_cast<size_t>(bytes)) != cudaSuccess) {
+      static_cast<void>(cudaGetLastError());  // an out-of-memory error is not sticky: clear it
+      return nullptr;
+    }
+    return p;
+  };
+  raw.release = [ordinal](void* p) {
+    static_cast<void>(cudaSetDevice(ordinal));
+    static_cast<void>(cudaFree(p));
+  };
+  impl->allocator =
+      std::make_unique<CachingAllocator>(std::move(raw), "cuda:" + std::to_string(ordinal));
+  impl->context.device = Device::kCuda;
+  impl->context.gpu = &impl->state;
+  return std::unique_ptr<GpuDevice>(new GpuDevice(std::move(impl)));
+}
+
+int GpuDevice::ordinal() const { return impl_->state.ordinal; }
+
+Expected<void*> GpuDevice::allocate(int64_t bytes) { return impl_->allocator->allocate(bytes); }
+
+void GpuDevice::release(void* ptr) { impl_->allocator->release(ptr); }
+
+AllocatorStats GpuDevice::memory_stats() const { return impl_->allocator->stats(); }
+
+void GpuDevice::reset_memory_peaks() { impl_->allocator->reset_peaks(); }
+
+void GpuDevice::empty_cache() { impl_->allocator->empty_cache(); }
+
+Status GpuDevice::copy_to_device(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return Status::ok();
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  MP_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes),
+                                                 cudaMemcpyHostToDevice, impl_->state.stream),
+                                 o, "copy to the GPU"));
+  return cuda_status(cudaStreamSynchronize(impl_->state.stream), o, "copy to the GPU");
+}
+
+Status GpuDevice::copy_to_host(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return Status::ok();
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  MP_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes),
+                                                 cudaMemcpyDeviceToHost, impl_->state.stream),
+                                 o, "copy from the GPU"));
+  return cuda_status(cudaStreamSynchronize(impl_->state.stream), o, "copy from the GPU");
+}
+
+Status GpuDevice::copy_on_device(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return Status::ok();
+  MP_RETURN_IF_ERROR(make_current(impl_->state.ordinal));
+  return cuda_status(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                                     impl_->state.stream),
+                     impl_->state.ordinal, "copy on the GPU");
+}
+
+Status GpuDevice::zero(void* dst, int64_t bytes) {
+  if (bytes <= 0) return Status::ok();
+  MP_RETURN_IF_ERROR(make_current(impl_->state.ordinal));
+  return cuda_status(cudaMemsetAsync(dst, 0, static_cast<size_t>(bytes), impl_->state.stream),
+                     impl_->state.ordinal, "zeroing GPU memory");
+}
+
+Status GpuDevice::synchronize() {
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(
+      cuda_status(cudaStreamSynchronize(impl_->state.stream), o, "waiting for the GPU's kernels"));
+  if (!impl_->state.error.empty()) {
+    std::string message;
+    message.swap(impl_->state.error);
+    return Status(Errc::kInternal, std::move(message));
+  }
+  return Status::ok();
+}
+
+#else  // a build without CUDA
+
+struct GpuDevice::Impl {
+  KernelContext context;
+};
+
+Expected<std::unique_ptr<GpuDevice>> GpuDevice::open(int /*ordinal*/) {
+  return make_error(Errc::kUnavailable, "no GPU to open: {}", device_inventory().summary);
+}
+
+// No GpuDevice can exist in this build (open() always fails); these keep the class complete.
+int GpuDevice::ordinal() const { return -1; }
+Expected<void*> GpuDevice::allocate(int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+void GpuDevice::release(void*) {}
+AllocatorStats GpuDevice::memory_stats() const { return {}; }
+void GpuDevice::reset_memory_peaks() {}
+void GpuDevice::empty_cache() {}
+Status GpuDevice::copy_to_device(void*, const void*, int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::copy_to_host(void*, const void*, int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::copy_on_device(void*, const void*, int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::zero(void*, int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::synchronize() { return Status::ok(); }
+
+#endif
+
+GpuDevice::GpuDevice(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuDevice::~GpuDevice() = default;
+
+const KernelContext& GpuDevice::context() const { return impl_->context; }
+
+}  // namespace meshpipe::kernels

@@ -1,0 +1,33 @@
+// The CUDA column of the backend table, assembled from one row list per kernel family (private
+// to kernels/, CUDA builds only). Each family's .cu file in kernels/cuda/ defines its function;
+// cuda/backend.cu gathers them and checks that no kind appears twice.
+#pragma once
+
+#include <vector>
+
+#include "core/op_kind.h"
+#include "kernels/op_kernel.h"
+
+namespace meshpipe::kernels::internal {
+
+struct CudaRow {
+  OpKind kind;
+  OpKernel kernel;
+};
+
+std::vector<CudaRow> cuda_elementwise_rows();  // add .. div, scale, bias_add, activations and
+                                               // their gradients, constant
+std::vector<CudaRow> cuda_layout_rows();       // reshape, transpose, slice, concat, pad,
+                                               // reduce_sum/mean, broadcast
+std::vector<CudaRow> cuda_optimizer_rows();    // sgd, sgd_momentum, adam
+std::vector<CudaRow> cuda_softmax_rows();      // softmax, log_softmax and gradients
+std::vector<CudaRow> cuda_norm_rows();         // layer norm, batch norm (+ the sync pieces), grads
+std::vector<CudaRow> cuda_loss_rows();         // cross_entropy and gradient
+std::vector<CudaRow> cuda_embedding_rows();    // embedding and gradient
+std::vector<CudaRow> cuda_moe_rows();          // top-k gating and gradient
+std::vector<CudaRow> cuda_pool_rows();         // max/avg pool and gradients
+std::vector<CudaRow> cuda_matmul_rows();       // dot (cuBLASLt)
+std::vector<CudaRow> cuda_conv_rows();         // conv2d and gradients (cuDNN)
+std::vector<CudaRow> cuda_convert_rows();      // convert (storage type changes)
+
+}  // namespace meshpipe::kernels::internal
