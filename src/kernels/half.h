@@ -70,6 +70,13 @@ inline float f16_to_float(uint16_t h) {
   return (sign != 0) ? -v : v;
 }
 
+/// Element `k` of a floating buffer stored as `dtype` (kF32, kF16 or kBF16), as a float.
+inline float element_as_float(const void* data, DType dtype, int64_t k) {
+  if (dtype == DType::kF32) return static_cast<const float*>(data)[k];
+  const uint16_t h = static_cast<const uint16_t*>(data)[k];
+  return dtype == DType::kBF16 ? bf16_to_float(h) : f16_to_float(h);
+}
+
 /// Rounds `n` floats to `dtype` (kF16 or kBF16) into `out`; widens them back.
 void round_to_half(const float* in, uint16_t* out, int64_t n, DType dtype);
 void widen_from_half(const uint16_t* in, float* out, int64_t n, DType dtype);

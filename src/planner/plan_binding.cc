@@ -12,7 +12,8 @@ Expected<PlanBinding> bind_plan(const Plan& plan, const graph::Graph& g) {
   if (!plan.graph_fingerprint.empty() && plan.graph_fingerprint != fp) {
     return make_error(Errc::kInvalidArgument,
                       "the plan was made for another training graph (fingerprint {} in the "
-                      "plan, {} for model '{}')",
+                      "plan, {} for model '{}'; another optimizer, batch or --precision changes "
+                      "the graph, and `meshpipe plan` plans f32 or the model's own dtype only)",
                       plan.graph_fingerprint, fp, plan.model);
   }
   const size_t n = static_cast<size_t>(g.num_ops());

@@ -11,6 +11,7 @@
 
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "kernels/half.h"
 
 namespace meshpipe::runtime {
 
@@ -270,27 +271,30 @@ void Executor::release_transients() {
   }
 }
 
-// Fails on the first non-finite element of an f32 output of `op` (on a GPU, read back first).
+// Fails on the first non-finite element of a floating (f32, f16, bf16) output of `op` (on a
+// GPU, read back first).
 Status Executor::check_finite(const Op& op, std::span<const kernels::TensorView> outputs) const {
-  std::vector<float> host;
+  std::vector<uint8_t> host;
   for (size_t o = 0; o < outputs.size(); ++o) {
-    if (outputs[o].dtype != DType::kF32) continue;
+    const DType t = outputs[o].dtype;
+    if (!is_floating(t)) continue;
     const int64_t n = outputs[o].numel();
-    const float* p = nullptr;
+    const void* p = nullptr;
     if (gpu_ != nullptr) {
-      host.resize(static_cast<size_t>(n));
-      MP_RETURN_IF_ERROR(gpu_->copy_to_host(host.data(), outputs[o].data, n * 4)
+      host.resize(static_cast<size_t>(outputs[o].bytes()));
+      MP_RETURN_IF_ERROR(gpu_->copy_to_host(host.data(), outputs[o].data, outputs[o].bytes())
                              .with_context(fmt::format("op '{}': checking its output", op.name)));
       p = host.data();
     } else {
-      p = outputs[o].f32();
+      p = outputs[o].data;
     }
     for (int64_t k = 0; k < n; ++k) {
-      if (!std::isfinite(p[k])) {
+      const float x = kernels::element_as_float(p, t, k);
+      if (!std::isfinite(x)) {
         return make_error(Errc::kNumerics,
                           "op '{}' ({}) wrote a non-finite value ({}) at "
                           "element {} of output {}",
-                          op.name, op_kind_name(op.kind), p[k], k, o);
+                          op.name, op_kind_name(op.kind), x, k, o);
       }
     }
   }

@@ -11,8 +11,8 @@
 // On a GPU only host-side values cross between host and device, through HostTensor copies:
 // persistent values (initialize, set_value, get_value), data inputs (run) and the scalar loss.
 // A step's time includes the final synchronisation, so it is the GPU's time, not the queueing.
-// check_finite copies every f32 output back to the host after its op (slow: for debugging);
-// profile synchronises after every op so that each op's time is its own.
+// check_finite copies every floating output (f32, f16, bf16) back to the host after its op
+// (slow: for debugging); profile synchronises after every op so that each op's time is its own.
 #pragma once
 
 #include <cstdint>

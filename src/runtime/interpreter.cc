@@ -491,25 +491,35 @@ struct DeviceInterpreter::Impl {
     if (ws.data != nullptr) pool.release(ws);
     if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", l.op.name));
     if (l.output_scale != 1.0f) {
-      float* p = out[0].f32();
       const int64_t n = out[0].numel();
-      for (int64_t k = 0; k < n; ++k) p[k] *= l.output_scale;
+      if (out[0].dtype == DType::kF32) {
+        float* p = out[0].f32();
+        for (int64_t k = 0; k < n; ++k) p[k] *= l.output_scale;
+      } else {  // a half output (mixed precision): scaled in f32, rounded again
+        auto* h = static_cast<uint16_t*>(out[0].data);
+        wide_out.resize(static_cast<size_t>(n));
+        kernels::widen_from_half(h, wide_out.data(), n, out[0].dtype);
+        for (int64_t k = 0; k < n; ++k) wide_out[static_cast<size_t>(k)] *= l.output_scale;
+        kernels::round_to_half(wide_out.data(), h, n, out[0].dtype);
+      }
     }
     if (options.check_finite) MP_RETURN_IF_ERROR(check_finite(l, out));
     return Status::ok();
   }
 
-  // The first NaN or Inf among the f32 outputs of an op, as an error naming it.
+  // The first NaN or Inf among the floating (f32, f16, bf16) outputs of an op, as an error
+  // naming it.
   static Status check_finite(const LocalOp& l, const std::vector<kernels::TensorView>& out) {
     for (size_t o = 0; o < out.size(); ++o) {
-      if (out[o].dtype != DType::kF32) continue;
-      const float* p = out[o].f32();
+      const DType t = out[o].dtype;
+      if (!is_floating(t)) continue;
       const int64_t n = out[o].numel();
       for (int64_t k = 0; k < n; ++k) {
-        if (!std::isfinite(p[k])) {
+        const float x = kernels::element_as_float(out[o].data, t, k);
+        if (!std::isfinite(x)) {
           return make_error(Errc::kNumerics,
                             "op '{}' ({}) wrote a non-finite value ({}) at element {} of output {}",
-                            l.op.name, op_kind_name(l.op.kind), p[k], k, o);
+                            l.op.name, op_kind_name(l.op.kind), x, k, o);
         }
       }
     }

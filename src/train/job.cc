@@ -31,6 +31,10 @@ Status JobSpec::validate() const {
                       "limit keeps tensor sizes and FLOP counts clear of 64-bit overflow)",
                       global_batch, kMaxGlobalBatch);
   }
+  if (!is_floating(precision)) {
+    return make_error(Errc::kInvalidArgument, "the precision must be f32, f16 or bf16, got {}",
+                      dtype_name(precision));
+  }
   return optimizer.validate();
 }
 

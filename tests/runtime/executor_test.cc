@@ -139,6 +139,26 @@ TEST_CASE("non-finite values are reported with the op that produced them", "[run
   CHECK(contains(st.status().message(), "op 'ratio' (div) wrote a non-finite value"));
 }
 
+TEST_CASE("non-finite half-precision outputs are reported too", "[runtime]") {
+  // 1e6 overflows f16 (largest finite 65504): the conversion writes Inf, and the check must
+  // see it although the value is not f32.
+  Builder b;
+  ValueId x = b.input("x", Shape{2}, DType::kF32);
+  ValueId h = b.convert(x, DType::kF16, "to_half");
+  ValueId loss = b.reduce_sum(b.convert(h, DType::kF32, "back"), {0});
+  auto fg = std::move(b).finish(loss);
+  REQUIRE(fg.has_value());
+  ExecutorOptions eo;
+  eo.check_finite = true;
+  auto exec = Executor::create(fg->graph, eo);
+  REQUIRE(exec.has_value());
+  REQUIRE((*exec)->initialize(1).is_ok());
+  auto st = (*exec)->run({{x, HostTensor::from_f32(Shape{2}, {1, 1e6f})}});
+  REQUIRE_FALSE(st.has_value());
+  CHECK(contains(st.status().message(), "op 'to_half' (convert) wrote a non-finite value"));
+  CHECK(contains(st.status().message(), "element 1 of output 0"));
+}
+
 TEST_CASE("parameter initialisation is deterministic and follows the init spec", "[runtime]") {
   auto fg = graph::models::build_model(*graph::models::find_model("gpt-tiny"));
   REQUIRE(fg.has_value());

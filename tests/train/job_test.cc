@@ -78,6 +78,31 @@ TEST_CASE("a job spec survives its JSON form, and bad fields are named", "[train
   bad.replace(bad.find("\"sgd\""), 5, "\"lamb\"");
   CHECK_THAT(job_spec_from_json(bad).status().message(),
              Catch::StartsWith("job field 'optimizer.kind'"));
+  // The precision travels to every node (each builds the same mixed graph); a missing field is
+  // f32 (a coordinator from before it), anything but f32, f16 or bf16 is refused.
+  CHECK(back->precision == DType::kF32);
+  job.precision = DType::kBF16;
+  auto mixed = job_spec_from_json(job_spec_to_json(job));
+  REQUIRE(mixed.has_value());
+  CHECK(mixed->precision == DType::kBF16);
+  const std::string bf16 = job_spec_to_json(job);
+  const size_t at = bf16.find("\"bf16\"");
+  REQUIRE(at != std::string::npos);
+  for (const char* hostile : {"\"i32\"", "\"f64\"", "\"\"", "\"BF16\"", "16"}) {
+    INFO(hostile);
+    bad = bf16;
+    bad.replace(at, 6, hostile);
+    auto r = job_spec_from_json(bad);
+    REQUIRE_FALSE(r.has_value());
+    CHECK_THAT(r.status().message(), Catch::StartsWith("job field 'precision'"));
+  }
+  bad = text;
+  const size_t p = bad.find("\"precision\"");
+  REQUIRE(p != std::string::npos);
+  bad.erase(p, bad.find(',', p) + 1 - p);  // the field and its comma (a later key follows)
+  auto missing = job_spec_from_json(bad);
+  REQUIRE(missing.has_value());
+  CHECK(missing->precision == DType::kF32);
 }
 
 TEST_CASE("a job's batch and optimizer numbers are bounded and finite", "[train][job]") {
