@@ -51,3 +51,22 @@ endif()
     endif()
   endif()
 endfunction()
+
+# mp_label_gpu_tests(<mod>): the <mod>_tests cases whose names contain "GPU" also carry the
+# label `gpu`, so `ctest -L gpu` on a GPU machine (scripts/gpu-check.sh) runs them; without a
+# GPU they pass with a warning. A ctest include file, read after the discovered names.
+function(mp_label_gpu_tests mod)
+  if(NOT TARGET ${mod}_tests)
+    return()
+  endif()
+  set(file ${CMAKE_CURRENT_BINARY_DIR}/${mod}_tests_gpu_labels.cmake)
+  file(WRITE ${file} "if(DEFINED ${mod}_tests_TESTS)
+  foreach(t IN LISTS ${mod}_tests_TESTS)
+    if(t MATCHES \"GPU\")
+      set_tests_properties(\"\${t}\" PROPERTIES LABELS gpu)
+    endif()
+  endforeach()
+endif()
+")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${file})
+endfunction()

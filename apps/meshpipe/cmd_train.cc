@@ -474,8 +474,9 @@ Expected<std::string> planned_by(const TrainArgs& args) {
 }
 
 // Where the job's kernels run. "cuda" runs a single-device job on GPU 0 through the GPU
-// executor; it needs a CUDA build, a GPU, and a run without a plan (multi-device GPU runs are
-// not implemented yet). "auto" takes the GPU exactly when "cuda" would work, else the CPU.
+// executor; it needs a CUDA build, a GPU, and a run without a plan (multi-device GPU runs come
+// with the rest of issue 15: the interpreter on device memory, NCCL in the mesh groups). "auto"
+// takes the GPU exactly when "cuda" would work, else the CPU.
 // Returns the error that names what is missing.
 Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobSpec& job) {
   if (args.device == "cpu") return kernels::Device::kCpu;
@@ -496,7 +497,7 @@ Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobS
     if (!want) return kernels::Device::kCpu;
     return make_error(Errc::kUnavailable,
                       "--device cuda with {}: multi-device and planned GPU runs are not "
-                      "implemented yet in this build (planned programs run on the per-device "
+                      "available yet (issue 15; planned programs run on the per-device "
                       "interpreter, which works on host memory only, and NCCL is not yet wired "
                       "in as the collectives of a mesh); --device cuda trains on one GPU "
                       "through the single-device executor (no --cluster of several devices, "

@@ -14,62 +14,19 @@
 #include "kernels/half.h"
 #include "kernels/layout.h"
 #include "runtime/compact_program.h"
+#include "runtime/internal/tile_boxes.h"
+#include "runtime/internal/wide_collectives.h"
 
 namespace meshpipe::runtime {
 
 namespace {
 
-using Ranges = std::vector<mesh::DimRange>;
-
-std::vector<int64_t> offset_in(const Ranges& box, const Ranges& base) {
-  std::vector<int64_t> o;
-  for (size_t d = 0; d < box.size(); ++d) o.push_back(box[d].begin - base[d].begin);
-  return o;
-}
-
-std::vector<int64_t> extent_of(const Ranges& box) {
-  std::vector<int64_t> e;
-  for (const mesh::DimRange& r : box) e.push_back(r.end - r.begin);
-  return e;
-}
-
-Ranges intersect(const Ranges& a, const Ranges& b) {
-  Ranges r(a.size());
-  for (size_t d = 0; d < a.size(); ++d) {
-    r[d].begin = std::max(a[d].begin, b[d].begin);
-    r[d].end = std::max(r[d].begin, std::min(a[d].end, b[d].end));
-  }
-  return r;
-}
-
-int64_t numel_of(const std::vector<int64_t>& e) {
-  int64_t n = 1;
-  for (int64_t x : e) n *= x;
-  return n;
-}
-
-// The element offset of a box in a row-major tensor of `shape` when the box is one contiguous
-// run of it (the dims before the innermost one it does not cover whole have extent 1), else -1.
-int64_t contiguous_offset(const Shape& shape, const std::vector<int64_t>& offset,
-                          const std::vector<int64_t>& extent) {
-  const int64_t rank = shape.rank();
-  if (static_cast<int64_t>(offset.size()) != rank || static_cast<int64_t>(extent.size()) != rank) {
-    return -1;
-  }
-  for (int64_t d = 0; d < rank; ++d) {  // a box outside the tile is never taken in place
-    const auto u = static_cast<size_t>(d);
-    if (offset[u] < 0 || extent[u] < 0 || offset[u] + extent[u] > shape[d]) return -1;
-  }
-  int64_t inner = rank - 1;
-  while (inner > 0 && extent[static_cast<size_t>(inner)] == shape[inner]) --inner;
-  for (int64_t d = 0; d < inner; ++d) {
-    if (extent[static_cast<size_t>(d)] != 1) return -1;
-  }
-  const std::vector<int64_t> strides = shape.strides();
-  int64_t at = 0;
-  for (int64_t d = 0; d < rank; ++d) at += offset[static_cast<size_t>(d)] * strides[size_t(d)];
-  return at;
-}
+using internal::contiguous_offset;
+using internal::extent_of;
+using internal::intersect;
+using internal::numel_of;
+using internal::offset_in;
+using internal::Ranges;
 
 // What a device's time outside its kernels is charged to (time_kernels), as a fixed index so
 // the instruction loop adds to an array; the names are made once per step (activity_name).
@@ -131,35 +88,7 @@ struct DeviceInterpreter::Impl {
   // Collectives whose pieces are not contiguous in their tiles: staging kept across steps.
   std::vector<uint8_t> stage_in;
   std::vector<uint8_t> stage_out;
-  std::vector<float> wide_in;  // half-precision sums: operands widened to f32
-  std::vector<float> wide_out;
-
-  // Sums of f16/bf16 tensors (tensor-parallel activations under mixed precision) travel and
-  // add in f32 and are rounded once at the end, as the kernels do.
-  Status all_reduce_view(comm::Communicator* c, const kernels::TensorView& v) {
-    if (v.dtype == DType::kF32) return c->all_reduce(v.f32(), v.numel());
-    wide_in.resize(static_cast<size_t>(v.numel()));
-    kernels::widen_from_half(static_cast<const uint16_t*>(v.data), wide_in.data(), v.numel(),
-                             v.dtype);
-    MP_RETURN_IF_ERROR(c->all_reduce(wide_in.data(), v.numel()));
-    kernels::round_to_half(wide_in.data(), static_cast<uint16_t*>(v.data), v.numel(), v.dtype);
-    return Status::ok();
-  }
-  // reduce_scatter of `count` elements per rank from `in` (n * count elements of out's dtype,
-  // contiguous) into out.
-  Status reduce_scatter_view(comm::Communicator* c, const void* in, const kernels::TensorView& out,
-                             int64_t count) {
-    if (out.dtype == DType::kF32) {
-      return c->reduce_scatter(static_cast<const float*>(in), out.f32(), count);
-    }
-    const int64_t total = count * c->size();
-    wide_in.resize(static_cast<size_t>(total));
-    wide_out.resize(static_cast<size_t>(count));
-    kernels::widen_from_half(static_cast<const uint16_t*>(in), wide_in.data(), total, out.dtype);
-    MP_RETURN_IF_ERROR(c->reduce_scatter(wide_in.data(), wide_out.data(), count));
-    kernels::round_to_half(wide_out.data(), static_cast<uint16_t*>(out.data), count, out.dtype);
-    return Status::ok();
-  }
+  internal::WideScratch wide;  // half-precision sums: operands widened to f32
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
@@ -323,7 +252,7 @@ struct DeviceInterpreter::Impl {
         return make_error(Errc::kInternal, "no communicator of size {} for mesh axis {}", n, a);
       }
       if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-      return communicate(step.kind, [&] { return all_reduce_view(c, out); });
+      return communicate(step.kind, [&] { return internal::all_reduce_view(*c, out, wide); });
     }
     const Ranges before = ranges(ins, ins.spec, -1, 0);
     const Ranges after = ranges(ins, step.after, -1, 0);
@@ -340,7 +269,7 @@ struct DeviceInterpreter::Impl {
     switch (step.kind) {
       case mesh::CollectiveKind::kAllReduce:
         if (out.data != in.data) std::memcpy(out.data, in.data, static_cast<size_t>(in.bytes()));
-        return communicate(step.kind, [&] { return all_reduce_view(c, out); });
+        return communicate(step.kind, [&] { return internal::all_reduce_view(*c, out, wide); });
       case mesh::CollectiveKind::kAllGather: {
         // Rank r's tile lands at r * tile in the gathered one when it is a contiguous run of
         // it (a dim-0 split): gather in place; else through staging and a copy per piece.
@@ -377,8 +306,9 @@ struct DeviceInterpreter::Impl {
                    contiguous_offset(in.shape, offset_in(dst, before), extent_of(dst)) == r * chunk;
         }
         if (direct) {
-          return communicate(step.kind,
-                             [&] { return reduce_scatter_view(c, in.data, out, chunk); });
+          return communicate(step.kind, [&] {
+            return internal::reduce_scatter_view(*c, in.data, out, chunk, wide);
+          });
         }
         stage_in.resize(static_cast<size_t>(n * chunk * es));
         uint8_t* send = stage_in.data();
@@ -388,7 +318,8 @@ struct DeviceInterpreter::Impl {
           kernels::copy_box(ctx, in, offset_in(dst, before), piece,
                             std::vector<int64_t>(dst.size(), 0), extent_of(dst));
         }
-        return communicate(step.kind, [&] { return reduce_scatter_view(c, send, out, chunk); });
+        return communicate(
+            step.kind, [&] { return internal::reduce_scatter_view(*c, send, out, chunk, wide); });
       }
       case mesh::CollectiveKind::kAllToAll: {
         const int64_t chunk = in.bytes() / n;
@@ -497,10 +428,10 @@ struct DeviceInterpreter::Impl {
         for (int64_t k = 0; k < n; ++k) p[k] *= l.output_scale;
       } else {  // a half output (mixed precision): scaled in f32, rounded again
         auto* h = static_cast<uint16_t*>(out[0].data);
-        wide_out.resize(static_cast<size_t>(n));
-        kernels::widen_from_half(h, wide_out.data(), n, out[0].dtype);
-        for (int64_t k = 0; k < n; ++k) wide_out[static_cast<size_t>(k)] *= l.output_scale;
-        kernels::round_to_half(wide_out.data(), h, n, out[0].dtype);
+        wide.out.resize(static_cast<size_t>(n));
+        kernels::widen_from_half(h, wide.out.data(), n, out[0].dtype);
+        for (int64_t k = 0; k < n; ++k) wide.out[static_cast<size_t>(k)] *= l.output_scale;
+        kernels::round_to_half(wide.out.data(), h, n, out[0].dtype);
       }
     }
     if (options.check_finite) MP_RETURN_IF_ERROR(check_finite(l, out));

@@ -35,7 +35,7 @@ else
   echo "ok: train --device cuda -> $(head -1 <<< "$cuda")"
 fi
 # Multi-device runs do not run on GPUs yet (with or without one): refused, naming what is missing.
-expect_fail "multi-device and planned GPU runs are not implemented yet\|built without CUDA" \
+expect_fail "multi-device and planned GPU runs are not available yet\|built without CUDA" \
   train --model gpt-tiny --steps 1 --device cuda --cluster cpu:1x2
 expect_fail "per-device interpreter\|built without CUDA" train --model gpt-tiny --steps 1 --device cuda --breakdown
 expect_fail "device" train --model gpt-tiny --steps 1 --device tpu

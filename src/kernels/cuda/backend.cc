@@ -19,9 +19,9 @@ struct Column {
 Column build() {
   Column c;
   for (auto family :
-       {cuda_elementwise_rows, cuda_layout_rows, cuda_optimizer_rows, cuda_softmax_rows,
-        cuda_norm_rows, cuda_loss_rows, cuda_embedding_rows, cuda_moe_rows, cuda_pool_rows,
-        cuda_matmul_rows, cuda_conv_rows, cuda_convert_rows}) {
+       {cuda_elementwise_rows, cuda_layout_rows, cuda_reduce_rows, cuda_optimizer_rows,
+        cuda_softmax_rows, cuda_norm_rows, cuda_loss_rows, cuda_embedding_rows, cuda_moe_rows,
+        cuda_pool_rows, cuda_matmul_rows, cuda_conv_rows, cuda_convert_rows}) {
     for (const CudaRow& row : family()) {
       const auto i = static_cast<size_t>(row.kind);
       MP_CHECK(i < c.kernels.size() && !c.present[i])

@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -85,6 +86,38 @@ inline Dims8 dims_of(std::span<const int64_t> values) {
   d.rank = static_cast<int>(values.size());
   for (size_t i = 0; i < values.size(); ++i) d.v[i] = values[i];
   return d;
+}
+
+/// Aborts unless `s` has a rank the index arithmetic supports.
+inline void check_rank(const Shape& s, const char* op) {
+  MP_CHECK(s.rank() <= kCudaMaxRank)
+      << op << " supports rank <= " << kCudaMaxRank << ", got " << s.to_string();
+}
+
+// Offset of row-major flat index `idx` over dims (size, stride)[0, rank). IndexT is 32-bit when
+// the caller knows idx fits (the divisions are most of the cost of a copy).
+template <class IndexT>
+__device__ __forceinline__ int64_t offset_of(IndexT idx, const Dims8& size, const Dims8& stride) {
+  int64_t off = 0;
+  // Unrolled with constant indices, so the dims stay in parameter space (a runtime index would
+  // copy them to local memory).
+#pragma unroll
+  for (int d = kCudaMaxRank - 1; d > 0; --d) {
+    if (d < size.rank) {
+      const auto s = static_cast<IndexT>(size.v[d]);
+      const IndexT q = idx / s;
+      off += static_cast<int64_t>(idx - q * s) * stride.v[d];
+      idx = q;
+    }
+  }
+  return size.rank > 0 ? off + static_cast<int64_t>(idx) * stride.v[0] : off;
+}
+
+/// Blocks for `want` work items, capped at `per_sm` blocks per SM.
+inline unsigned grid_cap(const GpuState& g, int64_t want, int64_t per_sm = 32) {
+  const int64_t cap =
+      static_cast<int64_t>(g.multiprocessors > 0 ? g.multiprocessors : 108) * per_sm;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap)));
 }
 
 /// The device state of a call (aborts when the context is not a GPU's).

@@ -18,7 +18,8 @@ struct CudaRow {
 std::vector<CudaRow> cuda_elementwise_rows();  // add .. div, scale, bias_add, activations and
                                                // their gradients, constant
 std::vector<CudaRow> cuda_layout_rows();       // reshape, transpose, slice, concat, pad,
-                                               // reduce_sum/mean, broadcast
+                                               // broadcast
+std::vector<CudaRow> cuda_reduce_rows();       // reduce_sum, reduce_mean
 std::vector<CudaRow> cuda_optimizer_rows();    // sgd, sgd_momentum, adam
 std::vector<CudaRow> cuda_softmax_rows();      // softmax, log_softmax and gradients
 std::vector<CudaRow> cuda_norm_rows();         // layer norm, batch norm (+ the sync pieces), grads
