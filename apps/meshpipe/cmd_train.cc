@@ -45,9 +45,12 @@ struct TrainArgs {
   uint64_t seed = 1234;
   bool check_numerics = false;
   bool breakdown = false;
-  std::string device = "auto";    // cpu, cuda, or auto (one GPU for a single-device run)
-  std::string precision = "f32";  // f32, or bf16 / f16 (mixed precision)
-  std::string cluster;            // empty: one device (unless --plan)
+  std::string device = "auto";      // cpu, cuda, or auto (one GPU for a single-device run)
+  std::string precision = "f32";    // f32, or bf16 / f16 (mixed precision)
+  std::string loss_scale = "auto";  // auto (dynamic for f16), dynamic, off
+  float initial_loss_scale = 65536.0f;
+  int64_t loss_scale_window = 2000;
+  std::string cluster;  // empty: one device (unless --plan)
   std::string plan;
   std::string profile;  // --profile FILE: the cluster's measured profile
   int64_t micro_batches = 0;
@@ -83,10 +86,21 @@ CLI::Validator non_empty(const std::string& option, const std::string& what = "a
 
 void print_step(bool is_lm, const train::StepReport& r) {
   const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
-  fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}\n", r.step,
+  const std::string scale =
+      r.loss_scale <= 0.0f ? std::string()
+      : r.skipped ? fmt::format("  loss scale {:g}: overflow, update skipped", r.loss_scale)
+                  : fmt::format("  loss scale {:g}", r.loss_scale);
+  fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}{}\n", r.step,
              r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s", rate,
-             format_bytes(r.peak));
+             format_bytes(r.peak), scale);
   std::fflush(stdout);
+}
+
+// With loss scaling: the steps skipped on overflow and the scale the next step would use.
+void print_loss_scaling(const train::SessionSummary& s) {
+  if (s.loss_scale <= 0.0f) return;
+  fmt::print("loss scaling: {} of {} steps skipped on overflow; the scale is now {:g}\n",
+             s.skipped_steps, s.losses.size(), s.loss_scale);
 }
 
 // A failure of the job itself (planning, building devices, a step): the code is named.
@@ -312,6 +326,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   if (!summary.has_value()) return stop(summary.status());
   print_step_time(*plan, *summary);
   if (args.breakdown) print_breakdown(*summary);
+  print_loss_scaling(*summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   (*coord)->shutdown("training finished");
@@ -401,6 +416,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
              summary->first_step, summary->last_step, format_seconds(summary->total_time));
   print_step_time(*plan, *summary);
   if (args.breakdown) print_breakdown(*summary);
+  print_loss_scaling(*summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   return 0;
@@ -445,6 +461,7 @@ int run_single(const TrainArgs& args, const train::JobSpec& job, kernels::Device
       l.front(), l.back(), l.size(), format_seconds(summary->total_time),
       format_count(static_cast<double>(i.parameter_count)),
       format_bytes((*single)->persistent_bytes()), format_bytes(Bytes(peak)), reserved);
+  print_loss_scaling(*summary);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   return 0;
 }
@@ -550,6 +567,10 @@ int run_train(const TrainArgs& args) {
   job.seed = args.seed;
   job.check_finite = args.check_numerics;
   job.precision = *parse_dtype(args.precision);  // checked by CLI::IsMember
+  job.loss_scale.enabled =
+      args.loss_scale == "dynamic" || (args.loss_scale == "auto" && job.precision == DType::kF16);
+  job.loss_scale.initial = args.initial_loss_scale;
+  job.loss_scale.interval = args.loss_scale_window;
   job.optimizer.kind = *kind;
   // A given --lr is taken as it is (one that underflows to 0 as a float is refused below, not
   // replaced by the default).
@@ -646,6 +667,22 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "compute in f32)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  cmd->add_option("--loss-scale", args->loss_scale,
+                  "loss scaling: dynamic (the loss times a scale S before the backward pass, "
+                  "gradients divided by S before the update; a step whose gradients overflow is "
+                  "skipped and halves S, 2000 good steps double it), off, or auto (dynamic for "
+                  "--precision f16, off otherwise: bf16 and f32 have f32's range)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "dynamic", "off"}));
+  cmd->add_option("--initial-loss-scale", args->initial_loss_scale,
+                  "the scale of the first step with loss scaling (a power of two keeps "
+                  "the scaling exact)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--loss-scale-window", args->loss_scale_window,
+                  "finite steps in a row after which the loss scale doubles")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--device", args->device,
                   "where kernels run: cpu, cuda (one GPU, for a run on one device without a "
                   "plan; an error naming what is missing when there is no GPU, and for "

@@ -129,6 +129,12 @@ std::string step_report_to_json(const train::StepOutcome& outcome) {
   Json peaks = Json::array();
   for (const auto& [d, bytes] : outcome.peak_bytes) peaks.push_back(Json::array({d, bytes}));
   j["peaks"] = std::move(peaks);
+  if (outcome.loss_scale > 0.0f) {
+    j["loss_scale"] = outcome.loss_scale;
+    j["skipped"] = outcome.skipped;
+    j["next_loss_scale"] = outcome.next_loss_scale;
+    j["good_steps"] = outcome.good_steps;
+  }
   if (const auto breakdown = train::step_breakdown(outcome); !breakdown.empty()) {
     Json b = Json::object();
     for (const auto& [what, t] : breakdown) b[what] = t;
@@ -164,6 +170,24 @@ Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
         }
         out.other_seconds[it.key()] += it->get<double>();
       }
+    }
+    if (const Json* ls = r.find_optional("loss_scale"); ls != nullptr) {
+      if (!ls->is_number() || !std::isfinite(ls->get<double>()) || ls->get<double>() <= 0) {
+        return r.error("loss_scale", "must be a positive number");
+      }
+      out.loss_scale = std::max(out.loss_scale, ls->get<float>());
+      bool skipped = false;
+      double next = 0.0;
+      int64_t good = 0;
+      MP_RETURN_IF_ERROR(r.read("skipped", &skipped));
+      MP_RETURN_IF_ERROR(r.read("next_loss_scale", &next));
+      MP_RETURN_IF_ERROR(r.read("good_steps", &good));
+      if (!std::isfinite(next) || next <= 0 || good < 0) {
+        return r.error("next_loss_scale", "and good_steps must be positive and non-negative");
+      }
+      out.skipped = out.skipped || skipped;
+      out.next_loss_scale = static_cast<float>(next);
+      out.good_steps = good;
     }
     if (!losses.empty()) out.losses = std::move(losses);
     for (const std::vector<int64_t>& p : peaks) {

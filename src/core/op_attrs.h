@@ -32,6 +32,9 @@ struct OpAttrs {
   float beta1 = 0.9f;         ///< Adam
   float beta2 = 0.999f;       ///< Adam
   float weight_decay = 0.0f;  ///< optimizers
+  /// Optimizers: multiplies the gradient before use (the runtime sets 1 / loss scale when it
+  /// trains f16 with loss scaling; 1 otherwise, which is exact).
+  float grad_scale = 1.0f;
   double count = 0.0;         ///< synchronised batch-norm pieces: the global N * H * W
   DType dtype = DType::kF32;  ///< convert: the output's storage type
 

@@ -92,4 +92,10 @@ inline std::string_view op_kind_name(OpKind kind) { return op_kind_info(kind).na
 /// Parses a name produced by op_kind_name.
 std::optional<OpKind> parse_op_kind(std::string_view name);
 
+/// An optimizer's parameter update (SGD, SGD with momentum, Adam): inputs (p, g, states...),
+/// outputs (p', states'...).
+inline bool is_optimizer_update(OpKind k) {
+  return k == OpKind::kSgdUpdate || k == OpKind::kSgdMomentumUpdate || k == OpKind::kAdamUpdate;
+}
+
 }  // namespace meshpipe

@@ -62,6 +62,15 @@ std::vector<int64_t> complement(int64_t rank, const std::vector<int64_t>& dims) 
 
 }  // namespace internal
 
+namespace {
+constexpr std::string_view kSeedSuffix = "/grad_seed";
+}  // namespace
+
+bool is_loss_seed(const Op& op) {
+  return op.kind == OpKind::kConstant && op.phase == OpPhase::kBackward && op.inputs.empty() &&
+         op.name.size() > kSeedSuffix.size() && op.name.ends_with(kSeedSuffix);
+}
+
 Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
   if (!loss.is_valid() || loss.value() >= g.num_values()) {
     return make_error(Errc::kInvalidArgument, "the loss is not a value of the graph");
@@ -90,7 +99,7 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
     seed.alpha = 1.0f;
     const Op* producer =
         g.value(loss).producer.is_valid() ? &g.op(g.value(loss).producer) : nullptr;
-    auto id = g.add_op(OpKind::kConstant, g.value(loss).name + "/grad_seed", {}, seed,
+    auto id = g.add_op(OpKind::kConstant, g.value(loss).name + std::string(kSeedSuffix), {}, seed,
                        producer ? producer->layer : 0, OpPhase::kBackward, ValueRole::kGradient,
                        g.value(loss).producer);
     if (!id.has_value()) return id.status();

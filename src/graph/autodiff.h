@@ -17,4 +17,8 @@ namespace meshpipe::graph {
 /// the contributions (add ops, in reverse op order).
 Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss);
 
+/// Whether `op` is the seed append_backward adds (a backward kConstant named
+/// "<loss>/grad_seed"): the op the runtime scales by the loss scale when it trains f16.
+bool is_loss_seed(const Op& op);
+
 }  // namespace meshpipe::graph

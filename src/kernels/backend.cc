@@ -2,12 +2,16 @@
 // every call goes through.
 #include "kernels/backend.h"
 
+#include <cmath>
 #include <vector>
 
 #include "kernels/half.h"
 #include "kernels/internal/backends.h"
 #if MP_KERNELS_HAVE_CUDA
 #include "kernels/internal/gpu_state.h"
+#endif
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+#include "kernels/internal/cuda_rows.h"
 #endif
 
 namespace meshpipe::kernels {
@@ -141,6 +145,46 @@ Status run_kernel(Device device, OpKind kind, const KernelArgs& args) {
   }
 #endif
   return Status::ok();
+}
+
+Expected<bool> all_finite(const KernelContext& ctx, std::span<const TensorView> views) {
+  if (ctx.device == Device::kCpu) {
+    for (const TensorView& v : views) {
+      if (!is_floating(v.dtype) || v.data == nullptr) continue;
+      const int64_t n = v.numel();
+      if (v.dtype == DType::kF32) {
+        const float* p = v.f32();
+        for (int64_t i = 0; i < n; ++i) {
+          if (!std::isfinite(p[i])) return false;
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          if (!std::isfinite(element_as_float(v.data, v.dtype, i))) return false;
+        }
+      }
+    }
+    return true;
+  }
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+  if (ctx.gpu == nullptr) {
+    return make_error(Errc::kInternal, "all_finite: a CUDA context without a GPU state");
+  }
+  if (int current = -1; cudaGetDevice(&current) != cudaSuccess || current != ctx.gpu->ordinal) {
+    if (const cudaError_t e = cudaSetDevice(ctx.gpu->ordinal); e != cudaSuccess) {
+      return make_error(Errc::kInternal, "all_finite: cudaSetDevice({}) failed: {}",
+                        ctx.gpu->ordinal, cudaGetErrorString(e));
+    }
+  }
+  const int finite = internal::cuda_all_finite(*ctx.gpu, views.data(), views.size());
+  if (!ctx.gpu->error.empty()) {
+    std::string message;
+    message.swap(ctx.gpu->error);
+    return Status(Errc::kInternal, std::move(message));
+  }
+  return finite != 0;
+#else
+  return make_error(Errc::kUnavailable, "all_finite: this build has no CUDA kernels");
+#endif
 }
 
 int64_t kernel_workspace_bytes(Device device, OpKind kind, std::span<const Shape> inputs,

@@ -36,6 +36,12 @@ const OpKernel* find_kernel(Device device, OpKind kind);
 /// its GPU's stream: its faults surface at the next GpuDevice::synchronize. Callers name the op.
 Status run_kernel(Device device, OpKind kind, const KernelArgs& args);
 
+/// Whether every element of the floating views (f32, f16, bf16; other dtypes are skipped) is
+/// finite: the overflow check of f16 loss scaling. `ctx.device` says where the views live; on
+/// a GPU one kernel per view raises a flag in device memory, read back once (the call waits for
+/// the GPU's stream).
+Expected<bool> all_finite(const KernelContext& ctx, std::span<const TensorView> views);
+
 /// Scratch bytes `kind` needs on `device` for inputs of these shapes (0 without a kernel).
 int64_t kernel_workspace_bytes(Device device, OpKind kind, std::span<const Shape> inputs,
                                const OpAttrs& attrs);

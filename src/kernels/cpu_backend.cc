@@ -57,6 +57,7 @@ void run_adam(const Args& a) {
   hp.beta2 = t.beta2;
   hp.eps = t.eps;
   hp.weight_decay = t.weight_decay;
+  hp.grad_scale = t.grad_scale;
   adam_update(*a.ctx, a.in[0], a.in[1], a.in[2], a.in[3], a.in[4], hp, a.out[0], a.out[1],
               a.out[2]);
 }
@@ -181,14 +182,15 @@ const std::vector<Row>& rows() {
        }}},
       {K::kSgdUpdate,
        {[](const Args& a) {
-          sgd_update(*a.ctx, a.in[0], a.in[1], a.attrs->lr, a.attrs->weight_decay, a.out[0]);
+          sgd_update(*a.ctx, a.in[0], a.in[1], a.attrs->lr, a.attrs->weight_decay, a.out[0],
+                     a.attrs->grad_scale);
         },
         nullptr, kOut0OnIn0}},
       // p -> p', m -> m'
       {K::kSgdMomentumUpdate,
        {[](const Args& a) {
           sgd_momentum_update(*a.ctx, a.in[0], a.in[1], a.in[2], a.attrs->lr, a.attrs->momentum,
-                              a.attrs->weight_decay, a.out[0], a.out[1]);
+                              a.attrs->weight_decay, a.out[0], a.out[1], a.attrs->grad_scale);
         },
         nullptr,
         {0b1, 0b100, 0}}},

@@ -21,7 +21,7 @@ void check_like(const TensorView& v, const TensorView& p, const char* op, const 
 }  // namespace
 
 void sgd_update(const KernelContext& ctx, const TensorView& p, const TensorView& g, float lr,
-                float weight_decay, const TensorView& p_out) {
+                float weight_decay, const TensorView& p_out, float grad_scale) {
   check_cpu(ctx, "sgd_update");
   check_like(p, p, "sgd_update", "p");
   check_like(g, p, "sgd_update", "g");
@@ -31,12 +31,12 @@ void sgd_update(const KernelContext& ctx, const TensorView& p, const TensorView&
   float* out = p_out.f32();
   const int64_t n = p.numel();
 #pragma omp parallel for if (n > kParallelElems)
-  for (int64_t i = 0; i < n; ++i) out[i] = pp[i] - lr * (gp[i] + weight_decay * pp[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = pp[i] - lr * (grad_scale * gp[i] + weight_decay * pp[i]);
 }
 
 void sgd_momentum_update(const KernelContext& ctx, const TensorView& p, const TensorView& g,
                          const TensorView& m, float lr, float momentum, float weight_decay,
-                         const TensorView& p_out, const TensorView& m_out) {
+                         const TensorView& p_out, const TensorView& m_out, float grad_scale) {
   check_cpu(ctx, "sgd_momentum_update");
   check_like(p, p, "sgd_momentum_update", "p");
   check_like(g, p, "sgd_momentum_update", "g");
@@ -52,7 +52,7 @@ void sgd_momentum_update(const KernelContext& ctx, const TensorView& p, const Te
 #pragma omp parallel for if (n > kParallelElems)
   for (int64_t i = 0; i < n; ++i) {
     const float param = pp[i];
-    const float velocity = momentum * mp[i] + (gp[i] + weight_decay * param);
+    const float velocity = momentum * mp[i] + (grad_scale * gp[i] + weight_decay * param);
     mo[i] = velocity;
     po[i] = param - lr * velocity;
   }
@@ -89,7 +89,7 @@ void adam_update(const KernelContext& ctx, const TensorView& p, const TensorView
   const int64_t n = p.numel();
 #pragma omp parallel for if (n > kParallelElems)
   for (int64_t i = 0; i < n; ++i) {
-    const float grad = gp[i];
+    const float grad = hp.grad_scale * gp[i];
     const float param = pp[i];
     const float m1 = b1 * mp[i] + (1.0f - b1) * grad;
     const float v1 = b2 * vp[i] + (1.0f - b2) * grad * grad;

@@ -85,10 +85,6 @@ bool is_leader_kind(OpKind k) {
   }
 }
 
-bool is_update_kind(OpKind k) {
-  return k == OpKind::kSgdUpdate || k == OpKind::kSgdMomentumUpdate || k == OpKind::kAdamUpdate;
-}
-
 bool is_heavy(OpKind k) {
   return k == OpKind::kDot || k == OpKind::kConv2d || k == OpKind::kConv2dGradInput ||
          k == OpKind::kConv2dGradFilter;
@@ -106,7 +102,8 @@ class Pass {
 
   Status select_ops() {
     for (const Op& op : g_.ops()) {
-      if (is_update_kind(op.kind) && op.inputs.size() > 1) gradient_values_.insert(op.inputs[1]);
+      if (is_optimizer_update(op.kind) && op.inputs.size() > 1)
+        gradient_values_.insert(op.inputs[1]);
     }
     for (int64_t i = 0; i < g_.num_ops(); ++i) {
       const Op& op = g_.ops()[static_cast<size_t>(i)];
@@ -173,7 +170,7 @@ class Pass {
     for (OpId id : ops_) {
       const Op& op = g_.op(id);
       MP_ASSIGN_OR_RETURN(IterSpace space, iteration_space(g_, op));
-      if (is_update_kind(op.kind)) {
+      if (is_optimizer_update(op.kind)) {
         MP_RETURN_IF_ERROR(add_update(id, space));
         continue;
       }

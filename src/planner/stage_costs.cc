@@ -156,10 +156,8 @@ void StageProfiler::build_units(const std::vector<int32_t>& block_layers) {
   // piece added into them.
   parameter_gradient_.assign(static_cast<size_t>(unit_graph_.num_values()), false);
   for (const graph::Op& op : unit_graph_.ops()) {
-    const bool update = op.kind == graph::OpKind::kSgdUpdate ||
-                        op.kind == graph::OpKind::kSgdMomentumUpdate ||
-                        op.kind == graph::OpKind::kAdamUpdate;
-    if (update && op.inputs.size() > 1) parameter_gradient_[op.inputs[1].index()] = true;
+    if (is_optimizer_update(op.kind) && op.inputs.size() > 1)
+      parameter_gradient_[op.inputs[1].index()] = true;
   }
   for (int64_t i = n - 1; i >= 0; --i) {
     const graph::Op& op = unit_graph_.ops()[static_cast<size_t>(i)];

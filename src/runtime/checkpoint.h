@@ -38,6 +38,10 @@ struct CheckpointInfo {
   std::string model;  ///< zoo name or label
   int64_t step = 0;   ///< training steps done when it was written
   uint64_t seed = 0;  ///< seed of the run (data stream and initialisation)
+  /// f16 loss scaling's state after `step` (runtime/loss_scale.h): the next step's scale and
+  /// the finite steps since it last changed; 0: not recorded (loss scaling off).
+  float loss_scale = 0.0f;
+  int64_t loss_scale_good_steps = 0;
 };
 
 /// One tile of a checkpoint, as its manifest lists it.

@@ -153,7 +153,20 @@ Status read_header(JsonReader& r, CheckpointInfo* info) {
   if (info->step > kMaxCheckpointStep) {
     return r.error("step", fmt::format("must be at most {}", kMaxCheckpointStep));
   }
-  return r.read("seed", &info->seed);
+  MP_RETURN_IF_ERROR(r.read("seed", &info->seed));
+  const Json* ls = r.find_optional("loss_scale");
+  if (ls == nullptr) return Status::ok();
+  if (!ls->is_object()) return r.error("loss_scale", "must be an object");
+  JsonReader rl(*ls, "loss_scale", "checkpoint field");
+  double scale = 0.0;
+  MP_RETURN_IF_ERROR(rl.read("scale", &scale));
+  if (!std::isfinite(scale) || scale <= 0.0 || scale > 3.0e38) {
+    return rl.error("scale", "must be a positive finite f32 number");
+  }
+  info->loss_scale = static_cast<float>(scale);
+  MP_RETURN_IF_ERROR(rl.read("good_steps", &info->loss_scale_good_steps));
+  if (info->loss_scale_good_steps < 0) return rl.error("good_steps", "must not be negative");
+  return Status::ok();
 }
 
 // The tiles of the value `name` from its array field "tiles" (`version` 1 has no checksums).
@@ -261,6 +274,9 @@ std::string manifest_text(const CheckpointInfo& info, const std::vector<SavedTil
   j["model"] = info.model;
   j["step"] = info.step;
   j["seed"] = info.seed;
+  if (info.loss_scale > 0.0f) {
+    j["loss_scale"] = {{"scale", info.loss_scale}, {"good_steps", info.loss_scale_good_steps}};
+  }
   Json vals = Json::array();
   for (const auto& [name, sv] : values) {
     Json jv;

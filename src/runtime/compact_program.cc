@@ -450,4 +450,36 @@ Expected<CompactProgram> lower_compact(const planner::Plan& plan, const graph::G
   return with_micro_batches(cp, m);
 }
 
+Status check_compact_code(const CompactCode& code, const DeviceProgram& dp, int64_t micro_batches) {
+  const auto shared = static_cast<int64_t>(dp.buffers.size());
+  const auto classes = static_cast<int64_t>(code.classes.size());
+  std::vector<uint8_t> use(code.templates.size(), 0);  // bit 0: once per step, bit 1: per mb
+  for (size_t k = 0; k < code.segments.size(); ++k) {
+    const Segment& s = code.segments[k];
+    if (s.code < 0 || static_cast<size_t>(s.code) >= code.templates.size() || s.micro_batch < -1 ||
+        s.micro_batch >= micro_batches) {
+      return make_error(Errc::kInvalidArgument,
+                        "device {}: segment {} names template {} of {} and micro-batch {} of {}",
+                        dp.device, k, s.code, code.templates.size(), s.micro_batch, micro_batches);
+    }
+    use[static_cast<size_t>(s.code)] |= s.micro_batch < 0 ? 1 : 2;
+  }
+  for (size_t t = 0; t < code.templates.size(); ++t) {
+    const int64_t low = (use[t] & 1) != 0 ? 0 : -classes;  // class c is -(c + 1)
+    for (const Instruction& ins : code.templates[t]) {
+      for (const std::vector<int32_t>* ids : {&ins.in, &ins.out}) {
+        for (int32_t b : *ids) {
+          if (b < low || b >= shared) {
+            return make_error(Errc::kInvalidArgument,
+                              "device {}: template {} ('{}') names buffer {}, outside the {} "
+                              "buffers and {} micro-batch classes it may use",
+                              dp.device, t, ins.what, b, shared, (use[t] & 1) != 0 ? 0 : classes);
+          }
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
 }  // namespace meshpipe::runtime

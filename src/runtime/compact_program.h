@@ -90,6 +90,12 @@ Program expand(const CompactProgram& program);
 /// compare it as they compare program_fingerprint.
 uint64_t compact_fingerprint(const CompactProgram& program);
 
+/// Whether `code` can run as device `dp`'s code without reading outside its tables: segments
+/// name existing templates and micro-batches of the step; a template run once per step
+/// (micro-batch -1) names only the device's own buffers, one run per micro-batch those or
+/// classes of the code. The interpreter checks it before running a compact program.
+Status check_compact_code(const CompactCode& code, const DeviceProgram& dp, int64_t micro_batches);
+
 /// Whether two device programs are the same up to the numbering of their buffers and the
 /// instructions' descriptions; the first difference when not.
 Status same_device_program(const DeviceProgram& a, const DeviceProgram& b);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/rng.h"
+#include "graph/autodiff.h"
 #include "kernels/backend.h"
 #include "kernels/half.h"
 
@@ -52,7 +53,9 @@ Expected<std::unique_ptr<Executor>> Executor::create(const graph::Graph& g,
                         op_kind_name(op.kind), kernels::device_name(options.device));
     }
   }
+  MP_RETURN_IF_ERROR(options.loss_scale.validate());
   std::unique_ptr<Executor> e(new Executor(g, std::move(options)));
+  if (e->options_.loss_scale.enabled) e->scaler_.emplace(e->options_.loss_scale);
   switch (e->options_.device) {
     case kernels::Device::kCpu:
       break;
@@ -347,8 +350,32 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   std::vector<kernels::TensorView> in_views;
   std::vector<kernels::TensorView> out_views;
   std::vector<Shape> shapes;
+  StepStats stats;
+  const float scale = scaler_ ? scaler_->scale() : 1.0f;
+  bool checked = false;  // loss scaling: the gradients' verdict is known
+  bool skip = false;
   for (int64_t i = 0; i < graph_.num_ops(); ++i) {
     const Op& op = graph_.ops()[static_cast<size_t>(i)];
+    const bool update = op.phase == graph::OpPhase::kUpdate;
+    if (scaler_ && update && !checked) {  // every gradient is computed by now
+      MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
+      checked = true;
+      skip = !finite;
+      MP_RETURN_IF_ERROR(scaler_->update(finite));
+    }
+    OpAttrs scaled;  // loss scaling: the seed's and the optimizers' attributes
+    const OpAttrs* attrs = &op.attrs;
+    const bool updates_state =
+        update && (is_optimizer_update(op.kind) || op.kind == OpKind::kScale);
+    if (scaler_ && graph::is_loss_seed(op)) {
+      scaled = op.attrs;
+      scaled.alpha *= scale;
+      attrs = &scaled;
+    } else if (scaler_ && update && is_optimizer_update(op.kind)) {
+      scaled = op.attrs;
+      scaled.grad_scale = 1.0f / scale;
+      attrs = &scaled;
+    }
     const kernels::OpKernel* kernel = kernels::find_kernel(device, op.kind);
     if (kernel == nullptr) {
       return make_error(Errc::kUnavailable, "op '{}' ({}): no {} kernel", op.name,
@@ -405,13 +432,15 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
                                     Shape{(ws_bytes + 3) / 4}, DType::kF32);
     }
     const auto op_t0 = options_.profile ? Clock::now() : Clock::time_point();
-    if (!view_shares) {
+    if (skip && updates_state) {
+      MP_RETURN_IF_ERROR(keep_state(op, in_views, out_views));
+    } else if (!view_shares) {
       kernels::KernelArgs args;
       args.ctx = &ctx;
       args.in = in_views;
       args.out = out_views;
       args.workspace = ws_view;
-      args.attrs = &op.attrs;
+      args.attrs = attrs;
       const Status s = kernels::run_kernel(device, op.kind, args);
       if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", op.name));
     }
@@ -432,7 +461,17 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     }
   }
 
-  StepStats stats;
+  if (scaler_) {
+    if (!checked) {  // a graph without updates
+      MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
+      skip = !finite;
+      MP_RETURN_IF_ERROR(scaler_->update(finite));
+    }
+    stats.loss_scale = scale;
+    stats.skipped = skip;
+    stats.next_loss_scale = scaler_->scale();
+    stats.good_steps = scaler_->good_steps();
+  }
   // On a GPU the step ends when its kernels have run: a fault of any of them surfaces here.
   if (gpu_ != nullptr) MP_RETURN_IF_ERROR(gpu_->synchronize().with_context("the step"));
   if (!graph_.outputs().empty()) {
@@ -463,6 +502,38 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   last_peak_values_ = peak_values_;
   stats.time = Seconds(std::chrono::duration<double>(Clock::now() - t0).count());
   return stats;
+}
+
+Expected<bool> Executor::gradients_finite(const kernels::KernelContext& ctx) const {
+  std::vector<kernels::TensorView> grads;
+  for (const Op& op : graph_.ops()) {
+    if (op.phase != graph::OpPhase::kUpdate || !is_optimizer_update(op.kind)) continue;
+    if (slot_[op.inputs[1].index()] >= 0) grads.push_back(view_of(op.inputs[1]));
+  }
+  return kernels::all_finite(ctx, grads);
+}
+
+Status Executor::keep_state(const graph::Op& op, std::span<const kernels::TensorView> in,
+                            std::span<const kernels::TensorView> out) {
+  for (size_t o = 0; o < out.size(); ++o) {
+    const size_t src = o == 0 ? 0 : o + 1;  // (p, g, states...) -> (p', states'...); x -> x'
+    if (src >= in.size() || in[src].bytes() != out[o].bytes()) {
+      return make_error(Errc::kInternal, "op '{}': output {} does not match the state it updates",
+                        op.name, o);
+    }
+    if (in[src].data == out[o].data) continue;
+    if (gpu_ != nullptr) {
+      MP_RETURN_IF_ERROR(gpu_->copy_on_device(out[o].data, in[src].data, in[src].bytes()));
+    } else {
+      std::memcpy(out[o].data, in[src].data, static_cast<size_t>(in[src].bytes()));
+    }
+  }
+  return Status::ok();
+}
+
+Status Executor::restore_loss_scale(float scale, int64_t good_steps) {
+  if (!scaler_) return make_error(Errc::kInvalidArgument, "loss scaling is off");
+  return scaler_->restore(scale, good_steps);
 }
 
 MemoryReport Executor::memory() const {

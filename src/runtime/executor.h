@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "kernels/tensor_view.h"
 #include "runtime/buffer_pool.h"
 #include "runtime/host_tensor.h"
+#include "runtime/loss_scale.h"
 
 namespace meshpipe::runtime {
 
@@ -40,13 +42,21 @@ struct ExecutorOptions {
   /// memory; create() fails with kUnavailable, naming why, when there is no such GPU).
   kernels::Device device = kernels::Device::kCpu;
   int gpu = 0;  ///< with kCuda: the CUDA device ordinal
+  /// f16 loss scaling (runtime/loss_scale.h): the seed carries the scale, the optimizers read
+  /// g / scale, and a step whose parameter gradients hold an Inf or NaN (checked before the
+  /// first update op) updates nothing.
+  LossScaleOptions loss_scale;
 };
 
 /// What one step measured.
 struct StepStats {
-  double loss = 0.0;  ///< the graph's first output (when it is a scalar)
-  Seconds time;       ///< wall time of the step
-  Bytes peak_bytes;   ///< peak live bytes during the step (persistent values included)
+  double loss = 0.0;             ///< the graph's first output (when it is a scalar)
+  Seconds time;                  ///< wall time of the step
+  Bytes peak_bytes;              ///< peak live bytes during the step (persistent values included)
+  float loss_scale = 0.0f;       ///< loss scaling: the step's scale (0: off)
+  bool skipped = false;          ///< the gradients overflowed: nothing was updated
+  float next_loss_scale = 0.0f;  ///< the scale's state after the step
+  int64_t good_steps = 0;
 };
 
 /// Memory of an executor, as reported to users and compared with the planner's prediction.
@@ -99,6 +109,9 @@ class Executor {
   MemoryReport memory() const;
   /// The GPU's caching allocator counters (kCuda; all zero on the CPU).
   kernels::AllocatorStats gpu_memory_stats() const;
+  /// The loss scale's state (null when off), and its restoration from a checkpoint.
+  const LossScaler* loss_scaler() const { return scaler_ ? &*scaler_ : nullptr; }
+  Status restore_loss_scale(float scale, int64_t good_steps);
   /// kCpu or kCuda, as created.
   kernels::Device device() const { return options_.device; }
   /// Seconds spent per op kind over all runs (when profiling).
@@ -119,6 +132,11 @@ class Executor {
   void release_transients();
   void* data_of(ValueId id) const;
   Status check_finite(const graph::Op& op, std::span<const kernels::TensorView> outputs) const;
+  // Loss scaling: whether every parameter gradient of the step is finite.
+  Expected<bool> gradients_finite(const kernels::KernelContext& ctx) const;
+  // A skipped update op (or step count): its outputs keep the state they would update.
+  Status keep_state(const graph::Op& op, std::span<const kernels::TensorView> in,
+                    std::span<const kernels::TensorView> out);
 
   graph::Graph graph_;
   ExecutorOptions options_;
@@ -137,6 +155,7 @@ class Executor {
   std::vector<std::vector<ValueId>> free_after_;  // op -> values to drop after it
   std::map<ValueId, ValueId> alias_source_of_;    // updated -> source
   std::map<graph::OpKind, double> profile_;
+  std::optional<LossScaler> scaler_;
   int64_t last_peak_ = 0;
   int64_t last_peak_values_ = 0;
 };

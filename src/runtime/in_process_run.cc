@@ -502,6 +502,22 @@ std::vector<int32_t> InProcessRun::devices() const {
   return out;
 }
 
+std::optional<std::pair<float, int64_t>> InProcessRun::loss_scale_state() const {
+  for (const auto& interp : impl_->interpreters) {
+    if (interp && interp->loss_scaler() != nullptr) {
+      return std::make_pair(interp->loss_scaler()->scale(), interp->loss_scaler()->good_steps());
+    }
+  }
+  return std::nullopt;
+}
+
+Status InProcessRun::restore_loss_scale(float scale, int64_t good_steps) {
+  for (auto& interp : impl_->interpreters) {
+    if (interp) MP_RETURN_IF_ERROR(interp->restore_loss_scale(scale, good_steps));
+  }
+  return Status::ok();
+}
+
 void InProcessRun::abort(const std::string& reason) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
@@ -549,6 +565,12 @@ Expected<RunStepResult> InProcessRun::combine(
     for (const auto& [kind, t] : res.kernel_seconds) r.kernel_seconds[kind] += t;
     r.kernels_run += res.kernels_run;
     for (const auto& [what, t] : res.other_seconds) r.other_seconds[what] += t;
+    r.loss_scale = std::max(r.loss_scale, res.loss_scale);  // equal on every device
+    r.skipped = r.skipped || res.skipped;
+    if (res.loss_scale > 0.0f) {
+      r.next_loss_scale = res.next_loss_scale;
+      r.good_steps = res.good_steps;
+    }
     if (d != m.program.loss_device) continue;
     for (const auto& [mb, loss] : res.losses) {
       r.losses[static_cast<size_t>(mb)] = loss;

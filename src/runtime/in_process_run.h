@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -82,6 +83,10 @@ struct RunStepResult {
   std::map<OpKind, double> kernel_seconds;
   int64_t kernels_run = 0;
   std::map<std::string, double> other_seconds;  ///< DeviceStepResult::other_seconds, summed
+  float loss_scale = 0.0f;                      ///< the step's loss scale (0: loss scaling off)
+  bool skipped = false;                         ///< the gradients overflowed and no device updated
+  float next_loss_scale = 0.0f;                 ///< the scale's state after the step
+  int64_t good_steps = 0;
 };
 
 /// A Program running on threads of this process.
@@ -123,6 +128,10 @@ class InProcessRun {
 
   /// Global ids of the devices that have a program.
   std::vector<int32_t> devices() const;
+  /// The loss scale's state (scale, finite steps since it changed) of this process's devices
+  /// (all equal), or nullopt when loss scaling is off; and its restoration (checkpoints).
+  std::optional<std::pair<float, int64_t>> loss_scale_state() const;
+  Status restore_loss_scale(float scale, int64_t good_steps);
 
   /// A persistent tile of one device, readable and writable (checkpoints).
   struct TileView {

@@ -8,12 +8,15 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
+#include <span>
 #include <unordered_map>
 
 #include "kernels/backend.h"
 #include "kernels/half.h"
 #include "kernels/layout.h"
 #include "runtime/compact_program.h"
+#include "runtime/internal/loss_scaling.h"
 #include "runtime/internal/tile_boxes.h"
 #include "runtime/internal/wide_collectives.h"
 
@@ -88,13 +91,16 @@ struct DeviceInterpreter::Impl {
   // Collectives whose pieces are not contiguous in their tiles: staging kept across steps.
   std::vector<uint8_t> stage_in;
   std::vector<uint8_t> stage_out;
-  internal::WideScratch wide;  // half-precision sums: operands widened to f32
+  internal::WideScratch wide;                    // half-precision sums: operands widened to f32
+  std::optional<internal::LossScaling> scaling;  // InterpreterOptions::loss_scale enabled
 
   // Runs instruction i (its index in the step) with the context errors need.
   Status step(const Instruction& ins, int64_t i, const std::vector<std::vector<HostTensor>>& inputs,
               DeviceStepResult& result);
   // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.
   void instantiate(const Segment& seg);
+  // Loss scaling: this device's verdict on the gradients it holds, agreed with every device.
+  Status agree_on_overflow(DeviceStepResult& result);
 
   const mesh::LogicalMesh& mesh() const {
     return program->stages[static_cast<size_t>(dp->stage)].mesh;
@@ -384,6 +390,8 @@ struct DeviceInterpreter::Impl {
     if (!options.fail_op.empty() && l.op.name == options.fail_op) {
       return make_error(Errc::kInternal, "injected kernel failure in op '{}'", l.op.name);
     }
+    OpAttrs scaled;  // loss scaling: the seed's and the optimizers' attributes
+    const OpAttrs* attrs = scaling ? scaling->attrs_for(ins, l, scaled) : &l.op.attrs;
     std::vector<kernels::TensorView> in;
     for (size_t i = 0; i < ins.in.size(); ++i) {
       MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[i]));
@@ -397,6 +405,7 @@ struct DeviceInterpreter::Impl {
     }
     std::vector<kernels::TensorView> out;
     for (int32_t b : ins.out) out.push_back(writable(b));
+    if (attrs == nullptr) return internal::keep_state(l, in, out);  // a skipped update
     Block ws;
     kernels::TensorView wsv;
     if (l.workspace_bytes > 0) {
@@ -408,7 +417,7 @@ struct DeviceInterpreter::Impl {
     args.in = in;
     args.out = out;
     args.workspace = wsv;
-    args.attrs = &l.op.attrs;
+    args.attrs = attrs;
     args.row_offset = l.row_offset;
     args.id_offset = l.id_offset;
     const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
@@ -467,6 +476,10 @@ struct DeviceInterpreter::Impl {
         return collective(ins);
       case Opcode::kSend: {
         MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
+        // A gradient sent to the stage that updates its parameter: checked by its sender.
+        if (scaling && ins.phase == Phase::kGradSync) {
+          MP_RETURN_IF_ERROR(scaling->note(ctx, std::span<const kernels::TensorView>(&v, 1)));
+        }
         MP_ASSIGN_OR_RETURN(comm::Request r,
                             links->transport->send(ins.peer, ins.tag, v.data, v.bytes()));
         pending_send[ins.in[0]].push_back(r);
@@ -569,41 +582,6 @@ void allocate_persistent(const DeviceProgram& dp, BufferPool& pool, std::vector<
   }
 }
 
-// A compact device code the interpreter can run without reading outside its tables: segments
-// name existing templates and micro-batches of the step; a template run once per step (micro-batch
-// -1) names only the device's own buffers, one run per micro-batch those or classes of the code.
-Status check_code(const CompactCode& code, const DeviceProgram& dp, int64_t micro_batches) {
-  const auto shared = static_cast<int64_t>(dp.buffers.size());
-  const auto classes = static_cast<int64_t>(code.classes.size());
-  std::vector<uint8_t> use(code.templates.size(), 0);  // bit 0: once per step, bit 1: per mb
-  for (size_t k = 0; k < code.segments.size(); ++k) {
-    const Segment& s = code.segments[k];
-    if (s.code < 0 || static_cast<size_t>(s.code) >= code.templates.size() || s.micro_batch < -1 ||
-        s.micro_batch >= micro_batches) {
-      return make_error(Errc::kInvalidArgument,
-                        "device {}: segment {} names template {} of {} and micro-batch {} of {}",
-                        dp.device, k, s.code, code.templates.size(), s.micro_batch, micro_batches);
-    }
-    use[static_cast<size_t>(s.code)] |= s.micro_batch < 0 ? 1 : 2;
-  }
-  for (size_t t = 0; t < code.templates.size(); ++t) {
-    const int64_t low = (use[t] & 1) != 0 ? 0 : -classes;  // class c is -(c + 1)
-    for (const Instruction& ins : code.templates[t]) {
-      for (const std::vector<int32_t>* ids : {&ins.in, &ins.out}) {
-        for (int32_t b : *ids) {
-          if (b < low || b >= shared) {
-            return make_error(Errc::kInvalidArgument,
-                              "device {}: template {} ('{}') names buffer {}, outside the {} "
-                              "buffers and {} micro-batch classes it may use",
-                              dp.device, t, ins.what, b, shared, (use[t] & 1) != 0 ? 0 : classes);
-          }
-        }
-      }
-    }
-  }
-  return Status::ok();
-}
-
 }  // namespace
 
 Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Program& program,
@@ -618,6 +596,10 @@ Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(const Pro
   impl->dp = dp;
   impl->shared = static_cast<int32_t>(dp->buffers.size());
   impl->options = std::move(options);
+  MP_RETURN_IF_ERROR(impl->options.loss_scale.validate());
+  if (impl->options.loss_scale.enabled) {
+    impl->scaling.emplace(impl->options.loss_scale, program, *dp, nullptr);
+  }
   allocate_persistent(*dp, impl->pool, impl->blocks);
   return std::unique_ptr<DeviceInterpreter>(new DeviceInterpreter(std::move(impl)));
 }
@@ -637,7 +619,7 @@ Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(
                       "the interpreter numbers",
                       device, program.base.micro_batches, code.classes.size());
   }
-  MP_RETURN_IF_ERROR(check_code(code, *dp, program.base.micro_batches));
+  MP_RETURN_IF_ERROR(check_compact_code(code, *dp, program.base.micro_batches));
   auto impl = std::make_unique<Impl>();
   impl->program = &program.base;
   impl->dp = dp;
@@ -645,12 +627,27 @@ Expected<std::unique_ptr<DeviceInterpreter>> DeviceInterpreter::create(
   impl->shared = static_cast<int32_t>(dp->buffers.size());
   impl->classes = static_cast<int32_t>(code.classes.size());
   impl->options = std::move(options);
+  MP_RETURN_IF_ERROR(impl->options.loss_scale.validate());
+  if (impl->options.loss_scale.enabled) {
+    impl->scaling.emplace(impl->options.loss_scale, program.base, *dp, &code);
+  }
   allocate_persistent(*dp, impl->pool, impl->blocks);
   return std::unique_ptr<DeviceInterpreter>(new DeviceInterpreter(std::move(impl)));
 }
 
 kernels::TensorView DeviceInterpreter::persistent(size_t i) const {
   return impl_->view(program_->persistent[i].buffer);
+}
+
+const LossScaler* DeviceInterpreter::loss_scaler() const {
+  return impl_->scaling ? &impl_->scaling->scaler() : nullptr;
+}
+
+Status DeviceInterpreter::restore_loss_scale(float scale, int64_t good_steps) {
+  if (!impl_->scaling) {
+    return make_error(Errc::kInvalidArgument, "device {}: loss scaling is off", program_->device);
+  }
+  return impl_->scaling->scaler().restore(scale, good_steps);
 }
 
 int64_t DeviceInterpreter::persistent_bytes() const {
@@ -667,6 +664,10 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links->transport == nullptr) {
     return make_error(Errc::kInternal, "device {} instruction {}: no transport", dp->device, i);
   }
+  if (scaling && !scaling->agreed() && ins.phase == Phase::kUpdate) {
+    MP_RETURN_IF_ERROR(agree_on_overflow(result).with_context(
+        fmt::format("device {} before instruction {} (loss-scale overflow check)", dp->device, i)));
+  }
   const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
   charged = 0.0;
   const Status s =
@@ -682,6 +683,23 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   // Outstanding sends move only while their endpoint is progressed (a large message waits for
   // its sender): drive them between instructions, not only when their buffer is freed.
   if (!pending_send.empty()) progress_sends();
+  return Status::ok();
+}
+
+Status DeviceInterpreter::Impl::agree_on_overflow(DeviceStepResult& result) {
+  std::vector<kernels::TensorView> held;
+  for (int32_t b : scaling->gradient_buffers()) {
+    const Block* blk = find_block(b);
+    if (pending_recv.count(b) == 0 && (blk == nullptr || blk->data == nullptr)) continue;
+    MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(b));
+    held.push_back(v);
+  }
+  MP_RETURN_IF_ERROR(scaling->note(ctx, held));
+  MP_RETURN_IF_ERROR(scaling->agree(links->transport, options.timeout));
+  result.loss_scale = scaling->step_scale();
+  result.skipped = scaling->skipping();
+  result.next_loss_scale = scaling->scaler().scale();
+  result.good_steps = scaling->scaler().good_steps();
   return Status::ok();
 }
 
@@ -702,6 +720,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   DeviceStepResult result;
   m.timing = &result;
   m.activity_seconds.fill(0.0);
+  if (m.scaling) m.scaling->begin_step();
   const auto t0 = std::chrono::steady_clock::now();
   if (m.code == nullptr) {
     const auto& code = program_->instructions;
@@ -714,6 +733,10 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       m.instantiate(seg);
       for (const Instruction& ins : m.scratch) MP_RETURN_IF_ERROR(m.step(ins, i++, inputs, result));
     }
+  }
+  if (m.scaling && !m.scaling->agreed()) {
+    MP_RETURN_IF_ERROR(m.agree_on_overflow(result).with_context(fmt::format(
+        "device {} at the end of the step (loss-scale overflow check)", program_->device)));
   }
   const auto sends = m.timed() ? m.now() : std::chrono::steady_clock::time_point{};
   for (auto& [b, reqs] : m.pending_send) {

@@ -19,6 +19,7 @@
 #include "core/status.h"
 #include "runtime/buffer_pool.h"
 #include "runtime/host_tensor.h"
+#include "runtime/loss_scale.h"
 #include "runtime/program.h"
 
 namespace meshpipe::runtime {
@@ -36,6 +37,14 @@ struct InterpreterOptions {
   /// Time every kernel (DeviceStepResult::kernel_seconds), as `meshpipe profile` does to fit
   /// the cost model to what the runtime really spends.
   bool time_kernels = false;
+  /// Loss scaling of f16 training (runtime/loss_scale.h). When enabled, the loss gradient's
+  /// seed is multiplied by the scale, the optimizers read g / scale, and before its first
+  /// update-phase instruction every device checks the gradients it holds (and those it sent to
+  /// another stage's update) for Inf and NaN; the devices of the program agree over the
+  /// transport (tags kOverflowUpTag/kOverflowDownTag, gathered at the lowest device id), and on
+  /// an overflow every device skips the update (parameters, moments and step counts stay as
+  /// they were).
+  LossScaleOptions loss_scale;
 };
 
 /// What a device talks through: a communicator per mesh axis whose group has more than one
@@ -51,6 +60,10 @@ struct DeviceStepResult {
   std::vector<std::pair<int32_t, double>> losses;  ///< (micro-batch, loss) from kReportLoss
   int64_t peak_bytes = 0;                          ///< pool peak during the step
   double seconds = 0.0;
+  float loss_scale = 0.0f;       ///< the step's loss scale (0: loss scaling off)
+  bool skipped = false;          ///< the gradients overflowed: the update was skipped
+  float next_loss_scale = 0.0f;  ///< the scale of the next step
+  int64_t good_steps = 0;        ///< finite steps since the scale last changed
   /// With InterpreterOptions::time_kernels: seconds in each op kind's kernels, and the number
   /// of kernels run.
   std::map<OpKind, double> kernel_seconds;
@@ -89,6 +102,11 @@ class DeviceInterpreter {
 
   /// Bytes of the persistent tiles.
   int64_t persistent_bytes() const;
+
+  /// The loss scale's state (null when loss scaling is off), and its restoration from a
+  /// checkpoint (every device of a job is given the same state).
+  const LossScaler* loss_scaler() const;
+  Status restore_loss_scale(float scale, int64_t good_steps);
 
  private:
   struct Impl;

@@ -1,6 +1,7 @@
 // make_local_op: tile shapes, rewritten attributes and per-device corrections of a sharded op.
 #include "runtime/local_op.h"
 
+#include "graph/autodiff.h"
 #include "kernels/backend.h"
 
 namespace meshpipe::runtime {
@@ -32,6 +33,7 @@ Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
   }
   LocalOp l;
   l.op = op;
+  l.loss_seed = graph::is_loss_seed(op);
   for (size_t i = 0; i < op.inputs.size(); ++i) {
     const graph::Value& v = g.value(op.inputs[i]);
     const Status ok = mesh::validate_sharding(v.shape, strategy.inputs[i], mesh);

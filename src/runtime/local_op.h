@@ -37,6 +37,8 @@ struct LocalOp {
   /// an op as its pieces (OpKind::kBatchNormSums ...) with explicit all-reduces.
   uint8_t sync_axes = 0;
   double sync_count = 0.0;
+  /// The loss gradient's seed (graph::is_loss_seed): scaled by the loss scale of f16 training.
+  bool loss_seed = false;
 };
 
 /// Device (i0, i1)'s part of `op` sharded as `strategy` on `mesh`. Errors name the op.

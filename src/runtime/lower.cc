@@ -112,13 +112,9 @@ Status Lowering::assign_stages() {
         owner_by_update_[v.value()] = op.phase == OpPhase::kUpdate;
       }
     }
-    if (is_update_kind(op.kind)) grad_update_[op.inputs[1].value()] = static_cast<int32_t>(i);
+    if (is_optimizer_update(op.kind)) grad_update_[op.inputs[1].value()] = static_cast<int32_t>(i);
   }
   return Status::ok();
-}
-
-bool Lowering::is_update_kind(OpKind k) {
-  return k == OpKind::kSgdUpdate || k == OpKind::kSgdMomentumUpdate || k == OpKind::kAdamUpdate;
 }
 
 Status Lowering::make_strategies() {
@@ -182,8 +178,8 @@ Status Lowering::find_crossings() {
         from = stage_of_op_[p];
         // Once per step: an accumulated gradient, or a value the optimizer phase computes
         // (a layer's step counter read by updates on two stages).
-        per_step = op.phase == OpPhase::kUpdate &&
-                   ((is_update_kind(op.kind) && k == 1) || g_.ops()[p].phase == OpPhase::kUpdate);
+        per_step = op.phase == OpPhase::kUpdate && ((is_optimizer_update(op.kind) && k == 1) ||
+                                                    g_.ops()[p].phase == OpPhase::kUpdate);
         send = strategy_[p].outputs[static_cast<size_t>(val.output_index)];
         if (g_.ops()[p].phase == OpPhase::kUpdate && op.phase != OpPhase::kUpdate) {
           return make_error(Errc::kInvalidArgument,

@@ -35,6 +35,7 @@ Status JobSpec::validate() const {
     return make_error(Errc::kInvalidArgument, "the precision must be f32, f16 or bf16, got {}",
                       dtype_name(precision));
   }
+  MP_RETURN_IF_ERROR(loss_scale.validate());
   return optimizer.validate();
 }
 
@@ -80,6 +81,9 @@ std::string job_spec_to_json(const JobSpec& job) {
   j["seed"] = job.seed;
   j["check_finite"] = job.check_finite;
   j["precision"] = std::string(dtype_name(job.precision));
+  j["loss_scale"] = {{"enabled", job.loss_scale.enabled},
+                     {"initial", job.loss_scale.initial},
+                     {"interval", job.loss_scale.interval}};
   const graph::OptimizerConfig& o = job.optimizer;
   j["optimizer"] = {{"kind", o.kind == graph::OptimizerConfig::Kind::kSgd ? "sgd" : "adam"},
                     {"lr", o.lr},
@@ -110,6 +114,21 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
     return r.error("precision", fmt::format("'{}' is not f32, f16 or bf16", precision));
   }
   job.precision = *p;
+  job.loss_scale.enabled = job.precision == DType::kF16;
+  if (const Json* ls = r.find_optional("loss_scale"); ls != nullptr) {
+    if (!ls->is_object()) return r.error("loss_scale", "must be an object");
+    JsonReader rl(*ls, "loss_scale", subject);
+    double initial = job.loss_scale.initial;
+    MP_RETURN_IF_ERROR(rl.read("enabled", &job.loss_scale.enabled));
+    MP_RETURN_IF_ERROR(rl.read_optional("initial", &initial));
+    MP_RETURN_IF_ERROR(rl.read_optional("interval", &job.loss_scale.interval));
+    if (!(initial > 0.0 && initial < 3.0e38)) {
+      return rl.error("initial", "must be a positive finite f32 number");
+    }
+    job.loss_scale.initial = static_cast<float>(initial);
+    const Status valid = job.loss_scale.validate();
+    if (!valid.is_ok()) return rl.error("interval", valid.message());
+  }
   const Json* o = nullptr;
   MP_RETURN_IF_ERROR(r.object("optimizer", &o));
   JsonReader ro(*o, "optimizer", subject);
@@ -213,6 +232,7 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
   job->instructions_ = compact.instructions();
   runtime::InProcessRunOptions ro = options.run;
   ro.interpreter.check_finite = ro.interpreter.check_finite || spec.check_finite;
+  ro.interpreter.loss_scale = spec.loss_scale;
   if (ro.share) {  // this process's devices that have a program
     auto share = std::make_shared<runtime::ProcessShare>(*ro.share);
     share->local_devices.clear();
@@ -241,6 +261,11 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
     MP_ASSIGN_OR_RETURN(runtime::CheckpointInfo info,
                         runtime::load_checkpoint(*job->run_, job->graph_.graph, options.load_dir));
     job->first_step_ = info.step + 1;
+    // The scale goes on where it was (a checkpoint without one starts from the initial scale).
+    if (spec.loss_scale.enabled && info.loss_scale > 0.0f) {
+      MP_RETURN_IF_ERROR(job->run_->restore_loss_scale(info.loss_scale, info.loss_scale_good_steps)
+                             .with_context(options.load_dir));
+    }
   }
   MP_ASSIGN_OR_RETURN(
       runtime::SyntheticData data,
@@ -267,6 +292,10 @@ StepOutcome step_outcome(runtime::RunStepResult&& r) {
   out.kernel_seconds = std::move(r.kernel_seconds);
   out.kernels_run = r.kernels_run;
   out.other_seconds = std::move(r.other_seconds);
+  out.loss_scale = r.loss_scale;
+  out.skipped = r.skipped;
+  out.next_loss_scale = r.next_loss_scale;
+  out.good_steps = r.good_steps;
   return out;
 }
 

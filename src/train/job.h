@@ -22,6 +22,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/host_tensor.h"
 #include "runtime/in_process_run.h"
+#include "runtime/loss_scale.h"
 #include "runtime/synthetic_data.h"
 #include "train/step_runner.h"
 
@@ -46,6 +47,9 @@ struct JobSpec {
   /// Storage type of activations: f32, or f16/bf16 for mixed precision (f32 master weights,
   /// optimizer state and loss; graph/mixed_precision.h).
   DType precision = DType::kF32;
+  /// Loss scaling (runtime/loss_scale.h): the front ends enable it for f16 unless asked not to
+  /// (`--loss-scale off`); bf16 and f32 have f32's range and train without it.
+  runtime::LossScaleOptions loss_scale;
 
   /// The global batch this job trains with.
   int64_t batch() const { return global_batch > 0 ? global_batch : model.default_batch; }
@@ -57,11 +61,12 @@ struct JobSpec {
 
 /// The job as JSON text, for the processes of a multi-process job (no tensor data):
 ///   {"model": "gpt-tiny", "global_batch": 8, "seed": 1234, "check_finite": false,
-///    "precision": "f32",
+///    "precision": "f16", "loss_scale": {"enabled": true, "initial": 65536, "interval": 2000},
 ///    "optimizer": {"kind": "adam", "lr": 0.003, "momentum": 0, "beta1": 0.9, ...}}
 std::string job_spec_to_json(const JobSpec& job);
 /// Parses job_spec_to_json's text; errors name the field ("job field 'optimizer.lr' ..."), an
-/// unknown model lists the known ones.
+/// unknown model lists the known ones. Without "loss_scale", f16 jobs scale dynamically with the
+/// defaults and others do not.
 Expected<JobSpec> job_spec_from_json(const std::string& text);
 
 /// How a plan is chosen when planning.

@@ -20,13 +20,24 @@ bool stop_requested(const SessionOptions& o) {
 
 // The session stopped on request after step `step`, whose checkpoint is saved when
 // `saved` (else one is saved now, when there is a save directory).
-Status stop_after(StepRunner& runner, const SessionOptions& o, int64_t step, bool saved) {
+// The checkpoint header after `step`, with the loss scale's state the step left.
+runtime::CheckpointInfo info_after(const SessionOptions& o, int64_t step, const StepOutcome* last) {
+  runtime::CheckpointInfo info{o.model, step, o.seed};
+  if (last != nullptr && last->loss_scale > 0.0f) {
+    info.loss_scale = last->next_loss_scale;
+    info.loss_scale_good_steps = last->good_steps;
+  }
+  return info;
+}
+
+Status stop_after(StepRunner& runner, const SessionOptions& o, int64_t step, bool saved,
+                  const StepOutcome* last) {
   if (o.save_dir.empty()) {
     return make_error(Errc::kCancelled, "interrupted after step {}; nothing saved (no --save)",
                       step);
   }
   if (!saved) {
-    const Status s = runner.save_checkpoint(o.save_dir, {o.model, step, o.seed});
+    const Status s = runner.save_checkpoint(o.save_dir, info_after(o, step, last));
     MP_RETURN_IF_ERROR(
         s.with_context(fmt::format("interrupted after step {}; saving a checkpoint", step)));
   }
@@ -88,6 +99,8 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
                         step, r->loss, options.lr);
     }
     summary.losses.push_back(r->loss);
+    if (r->skipped) ++summary.skipped_steps;
+    if (r->loss_scale > 0.0f) summary.loss_scale = r->next_loss_scale;
     summary.total_time += Seconds(r->seconds);
     summary.step_seconds.push_back(r->seconds);
     summary.last_step = step;
@@ -112,16 +125,17 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       rep.samples_per_second = static_cast<double>(options.samples_per_step) / secs;
       rep.tokens_per_second = static_cast<double>(options.tokens_per_step) / secs;
       rep.peak = Bytes(peak);
+      rep.loss_scale = r->loss_scale;
+      rep.skipped = r->skipped;
       options.on_step(rep);
     }
     const bool due = step == last || (options.save_every > 0 && step % options.save_every == 0);
     const bool save = !options.save_dir.empty() && due;
     if (save) {
-      const Status saved =
-          runner.save_checkpoint(options.save_dir, {options.model, step, options.seed});
+      const Status saved = runner.save_checkpoint(options.save_dir, info_after(options, step, &*r));
       MP_RETURN_IF_ERROR(saved.with_context(fmt::format("saving after step {}", step)));
     }
-    if (stop_requested(options)) return stop_after(runner, options, step, save);
+    if (stop_requested(options)) return stop_after(runner, options, step, save, &*r);
   }
   return summary;
 }

@@ -26,6 +26,8 @@ struct StepReport {
   double samples_per_second = 0.0;
   double tokens_per_second = 0.0;  ///< equals samples/s for models without token sequences
   Bytes peak;                      ///< the largest device peak of the step
+  float loss_scale = 0.0f;         ///< f16 loss scaling: the step's scale (0: off)
+  bool skipped = false;            ///< the gradients overflowed: no update this step
 };
 
 /// Options of run_session.
@@ -63,6 +65,9 @@ struct SessionSummary {
   /// the number of steps summed.
   std::map<std::string, double> breakdown;
   int64_t breakdown_steps = 0;
+  /// f16 loss scaling: steps skipped on overflow, and the scale after the last step (0: off).
+  int64_t skipped_steps = 0;
+  float loss_scale = 0.0f;
 };
 
 /// A step's device seconds by activity: "kernel KIND" for each op kind's kernels, then the

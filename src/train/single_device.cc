@@ -46,6 +46,7 @@ Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(
   }
   runtime::ExecutorOptions eo;
   eo.check_finite = spec.check_finite;
+  eo.loss_scale = spec.loss_scale;
   eo.device = options.device;
   eo.gpu = options.gpu;
   MP_ASSIGN_OR_RETURN(job->exec_, runtime::Executor::create(job->graph_.graph, eo));
@@ -67,6 +68,10 @@ Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   out.losses = {st.loss};
   out.seconds = st.time.value();
   out.peak_bytes[0] = st.peak_bytes.value();
+  out.loss_scale = st.loss_scale;
+  out.skipped = st.skipped;
+  out.next_loss_scale = st.next_loss_scale;
+  out.good_steps = st.good_steps;
   return out;
 }
 
@@ -118,6 +123,11 @@ Status SingleDeviceJob::load(const std::string& dir) {
   MP_ASSIGN_OR_RETURN(const runtime::CheckpointInfo info, runtime::load_tiles(tiles, g, dir));
   for (const auto& [id, tensor] : copies) MP_RETURN_IF_ERROR(exec_->set_value(id, tensor));
   first_step_ = info.step + 1;
+  // The scale goes on where it was (a checkpoint without one starts from the initial scale).
+  if (exec_->loss_scaler() != nullptr && info.loss_scale > 0.0f) {
+    MP_RETURN_IF_ERROR(
+        exec_->restore_loss_scale(info.loss_scale, info.loss_scale_good_steps).with_context(dir));
+  }
   return Status::ok();
 }
 

@@ -29,6 +29,10 @@ struct StepOutcome {
   std::map<OpKind, double> kernel_seconds;
   int64_t kernels_run = 0;
   std::map<std::string, double> other_seconds;  ///< the rest of the devices' time, by activity
+  float loss_scale = 0.0f;                      ///< f16 loss scaling: the step's scale (0: off)
+  bool skipped = false;          ///< the gradients overflowed: the step did not update
+  float next_loss_scale = 0.0f;  ///< the scale's state after the step (checkpoints record it)
+  int64_t good_steps = 0;
 };
 
 /// Runs the steps of one job. Implementations decide where the devices are; the data of a step

@@ -57,6 +57,17 @@ two=$(job "$dir/a" 2 2 -- --model gpt-tiny --steps 4 --micro-batches 2) || exit 
 expect_same "2 processes x 2 devices (pipeline across processes)" "$one" "$(echo "$two" | losses)"
 three=$(job "$dir/b" 3 1 -- --model gpt-tiny --steps 4) || exit 1
 expect_same "3 processes x 1 device" "$one" "$(echo "$three" | losses)"
+# f16 with dynamic loss scaling across processes: the overflow verdict crosses the processes
+# (UCX), every device skips the first steps together, the scale comes down and training goes on.
+f16=$(job "$dir/f16" 2 2 -- --model gpt-tiny --steps 16 --micro-batches 2 --precision f16 \
+  --initial-loss-scale 1e9) || exit 1
+skipped=$(echo "$f16" | grep -c '^step .*overflow, update skipped' || true)
+first=$(echo "$f16" | grep '^step ' | head -1 | awk '{print $4}')
+last=$(echo "$f16" | grep '^step ' | tail -1 | awk '{print $4}')
+echo "$f16" | grep '^step ' | head -1 | grep -q 'loss scale 1e+09: overflow' &&
+  [ "$skipped" -ge 3 ] && echo "$f16" | grep -q "^loss scaling: $skipped of 16 steps skipped" &&
+  awk -v f="$first" -v l="$last" 'BEGIN { exit !(l < f) }' ||
+  { echo "$f16"; echo "f16 loss scaling across processes: $skipped skipped, $first -> $last"; exit 1; }
 # Stage-to-stage messages above UCX's rendezvous threshold (gpt-cpu's 256 KiB activations)
 # between stages whose devices also meet in collectives: this hung in its first step until the
 # transport sent every message eagerly.

@@ -20,19 +20,20 @@ using K = OpKind;
 using Args = KernelArgs;
 
 // p_out = p - lr * (g + weight_decay * p).
-__global__ void sgd_kernel(DPtr p, DPtr g, float lr, float weight_decay, DPtr p_out, int64_t n) {
+__global__ void sgd_kernel(DPtr p, DPtr g, float gs, float lr, float weight_decay, DPtr p_out,
+                           int64_t n) {
   MP_CUDA_FOR(i, n) {
     const float param = ld(p, i);
-    st(p_out, i, param - lr * (ld(g, i) + weight_decay * param));
+    st(p_out, i, param - lr * (gs * ld(g, i) + weight_decay * param));
   }
 }
 
 // m_out = momentum * m + (g + weight_decay * p); p_out = p - lr * m_out.
-__global__ void sgd_momentum_kernel(DPtr p, DPtr g, DPtr m, float lr, float momentum,
+__global__ void sgd_momentum_kernel(DPtr p, DPtr g, float gs, DPtr m, float lr, float momentum,
                                     float weight_decay, DPtr p_out, DPtr m_out, int64_t n) {
   MP_CUDA_FOR(i, n) {
     const float param = ld(p, i);
-    const float velocity = momentum * ld(m, i) + (ld(g, i) + weight_decay * param);
+    const float velocity = momentum * ld(m, i) + (gs * ld(g, i) + weight_decay * param);
     st(m_out, i, velocity);
     st(p_out, i, param - lr * velocity);
   }
@@ -40,6 +41,7 @@ __global__ void sgd_momentum_kernel(DPtr p, DPtr g, DPtr m, float lr, float mome
 
 struct AdamHp {
   float lr, beta1, beta2, eps, decay;  // decay = lr * weight_decay (rounded in f32, as on the CPU)
+  float grad_scale;                    // multiplies the gradient (1 / loss scale)
 };
 
 // t = step[0]; m' = b1 m + (1-b1) g; v' = b2 v + (1-b2) g^2;
@@ -60,7 +62,7 @@ __global__ void adam_kernel(DPtr p, DPtr g, DPtr m, DPtr v, const float* step, A
   const float b1 = hp.beta1;
   const float b2 = hp.beta2;
   MP_CUDA_FOR(i, n) {
-    const float grad = ld(g, i);
+    const float grad = hp.grad_scale * ld(g, i);
     const float param = ld(p, i);
     const float m1 = b1 * ld(m, i) + (1.0f - b1) * grad;
     const float v1 = b2 * ld(v, i) + (1.0f - b2) * grad * grad;
@@ -96,8 +98,8 @@ void run_sgd(const Args& a) {
   check_like(a.out[0], p, op, "p_out");
   check_alias(p, a.out[0], op);
   const int64_t n = p.numel();
-  launch(gpu_of(a), op, n, sgd_kernel, dptr(p, op), dptr(a.in[1], op), a.attrs->lr,
-         a.attrs->weight_decay, dptr(a.out[0], op), n);
+  launch(gpu_of(a), op, n, sgd_kernel, dptr(p, op), dptr(a.in[1], op), a.attrs->grad_scale,
+         a.attrs->lr, a.attrs->weight_decay, dptr(a.out[0], op), n);
 }
 
 void run_sgd_momentum(const Args& a) {
@@ -110,9 +112,9 @@ void run_sgd_momentum(const Args& a) {
   check_alias(p, a.out[0], op);
   check_alias(a.in[2], a.out[1], op);
   const int64_t n = p.numel();
-  launch(gpu_of(a), op, n, sgd_momentum_kernel, dptr(p, op), dptr(a.in[1], op), dptr(a.in[2], op),
-         a.attrs->lr, a.attrs->momentum, a.attrs->weight_decay, dptr(a.out[0], op),
-         dptr(a.out[1], op), n);
+  launch(gpu_of(a), op, n, sgd_momentum_kernel, dptr(p, op), dptr(a.in[1], op), a.attrs->grad_scale,
+         dptr(a.in[2], op), a.attrs->lr, a.attrs->momentum, a.attrs->weight_decay,
+         dptr(a.out[0], op), dptr(a.out[1], op), n);
 }
 
 void run_adam(const Args& a) {
@@ -131,7 +133,7 @@ void run_adam(const Args& a) {
   // The step count must be >= 1 (the CPU checks it on the host; here it stays on the device).
   MP_CHECK(step.dtype == DType::kF32 && step.numel() == 1) << op << ": step is an f32 scalar";
   const OpAttrs& t = *a.attrs;
-  const AdamHp hp{t.lr, t.beta1, t.beta2, t.eps, t.lr * t.weight_decay};
+  const AdamHp hp{t.lr, t.beta1, t.beta2, t.eps, t.lr * t.weight_decay, t.grad_scale};
   const int64_t n = p.numel();
   launch(gpu_of(a), op, n, adam_kernel, dptr(p, op), dptr(a.in[1], op), dptr(a.in[2], op),
          dptr(a.in[3], op), static_cast<const float*>(step.data), hp, dptr(a.out[0], op),

@@ -2,7 +2,8 @@
 // reduce), deterministic (no atomics): each output is reduced by a warp, a block or a block
 // column with Kahan-compensated f32 partial sums combined in a fixed tree order, split over
 // several blocks through the workspace when there are few outputs to share out the GPU. They
-// read and write f32, f16 or bf16 (independently) and accumulate in f32.
+// read and write f32, f16 or bf16 (independently) and accumulate in f32. Also the overflow check
+// of loss scaling (cuda_all_finite).
 #include <algorithm>
 #include <cstdint>
 #include <span>
@@ -293,7 +294,35 @@ void run_reduce(const Args& a) {
   }
 }
 
+// flag[0] = 0 where any element is NaN or Inf. Threads that find one all write the same value,
+// so the result does not depend on their order (no atomics needed).
+__global__ void nonfinite_kernel(DPtr x, int64_t n, int* flag) {
+  MP_CUDA_FOR(i, n) {
+    if (!isfinite(ld(x, i))) *flag = 0;
+  }
+}
+
 }  // namespace
+
+int cuda_all_finite(GpuState& g, const TensorView* views, size_t n) {
+  // The flag lives in the first bytes of the library workspace: stream order keeps it apart
+  // from the GEMMs and convolutions that use the workspace on this stream.
+  int* flag = static_cast<int*>(g.workspace);
+  check_cuda(g, cudaMemsetAsync(flag, 1, sizeof(int), g.stream), "all_finite");  // non-zero
+  for (size_t k = 0; k < n; ++k) {
+    const TensorView& v = views[k];
+    if (!is_floating(v.dtype) || v.data == nullptr || v.numel() == 0) continue;
+    const int64_t count = v.numel();
+    nonfinite_kernel<<<blocks_for(g, count), kThreads, 0, g.stream>>>(dptr(v, "all_finite"), count,
+                                                                      flag);
+    check_launch(g, "all_finite");
+  }
+  int result = 1;
+  check_cuda(g, cudaMemcpyAsync(&result, flag, sizeof(int), cudaMemcpyDeviceToHost, g.stream),
+             "all_finite");
+  check_cuda(g, cudaStreamSynchronize(g.stream), "all_finite");
+  return result != 0 ? 1 : 0;
+}
 
 std::vector<CudaRow> cuda_reduce_rows() {
   return {

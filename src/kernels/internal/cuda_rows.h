@@ -31,4 +31,9 @@ std::vector<CudaRow> cuda_matmul_rows();       // dot (cuBLASLt)
 std::vector<CudaRow> cuda_conv_rows();         // conv2d and gradients (cuDNN)
 std::vector<CudaRow> cuda_convert_rows();      // convert (storage type changes)
 
+struct GpuState;
+/// 1 when every element of the `n` floating views is finite, else 0 (kernels::all_finite's GPU
+/// side, in cuda/reduce.cu; waits for the stream; failures are recorded in `g.error`).
+int cuda_all_finite(GpuState& g, const TensorView* views, size_t n);
+
 }  // namespace meshpipe::kernels::internal

@@ -99,8 +99,6 @@ class Lowering {
 
   Status assign_stages();
 
-  static bool is_update_kind(OpKind k);
-
   Status make_strategies();
 
   // The spec a persistent value is stored in on its owner stage.
