@@ -20,7 +20,8 @@
 #   m125-cpu   gpt-125m, batch 1, 3 bf16 steps on the CPU (240), once PyTorch is done, on the
 #              build's cores, while on the other 4 cores run: backend-ops (`backend_ops
 #              --backend cuda`, every CUDA kernel against the CPU; its whole output goes to the
-#              report, 120), gpt-tiny 5 steps on cuda and cpu in f32 and bf16 (60 each),
+#              report, 120), gpt-tiny 5 steps on cuda and cpu in f32 and bf16 (60 each), and
+#              as a pipeline of 2 stages sharing GPU 0 (--plan, --device cuda: 60),
 #              gpt-125m on cuda (120), ctest -L gpu (150: NCCL, GPU executor and job cases,
 #              backend_ops again)
 #   losses     per step, cuda against cpu: f32 within 1e-4 relative, bf16 within 1e-2
@@ -336,6 +337,15 @@ if have_bin "$bin/meshpipe" gpt-tiny; then
   done
   compare_losses "gpt-tiny f32, 5 steps" "$logs/tiny-f32-cuda.log" "$logs/tiny-f32-cpu.log" 1e-4
   compare_losses "gpt-tiny bf16, 5 steps" "$logs/tiny-bf16-cuda.log" "$logs/tiny-bf16-cpu.log" 1e-2
+  # The 2-way split of the GPU's work: a pipeline of two single-device stages, both on GPU 0
+  # (the per-device interpreter on device memory, transfers staged through the host).
+  if "$bin/meshpipe" plan --quiet --model gpt-tiny --cluster cpu:1x2 --micro-batches 2 \
+    --grid dp=1,tp=1,pp=2 -o "$work/pp2.json" > "$logs/pp2-plan.log" 2>&1; then
+    step tiny-pp2-cuda 60 200 "${on_side[@]}" "$bin/meshpipe" train --model gpt-tiny --steps 5 \
+      --plan "$work/pp2.json" --device cuda
+    compare_losses "gpt-tiny f32, pipeline of 2 stages on one GPU, 5 steps" \
+      "$logs/tiny-pp2-cuda.log" "$logs/tiny-f32-cpu.log" 1e-4
+  fi
   step m125-cuda 120 200 "${on_side[@]}" "$bin/meshpipe" train --model gpt-125m --batch 1 \
     --steps 3 --precision bf16 --device cuda
 fi

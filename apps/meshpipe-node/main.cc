@@ -103,7 +103,9 @@ int main(int argc, char** argv) {
                "be the job's driver too: runs `meshpipe train --local-devices N` with the train "
                "options after `--`, which must include --listen PORT and --nodes K (this node "
                "is one of the K)");
-  app.add_option("--devices", options.devices, "virtual CPU devices this node runs")
+  app.add_option("--devices", options.devices,
+                 "devices this node runs: virtual CPU devices, or in a job whose driver has "
+                 "--device cuda one per GPU of this machine (GPUs 0 .. N-1)")
       ->capture_default_str()
       ->check(CLI::Range(1, static_cast<int>(meshpipe::mesh::kMaxClusterDevices)));
   app.add_option("--memory-gib", memory_gib, "memory per device reported to the planner")

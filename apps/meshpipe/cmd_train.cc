@@ -12,6 +12,7 @@
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
 #include "actors/secret.h"
+#include "comm/nccl_communicator.h"
 #include "core/crash.h"
 #include "core/files.h"
 #include "core/units.h"
@@ -85,22 +86,12 @@ CLI::Validator non_empty(const std::string& option, const std::string& what = "a
 }
 
 void print_step(bool is_lm, const train::StepReport& r) {
-  const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
-  const std::string scale =
-      r.loss_scale <= 0.0f ? std::string()
-      : r.skipped ? fmt::format("  loss scale {:g}: overflow, update skipped", r.loss_scale)
-                  : fmt::format("  loss scale {:g}", r.loss_scale);
-  fmt::print("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}{}\n", r.step,
-             r.total_steps, r.loss, format_seconds(r.time), is_lm ? "tokens/s" : "samples/s", rate,
-             format_bytes(r.peak), scale);
+  fmt::print("{}\n", train::step_line(r, is_lm));
   std::fflush(stdout);
 }
 
-// With loss scaling: the steps skipped on overflow and the scale the next step would use.
 void print_loss_scaling(const train::SessionSummary& s) {
-  if (s.loss_scale <= 0.0f) return;
-  fmt::print("loss scaling: {} of {} steps skipped on overflow; the scale is now {:g}\n",
-             s.skipped_steps, s.losses.size(), s.loss_scale);
+  if (const std::string line = train::loss_scaling_line(s); !line.empty()) fmt::print("{}\n", line);
 }
 
 // A failure of the job itself (planning, building devices, a step): the code is named.
@@ -220,7 +211,7 @@ void print_breakdown(const train::SessionSummary& s) {
              step > 0 ? 100.0 * total / step : 0.0);
 }
 
-int run_listen(const TrainArgs& args, train::JobSpec job) {
+int run_listen(const TrainArgs& args, train::JobSpec job, kernels::Device device) {
   if (args.collectives == "in-process") {
     return fail(make_error(Errc::kInvalidArgument,
                            "--collectives in-process cannot reach across nodes: with --listen use "
@@ -321,6 +312,8 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
   if (!args.collectives.empty()) {
     cj.collectives = *runtime::parse_collective_backend(args.collectives);  // CLI checked it
   }
+  // GPUs: every node runs its devices on its own GPUs, the meshes' collectives through NCCL.
+  if (device == kernels::Device::kCuda) cj.collectives = runtime::CollectiveBackend::kNccl;
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());
@@ -334,7 +327,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job) {
 }
 
 // A planned job on this process's virtual devices: threads, or stage actors.
-int run_parallel(const TrainArgs& args, train::JobSpec job) {
+int run_parallel(const TrainArgs& args, train::JobSpec job, kernels::Device device) {
   std::unique_ptr<actors::ActorRuntime> actor_runtime;
   if (args.runner == "actors") {
     auto rt = actors::ActorRuntime::create();
@@ -370,13 +363,27 @@ int run_parallel(const TrainArgs& args, train::JobSpec job) {
     if (!plan.has_value()) return fail_run(plan.status());
   }
   if (!plan.has_value()) return fail(plan.status());
-  if (plan->cluster.device.kind != "cpu") {
+  train::LocalJobOptions lo;
+  if (device == kernels::Device::kCuda) {
+    // Each device of the plan on a GPU of this machine, in device order; NCCL in the meshes.
+    const Status fits = train::check_plan_gpus(*plan, kernels::device_inventory());
+    if (!fits.is_ok()) return fail(fits);
+    if (!args.collectives.empty() && args.collectives != "nccl") {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "--device cuda runs the collectives of its meshes with NCCL, not {}",
+                             args.collectives));
+    }
+    lo.run.device = kernels::Device::kCuda;
+    fmt::print("devices: on the GPUs of this machine ({}), NCCL collectives\n",
+               kernels::describe_gpus(kernels::device_inventory().gpus));
+  } else if (plan->cluster.device.kind != "cpu") {
     fmt::print("note: the plan is for {} x {} {} devices; they run here as CPU threads\n",
                plan->cluster.hosts, plan->cluster.devices_per_host, plan->cluster.device.kind);
   }
-  train::LocalJobOptions lo;
-  lo.run.collectives = *runtime::parse_collective_backend(
-      args.collectives.empty() ? std::string("in-process") : args.collectives);
+  lo.run.collectives =
+      *runtime::parse_collective_backend(device == kernels::Device::kCuda ? std::string("nccl")
+                                         : args.collectives.empty() ? std::string("in-process")
+                                                                    : args.collectives);
   lo.run.transport = *runtime::parse_transport_kind(args.transport);
   if (!args.schedule.empty()) lo.schedule = *planner::parse_schedule(args.schedule);
   lo.load_dir = args.load;
@@ -491,9 +498,10 @@ Expected<std::string> planned_by(const TrainArgs& args) {
 }
 
 // Where the job's kernels run. "cuda" runs a single-device job on GPU 0 through the GPU
-// executor; it needs a CUDA build, a GPU, and a run without a plan (multi-device GPU runs come
-// with the rest of issue 15: the interpreter on device memory, NCCL in the mesh groups). "auto"
-// takes the GPU exactly when "cuda" would work, else the CPU.
+// executor, and a planned job (--cluster of several devices, --plan) with each device on a GPU
+// of this machine (run_parallel checks there are enough) and NCCL collectives; it needs a CUDA
+// build (and NCCL for a plan) and a GPU. "auto" takes the GPU for a run on one device exactly
+// when "cuda" would work, else the CPU.
 // Returns the error that names what is missing.
 Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobSpec& job) {
   if (args.device == "cpu") return kernels::Device::kCpu;
@@ -511,16 +519,22 @@ Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobS
     return planned.status();
   }
   if (!planned->empty()) {
-    if (!want) return kernels::Device::kCpu;
-    return make_error(Errc::kUnavailable,
-                      "--device cuda with {}: multi-device and planned GPU runs are not "
-                      "available yet (issue 15; planned programs run on the per-device "
-                      "interpreter, which works on host memory only, and NCCL is not yet wired "
-                      "in as the collectives of a mesh); --device cuda trains on one GPU "
-                      "through the single-device executor (no --cluster of several devices, "
-                      "--plan, --listen, --profile or --breakdown); use --device cpu for this "
-                      "run",
-                      *planned);
+    if (!want) return kernels::Device::kCpu;  // auto takes a GPU for a run on one device only
+    if (!args.profile.empty() || args.breakdown) {
+      return make_error(Errc::kUnavailable,
+                        "--device cuda with {}: not on GPUs yet (--profile and --breakdown "
+                        "measure CPU devices); use --device cpu for this run",
+                        *planned);
+    }
+    if (!comm::nccl_available()) {
+      return make_error(Errc::kUnavailable,
+                        "--device cuda with {}: this meshpipe was built without NCCL, which "
+                        "runs the collectives of GPUs in a mesh; use --device cpu",
+                        *planned);
+    }
+    // The nodes of a --listen job run the devices (each checks it has the GPUs when the job
+    // starts); this machine need not have any.
+    if (args.listen >= 0) return kernels::Device::kCuda;
   }
   if (inv.gpus.empty()) {
     if (!want) return kernels::Device::kCpu;
@@ -582,13 +596,21 @@ int run_train(const TrainArgs& args) {
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   auto device = choose_device(args, job);
   if (!device.has_value()) return fail(device.status());
-  if (args.listen >= 0) return run_listen(args, job);
-  // One GPU: the single-device executor, checkpoints included (choose_device refused the rest).
-  if (*device == kernels::Device::kCuda) return run_single(args, job, *device);
+  if (args.listen >= 0) return run_listen(args, job, *device);
+  if (args.collectives == "nccl" && *device != kernels::Device::kCuda) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "--collectives nccl runs on GPUs: use it with --device cuda"));
+  }
+  // One GPU without a plan: the single-device executor, checkpoints included.
+  if (*device == kernels::Device::kCuda) {
+    auto planned = planned_by(args);
+    if (planned.has_value() && !planned->empty()) return run_parallel(args, job, *device);
+    return run_single(args, job, *device);
+  }
   // --breakdown times the interpreter's work: without a cluster, on one virtual device.
   if (!args.cluster.empty() || !args.plan.empty() || !args.save.empty() || !args.load.empty() ||
       !args.profile.empty() || args.breakdown) {
-    return run_parallel(args, job);
+    return run_parallel(args, job, kernels::Device::kCpu);
   }
   return run_single(args, job, kernels::Device::kCpu);
 }
@@ -656,8 +678,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "collectives of the mesh axes: in-process (shared memory; the default in one "
                   "process), gloo (TCP) or ucx (over the UCX transport's endpoints: needs "
                   "--transport ucx in one process). With --listen: between nodes, ucx (the "
-                  "default) or gloo; inside a node always shared memory")
-      ->check(CLI::IsMember({"in-process", "gloo", "ucx"}));
+                  "default) or gloo; inside a node always shared memory. nccl: with --device "
+                  "cuda (its default there and its only choice)")
+      ->check(CLI::IsMember({"in-process", "gloo", "ucx", "nccl"}));
   cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
       ->capture_default_str()
       ->check(CLI::IsMember({"in-process", "ucx"}));
@@ -684,10 +707,11 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--device", args->device,
-                  "where kernels run: cpu, cuda (one GPU, for a run on one device without a "
-                  "plan; an error naming what is missing when there is no GPU, and for "
-                  "multi-device runs, which do not run on GPUs yet), or auto (cuda for a "
-                  "single-device run when a GPU is there, else cpu)")
+                  "where kernels run: cpu, cuda (a run on one device on GPU 0; a --cluster of "
+                  "several devices or a --plan with each device on a GPU of this machine and "
+                  "NCCL collectives; an error naming what is missing when there is no GPU, no "
+                  "NCCL or too few GPUs; not with --listen, --profile or --breakdown), or auto "
+                  "(cuda for a single-device run when a GPU is there, else cpu)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--runner", args->runner,

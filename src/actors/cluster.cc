@@ -130,8 +130,9 @@ Expected<std::vector<NodeReport>> Coordinator::wait_for_nodes() {
 
 Status Coordinator::start(const ClusterJob& job) {
   if (job.collectives == runtime::CollectiveBackend::kInProcess) {
-    return make_error(Errc::kInvalidArgument,
-                      "in-process collectives cannot reach across nodes: use UCX or Gloo");
+    return make_error(
+        Errc::kInvalidArgument,
+        "in-process collectives cannot reach across nodes: use UCX or Gloo (NCCL on GPUs)");
   }
   JobMessage msg;
   msg.spec = job.spec;

@@ -42,7 +42,7 @@ Expected<JobMessage> job_message_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
   auto backend = runtime::parse_collective_backend(collectives);
   if (!backend.has_value() || *backend == runtime::CollectiveBackend::kInProcess) {
-    return r.error("collectives", "must be \"ucx\" or \"gloo\"");
+    return r.error("collectives", "must be \"ucx\", \"gloo\" or \"nccl\"");
   }
   job.collectives = *backend;
   if (timeout_ms <= 0) return r.error("timeout_ms", "must be positive");

@@ -62,6 +62,12 @@ Expected<std::string> start_job(node_actor::pointer self, NodeState& st, const s
     options.run.collectives = msg.collectives;
     options.run.transport = runtime::TransportKind::kUcx;
   }
+  // A GPU job (the driver's --device cuda): this node's devices on its GPUs 0, 1, ..., NCCL in
+  // the meshes (across nodes too, its ids exchanged through the coordinator's store).
+  if (msg.collectives == runtime::CollectiveBackend::kNccl) {
+    options.run.device = kernels::Device::kCuda;
+    options.run.collectives = runtime::CollectiveBackend::kNccl;
+  }
   st.end_job();
   auto job = train::LocalJob::create(msg.spec, msg.plan, options);
   if (!job.has_value()) {

@@ -27,6 +27,9 @@ class GpuDevice {
   GpuDevice& operator=(const GpuDevice&) = delete;
 
   int ordinal() const;
+  /// The compute stream (a cudaStream_t; null in a build without CUDA): NCCL communicators of
+  /// this device enqueue on it, so their collectives are ordered with its kernels.
+  void* stream() const;
   /// The context kernels of this GPU take (device kCuda); valid while the GpuDevice lives.
   const KernelContext& context() const;
 

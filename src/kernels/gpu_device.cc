@@ -108,6 +108,7 @@ Expected<std::unique_ptr<GpuDevice>> GpuDevice::open(int ordinal) {
 }
 
 int GpuDevice::ordinal() const { return impl_->state.ordinal; }
+void* GpuDevice::stream() const { return impl_->state.stream; }
 
 Expected<void*> GpuDevice::allocate(int64_t bytes) { return impl_->allocator->allocate(bytes); }
 
@@ -178,6 +179,7 @@ Expected<std::unique_ptr<GpuDevice>> GpuDevice::open(int /*ordinal*/) {
 
 // No GpuDevice can exist in this build (open() always fails); these keep the class complete.
 int GpuDevice::ordinal() const { return -1; }
+void* GpuDevice::stream() const { return nullptr; }
 Expected<void*> GpuDevice::allocate(int64_t) {
   return make_error(Errc::kUnavailable, "this build has no CUDA support");
 }

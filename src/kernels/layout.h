@@ -34,7 +34,9 @@ void broadcast(const KernelContext& ctx, const TensorView& x, const std::vector<
 
 /// Copies the box of `extent` elements per dim that starts at `src_offset` in `src` to
 /// `dst_offset` in `dst` (contiguous views of equal rank and dtype, any dtype). Packs and
-/// unpacks the tiles of collectives and cross-mesh transfers.
+/// unpacks the tiles of collectives and cross-mesh transfers. With a GPU's context both views are
+/// in its memory and the copy is queued on its stream (a failure surfaces at the GPU's next
+/// run_kernel or synchronize).
 void copy_box(const KernelContext& ctx, const TensorView& src,
               const std::vector<int64_t>& src_offset, const TensorView& dst,
               const std::vector<int64_t>& dst_offset, const std::vector<int64_t>& extent);

@@ -3,8 +3,12 @@
 #include <array>
 #include <cstring>
 
+#include "kernels/internal/box_runs.h"
 #include "kernels/internal/cpu_common.h"
 #include "kernels/layout.h"
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+#include "kernels/internal/cuda_rows.h"
+#endif
 
 namespace meshpipe::kernels {
 namespace {
@@ -310,7 +314,6 @@ void broadcast(const KernelContext& ctx, const TensorView& x, const std::vector<
 void copy_box(const KernelContext& ctx, const TensorView& src,
               const std::vector<int64_t>& src_offset, const TensorView& dst,
               const std::vector<int64_t>& dst_offset, const std::vector<int64_t>& extent) {
-  check_cpu(ctx, "copy_box");
   check_rank(src.shape, "copy_box");
   const int64_t rank = src.shape.rank();
   MP_CHECK(src.dtype == dst.dtype && dst.shape.rank() == rank &&
@@ -327,6 +330,16 @@ void copy_box(const KernelContext& ctx, const TensorView& src,
         << "copy_box: box out of range in dim " << d << " (" << src.shape.to_string() << " -> "
         << dst.shape.to_string() << ")";
   }
+  if (ctx.device == Device::kCuda) {  // both views in the GPU's memory
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+    MP_CHECK(ctx.gpu != nullptr) << "copy_box: a CUDA context without a GPU state";
+    internal::cuda_copy_box(*ctx.gpu, src, src_offset, dst, dst_offset, extent);
+    return;
+#else
+    MP_CHECK(false) << "copy_box: this build has no CUDA kernels";
+#endif
+  }
+  check_cpu(ctx, "copy_box");
   const int64_t width = dtype_size(src.dtype);
   const auto* from = static_cast<const char*>(src.data);
   auto* to = static_cast<char*>(dst.data);
@@ -337,24 +350,15 @@ void copy_box(const KernelContext& ctx, const TensorView& src,
   for (int64_t d = 0; d < rank; ++d) {
     if (extent[static_cast<size_t>(d)] == 0) return;
   }
-  const std::vector<int64_t> ss = src.shape.strides();
-  const std::vector<int64_t> ds = dst.shape.strides();
-  // One memcpy per run: the last dim, merged with the dims before it while the box covers the
-  // dims after them whole in both tensors (a weight's tile of whole rows is one run, not one
-  // per kernel row).
-  int64_t inner = rank - 1;
-  int64_t run = extent[static_cast<size_t>(inner)];
-  while (inner > 0 && extent[static_cast<size_t>(inner)] == src.shape[inner] &&
-         extent[static_cast<size_t>(inner)] == dst.shape[inner]) {
-    --inner;
-    run *= extent[static_cast<size_t>(inner)];
-  }
-  int64_t so = 0;
-  int64_t dof = 0;
-  for (int64_t d = 0; d < rank; ++d) {
-    so += src_offset[static_cast<size_t>(d)] * ss[static_cast<size_t>(d)];
-    dof += dst_offset[static_cast<size_t>(d)] * ds[static_cast<size_t>(d)];
-  }
+  // One memcpy per run (kernels/internal/box_runs.h).
+  const internal::BoxRuns br =
+      internal::box_runs(src.shape, src_offset, dst.shape, dst_offset, extent);
+  const std::vector<int64_t>& ss = br.src_strides;
+  const std::vector<int64_t>& ds = br.dst_strides;
+  const int64_t inner = br.inner;
+  const int64_t run = br.run;
+  int64_t so = br.src_first;
+  int64_t dof = br.dst_first;
   const auto bytes = static_cast<size_t>(run * width);
   if (inner == 0) {
     std::memcpy(to + dof * width, from + so * width, bytes);

@@ -298,6 +298,7 @@ Expected<std::vector<SavedTile>> write_checkpoint_tiles(const InProcessRun& run,
       if (!fresh) it->second = std::min(it->second, dp.device);
     }
   }
+  MP_RETURN_IF_ERROR(run.pull_persistent());  // on GPUs: their host copies
   std::vector<TileRef> mine;
   for (const InProcessRun::TileView& t : run.persistent_tiles()) {
     if (writer.at(key(t.tile->value, t.tile->region)) != t.device) continue;  // a replica
@@ -370,11 +371,14 @@ Expected<CheckpointInfo> read_checkpoint_info(const std::string& dir) {
 
 Expected<CheckpointInfo> load_checkpoint(InProcessRun& run, const graph::Graph& g,
                                          const std::string& dir) {
+  MP_RETURN_IF_ERROR(run.pull_persistent());  // on GPUs: the host copies to fill
   std::vector<TileRef> tiles;
   for (const InProcessRun::TileView& t : run.persistent_tiles()) {
     tiles.push_back({t.device, t.tile->value, t.tile->region, t.view});
   }
-  return load_tiles(tiles, g, dir);
+  MP_ASSIGN_OR_RETURN(CheckpointInfo info, load_tiles(tiles, g, dir));
+  MP_RETURN_IF_ERROR(run.push_persistent());
+  return info;
 }
 
 Expected<CheckpointInfo> load_tiles(const std::vector<TileRef>& tiles, const graph::Graph& g,

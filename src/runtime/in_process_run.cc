@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "comm/nccl_communicator.h"
 #include "kernels/device.h"
 #include "kernels/layout.h"
 #include "runtime/executor.h"
@@ -21,6 +22,8 @@ const char* collective_backend_name(CollectiveBackend backend) {
       return "gloo";
     case CollectiveBackend::kUcx:
       return "ucx";
+    case CollectiveBackend::kNccl:
+      return "nccl";
     case CollectiveBackend::kInProcess:
       break;
   }
@@ -35,7 +38,8 @@ Expected<CollectiveBackend> parse_collective_backend(std::string_view text) {
   if (text == "in-process") return CollectiveBackend::kInProcess;
   if (text == "gloo") return CollectiveBackend::kGloo;
   if (text == "ucx") return CollectiveBackend::kUcx;
-  return make_error(Errc::kInvalidArgument, "collectives '{}' is not in-process, gloo or ucx",
+  if (text == "nccl") return CollectiveBackend::kNccl;
+  return make_error(Errc::kInvalidArgument, "collectives '{}' is not in-process, gloo, ucx or nccl",
                     text);
 }
 
@@ -47,7 +51,7 @@ Expected<TransportKind> parse_transport_kind(std::string_view text) {
 
 Status InProcessRunOptions::validate() const {
   if (collectives != CollectiveBackend::kInProcess && collectives != CollectiveBackend::kGloo &&
-      collectives != CollectiveBackend::kUcx) {
+      collectives != CollectiveBackend::kUcx && collectives != CollectiveBackend::kNccl) {
     return make_error(Errc::kInvalidArgument, "unknown collective backend {}",
                       static_cast<int>(collectives));
   }
@@ -57,11 +61,20 @@ Status InProcessRunOptions::validate() const {
   if (timeout.count() <= 0) {
     return make_error(Errc::kInvalidArgument, "timeout must be positive");
   }
+  if (device == kernels::Device::kCuda && collectives != CollectiveBackend::kNccl) {
+    return make_error(Errc::kInvalidArgument,
+                      "devices on GPUs run their collectives with NCCL, not {}",
+                      collective_backend_name(collectives));
+  }
+  if (device != kernels::Device::kCuda && collectives == CollectiveBackend::kNccl) {
+    return make_error(Errc::kInvalidArgument, "NCCL collectives need the devices on GPUs");
+  }
   if (share && (collectives == CollectiveBackend::kInProcess || transport != TransportKind::kUcx ||
                 !share->store || !share->exchange)) {
-    return make_error(Errc::kInvalidArgument,
-                      "a run that hosts part of a job's devices needs Gloo or UCX collectives, "
-                      "the UCX transport, a rendezvous store and an address exchange");
+    return make_error(
+        Errc::kInvalidArgument,
+        "a run that hosts part of a job's devices needs Gloo, UCX or NCCL collectives, "
+        "the UCX transport, a rendezvous store and an address exchange");
   }
   if (collectives == CollectiveBackend::kUcx && transport != TransportKind::kUcx) {
     return make_error(Errc::kInvalidArgument,
@@ -177,14 +190,15 @@ struct InProcessRun::Impl {
           }
           const bool all_local = static_cast<int64_t>(here.size()) == n;
           std::shared_ptr<comm::InProcessGroup> grp;
+          const bool nccl = options.collectives == CollectiveBackend::kNccl;
           if (options.collectives == CollectiveBackend::kInProcess ||
-              (options.share && all_local)) {
+              (options.share && all_local && !nccl)) {
             grp = comm::InProcessGroup::create(static_cast<int>(n), options.timeout);
             groups.push_back(grp);
           }
           std::vector<int> process_of;
           std::shared_ptr<comm::InProcessGroup> local_group;
-          if (!grp && options.share && !here.empty()) {
+          if (!grp && options.share && !here.empty() && !nccl) {
             MP_ASSIGN_OR_RETURN(process_of, group_layout(prefix, static_cast<int>(n), here));
             if (two_level(process_of)) {
               // Its ranks wait on their leader's Gloo call, which may itself take the timeout.
@@ -211,7 +225,37 @@ struct InProcessRun::Impl {
         parts[k].local = members[k].local_group->communicator(members[k].local_rank);
       }
     }
-    if (options.collectives == CollectiveBackend::kUcx) {
+    if (options.collectives == CollectiveBackend::kNccl) {
+      // Every rank joins its group from a thread of its own (NCCL's initialisation waits for the
+      // whole group), on its device's GPU, queueing on that GPU's compute stream.
+      auto store = options.share ? options.share->store : comm::make_in_process_store();
+      const std::string base = options.share ? options.share->prefix + "/" : "";
+      std::vector<Status> status(members.size());
+      std::vector<std::thread> threads;
+      for (size_t k = 0; k < members.size(); ++k) {
+        threads.emplace_back([&, k] {
+          const Member& me = members[k];
+          kernels::GpuDevice* gpu = interpreters[static_cast<size_t>(me.device)]->gpu();
+          if (gpu == nullptr) {
+            status[k] = make_error(Errc::kInternal, "device {} has no GPU for NCCL", me.device);
+            return;
+          }
+          comm::NcclOptions no;
+          no.device = gpu->ordinal();
+          no.stream = gpu->stream();
+          no.timeout = options.timeout;
+          no.prefix = base + me.prefix + "/nccl";
+          auto c = comm::make_nccl_communicator(me.rank, me.size, store, no);
+          if (c.has_value()) {
+            communicators[k] = std::move(*c);
+          } else {
+            status[k] = c.status().with_context(fmt::format("device {}", me.device));
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      for (const Status& s : status) MP_RETURN_IF_ERROR(s);
+    } else if (options.collectives == CollectiveBackend::kUcx) {
       // Over the devices' own UCX endpoints (make_transport ran first); of a two-level group,
       // the leaders only, as a group of one rank per process.
       for (size_t k = 0; k < members.size(); ++k) {
@@ -403,10 +447,13 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl
   }
   if (here > 1)
     impl->blas_before = kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / here));
+  int gpu_ordinal = 0;  // kCuda: this process's devices on GPUs 0, 1, ... in order
   for (size_t d = 0; d < n; ++d) {
     if (impl->program.device(static_cast<int32_t>(d)) == nullptr) continue;
     if (!impl->local(static_cast<int32_t>(d))) continue;
     InterpreterOptions io = impl->options.interpreter;
+    io.device = impl->options.device;
+    io.gpu = gpu_ordinal++ % std::max(1, kernels::device_inventory().cuda_devices);
     if (impl->options.fail_device >= 0 && impl->options.fail_device != static_cast<int32_t>(d)) {
       io.fail_op.clear();
     }
@@ -423,7 +470,22 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl
   return std::unique_ptr<InProcessRun>(new InProcessRun(std::move(impl)));
 }
 
+Status InProcessRun::pull_persistent() const {
+  for (const auto& interp : impl_->interpreters) {
+    if (interp) MP_RETURN_IF_ERROR(interp->pull_persistent());
+  }
+  return Status::ok();
+}
+
+Status InProcessRun::push_persistent() {
+  for (auto& interp : impl_->interpreters) {
+    if (interp) MP_RETURN_IF_ERROR(interp->push_persistent());
+  }
+  return Status::ok();
+}
+
 Status InProcessRun::initialize(uint64_t seed) {
+  MP_RETURN_IF_ERROR(pull_persistent());  // on GPUs: the host copies to fill
   std::map<std::string, ValueId> by_name;
   for (int64_t v = 0; v < impl_->graph->num_values(); ++v) {
     by_name[impl_->graph->values()[static_cast<size_t>(v)].name] = ValueId(static_cast<int32_t>(v));
@@ -453,7 +515,7 @@ Status InProcessRun::initialize(uint64_t seed) {
                         dst.shape.dims());
     }
   }
-  return Status::ok();
+  return push_persistent();
 }
 
 std::vector<InProcessRun::TileView> InProcessRun::persistent_tiles() const {
@@ -470,6 +532,7 @@ std::vector<InProcessRun::TileView> InProcessRun::persistent_tiles() const {
 }
 
 Expected<HostTensor> InProcessRun::read_value(const std::string& name) const {
+  MP_RETURN_IF_ERROR(pull_persistent());
   const kernels::KernelContext ctx;
   std::optional<HostTensor> out;
   for (const auto& interp : impl_->interpreters) {

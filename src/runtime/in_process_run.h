@@ -44,13 +44,14 @@ enum class CollectiveBackend : uint8_t {
   kInProcess,  ///< "in-process": shared memory between the threads of this process
   kGloo,       ///< "gloo": Gloo's TCP collectives
   kUcx,        ///< "ucx": ring and exchange collectives over the devices' UCX endpoints
+  kNccl,       ///< "nccl": NCCL on the devices' GPUs (InProcessRunOptions::device kCuda)
 };
 /// Which transport moves tensors between stages.
 enum class TransportKind : uint8_t {
   kInProcess,  ///< "in-process": a copy between the threads of this process
   kUcx,        ///< "ucx": UCX tag messages
 };
-/// "in-process", "gloo", "ucx"; "in-process", "ucx".
+/// "in-process", "gloo", "ucx", "nccl"; "in-process", "ucx".
 const char* collective_backend_name(CollectiveBackend backend);
 const char* transport_kind_name(TransportKind kind);
 /// Parse those names; errors list the known ones.
@@ -65,7 +66,14 @@ struct InProcessRunOptions {
   CollectiveBackend collectives = CollectiveBackend::kInProcess;
   TransportKind transport = TransportKind::kInProcess;
   std::chrono::milliseconds timeout{30000};  ///< collectives and receives
-  InterpreterOptions interpreter;            ///< timeout is taken from above
+  InterpreterOptions interpreter;            ///< timeout, device and gpu are taken from here
+  /// kCpu: buffers in host memory. kCuda: each device of this process on a GPU, the ordinal its
+  /// index among this process's devices (ascending) modulo the machine's GPUs (with fewer GPUs
+  /// than devices they share: fine for pipeline stages, which talk through the transport, but
+  /// NCCL refuses two ranks of one group on one GPU); collectives must be kNccl (communicators
+  /// on each GPU's compute stream, ids exchanged through the store), transfers between stages
+  /// staged through host memory.
+  kernels::Device device = kernels::Device::kCpu;
   int32_t fail_device = -1;  ///< with interpreter.fail_op: the device whose kernel fails
   /// Null: every device runs here. Else only share->local_devices (one process of a job).
   std::shared_ptr<const ProcessShare> share;
@@ -139,8 +147,11 @@ class InProcessRun {
     const PersistentTile* tile = nullptr;
     kernels::TensorView view;
   };
-  /// Every persistent tile of every device.
+  /// Every persistent tile of every device (on GPUs their host copies: pull_persistent() first,
+  /// and push_persistent() after writing them).
   std::vector<TileView> persistent_tiles() const;
+  Status pull_persistent() const;
+  Status push_persistent();
 
   /// The whole persistent value `name`, assembled from its owner stage's tiles.
   Expected<HostTensor> read_value(const std::string& name) const;

@@ -17,6 +17,7 @@
 #include "comm/transport.h"
 #include "core/op_kind.h"
 #include "core/status.h"
+#include "kernels/gpu.h"
 #include "runtime/buffer_pool.h"
 #include "runtime/host_tensor.h"
 #include "runtime/loss_scale.h"
@@ -45,6 +46,17 @@ struct InterpreterOptions {
   /// an overflow every device skips the update (parameters, moments and step counts stay as
   /// they were).
   LossScaleOptions loss_scale;
+  /// Where the buffers live and the kernels run: host memory (kCpu), or the memory of CUDA
+  /// device `gpu` (kCuda; create() fails with kUnavailable naming why when it cannot be
+  /// opened). On a GPU, kernels, copies and the collectives of NCCL communicators queue on the
+  /// GPU's compute stream (DeviceInterpreter::gpu()); the transport moves host memory, so sends
+  /// and receives are staged through host copies; the step waits for the GPU before it ends.
+  kernels::Device device = kernels::Device::kCpu;
+  int gpu = 0;
+  /// With kCpu: run host memory through the GPU's code paths (staged transfers, the kernel
+  /// table for accumulation and scaling, persistent tiles through host copies) with the CPU
+  /// kernels, so that those paths are tested where there is no GPU. Results equal the host's.
+  bool staged_host_memory = false;
 };
 
 /// What a device talks through: a communicator per mesh axis whose group has more than one
@@ -92,8 +104,14 @@ class DeviceInterpreter {
   DeviceInterpreter(const DeviceInterpreter&) = delete;
   DeviceInterpreter& operator=(const DeviceInterpreter&) = delete;
 
-  /// The persistent tile of PersistentTile `i` of the device program (read and write).
+  /// The persistent tile of PersistentTile `i` of the device program (read and write). On a
+  /// GPU its host copy: valid after pull_persistent(), written back by push_persistent().
   kernels::TensorView persistent(size_t i) const;
+  /// On a GPU: copies every persistent tile to its host copy, or back (no-ops on the host).
+  Status pull_persistent() const;
+  Status push_persistent();
+  /// The GPU (null on the host): its stream is where NCCL communicators of this device queue.
+  kernels::GpuDevice* gpu();
   const DeviceProgram& program() const { return *program_; }
 
   /// Runs one step. `inputs[mb][k]` is data input k (Program::inputs) of micro-batch mb, whole.

@@ -39,6 +39,21 @@ Status JobSpec::validate() const {
   return optimizer.validate();
 }
 
+Status check_plan_gpus(const planner::Plan& plan, const kernels::DeviceInventory& inv) {
+  int64_t used = 0;
+  bool meshes = false;
+  for (const planner::StagePlan& st : plan.stages) {
+    used += static_cast<int64_t>(st.devices.size());
+    meshes = meshes || st.devices.size() > 1;
+  }
+  const auto gpus = static_cast<int64_t>(inv.gpus.size());
+  if (gpus > 0 && (used <= gpus || !meshes)) return Status::ok();
+  return make_error(Errc::kUnavailable,
+                    "--device cuda: the plan runs {} devices{}, one per GPU, and this machine has "
+                    "{} ({}); plan for at most {} devices or use --device cpu",
+                    used, meshes ? " in meshes" : "", gpus, inv.summary, gpus);
+}
+
 Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::string_view what) {
   const int64_t available = kernels::host_memory_available();
   if (available <= 0) return Status::ok();  // unknown: nothing to hold it against

@@ -16,6 +16,7 @@
 #include "graph/models/zoo.h"
 #include "graph/optimizer.h"
 #include "graph/training_graph.h"
+#include "kernels/device.h"
 #include "mesh/cluster.h"
 #include "planner/plan.h"
 #include "planner/planner.h"
@@ -90,6 +91,12 @@ Expected<planner::Plan> plan_job(const JobSpec& job, const mesh::ClusterSpec& cl
 /// names one (`explicit_batch`). `what` names the plan in errors ("plan.json").
 Status check_plan_for_job(const planner::Plan& plan, const JobSpec& job, bool explicit_batch,
                           const std::string& what);
+
+/// Whether `plan` can run with each device on a GPU of the machine `inv` describes (--device
+/// cuda): a GPU per device, or, for a plan whose stages are one device each, fewer GPUs that
+/// the stages share (they talk through the transport; NCCL needs a GPU per rank of a group).
+/// The error names the counts and what to do.
+Status check_plan_gpus(const planner::Plan& plan, const kernels::DeviceInventory& inv);
 
 /// Options of a LocalJob.
 struct LocalJobOptions {

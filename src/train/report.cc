@@ -7,6 +7,23 @@
 
 namespace meshpipe::train {
 
+std::string step_line(const StepReport& r, bool is_lm) {
+  const double rate = is_lm ? r.tokens_per_second : r.samples_per_second;
+  const std::string scale =
+      r.loss_scale <= 0.0f ? std::string()
+      : r.skipped ? fmt::format("  loss scale {:g}: overflow, update skipped", r.loss_scale)
+                  : fmt::format("  loss scale {:g}", r.loss_scale);
+  return fmt::format("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}{}", r.step,
+                     r.total_steps, r.loss, format_seconds(r.time),
+                     is_lm ? "tokens/s" : "samples/s", rate, format_bytes(r.peak), scale);
+}
+
+std::string loss_scaling_line(const SessionSummary& s) {
+  if (s.loss_scale <= 0.0f) return std::string();
+  return fmt::format("loss scaling: {} of {} steps skipped on overflow; the scale is now {:g}",
+                     s.skipped_steps, s.losses.size(), s.loss_scale);
+}
+
 std::string peak_table(const planner::Plan& plan, const std::map<int32_t, int64_t>& measured) {
   std::string out = fmt::format("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak",
                                 "predicted peak");

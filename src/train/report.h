@@ -1,5 +1,5 @@
-// What a training run reports besides its steps: each device's measured peak memory next to the
-// plan's prediction, as a table for people.
+// What a training run reports for people: a line per step, each device's measured peak memory
+// next to the plan's prediction, and what loss scaling did.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "planner/plan.h"
+#include "train/session.h"
 
 namespace meshpipe::train {
 
@@ -14,6 +15,15 @@ namespace meshpipe::train {
 ///   device  stage   measured peak   predicted peak
 ///   0       0          406.31 KiB       413.88 KiB
 /// A device the run did not report shows 0 B.
+/// "step   12/20  loss 4.1504  time  12.8 ms  tokens/s  9995.3  peak 306.62 KiB" (tokens for a
+/// language model, else samples), with "  loss scale S" under loss scaling and ": overflow,
+/// update skipped" for a skipped step; no newline.
+std::string step_line(const StepReport& r, bool is_lm);
+
+/// "loss scaling: N of M steps skipped on overflow; the scale is now S", or "" when the session
+/// did not scale its loss.
+std::string loss_scaling_line(const SessionSummary& s);
+
 std::string peak_table(const planner::Plan& plan, const std::map<int32_t, int64_t>& measured);
 
 }  // namespace meshpipe::train

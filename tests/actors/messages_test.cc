@@ -74,7 +74,7 @@ TEST_CASE("a malformed job message is an error naming the field", "[actors][mess
   j = Json::parse(job_message_to_json(gpt_tiny_job()));
   j["collectives"] = "in-process";
   CHECK(job_message_from_json(j.dump()).status().message() ==
-        "job field 'collectives' must be \"ucx\" or \"gloo\"");
+        "job field 'collectives' must be \"ucx\", \"gloo\" or \"nccl\"");
   j["collectives"] = 3;
   CHECK_THAT(job_message_from_json(j.dump()).status().message(),
              Catch::StartsWith("job field 'collectives' must be"));

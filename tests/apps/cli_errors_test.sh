@@ -34,10 +34,14 @@ else
   fi
   echo "ok: train --device cuda -> $(head -1 <<< "$cuda")"
 fi
-# Multi-device runs do not run on GPUs yet (with or without one): refused, naming what is missing.
-expect_fail "multi-device and planned GPU runs are not available yet\|built without CUDA" \
+# A multi-device GPU run needs a GPU per device and NCCL: without them, an error naming what is
+# missing (on a GPU machine with too few GPUs: how many the plan needs); --breakdown and
+# --profile measure CPU devices; NCCL collectives need GPUs.
+expect_fail "no GPU to run on\|built without CUDA\|without NCCL\|one per GPU" \
   train --model gpt-tiny --steps 1 --device cuda --cluster cpu:1x2
-expect_fail "per-device interpreter\|built without CUDA" train --model gpt-tiny --steps 1 --device cuda --breakdown
+expect_fail "measure CPU devices\|built without CUDA" train --model gpt-tiny --steps 1 --device cuda --breakdown
+expect_fail "collectives nccl runs on GPUs" train --model gpt-tiny --steps 1 --cluster cpu:1x2 \
+  --collectives nccl
 expect_fail "device" train --model gpt-tiny --steps 1 --device tpu
 # auto: the GPU for one device when there is one, else the CPU; a multi-device run on the CPU.
 auto="$("$bin" train --model gpt-tiny --steps 1 --device auto 2>&1)" ||

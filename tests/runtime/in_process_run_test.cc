@@ -549,7 +549,7 @@ TEST_CASE("run options are validated: a process share needs Gloo, UCX, a store a
         "UCX collectives run over the UCX transport's endpoints: use the UCX transport with them");
 
   const std::string why =
-      "a run that hosts part of a job's devices needs Gloo or UCX collectives, the UCX "
+      "a run that hosts part of a job's devices needs Gloo, UCX or NCCL collectives, the UCX "
       "transport, a rendezvous store and an address exchange";
   InProcessRunOptions in_process = shared;
   in_process.collectives = CollectiveBackend::kInProcess;
@@ -595,10 +595,11 @@ TEST_CASE("collective backends and transports parse from and print to their name
     REQUIRE(parsed.has_value());
     CHECK(*parsed == k);
   }
-  auto nccl = parse_collective_backend("nccl");
-  REQUIRE_FALSE(nccl.has_value());
-  CHECK(nccl.status().code() == Errc::kInvalidArgument);
-  CHECK(nccl.status().message() == "collectives 'nccl' is not in-process, gloo or ucx");
+  CHECK(parse_collective_backend("nccl").value() == CollectiveBackend::kNccl);
+  auto mpi = parse_collective_backend("mpi");
+  REQUIRE_FALSE(mpi.has_value());
+  CHECK(mpi.status().code() == Errc::kInvalidArgument);
+  CHECK(mpi.status().message() == "collectives 'mpi' is not in-process, gloo, ucx or nccl");
   auto tcp = parse_transport_kind("tcp");
   REQUIRE_FALSE(tcp.has_value());
   CHECK(tcp.status().message() == "transport 'tcp' is neither in-process nor ucx");

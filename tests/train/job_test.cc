@@ -277,5 +277,33 @@ TEST_CASE("a local job refuses a checkpoint of another model before building dev
   fs::remove_all(dir);
 }
 
+TEST_CASE("a GPU run needs a GPU per device of a mesh; single-device stages may share",
+          "[train][job]") {
+  const auto inventory = [](int n) {
+    kernels::DeviceInventory inv;
+    inv.cuda_built = true;
+    inv.cuda_devices = n;
+    inv.gpus.resize(static_cast<size_t>(n));
+    inv.summary = "test";
+    return inv;
+  };
+  planner::Plan mesh;  // one stage of 2 x 2 devices
+  mesh.stages.resize(1);
+  mesh.stages[0].devices = {0, 1, 2, 3};
+  CHECK(check_plan_gpus(mesh, inventory(4)).is_ok());
+  CHECK(check_plan_gpus(mesh, inventory(8)).is_ok());
+  const Status few = check_plan_gpus(mesh, inventory(2));
+  CHECK(few.code() == Errc::kUnavailable);
+  CHECK(few.message() ==
+        "--device cuda: the plan runs 4 devices in meshes, one per GPU, and this machine has 2 "
+        "(test); plan for at most 2 devices or use --device cpu");
+  planner::Plan pipeline;  // two stages of one device: they may share one GPU
+  pipeline.stages.resize(2);
+  pipeline.stages[0].devices = {0};
+  pipeline.stages[1].devices = {1};
+  CHECK(check_plan_gpus(pipeline, inventory(1)).is_ok());
+  CHECK(check_plan_gpus(pipeline, inventory(0)).code() == Errc::kUnavailable);
+}
+
 }  // namespace
 }  // namespace meshpipe::train

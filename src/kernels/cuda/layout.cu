@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/internal/box_runs.h"
 #include "kernels/internal/cuda_common.cuh"
 #include "kernels/internal/cuda_rows.h"
 
@@ -483,7 +484,84 @@ void run_pad(const Args& a) {
   }
 }
 
+// dst[dst_offset + i] = src[src_offset + i] for every index i of the box (element offsets
+// folded into the base pointers; `extent` the box, the strides those of the two tensors).
+template <class U>
+__global__ void copy_box_kernel(const U* src, Dims8 src_stride, U* dst, Dims8 dst_stride,
+                                Dims8 extent, int64_t n) {
+  MP_CUDA_FOR(i, n) {
+    dst[offset_of(i, extent, dst_stride)] = src[offset_of(i, extent, src_stride)];
+  }
+}
+
+template <int kUnit>
+void copy_box_unit(GpuState& g, const char* from, const Dims8& ss, char* to, const Dims8& ds,
+                   const Dims8& extent, int64_t n) {
+  using U = typename Raw<kUnit>::T;
+  copy_box_kernel<U><<<blocks_for(g, n), kThreads, 0, g.stream>>>(
+      reinterpret_cast<const U*>(from), ss, reinterpret_cast<U*>(to), ds, extent, n);
+  check_launch(g, "copy_box");
+}
+
 }  // namespace
+
+void cuda_copy_box(GpuState& g, const TensorView& src, std::span<const int64_t> src_offset,
+                   const TensorView& dst, std::span<const int64_t> dst_offset,
+                   std::span<const int64_t> extent) {
+  const int64_t rank = src.shape.rank();
+  const int64_t width = dtype_size(src.dtype);
+  int64_t n = 1;
+  for (int64_t e : extent) n *= e;
+  if (n == 0) return;
+  if (rank == 0) {
+    copy_bytes(g, dst.data, src.data, width, "copy_box");
+    return;
+  }
+  // Rows (kernels/internal/box_runs.h, as on the CPU); one row copy when a single dim is left
+  // outside the run.
+  const BoxRuns br = box_runs(src.shape, src_offset, dst.shape, dst_offset, extent);
+  const std::vector<int64_t>& ss = br.src_strides;
+  const std::vector<int64_t>& ds = br.dst_strides;
+  const int64_t inner = br.inner;
+  const int64_t run = br.run;
+  const char* from = static_cast<const char*>(src.data) + br.src_first * width;
+  char* to = static_cast<char*>(dst.data) + br.dst_first * width;
+  int64_t outer = 1;
+  int64_t outer_dims = 0;
+  for (int64_t d = 0; d < inner; ++d) {
+    outer *= extent[static_cast<size_t>(d)];
+    outer_dims += extent[static_cast<size_t>(d)] > 1 ? 1 : 0;
+  }
+  if (outer_dims <= 1) {
+    // The rows step by the stride of the one dim (of extent > 1) outside the run.
+    int64_t sp = 0;
+    int64_t dp = 0;
+    for (int64_t d = 0; d < inner; ++d) {
+      if (extent[static_cast<size_t>(d)] > 1) {
+        sp = ss[static_cast<size_t>(d)];
+        dp = ds[static_cast<size_t>(d)];
+      }
+    }
+    copy_rows(g, "copy_box", from, sp * width, to, dp * width, run * width, outer);
+    return;
+  }
+  const Dims8 box = dims_of(extent);
+  const Dims8 sst = dims_of(ss);
+  const Dims8 dst_st = dims_of(ds);
+  switch (width) {
+    case 1:
+      copy_box_unit<1>(g, from, sst, to, dst_st, box, n);
+      break;
+    case 2:
+      copy_box_unit<2>(g, from, sst, to, dst_st, box, n);
+      break;
+    case 4:
+      copy_box_unit<4>(g, from, sst, to, dst_st, box, n);
+      break;
+    default:
+      copy_box_unit<8>(g, from, sst, to, dst_st, box, n);
+  }
+}
 
 std::vector<CudaRow> cuda_layout_rows() {
   return {

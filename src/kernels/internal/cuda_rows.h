@@ -3,6 +3,7 @@
 // cuda/backend.cu gathers them and checks that no kind appears twice.
 #pragma once
 
+#include <span>
 #include <vector>
 
 #include "core/op_kind.h"
@@ -32,6 +33,10 @@ std::vector<CudaRow> cuda_conv_rows();         // conv2d and gradients (cuDNN)
 std::vector<CudaRow> cuda_convert_rows();      // convert (storage type changes)
 
 struct GpuState;
+/// kernels::copy_box on a GPU (cuda/layout.cu): the caller checked ranks, dtypes and bounds.
+void cuda_copy_box(GpuState& g, const TensorView& src, std::span<const int64_t> src_offset,
+                   const TensorView& dst, std::span<const int64_t> dst_offset,
+                   std::span<const int64_t> extent);
 /// 1 when every element of the `n` floating views is finite, else 0 (kernels::all_finite's GPU
 /// side, in cuda/reduce.cu; waits for the stream; failures are recorded in `g.error`).
 int cuda_all_finite(GpuState& g, const TensorView* views, size_t n);

@@ -113,7 +113,7 @@ const OpAttrs* LossScaling::attrs_for(const Instruction& ins, const LocalOp& l,
 }
 
 Status keep_state(const LocalOp& l, std::span<const kernels::TensorView> in,
-                  std::span<const kernels::TensorView> out) {
+                  std::span<const kernels::TensorView> out, DeviceMemory& mem) {
   for (size_t o = 0; o < out.size(); ++o) {
     // Update kinds read (p, g, states...) and write (p', states'...); kScale reads x, writes x'.
     const size_t src = o == 0 ? 0 : o + 1;
@@ -125,7 +125,7 @@ Status keep_state(const LocalOp& l, std::span<const kernels::TensorView> in,
       return make_error(Errc::kInternal, "op '{}': output {} does not match the state it updates",
                         l.op.name, o);
     }
-    std::memcpy(out[o].data, in[src].data, static_cast<size_t>(in[src].bytes()));
+    MP_RETURN_IF_ERROR(mem.copy(out[o].data, in[src].data, in[src].bytes()));
   }
   return Status::ok();
 }

@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "kernels/tensor_view.h"
 #include "runtime/compact_program.h"
+#include "runtime/internal/device_memory.h"
 #include "runtime/local_op.h"
 #include "runtime/loss_scale.h"
 #include "runtime/program.h"
@@ -67,6 +68,6 @@ class LossScaling {
 /// the input it would update (p, m, v; x), so what the update phase copies and sends afterwards
 /// is the old state. Outputs that share their input's memory are left alone.
 Status keep_state(const LocalOp& l, std::span<const kernels::TensorView> in,
-                  std::span<const kernels::TensorView> out);
+                  std::span<const kernels::TensorView> out, DeviceMemory& mem);
 
 }  // namespace meshpipe::runtime::internal
