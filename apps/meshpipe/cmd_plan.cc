@@ -100,7 +100,7 @@ int run_explain(const std::string& path) {
   std::map<std::string, int64_t> rank_of;
   bool stale = false;
   if (auto spec = graph::models::find_model(plan->model); spec.has_value()) {
-    auto g = training_graph(*spec, plan->micro_batch);
+    auto g = training_graph(*spec, plan->micro_batch, plan->dtype);
     if (g.has_value()) {
       if (planner::graph_fingerprint(*g) != plan->graph_fingerprint) {
         stale = true;

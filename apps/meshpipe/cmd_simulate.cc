@@ -48,7 +48,7 @@ int run_simulate(const SimulateArgs& args) {
                            "model's graph): {}",
                            args.plan, plan->model, spec.status().message()));
   }
-  auto g = training_graph(*spec, plan->micro_batch);
+  auto g = training_graph(*spec, plan->micro_batch, plan->dtype);
   if (!g.has_value()) return fail(g.status());
   runtime::LowerOptions lo;
   if (!args.schedule.empty()) {

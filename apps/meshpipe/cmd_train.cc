@@ -41,6 +41,7 @@ struct TrainArgs {
   std::string optimizer = "adam";
   float lr = 0.0f;
   bool lr_given = false;
+  bool precision_given = false;
   float weight_decay = 0.0f;
   float momentum = 0.0f;
   uint64_t seed = 1234;
@@ -339,6 +340,12 @@ int run_parallel(const TrainArgs& args, train::JobSpec job, kernels::Device devi
     // The planner actor loads (and validates) the plan when actors drive the job.
     plan = actor_runtime ? actor_runtime->load_plan(args.plan) : planner::load_plan(args.plan);
     if (plan.has_value()) {
+      // The plan's precision unless --precision names one (then they must agree).
+      if (!args.precision_given && is_floating(plan->dtype) && plan->dtype != job.precision) {
+        job.precision = plan->dtype;
+        job.loss_scale.enabled = args.loss_scale == "dynamic" ||
+                                 (args.loss_scale == "auto" && job.precision == DType::kF16);
+      }
       const Status ok = train::check_plan_for_job(*plan, job, args.batch > 0, args.plan);
       if (!ok.is_ok()) plan = ok;
     }
@@ -785,6 +792,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(kPositiveInteger);
   cmd->callback([args, cmd, &exit_code] {
     args->lr_given = cmd->count("--lr") > 0;
+    args->precision_given = cmd->count("--precision") > 0;
     exit_code = run_train(*args);
   });
 }

@@ -13,6 +13,7 @@
 #include "core/crash.h"
 #include "core/files.h"
 #include "core/units.h"
+#include "graph/models/zoo_training.h"
 #include "graph/training_graph.h"
 #include "runtime/counted_plan.h"
 #include "train/device_profiler.h"
@@ -89,6 +90,10 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
       ->capture_default_str();
   cmd->add_option("--batch", args.batch, "global batch per step (default: the model's)")
       ->check(CLI::Range(int64_t{1}, train::kMaxGlobalBatch));
+  cmd->add_option("--precision", args.precision,
+                  "plan for mixed precision as `train --precision` trains it: bf16 or f16 "
+                  "activations with f32 master weights (default: the model's own dtype)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   cmd->add_option("--micro-batches", args.micro_batches,
                   "micro-batches per step (default: chosen among micro-batch sizes 1..32)")
       ->check(kPositiveInteger);
@@ -134,11 +139,14 @@ void add_plan_options(CLI::App* cmd, PlanArgs& args) {
   grid->excludes(stages);
 }
 
-Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch) {
-  MP_ASSIGN_OR_RETURN(graph::ForwardGraph fg,
-                      graph::models::build_model(spec, {.batch = micro_batch, .dtype = {}}));
-  MP_ASSIGN_OR_RETURN(graph::TrainingGraph tg,
-                      graph::make_training_graph(std::move(fg), graph::OptimizerConfig{}));
+Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch,
+                                      DType precision) {
+  // The spec's own dtype as the model is defined; another (a half type) as mixed precision.
+  const std::optional<DType> dtype =
+      precision == spec.dtype ? std::nullopt : std::optional<DType>(precision);
+  MP_ASSIGN_OR_RETURN(
+      graph::TrainingGraph tg,
+      graph::models::zoo_training_graph(spec, micro_batch, graph::OptimizerConfig{}, dtype));
   return std::move(tg.graph);
 }
 
@@ -168,9 +176,12 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   MP_ASSIGN_OR_RETURN(o.schedule, planner::parse_schedule(args.schedule));
   MP_ASSIGN_OR_RETURN(o.profile.recompute, planner::parse_recompute(args.recompute));
   const graph::models::ModelSpec spec = s.spec;
-  o.graph_for_micro_batch = [spec](int64_t micro) { return training_graph(spec, micro); };
+  const DType precision = args.precision.empty() ? spec.dtype : *parse_dtype(args.precision);
+  o.graph_for_micro_batch = [spec, precision](int64_t micro) {
+    return training_graph(spec, micro, precision);
+  };
   const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
-  MP_ASSIGN_OR_RETURN(s.graph, training_graph(s.spec, first));
+  MP_ASSIGN_OR_RETURN(s.graph, training_graph(s.spec, first, precision));
   if (!args.quiet) {
     // A bar on a terminal (redrawn when it changes), one line per phase otherwise.
     const bool tty = isatty(fileno(stderr)) != 0;

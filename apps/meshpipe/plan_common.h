@@ -26,9 +26,10 @@ struct PlanArgs {
   std::string schedule = "1f1b";
   std::string recompute = "auto";  ///< activation recomputation: off, on, auto (per stage)
   bool quiet = false;
-  std::string grid;     ///< --grid "dp=A,tp=B,pp=C[,params=MODE]": a fixed Megatron-style grid
-  std::string stages;   ///< --stages "0-7@1x8:2x4;...": fixed stages (planner/manual_plan.h)
-  std::string profile;  ///< --profile FILE: the cluster's measured profile (`meshpipe profile`)
+  std::string grid;       ///< --grid "dp=A,tp=B,pp=C[,params=MODE]": a fixed Megatron-style grid
+  std::string stages;     ///< --stages "0-7@1x8:2x4;...": fixed stages (planner/manual_plan.h)
+  std::string profile;    ///< --profile FILE: the cluster's measured profile (`meshpipe profile`)
+  std::string precision;  ///< --precision f32|bf16|f16; "": the model's own dtype
 };
 
 /// Registers the shared options on a sub-command.
@@ -43,8 +44,10 @@ struct PlanSetup {
 };
 Expected<PlanSetup> make_plan_setup(const PlanArgs& args);
 
-/// The training graph (Adam) of a zoo model at a micro-batch size.
-Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch);
+/// The training graph (Adam) of a zoo model at a micro-batch size, in `precision`: the spec's
+/// own dtype, or f16/bf16 mixed precision (f32 master weights) as `train --precision` builds it.
+Expected<graph::Graph> training_graph(const graph::models::ModelSpec& spec, int64_t micro_batch,
+                                      DType precision);
 
 /// The stage table, step time, throughput and memory of a plan.
 void print_plan_summary(const planner::Plan& plan);

@@ -43,6 +43,14 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
       break;
     }
   }
+  // Mixed precision (f32 master weights): the half type the masters are converted to.
+  for (const graph::Op& op : g.ops()) {
+    if (op.kind == graph::OpKind::kConvert && op.phase == graph::OpPhase::kForward &&
+        (op.attrs.dtype == DType::kF16 || op.attrs.dtype == DType::kBF16)) {
+      plan.dtype = op.attrs.dtype;
+      break;
+    }
+  }
   plan.micro_batch = graph_micro_batch(g);
   plan.micro_batches = micro_batches;
   plan.global_batch = plan.micro_batch * micro_batches;

@@ -109,7 +109,9 @@ struct Plan {
   int32_t version = kVersion;
   std::string model;              ///< zoo name or a user label
   std::string graph_fingerprint;  ///< hash of the training graph the plan was made for
-  DType dtype = DType::kF32;      ///< of the parameters ("f16", "f32" in JSON)
+  /// The model's precision ("f16", "f32" in JSON): its parameters' dtype, or under mixed
+  /// precision (f32 master weights, graph/mixed_precision.h) the half type of its activations.
+  DType dtype = DType::kF32;
   int64_t global_batch = 1;
   int64_t micro_batch = 1;
   int64_t micro_batches = 1;  ///< global_batch / micro_batch

@@ -203,6 +203,13 @@ Status check_plan_for_job(const planner::Plan& plan, const JobSpec& job, bool ex
     return make_error(Errc::kInvalidArgument, "{} is a plan for model '{}', not '{}'", what,
                       plan.model, job.model.name);
   }
+  if (plan.dtype != job.precision) {
+    return make_error(Errc::kInvalidArgument,
+                      "{} is a plan for {} training, the job trains in {} (plan again with "
+                      "--precision {}, or train with --precision {})",
+                      what, dtype_name(plan.dtype), dtype_name(job.precision),
+                      dtype_name(job.precision), dtype_name(plan.dtype));
+  }
   if (explicit_batch && plan.global_batch != job.batch()) {
     return make_error(Errc::kInvalidArgument,
                       "the plan is for a global batch of {}, --batch asks for {}",

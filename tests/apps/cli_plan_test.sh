@@ -127,4 +127,21 @@ echo "$out" | grep -q "stage 0: needs .* with 2 micro-batches in flight (1f1b)" 
 out=$("$bin" plan "${common[@]}" --grid dp=2 --stages "0-1@2x2" 2>&1); rc=$?
 if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then echo "FAIL: --grid with --stages accepted"; exit 1; fi
 echo "$out" | grep -q "excludes" || { echo "$out"; echo "FAIL: --grid/--stages conflict unexplained"; exit 1; }
+# A mixed-precision plan (--precision bf16: the graph train --precision bf16 builds) trains with
+# --plan in bf16 as the planned run does, simulates, and refuses an f32 job by name.
+"$bin" plan --model gpt-tiny --cluster cpu:1x2 --precision bf16 --micro-batches 2 --quiet \
+  -o "$dir/bf16.json" > /dev/null || { echo "FAIL: bf16 plan"; exit 1; }
+grep -q '"dtype": *"bf16"' "$dir/bf16.json" || { echo "FAIL: the plan does not say bf16"; exit 1; }
+with_plan=$("$bin" train --model gpt-tiny --plan "$dir/bf16.json" --steps 3 | grep '^step ' |
+  awk '{print $4}')
+planned=$("$bin" train --model gpt-tiny --cluster cpu:1x2 --micro-batches 2 --precision bf16 \
+  --steps 3 | grep '^step ' | awk '{print $4}')
+[ -n "$with_plan" ] && [ "$with_plan" = "$planned" ] ||
+  { echo "FAIL: bf16 --plan losses '$with_plan' differ from the planned run's '$planned'"; exit 1; }
+"$bin" simulate "$dir/bf16.json" | grep -q '^simulated step time' ||
+  { echo "FAIL: simulate of a bf16 plan"; exit 1; }
+out=$("$bin" train --model gpt-tiny --plan "$dir/bf16.json" --steps 1 --precision f32 2>&1) &&
+  { echo "FAIL: an f32 job took a bf16 plan"; exit 1; }
+echo "$out" | grep -q "a plan for bf16 training, the job trains in f32" ||
+  { echo "$out"; echo "FAIL: the precision mismatch is not named"; exit 1; }
 echo "all plan CLI checks passed"
