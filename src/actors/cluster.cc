@@ -134,6 +134,19 @@ Status Coordinator::start(const ClusterJob& job) {
         Errc::kInvalidArgument,
         "in-process collectives cannot reach across nodes: use UCX or Gloo (NCCL on GPUs)");
   }
+  if (job.collectives == runtime::CollectiveBackend::kNccl) {
+    // A GPU job runs each node's devices on its GPUs: every node must have one per device.
+    MP_ASSIGN_OR_RETURN(const std::vector<NodeReport> nodes, wait_for_nodes());
+    for (const NodeReport& n : nodes) {
+      if (static_cast<int64_t>(n.gpus.size()) < n.devices) {
+        return make_error(Errc::kUnavailable,
+                          "a GPU job (--device cuda) runs every device of a node on a GPU of "
+                          "its own: {} runs {} devices and reports {} GPU(s); start it with "
+                          "--devices {} or train on CPU devices",
+                          node_name(n), n.devices, n.gpus.size(), n.gpus.size());
+      }
+    }
+  }
   JobMessage msg;
   msg.spec = job.spec;
   msg.plan = job.plan;

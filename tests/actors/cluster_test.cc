@@ -322,6 +322,35 @@ TEST_CASE("a job with in-process collectives across nodes is refused before it i
   CHECK_THAT(s.message(), Catch::Contains("cannot reach across nodes"));
 }
 
+TEST_CASE("a GPU job is refused when a node has fewer GPUs than devices", "[cluster]") {
+  using namespace internal;  // NOLINT: the protocol's atoms
+  auto coord = Coordinator::listen(coordinator_options(1));
+  REQUIRE(coord.has_value());
+  AdmittedPeer peer((*coord)->port());
+  heartbeat_actor hb = peer.sys->spawn([]() -> heartbeat_actor::behavior_type {
+    return {[](ping_atom) -> caf::result<pong_atom> { return pong_atom::value; },
+            [](abort_atom, const std::string&) {}, [](tick_atom) {}};
+  });
+  const Json h200 = {
+      {"name", "NVIDIA H200"}, {"memory", int64_t{150} << 30}, {"major", 9}, {"minor", 0}};
+  Json info = {{"host", "peer"},
+               {"pid", 1},
+               {"devices", 2},
+               {"memory", 1 << 30},
+               {"gpus", Json::array({h200})},
+               {"version", meshpipe_version()}};
+  REQUIRE(ask<int32_t, int32_t>(*peer.sys, peer.coordinator, std::chrono::seconds(5),
+                                caf::make_message(register_atom::value,
+                                                  std::string(kClusterProtocol), info.dump(), hb))
+              .has_value());
+  ClusterJob job;
+  job.collectives = runtime::CollectiveBackend::kNccl;
+  const Status s = (*coord)->start(job);
+  CHECK(s.code() == Errc::kUnavailable);
+  CHECK_THAT(s.message(), Catch::Contains("runs 2 devices and reports 1 GPU(s)"));
+  caf::anon_send_exit(hb, caf::exit_reason::user_shutdown);
+}
+
 TEST_CASE("the cluster of the nodes", "[cluster]") {
   auto base = mesh::cluster_preset("cpu");
   REQUIRE(base.has_value());
