@@ -127,15 +127,11 @@ Status run_kernel(Device device, OpKind kind, const KernelArgs& args) {
                       op_kind_name(kind));
   }
   // The kernels launch on the GPU's stream and use its library handles, which belong to its
-  // device: make that device current on this thread (kernel launches and cuBLASLt/cuDNN calls
-  // fail or misbehave otherwise). GpuDevice::open sets it only for the opening thread, and the
-  // runtime may drive a device from another one. cudaGetDevice is a thread-local read.
-  if (int current = -1;
-      cudaGetDevice(&current) != cudaSuccess || current != args.ctx->gpu->ordinal) {
-    if (const cudaError_t e = cudaSetDevice(args.ctx->gpu->ordinal); e != cudaSuccess) {
-      return make_error(Errc::kInternal, "{}: cudaSetDevice({}) failed: {}", op_kind_name(kind),
-                        args.ctx->gpu->ordinal, cudaGetErrorString(e));
-    }
+  // device: make that device current on this thread (GpuState::make_current).
+  if (!args.ctx->gpu->make_current()) {
+    std::string message;
+    message.swap(args.ctx->gpu->error);
+    return Status(Errc::kInternal, fmt::format("{}: {}", op_kind_name(kind), message));
   }
   k->run(args);
   if (!args.ctx->gpu->error.empty()) {
@@ -169,13 +165,9 @@ Expected<bool> all_finite(const KernelContext& ctx, std::span<const TensorView> 
   if (ctx.gpu == nullptr) {
     return make_error(Errc::kInternal, "all_finite: a CUDA context without a GPU state");
   }
-  if (int current = -1; cudaGetDevice(&current) != cudaSuccess || current != ctx.gpu->ordinal) {
-    if (const cudaError_t e = cudaSetDevice(ctx.gpu->ordinal); e != cudaSuccess) {
-      return make_error(Errc::kInternal, "all_finite: cudaSetDevice({}) failed: {}",
-                        ctx.gpu->ordinal, cudaGetErrorString(e));
-    }
-  }
-  const int finite = internal::cuda_all_finite(*ctx.gpu, views.data(), views.size());
+  static_cast<void>(ctx.gpu->make_current());  // a failure is recorded, returned below
+  const int finite =
+      ctx.gpu->error.empty() ? internal::cuda_all_finite(*ctx.gpu, views.data(), views.size()) : 1;
   if (!ctx.gpu->error.empty()) {
     std::string message;
     message.swap(ctx.gpu->error);

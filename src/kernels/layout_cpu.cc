@@ -8,6 +8,7 @@
 #include "kernels/layout.h"
 #if MP_KERNELS_HAVE_CUDA_COLUMN
 #include "kernels/internal/cuda_rows.h"
+#include "kernels/internal/gpu_state.h"
 #endif
 
 namespace meshpipe::kernels {
@@ -333,7 +334,9 @@ void copy_box(const KernelContext& ctx, const TensorView& src,
   if (ctx.device == Device::kCuda) {  // both views in the GPU's memory
 #if MP_KERNELS_HAVE_CUDA_COLUMN
     MP_CHECK(ctx.gpu != nullptr) << "copy_box: a CUDA context without a GPU state";
-    internal::cuda_copy_box(*ctx.gpu, src, src_offset, dst, dst_offset, extent);
+    if (ctx.gpu->make_current()) {  // else the error waits in the GPU state
+      internal::cuda_copy_box(*ctx.gpu, src, src_offset, dst, dst_offset, extent);
+    }
     return;
 #else
     MP_CHECK(false) << "copy_box: this build has no CUDA kernels";

@@ -452,7 +452,11 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       profile_[op.kind] += std::chrono::duration<double>(Clock::now() - op_t0).count();
     }
     if (ws >= 0) unref(ws);
-    if (options_.check_finite) MP_RETURN_IF_ERROR(check_finite(op, out_views));
+    // Under loss scaling an Inf in the backward pass is what the overflow check skips the step
+    // for, not an error: only the other phases are checked then.
+    if (options_.check_finite && !(scaler_ && op.phase == graph::OpPhase::kBackward)) {
+      MP_RETURN_IF_ERROR(check_finite(op, out_views));
+    }
     for (ValueId dead : free_after_[static_cast<size_t>(i)]) {
       if (slot_[dead.index()] >= 0) {
         unref(slot_[dead.index()]);

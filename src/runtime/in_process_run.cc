@@ -230,6 +230,20 @@ struct InProcessRun::Impl {
       // whole group), on its device's GPU, queueing on that GPU's compute stream.
       auto store = options.share ? options.share->store : comm::make_in_process_store();
       const std::string base = options.share ? options.share->prefix + "/" : "";
+      // NCCL needs a GPU per rank of a group: two of this process's ranks on one GPU (more
+      // devices in a mesh than GPUs) are refused here, naming them.
+      std::map<std::pair<std::string, int>, int32_t> on_gpu;  // (group, ordinal) -> device
+      for (const Member& me : members) {
+        kernels::GpuDevice* gpu = interpreters[static_cast<size_t>(me.device)]->gpu();
+        if (gpu == nullptr) continue;
+        auto [it, fresh] = on_gpu.emplace(std::make_pair(me.prefix, gpu->ordinal()), me.device);
+        if (!fresh) {
+          return make_error(Errc::kInvalidArgument,
+                            "devices {} and {} of mesh group {} are both on GPU {}: NCCL needs a "
+                            "GPU per device of a group (plan for fewer devices per mesh)",
+                            it->second, me.device, me.prefix, gpu->ordinal());
+        }
+      }
       std::vector<Status> status(members.size());
       std::vector<std::thread> threads;
       for (size_t k = 0; k < members.size(); ++k) {

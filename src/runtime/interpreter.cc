@@ -114,7 +114,11 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
   if (ws.data != nullptr) mem->release(ws);
   if (!s.is_ok()) return s.with_context(fmt::format("op '{}'", l.op.name));
   if (l.output_scale != 1.0f) MP_RETURN_IF_ERROR(scale(out[0], l.output_scale));
-  if (options.check_finite) MP_RETURN_IF_ERROR(check_finite(l, out));
+  // Under loss scaling an Inf in the backward pass is what the overflow check skips the step
+  // for, not an error: only the other phases are checked then.
+  const bool scaled_backward =
+      scaling && (ins.phase == Phase::kBackward || ins.phase == Phase::kGradSync);
+  if (options.check_finite && !scaled_backward) MP_RETURN_IF_ERROR(check_finite(l, out));
   return Status::ok();
 }
 

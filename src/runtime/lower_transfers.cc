@@ -15,8 +15,9 @@ Status Lowering::emit_sends(StageState& st, const Crossing& c, int32_t scope, Ph
                             int32_t mb) {
   const graph::Value& val = g_.value(c.value);
   // Tags stay below 2^47: collectives over the transport use the tags above (comm/communicator.h);
-  // the micro-batch field is mb + 1 >= 1, so tags below 2^16 stay free (kOverflowUpTag ...).
-  if (c.plan.pieces.size() >= (1u << 16) || mb + 1 >= (1 << 16) || c.id >= (1 << 15)) {
+  // crossing number kReservedCrossing is kept for the step-wide tags (kOverflowUpTag ...).
+  if (c.plan.pieces.size() >= (1u << 16) || mb + 1 >= (1 << 16) ||
+      static_cast<uint64_t>(c.id) >= kReservedCrossing) {
     return make_error(Errc::kOutOfRange,
                       "transfer of '{}' has too many pieces, micro-batches or crossings", val.name);
   }

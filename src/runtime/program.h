@@ -60,11 +60,12 @@ const char* phase_name(Phase phase);
 
 /// Transport tags of the step-wide overflow agreement of f16 loss scaling (the interpreter's,
 /// runtime/interpreter.h): every device sends its verdict to the lowest device id under the
-/// first and receives the outcome under the second. A crossing's tag never has its micro-batch
-/// field (bits 16-31) zero, and collectives over the transport set bit 47, so neither is used
-/// by anything else.
-inline constexpr uint64_t kOverflowUpTag = 1;
-inline constexpr uint64_t kOverflowDownTag = 2;
+/// first and receives the outcome under the second. They carry crossing number
+/// kReservedCrossing (bits 32-46), which lowering never gives a crossing, and collectives over
+/// the transport set bit 47, so no other message has them.
+inline constexpr uint64_t kReservedCrossing = (uint64_t{1} << 15) - 1;
+inline constexpr uint64_t kOverflowUpTag = (kReservedCrossing << 32) | 1;
+inline constexpr uint64_t kOverflowDownTag = (kReservedCrossing << 32) | 2;
 
 /// One instruction. Fields beyond `code`, `in` and `out` are read only by the opcodes that
 /// name them.

@@ -313,6 +313,49 @@ TEST_CASE("one device: an overflowing step updates nothing, and the scale comes 
   CHECK(s.losses.back() < s.losses.front() - 0.05);
 }
 
+TEST_CASE("--check-numerics lets loss scaling skip an overflowing step", "[loss_scale]") {
+  // The Inf of an overflowing backward pass is what loss scaling skips the step for: with
+  // check_finite on, only the forward and update ops are checked then.
+  graph::TrainingGraph tg = gpt(8, DType::kF16);
+  graph::TrainingGraph f32 = gpt(8, DType::kF32);
+  auto data = SyntheticData::create(f32.graph, f32.inputs, kDataSeed);
+  REQUIRE(data.has_value());
+  const auto batch = data->next_batch();
+  ExecutorOptions eo;
+  eo.check_finite = true;
+  eo.loss_scale = dynamic(std::ldexp(1.0f, 40));
+  auto ex = Executor::create(tg.graph, eo);
+  REQUIRE(ex.has_value());
+  REQUIRE((*ex)->initialize(kSeed).is_ok());
+  auto one = (*ex)->run(batch);
+  if (!one.has_value()) FAIL(one.status().to_string());
+  CHECK(one->skipped);
+  // The interpreter alike, on a pipeline of two devices.
+  std::vector<std::map<std::string, std::vector<uint8_t>>> states;
+  graph::TrainingGraph mb = gpt(4, DType::kF16);
+  auto cl = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cl.has_value());
+  planner::AnalyticCostModel cost(cl->device);
+  planner::PlannerOptions po;
+  po.clustering.num_layers = 4;
+  auto plan = planner::grid_plan(mb.graph, *cl, cost, po, 2, {1, 1, 2, Mode::kFree});
+  REQUIRE(plan.has_value());
+  auto prog = lower(*plan, mb.graph, {});
+  REQUIRE(prog.has_value());
+  const std::vector<std::string> inputs = prog->inputs;
+  InProcessRunOptions ro;
+  ro.interpreter.check_finite = true;
+  ro.interpreter.loss_scale = dynamic(std::ldexp(1.0f, 40));
+  auto run = InProcessRun::create(std::move(*prog), mb.graph, ro);
+  REQUIRE(run.has_value());
+  REQUIRE((*run)->initialize(kSeed).is_ok());
+  auto mbs = split_micro_batches(f32.graph, batch, inputs, 2);
+  REQUIRE(mbs.has_value());
+  auto r = (*run)->step(*mbs);
+  if (!r.has_value()) FAIL(r.status().to_string());
+  CHECK(r->skipped);
+}
+
 TEST_CASE("one device: a power-of-two scale trains like no scaling, within f16's precision",
           "[loss_scale]") {
   // Adam barely feels the gradient's scale (m / sqrt(v)); SGD with momentum feels all of it.

@@ -35,6 +35,21 @@ struct GpuState {
   void fail(std::string message) {
     if (error.empty()) error = std::move(message);
   }
+
+  /// Makes this GPU the calling thread's current device (kernel launches and library calls go
+  /// to the current device; the runtime drives a GPU from threads other than the one that
+  /// opened it). cudaGetDevice is a thread-local read. False, with the error recorded, when it
+  /// cannot.
+  bool make_current() {
+    int current = -1;
+    if (cudaGetDevice(&current) == cudaSuccess && current == ordinal) return true;
+    if (const cudaError_t e = cudaSetDevice(ordinal); e != cudaSuccess) {
+      fail(std::string("cudaSetDevice(") + std::to_string(ordinal) +
+           ") failed: " + cudaGetErrorString(e));
+      return false;
+    }
+    return true;
+  }
 };
 
 }  // namespace meshpipe::kernels::internal
