@@ -1,6 +1,7 @@
 // The interpreter: executes one device's program (runtime/program.h, flat or in the compact form
-// of runtime/compact_program.h) for one training step through the CPU kernels (kernels/) and the
-// communication interfaces (comm/). Buffers come from a per-device pool that reports peak bytes;
+// of runtime/compact_program.h) for one training step through the kernel table (kernels/: the
+// CPU's column, or a GPU's with InterpreterOptions::device) and the communication interfaces
+// (comm/). Buffers come from a per-device pool (host, or the GPU's) that reports peak bytes;
 // receives are posted asynchronously and waited for by the first instruction that reads their
 // buffer; sends complete before their buffer is freed and before the step ends. Every failure
 // names the device, the instruction and the cause.
