@@ -86,11 +86,6 @@ CLI::Validator non_empty(const std::string& option, const std::string& what = "a
       "");
 }
 
-void print_step(bool is_lm, const train::StepReport& r) {
-  fmt::print("{}\n", train::step_line(r, is_lm));
-  std::fflush(stdout);
-}
-
 void print_loss_scaling(const train::SessionSummary& s) {
   if (const std::string line = train::loss_scaling_line(s); !line.empty()) fmt::print("{}\n", line);
 }
@@ -115,7 +110,10 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
   so.seed = job.seed;
   so.lr = job.optimizer.lr;
   const bool is_lm = graph::models::is_language_model(job.model);
-  so.on_step = [is_lm](const train::StepReport& r) { print_step(is_lm, r); };
+  so.on_step = [is_lm](const train::StepReport& r) {
+    fmt::print("{}\n", train::step_line(r, is_lm));
+    std::fflush(stdout);
+  };
   // From here on a first SIGINT/SIGTERM ends the session after its step (saving when --save is
   // given); a second one ends the process.
   so.stop = &install_stop_handlers("meshpipe");
@@ -629,8 +627,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "train",
       "Train a zoo model on synthetic data, printing loss, step time and throughput per step: on "
-      "one device (the CPU, or a GPU: --device), or with --cluster/--plan on virtual CPU devices "
-      "(threads) by a plan");
+      "one device (the CPU, or a GPU: --device), or with --cluster/--plan by a plan on virtual "
+      "CPU devices (threads) or, with --device cuda, on this machine's GPUs");
   cmd->add_option("--model", args->model, "zoo model name (see `meshpipe models`)")
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "training steps")
@@ -717,8 +715,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
                   "where kernels run: cpu, cuda (a run on one device on GPU 0; a --cluster of "
                   "several devices or a --plan with each device on a GPU of this machine and "
                   "NCCL collectives; an error naming what is missing when there is no GPU, no "
-                  "NCCL or too few GPUs; not with --listen, --profile or --breakdown), or auto "
-                  "(cuda for a single-device run when a GPU is there, else cpu)")
+                  "NCCL or too few GPUs; with --listen on the nodes' GPUs; not with --profile or "
+                  "--breakdown), or auto (cuda for a single-device run when a GPU is there, else "
+                  "cpu)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--runner", args->runner,
