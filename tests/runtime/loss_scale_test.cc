@@ -313,7 +313,7 @@ TEST_CASE("one device: an overflowing step updates nothing, and the scale comes 
   CHECK(s.losses.back() < s.losses.front() - 0.05);
 }
 
-TEST_CASE("--check-numerics lets loss scaling skip an overflowing step", "[loss_scale]") {
+TEST_CASE("loss scaling skips an overflowing step under --check-numerics", "[loss_scale]") {
   // The Inf of an overflowing backward pass is what loss scaling skips the step for: with
   // check_finite on, only the forward and update ops are checked then.
   graph::TrainingGraph tg = gpt(8, DType::kF16);
