@@ -45,6 +45,10 @@ class GpuDevice {
   /// name the copy and CUDA's message.
   Status copy_to_device(void* dst, const void* src, int64_t bytes);
   Status copy_to_host(void* dst, const void* src, int64_t bytes);
+  /// Page-locked host memory (cudaHostAlloc; copies to and from it run at full bandwidth), and
+  /// its release (cudaFreeHost). Errors name the size and CUDA's message.
+  Expected<void*> allocate_pinned(int64_t bytes);
+  void release_pinned(void* ptr);
   /// Device-to-device copy on the compute stream (does not wait).
   Status copy_on_device(void* dst, const void* src, int64_t bytes);
   /// Sets `bytes` of device memory to zero on the compute stream (does not wait).

@@ -140,6 +140,21 @@ Status GpuDevice::copy_to_host(void* dst, const void* src, int64_t bytes) {
   return cuda_status(cudaStreamSynchronize(impl_->state.stream), o, "copy from the GPU");
 }
 
+Expected<void*> GpuDevice::allocate_pinned(int64_t bytes) {
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  void* p = nullptr;
+  const Status s = cuda_status(
+      cudaHostAlloc(&p, static_cast<size_t>(std::max<int64_t>(bytes, 1)), cudaHostAllocDefault), o,
+      "allocating pinned host memory");
+  if (!s.is_ok()) return s.with_context(fmt::format("{} bytes", bytes));
+  return p;
+}
+
+void GpuDevice::release_pinned(void* ptr) {
+  if (ptr != nullptr) static_cast<void>(cudaFreeHost(ptr));
+}
+
 Status GpuDevice::copy_on_device(void* dst, const void* src, int64_t bytes) {
   if (bytes <= 0) return Status::ok();
   MP_RETURN_IF_ERROR(make_current(impl_->state.ordinal));
@@ -190,6 +205,10 @@ void GpuDevice::empty_cache() {}
 Status GpuDevice::copy_to_device(void*, const void*, int64_t) {
   return make_error(Errc::kUnavailable, "this build has no CUDA support");
 }
+Expected<void*> GpuDevice::allocate_pinned(int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+void GpuDevice::release_pinned(void*) {}
 Status GpuDevice::copy_to_host(void*, const void*, int64_t) {
   return make_error(Errc::kUnavailable, "this build has no CUDA support");
 }

@@ -176,12 +176,13 @@ Status DeviceInterpreter::Impl::send(const Instruction& ins) {
   }
   const void* data = v.data;
   if (!mem->on_host()) {  // the transport moves host memory: staged once per buffer
-    auto [it, fresh] = send_staging.try_emplace(ins.in[0]);
-    if (fresh) {
-      it->second.resize(static_cast<size_t>(v.bytes()));
-      MP_RETURN_IF_ERROR(mem->download(it->second.data(), v.data, v.bytes()));
+    auto it = send_staging.find(ins.in[0]);
+    if (it == send_staging.end()) {
+      MP_ASSIGN_OR_RETURN(void* host, mem->host_buffer(v.bytes()));
+      it = send_staging.emplace(ins.in[0], HostBlock{host, v.bytes()}).first;
+      MP_RETURN_IF_ERROR(mem->download(host, v.data, v.bytes()));
     }
-    data = it->second.data();
+    data = it->second.data;
   }
   MP_ASSIGN_OR_RETURN(comm::Request r, links->transport->send(ins.peer, ins.tag, data, v.bytes()));
   pending_send[ins.in[0]].push_back(r);
@@ -192,9 +193,12 @@ Status DeviceInterpreter::Impl::recv(const Instruction& ins) {
   MP_ASSIGN_OR_RETURN(kernels::TensorView v, writable(ins.out[0]));
   void* data = v.data;
   if (!mem->on_host()) {  // received into host staging, uploaded by its first reader
-    std::vector<uint8_t>& staged = recv_staging[ins.out[0]];
-    staged.resize(static_cast<size_t>(v.bytes()));
-    data = staged.data();
+    auto it = recv_staging.find(ins.out[0]);
+    if (it == recv_staging.end()) {
+      MP_ASSIGN_OR_RETURN(void* host, mem->host_buffer(v.bytes()));
+      it = recv_staging.emplace(ins.out[0], HostBlock{host, v.bytes()}).first;
+    }
+    data = it->second.data;
   }
   MP_ASSIGN_OR_RETURN(comm::Request r, links->transport->recv(ins.peer, ins.tag, data, v.bytes()));
   pending_recv[ins.out[0]] = r;
@@ -517,7 +521,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   }
   if (m.timed()) m.charge(kWaitSends, sends);
   m.pending_send.clear();
-  m.send_staging.clear();
+  m.drop_staging();
   if (!m.pending_recv.empty()) {
     const std::string name = m.buffer_name(m.pending_recv.begin()->first);
     m.pending_recv.clear();

@@ -4,12 +4,55 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 
 namespace meshpipe::runtime::internal {
 
 namespace {
+
+// Host blocks by exact size, kept for reuse: a static program asks for the same sizes every step.
+// `make` and `free` obtain and return one block.
+template <typename Make, typename Free>
+class HostPool {
+ public:
+  HostPool(Make make, Free free) : make_(std::move(make)), free_(std::move(free)) {}
+  ~HostPool() {
+    for (void* p : all_) free_(p);
+  }
+  HostPool(const HostPool&) = delete;
+  HostPool& operator=(const HostPool&) = delete;
+  Expected<void*> get(int64_t bytes) {
+    std::vector<void*>& idle = idle_[bytes];
+    if (!idle.empty()) {
+      void* p = idle.back();
+      idle.pop_back();
+      return p;
+    }
+    MP_ASSIGN_OR_RETURN(void* p, make_(bytes));
+    all_.push_back(p);
+    return p;
+  }
+  void put(void* p, int64_t bytes) { idle_[bytes].push_back(p); }
+
+ private:
+  Make make_;
+  Free free_;
+  std::map<int64_t, std::vector<void*>> idle_;
+  std::vector<void*> all_;
+};
+
+Expected<void*> malloc_block(int64_t bytes) {
+  void* p = std::malloc(static_cast<size_t>(std::max<int64_t>(bytes, 1)));
+  if (p == nullptr) {
+    return make_error(Errc::kResourceExhausted, "no {} bytes of host memory for staging", bytes);
+  }
+  return p;
+}
+
+using MallocPool = HostPool<Expected<void*> (*)(int64_t), void (*)(void*)>;
 
 class HostMemory final : public DeviceMemory {
  public:
@@ -40,8 +83,11 @@ class HostMemory final : public DeviceMemory {
     return copy(host, src, bytes);
   }
   Status synchronize() override { return Status::ok(); }
+  Expected<void*> host_buffer(int64_t bytes) override { return staging_.get(bytes); }
+  void release_host(void* data, int64_t bytes) override { staging_.put(data, bytes); }
 
  private:
+  MallocPool staging_{&malloc_block, &std::free};
   bool staged_ = false;
   kernels::KernelContext ctx_;
   BufferPool pool_;
@@ -96,9 +142,15 @@ class GpuMemory final : public DeviceMemory {
     return gpu_->copy_to_host(host, src, bytes);
   }
   Status synchronize() override { return gpu_->synchronize(); }
+  Expected<void*> host_buffer(int64_t bytes) override { return pinned_.get(bytes); }
+  void release_host(void* data, int64_t bytes) override { pinned_.put(data, bytes); }
 
  private:
+  using PinnedPool = HostPool<std::function<Expected<void*>(int64_t)>, std::function<void(void*)>>;
   std::unique_ptr<kernels::GpuDevice> gpu_;
+  // Declared after gpu_, so destroyed before it (the blocks are freed while the GPU is open).
+  PinnedPool pinned_{[this](int64_t bytes) { return gpu_->allocate_pinned(bytes); },
+                     [this](void* p) { gpu_->release_pinned(p); }};
   std::map<int, Block> scratch_;
   int64_t live_ = 0;
   int64_t peak_ = 0;

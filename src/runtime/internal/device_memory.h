@@ -36,6 +36,12 @@ class DeviceMemory {
   /// tensors), one area per `slot` (grown when asked for more), not counted in the peak.
   virtual Expected<void*> scratch(int slot, int64_t bytes) = 0;
 
+  /// Host memory the transport sends from or receives into (page-locked on a GPU, so the copies
+  /// run at full bandwidth), from a pool by size; release_host takes it back. Every block is
+  /// freed with the memory.
+  virtual Expected<void*> host_buffer(int64_t bytes) = 0;
+  virtual void release_host(void* data, int64_t bytes) = 0;
+
   /// On this memory, in the order of the kernels (a GPU queues them; they do not wait).
   virtual Status zero(void* data, int64_t bytes) = 0;
   virtual Status copy(void* dst, const void* src, int64_t bytes) = 0;

@@ -69,8 +69,13 @@ struct DeviceInterpreter::Impl {
   // On a GPU the transport moves host memory: a buffer sent is downloaded into its staging
   // first (kept until its sends complete), a buffer received lands in staging and is uploaded
   // when first read.
-  std::map<int32_t, std::vector<uint8_t>> send_staging;
-  std::map<int32_t, std::vector<uint8_t>> recv_staging;
+  // (Host blocks from DeviceMemory::host_buffer: page-locked on a GPU.)
+  struct HostBlock {
+    void* data = nullptr;
+    int64_t bytes = 0;
+  };
+  std::map<int32_t, HostBlock> send_staging;
+  std::map<int32_t, HostBlock> recv_staging;
   // On a GPU: host copies of the persistent tiles (pull_persistent / push_persistent).
   mutable std::vector<std::vector<uint8_t>> mirrors;
   const DeviceLinks* links = nullptr;
@@ -107,6 +112,14 @@ struct DeviceInterpreter::Impl {
   void instantiate(const Segment& seg);
   // Loss scaling: this device's verdict on the gradients it holds, agreed with every device.
   Status agree_on_overflow(DeviceStepResult& result);
+
+  // Hands every staging block back (the step is over; no transfer uses them any more).
+  void drop_staging() {
+    for (auto* m : {&send_staging, &recv_staging}) {
+      for (const auto& [b, blk] : *m) mem->release_host(blk.data, blk.bytes);
+      m->clear();
+    }
+  }
 
   const mesh::LogicalMesh& mesh() const {
     return program->stages[static_cast<size_t>(dp->stage)].mesh;
@@ -175,9 +188,11 @@ struct DeviceInterpreter::Impl {
       pending_recv.erase(it);
       if (auto st = recv_staging.find(b); st != recv_staging.end()) {
         const Block* blk = find_block(b);
-        MP_RETURN_IF_ERROR(
-            mem->upload(blk->data, st->second.data(), static_cast<int64_t>(st->second.size())));
+        const HostBlock staged = st->second;
         recv_staging.erase(st);
+        const Status up = mem->upload(blk->data, staged.data, staged.bytes);
+        mem->release_host(staged.data, staged.bytes);
+        MP_RETURN_IF_ERROR(up);
       }
     }
     const Block* blk = find_block(b);
@@ -198,7 +213,10 @@ struct DeviceInterpreter::Impl {
       if (timed()) charge(internal::kWaitSends, t0);
       pending_send.erase(it);
     }
-    send_staging.erase(b);
+    if (auto st = send_staging.find(b); st != send_staging.end()) {
+      mem->release_host(st->second.data, st->second.bytes);
+      send_staging.erase(st);
+    }
     if (b < shared) {
       Block& blk = blocks[static_cast<size_t>(b)];
       if (blk.data != nullptr) mem->release(blk);
