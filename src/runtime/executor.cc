@@ -13,6 +13,7 @@
 #include "graph/autodiff.h"
 #include "kernels/backend.h"
 #include "kernels/half.h"
+#include "runtime/internal/loss_scaling.h"
 
 namespace meshpipe::runtime {
 
@@ -433,7 +434,13 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     }
     const auto op_t0 = options_.profile ? Clock::now() : Clock::time_point();
     if (skip && updates_state) {
-      MP_RETURN_IF_ERROR(keep_state(op, in_views, out_views));
+      MP_RETURN_IF_ERROR(internal::keep_state(op.name, in_views, out_views,
+                                              [&](void* d, const void* src, int64_t n) -> Status {
+                                                if (gpu_ != nullptr)
+                                                  return gpu_->copy_on_device(d, src, n);
+                                                std::memcpy(d, src, static_cast<size_t>(n));
+                                                return Status::ok();
+                                              }));
     } else if (!view_shares) {
       kernels::KernelArgs args;
       args.ctx = &ctx;
@@ -515,24 +522,6 @@ Expected<bool> Executor::gradients_finite(const kernels::KernelContext& ctx) con
     if (slot_[op.inputs[1].index()] >= 0) grads.push_back(view_of(op.inputs[1]));
   }
   return kernels::all_finite(ctx, grads);
-}
-
-Status Executor::keep_state(const graph::Op& op, std::span<const kernels::TensorView> in,
-                            std::span<const kernels::TensorView> out) {
-  for (size_t o = 0; o < out.size(); ++o) {
-    const size_t src = o == 0 ? 0 : o + 1;  // (p, g, states...) -> (p', states'...); x -> x'
-    if (src >= in.size() || in[src].bytes() != out[o].bytes()) {
-      return make_error(Errc::kInternal, "op '{}': output {} does not match the state it updates",
-                        op.name, o);
-    }
-    if (in[src].data == out[o].data) continue;
-    if (gpu_ != nullptr) {
-      MP_RETURN_IF_ERROR(gpu_->copy_on_device(out[o].data, in[src].data, in[src].bytes()));
-    } else {
-      std::memcpy(out[o].data, in[src].data, static_cast<size_t>(in[src].bytes()));
-    }
-  }
-  return Status::ok();
 }
 
 Status Executor::restore_loss_scale(float scale, int64_t good_steps) {

@@ -134,9 +134,6 @@ class Executor {
   Status check_finite(const graph::Op& op, std::span<const kernels::TensorView> outputs) const;
   // Loss scaling: whether every parameter gradient of the step is finite.
   Expected<bool> gradients_finite(const kernels::KernelContext& ctx) const;
-  // A skipped update op (or step count): its outputs keep the state they would update.
-  Status keep_state(const graph::Op& op, std::span<const kernels::TensorView> in,
-                    std::span<const kernels::TensorView> out);
 
   graph::Graph graph_;
   ExecutorOptions options_;

@@ -46,17 +46,6 @@ std::string activity_name(int a) {
   return a == kWaitReceives ? "wait for receives" : "wait for sends";
 }
 
-// Runs one kernel of the table on `ctx`'s device.
-Status run_one(const kernels::KernelContext& ctx, OpKind kind, const OpAttrs& attrs,
-               std::span<const kernels::TensorView> in, std::span<const kernels::TensorView> out) {
-  kernels::KernelArgs args;
-  args.ctx = &ctx;
-  args.in = in;
-  args.out = out;
-  args.attrs = &attrs;
-  return kernels::run_kernel(ctx.device, kind, args);
-}
-
 }  // namespace
 
 Status DeviceInterpreter::Impl::run(const Instruction& ins) {
@@ -82,13 +71,11 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
     MP_ASSIGN_OR_RETURN(kernels::TensorView v, writable(b));
     out.push_back(v);
   }
-  if (attrs == nullptr) return internal::keep_state(l, in, out, *mem);  // a skipped update
-  // The scratch of the kernel that runs: the lowering sized the CPU's; a GPU's rows declare
-  // their own.
-  const int64_t ws_bytes =
-      ctx.device == kernels::Device::kCpu
-          ? l.workspace_bytes
-          : kernels::kernel_workspace_bytes(ctx.device, l.op.kind, l.inputs, l.op.attrs);
+  if (attrs == nullptr) {  // a skipped update
+    return internal::keep_state(
+        l.op.name, in, out, [&](void* d, const void* s, int64_t n) { return mem->copy(d, s, n); });
+  }
+  const int64_t ws_bytes = workspace_bytes[static_cast<size_t>(ins.op)];
   Block ws;
   kernels::TensorView wsv;
   if (ws_bytes > 0) {
@@ -122,13 +109,24 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
   return Status::ok();
 }
 
+Status DeviceInterpreter::Impl::run_table(OpKind kind, const OpAttrs& attrs,
+                                          std::span<const kernels::TensorView> in,
+                                          std::span<const kernels::TensorView> out) {
+  kernels::KernelArgs args;
+  args.ctx = &ctx;
+  args.in = in;
+  args.out = out;
+  args.attrs = &attrs;
+  return kernels::run_kernel(ctx.device, kind, args);
+}
+
 Status DeviceInterpreter::Impl::scale(const kernels::TensorView& v, float factor) {
   const int64_t n = v.numel();
   if (!mem->on_host()) {  // the table's scale kernel, in place (f32 math, rounded for halves)
     OpAttrs a;
     a.alpha = factor;
-    return run_one(ctx, OpKind::kScale, a, std::span<const kernels::TensorView>(&v, 1),
-                   std::span<const kernels::TensorView>(&v, 1));
+    return run_table(OpKind::kScale, a, std::span<const kernels::TensorView>(&v, 1),
+                     std::span<const kernels::TensorView>(&v, 1));
   }
   if (v.dtype == DType::kF32) {
     float* p = v.f32();
@@ -264,8 +262,8 @@ Status DeviceInterpreter::Impl::execute(const Instruction& ins,
       if (ins.first) return mem->copy(dst.data, src.data, src.bytes());
       if (!mem->on_host()) {  // dst += src with the table's add, in place
         const kernels::TensorView both[2] = {dst, src};
-        return run_one(ctx, OpKind::kAdd, OpAttrs{}, both,
-                       std::span<const kernels::TensorView>(&dst, 1));
+        return run_table(OpKind::kAdd, OpAttrs{}, both,
+                         std::span<const kernels::TensorView>(&dst, 1));
       }
       const float* s = src.f32();
       float* d = dst.f32();
@@ -324,6 +322,12 @@ Status DeviceInterpreter::Impl::prepare(InterpreterOptions opts) {
     }
   }
   ctx = mem->context();
+  for (const LocalOp& l : dp->ops) {
+    workspace_bytes.push_back(
+        ctx.device == kernels::Device::kCpu
+            ? l.workspace_bytes
+            : kernels::kernel_workspace_bytes(ctx.device, l.op.kind, l.inputs, l.op.attrs));
+  }
   if (options.loss_scale.enabled) scaling.emplace(options.loss_scale, *program, *dp, code);
   // The persistent tiles, zeroed.
   blocks.resize(dp->buffers.size());

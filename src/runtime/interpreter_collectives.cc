@@ -215,14 +215,8 @@ Status DeviceInterpreter::Impl::convert(const kernels::TensorView& from,
                                         const kernels::TensorView& to) {
   OpAttrs a;
   a.dtype = to.dtype;
-  const kernels::TensorView in[1] = {from};
-  const kernels::TensorView out[1] = {to};
-  kernels::KernelArgs args;
-  args.ctx = &ctx;
-  args.in = in;
-  args.out = out;
-  args.attrs = &a;
-  return kernels::run_kernel(ctx.device, OpKind::kConvert, args);
+  return run_table(OpKind::kConvert, a, std::span<const kernels::TensorView>(&from, 1),
+                   std::span<const kernels::TensorView>(&to, 1));
 }
 
 }  // namespace meshpipe::runtime

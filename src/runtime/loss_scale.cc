@@ -68,9 +68,11 @@ Status LossScaler::update(bool finite) {
 }
 
 Status LossScaler::restore(float scale, int64_t good_steps) {
-  if (!std::isfinite(scale) || scale <= 0.0f || good_steps < 0) {
-    return make_error(Errc::kInvalidArgument, "loss scale state {} after {} good steps is invalid",
-                      scale, good_steps);
+  if (!std::isfinite(scale) || scale <= 0.0f || good_steps < 0 || good_steps >= options_.interval) {
+    return make_error(Errc::kInvalidArgument,
+                      "loss scale state {} after {} good steps is invalid (the scale grows after "
+                      "{} good steps)",
+                      scale, good_steps, options_.interval);
   }
   scale_ = scale;
   good_ = good_steps;

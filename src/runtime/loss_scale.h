@@ -48,7 +48,8 @@ class LossScaler {
   /// After a step: `finite` false means it was skipped. Fails (kNumerics) when the scale would
   /// fall below the minimum.
   Status update(bool finite);
-  /// Restores a saved state (checkpoints).
+  /// Restores a saved state (checkpoints): a positive finite scale and fewer good steps than
+  /// the growth interval.
   Status restore(float scale, int64_t good_steps);
 
  private:

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,6 +85,9 @@ struct DeviceInterpreter::Impl {
   std::array<double, internal::kActivities> activity_seconds{};  // the step's, by activity
   internal::WideScratch wide;                    // half-precision sums on the host: f32 copies
   std::optional<internal::LossScaling> scaling;  // InterpreterOptions::loss_scale enabled
+  // Scratch bytes of each op's kernel on this memory's device (the lowering sized the CPU's;
+  // a GPU's rows declare their own), by index into dp->ops.
+  std::vector<int64_t> workspace_bytes;
 
   // Takes the options, opens the memory (host or GPU) and allocates the persistent tiles.
   Status prepare(InterpreterOptions opts);
@@ -106,6 +110,9 @@ struct DeviceInterpreter::Impl {
   Status all_reduce_view(comm::Communicator& c, const kernels::TensorView& v);
   Status reduce_scatter_view(comm::Communicator& c, const void* in, const kernels::TensorView& out,
                              int64_t count);
+  // One kernel of the table on the memory's device (accumulation, scaling, conversions).
+  Status run_table(OpKind kind, const OpAttrs& attrs, std::span<const kernels::TensorView> in,
+                   std::span<const kernels::TensorView> out);
   // A tensor stored as another floating type (the kConvert kernel of the memory's device).
   Status convert(const kernels::TensorView& from, const kernels::TensorView& to);
   // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.

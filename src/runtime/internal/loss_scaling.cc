@@ -112,20 +112,18 @@ const OpAttrs* LossScaling::attrs_for(const Instruction& ins, const LocalOp& l,
   return &l.op.attrs;
 }
 
-Status keep_state(const LocalOp& l, std::span<const kernels::TensorView> in,
-                  std::span<const kernels::TensorView> out, DeviceMemory& mem) {
+Status keep_state(const std::string& op, std::span<const kernels::TensorView> in,
+                  std::span<const kernels::TensorView> out,
+                  const std::function<Status(void*, const void*, int64_t)>& copy) {
   for (size_t o = 0; o < out.size(); ++o) {
     // Update kinds read (p, g, states...) and write (p', states'...); kScale reads x, writes x'.
     const size_t src = o == 0 ? 0 : o + 1;
-    if (src >= in.size()) {
-      return make_error(Errc::kInternal, "op '{}': no input for its output {}", l.op.name, o);
+    if (src >= in.size() || in[src].bytes() != out[o].bytes() || in[src].dtype != out[o].dtype) {
+      return make_error(Errc::kInternal, "op '{}': output {} does not match the state it updates",
+                        op, o);
     }
     if (in[src].data == out[o].data) continue;
-    if (in[src].bytes() != out[o].bytes() || in[src].dtype != out[o].dtype) {
-      return make_error(Errc::kInternal, "op '{}': output {} does not match the state it updates",
-                        l.op.name, o);
-    }
-    MP_RETURN_IF_ERROR(mem.copy(out[o].data, in[src].data, in[src].bytes()));
+    MP_RETURN_IF_ERROR(copy(out[o].data, in[src].data, in[src].bytes()));
   }
   return Status::ok();
 }

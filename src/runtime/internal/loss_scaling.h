@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "comm/transport.h"
@@ -15,7 +17,6 @@
 #include "core/status.h"
 #include "kernels/tensor_view.h"
 #include "runtime/compact_program.h"
-#include "runtime/internal/device_memory.h"
 #include "runtime/local_op.h"
 #include "runtime/loss_scale.h"
 #include "runtime/program.h"
@@ -67,7 +68,10 @@ class LossScaling {
 /// A skipped update: each output of an update op (p', m', v') or a step-count kScale (x') gets
 /// the input it would update (p, m, v; x), so what the update phase copies and sends afterwards
 /// is the old state. Outputs that share their input's memory are left alone.
-Status keep_state(const LocalOp& l, std::span<const kernels::TensorView> in,
-                  std::span<const kernels::TensorView> out, DeviceMemory& mem);
+/// `copy` moves bytes within the memory the views are in (host or a GPU's). Used by the
+/// interpreter and the single-device executor alike; errors name `op`.
+Status keep_state(const std::string& op, std::span<const kernels::TensorView> in,
+                  std::span<const kernels::TensorView> out,
+                  const std::function<Status(void*, const void*, int64_t)>& copy);
 
 }  // namespace meshpipe::runtime::internal
