@@ -44,6 +44,10 @@ class Communicator {
   virtual Status broadcast(void* data, int64_t bytes, int root) = 0;
   /// Returns once every rank has called it.
   virtual Status barrier() = 0;
+  /// Waits for the collectives that returned before completing (an NCCL communicator in
+  /// deferred mode, comm/nccl_communicator.h); every other backend completes each call before
+  /// it returns.
+  virtual Status complete() { return Status::ok(); }
 };
 
 /// Creates the communicators of one group whose ranks are threads of this process. Each thread

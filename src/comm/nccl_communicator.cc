@@ -144,7 +144,8 @@ class NcclCommunicator final : public Communicator {
         size_(size),
         device_(options.device),
         prefix_(options.prefix),
-        timeout_(options.timeout) {}
+        timeout_(options.timeout),
+        deferred_(options.deferred) {}
 
   ~NcclCommunicator() override { shut_down(); }
 
@@ -342,7 +343,19 @@ class NcclCommunicator final : public Communicator {
   Status barrier() override {
     const std::string what = describe("barrier");
     MP_RETURN_IF_ERROR(ready(what));
-    return run(what, [&] { return enqueue_barrier(what); });
+    const Clock::time_point deadline = Clock::now() + timeout_;
+    Status s = select_device(what);
+    if (s.is_ok()) s = enqueue_barrier(what);
+    if (!s.is_ok()) return fail(std::move(s));
+    return wait_for_stream(what, deadline);  // a barrier returns when every rank has called it
+  }
+
+  Status complete() override {
+    if (!deferred_) return Status::ok();
+    const std::string what = describe("completion of the deferred collectives");
+    MP_RETURN_IF_ERROR(ready(what));
+    MP_RETURN_IF_ERROR(select_device(what));
+    return wait_for_stream(what, Clock::now() + timeout_);
   }
 
   Status all_reduce_half(void* data, int64_t count, DType dtype) {
@@ -424,13 +437,36 @@ class NcclCommunicator final : public Communicator {
 
   // Runs one collective: selects the device, enqueues (`enqueue` returns a Status) and waits.
   // Any failure is remembered and aborts the NCCL communicator.
+  // Deferred (NcclOptions::deferred): returns once enqueued; complete() waits.
   template <class Enqueue>
   Status run(const std::string& what, Enqueue&& enqueue) {
     const Clock::time_point deadline = Clock::now() + timeout_;
     Status s = select_device(what);
     if (s.is_ok()) s = enqueue();
     if (!s.is_ok()) return fail(std::move(s));
+    if (deferred_) return wait_until_issued(what, deadline);
     return wait_for_stream(what, deadline);
+  }
+
+  // Deferred: a non-blocking communicator may still be issuing the operation when the call
+  // returns ncclInProgress; until it is issued nothing else may be queued on the stream (an
+  // event recorded there would come before it). Polls until NCCL reports it issued.
+  Status wait_until_issued(const std::string& what, Clock::time_point deadline) {
+    Backoff backoff;
+    for (;;) {
+      ncclResult_t state = ncclInProgress;
+      const ncclResult_t q = ncclCommGetAsyncError(comm_, &state);
+      if (q != ncclSuccess) return fail(nccl_error(q, comm_, "ncclCommGetAsyncError", what));
+      if (state == ncclSuccess) return Status::ok();
+      if (state != ncclInProgress) return fail(nccl_error(state, comm_, "the collective", what));
+      if (Clock::now() >= deadline) {
+        return fail(make_error(Errc::kTimeout,
+                               "{}: NCCL was still issuing it after {} ms; the NCCL communicator "
+                               "was aborted",
+                               what, timeout_.count()));
+      }
+      backoff.pause();
+    }
   }
 
   // The one place that waits for enqueued work (an asynchronous variant, enqueue now and wait
@@ -486,6 +522,8 @@ class NcclCommunicator final : public Communicator {
   // earlier collective has completed, so the old buffer is free.
   Status ensure_scratch(size_t bytes, std::string_view what) {
     if (scratch_bytes_ >= bytes) return Status::ok();
+    // Deferred: an all-to-all still queued may use the old buffer.
+    if (deferred_) MP_RETURN_IF_ERROR(wait_for_stream(std::string(what), Clock::now() + timeout_));
     if (scratch_ != nullptr) {
       MP_NCCL_CUDA(cudaFree(scratch_), what);
       scratch_ = nullptr;
@@ -542,6 +580,7 @@ class NcclCommunicator final : public Communicator {
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   Status failure_;
+  bool deferred_ = false;
 };
 
 // Rank 0's side of the id exchange: creates the id and sets it, or sets why it could not.

@@ -44,6 +44,11 @@ struct NcclOptions {
   /// Store key prefix: the unique id is `prefix/nccl-unique-id`. Distinct per group sharing a
   /// store, and per creation of a group (an id left by an earlier group would be read again).
   std::string prefix = "nccl";
+  /// Deferred: each collective returns once it is enqueued on the stream (the caller orders
+  /// later work after it, with events, and must keep the buffers alive); complete() waits for
+  /// all of them under the timeout (which aborts, as a blocking call's does). barrier() still
+  /// waits. For collectives on a communication stream that overlap the compute stream.
+  bool deferred = false;
 };
 
 /// Joins an NCCL group as `rank` of `size`: rank 0 creates the unique id (ncclGetUniqueId) and
@@ -61,12 +66,13 @@ struct NcclOptions {
 /// overlap of input and output is kInvalidArgument. Sums are NCCL's: identical on every rank,
 /// but not summed in rank order (bits may differ from the CPU backends).
 ///
-/// Each call enqueues on the stream (after the work already there) and waits until the stream
-/// has drained, polling cudaStreamQuery and ncclCommGetAsyncError. An NCCL or CUDA error, or
-/// the timeout (kTimeout naming the collective), aborts the NCCL communicator (ncclCommAbort);
-/// later calls fail with kUnavailable. Errors name the rank, the group (its prefix) and NCCL's
-/// or CUDA's message. kUnavailable without touching CUDA when the build has no NCCL or the
-/// machine no usable GPU; kInvalidArgument for a bad rank, size, device, store or timeout.
+/// Each call enqueues on the stream (after the work already there) and, unless
+/// options.deferred, waits until the stream has drained, polling cudaStreamQuery and
+/// ncclCommGetAsyncError. An NCCL or CUDA error, or the timeout (kTimeout naming the collective),
+/// aborts the NCCL communicator (ncclCommAbort); later calls fail with kUnavailable. Errors name
+/// the rank, the group (its prefix) and NCCL's or CUDA's message. kUnavailable without touching
+/// CUDA when the build has no NCCL or the machine no usable GPU; kInvalidArgument for a bad rank,
+/// size, device, store or timeout.
 Expected<std::unique_ptr<Communicator>> make_nccl_communicator(
     int rank, int size, std::shared_ptr<RendezvousStore> store, const NcclOptions& options);
 

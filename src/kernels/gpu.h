@@ -6,6 +6,7 @@
 // summary), so callers fall back to the CPU.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -56,6 +57,26 @@ class GpuDevice {
   /// Waits for everything queued on the compute stream; returns the first asynchronous error
   /// (a kernel fault surfaces here).
   Status synchronize();
+
+  /// The communication stream (a second non-blocking stream of this device, a cudaStream_t;
+  /// null in a build without CUDA): collectives that overlap the compute stream's kernels queue
+  /// on it (NCCL communicators in deferred mode, comm/nccl_communicator.h).
+  void* side_stream() const;
+  /// The side stream waits (on the GPU; the host does not) for everything queued on the
+  /// compute stream so far.
+  Status side_after_compute();
+  /// Marks the work queued on the side stream so far (an event recorded there); the returned
+  /// mark stays valid until reuse_marks().
+  Expected<int64_t> mark_side();
+  /// The compute stream waits (on the GPU) for the side stream's work up to `mark`.
+  Status compute_after(int64_t mark);
+  /// The host waits until the side stream's work up to `mark` has run, at most `timeout`
+  /// (kTimeout after it: a collective whose peers never came).
+  Status wait_mark(int64_t mark, std::chrono::milliseconds timeout);
+  /// Waits (the host) for everything queued on the side stream.
+  Status synchronize_side();
+  /// Marks may be recorded again (after synchronize_side(): no wait on them is pending).
+  void reuse_marks();
 
  private:
   struct Impl;

@@ -2,6 +2,8 @@
 // handles, library workspace and caching allocator. Without CUDA in the build, or without a
 // usable driver (device_inventory()), open() fails with kUnavailable and CUDA is never called.
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kernels/device.h"
 #include "kernels/gpu.h"
@@ -36,12 +38,20 @@ struct GpuDevice::Impl {
   internal::GpuState state;
   KernelContext context;
   std::unique_ptr<CachingAllocator> allocator;
+  cudaStream_t side = nullptr;     // the communication stream
+  std::vector<cudaEvent_t> marks;  // recorded on `side` (mark_side), reused per step
+  size_t next_mark = 0;
+  cudaEvent_t compute_mark = nullptr;  // recorded on the compute stream (side_after_compute)
 
   ~Impl() {
     // The handles and memory belong to the device: destroy them with it current (the stream
     // exists iff open() got past cudaSetDevice, so a failed open calls no further CUDA here).
     if (state.stream != nullptr) static_cast<void>(make_current(state.ordinal));
     if (state.stream != nullptr) static_cast<void>(cudaStreamSynchronize(state.stream));
+    if (side != nullptr) static_cast<void>(cudaStreamSynchronize(side));
+    for (cudaEvent_t e : marks) static_cast<void>(cudaEventDestroy(e));
+    if (compute_mark != nullptr) static_cast<void>(cudaEventDestroy(compute_mark));
+    if (side != nullptr) static_cast<void>(cudaStreamDestroy(side));
     allocator.reset();  // returns the segments
     if (state.workspace != nullptr) static_cast<void>(cudaFree(state.workspace));
     if (state.dnn != nullptr) static_cast<void>(cudnnDestroy(state.dnn));
@@ -65,6 +75,11 @@ Expected<std::unique_ptr<GpuDevice>> GpuDevice::open(int ordinal) {
   MP_RETURN_IF_ERROR(cuda_status(cudaSetDevice(ordinal), ordinal, "cudaSetDevice"));
   MP_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking),
                                  ordinal, "cudaStreamCreate"));
+  MP_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&impl->side, cudaStreamNonBlocking),
+                                 ordinal, "cudaStreamCreate (communication stream)"));
+  MP_RETURN_IF_ERROR(
+      cuda_status(cudaEventCreateWithFlags(&impl->compute_mark, cudaEventDisableTiming), ordinal,
+                  "cudaEventCreate"));
   MP_RETURN_IF_ERROR(cuda_status(
       cudaDeviceGetAttribute(&g.multiprocessors, cudaDevAttrMultiProcessorCount, ordinal), ordinal,
       "cudaDeviceGetAttribute"));
@@ -182,6 +197,77 @@ Status GpuDevice::synchronize() {
   return Status::ok();
 }
 
+void* GpuDevice::side_stream() const { return impl_->side; }
+
+Status GpuDevice::side_after_compute() {
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  MP_RETURN_IF_ERROR(cuda_status(cudaEventRecord(impl_->compute_mark, impl_->state.stream), o,
+                                 "cudaEventRecord (compute stream)"));
+  // The wait takes the event's state now: recording it again later does not change it.
+  return cuda_status(cudaStreamWaitEvent(impl_->side, impl_->compute_mark, 0), o,
+                     "cudaStreamWaitEvent (communication stream)");
+}
+
+Expected<int64_t> GpuDevice::mark_side() {
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  if (impl_->next_mark == impl_->marks.size()) {
+    cudaEvent_t e = nullptr;
+    MP_RETURN_IF_ERROR(
+        cuda_status(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), o, "cudaEventCreate"));
+    impl_->marks.push_back(e);
+  }
+  const size_t m = impl_->next_mark++;
+  MP_RETURN_IF_ERROR(cuda_status(cudaEventRecord(impl_->marks[m], impl_->side), o,
+                                 "cudaEventRecord (communication stream)"));
+  return static_cast<int64_t>(m);
+}
+
+Status GpuDevice::compute_after(int64_t mark) {
+  const int o = impl_->state.ordinal;
+  if (mark < 0 || static_cast<size_t>(mark) >= impl_->next_mark) {
+    return make_error(Errc::kInternal, "cuda:{}: no communication-stream mark {}", o, mark);
+  }
+  MP_RETURN_IF_ERROR(make_current(o));
+  return cuda_status(cudaStreamWaitEvent(impl_->state.stream, impl_->marks[size_t(mark)], 0), o,
+                     "cudaStreamWaitEvent (compute stream)");
+}
+
+Status GpuDevice::wait_mark(int64_t mark, std::chrono::milliseconds timeout) {
+  const int o = impl_->state.ordinal;
+  if (mark < 0 || static_cast<size_t>(mark) >= impl_->next_mark) {
+    return make_error(Errc::kInternal, "cuda:{}: no communication-stream mark {}", o, mark);
+  }
+  MP_RETURN_IF_ERROR(make_current(o));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int polls = 0;; ++polls) {
+    const cudaError_t e = cudaEventQuery(impl_->marks[static_cast<size_t>(mark)]);
+    if (e == cudaSuccess) return Status::ok();
+    if (e != cudaErrorNotReady) return cuda_status(e, o, "waiting for the communication stream");
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(Errc::kTimeout,
+                        "cuda:{}: a collective on the communication stream did not complete "
+                        "within {} ms (a peer that did not call it, or a slow one)",
+                        o, timeout.count());
+    }
+    if (polls < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+Status GpuDevice::synchronize_side() {
+  const int o = impl_->state.ordinal;
+  MP_RETURN_IF_ERROR(make_current(o));
+  return cuda_status(cudaStreamSynchronize(impl_->side), o,
+                     "waiting for the GPU's communication stream");
+}
+
+void GpuDevice::reuse_marks() { impl_->next_mark = 0; }
+
 #else  // a build without CUDA
 
 struct GpuDevice::Impl {
@@ -219,6 +305,21 @@ Status GpuDevice::zero(void*, int64_t) {
   return make_error(Errc::kUnavailable, "this build has no CUDA support");
 }
 Status GpuDevice::synchronize() { return Status::ok(); }
+void* GpuDevice::side_stream() const { return nullptr; }
+Status GpuDevice::side_after_compute() {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Expected<int64_t> GpuDevice::mark_side() {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::compute_after(int64_t) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::wait_mark(int64_t, std::chrono::milliseconds) {
+  return make_error(Errc::kUnavailable, "this build has no CUDA support");
+}
+Status GpuDevice::synchronize_side() { return Status::ok(); }
+void GpuDevice::reuse_marks() {}
 
 #endif
 

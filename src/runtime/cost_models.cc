@@ -1,4 +1,6 @@
-// cost_model_for: the analytic or profiled model, with the CPU kernels' scratch for CPU devices.
+// cost_model_for: the analytic or profiled model, with the scratch of the kernels that run on the
+// cluster's devices (the CPU's column for CPU devices, the CUDA column for GPUs) and the device
+// interpreter's block rounding.
 #include "runtime/cost_models.h"
 
 #include "kernels/backend.h"
@@ -8,11 +10,14 @@ namespace meshpipe::runtime {
 
 namespace {
 
-// The analytic (or profiled) model and, for CPU devices, the scratch of the kernels that run
-// there and the buffer pool's rounding.
-class CpuClusterCostModel final : public planner::CostModel {
+// The analytic (or profiled) model with the scratch of the kernels of `device` (what the device
+// interpreter allocates around each op: DeviceInterpreter sizes kernel workspaces from the
+// column of the memory it runs on) and the rounding of its blocks (BufferPool::block_bytes, on
+// the host and on a GPU alike).
+class BackendCostModel final : public planner::CostModel {
  public:
-  explicit CpuClusterCostModel(std::unique_ptr<planner::CostModel> base) : base_(std::move(base)) {}
+  BackendCostModel(std::unique_ptr<planner::CostModel> base, kernels::Device device)
+      : base_(std::move(base)), device_(device) {}
   Seconds collective(mesh::CollectiveKind kind, int64_t bytes, const mesh::LogicalMesh& mesh,
                      int axis) const override {
     return base_->collective(kind, bytes, mesh, axis);
@@ -23,13 +28,14 @@ class CpuClusterCostModel final : public planner::CostModel {
   }
   int64_t workspace_bytes(OpKind kind, std::span<const Shape> inputs,
                           const OpAttrs& attrs) const override {
-    return kernels::kernel_workspace_bytes(kernels::Device::kCpu, kind, inputs, attrs);
+    return kernels::kernel_workspace_bytes(device_, kind, inputs, attrs);
   }
   int64_t allocation_bytes(int64_t bytes) const override { return BufferPool::block_bytes(bytes); }
   double sharing(double busy) const override { return base_->sharing(busy); }
 
  private:
   std::unique_ptr<planner::CostModel> base_;
+  kernels::Device device_;
 };
 
 }  // namespace
@@ -41,8 +47,9 @@ std::unique_ptr<planner::CostModel> cost_model_for(const mesh::ClusterSpec& clus
   } else {
     base = std::make_unique<planner::AnalyticCostModel>(cluster.device);
   }
-  if (cluster.device.kind == "cpu") return std::make_unique<CpuClusterCostModel>(std::move(base));
-  return base;
+  return std::make_unique<BackendCostModel>(std::move(base), cluster.device.kind == "cpu"
+                                                                 ? kernels::Device::kCpu
+                                                                 : kernels::Device::kCuda);
 }
 
 }  // namespace meshpipe::runtime

@@ -94,6 +94,7 @@ struct InProcessRun::Impl {
   std::vector<std::unique_ptr<DeviceInterpreter>> interpreters;  // by global id (null: unused)
   std::vector<std::shared_ptr<comm::InProcessGroup>> groups;
   std::vector<std::unique_ptr<comm::Communicator>> communicators;
+  std::vector<std::unique_ptr<comm::Communicator>> side_communicators;  // overlap (or null)
   std::shared_ptr<comm::InProcessFabric> fabric;
   std::vector<std::unique_ptr<comm::Transport>> endpoints;  // by global id
   std::shared_ptr<comm::UcxContext> ucx;                    // with a ProcessShare
@@ -106,6 +107,19 @@ struct InProcessRun::Impl {
   int kernel_threads = 1;
   int blas_before = 0;  // BLAS's thread count before this run changed it (restored after)
   ~Impl() {
+    // A failed step may leave collectives on a side queue (a worker thread inside an in-process
+    // collective, or NCCL work on a GPU's communication stream) that use the side
+    // communicators, which go before the interpreters: stop the groups, then wait for that
+    // work while everything it uses still exists.
+    bool pending = false;
+    for (const auto& interp : interpreters)
+      pending = pending || (interp && interp->overlaps_collectives());
+    if (pending) {
+      abort("the run is being destroyed");
+      for (auto& interp : interpreters) {
+        if (interp) interp->abandon_side_work();
+      }
+    }
     if (blas_before > 0) kernels::set_blas_threads(blas_before);
   }
   std::mutex mu;  // guards broken and broken_reason
@@ -217,6 +231,7 @@ struct InProcessRun::Impl {
       }
     }
     communicators.resize(members.size());
+    side_communicators.resize(members.size());
     std::vector<comm::HierarchyParts> parts(members.size());
     for (size_t k = 0; k < members.size(); ++k) {
       if (members[k].group) communicators[k] = members[k].group->communicator(members[k].rank);
@@ -244,31 +259,42 @@ struct InProcessRun::Impl {
                             it->second, me.device, me.prefix, gpu->ordinal());
         }
       }
-      std::vector<Status> status(members.size());
-      std::vector<std::thread> threads;
-      for (size_t k = 0; k < members.size(); ++k) {
-        threads.emplace_back([&, k] {
-          const Member& me = members[k];
-          kernels::GpuDevice* gpu = interpreters[static_cast<size_t>(me.device)]->gpu();
-          if (gpu == nullptr) {
-            status[k] = make_error(Errc::kInternal, "device {} has no GPU for NCCL", me.device);
-            return;
-          }
-          comm::NcclOptions no;
-          no.device = gpu->ordinal();
-          no.stream = gpu->stream();
-          no.timeout = options.timeout;
-          no.prefix = base + me.prefix + "/nccl";
-          auto c = comm::make_nccl_communicator(me.rank, me.size, store, no);
-          if (c.has_value()) {
-            communicators[k] = std::move(*c);
-          } else {
-            status[k] = c.status().with_context(fmt::format("device {}", me.device));
-          }
-        });
+      // The compute stream's communicators, then (overlap_collectives) deferred ones on each
+      // GPU's communication stream for the grad-sync all-reduces.
+      const bool side = std::all_of(members.begin(), members.end(), [&](const Member& me) {
+        return interpreters[static_cast<size_t>(me.device)]->overlaps_collectives();
+      });
+      for (int pass = 0; pass < (side ? 2 : 1); ++pass) {
+        std::vector<Status> status(members.size());
+        std::vector<std::thread> threads;
+        for (size_t k = 0; k < members.size(); ++k) {
+          threads.emplace_back([&, k, pass] {
+            const Member& me = members[k];
+            DeviceInterpreter& interp = *interpreters[static_cast<size_t>(me.device)];
+            kernels::GpuDevice* gpu = interp.gpu();
+            if (gpu == nullptr) {
+              status[k] = make_error(Errc::kInternal, "device {} has no GPU for NCCL", me.device);
+              return;
+            }
+            comm::NcclOptions no;
+            no.device = gpu->ordinal();
+            no.stream = pass == 0 ? gpu->stream() : interp.side_stream();
+            no.deferred = pass == 1;
+            no.timeout = options.timeout;
+            no.prefix = base + me.prefix + (pass == 0 ? "/nccl" : "/nccl-side");
+            auto c = comm::make_nccl_communicator(me.rank, me.size, store, no);
+            if (!c.has_value()) {
+              status[k] = c.status().with_context(fmt::format("device {}", me.device));
+            } else if (pass == 0) {
+              communicators[k] = std::move(*c);
+            } else {
+              side_communicators[k] = std::move(*c);
+            }
+          });
+        }
+        for (auto& t : threads) t.join();
+        for (const Status& s : status) MP_RETURN_IF_ERROR(s);
       }
-      for (auto& t : threads) t.join();
-      for (const Status& s : status) MP_RETURN_IF_ERROR(s);
     } else if (options.collectives == CollectiveBackend::kUcx) {
       // Over the devices' own UCX endpoints (make_transport ran first); of a two-level group,
       // the leaders only, as a group of one rank per process.
@@ -324,8 +350,31 @@ struct InProcessRun::Impl {
                           comm::make_hierarchical_communicator(
                               members[k].rank, members[k].process_of, std::move(parts[k])));
     }
+    // Groups in shared memory whose devices all overlap collectives (staged host memory, which
+    // tests the overlap) get a second in-process group for the side queue.
+    std::map<std::string, std::shared_ptr<comm::InProcessGroup>> side_groups;
     for (size_t k = 0; k < members.size(); ++k) {
-      links[static_cast<size_t>(members[k].device)].axis[members[k].axis] = communicators[k].get();
+      const Member& me = members[k];
+      if (!me.group || side_groups.count(me.prefix) != 0) continue;
+      bool all = true;
+      for (int32_t d : me.devices) {
+        const auto& interp = interpreters[static_cast<size_t>(d)];
+        all = all && interp && interp->overlaps_collectives();
+      }
+      if (!all) continue;
+      auto grp = comm::InProcessGroup::create(me.size, options.timeout);
+      groups.push_back(grp);
+      side_groups.emplace(me.prefix, grp);
+    }
+    for (size_t k = 0; k < members.size(); ++k) {
+      auto it = side_groups.find(members[k].prefix);
+      if (it != side_groups.end())
+        side_communicators[k] = it->second->communicator(members[k].rank);
+    }
+    for (size_t k = 0; k < members.size(); ++k) {
+      DeviceLinks& l = links[static_cast<size_t>(members[k].device)];
+      l.axis[members[k].axis] = communicators[k].get();
+      l.side[members[k].axis] = side_communicators[k].get();
     }
     return Status::ok();
   }
@@ -641,6 +690,8 @@ Expected<RunStepResult> InProcessRun::combine(
     r.peak_bytes[static_cast<size_t>(d)] = res.peak_bytes;
     for (const auto& [kind, t] : res.kernel_seconds) r.kernel_seconds[kind] += t;
     r.kernels_run += res.kernels_run;
+    r.side_collectives += res.side_collectives;
+    r.early_collectives += res.early_collectives;
     for (const auto& [what, t] : res.other_seconds) r.other_seconds[what] += t;
     r.loss_scale = std::max(r.loss_scale, res.loss_scale);  // equal on every device
     r.skipped = r.skipped || res.skipped;

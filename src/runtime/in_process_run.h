@@ -95,6 +95,10 @@ struct RunStepResult {
   bool skipped = false;                         ///< the gradients overflowed and no device updated
   float next_loss_scale = 0.0f;                 ///< the scale's state after the step
   int64_t good_steps = 0;
+  /// DeviceStepResult::side_collectives and early_collectives, summed over this process's
+  /// devices (gradient all-reduces overlapped with the backward pass).
+  int64_t side_collectives = 0;
+  int64_t early_collectives = 0;
 };
 
 /// A Program running on threads of this process.

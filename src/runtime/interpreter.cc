@@ -25,6 +25,7 @@ using internal::kCopiesOf;
 using internal::kOpcodes;
 using internal::kWaitReceives;
 using internal::kWaitSends;
+using internal::kWaitSide;
 
 int instruction_activity(const Instruction& ins) {
   return ins.code == Opcode::kCollective ? kCopiesOf + static_cast<int>(ins.collective.kind)
@@ -43,6 +44,7 @@ std::string activity_name(int a) {
         "collective {}: communicator",
         mesh::collective_name(static_cast<mesh::CollectiveKind>(a - kCommunicatorOf)));
   }
+  if (a == kWaitSide) return "wait for overlapped collectives";
   return a == kWaitReceives ? "wait for receives" : "wait for sends";
 }
 
@@ -294,6 +296,7 @@ DeviceInterpreter::DeviceInterpreter(std::unique_ptr<Impl> impl) : impl_(std::mo
 
 DeviceInterpreter::~DeviceInterpreter() {
   if (!impl_->mem) return;
+  impl_->abandon_side();
   // A GPU's kernels still queued may use the blocks: wait before handing them back.
   static_cast<void>(impl_->mem->synchronize());
   for (Block& b : impl_->blocks) {
@@ -309,7 +312,9 @@ Status DeviceInterpreter::Impl::prepare(InterpreterOptions opts) {
   MP_RETURN_IF_ERROR(options.loss_scale.validate());
   switch (options.device) {
     case kernels::Device::kCpu:
-      mem = internal::make_host_memory(options.staged_host_memory);
+      mem = internal::make_host_memory(options.staged_host_memory,
+                                       options.staged_host_memory && options.overlap_collectives,
+                                       options.staged_side_delay);
       break;
     case kernels::Device::kCuda: {
       auto gpu = internal::make_gpu_memory(options.gpu);
@@ -322,11 +327,11 @@ Status DeviceInterpreter::Impl::prepare(InterpreterOptions opts) {
     }
   }
   ctx = mem->context();
+  // The lowering sized each op's scratch for the plan's devices; what runs here may differ (a
+  // GPU plan on CPU devices, or the other way round).
   for (const LocalOp& l : dp->ops) {
     workspace_bytes.push_back(
-        ctx.device == kernels::Device::kCpu
-            ? l.workspace_bytes
-            : kernels::kernel_workspace_bytes(ctx.device, l.op.kind, l.inputs, l.op.attrs));
+        kernels::kernel_workspace_bytes(ctx.device, l.op.kind, l.inputs, l.op.attrs));
   }
   if (options.loss_scale.enabled) scaling.emplace(options.loss_scale, *program, *dp, code);
   // The persistent tiles, zeroed.
@@ -415,6 +420,14 @@ Status DeviceInterpreter::push_persistent() {
 
 kernels::GpuDevice* DeviceInterpreter::gpu() { return impl_->mem->gpu(); }
 
+bool DeviceInterpreter::overlaps_collectives() const {
+  return impl_->options.overlap_collectives && impl_->mem->has_side_queue();
+}
+
+void* DeviceInterpreter::side_stream() { return impl_->mem->side_stream(); }
+
+void DeviceInterpreter::abandon_side_work() { impl_->abandon_side(); }
+
 const LossScaler* DeviceInterpreter::loss_scaler() const {
   return impl_->scaling ? &impl_->scaling->scaler() : nullptr;
 }
@@ -444,6 +457,7 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
     MP_RETURN_IF_ERROR(agree_on_overflow(result).with_context(
         fmt::format("device {} before instruction {} (loss-scale overflow check)", dp->device, i)));
   }
+  if (early_active && early.count(i) != 0) return Status::ok();  // launched already
   const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
   charged = 0.0;
   const Status s = execute(ins, inputs, result);
@@ -458,6 +472,19 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   // Outstanding sends move only while their endpoint is progressed (a large message waits for
   // its sender): drive them between instructions, not only when their buffer is freed.
   if (!pending_send.empty()) progress_sends();
+  // Grad-sync collectives whose buffers this instruction touched last: launched now.
+  if (auto it = early_active ? launch_after.find(i) : launch_after.end();
+      it != launch_after.end()) {
+    for (int64_t p : it->second) {
+      const Instruction& e = early.at(p);
+      const Status ls = collective_on_side(e);
+      if (!ls.is_ok()) {
+        return ls.with_context(fmt::format("device {} instruction {} ({} '{}', launched early)",
+                                           dp->device, p, opcode_name(e.code), e.what));
+      }
+      ++result.early_collectives;
+    }
+  }
   return Status::ok();
 }
 
@@ -496,6 +523,10 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   m.timing = &result;
   m.activity_seconds.fill(0.0);
   if (m.scaling) m.scaling->begin_step();
+  m.abandon_side();  // a failed step's
+  m.result_now = &result;
+  m.early_active = m.overlap();
+  if (m.early_active && !m.early_planned) m.plan_early_launches();
   const auto t0 = std::chrono::steady_clock::now();
   if (m.code == nullptr) {
     const auto& code = program_->instructions;
@@ -509,6 +540,13 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
       for (const Instruction& ins : m.scratch) MP_RETURN_IF_ERROR(m.step(ins, i++, inputs, result));
     }
   }
+  MP_RETURN_IF_ERROR(m.finish_side().with_context(
+      fmt::format("device {} at the end of the step", program_->device)));
+  if (m.early_active && result.early_collectives != static_cast<int64_t>(m.early.size())) {
+    return make_error(Errc::kInternal, "device {}: {} of {} collectives planned to start early did",
+                      program_->device, result.early_collectives, m.early.size());
+  }
+  m.result_now = nullptr;
   if (m.scaling && !m.scaling->agreed()) {
     MP_RETURN_IF_ERROR(m.agree_on_overflow(result).with_context(fmt::format(
         "device {} at the end of the step (loss-scale overflow check)", program_->device)));

@@ -58,6 +58,17 @@ struct InterpreterOptions {
   /// table for accumulation and scaling, persistent tiles through host copies) with the CPU
   /// kernels, so that those paths are tested where there is no GPU. Results equal the host's.
   bool staged_host_memory = false;
+  /// Overlap of gradient synchronisation with the backward pass: the all-reduces of the
+  /// backward and grad-sync phases (fused or single) run on the device's side queue (a GPU's
+  /// communication stream) through DeviceLinks::side, each launched right after the last
+  /// instruction that touches its buffers (for the grad-sync ones, mostly inside the last
+  /// micro-batch's backward pass), and the first
+  /// instruction that touches a buffer one writes waits for it (on a GPU the compute stream
+  /// waits; the host does not). Without a side queue or side communicators they run in order.
+  /// With staged_host_memory a worker thread is the side queue, waiting `staged_side_delay`
+  /// before each collective (tests: a reader that does not wait then sees stale data).
+  bool overlap_collectives = true;
+  std::chrono::microseconds staged_side_delay{0};
 };
 
 /// What a device talks through: a communicator per mesh axis whose group has more than one
@@ -66,6 +77,9 @@ struct InterpreterOptions {
 struct DeviceLinks {
   comm::Communicator* axis[2] = {nullptr, nullptr};
   comm::Transport* transport = nullptr;
+  /// A second communicator of the same groups for collectives on the side queue
+  /// (InterpreterOptions::overlap_collectives); null: none, they run in order on axis[].
+  comm::Communicator* side[2] = {nullptr, nullptr};
 };
 
 /// What one device reports after a step.
@@ -77,6 +91,10 @@ struct DeviceStepResult {
   bool skipped = false;          ///< the gradients overflowed: the update was skipped
   float next_loss_scale = 0.0f;  ///< the scale of the next step
   int64_t good_steps = 0;        ///< finite steps since the scale last changed
+  /// Collectives run on the side queue (InterpreterOptions::overlap_collectives), and of those
+  /// the ones launched before their place in the program (overlapping the backward pass).
+  int64_t side_collectives = 0;
+  int64_t early_collectives = 0;
   /// With InterpreterOptions::time_kernels: seconds in each op kind's kernels, and the number
   /// of kernels run.
   std::map<OpKind, double> kernel_seconds;
@@ -113,6 +131,15 @@ class DeviceInterpreter {
   Status push_persistent();
   /// The GPU (null on the host): its stream is where NCCL communicators of this device queue.
   kernels::GpuDevice* gpu();
+  /// Whether gradient all-reduces may run on a side queue (overlap_collectives and the memory
+  /// has one): InProcessRun then gives the device side communicators. side_stream(): the GPU's
+  /// communication stream (null on the host).
+  bool overlaps_collectives() const;
+  void* side_stream();
+  /// After a failed step: waits for collectives still on the side queue (bounded by their
+  /// communicators' timeouts), ignoring their failures, and forgets them. The destructor does
+  /// it too; whoever owns the side communicators calls it before destroying them.
+  void abandon_side_work();
   const DeviceProgram& program() const { return *program_; }
 
   /// Runs one step. `inputs[mb][k]` is data input k (Program::inputs) of micro-batch mb, whole.

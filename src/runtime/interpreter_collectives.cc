@@ -45,6 +45,7 @@ Status DeviceInterpreter::Impl::fused_all_reduce(const Instruction& ins) {
 }
 
 Status DeviceInterpreter::Impl::collective(const Instruction& ins) {
+  if (overlap() && side_eligible(ins)) return collective_on_side(ins);
   if (ins.in.size() > 1) return fused_all_reduce(ins);
   const mesh::CollectiveStep& step = ins.collective;
   const int a = step.axis;

@@ -22,7 +22,7 @@ uint8_t axes_of(DimSharding d) {
 
 Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
                                 const shard::ShardedOp& strategy, const mesh::LogicalMesh& mesh,
-                                int64_t i0, int64_t i1) {
+                                int64_t i0, int64_t i1, kernels::Device backend) {
   const auto fail = [&](const Status& s) {
     return s.with_context(fmt::format("op '{}' ({})", op.name, op_kind_name(op.kind)));
   };
@@ -106,8 +106,7 @@ Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
     default:
       break;
   }
-  l.workspace_bytes =
-      kernels::kernel_workspace_bytes(kernels::Device::kCpu, l.op.kind, l.inputs, l.op.attrs);
+  l.workspace_bytes = kernels::kernel_workspace_bytes(backend, l.op.kind, l.inputs, l.op.attrs);
   l.work = strategy.work;
   return l;
 }

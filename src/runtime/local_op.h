@@ -12,6 +12,7 @@
 #include "core/shape.h"
 #include "core/status.h"
 #include "graph/graph.h"
+#include "kernels/tensor_view.h"
 #include "mesh/device_mesh.h"
 #include "mesh/sharding.h"
 #include "shard/op_layout.h"
@@ -26,11 +27,12 @@ struct LocalOp {
   /// Spec of each output as computed locally: the strategy's output spec, minus the splits
   /// that a reduce-scatter resolution adds.
   std::vector<mesh::ShardingSpec> computed_specs;
-  int64_t workspace_bytes = 0;  ///< scratch of the op's CPU kernel for these tiles
-  shard::OpWork work;           ///< this device's share (the simulator prices it)
-  int64_t row_offset = 0;       ///< causal softmax: global index of the first local row
-  int64_t id_offset = 0;        ///< embedding (and its gradient): first local vocabulary row
-  float output_scale = 1.0f;    ///< multiplies output 0: a mean over a split dim counts globally
+  int64_t workspace_bytes =
+      0;                      ///< scratch of the op's kernel (the plan's devices') for these tiles
+  shard::OpWork work;         ///< this device's share (the simulator prices it)
+  int64_t row_offset = 0;     ///< causal softmax: global index of the first local row
+  int64_t id_offset = 0;      ///< embedding (and its gradient): first local vocabulary row
+  float output_scale = 1.0f;  ///< multiplies output 0: a mean over a split dim counts globally
   /// Batch norm (and its gradient) with the batch split over these mesh axes (bit a = axis a):
   /// the per-channel sums must be all-reduced over them so every device normalises with the
   /// statistics of the whole batch; `sync_count` is the global N * H * W. Lowering emits such
@@ -41,9 +43,11 @@ struct LocalOp {
   bool loss_seed = false;
 };
 
-/// Device (i0, i1)'s part of `op` sharded as `strategy` on `mesh`. Errors name the op.
+/// Device (i0, i1)'s part of `op` sharded as `strategy` on `mesh`, its workspace sized by the
+/// kernel column of `backend` (the plan's devices). Errors name the op.
 Expected<LocalOp> make_local_op(const graph::Graph& g, const graph::Op& op,
                                 const shard::ShardedOp& strategy, const mesh::LogicalMesh& mesh,
-                                int64_t i0, int64_t i1);
+                                int64_t i0, int64_t i1,
+                                kernels::Device backend = kernels::Device::kCpu);
 
 }  // namespace meshpipe::runtime

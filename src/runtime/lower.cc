@@ -127,7 +127,9 @@ Status Lowering::make_strategies() {
     for (size_t k = 0; k < sp.devices.size(); ++k) {
       const int64_t i0 = static_cast<int64_t>(k) / sp.mesh.size(1);
       const int64_t i1 = static_cast<int64_t>(k) % sp.mesh.size(1);
-      auto l = make_local_op(g_, op, strategy_[i], sp.mesh, i0, i1);
+      auto l = make_local_op(
+          g_, op, strategy_[i], sp.mesh, i0, i1,
+          plan_.cluster.device.kind == "cpu" ? kernels::Device::kCpu : kernels::Device::kCuda);
       if (!l.has_value()) {
         return l.status().with_context(fmt::format("op '{}' with layout '{}' on mesh {}", op.name,
                                                    shard::layout_to_string(binding_.op_layout[i]),

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "mesh/cluster.h"
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
@@ -223,6 +224,33 @@ TEST_CASE("the make demo plan's peaks are the measured ones and its estimate is 
     CHECK(static_cast<double>(sp.memory.estimated) <= 1.15 * static_cast<double>(measured));
     // With several micro-batches every parameter gradient has an accumulator all step long.
     CHECK(sp.memory.gradients > 0);
+  }
+}
+
+}  // namespace
+}  // namespace meshpipe::runtime
+
+namespace meshpipe::runtime {
+namespace {
+
+// What a plan counts around each op is the scratch of the kernels its devices run: the CPU
+// column for a CPU cluster, the CUDA column for a GPU one (the GPU interpreter sizes its
+// workspaces from that column), with the interpreter's 64-byte block rounding on both.
+TEST_CASE("the cost model of a cluster sizes kernel scratch by the cluster's devices",
+          "[memory_model]") {
+  const std::vector<Shape> in = {Shape{2, 3, 8, 8}, Shape{2, 3, 4, 4}};
+  OpAttrs attrs;
+  for (const std::string name : {"cpu:2x2", "p3.16xlarge", "dgx-h100"}) {
+    INFO(name);
+    auto cl = mesh::cluster_preset(name);
+    REQUIRE(cl.has_value());
+    const auto m = cost_model_for(*cl);
+    const kernels::Device d =
+        cl->device.kind == "cpu" ? kernels::Device::kCpu : kernels::Device::kCuda;
+    CHECK(m->workspace_bytes(OpKind::kMaxPool2dGrad, in, attrs) ==
+          kernels::kernel_workspace_bytes(d, OpKind::kMaxPool2dGrad, in, attrs));
+    CHECK(m->allocation_bytes(1) == 64);
+    CHECK(m->allocation_bytes(65) == 128);
   }
 }
 

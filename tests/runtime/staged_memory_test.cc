@@ -7,6 +7,7 @@
 // losses and the same parameters, bit for bit. What this cannot show is the GPU itself (its
 // kernels are checked against the CPU's by backend_ops --backend cuda, on a GPU).
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -29,17 +30,22 @@ namespace fs = std::filesystem;
 struct Trained {
   std::vector<double> losses;
   std::vector<bool> skipped;
+  int64_t side = 0;   // collectives on the side queue, over the steps
+  int64_t early = 0;  // of those, launched before their place
   std::map<std::string, std::vector<uint8_t>> state;  // every persistent value's bytes
 };
 
 Trained train(const graph::TrainingGraph& tg, const graph::TrainingGraph& whole,
               const planner::Plan& plan, bool staged, int steps, const LossScaleOptions& ls,
-              const std::string& checkpoint = "") {
+              const std::string& checkpoint = "", bool overlap = true,
+              std::chrono::microseconds side_delay = std::chrono::microseconds(0)) {
   auto prog = lower_compact(plan, tg.graph, {});
   if (!prog.has_value()) FAIL(prog.status().to_string());
   InProcessRunOptions ro;
   ro.interpreter.staged_host_memory = staged;
   ro.interpreter.loss_scale = ls;
+  ro.interpreter.overlap_collectives = overlap;
+  ro.interpreter.staged_side_delay = side_delay;
   const std::vector<std::string> inputs = prog->base.inputs;
   const int64_t micro_batches = prog->base.micro_batches;
   auto run = InProcessRun::create(std::move(*prog), tg.graph, ro);
@@ -55,6 +61,8 @@ Trained train(const graph::TrainingGraph& tg, const graph::TrainingGraph& whole,
     if (!r.has_value()) FAIL(r.status().to_string());
     out.losses.push_back(r->loss);
     out.skipped.push_back(r->skipped);
+    out.side += r->side_collectives;
+    out.early += r->early_collectives;
   }
   if (!checkpoint.empty()) {  // through the mirrors: saved, zeroed by a fresh run, loaded back
     fs::remove_all(checkpoint);
@@ -114,6 +122,96 @@ TEST_CASE("the device paths of the interpreter, on host memory, train as the hos
     ls.enabled = true;
     ls.initial = 1e30f;  // the first steps overflow
     check_same("gpt-tiny", DType::kF16, ls, 3);
+  }
+}
+
+// The overlap of gradient synchronisation with the backward pass (overlap_collectives): on
+// staged memory a worker thread is the side queue, and it waits 2 ms before each collective, so
+// an instruction that touched a gradient before its all-reduce had finished (a missing wait)
+// would read the unreduced sum or have its write overwritten. Every plan kind trains bit for
+// bit as the host does, and the data-parallel plan's gradient all-reduces run on the side queue
+// (in f32 launched inside the last micro-batch's backward pass).
+TEST_CASE("gradient all-reduces overlap the backward pass on a side queue, exactly",
+          "[staged_memory]") {
+  auto spec = graph::models::find_model("gpt-tiny");
+  REQUIRE(spec.has_value());
+  const DType precision = GENERATE(DType::kF32, DType::kBF16);
+  INFO("precision " << dtype_name(precision));
+  auto tg = graph::models::zoo_training_graph(*spec, 4, graph::OptimizerConfig{}, precision);
+  REQUIRE(tg.has_value());
+  auto whole = graph::models::zoo_training_graph(*spec, 8, graph::OptimizerConfig{}, DType::kF32);
+  REQUIRE(whole.has_value());
+  const auto plans = testing::every_plan_kind(tg->graph, "gpt-tiny", 2, planner::Schedule::k1F1B,
+                                              planner::Recompute::kAuto, false);
+  int64_t early = 0;
+  for (const auto& [name, plan] : plans) {
+    INFO("plan " << name);
+    const Trained host = train(*tg, *whole, plan, false, 2, LossScaleOptions{});
+    const Trained overlapped = train(*tg, *whole, plan, true, 2, LossScaleOptions{}, "", true,
+                                     std::chrono::microseconds(2000));
+    CHECK(overlapped.losses == host.losses);
+    CHECK(overlapped.state == host.state);
+    CHECK(overlapped.early <= overlapped.side);
+    early += overlapped.early;
+    if (name == "data parallel") {
+      // f32 gradients are synchronised once per step (early); the bf16 ones of this graph per
+      // micro-batch in the backward pass, where they are produced.
+      CHECK(overlapped.side > 0);
+      if (precision == DType::kF32) CHECK(overlapped.early > 0);
+      const Trained in_order = train(*tg, *whole, plan, true, 2, LossScaleOptions{}, "", false);
+      CHECK(in_order.side == 0);
+      CHECK(in_order.losses == host.losses);
+    }
+  }
+  if (precision == DType::kF32) CHECK(early > 0);
+}
+
+// A device fails late in the backward pass while the others have collectives on the side queue
+// (their worker threads wait in the side group for the failed device's part): the step fails
+// naming the cause, the next one is refused, and destroying the run neither hangs nor touches
+// freed communicators (the side work is stopped and waited for first).
+TEST_CASE("a step that fails while collectives are on the side queue stops cleanly",
+          "[staged_memory]") {
+  auto spec = graph::models::find_model("gpt-tiny");
+  REQUIRE(spec.has_value());
+  auto tg = graph::models::zoo_training_graph(*spec, 4, graph::OptimizerConfig{}, DType::kF32);
+  REQUIRE(tg.has_value());
+  auto whole = graph::models::zoo_training_graph(*spec, 8, graph::OptimizerConfig{}, DType::kF32);
+  REQUIRE(whole.has_value());
+  std::string last_backward;
+  for (const graph::Op& op : tg->graph.ops()) {
+    if (op.phase == graph::OpPhase::kBackward) last_backward = op.name;
+  }
+  REQUIRE(!last_backward.empty());
+  for (const auto& [name, plan] : testing::every_plan_kind(
+           tg->graph, "gpt-tiny", 2, planner::Schedule::k1F1B, planner::Recompute::kAuto, false)) {
+    if (name != "data parallel") continue;
+    REQUIRE(plan.stages[0].devices.size() > 1);
+    auto prog = lower_compact(plan, tg->graph, {});
+    REQUIRE(prog.has_value());
+    const std::vector<std::string> inputs = prog->base.inputs;
+    InProcessRunOptions ro;
+    ro.timeout = std::chrono::milliseconds(20000);
+    ro.interpreter.staged_host_memory = true;
+    ro.interpreter.staged_side_delay = std::chrono::microseconds(2000);
+    ro.interpreter.fail_op = last_backward;
+    ro.fail_device = plan.stages[0].devices[1];
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      auto run = InProcessRun::create(std::move(*prog), tg->graph, ro);
+      REQUIRE(run.has_value());
+      REQUIRE((*run)->initialize(7).is_ok());
+      auto data = SyntheticData::create(whole->graph, whole->inputs, 3);
+      REQUIRE(data.has_value());
+      auto mbs = split_micro_batches(whole->graph, data->next_batch(), inputs, 2);
+      REQUIRE(mbs.has_value());
+      auto r = (*run)->step(*mbs);
+      REQUIRE(!r.has_value());
+      CHECK_THAT(r.status().message(), Catch::Contains("injected kernel failure"));
+      CHECK(!(*run)->step(*mbs).has_value());
+    }
+    // Stopped by the abort, not by the 20 s timeout.
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
   }
 }
 

@@ -238,6 +238,16 @@ __global__ void reduce_splits_kernel(const float* partial, DPtr y, int64_t num_o
 __global__ void convert_kernel(DPtr x, DPtr y, int64_t n) { MP_CUDA_FOR(i, n) st(y, i, ld(x, i)); }
 
 int64_t reduce_workspace_bytes(std::span<const Shape> in, const OpAttrs& attrs) {
+  // Also asked by the planner's memory model for any shape a graph holds: what the kernel
+  // would refuse (plan_reduce's checks) needs no workspace here, and fails when it runs.
+  const int64_t rank = in[0].rank();
+  if (rank > kCudaMaxRank) return 0;
+  for (size_t i = 0; i < attrs.axes.size(); ++i) {
+    if (attrs.axes[i] < 0 || attrs.axes[i] >= rank ||
+        (i > 0 && attrs.axes[i] <= attrs.axes[i - 1])) {
+      return 0;
+    }
+  }
   return plan_reduce(in[0], attrs.axes).workspace_bytes();
 }
 

@@ -4,10 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <thread>
 
 namespace meshpipe::runtime::internal {
 
@@ -54,9 +58,94 @@ Expected<void*> malloc_block(int64_t bytes) {
 
 using MallocPool = HostPool<Expected<void*> (*)(int64_t), void (*)(void*)>;
 
+// Staged host memory's side queue: a thread that runs posted work in order, each after
+// `delay`. Tickets count up from 0; a work's failure is kept until its ticket is waited for.
+class SideWorker {
+ public:
+  explicit SideWorker(std::chrono::microseconds delay)
+      : delay_(delay), thread_([this] { loop(); }) {}
+  ~SideWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  SideWorker(const SideWorker&) = delete;
+  SideWorker& operator=(const SideWorker&) = delete;
+
+  int64_t post(std::function<Status()> work) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(work));
+    const int64_t t = posted_++;
+    cv_.notify_all();
+    return t;
+  }
+  Status wait(int64_t ticket) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (ticket < 0 || ticket >= posted_) {
+      return make_error(Errc::kInternal, "no side-queue ticket {}", ticket);
+    }
+    cv_.wait(lock, [&] { return done_ > ticket; });
+    auto it = failures_.find(ticket);
+    if (it == failures_.end()) return Status::ok();
+    Status s = std::move(it->second);
+    failures_.erase(it);
+    return s;
+  }
+  Status drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_ == posted_; });
+    Status first = Status::ok();
+    if (!failures_.empty()) first = failures_.begin()->second;
+    failures_.clear();
+    return first;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      std::function<Status()> work = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+      Status s = work();
+      lock.lock();
+      if (!s.is_ok()) failures_.emplace(done_, std::move(s));
+      ++done_;
+      cv_.notify_all();
+    }
+  }
+
+  std::chrono::microseconds delay_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<Status()>> queue_;
+  int64_t posted_ = 0;
+  int64_t done_ = 0;
+  std::map<int64_t, Status> failures_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is made
+};
+
 class HostMemory final : public DeviceMemory {
  public:
-  explicit HostMemory(bool staged) : staged_(staged) {}
+  HostMemory(bool staged, bool side_queue, std::chrono::microseconds delay) : staged_(staged) {
+    if (staged && side_queue) worker_ = std::make_unique<SideWorker>(delay);
+  }
+  bool has_side_queue() const override { return worker_ != nullptr; }
+  Expected<int64_t> side(std::function<Status()> work) override {
+    if (!worker_) return DeviceMemory::side(std::move(work));
+    return worker_->post(std::move(work));
+  }
+  Status after_side(int64_t ticket, std::chrono::milliseconds /*timeout*/) override {
+    return worker_ ? worker_->wait(ticket) : Status::ok();  // its collective has a timeout
+  }
+  Status drain_side() override { return worker_ ? worker_->drain() : Status::ok(); }
   const kernels::KernelContext& context() const override { return ctx_; }
   bool on_host() const override { return !staged_; }
   Expected<Block> allocate(int64_t bytes) override { return pool_.allocate(bytes); }
@@ -92,6 +181,7 @@ class HostMemory final : public DeviceMemory {
   kernels::KernelContext ctx_;
   BufferPool pool_;
   std::map<int, std::vector<uint8_t>> scratch_;
+  std::unique_ptr<SideWorker> worker_;  // last: its work is finished before the rest goes
 };
 
 class GpuMemory final : public DeviceMemory {
@@ -99,6 +189,7 @@ class GpuMemory final : public DeviceMemory {
   explicit GpuMemory(std::unique_ptr<kernels::GpuDevice> gpu) : gpu_(std::move(gpu)) {}
   ~GpuMemory() override {
     // Kernels still queued may use the blocks: wait, then hand the scratch back.
+    static_cast<void>(gpu_->synchronize_side());
     static_cast<void>(gpu_->synchronize());
     for (auto& [slot, b] : scratch_) gpu_->release(b.data);
   }
@@ -144,6 +235,25 @@ class GpuMemory final : public DeviceMemory {
   Status synchronize() override { return gpu_->synchronize(); }
   Expected<void*> host_buffer(int64_t bytes) override { return pinned_.get(bytes); }
   void release_host(void* data, int64_t bytes) override { pinned_.put(data, bytes); }
+  bool has_side_queue() const override { return true; }
+  void* side_stream() override { return gpu_->side_stream(); }
+  Expected<int64_t> side(std::function<Status()> work) override {
+    MP_RETURN_IF_ERROR(gpu_->side_after_compute());
+    MP_RETURN_IF_ERROR(work());  // enqueues on the side stream
+    auto mark = gpu_->mark_side();
+    // Without a mark nothing could wait for the work queued: wait for it here.
+    if (!mark.has_value()) static_cast<void>(gpu_->synchronize_side());
+    return mark;
+  }
+  Status after_side(int64_t ticket, std::chrono::milliseconds timeout) override {
+    MP_RETURN_IF_ERROR(gpu_->wait_mark(ticket, timeout));
+    return gpu_->compute_after(ticket);  // (complete already: a no-op wait, kept for order)
+  }
+  Status drain_side() override {
+    const Status s = gpu_->synchronize_side();
+    gpu_->reuse_marks();
+    return s;
+  }
 
  private:
   using PinnedPool = HostPool<std::function<Expected<void*>(int64_t)>, std::function<void(void*)>>;
@@ -158,8 +268,18 @@ class GpuMemory final : public DeviceMemory {
 
 }  // namespace
 
-std::unique_ptr<DeviceMemory> make_host_memory(bool staged) {
-  return std::make_unique<HostMemory>(staged);
+Expected<int64_t> DeviceMemory::side(std::function<Status()> work) {
+  MP_RETURN_IF_ERROR(work());  // no side queue: in order, at once
+  return int64_t{0};
+}
+
+Status DeviceMemory::after_side(int64_t /*ticket*/, std::chrono::milliseconds /*timeout*/) {
+  return Status::ok();
+}
+
+std::unique_ptr<DeviceMemory> make_host_memory(bool staged, bool side_queue,
+                                               std::chrono::microseconds side_delay) {
+  return std::make_unique<HostMemory>(staged, side_queue, side_delay);
 }
 
 Expected<std::unique_ptr<DeviceMemory>> make_gpu_memory(int ordinal) {

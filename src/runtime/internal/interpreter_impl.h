@@ -9,9 +9,11 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -38,7 +40,8 @@ inline constexpr int kCopiesOf = kOpcodes;
 inline constexpr int kCommunicatorOf = kCopiesOf + kCollectiveKinds;
 inline constexpr int kWaitReceives = kCommunicatorOf + kCollectiveKinds;
 inline constexpr int kWaitSends = kWaitReceives + 1;
-inline constexpr int kActivities = kWaitSends + 1;
+inline constexpr int kWaitSide = kWaitSends + 1;  // for collectives on the side queue
+inline constexpr int kActivities = kWaitSide + 1;
 
 // Scratch areas of the DeviceMemory (slots).
 inline constexpr int kScratchPacked = 0;  // fused all-reduces
@@ -88,6 +91,54 @@ struct DeviceInterpreter::Impl {
   // Scratch bytes of each op's kernel on this memory's device (the lowering sized the CPU's;
   // a GPU's rows declare their own), by index into dp->ops.
   std::vector<int64_t> workspace_bytes;
+
+  // Collectives on the side queue (InterpreterOptions::overlap_collectives). A pending one
+  // holds the buffers it writes (their first toucher settles it: the compute queue waits for
+  // its ticket, then `finish` runs there, e.g. unpacking a fused all-reduce) and temporary
+  // blocks, released once the compute queue waits (so the stream-unaware allocator hands them
+  // out again only to work ordered after the collective).
+  struct Pending {
+    int64_t ticket = 0;
+    std::vector<int32_t> buffers;
+    std::vector<Block> temps;
+    std::function<Status()> finish;
+    std::string what;
+    bool settled = false;
+  };
+  std::unordered_map<int32_t, std::shared_ptr<Pending>> busy;  // buffer -> its pending collective
+  std::vector<std::shared_ptr<Pending>> launched;              // this step's, in launch order
+  std::set<comm::Communicator*> side_used;
+  // Early launches, planned once (plan_early_launches) over the step's instruction indices:
+  // after instruction q, launch those listed (their own index p > q + 1 is then skipped).
+  bool early_planned = false;
+  bool early_active = false;  // this step launches early (overlap() held when it began)
+  std::unordered_map<int64_t, std::vector<int64_t>> launch_after;
+  std::unordered_map<int64_t, Instruction> early;  // p -> its instruction
+  DeviceStepResult* result_now = nullptr;          // the step running (counts)
+
+  bool overlap() const {
+    return options.overlap_collectives && mem->has_side_queue() && links != nullptr &&
+           (links->side[0] != nullptr || links->side[1] != nullptr);
+  }
+  // Whether `ins` runs on the side queue: an all-reduce of the backward pass or of the
+  // gradient synchronisation (fused ones of f32, single ones of f32, f16 or bf16) over an axis
+  // with a side communicator.
+  bool side_eligible(const Instruction& ins) const;
+  void plan_early_launches();
+  Status collective_on_side(const Instruction& ins);
+  // Settles the pending collective that writes buffer b, if any.
+  Status settle(int32_t b) {
+    if (busy.empty()) return Status::ok();
+    auto it = busy.find(b);
+    if (it == busy.end()) return Status::ok();
+    const std::shared_ptr<Pending> p = it->second;
+    return settle(*p);
+  }
+  Status settle(Pending& p);
+  // Settles every launched collective, then waits for the side queue (end of the step).
+  Status finish_side();
+  // After a failed step: waits for the side queue, ignoring failures, and forgets its work.
+  void abandon_side();
 
   // Takes the options, opens the memory (host or GPU) and allocates the persistent tiles.
   Status prepare(InterpreterOptions opts);
@@ -178,6 +229,7 @@ struct DeviceInterpreter::Impl {
 
   // The buffer, allocated when first written.
   Expected<kernels::TensorView> writable(int32_t b) {
+    MP_RETURN_IF_ERROR(settle(b));
     Block& blk = block(b);
     if (blk.data == nullptr) {
       MP_ASSIGN_OR_RETURN(blk, mem->allocate(std::max<int64_t>(desc(b).bytes(), 1)));
@@ -187,6 +239,7 @@ struct DeviceInterpreter::Impl {
 
   // The buffer for reading: its receive completed (and, on a GPU, uploaded).
   Expected<kernels::TensorView> readable(int32_t b) {
+    MP_RETURN_IF_ERROR(settle(b));
     auto it = pending_recv.find(b);
     if (it != pending_recv.end()) {
       const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
@@ -211,6 +264,7 @@ struct DeviceInterpreter::Impl {
   }
 
   Status release(int32_t b) {
+    MP_RETURN_IF_ERROR(settle(b));
     auto it = pending_send.find(b);
     if (it != pending_send.end()) {
       const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
