@@ -17,5 +17,7 @@ void add_simulate_command(CLI::App& app, int& exit_code);
 void add_profile_command(CLI::App& app, int& exit_code);
 /// `meshpipe plan`, `explain` and `compare`.
 void add_plan_commands(CLI::App& app, int& exit_code);
+/// `meshpipe bench scaling`: the weak-scaling harness.
+void add_bench_command(CLI::App& app, int& exit_code);
 
 }  // namespace meshpipe::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   meshpipe::cli::add_plan_commands(app, exit_code);
   meshpipe::cli::add_simulate_command(app, exit_code);
   meshpipe::cli::add_profile_command(app, exit_code);
+  meshpipe::cli::add_bench_command(app, exit_code);
   app.parse_complete_callback([&] { meshpipe::set_log_level(log_level); });
   try {
     app.parse(argc, argv);

@@ -364,7 +364,7 @@ class Simulation {
           break;
         }
         case Opcode::kSend: {
-          const int64_t bytes = d.memory->desc(ins.in[0]).bytes();
+          const int64_t bytes = options_.signal_transfers ? 1 : d.memory->desc(ins.in[0]).bytes();
           const mesh::LinkSpec& l = link(d.dp->device, ins.peer);
           const bool inter =
               d.dp->device / cluster_.devices_per_host != ins.peer / cluster_.devices_per_host;

@@ -29,6 +29,9 @@ struct SimulationOptions {
   /// Prices each op's work (LocalOp::work): a profile database, or null for the cluster's model
   /// (runtime::cost_model_for, which also sizes every buffer as the device's allocator does).
   const planner::CostModel* cost = nullptr;
+  /// Every message between meshes (kSend) priced as a one-byte signal, its link's latency
+  /// alone: the upper bound of cross-mesh resharding (Alpa's "signal send/recv", Fig. 11).
+  bool signal_transfers = false;
 };
 
 /// What one device did in the simulated step.

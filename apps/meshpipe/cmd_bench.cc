@@ -1,0 +1,287 @@
+// `meshpipe bench scaling`: a weak-scaling suite (Alpa's, or a file) on a described cluster,
+// every point planned by meshpipe and by every baseline and run on the simulated backend;
+// results as JSON lines (resumable), a Markdown table and an SVG figure in the output folder.
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "core/crash.h"
+#include "mesh/cluster.h"
+#include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
+#include "train/scaling.h"
+
+namespace meshpipe::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct BenchArgs {
+  std::string suite = "gpt";
+  std::string cluster = "p3.16xlarge";
+  bool simulate = false;
+  std::string out;
+  int32_t max_devices = 64;
+  std::string systems;
+  int threads = 0;
+  double memory_fraction = 0.9;
+  bool quiet = false;
+};
+
+// A name fit for a folder: letters, digits, '.', '-', '_' kept, the rest '-'.
+std::string folder_name(const std::string& s) {
+  std::string out;
+  for (char c : s)
+    out +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') ? c : '-';
+  return out;
+}
+
+// Writes `text` to `path` through a temporary file and a rename (never half a file).
+Status write_file(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) return make_error(Errc::kIo, "cannot write '{}'", tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return make_error(Errc::kIo, "cannot rename '{}': {}", tmp.string(), ec.message());
+  return Status::ok();
+}
+
+// The first of `names` found in PATH (empty: none).
+std::string find_program(std::initializer_list<const char*> names) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return "";
+  for (const char* name : names) {
+    std::stringstream dirs(path);
+    for (std::string dir; std::getline(dirs, dir, ':');) {
+      if (dir.empty()) continue;
+      const fs::path p = fs::path(dir) / name;
+      if (::access(p.c_str(), X_OK) == 0) return p.string();
+    }
+  }
+  return "";
+}
+
+// The SVG as PNG with rsvg-convert when it is installed (no shell: the paths are arguments).
+bool render_png(const fs::path& svg, const fs::path& png) {
+  const std::string tool = find_program({"rsvg-convert"});
+  if (tool.empty()) return false;
+  const pid_t pid = ::fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    const std::string out = png.string();
+    const std::string in = svg.string();
+    ::execl(tool.c_str(), tool.c_str(), "-o", out.c_str(), in.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) < 0) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+int run_scaling(const BenchArgs& args) {
+  if (!args.simulate) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "say how to run the points: --simulate (the simulated backend of the "
+                           "described cluster)"));
+  }
+  const auto& stop = install_stop_handlers("meshpipe");
+  // The suite: a built-in name, or a file.
+  std::string suite_name = args.suite;
+  Expected<std::vector<train::ScalingPoint>> points = train::builtin_suite(args.suite);
+  if (!points.has_value()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(args.suite, ec)) return fail(points.status());
+    points = train::load_suite_file(args.suite);
+    if (!points.has_value()) return fail(points.status());
+    suite_name = fs::path(args.suite).stem().string();
+  }
+  std::vector<train::ScalingPoint> todo;
+  for (const auto& p : *points) {
+    if (p.devices <= args.max_devices) todo.push_back(p);
+  }
+  if (todo.empty()) {
+    return fail(make_error(Errc::kInvalidArgument, "no point of suite '{}' has at most {} devices",
+                           suite_name, args.max_devices));
+  }
+  // Every point's cluster first: a bad cluster or device count is reported before any work.
+  for (const auto& p : todo) {
+    auto c = train::cluster_for_point(args.cluster, p.devices);
+    if (!c.has_value())
+      return fail(
+          c.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
+  }
+  std::vector<std::string> systems;
+  if (!args.systems.empty()) {
+    std::stringstream in(args.systems);
+    for (std::string s; std::getline(in, s, ',');) systems.push_back(s);
+  }
+  const fs::path out =
+      args.out.empty() ? fs::path("meshpipe-bench") /
+                             folder_name("scaling-" + suite_name + "-" +
+                                         fs::path(args.cluster).filename().string() + "-simulate")
+                       : fs::path(args.out);
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return fail(make_error(Errc::kIo, "cannot create '{}': {}", out.string(), ec.message()));
+  const fs::path results_path = out / "results.jsonl";
+  auto results = train::load_results(results_path.string());
+  if (!results.has_value()) return fail(results.status());
+  auto done = [&](const train::ScalingPoint& p) {
+    for (const auto& r : *results) {
+      if (r.point == p && r.cluster == args.cluster && r.mode == "simulate" &&
+          r.suite == suite_name) {
+        return true;
+      }
+    }
+    return false;
+  };
+  // Written back as read: a line cut off by a stopped run goes before new ones are appended.
+  if (!results->empty()) {
+    std::string all;
+    for (const auto& r : *results) all += train::to_json_line(r) + "\n";
+    if (Status s = write_file(results_path, all); !s.is_ok()) return fail(s);
+  }
+  std::ofstream log(results_path, std::ios::app | std::ios::binary);
+  if (!log) return fail(make_error(Errc::kIo, "cannot append to '{}'", results_path.string()));
+  train::ScalingOptions options;
+  options.memory_fraction = args.memory_fraction;
+  options.threads = args.threads;
+  options.systems = systems;
+  const size_t n = todo.size();
+  for (size_t k = 0; k < n; ++k) {
+    const auto& p = todo[k];
+    if (done(p)) {
+      if (!args.quiet) {
+        fmt::print(stderr, "[{}/{}] {} on {} devices: in {} already\n", k + 1, n, p.model,
+                   p.devices, results_path.string());
+      }
+      continue;
+    }
+    if (stop.load()) break;
+    if (!args.quiet) {
+      options.progress = [&, k](const std::string& what, int d, int total) {
+        fmt::print(stderr, "[{}/{}] {} on {} devices: {} ({}/{} systems)\n", k + 1, n, p.model,
+                   p.devices, what, d, total);
+      };
+    }
+    auto r = train::simulate_point(suite_name, p, args.cluster, options);
+    if (!r.has_value()) {
+      return fail(
+          r.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
+    }
+    log << train::to_json_line(*r) << "\n";
+    log.flush();
+    if (!log) return fail(make_error(Errc::kIo, "cannot append to '{}'", results_path.string()));
+    results->push_back(std::move(*r));
+  }
+  std::vector<train::PointResult> mine;
+  for (const auto& r : *results) {
+    if (r.cluster == args.cluster && r.suite == suite_name && r.mode == "simulate") {
+      mine.push_back(r);
+    }
+  }
+  const std::string title =
+      fmt::format("meshpipe bench scaling: {} on {} (simulated)", suite_name, args.cluster);
+  const std::string table = fmt::format(
+      "# {}\n\nEach point planned by meshpipe and by every baseline under the same cost model, "
+      "lowered and run on the simulated backend of the cluster. PFLOPS: aggregate; *model*: the "
+      "training graph's FLOPs; *Alpa's counting*: benchmark/alpa/util.py's formula (GPT, MoE, "
+      "with recomputation counted). *paper*: Fig. 7 of the Alpa paper, read off the figure.\n\n{}",
+      title, train::scaling_markdown(mine));
+  if (Status s = write_file(out / "table.md", table); !s.is_ok()) return fail(s);
+  // Fig. 7 (every system), and the ablations: Fig. 8 on the points of one host, Fig. 9, Fig. 11.
+  auto cluster = mesh::resolve_cluster(args.cluster);
+  if (!cluster.has_value()) return fail(cluster.status());
+  std::vector<train::PointResult> one_host;
+  for (const auto& r : mine) {
+    if (r.point.devices <= cluster->devices_per_host) one_host.push_back(r);
+  }
+  const struct {
+    const char* file;
+    int figure;
+    const std::vector<train::PointResult>* points;
+    std::string title;
+  } figures[] = {
+      {"figure.svg", 7, &mine, title},
+      {"fig8-intra-op.svg", 8, &one_host,
+       fmt::format("intra-op ablation: {} on one {} host (simulated)", suite_name, args.cluster)},
+      {"fig9-inter-op.svg", 9, &mine,
+       fmt::format("inter-op ablation: {} on {} (simulated)", suite_name, args.cluster)},
+      {"fig11-resharding.svg", 11, &mine,
+       fmt::format("cross-mesh resharding: {} on {} (simulated)", suite_name, args.cluster)},
+  };
+  for (const auto& f : figures) {
+    const std::string svg = train::scaling_svg(*f.points, f.title, train::figure_systems(f.figure));
+    if (Status s = write_file(out / f.file, svg); !s.is_ok()) return fail(s);
+  }
+  const bool png = render_png(out / "figure.svg", out / "figure.png");
+  fmt::print("{}\n", table);
+  fmt::print(
+      "results: {}/results.jsonl, table.md, figure.svg{}, fig8-intra-op.svg, fig9-inter-op.svg, "
+      "fig11-resharding.svg\n",
+      out.string(), png ? ", figure.png" : " (no PNG: rsvg-convert is not installed)");
+  if (stop.load()) {
+    fmt::print(stderr, "stopped: the points done are saved; run again to continue\n");
+    return exit_code_of(make_error(Errc::kCancelled, "stopped"));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmark harnesses");
+  bench->require_subcommand(1);
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* scaling = bench->add_subcommand(
+      "scaling",
+      "Weak scaling: each point of a suite planned by meshpipe and by every baseline (data "
+      "parallel, ZeRO-2/3, Megatron grid, equal layers, equal operators, intra-op only, "
+      "inter-op only), run on the simulated backend of the cluster; a table beside Alpa's "
+      "published numbers and a figure. Resumable: points already in the results are skipped");
+  scaling
+      ->add_option("--suite", args->suite,
+                   "gpt, moe, wresnet (Alpa's points, 1-64 GPUs, and 128/256 on larger clusters) "
+                   "or a file of lines 'MODEL DEVICES [GLOBAL_BATCH]'")
+      ->capture_default_str();
+  scaling
+      ->add_option("--cluster", args->cluster,
+                   "host kind: a preset (p3.16xlarge, dgx-h100, cpu:1xD) or a cluster JSON file; "
+                   "each point gets as many of its hosts as its devices fill")
+      ->capture_default_str();
+  scaling->add_flag("--simulate", args->simulate,
+                    "run every plan on the simulated backend (the cost model's clock)");
+  scaling->add_option("--out", args->out,
+                      "results folder (default: meshpipe-bench/scaling-SUITE-CLUSTER-simulate "
+                      "under the current directory)");
+  scaling->add_option("--max-devices", args->max_devices, "skip points with more devices")
+      ->check(kPositiveInteger)
+      ->capture_default_str();
+  scaling->add_option("--systems", args->systems,
+                      "comma-separated systems to run (default: all; names as in the table)");
+  scaling->add_option("--threads", args->threads, "planner threads (default: every core)")
+      ->check(CLI::Range(0, 1024));
+  scaling
+      ->add_option("--memory-fraction", args->memory_fraction,
+                   "share of each device's memory the plans may use")
+      ->check(finite_range(0.05, 1.0))
+      ->capture_default_str();
+  scaling->add_flag("-q,--quiet", args->quiet, "no progress lines");
+  scaling->callback([args, &exit_code] { exit_code = run_scaling(*args); });
+}
+
+}  // namespace meshpipe::cli
