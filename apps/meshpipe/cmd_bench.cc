@@ -1,10 +1,14 @@
 // `meshpipe bench scaling`: a weak-scaling suite (Alpa's, or a file) on a described cluster,
 // every point planned by meshpipe and by every baseline and run on the simulated backend;
 // results as JSON lines (resumable), a Markdown table and an SVG figure in the output folder.
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -76,21 +80,50 @@ std::string find_program(std::initializer_list<const char*> names) {
 }
 
 // The SVG as PNG with rsvg-convert when it is installed (no shell: the paths are arguments).
-bool render_png(const fs::path& svg, const fs::path& png) {
+// Returns "" when it wrote the PNG, else why not (a stale PNG is removed).
+std::string render_png(const fs::path& svg, const fs::path& png) {
+  std::error_code ec;
+  fs::remove(png, ec);
   const std::string tool = find_program({"rsvg-convert"});
-  if (tool.empty()) return false;
+  if (tool.empty()) return "rsvg-convert is not installed";
+  const std::string out = png.string();
+  const std::string in = svg.string();
   const pid_t pid = ::fork();
-  if (pid < 0) return false;
+  if (pid < 0) return "cannot start rsvg-convert";
   if (pid == 0) {
-    const std::string out = png.string();
-    const std::string in = svg.string();
     ::execl(tool.c_str(), tool.c_str(), "-o", out.c_str(), in.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   int status = 0;
-  if (::waitpid(pid, &status, 0) < 0) return false;
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (::waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fs::remove(png, ec);
+    return "rsvg-convert failed";
+  }
+  return "";
 }
+
+// Holds an exclusive lock on `path` while it lives (two runs writing one results folder would
+// lose each other's points).
+class FolderLock {
+ public:
+  static Expected<std::unique_ptr<FolderLock>> take(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return make_error(Errc::kIo, "cannot open '{}'", path.string());
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return make_error(Errc::kUnavailable, "another run is writing to '{}'",
+                        path.parent_path().string());
+    }
+    return std::unique_ptr<FolderLock>(new FolderLock(fd));
+  }
+  ~FolderLock() { ::close(fd_); }
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  explicit FolderLock(int fd) : fd_(fd) {}
+  int fd_;
+};
 
 int run_scaling(const BenchArgs& args) {
   if (!args.simulate) {
@@ -108,6 +141,9 @@ int run_scaling(const BenchArgs& args) {
     points = train::load_suite_file(args.suite);
     if (!points.has_value()) return fail(points.status());
     suite_name = fs::path(args.suite).stem().string();
+    for (const std::string& b : train::builtin_suite_names()) {
+      if (suite_name == b) suite_name = "file-" + suite_name;  // not Alpa's points
+    }
   }
   std::vector<train::ScalingPoint> todo;
   for (const auto& p : *points) {
@@ -124,11 +160,23 @@ int run_scaling(const BenchArgs& args) {
       return fail(
           c.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
   }
-  std::vector<std::string> systems;
+  std::vector<std::string> systems;  // empty: all
   if (!args.systems.empty()) {
+    const std::vector<std::string> known = train::scaling_systems();
     std::stringstream in(args.systems);
-    for (std::string s; std::getline(in, s, ',');) systems.push_back(s);
+    for (std::string item; std::getline(in, item, ',');) {
+      const size_t a = item.find_first_not_of(' ');
+      if (a == std::string::npos) continue;
+      item = item.substr(a, item.find_last_not_of(' ') - a + 1);
+      if (std::find(known.begin(), known.end(), item) == known.end()) {
+        return fail(make_error(Errc::kInvalidArgument, "--systems: no system '{}' (known: {})",
+                               item, fmt::join(known, ", ")));
+      }
+      systems.push_back(item);
+    }
+    if (systems.empty()) return fail(make_error(Errc::kInvalidArgument, "--systems names none"));
   }
+  const std::vector<std::string> wanted = systems.empty() ? train::scaling_systems() : systems;
   const fs::path out =
       args.out.empty() ? fs::path("meshpipe-bench") /
                              folder_name("scaling-" + suite_name + "-" +
@@ -138,25 +186,35 @@ int run_scaling(const BenchArgs& args) {
   fs::create_directories(out, ec);
   if (ec) return fail(make_error(Errc::kIo, "cannot create '{}': {}", out.string(), ec.message()));
   const fs::path results_path = out / "results.jsonl";
+  auto lock = FolderLock::take(out / ".lock");
+  if (!lock.has_value()) return fail(lock.status());
   auto results = train::load_results(results_path.string());
   if (!results.has_value()) return fail(results.status());
+  // A point is done when a result of this suite, cluster and memory fraction holds every system
+  // asked for; a result made with other settings is replaced.
+  auto same_run = [&](const train::PointResult& r, const train::ScalingPoint& p) {
+    return r.point == p && r.cluster == args.cluster && r.mode == "simulate" &&
+           r.suite == suite_name && std::abs(r.memory_fraction - args.memory_fraction) < 1e-12;
+  };
   auto done = [&](const train::ScalingPoint& p) {
     for (const auto& r : *results) {
-      if (r.point == p && r.cluster == args.cluster && r.mode == "simulate" &&
-          r.suite == suite_name) {
-        return true;
-      }
+      if (!same_run(r, p)) continue;
+      bool all = true;
+      for (const std::string& w : wanted) all = all && r.find(w) != nullptr;
+      if (all) return true;
     }
     return false;
   };
-  // Written back as read: a line cut off by a stopped run goes before new ones are appended.
-  if (!results->empty()) {
+  // The whole file is written again after each point (through a rename: never half a file,
+  // and a line cut off by a stopped run is gone).
+  auto save = [&]() {
     std::string all;
     for (const auto& r : *results) all += train::to_json_line(r) + "\n";
-    if (Status s = write_file(results_path, all); !s.is_ok()) return fail(s);
+    return write_file(results_path, all);
+  };
+  if (fs::exists(results_path, ec)) {
+    if (Status s = save(); !s.is_ok()) return fail(s);
   }
-  std::ofstream log(results_path, std::ios::app | std::ios::binary);
-  if (!log) return fail(make_error(Errc::kIo, "cannot append to '{}'", results_path.string()));
   train::ScalingOptions options;
   options.memory_fraction = args.memory_fraction;
   options.threads = args.threads;
@@ -183,10 +241,9 @@ int run_scaling(const BenchArgs& args) {
       return fail(
           r.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
     }
-    log << train::to_json_line(*r) << "\n";
-    log.flush();
-    if (!log) return fail(make_error(Errc::kIo, "cannot append to '{}'", results_path.string()));
+    std::erase_if(*results, [&](const train::PointResult& old) { return same_run(old, p); });
     results->push_back(std::move(*r));
+    if (Status s = save(); !s.is_ok()) return fail(s);
   }
   std::vector<train::PointResult> mine;
   for (const auto& r : *results) {
@@ -228,12 +285,12 @@ int run_scaling(const BenchArgs& args) {
     const std::string svg = train::scaling_svg(*f.points, f.title, train::figure_systems(f.figure));
     if (Status s = write_file(out / f.file, svg); !s.is_ok()) return fail(s);
   }
-  const bool png = render_png(out / "figure.svg", out / "figure.png");
+  const std::string no_png = render_png(out / "figure.svg", out / "figure.png");
   fmt::print("{}\n", table);
   fmt::print(
       "results: {}/results.jsonl, table.md, figure.svg{}, fig8-intra-op.svg, fig9-inter-op.svg, "
       "fig11-resharding.svg\n",
-      out.string(), png ? ", figure.png" : " (no PNG: rsvg-convert is not installed)");
+      out.string(), no_png.empty() ? ", figure.png" : " (no PNG: " + no_png + ")");
   if (stop.load()) {
     fmt::print(stderr, "stopped: the points done are saved; run again to continue\n");
     return exit_code_of(make_error(Errc::kCancelled, "stopped"));

@@ -180,7 +180,9 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   o.graph_for_micro_batch = [spec, precision](int64_t micro) {
     return training_graph(spec, micro, precision);
   };
-  const int64_t first = args.micro_batches > 0 ? global / args.micro_batches : 1;
+  o.micro_batch_multiple = graph::models::min_micro_batch(spec);
+  const int64_t first = args.micro_batches > 0 ? global / args.micro_batches
+                                               : std::min(global, o.micro_batch_multiple);
   MP_ASSIGN_OR_RETURN(s.graph, training_graph(s.spec, first, precision));
   if (!args.quiet) {
     // A bar on a terminal (redrawn when it changes), one line per phase otherwise.

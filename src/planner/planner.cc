@@ -213,14 +213,15 @@ Expected<std::vector<MicroBatching>> micro_batch_candidates(const graph::Graph& 
     out.push_back({global / options.micro_batches, options.micro_batches});
   } else if (options.graph_for_micro_batch) {
     std::vector<int64_t> sizes = options.micro_batch_sizes;
+    const int64_t multiple = std::max<int64_t>(1, options.micro_batch_multiple);
     if (sizes.empty()) {
-      const int64_t largest = std::max<int64_t>(32, devices > 0 ? global / devices : 0);
-      for (int64_t s = 1; s <= largest; s *= 2) sizes.push_back(s);
+      const int64_t largest = std::max<int64_t>(32 * multiple, devices > 0 ? global / devices : 0);
+      for (int64_t s = multiple; s <= largest; s *= 2) sizes.push_back(s);
     }
     std::sort(sizes.begin(), sizes.end());
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
     for (int64_t s : sizes) {
-      if (s <= global && global % s == 0 && global / s <= kMaxMicroBatches) {
+      if (s % multiple == 0 && s <= global && global % s == 0 && global / s <= kMaxMicroBatches) {
         out.push_back({s, global / s});
       }
     }

@@ -28,6 +28,10 @@ struct PlannerOptions {
   /// Candidate micro-batch sizes when choosing (default: powers of two dividing the global
   /// batch, 1 ... 32, or up to the global batch / devices when that is larger).
   std::vector<int64_t> micro_batch_sizes;
+  /// Micro-batch sizes the model can be built at are multiples of this (a MoE's tokens per
+  /// micro-batch fill whole expert groups: graph::models::min_micro_batch); the default
+  /// candidates are this times powers of two, and other sizes are skipped.
+  int64_t micro_batch_multiple = 1;
   /// Builds the training graph for a micro-batch size (when the planner chooses it).
   std::function<Expected<graph::Graph>(int64_t)> graph_for_micro_batch;
   ClusteringOptions clustering;

@@ -35,7 +35,7 @@ std::vector<std::string> builtin_suite_names();
 
 /// A suite file: one point per line, "MODEL DEVICES [GLOBAL_BATCH]", blank lines and '#'
 /// comments skipped. Errors name the file and line: an unknown model, a device count outside
-/// 1..4096, a batch that is not a positive whole number, a file that cannot be read, more than
+/// 1..1024, a batch that is not a positive whole number, a file that cannot be read, more than
 /// 1000 points or lines over 1 MiB in all.
 Expected<std::vector<ScalingPoint>> parse_suite(std::string_view text, const std::string& origin);
 Expected<std::vector<ScalingPoint>> load_suite_file(const std::string& path);
@@ -56,7 +56,7 @@ double alpa_iteration_flops(const graph::models::ModelSpec& spec, int64_t global
 /// (kWithoutLocalAllGather) and simulated with transfers as bare signals (kSignalSendRecv),
 /// Alpa's Fig. 11 ablation.
 inline constexpr const char* kWithoutLocalAllGather = "meshpipe w/o local all-gather";
-inline constexpr const char* kSignalSendRecv = "meshpipe, signal send/recv";
+inline constexpr const char* kSignalSendRecv = "meshpipe signal send/recv";
 std::vector<std::string> scaling_systems();
 /// The systems of each figure: Fig. 7 (meshpipe and every baseline), Fig. 8 (intra-op
 /// ablation: Alpa's ILP, "intra-op only", against data parallel and ZeRO), Fig. 9 (inter-op
@@ -66,21 +66,24 @@ std::vector<std::string> scaling_systems();
 std::vector<std::string> figure_systems(int figure);
 
 /// What the paper reports at a point of a built-in suite (Fig. 7, read off the figure, ALPA.md
-/// §4.3): the system as it is named here and its PFLOPS in Alpa's counting; "linear" is the
-/// figure's linear-scaling line. Empty where the paper gives no number.
+/// §4.3; measured on p3.16xlarge hosts): the system as it is named here and its PFLOPS in
+/// Alpa's counting; "linear" is the figure's linear-scaling line. Empty where the paper gives
+/// no number. paper_values(r): the same for a result, empty unless it ran on p3.16xlarge.
 struct PublishedValue {
   std::string system;  ///< "meshpipe" for Alpa's own result, or a baseline's name
   std::string paper_name;
   double pflops = 0.0;
 };
 std::vector<PublishedValue> published_values(std::string_view suite, int32_t devices);
+struct PointResult;
+std::vector<PublishedValue> paper_values(const PointResult& r);
 
 /// One system at one point.
 struct SystemResult {
   std::string system;
-  /// "ok"; "oom" (no configuration of it fits device memory, or its lowered program's peak
+  /// "ok"; "oom" (no configuration of it fits memory_limit, or its lowered program's peak
   /// does not); "none" (no valid configuration: e.g. equal operators with more stages than
-  /// layers); "error" (what failed is in detail).
+  /// layers); "error" (what failed is in detail: a search limit, a failed lowering).
   std::string status;
   std::string detail;                ///< the configuration chosen, or why there is none
   double step_time = 0.0;            ///< simulated seconds per step
@@ -99,9 +102,10 @@ struct PointResult {
   std::string cluster;  ///< the cluster argument (preset or file)
   std::string mode;     ///< "simulate"
   ScalingPoint point;
-  int64_t global_batch = 0;  ///< resolved
-  int64_t memory_limit = 0;  ///< bytes per device the plans must fit
-  double seconds = 0.0;      ///< wall time spent on the point
+  int64_t global_batch = 0;      ///< resolved
+  int64_t memory_limit = 0;      ///< bytes per device the plans must fit (fraction x memory)
+  double memory_fraction = 0.9;  ///< ScalingOptions::memory_fraction of the run
+  double seconds = 0.0;          ///< wall time spent on the point
   std::vector<SystemResult> systems;
   /// The result of `system` (null when absent).
   const SystemResult* find(std::string_view system) const;
@@ -135,7 +139,9 @@ Expected<std::vector<PointResult>> load_results(const std::string& path);
 
 /// The Markdown table: one row per point and system (step time, PFLOPS in both countings,
 /// memory, status), the paper's value and our/paper ratio beside meshpipe's and each baseline's
-/// where the paper reports one, and weak-scaling efficiency against the suite's first point.
+/// where the paper reports one (built-in suites on p3.16xlarge, the paper's testbed), and
+/// weak-scaling efficiency: per-device throughput against the system's own first point that
+/// ran.
 std::string scaling_markdown(const std::vector<PointResult>& results);
 
 /// A figure: aggregate PFLOPS (Alpa's counting where it has one, else model FLOPs) against

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -21,17 +22,51 @@ using nlohmann::json;
 constexpr size_t kMaxResultLine = size_t{1} << 20;
 constexpr size_t kMaxResultLines = 100000;
 
-// The value of `key` as T, or an error naming the key.
-template <typename T>
-Expected<T> field(const json& j, const char* key) {
+// The value of `key`, or an error naming the key: strings as they are, whole numbers in
+// [lo, hi], finite numbers.
+Expected<std::string> text_field(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end()) return make_error(Errc::kInvalidArgument, "missing field '{}'", key);
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    return make_error(Errc::kInvalidArgument, "field '{}' has the wrong type", key);
-  }
+  if (!it->is_string()) return make_error(Errc::kInvalidArgument, "field '{}' is not text", key);
+  return it->get<std::string>();
 }
+
+Expected<int64_t> int_field(const json& j, const char* key, int64_t lo, int64_t hi) {
+  auto it = j.find(key);
+  if (it == j.end()) return make_error(Errc::kInvalidArgument, "missing field '{}'", key);
+  if (!it->is_number_integer()) {
+    return make_error(Errc::kInvalidArgument, "field '{}' is not a whole number", key);
+  }
+  int64_t v = 0;
+  if (it->is_number_unsigned()) {
+    const uint64_t u = it->get<uint64_t>();
+    if (u > static_cast<uint64_t>(hi)) {
+      return make_error(Errc::kInvalidArgument, "field '{}' = {} is above {}", key, u, hi);
+    }
+    v = static_cast<int64_t>(u);
+  } else {
+    v = it->get<int64_t>();
+  }
+  if (v < lo || v > hi) {
+    return make_error(Errc::kInvalidArgument, "field '{}' = {} is outside [{}, {}]", key, v, lo,
+                      hi);
+  }
+  return v;
+}
+
+Expected<double> number_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return make_error(Errc::kInvalidArgument, "missing field '{}'", key);
+  if (!it->is_number())
+    return make_error(Errc::kInvalidArgument, "field '{}' is not a number", key);
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < 0) {
+    return make_error(Errc::kInvalidArgument, "field '{}' is not a finite number >= 0", key);
+  }
+  return v;
+}
+
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
 // Four significant digits: tiny models run at a few FLOP/s where big ones run at PFLOPS.
 std::string sig(double v) { return fmt::format("{:.4g}", v); }
@@ -65,6 +100,11 @@ double shown(const SystemResult& s) { return s.alpa_pflops > 0 ? s.alpa_pflops :
 
 }  // namespace
 
+std::vector<PublishedValue> paper_values(const PointResult& r) {
+  if (r.cluster.rfind("p3.16xlarge", 0) != 0) return {};
+  return published_values(r.suite, r.point.devices);
+}
+
 std::string to_json_line(const PointResult& r) {
   json j;
   j["suite"] = r.suite;
@@ -76,6 +116,7 @@ std::string to_json_line(const PointResult& r) {
   j["global_batch"] = r.global_batch;
   j["memory_limit"] = r.memory_limit;
   j["seconds"] = r.seconds;
+  j["memory_fraction"] = r.memory_fraction;
   json systems = json::array();
   for (const SystemResult& s : r.systems) {
     systems.push_back({{"system", s.system},
@@ -90,7 +131,8 @@ std::string to_json_line(const PointResult& r) {
                        {"micro_batches", s.micro_batches}});
   }
   j["systems"] = std::move(systems);
-  return j.dump();
+  // Text that is not UTF-8 (a file name) is written with replacement characters, not thrown on.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Expected<PointResult> parse_json_line(std::string_view line) {
@@ -102,30 +144,35 @@ Expected<PointResult> parse_json_line(std::string_view line) {
   }
   if (!j.is_object()) return make_error(Errc::kInvalidArgument, "not a JSON object");
   PointResult r;
-  MP_ASSIGN_OR_RETURN(r.suite, field<std::string>(j, "suite"));
-  MP_ASSIGN_OR_RETURN(r.cluster, field<std::string>(j, "cluster"));
-  MP_ASSIGN_OR_RETURN(r.mode, field<std::string>(j, "mode"));
-  MP_ASSIGN_OR_RETURN(r.point.model, field<std::string>(j, "model"));
-  MP_ASSIGN_OR_RETURN(r.point.devices, field<int32_t>(j, "devices"));
-  MP_ASSIGN_OR_RETURN(r.point.global_batch, field<int64_t>(j, "point_batch"));
-  MP_ASSIGN_OR_RETURN(r.global_batch, field<int64_t>(j, "global_batch"));
-  MP_ASSIGN_OR_RETURN(r.memory_limit, field<int64_t>(j, "memory_limit"));
-  MP_ASSIGN_OR_RETURN(r.seconds, field<double>(j, "seconds"));
-  MP_ASSIGN_OR_RETURN(json systems, field<json>(j, "systems"));
-  if (!systems.is_array()) return make_error(Errc::kInvalidArgument, "'systems' is not a list");
-  for (const json& s : systems) {
+  MP_ASSIGN_OR_RETURN(r.suite, text_field(j, "suite"));
+  MP_ASSIGN_OR_RETURN(r.cluster, text_field(j, "cluster"));
+  MP_ASSIGN_OR_RETURN(r.mode, text_field(j, "mode"));
+  MP_ASSIGN_OR_RETURN(r.point.model, text_field(j, "model"));
+  MP_ASSIGN_OR_RETURN(const int64_t devices, int_field(j, "devices", 1, 1 << 20));
+  r.point.devices = static_cast<int32_t>(devices);
+  MP_ASSIGN_OR_RETURN(r.point.global_batch, int_field(j, "point_batch", 0, kMaxInt));
+  MP_ASSIGN_OR_RETURN(r.global_batch, int_field(j, "global_batch", 1, kMaxInt));
+  MP_ASSIGN_OR_RETURN(r.memory_limit, int_field(j, "memory_limit", 0, kMaxInt));
+  MP_ASSIGN_OR_RETURN(r.seconds, number_field(j, "seconds"));
+  if (j.contains("memory_fraction")) {  // absent in the first results files: the default
+    MP_ASSIGN_OR_RETURN(r.memory_fraction, number_field(j, "memory_fraction"));
+  }
+  auto systems = j.find("systems");
+  if (systems == j.end()) return make_error(Errc::kInvalidArgument, "missing field 'systems'");
+  if (!systems->is_array()) return make_error(Errc::kInvalidArgument, "'systems' is not a list");
+  for (const json& s : *systems) {
     if (!s.is_object()) return make_error(Errc::kInvalidArgument, "a system is not an object");
     SystemResult x;
-    MP_ASSIGN_OR_RETURN(x.system, field<std::string>(s, "system"));
-    MP_ASSIGN_OR_RETURN(x.status, field<std::string>(s, "status"));
-    MP_ASSIGN_OR_RETURN(x.detail, field<std::string>(s, "detail"));
-    MP_ASSIGN_OR_RETURN(x.step_time, field<double>(s, "step_time"));
-    MP_ASSIGN_OR_RETURN(x.predicted_step_time, field<double>(s, "predicted_step_time"));
-    MP_ASSIGN_OR_RETURN(x.pflops, field<double>(s, "pflops"));
-    MP_ASSIGN_OR_RETURN(x.alpa_pflops, field<double>(s, "alpa_pflops"));
-    MP_ASSIGN_OR_RETURN(x.peak_bytes, field<int64_t>(s, "peak_bytes"));
-    MP_ASSIGN_OR_RETURN(x.stages, field<int64_t>(s, "stages"));
-    MP_ASSIGN_OR_RETURN(x.micro_batches, field<int64_t>(s, "micro_batches"));
+    MP_ASSIGN_OR_RETURN(x.system, text_field(s, "system"));
+    MP_ASSIGN_OR_RETURN(x.status, text_field(s, "status"));
+    MP_ASSIGN_OR_RETURN(x.detail, text_field(s, "detail"));
+    MP_ASSIGN_OR_RETURN(x.step_time, number_field(s, "step_time"));
+    MP_ASSIGN_OR_RETURN(x.predicted_step_time, number_field(s, "predicted_step_time"));
+    MP_ASSIGN_OR_RETURN(x.pflops, number_field(s, "pflops"));
+    MP_ASSIGN_OR_RETURN(x.alpa_pflops, number_field(s, "alpa_pflops"));
+    MP_ASSIGN_OR_RETURN(x.peak_bytes, int_field(s, "peak_bytes", 0, kMaxInt));
+    MP_ASSIGN_OR_RETURN(x.stages, int_field(s, "stages", 0, kMaxInt));
+    MP_ASSIGN_OR_RETURN(x.micro_batches, int_field(s, "micro_batches", 0, kMaxInt));
     r.systems.push_back(std::move(x));
   }
   if (r.point.devices < 1) return make_error(Errc::kInvalidArgument, "devices must be >= 1");
@@ -183,7 +230,7 @@ std::string scaling_markdown(const std::vector<PointResult>& results) {
     }
   }
   for (const PointResult* r : order) {
-    const auto paper = published_values(r->suite, r->point.devices);
+    const auto paper = paper_values(*r);
     for (const SystemResult& s : r->systems) {
       std::string paper_cell = "";
       std::string ratio = "";
@@ -246,7 +293,7 @@ std::string scaling_svg(const std::vector<PointResult>& results, const std::stri
         ymax = std::max(ymax, shown(s));
       }
     }
-    for (const PublishedValue& p : published_values(r.suite, r.point.devices)) {
+    for (const PublishedValue& p : paper_values(r)) {
       if (paper && p.system == "meshpipe") ymax = std::max(ymax, p.pflops);
     }
   }
@@ -351,7 +398,7 @@ std::string scaling_svg(const std::vector<PointResult>& results, const std::stri
   // The paper's Alpa points (Fig. 7), as open squares.
   bool drawn = false;
   for (const PointResult& r : results) {
-    for (const PublishedValue& p : published_values(r.suite, r.point.devices)) {
+    for (const PublishedValue& p : paper_values(r)) {
       if (!paper || p.system != "meshpipe") continue;
       drawn = true;
       svg += fmt::format(

@@ -21,7 +21,8 @@ for want in "| gpt-tiny | 2 | meshpipe | ok |" "data parallel" "ZeRO-3" "Megatro
   echo "$out" | grep -qF -- "$want" || { echo "FAIL: table lacks '$want'"; exit 1; }
 done
 grep -q "<polyline" "$res/figure.svg" || { echo "FAIL: the figure has no line"; exit 1; }
-grep -q "(2/2 systems)\|on 2 devices: done" err.txt || { echo "FAIL: no progress lines"; exit 1; }
+grep -q "on 2 devices: meshpipe: planning (0/11 systems)" err.txt &&
+  grep -q "on 2 devices: done (11/11 systems)" err.txt || { cat err.txt; echo "FAIL: no progress lines"; exit 1; }
 
 # Resumed: both points are in the results already.
 before=$(md5sum < "$res/results.jsonl")
@@ -39,6 +40,23 @@ mv cut "$res/results.jsonl"
 /usr/bin/python3 -c "import json,sys; [json.loads(l) for l in open(sys.argv[1])]" \
   "$res/results.jsonl" || { echo "FAIL: results.jsonl is not JSON lines"; exit 1; }
 
+# Stopped while writing its first line: the fragment goes, the point runs again.
+head -c 80 "$res/results.jsonl" > cut && mv cut "$res/results.jsonl"
+"$bin" bench scaling --suite tiny.txt --cluster cpu:1x2 --simulate -q > /dev/null 2>err.txt || {
+  cat err.txt; echo "FAIL: the run after a cut-off first line failed"; exit 1; }
+[ "$(wc -l < "$res/results.jsonl")" -eq 2 ] || { echo "FAIL: first line not repaired"; exit 1; }
+
+# Asking for systems a result lacks runs the point again (one line per point still).
+"$bin" bench scaling --suite tiny.txt --cluster cpu:1x2 --simulate --out "$dir/few" -q \
+  --systems "meshpipe, ZeRO-3" > /dev/null 2>&1 || { echo "FAIL: --systems run failed"; exit 1; }
+[ "$(grep -o '"system"' "$dir/few/results.jsonl" | wc -l)" -eq 4 ] || {
+  echo "FAIL: --systems did not limit the systems"; exit 1; }
+"$bin" bench scaling --suite tiny.txt --cluster cpu:1x2 --simulate --out "$dir/few" -q \
+  > /dev/null 2>&1 || { echo "FAIL: the full run after a --systems run failed"; exit 1; }
+[ "$(wc -l < "$dir/few/results.jsonl")" -eq 2 ] || { echo "FAIL: duplicate lines"; exit 1; }
+[ "$(grep -o '"system"' "$dir/few/results.jsonl" | wc -l)" -eq 22 ] || {
+  echo "FAIL: the missing systems were not run"; exit 1; }
+
 # Errors: exit 2 naming the problem, no crash.
 expect_error() {  # expect_error WANT ARGS...
   local want="$1"; shift
@@ -54,4 +72,5 @@ printf 'gpt-tiny 3\n' > three.txt
 expect_error "not a whole number of" --suite three.txt --cluster cpu:1x2 --simulate
 expect_error "no system 'DeepSpeed'" --suite tiny.txt --cluster cpu:1x2 --simulate --out "$dir/y" \
   --systems meshpipe,DeepSpeed
+[ ! -e "$dir/y" ] || { echo "FAIL: a refused run created its folder"; exit 1; }
 echo "cli_bench: ok"

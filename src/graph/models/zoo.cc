@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <numeric>
+
 namespace meshpipe::graph::models {
 namespace {
 
@@ -155,6 +157,14 @@ Expected<ForwardGraph> build_model(const ModelSpec& spec, const BuildOptions& op
       spec.config);
   if (!g.has_value()) return g.status().with_context("model " + spec.name);
   return g;
+}
+
+int64_t min_micro_batch(const ModelSpec& spec) {
+  if (const auto* m = std::get_if<MoeConfig>(&spec.config)) {
+    if (m->seq_len <= 0 || m->group_size <= 0) return 1;
+    return m->group_size / std::gcd(m->seq_len, m->group_size);
+  }
+  return 1;
 }
 
 int64_t formula_parameter_count(const ModelSpec& spec) {

@@ -40,6 +40,11 @@ struct BuildOptions {
 /// Builds the forward graph of a spec.
 Expected<ForwardGraph> build_model(const ModelSpec& spec, const BuildOptions& options = {});
 
+/// The smallest batch the model can be built at, of which every buildable batch is a multiple:
+/// for a MoE, the sequences whose tokens fill whole expert groups (group / gcd(seq, group));
+/// 1 for the other families.
+int64_t min_micro_batch(const ModelSpec& spec);
+
 /// Parameter count from the family's closed formula: Alpa's for GPT and MoE (which leaves out
 /// position embeddings, the embedding layer norm, two of the three q/k/v biases per layer and
 /// the MoE gate), the exact closed form for Wide-ResNet and MLP.
