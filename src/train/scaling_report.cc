@@ -212,9 +212,10 @@ Expected<std::vector<PointResult>> load_results(const std::string& path) {
 
 std::string scaling_markdown(const std::vector<PointResult>& results) {
   std::string out =
-      "| model | devices | system | status | step time s | PFLOPS (model) | PFLOPS (Alpa's "
-      "counting) | paper | ours / paper | weak-scaling efficiency | memory per device | "
-      "configuration |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+      "| model | devices | system | status | step time s (simulated) | planner's estimate s | "
+      "PFLOPS (model) | PFLOPS (Alpa's counting) | paper | ours / paper | weak-scaling "
+      "efficiency | memory per device | configuration |\n"
+      "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   // Per system, the per-device throughput of its first (fewest devices) point that ran.
   std::map<std::string, double> base;
   std::vector<const PointResult*> order;
@@ -246,12 +247,12 @@ std::string scaling_markdown(const std::vector<PointResult>& results) {
             "{:.0f}%", 100.0 * shown(s) / static_cast<double>(r->point.devices) / base[s.system]);
       }
       const bool ok = s.status == "ok";
-      out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                         r->point.model, r->point.devices, s.system,
-                         s.status == "oom" ? "**OOM**" : s.status, ok ? sig(s.step_time) : "-",
-                         ok ? sig(s.pflops) : "-",
-                         ok && s.alpa_pflops > 0 ? sig(s.alpa_pflops) : "-", paper_cell, ratio, eff,
-                         s.peak_bytes > 0 ? format_bytes(Bytes(s.peak_bytes)) : "-", s.detail);
+      out += fmt::format(
+          "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r->point.model,
+          r->point.devices, s.system, s.status == "oom" ? "**OOM**" : s.status,
+          ok ? sig(s.step_time) : "-", s.predicted_step_time > 0 ? sig(s.predicted_step_time) : "-",
+          ok ? sig(s.pflops) : "-", ok && s.alpa_pflops > 0 ? sig(s.alpa_pflops) : "-", paper_cell,
+          ratio, eff, s.peak_bytes > 0 ? format_bytes(Bytes(s.peak_bytes)) : "-", s.detail);
     }
   }
   return out;
