@@ -15,9 +15,11 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "core/crash.h"
 #include "mesh/cluster.h"
+#include "meshpipe/bench_run.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
 #include "train/scaling.h"
@@ -32,8 +34,10 @@ struct BenchArgs {
   std::string suite = "gpt";
   std::string cluster = "p3.16xlarge";
   bool simulate = false;
+  bool run = false;
+  int steps = 6;
   std::string out;
-  int32_t max_devices = 64;
+  int32_t max_devices = 0;  // 0: 64 with --simulate, this machine's cores with --run
   std::string systems;
   int threads = 0;
   double memory_fraction = 0.9;
@@ -126,15 +130,24 @@ class FolderLock {
 };
 
 int run_scaling(const BenchArgs& args) {
-  if (!args.simulate) {
+  if (args.simulate == args.run) {
     return fail(make_error(Errc::kInvalidArgument,
                            "say how to run the points: --simulate (the simulated backend of the "
-                           "described cluster)"));
+                           "described cluster) or --run (measured on this machine's CPU devices)"));
   }
+  const std::string mode = args.run ? "run" : "simulate";
+  // Where the points run: the described cluster, or this machine.
+  const std::string cluster_label = args.run ? "this machine" : args.cluster;
+  const int32_t max_devices =
+      args.max_devices > 0
+          ? args.max_devices
+          : (args.run ? static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()))
+                      : 64);
   const auto& stop = install_stop_handlers("meshpipe");
   // The suite: a built-in name, or a file.
   std::string suite_name = args.suite;
   Expected<std::vector<train::ScalingPoint>> points = train::builtin_suite(args.suite);
+  const bool builtin = points.has_value();
   if (!points.has_value()) {
     std::error_code ec;
     if (!fs::is_regular_file(args.suite, ec)) return fail(points.status());
@@ -146,15 +159,22 @@ int run_scaling(const BenchArgs& args) {
     }
   }
   std::vector<train::ScalingPoint> todo;
-  for (const auto& p : *points) {
-    if (p.devices <= args.max_devices) todo.push_back(p);
+  if (args.run) {
+    auto m = measured_points(args.suite, *points, builtin, max_devices);
+    if (!m.has_value()) return fail(m.status());
+    todo = std::move(*m);
+  } else {
+    for (const auto& p : *points) {
+      if (p.devices <= max_devices) todo.push_back(p);
+    }
   }
   if (todo.empty()) {
     return fail(make_error(Errc::kInvalidArgument, "no point of suite '{}' has at most {} devices",
-                           suite_name, args.max_devices));
+                           suite_name, max_devices));
   }
   // Every point's cluster first: a bad cluster or device count is reported before any work.
   for (const auto& p : todo) {
+    if (args.run) break;
     auto c = train::cluster_for_point(args.cluster, p.devices);
     if (!c.has_value())
       return fail(
@@ -178,10 +198,12 @@ int run_scaling(const BenchArgs& args) {
   }
   const std::vector<std::string> wanted = systems.empty() ? train::scaling_systems() : systems;
   const fs::path out =
-      args.out.empty() ? fs::path("meshpipe-bench") /
-                             folder_name("scaling-" + suite_name + "-" +
-                                         fs::path(args.cluster).filename().string() + "-simulate")
-                       : fs::path(args.out);
+      args.out.empty()
+          ? fs::path("meshpipe-bench") /
+                folder_name("scaling-" + suite_name + "-" +
+                            (args.run ? std::string("run")
+                                      : fs::path(args.cluster).filename().string() + "-simulate"))
+          : fs::path(args.out);
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) return fail(make_error(Errc::kIo, "cannot create '{}': {}", out.string(), ec.message()));
@@ -193,8 +215,8 @@ int run_scaling(const BenchArgs& args) {
   // A point is done when a result of this suite, cluster and memory fraction holds every system
   // asked for; a result made with other settings is replaced.
   auto same_run = [&](const train::PointResult& r, const train::ScalingPoint& p) {
-    return r.point == p && r.cluster == args.cluster && r.mode == "simulate" &&
-           r.suite == suite_name && std::abs(r.memory_fraction - args.memory_fraction) < 1e-12;
+    return r.point == p && r.cluster == cluster_label && r.mode == mode && r.suite == suite_name &&
+           std::abs(r.memory_fraction - args.memory_fraction) < 1e-12;
   };
   auto done = [&](const train::ScalingPoint& p) {
     for (const auto& r : *results) {
@@ -236,7 +258,12 @@ int run_scaling(const BenchArgs& args) {
                    p.devices, what, d, total);
       };
     }
-    auto r = train::simulate_point(suite_name, p, args.cluster, options);
+    if (args.run && !args.quiet) {
+      fmt::print(stderr, "[{}/{}] {} on {} devices: measuring {} steps ({} processes)\n", k + 1, n,
+                 p.model, p.devices, args.steps, p.devices);
+    }
+    auto r = args.run ? measure_point(suite_name, p, args.steps, out, stop)
+                      : train::simulate_point(suite_name, p, args.cluster, options);
     if (!r.has_value()) {
       return fail(
           r.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
@@ -247,19 +274,38 @@ int run_scaling(const BenchArgs& args) {
   }
   std::vector<train::PointResult> mine;
   for (const auto& r : *results) {
-    if (r.cluster == args.cluster && r.suite == suite_name && r.mode == "simulate") {
-      mine.push_back(r);
-    }
+    if (r.cluster == cluster_label && r.suite == suite_name && r.mode == mode) mine.push_back(r);
   }
   const std::string title =
-      fmt::format("meshpipe bench scaling: {} on {} (simulated)", suite_name, args.cluster);
+      args.run
+          ? fmt::format("meshpipe bench scaling: {} measured on this machine", suite_name)
+          : fmt::format("meshpipe bench scaling: {} on {} (simulated)", suite_name, args.cluster);
+  const std::string how =
+      args.run ? "Each point planned by meshpipe for the CPU devices of this machine and trained "
+                 "with one `meshpipe-node` process per device (UCX between them, a coordinator "
+                 "in the harness); step time: the median of the steps after the first. "
+                 "Weak-scaling efficiency: per-device throughput against one device."
+               : "Each point planned by meshpipe and by every baseline under the same cost model, "
+                 "lowered and run on the simulated backend of the cluster.";
   const std::string table = fmt::format(
-      "# {}\n\nEach point planned by meshpipe and by every baseline under the same cost model, "
-      "lowered and run on the simulated backend of the cluster. PFLOPS: aggregate; *model*: the "
-      "training graph's FLOPs; *Alpa's counting*: benchmark/alpa/util.py's formula (GPT, MoE, "
-      "with recomputation counted). *paper*: Fig. 7 of the Alpa paper, read off the figure.\n\n{}",
-      title, train::scaling_markdown(mine));
+      "# {}\n\n{} PFLOPS: aggregate; *model*: the training graph's FLOPs; *Alpa's counting*: "
+      "benchmark/alpa/util.py's formula (GPT, MoE, with recomputation counted). *paper*: Fig. 7 "
+      "of the Alpa paper, read off the figure.\n\n{}",
+      title, how, train::scaling_markdown(mine));
   if (Status s = write_file(out / "table.md", table); !s.is_ok()) return fail(s);
+  if (args.run) {
+    const std::string svg = train::scaling_svg(mine, title, train::figure_systems(7));
+    if (Status s = write_file(out / "figure.svg", svg); !s.is_ok()) return fail(s);
+    const std::string no_png = render_png(out / "figure.svg", out / "figure.png");
+    fmt::print("{}\n", table);
+    fmt::print("results: {}/results.jsonl, table.md, figure.svg{}\n", out.string(),
+               no_png.empty() ? ", figure.png" : " (no PNG: " + no_png + ")");
+    if (stop.load()) {
+      fmt::print(stderr, "stopped: the points done are saved; run again to continue\n");
+      return exit_code_of(make_error(Errc::kCancelled, "stopped"));
+    }
+    return 0;
+  }
   // Fig. 7 (every system), and the ablations: Fig. 8 on the points of one host, Fig. 9, Fig. 11.
   auto cluster = mesh::resolve_cluster(args.cluster);
   if (!cluster.has_value()) return fail(cluster.status());
@@ -322,12 +368,22 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   scaling->add_flag("--simulate", args->simulate,
                     "run every plan on the simulated backend (the cost model's clock)");
+  scaling->add_flag("--run", args->run,
+                    "measure meshpipe on this machine's CPU devices, one meshpipe-node process "
+                    "per device: a suite file's points, or for gpt/moe/wresnet the family's CPU "
+                    "model (gpt-cpu, ...) on 1, 2, 4, ... devices with the batch growing with "
+                    "them");
+  scaling->add_option("--steps", args->steps, "with --run: steps trained per point")
+      ->check(CLI::Range(2, 1000))
+      ->capture_default_str();
   scaling->add_option("--out", args->out,
                       "results folder (default: meshpipe-bench/scaling-SUITE-CLUSTER-simulate "
                       "under the current directory)");
-  scaling->add_option("--max-devices", args->max_devices, "skip points with more devices")
-      ->check(kPositiveInteger)
-      ->capture_default_str();
+  scaling
+      ->add_option("--max-devices", args->max_devices,
+                   "skip points with more devices (default: 64 with --simulate, this machine's "
+                   "cores with --run)")
+      ->check(kPositiveInteger);
   scaling->add_option("--systems", args->systems,
                       "comma-separated systems to run (default: all; names as in the table)");
   scaling->add_option("--threads", args->threads, "planner threads (default: every core)")

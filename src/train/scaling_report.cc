@@ -211,8 +211,11 @@ Expected<std::vector<PointResult>> load_results(const std::string& path) {
 }
 
 std::string scaling_markdown(const std::vector<PointResult>& results) {
+  const bool measured = !results.empty() && results.front().mode == "run";
   std::string out =
-      "| model | devices | system | status | step time s (simulated) | planner's estimate s | "
+      std::string("| model | devices | system | status | step time s ") +
+      (measured ? "(measured)" : "(simulated)") +
+      " | planner's estimate s | "
       "PFLOPS (model) | PFLOPS (Alpa's counting) | paper | ours / paper | weak-scaling "
       "efficiency | memory per device | configuration |\n"
       "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
