@@ -354,8 +354,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       "scaling",
       "Weak scaling: each point of a suite planned by meshpipe and by every baseline (data "
       "parallel, ZeRO-2/3, Megatron grid, equal layers, equal operators, intra-op only, "
-      "inter-op only), run on the simulated backend of the cluster; a table beside Alpa's "
-      "published numbers and a figure. Resumable: points already in the results are skipped");
+      "inter-op only) and run on the simulated backend of the cluster (--simulate; a table "
+      "beside Alpa's published numbers, Fig. 7, 8, 9 and 11 as SVG), or meshpipe measured on "
+      "this machine's CPU devices (--run). Resumable: points already in the results are "
+      "skipped");
   scaling
       ->add_option("--suite", args->suite,
                    "gpt, moe, wresnet (Alpa's points, 1-64 GPUs, and 128/256 on larger clusters) "
@@ -377,8 +379,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(2, 1000))
       ->capture_default_str();
   scaling->add_option("--out", args->out,
-                      "results folder (default: meshpipe-bench/scaling-SUITE-CLUSTER-simulate "
-                      "under the current directory)");
+                      "results folder (default: meshpipe-bench/scaling-SUITE-CLUSTER-simulate, "
+                      "or scaling-SUITE-run, under the current directory)");
   scaling
       ->add_option("--max-devices", args->max_devices,
                    "skip points with more devices (default: 64 with --simulate, this machine's "
