@@ -300,7 +300,14 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
         graph::models::zoo_training_graph(spec, micro, graph::OptimizerConfig{}, std::nullopt));
     return std::move(tg.graph);
   };
-  MP_ASSIGN_OR_RETURN(graph::Graph g, o.graph_for_micro_batch(1));
+  o.micro_batch_multiple = graph::models::min_micro_batch(spec);
+  if (r.global_batch % o.micro_batch_multiple != 0) {
+    return make_error(Errc::kInvalidArgument,
+                      "{}: a global batch of {} does not fill whole micro-batches of {} (its "
+                      "expert groups)",
+                      spec.name, r.global_batch, o.micro_batch_multiple);
+  }
+  MP_ASSIGN_OR_RETURN(graph::Graph g, o.graph_for_micro_batch(o.micro_batch_multiple));
   const auto cost = runtime::cost_model_for(cluster);
   planner::ShardingCache cache;
   const double alpa_flops = alpa_iteration_flops(spec, r.global_batch);

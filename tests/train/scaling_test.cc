@@ -97,6 +97,14 @@ TEST_CASE("a MoE plans at micro-batches that fill whole expert groups", "[scalin
   std::vector<int64_t> sizes;
   for (const auto& m : *c) sizes.push_back(m.micro_batch);
   CHECK(sizes == std::vector<int64_t>{2, 4, 8, 16});
+  // A MoE point of Alpa's suite is planned (its smallest micro-batch is 2 sequences).
+  ScalingOptions dp;
+  dp.systems = {"data parallel"};
+  auto point = simulate_point("moe", ScalingPoint{"moe-380m", 1, 1024}, "p3.16xlarge", dp);
+  REQUIRE(point.has_value());
+  REQUIRE(point->systems.size() == 1);
+  CHECK(point->systems[0].status == "ok");
+  CHECK(point->systems[0].micro_batches <= 512);
 }
 
 TEST_CASE("a point's cluster: whole hosts of the preset, or one host with fewer devices",
