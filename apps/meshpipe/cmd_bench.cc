@@ -218,14 +218,19 @@ int run_scaling(const BenchArgs& args) {
     return r.point == p && r.cluster == cluster_label && r.mode == mode && r.suite == suite_name &&
            std::abs(r.memory_fraction - args.memory_fraction) < 1e-12;
   };
-  auto done = [&](const train::ScalingPoint& p) {
-    for (const auto& r : *results) {
-      if (!same_run(r, p)) continue;
-      bool all = true;
-      for (const std::string& w : wanted) all = all && r.find(w) != nullptr;
-      if (all) return true;
+  // The systems of point p asked for, and those of them an earlier result of this run lacks.
+  auto asked = [&](const train::ScalingPoint& p) {
+    std::vector<std::string> out;
+    const std::vector<std::string> apply =
+        args.run ? std::vector<std::string>{"meshpipe"} : train::point_systems(args.cluster, p);
+    for (const std::string& s : apply) {
+      if (std::find(wanted.begin(), wanted.end(), s) != wanted.end()) out.push_back(s);
     }
-    return false;
+    return out;
+  };
+  auto earlier = [&](const train::ScalingPoint& p) {
+    return std::find_if(results->begin(), results->end(),
+                        [&](const train::PointResult& r) { return same_run(r, p); });
   };
   // The whole file is written again after each point (through a rename: never half a file,
   // and a line cut off by a stopped run is gone).
@@ -244,13 +249,20 @@ int run_scaling(const BenchArgs& args) {
   const size_t n = todo.size();
   for (size_t k = 0; k < n; ++k) {
     const auto& p = todo[k];
-    if (done(p)) {
+    const auto before = earlier(p);
+    std::vector<std::string> need;
+    for (const std::string& s : asked(p)) {
+      if (before == results->end() || before->find(s) == nullptr) need.push_back(s);
+    }
+    if (need.empty()) {
       if (!args.quiet) {
         fmt::print(stderr, "[{}/{}] {} on {} devices: in {} already\n", k + 1, n, p.model,
                    p.devices, results_path.string());
       }
       continue;
     }
+    // A point with some systems already: only the missing ones run, added to its line.
+    options.systems = before == results->end() ? systems : need;
     if (stop.load()) break;
     if (!args.quiet) {
       options.progress = [&, k](const std::string& what, int d, int total) {
@@ -268,8 +280,15 @@ int run_scaling(const BenchArgs& args) {
       return fail(
           r.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));
     }
-    std::erase_if(*results, [&](const train::PointResult& old) { return same_run(old, p); });
-    results->push_back(std::move(*r));
+    const auto again = earlier(p);  // (results may not have changed, but look again)
+    if (again == results->end()) {
+      results->push_back(std::move(*r));
+    } else {
+      for (train::SystemResult& sr : r->systems) {
+        if (again->find(sr.system) == nullptr) again->systems.push_back(std::move(sr));
+      }
+      again->seconds += r->seconds;
+    }
     if (Status s = save(); !s.is_ok()) return fail(s);
   }
   std::vector<train::PointResult> mine;

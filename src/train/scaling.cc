@@ -16,6 +16,7 @@
 #include "graph/models/zoo_training.h"
 #include "planner/baselines.h"
 #include "planner/build_plan.h"
+#include "planner/manual_plan.h"
 #include "planner/planner.h"
 #include "runtime/compact_program.h"
 #include "runtime/cost_models.h"
@@ -67,6 +68,54 @@ const std::vector<std::pair<std::string, std::vector<ScalingPoint>>>& suites() {
         {"wresnet-13b", 256, 6080}}},
   };
   return *s;
+}
+
+// n stages "0@S:L;1@S:L;..." of one clustered layer each, on submesh S with logical mesh L (or
+// alternating between L and L2 when given).
+std::string stages_of(int n, const std::string& submesh, const std::string& logical,
+                      const std::string& logical2 = "") {
+  std::string out;
+  for (int k = 0; k < n; ++k) {
+    if (k > 0) out += ";";
+    out += fmt::format("{}@{}:{}", k, submesh, logical2.empty() || k % 2 == 0 ? logical : logical2);
+  }
+  return out;
+}
+
+// The plans Alpa found on p3.16xlarge (ALPA.md §4.2, suite_auto_*.py), in --stages form, with
+// their micro-batch count (0: meshpipe's); a stage count without a layer count is one
+// clustered layer per stage.
+struct AlpaPlan {
+  std::string model;
+  int32_t devices;
+  std::string stages;
+  int64_t micro_batches;
+};
+
+const std::vector<AlpaPlan>& alpa_plans() {
+  static const auto* plans = new std::vector<AlpaPlan>{
+      {"gpt-350m", 1, "0@1x1:1x1", 512},
+      {"gpt-760m", 2, "0-2@1x1:1x1;3-5@1x1:1x1", 128},
+      {"gpt-1.3b", 4, stages_of(2, "1x2", "2x1"), 128},
+      {"gpt-2.6b", 8, "0-1@1x2:2x1;2-3@1x2:2x1;4-7@1x4:4x1", 128},
+      {"gpt-6.7b", 16, stages_of(2, "1x8", "2x4"), 64},
+      {"gpt-15b", 32, "0-3@1x8:2x4;4-7@1x8:2x4;8-11@1x8:2x4;12-15@1x8:2x4", 128},
+      {"gpt-39b", 64, stages_of(16, "1x4", "1x4"), 1024},
+      {"moe-10b", 16, stages_of(2, "1x8", "8x1"), 0},
+      {"moe-27b", 32, stages_of(8, "1x4", "4x1"), 0},
+      {"moe-70b", 64, stages_of(8, "1x8", "8x1"), 0},
+      {"wresnet-4b", 16, "0-4@1x4:4x1;5-8@1x4:4x1;9-15@1x8:8x1", 0},
+      {"wresnet-13b", 64, stages_of(8, "1x8", "8x1", "1x8"), 0},
+  };
+  return *plans;
+}
+
+const AlpaPlan* find_alpa_plan(const std::string& cluster, const ScalingPoint& p) {
+  if (cluster.rfind("p3.16xlarge", 0) != 0) return nullptr;  // Alpa's plans are for its testbed
+  for (const AlpaPlan& a : alpa_plans()) {
+    if (a.model == p.model && a.devices == p.devices) return &a;
+  }
+  return nullptr;
 }
 
 std::string trim(std::string_view s) {
@@ -224,7 +273,13 @@ double alpa_iteration_flops(const graph::models::ModelSpec& spec, int64_t global
 std::vector<std::string> scaling_systems() {
   return {"meshpipe",      "data parallel",        "ZeRO-2",          "ZeRO-3",
           "Megatron grid", "equal layers",         "equal operators", "intra-op only",
-          "inter-op only", kWithoutLocalAllGather, kSignalSendRecv};
+          "inter-op only", kWithoutLocalAllGather, kSignalSendRecv,   kAlpasPlan};
+}
+
+std::vector<std::string> point_systems(const std::string& cluster, const ScalingPoint& point) {
+  std::vector<std::string> out = scaling_systems();
+  if (find_alpa_plan(cluster, point) == nullptr) std::erase(out, std::string(kAlpasPlan));
+  return out;
 }
 
 std::vector<PublishedValue> published_values(std::string_view suite, int32_t devices) {
@@ -312,7 +367,7 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
   planner::ShardingCache cache;
   const double alpa_flops = alpa_iteration_flops(spec, r.global_batch);
   int total = 0;
-  for (const std::string& s : scaling_systems()) total += wanted(s) ? 1 : 0;
+  for (const std::string& s : point_systems(cluster_arg, point)) total += wanted(s) ? 1 : 0;
   int done = 0;
   auto note = [&](const std::string& what) {
     if (options.progress) options.progress(what, done, total);
@@ -379,7 +434,10 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
     ++done;
   };
 
-  const bool mine = wanted("meshpipe") || wanted(kWithoutLocalAllGather) || wanted(kSignalSendRecv);
+  const AlpaPlan* alpa = wanted(kAlpasPlan) ? find_alpa_plan(cluster_arg, point) : nullptr;
+  const bool mine = wanted("meshpipe") || wanted(kWithoutLocalAllGather) ||
+                    wanted(kSignalSendRecv) || (alpa != nullptr && alpa->micro_batches == 0);
+  int64_t mine_micro_batches = 0;  // Alpa's plans without a count of their own take meshpipe's
   if (mine) {
     note("meshpipe: planning");
     auto plan = runtime::make_counted_plan(g, cluster, *cost, o, &cache);
@@ -389,6 +447,7 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
                          : "";
     const std::optional<planner::Plan> plan_or =
         plan.has_value() ? std::optional<planner::Plan>(std::move(*plan)) : std::nullopt;
+    if (plan_or) mine_micro_batches = plan_or->micro_batches;
     if (wanted("meshpipe")) evaluate("meshpipe", plan_or, plan.status(), description);
     // Cross-mesh resharding (Fig. 11): the same plan with every byte sent to every receiver
     // instead of once per group and then all-gathered; and the bound, with those transfers as
@@ -406,7 +465,8 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
   }
   bool any_baseline = false;
   for (const std::string& s : scaling_systems()) {
-    const bool ours = s == "meshpipe" || s == kWithoutLocalAllGather || s == kSignalSendRecv;
+    const bool ours =
+        s == "meshpipe" || s == kWithoutLocalAllGather || s == kSignalSendRecv || s == kAlpasPlan;
     any_baseline = any_baseline || (!ours && wanted(s));
   }
   if (any_baseline) {
@@ -416,6 +476,33 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
       if (!wanted(b.name)) continue;
       evaluate(b.name, b.plan, b.status, b.description);
     }
+  }
+  if (alpa != nullptr) {
+    note("Alpa's plan: pricing");
+    int64_t nb = alpa->micro_batches;
+    if (nb == 0) nb = mine_micro_batches;
+    Expected<planner::Plan> priced =
+        make_error(Errc::kInfeasible,
+                   "no micro-batch count: ALPA.md gives none, and meshpipe's plan is not here");
+    if (nb > 0 && r.global_batch % nb == 0) {
+      auto stages = planner::parse_manual_stages(alpa->stages);
+      auto ag = o.graph_for_micro_batch(r.global_batch / nb);
+      planner::PlannerOptions ao = o;
+      ao.micro_batches = nb;
+      ao.clustering.num_layers = 0;  // the stages' own layer count
+      if (!stages.has_value()) {
+        priced = stages.status();
+      } else if (!ag.has_value()) {
+        priced = ag.status();
+      } else {
+        priced = planner::manual_plan(*ag, cluster, *cost, ao, nb, *stages, cache);
+      }
+    }
+    const std::string description =
+        fmt::format("`{}`, {} micro-batches (ALPA.md §4.2)", alpa->stages, nb);
+    evaluate(kAlpasPlan,
+             priced.has_value() ? std::optional<planner::Plan>(std::move(*priced)) : std::nullopt,
+             priced.status(), description);
   }
   note("done");
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -57,7 +57,13 @@ double alpa_iteration_flops(const graph::models::ModelSpec& spec, int64_t global
 /// Alpa's Fig. 11 ablation.
 inline constexpr const char* kWithoutLocalAllGather = "meshpipe w/o local all-gather";
 inline constexpr const char* kSignalSendRecv = "meshpipe signal send/recv";
+/// The plan Alpa found for a point of its suites on p3.16xlarge (ALPA.md §4.2), written as
+/// stages and priced, lowered and simulated like the others.
+inline constexpr const char* kAlpasPlan = "Alpa's plan";
 std::vector<std::string> scaling_systems();
+/// The systems that apply to a point on `cluster`: every one, but Alpa's plan only where
+/// ALPA.md gives one (Alpa's points on p3.16xlarge).
+std::vector<std::string> point_systems(const std::string& cluster, const ScalingPoint& point);
 /// The systems of each figure: Fig. 7 (meshpipe and every baseline), Fig. 8 (intra-op
 /// ablation: Alpa's ILP, "intra-op only", against data parallel and ZeRO), Fig. 9 (inter-op
 /// ablation: the stage DP, "inter-op only", against equal layers and equal operators), Fig. 11

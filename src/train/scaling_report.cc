@@ -270,8 +270,8 @@ std::vector<std::string> figure_systems(int figure) {
     case 11:
       return {"meshpipe", kWithoutLocalAllGather, kSignalSendRecv};
     default:
-      return {"meshpipe",     "data parallel",   "ZeRO-2",        "ZeRO-3",       "Megatron grid",
-              "equal layers", "equal operators", "intra-op only", "inter-op only"};
+      return {"meshpipe",     "data parallel",   "ZeRO-2",        "ZeRO-3",        "Megatron grid",
+              "equal layers", "equal operators", "intra-op only", "inter-op only", kAlpasPlan};
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -107,6 +108,30 @@ TEST_CASE("a MoE plans at micro-batches that fill whole expert groups", "[scalin
   CHECK(point->systems[0].micro_batches <= 512);
 }
 
+TEST_CASE("Alpa's own plan is priced, lowered and simulated where ALPA.md gives one", "[scaling]") {
+  const ScalingPoint one{"gpt-350m", 1, 1024};
+  auto systems = point_systems("p3.16xlarge", one);
+  CHECK(std::find(systems.begin(), systems.end(), kAlpasPlan) != systems.end());
+  systems = point_systems("dgx-h100", one);  // Alpa's plans are for its V100 testbed
+  CHECK(std::find(systems.begin(), systems.end(), kAlpasPlan) == systems.end());
+  systems = point_systems("p3.16xlarge", ScalingPoint{"gpt-tiny", 2, 16});
+  CHECK(std::find(systems.begin(), systems.end(), kAlpasPlan) == systems.end());
+
+  ScalingOptions only;
+  only.systems = {kAlpasPlan};
+  auto r = simulate_point("gpt", one, "p3.16xlarge", only);
+  REQUIRE(r.has_value());
+  REQUIRE(r->systems.size() == 1);
+  const SystemResult& a = r->systems[0];
+  INFO(a.detail);
+  CHECK(a.system == kAlpasPlan);
+  CHECK(a.status == "ok");
+  CHECK(a.micro_batches == 512);  // Alpa's NB for this point
+  CHECK(a.stages == 1);
+  CHECK_THAT(a.detail, Catch::Contains("0@1x1:1x1"));
+  CHECK(a.step_time > 0);
+}
+
 TEST_CASE("a point's cluster: whole hosts of the preset, or one host with fewer devices",
           "[scaling]") {
   auto four = cluster_for_point("p3.16xlarge", 4);
@@ -128,7 +153,7 @@ TEST_CASE("a simulated point: every system's throughput is its plan's FLOPs per 
   auto r = simulate_point("tiny", ScalingPoint{"gpt-tiny", 2, 16}, "cpu:1x2", {});
   REQUIRE(r.has_value());
   CHECK(r->global_batch == 16);
-  REQUIRE(r->systems.size() == scaling_systems().size());
+  REQUIRE(r->systems.size() == point_systems("cpu:1x2", ScalingPoint{"gpt-tiny", 2, 16}).size());
   auto spec = graph::models::find_model("gpt-tiny");
   REQUIRE(spec.has_value());
   int ran = 0;
