@@ -495,7 +495,13 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
       } else if (!ag.has_value()) {
         priced = ag.status();
       } else {
-        priced = planner::manual_plan(*ag, cluster, *cost, ao, nb, *stages, cache);
+        priced = planner::price_manual_stages(*ag, cluster, *cost, ao, nb, *stages, cache);
+        if (priced.has_value()) {  // its 1F1B memory rule, reported as out of memory
+          const Status fits = planner::check_stage_memory(*priced, ao.profile.memory_fraction);
+          if (!fits.is_ok()) {
+            priced = make_error(Errc::kResourceExhausted, "out of memory: {}", fits.message());
+          }
+        }
       }
     }
     const std::string description =
