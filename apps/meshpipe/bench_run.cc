@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,19 +38,43 @@ namespace fs = std::filesystem;
 // when this goes, so no process outlives the point.
 class Nodes {
  public:
+  // The coordinator (destroyed before this) has told the nodes the job ended: they exit on
+  // their own. One still running after 5 s gets SIGTERM twice (a node leaves its first to the
+  // driver), then SIGKILL after 2 s more.
   ~Nodes() {
-    for (pid_t p : pids_) ::kill(p, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    for (pid_t p : pids_) {
-      int status = 0;
-      while (::waitpid(p, &status, WNOHANG) == 0) {
-        if (std::chrono::steady_clock::now() >= deadline) {
-          ::kill(p, SIGKILL);
-          ::waitpid(p, &status, 0);
-          break;
+    auto wait_all = [&](std::chrono::milliseconds limit) {
+      const auto deadline = std::chrono::steady_clock::now() + limit;
+      bool left = true;
+      while (left) {
+        left = false;
+        for (pid_t& p : pids_) {
+          if (p <= 0) continue;
+          int status = 0;
+          if (::waitpid(p, &status, WNOHANG) != 0) {
+            p = -1;
+          } else {
+            left = true;
+          }
         }
+        if (!left || std::chrono::steady_clock::now() >= deadline) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
+      return left;
+    };
+    if (!wait_all(std::chrono::seconds(5))) return;
+    for (pid_t p : pids_) {
+      if (p > 0) ::kill(p, SIGTERM);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (pid_t p : pids_) {
+      if (p > 0) ::kill(p, SIGTERM);
+    }
+    if (!wait_all(std::chrono::seconds(2))) return;
+    for (pid_t p : pids_) {
+      if (p <= 0) continue;
+      ::kill(p, SIGKILL);
+      int status = 0;
+      ::waitpid(p, &status, 0);
     }
   }
   // Starts `exe` with `args`, `env` added to this process's environment, output to `log`,
@@ -71,6 +97,9 @@ class Nodes {
     envp.push_back(nullptr);
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return make_error(Errc::kIo, "cannot write '{}'", log.string());
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const pid_t parent = ::getpid();
+    static const char kExecFailed[] = "meshpipe bench: could not execute meshpipe-node\n";
     const pid_t pid = ::fork();
     if (pid < 0) {
       ::close(fd);
@@ -83,12 +112,20 @@ class Nodes {
         CPU_SET(cpu, &set);
         static_cast<void>(::sched_setaffinity(0, sizeof(set), &set));
       }
+      // Only async-signal-safe calls here (the parent has threads). The node dies with this
+      // process, reads nothing from the terminal, and inherits no descriptor but its output.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      if (null >= 0) ::dup2(null, 0);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
+      ::syscall(SYS_close_range, 3U, ~0U, 0U);
       ::execve(exe.c_str(), argv.data(), envp.data());
+      static_cast<void>(::write(2, kExecFailed, sizeof(kExecFailed) - 1));
       ::_exit(127);
     }
     ::close(fd);
+    if (null >= 0) ::close(null);
     pids_.push_back(pid);
     return Status::ok();
   }
@@ -120,8 +157,8 @@ Expected<std::vector<train::ScalingPoint>> measured_points(
   // growing with the devices (weak scaling).
   const std::string model = suite + "-cpu";
   MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, graph::models::find_model(model));
-  for (int32_t d = 1; d <= max_devices; d *= 2) {
-    out.push_back({model, d, spec.default_batch * d});
+  for (int64_t d = 1; d <= std::min<int64_t>(max_devices, mesh::kMaxClusterDevices); d *= 2) {
+    out.push_back({model, static_cast<int32_t>(d), spec.default_batch * d});
   }
   return out;
 }
@@ -146,8 +183,10 @@ Expected<train::PointResult> measure_point(const std::string& suite,
   actors::CoordinatorOptions co;
   co.secret = secret;
   co.nodes = point.devices;
+  Nodes nodes;  // destroyed after the coordinator, which tells them first
+  co.join_timeout = std::chrono::milliseconds(30000);  // on loopback: a node that has not
+                                                       // joined by then is not coming
   MP_ASSIGN_OR_RETURN(auto coord, actors::Coordinator::listen(co));
-  Nodes nodes;
   const std::string address = fmt::format("127.0.0.1:{}", coord->port());
   std::vector<std::string> env = {std::string(actors::kSecretEnvironment) + "=" + secret};
   if (std::getenv("UCX_NET_DEVICES") == nullptr) env.push_back("UCX_NET_DEVICES=lo");
@@ -166,7 +205,8 @@ Expected<train::PointResult> measure_point(const std::string& suite,
   for (int32_t k = 0; k < point.devices; ++k) {
     MP_RETURN_IF_ERROR(
         nodes.spawn(node.string(), {"--coordinator", address, "--devices", "1"}, env,
-                    logs / fmt::format("{}-{}-devices-node{}.log", point.model, point.devices, k),
+                    logs / fmt::format("{}-{}-devices-batch-{}-node{}.log", point.model,
+                                       point.devices, job.global_batch, k),
                     pin ? cores[static_cast<size_t>(k)] : -1));
   }
   auto fail_job = [&](Status why) {
@@ -174,7 +214,11 @@ Expected<train::PointResult> measure_point(const std::string& suite,
     return why;
   };
   auto joined = coord->wait_for_nodes();
-  if (!joined.has_value()) return fail_job(joined.status().with_context("nodes joining"));
+  if (!joined.has_value()) {
+    return fail_job(joined.status().with_context(
+        fmt::format("nodes joining (their output: {}/{}-{}-devices-*.log)", logs.string(),
+                    point.model, point.devices)));
+  }
   MP_ASSIGN_OR_RETURN(mesh::ClusterSpec base, mesh::resolve_cluster("cpu"));
   auto cluster = actors::cluster_from_nodes(*joined, base);
   if (!cluster.has_value()) return fail_job(cluster.status());

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/crash.h"
+#include "kernels/device.h"
 #include "mesh/cluster.h"
 #include "meshpipe/bench_run.h"
 #include "meshpipe/commands.h"
@@ -138,11 +139,9 @@ int run_scaling(const BenchArgs& args) {
   const std::string mode = args.run ? "run" : "simulate";
   // Where the points run: the described cluster, or this machine.
   const std::string cluster_label = args.run ? "this machine" : args.cluster;
-  const int32_t max_devices =
-      args.max_devices > 0
-          ? args.max_devices
-          : (args.run ? static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()))
-                      : 64);
+  const int32_t max_devices = args.max_devices > 0
+                                  ? args.max_devices
+                                  : (args.run ? static_cast<int32_t>(kernels::cpu_cores()) : 64);
   const auto& stop = install_stop_handlers("meshpipe");
   // The suite: a built-in name, or a file.
   std::string suite_name = args.suite;
@@ -195,6 +194,10 @@ int run_scaling(const BenchArgs& args) {
       systems.push_back(item);
     }
     if (systems.empty()) return fail(make_error(Errc::kInvalidArgument, "--systems names none"));
+    if (args.run) {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "--systems is for --simulate: --run measures meshpipe's own plan"));
+    }
   }
   const std::vector<std::string> wanted = systems.empty() ? train::scaling_systems() : systems;
   const fs::path out =
@@ -216,7 +219,7 @@ int run_scaling(const BenchArgs& args) {
   // asked for; a result made with other settings is replaced.
   auto same_run = [&](const train::PointResult& r, const train::ScalingPoint& p) {
     return r.point == p && r.cluster == cluster_label && r.mode == mode && r.suite == suite_name &&
-           std::abs(r.memory_fraction - args.memory_fraction) < 1e-12;
+           (args.run || std::abs(r.memory_fraction - args.memory_fraction) < 1e-12);
   };
   // The systems of point p asked for, and those of them an earlier result of this run lacks.
   auto asked = [&](const train::ScalingPoint& p) {
@@ -276,6 +279,7 @@ int run_scaling(const BenchArgs& args) {
     }
     auto r = args.run ? measure_point(suite_name, p, args.steps, out, stop)
                       : train::simulate_point(suite_name, p, args.cluster, options);
+    if (!r.has_value() && r.status().code() == Errc::kCancelled) break;  // a stop request
     if (!r.has_value()) {
       return fail(
           r.status().with_context(fmt::format("point {} on {} devices", p.model, p.devices)));

@@ -73,18 +73,22 @@ expect_error "not a whole number of" --suite three.txt --cluster cpu:1x2 --simul
 expect_error "no system 'DeepSpeed'" --suite tiny.txt --cluster cpu:1x2 --simulate --out "$dir/y" \
   --systems meshpipe,DeepSpeed
 [ ! -e "$dir/y" ] || { echo "FAIL: a refused run created its folder"; exit 1; }
-# --run: the points measured with one meshpipe-node process per device; none left behind.
-before_nodes=$(pgrep -c -x meshpipe-node || true)
-out=$("$bin" bench scaling --suite tiny.txt --run --steps 3 --out "$dir/run" 2>err.txt) || {
+# --run: the points measured with one meshpipe-node process per device; none left behind (the
+# nodes carry this test's tag in their environment).
+tag="MP_CLI_BENCH_TEST=$$"
+out=$(env "$tag" "$bin" bench scaling --suite tiny.txt --run --steps 3 --max-devices 2 \
+  --out "$dir/run" 2>err.txt) || {
   cat err.txt; echo "$out"; echo "FAIL: bench scaling --run exited non-zero"; exit 1; }
 echo "$out" | tail -4
 [ "$(wc -l < "$dir/run/results.jsonl")" -eq 2 ] || { echo "FAIL: expected 2 measured points"; exit 1; }
 grep -q '"mode":"run"' "$dir/run/results.jsonl" || { echo "FAIL: not marked as measured"; exit 1; }
 echo "$out" | grep -qF "step time s (measured)" || { echo "FAIL: table not marked measured"; exit 1; }
 echo "$out" | grep -qF "| gpt-tiny | 2 | meshpipe | ok |" || { echo "FAIL: no 2-device row"; exit 1; }
-ls "$dir/run"/gpt-tiny-2-devices-node1.log > /dev/null || { echo "FAIL: no node log"; exit 1; }
-after_nodes=$(pgrep -c -x meshpipe-node || true)
-[ "$after_nodes" -le "$before_nodes" ] || { echo "FAIL: node processes left behind"; exit 1; }
+ls "$dir/run"/gpt-tiny-2-devices-batch-16-node1.log > /dev/null || { echo "FAIL: no node log"; exit 1; }
+if grep -lsa "$tag" /proc/[0-9]*/environ | grep -qv "^/proc/$$/"; then
+  echo "FAIL: node processes left behind"; exit 1
+fi
+expect_error "--systems is for --simulate" --suite tiny.txt --run --systems meshpipe --out "$dir/z"
 expect_error "--simulate (the simulated backend" --suite tiny.txt --simulate --run
 
 echo "cli_bench: ok"
