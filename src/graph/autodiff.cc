@@ -156,4 +156,18 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
   return out;
 }
 
+bool is_gradient_piece_sum(const Graph& g, const Op& op,
+                           const std::set<ValueId>& update_gradients) {
+  if (op.kind != OpKind::kAdd || op.phase != OpPhase::kBackward || op.inputs.size() != 2 ||
+      op.inputs[0] == op.inputs[1] || update_gradients.count(op.outputs[0]) == 0) {
+    return false;
+  }
+  for (ValueId in : op.inputs) {
+    const Value& v = g.value(in);
+    if (!v.producer.is_valid() || g.op(v.producer).phase != OpPhase::kBackward) return false;
+  }
+  return g.users(op.outputs[0]).size() == 1 && g.users(op.inputs[0]).size() == 1 &&
+         g.users(op.inputs[1]).size() == 1;
+}
+
 }  // namespace meshpipe::graph

@@ -177,6 +177,7 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
   };
   for (ValueId v : in.gradient_values) {
     if (plan.specs.count(v) == 0 || produced_outside(v)) continue;
+    if (in.piece_sums.count(in.g.value(v).producer) != 0) continue;  // its pieces' buffers
     out.gradients += produced_bytes(v);
   }
   for (const auto& [k, bytes] : size) {
@@ -206,6 +207,7 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
     if (static_cast<int64_t>(i) == first_update) {
       for (const Key& k : synced) add(k);
     }
+    if (in.piece_sums.count(in.ops[st.t]) != 0) continue;  // added after the synchronisation
     for (size_t k = 0; k < op.inputs.size(); ++k) {
       const ValueId v = op.inputs[k];
       if (in.gradient_values.count(v) != 0) continue;

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "core/logging.h"
+#include "graph/autodiff.h"
 #include "planner/internal/memory_scan.h"
 #include "planner/strategy.h"
 #include "shard/iteration_space.h"
@@ -104,6 +105,16 @@ class Pass {
     for (const Op& op : g_.ops()) {
       if (is_optimizer_update(op.kind) && op.inputs.size() > 1)
         gradient_values_.insert(op.inputs[1]);
+    }
+    // A gradient summed from two pieces: with several micro-batches the runtime accumulates and
+    // synchronises each piece as a gradient and adds them once per step (runtime/lower.cc
+    // find_deferred_sums).
+    const std::set<ValueId> updated = gradient_values_;
+    for (int64_t i = 0; options_.micro_batches > 1 && i < g_.num_ops(); ++i) {
+      const Op& op = g_.ops()[static_cast<size_t>(i)];
+      if (!graph::is_gradient_piece_sum(g_, op, updated)) continue;
+      piece_sums_.insert(OpId(static_cast<int32_t>(i)));
+      for (ValueId in : op.inputs) gradient_values_.insert(in);
     }
     for (int64_t i = 0; i < g_.num_ops(); ++i) {
       const Op& op = g_.ops()[static_cast<size_t>(i)];
@@ -271,6 +282,9 @@ class Pass {
 
   ShardingPlan decode(const IlpSolution& sol) const {
     ShardingPlan plan;
+    // Gradient accumulation, priced after the solve: the layouts stay the ILP's choice, the
+    // stage's time (which the stage DP weighs across micro-batch counts) counts it.
+    double accumulation = 0.0;
     plan.mesh = mesh_;
     for (const auto& [v, w] : where_) plan.specs[v] = spec_at(w, sol.choice[w.group]);
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
@@ -278,11 +292,13 @@ class Pass {
       for (const Member& m : groups_[gi].members) {
         const Strategy& s = m.table[p];
         const Scale sc = scale_of(m);
-        plan.compute_seconds += sc.compute * s.compute;
+        const double accumulate = sc.compute * accumulate_seconds(m, s);
+        const double compute = sc.compute * s.compute + accumulate;
+        accumulation += accumulate;
+        plan.compute_seconds += compute;
         plan.communication_seconds += sc.comm * s.communication;
         if (m.op.is_valid()) {
-          plan.ops.push_back(
-              {m.op, s.name, s.layout(), sc.compute * s.compute, sc.comm * s.communication});
+          plan.ops.push_back({m.op, s.name, s.layout(), compute, sc.comm * s.communication});
         } else if (is_persistent(m.source)) {
           plan.persistent_memory += Bytes(cost_.allocation_bytes(static_cast<int64_t>(s.memory)));
         }
@@ -290,17 +306,18 @@ class Pass {
     }
     std::sort(plan.ops.begin(), plan.ops.end(),
               [](const OpDecision& a, const OpDecision& b) { return a.op < b.op; });
-    plan.total_seconds = sol.objective;
+    plan.total_seconds = sol.objective + accumulation;
     plan.resharding_seconds =
-        std::max(0.0, sol.objective - plan.compute_seconds - plan.communication_seconds);
+        std::max(0.0, plan.total_seconds - plan.compute_seconds - plan.communication_seconds);
     std::map<OpId, const Strategy*> chosen;
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
       for (const Member& m : groups_[gi].members) {
         if (m.op.is_valid()) chosen[m.op] = &m.table[static_cast<size_t>(sol.choice[gi])];
       }
     }
-    const MemoryScan scan = scan_memory(
-        {g_, mesh_, cost_, options_.micro_batches, ops_, gradient_values_}, plan, chosen);
+    const MemoryScan scan =
+        scan_memory({g_, mesh_, cost_, options_.micro_batches, ops_, gradient_values_, piece_sums_},
+                    plan, chosen);
     plan.gradient_memory = Bytes(scan.gradients);
     plan.stash_memory = Bytes(scan.stash);
     plan.forward_parameter_copies = Bytes(scan.forward_copies);
@@ -332,11 +349,31 @@ class Pass {
     if (!m.op.is_valid() || options_.micro_batches <= 1) return s;
     const double once = 1.0 / static_cast<double>(options_.micro_batches);
     const Op& op = g_.op(m.op);
-    if (op.phase == graph::OpPhase::kUpdate) return {once, once, once};
+    if (op.phase == graph::OpPhase::kUpdate || piece_sums_.count(m.op) != 0) {
+      return {once, once, once};
+    }
     for (ValueId out : op.outputs) {
       if (gradient_values_.count(out) != 0) s.comm = once;
     }
     return s;
+  }
+
+  // With several micro-batches the runtime adds every parameter gradient into its accumulator
+  // once per micro-batch (the lowering's accumulate: the gradient's tile read and written, as
+  // the simulator prices it): memory-bound work per micro-batch that grows with the tile, so
+  // replicated parameters pay it in full on every device.
+  double accumulate_seconds(const Member& m, const Strategy& s) const {
+    if (!m.op.is_valid() || options_.micro_batches <= 1 || piece_sums_.count(m.op) != 0) return 0.0;
+    const Op& op = g_.op(m.op);
+    double t = 0.0;
+    for (size_t o = 0; o < op.outputs.size() && o < s.outputs.size(); ++o) {
+      if (gradient_values_.count(op.outputs[o]) == 0) continue;
+      const graph::Value& v = g_.value(op.outputs[o]);
+      const int64_t bytes =
+          mesh::tile_shape(v.shape, s.outputs[o], mesh_).numel() * dtype_size(v.dtype);
+      t += cost_.compute({Flops(0.0), Bytes(2 * bytes), DType::kF32, false, {}, {}}).value();
+    }
+    return t;
   }
 
   bool is_persistent(ValueId v) const {
@@ -638,7 +675,8 @@ class Pass {
   std::vector<Group> groups_;
   std::map<ValueId, Where> where_;
   std::vector<int> batch_dim_;         // per value: the dim carrying the data batch, or -1
-  std::set<ValueId> gradient_values_;  // parameter gradients (read by update ops)
+  std::set<ValueId> gradient_values_;  // parameter gradients (read by update ops) and pieces
+  std::set<OpId> piece_sums_;          // gradients summed from two pieces
   std::map<std::tuple<std::vector<int64_t>, DType, ShardingSpec, ShardingSpec>, double>
       reshard_cache_;
 };

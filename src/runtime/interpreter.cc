@@ -260,7 +260,9 @@ Status DeviceInterpreter::Impl::execute(const Instruction& ins,
       return load_input(ins, inputs);
     case Opcode::kAccumulate: {
       MP_ASSIGN_OR_RETURN(kernels::TensorView src, readable(ins.in[0]));
-      MP_ASSIGN_OR_RETURN(kernels::TensorView dst, writable(ins.out[0]));
+      // Adding reads the destination too (a received buffer: its data must have arrived).
+      MP_ASSIGN_OR_RETURN(kernels::TensorView dst,
+                          ins.first ? writable(ins.out[0]) : readable(ins.out[0]));
       if (ins.first) return mem->copy(dst.data, src.data, src.bytes());
       if (!mem->on_host()) {  // dst += src with the table's add, in place
         const kernels::TensorView both[2] = {dst, src};

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <set>
 
+#include "graph/autodiff.h"
 #include "runtime/internal/lowering.h"
 
 namespace meshpipe::runtime {
@@ -54,6 +55,7 @@ Expected<Program> Lowering::run() {
   schedule_ = options_.schedule.value_or(plan_.schedule);
   M_ = static_cast<int32_t>(plan_.micro_batches);
   MP_RETURN_IF_ERROR(assign_stages());
+  find_deferred_sums();
   MP_RETURN_IF_ERROR(make_strategies());
   MP_RETURN_IF_ERROR(find_crossings());
 
@@ -115,6 +117,37 @@ Status Lowering::assign_stages() {
     if (is_optimizer_update(op.kind)) grad_update_[op.inputs[1].value()] = static_cast<int32_t>(i);
   }
   return Status::ok();
+}
+
+void Lowering::find_deferred_sums() {
+  if (M_ <= 1) return;  // one micro-batch: nothing to accumulate, the sum runs as it is
+  std::set<ValueId> gradients;
+  for (const auto& [v, u] : grad_update_) gradients.insert(ValueId(v));
+  for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
+    const Op& op = g_.ops()[i];
+    if (!graph::is_gradient_piece_sum(g_, op, gradients)) continue;
+    // The update reads the sum on the sum's own stage (nothing sends the sum before the add).
+    if (stage_of_op_[static_cast<size_t>(grad_update_.at(op.outputs[0].value()))] !=
+        stage_of_op_[i]) {
+      continue;
+    }
+    deferred_sums_.insert(i);
+    for (ValueId in : op.inputs) piece_sum_[in.value()] = i;
+  }
+}
+
+Expected<ShardingSpec> Lowering::sync_target(ValueId v, const Crossing* out) const {
+  if (out != nullptr) return out->send_spec;
+  auto u = grad_update_.find(v.value());
+  if (u == grad_update_.end()) {
+    auto p = piece_sum_.find(v.value());
+    if (p != piece_sum_.end()) u = grad_update_.find(g_.ops()[p->second].outputs[0].value());
+  }
+  if (u == grad_update_.end()) {
+    return make_error(Errc::kInternal, "the accumulated '{}' is neither updated nor sent",
+                      g_.value(v).name);
+  }
+  return strategy_[static_cast<size_t>(u->second)].inputs[1];
 }
 
 Status Lowering::make_strategies() {
@@ -183,6 +216,8 @@ Status Lowering::find_crossings() {
         per_step = op.phase == OpPhase::kUpdate && ((is_optimizer_update(op.kind) && k == 1) ||
                                                     g_.ops()[p].phase == OpPhase::kUpdate);
         send = strategy_[p].outputs[static_cast<size_t>(val.output_index)];
+        // A piece of a deferred gradient sum: accumulated, sent once per step.
+        if (piece_sum_.count(v.value()) != 0) per_step = true;
         if (g_.ops()[p].phase == OpPhase::kUpdate && op.phase != OpPhase::kUpdate) {
           return make_error(Errc::kInvalidArgument,
                             "op '{}' reads '{}', which the optimizer update produces", op.name,
@@ -203,6 +238,10 @@ Status Lowering::find_crossings() {
       if (is_persistent(val)) c.phase = Phase::kPrologue;
       c.send_spec = send;
       c.recv_spec = strategy_[i].inputs[k];
+      if (piece_sum_.count(v.value()) != 0) {  // added to the other piece in its update's spec
+        c.recv_spec =
+            strategy_[static_cast<size_t>(grad_update_.at(op.outputs[0].value()))].inputs[1];
+      }
       c.id = static_cast<int32_t>(crossings_.size());
       if (c.id >= (1 << 16)) {
         return make_error(Errc::kOutOfRange, "more than 65535 cross-stage transfers");
@@ -290,6 +329,7 @@ Status Lowering::emit_stage(StageState& st) {
       MP_RETURN_IF_ERROR(emit_recvs(st, c, kStepScope, Phase::kUpdate, -1));
     }
   }
+  MP_RETURN_IF_ERROR(add_pieces(st));
   for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
     if (stage_of_op_[i] != st.index || g_.ops()[i].phase != OpPhase::kUpdate) continue;
     MP_RETURN_IF_ERROR(emit_op(st, i, Phase::kUpdate, -1, kStepScope));

@@ -133,6 +133,9 @@ Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int
   const std::string what = op.name + mb_suffix(mb) + (recompute ? " (recompute)" : "");
   const int32_t scope =
       value_scope != kNoScope ? value_scope : (phase == Phase::kUpdate ? kStepScope : mb);
+  if (deferred_sums_.count(id) != 0 && phase == Phase::kBackward) {
+    return Status::ok();  // its pieces are accumulated apart and added once per step (add_pieces)
+  }
   std::vector<int32_t> in;
   for (size_t i = 0; i < op.inputs.size(); ++i) {
     const int32_t in_scope = is_persistent(g_.value(op.inputs[i])) ? task_scope
@@ -204,7 +207,7 @@ Status Lowering::emit_op(StageState& st, size_t id, Phase phase, int32_t mb, int
           MP_RETURN_IF_ERROR(emit_sends(st, c, scope, phase, mb));
         }
       }
-      if (grad_update_.count(v.value()) != 0) {
+      if (grad_update_.count(v.value()) != 0 || piece_sum_.count(v.value()) != 0) {
         MP_RETURN_IF_ERROR(accumulate(st, id, o, mb, scope));
       }
       if (v == g_.outputs()[0]) {

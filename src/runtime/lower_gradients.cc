@@ -42,12 +42,11 @@ Status Lowering::grad_sync(StageState& st) {
   std::vector<std::pair<int32_t, const Crossing*>> synced;  // (buffer, transfer out or null)
   for (auto& [vid, e] : st.acc) {
     const ValueId v(vid);
-    const size_t u = static_cast<size_t>(grad_update_.at(vid));
     const Crossing* out = nullptr;
     for (const Crossing& c : crossings_) {
       if (c.value == v && c.per_step && c.from == st.index) out = &c;
     }
-    const ShardingSpec target = out != nullptr ? out->send_spec : strategy_[u].inputs[1];
+    MP_ASSIGN_OR_RETURN(const ShardingSpec target, sync_target(v, out));
     st.avail[{vid, kStepScope}] = {e};
     MP_ASSIGN_OR_RETURN(int32_t r, fetch(st, v, kStepScope, target, Phase::kGradSync, -1));
     st.avail[{vid, kStepScope}] = {Entry{target, r}};
@@ -69,6 +68,30 @@ Status Lowering::grad_sync(StageState& st) {
     if (out != nullptr) {
       MP_RETURN_IF_ERROR(emit_sends(st, *out, kStepScope, Phase::kGradSync, -1));
     }
+  }
+  return Status::ok();
+}
+
+Status Lowering::add_pieces(StageState& st) {
+  for (size_t sum : deferred_sums_) {
+    if (stage_of_op_[sum] != st.index) continue;
+    const Op& op = g_.ops()[sum];
+    MP_ASSIGN_OR_RETURN(const ShardingSpec target, sync_target(op.outputs[0], nullptr));
+    // Into the piece made here (its accumulator), the other added to it.
+    const size_t here = stage_of_op_[g_.value(op.inputs[0]).producer.index()] == st.index ? 0 : 1;
+    MP_ASSIGN_OR_RETURN(int32_t a,
+                        fetch(st, op.inputs[here], kStepScope, target, Phase::kUpdate, -1));
+    MP_ASSIGN_OR_RETURN(int32_t b,
+                        fetch(st, op.inputs[1 - here], kStepScope, target, Phase::kUpdate, -1));
+    Instruction add;
+    add.code = Opcode::kAccumulate;
+    add.phase = Phase::kUpdate;
+    add.in = {b};
+    add.out = {a};
+    add.first = false;
+    add.what = op.name;
+    emit_all(st, std::move(add));
+    st.avail[{op.outputs[0].value(), kStepScope}] = {Entry{target, a}};
   }
   return Status::ok();
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -107,8 +108,9 @@ namespace {
 
 TEST_CASE("the stage DP recomputes in some stages only when memory is tight, and that plan trains",
           "[runtime][recompute]") {
-  // gpt-tiny in 4 clustered layers, 8 micro-batches of 2 on cpu:1x4: early stages of a pipeline
-  // hold more micro-batches in flight, so as the device shrinks they recompute first.
+  // gpt-tiny in 4 clustered layers, 8 micro-batches of 2 on cpu:1x4: as the device shrinks, the
+  // stages that need the most memory (early stages hold more micro-batches in flight) recompute
+  // first.
   graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 2);
   auto cl = mesh::cluster_preset("cpu:1x4");
   REQUIRE(cl.has_value());
@@ -140,8 +142,6 @@ TEST_CASE("the stage DP recomputes in some stages only when memory is tight, and
     if (on > 0 && on < static_cast<int>(p->stages.size())) mixed = *p;
   }
   REQUIRE(mixed.has_value());
-  CHECK(mixed->stages.front().recompute);  // the first stage holds the most in flight
-  CHECK_FALSE(mixed->stages.back().recompute);
   // The mixed plan takes the same steps as the same stages without recomputation, in less
   // memory where it recomputes.
   planner::Plan stashing = *mixed;
@@ -151,13 +151,23 @@ TEST_CASE("the stage DP recomputes in some stages only when memory is tight, and
   for (size_t k = 0; k < a.losses.size(); ++k) {
     CHECK(std::abs(a.losses[k] - b.losses[k]) <= 1e-6 * std::abs(a.losses[k]));
   }
+  // The stages that recompute are those that need the most memory without it (early stages hold
+  // more micro-batches in flight; a layer's own size counts too).
+  int64_t most_kept = 0;
+  int64_t least_recomputed = std::numeric_limits<int64_t>::max();
   for (const planner::StagePlan& s : mixed->stages) {
     const size_t d = static_cast<size_t>(s.devices[0]);
     INFO("device " << d << " recompute " << s.recompute << ": stashing " << a.peaks[d] << ", mixed "
                    << b.peaks[d]);
     if (s.recompute && s.in_flight > 1) CHECK(b.peaks[d] < a.peaks[d]);
     if (!s.recompute) CHECK(b.peaks[d] == a.peaks[d]);
+    if (s.recompute) {
+      least_recomputed = std::min(least_recomputed, a.peaks[d]);
+    } else {
+      most_kept = std::max(most_kept, a.peaks[d]);
+    }
   }
+  CHECK(least_recomputed >= most_kept);
 }
 
 }  // namespace

@@ -45,7 +45,9 @@ struct MemoryScan {
 };
 
 /// What the scan needs of the stage: its graph, mesh, cost model (kernel scratch), micro-batch
-/// count, ops (sorted ids) and parameter gradients (values read by update ops).
+/// count, ops (sorted ids), parameter gradients (values read by update ops, and the pieces of
+/// gradient sums) and the gradient sums of two pieces (graph::is_gradient_piece_sum: the runtime
+/// adds the pieces' accumulators after the synchronisation, so the sum has no buffer of its own).
 struct MemoryScanInput {
   const graph::Graph& g;
   const mesh::LogicalMesh& mesh;
@@ -53,6 +55,7 @@ struct MemoryScanInput {
   int64_t micro_batches = 1;
   const std::vector<OpId>& ops;
   const std::set<ValueId>& gradient_values;
+  const std::set<OpId>& piece_sums;
 };
 
 /// The memory of one micro-batch of the stage under the chosen strategy of every op.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -199,6 +200,17 @@ class Lowering {
   // reads (or the spec it is sent in), average it, and send it when the update is elsewhere.
   Status grad_sync(StageState& st);
 
+  // After the per-step receives: each deferred sum of this stage adds its second piece into the
+  // first (both synchronised, in the spec the update reads), which becomes the gradient.
+  Status add_pieces(StageState& st);
+
+  // Finds the deferred sums (after assign_stages).
+  void find_deferred_sums();
+
+  // The spec an accumulated value is synchronised into: its update's (a piece: its sum's
+  // update's), or the spec it is sent in when `out` (its per-step crossing) is given.
+  Expected<ShardingSpec> sync_target(ValueId v, const Crossing* out) const;
+
   Status emit_stage(StageState& st);
 
   const planner::Plan& plan_;
@@ -214,6 +226,14 @@ class Lowering {
   std::map<int32_t, int32_t> owner_;         // persistent value -> owner stage
   std::map<int32_t, bool> owner_by_update_;
   std::map<int32_t, int32_t> grad_update_;  // gradient value -> update op
+  // A parameter's gradient summed from two pieces (a tied weight read twice: GPT's embedding
+  // and LM head), with several micro-batches: each piece is accumulated where it is made, like a
+  // gradient, synchronised once per step (and sent once per step when made on another stage),
+  // and the pieces are added after the synchronisation, before the update. Per micro-batch the
+  // sum is not computed, nothing crosses stages and no piece is all-reduced (the planner counts
+  // pieces as gradients too: planner/sharding_pass.cc, stage_costs.cc).
+  std::set<size_t> deferred_sums_;          // the sum ops
+  std::map<int32_t, size_t> piece_sum_;     // piece value -> the sum op that adds it
   std::map<int32_t, int32_t> input_index_;  // data input value -> Program::inputs index
   std::vector<Crossing> crossings_;
   int32_t loss_device_ = -1;
