@@ -113,25 +113,36 @@ MemoryScan scan_pass(const MemoryScanInput& in, const ShardingPlan& plan,
       const ValueId v = op.inputs[k];
       const ShardingSpec& want = k < s->inputs.size() ? s->inputs[k] : plan.specs.at(v);
       if (in.gradient_values.count(v) != 0) {  // read from its accumulator, or a synced copy
-        // An all-reduce resolves the accumulator in place; a reduce-scatter or any other
-        // step writes a new buffer.
-        bool scattered = false;
-        if (plan.specs.count(v) != 0 && !produced_outside(v)) {
-          const OpId producer = in.g.value(v).producer;
-          const Op& pop = in.g.op(producer);
-          for (const shard::OutputResolution& r : chosen.at(producer)->resolutions) {
-            if (r.kind == mesh::CollectiveKind::kReduceScatter && r.output < pop.outputs.size() &&
-                pop.outputs[r.output] == v) {
-              scattered = true;
+        // A sum of two pieces is its pieces' buffers (each synchronised into the update's
+        // spec; one received when made on another stage).
+        std::vector<ValueId> held = {v};
+        const OpId sum = in.g.value(v).producer;
+        if (op.phase == OpPhase::kUpdate && sum.is_valid() && in.piece_sums.count(sum) != 0) {
+          held = in.g.op(sum).inputs;
+        }
+        for (ValueId h : held) {
+          // An all-reduce resolves the accumulator in place; a reduce-scatter or any other
+          // step writes a new buffer.
+          bool scattered = false;
+          if (plan.specs.count(h) != 0 && !produced_outside(h)) {
+            const OpId producer = in.g.value(h).producer;
+            const Op& pop = in.g.op(producer);
+            for (const shard::OutputResolution& r : chosen.at(producer)->resolutions) {
+              if (r.kind == mesh::CollectiveKind::kReduceScatter && r.output < pop.outputs.size() &&
+                  pop.outputs[r.output] == h) {
+                scattered = true;
+              }
             }
           }
-        }
-        if (op.phase == OpPhase::kUpdate && plan.specs.count(v) != 0 &&
-            (scattered || want != plan.specs.at(v)) && !produced_outside(v)) {
-          const Key key{v, want, static_cast<int>(OpPhase::kUpdate) + 1, 0};
-          if (last_use.count(key) == 0) synced.push_back(key);
-          last_use[key] = static_cast<int64_t>(i);
-          size[key] = bytes_in(v, want);
+          const bool received = h != v && produced_outside(h);
+          if (op.phase == OpPhase::kUpdate &&
+              (received || (plan.specs.count(h) != 0 && !produced_outside(h) &&
+                            (scattered || want != plan.specs.at(h))))) {
+            const Key key{h, want, static_cast<int>(OpPhase::kUpdate) + 1, 0};
+            if (last_use.count(key) == 0) synced.push_back(key);
+            last_use[key] = static_cast<int64_t>(i);
+            size[key] = bytes_in(h, want);
+          }
         }
         continue;
       }

@@ -369,8 +369,13 @@ class Pass {
     for (size_t o = 0; o < op.outputs.size() && o < s.outputs.size(); ++o) {
       if (gradient_values_.count(op.outputs[o]) == 0) continue;
       const graph::Value& v = g_.value(op.outputs[o]);
-      const int64_t bytes =
-          mesh::tile_shape(v.shape, s.outputs[o], mesh_).numel() * dtype_size(v.dtype);
+      // Accumulated as computed: before a reduce-scatter splits it.
+      int64_t bytes = mesh::tile_shape(v.shape, s.outputs[o], mesh_).numel() * dtype_size(v.dtype);
+      for (const shard::OutputResolution& r : s.resolutions) {
+        if (r.output == o && r.kind == mesh::CollectiveKind::kReduceScatter) {
+          bytes *= mesh_.size(r.axis);
+        }
+      }
       t += cost_.compute({Flops(0.0), Bytes(2 * bytes), DType::kF32, false, {}, {}}).value();
     }
     return t;
@@ -445,8 +450,14 @@ class Pass {
     for (ValueId v : leaving) {
       const Where w = where_.at(v);
       const ShardingSpec want = canonical(v);
+      // A gradient (or a piece of one) leaves once per step, accumulated.
+      const double scale = gradient_values_.count(v) != 0 && options_.micro_batches > 1
+                               ? 1.0 / static_cast<double>(options_.micro_batches)
+                               : 1.0;
       auto& cost = problem.nodes[static_cast<size_t>(w.group)].cost;
-      for (size_t p = 0; p < cost.size(); ++p) cost[p] += reshard(g_.value(v), spec_at(w, p), want);
+      for (size_t p = 0; p < cost.size(); ++p) {
+        cost[p] += scale * reshard(g_.value(v), spec_at(w, p), want);
+      }
     }
   }
 

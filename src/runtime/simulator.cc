@@ -295,8 +295,11 @@ class Simulation {
       }
       const Instruction& ins = (*run.code)[d.pc];
       const int32_t mb = run.micro_batch;
-      // A read of a received buffer waits for the message to arrive.
-      for (int32_t b : ins.in) {
+      // A read of a received buffer waits for the message to arrive (an add into a buffer
+      // reads it too).
+      std::vector<int32_t> reads = ins.in;
+      if (ins.code == Opcode::kAccumulate && !ins.first) reads.push_back(ins.out[0]);
+      for (int32_t b : reads) {
         if (d.pending_recv.empty()) break;
         auto it = d.pending_recv.find(d.memory->slot(b, mb));
         if (it == d.pending_recv.end()) continue;

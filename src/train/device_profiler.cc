@@ -13,11 +13,13 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
 #include "comm/transport.h"
+#include "graph/autodiff.h"
 #include "graph/models/zoo.h"
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
@@ -450,7 +452,14 @@ class Profiler {
           graph::TrainingGraph tg,
           graph::models::zoo_training_graph(spec, plan.micro_batch, job.optimizer, job.precision));
       const int64_t micro_batches = plan.global_batch / std::max<int64_t>(1, plan.micro_batch);
+      // With several micro-batches a sum of two gradient pieces runs once per step, as an
+      // accumulate, not as a kernel per micro-batch (runtime/lower.cc find_deferred_sums).
+      std::set<ValueId> updated;
       for (const graph::Op& op : tg.graph.ops()) {
+        if (is_optimizer_update(op.kind) && op.inputs.size() > 1) updated.insert(op.inputs[1]);
+      }
+      for (const graph::Op& op : tg.graph.ops()) {
+        if (micro_batches > 1 && graph::is_gradient_piece_sum(tg.graph, op, updated)) continue;
         MP_ASSIGN_OR_RETURN(shard::IterSpace space, shard::iteration_space(tg.graph, op));
         auto s = shard::shard_op(
             tg.graph, op, space, single,

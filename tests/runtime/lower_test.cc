@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "comm/transport.h"
+#include "graph/autodiff.h"
 #include "mesh/cluster.h"
 #include "planner/baselines.h"
 #include "planner/cost_model.h"
@@ -72,6 +73,30 @@ std::vector<int64_t> updates_per_stage(const planner::Plan& plan, const graph::G
     if (is_update(g.ops()[i].kind)) ++n[static_cast<size_t>(stage_of(plan, i))];
   }
   return n;
+}
+
+// Accumulators per stage with several micro-batches: one per update's gradient, except that a
+// gradient summed from two pieces (graph::is_gradient_piece_sum) has one per piece, on the
+// stage that makes it; and the pieces added per stage (on the sum's stage).
+std::pair<std::vector<int64_t>, std::vector<int64_t>> accumulators_per_stage(
+    const planner::Plan& plan, const graph::Graph& g) {
+  std::vector<int64_t> acc = updates_per_stage(plan, g);
+  std::vector<int64_t> added(plan.stages.size(), 0);
+  std::set<ValueId> updated;
+  for (const graph::Op& op : g.ops()) {
+    if (is_update(op.kind)) updated.insert(op.inputs[1]);
+  }
+  for (size_t i = 0; i < static_cast<size_t>(g.num_ops()); ++i) {
+    const graph::Op& op = g.ops()[i];
+    if (!graph::is_gradient_piece_sum(g, op, updated)) continue;
+    const size_t s = static_cast<size_t>(stage_of(plan, i));
+    --acc[s];
+    ++added[s];
+    for (ValueId in : op.inputs) {
+      ++acc[static_cast<size_t>(stage_of(plan, g.value(in).producer.index()))];
+    }
+  }
+  return {acc, added};
 }
 
 // The tasks of a device's program: (phase, micro-batch) of its forward and backward RUNs, with
@@ -266,6 +291,7 @@ const Instruction* average_of(const DeviceProgram& dp, int32_t b, size_t from) {
 void check_accumulation(const planner::Plan& plan, const graph::Graph& g, const Program& prog) {
   const int64_t m = plan.micro_batches;
   const std::vector<int64_t> updates = updates_per_stage(plan, g);
+  const auto expected = accumulators_per_stage(plan, g);
   // A tied weight's piece made on another stage (the LM head's part of the embedding's
   // gradient) is accumulated there like a gradient, sent once per step and added into the
   // synchronised sum in the update phase: one accumulator more on the stage that makes it, one
@@ -294,7 +320,8 @@ void check_accumulation(const planner::Plan& plan, const graph::Graph& g, const 
       CHECK(scales == 0);
       continue;
     }
-    CHECK(static_cast<int64_t>(acc.size()) >= updates[static_cast<size_t>(dp.stage)]);
+    CHECK(static_cast<int64_t>(acc.size()) == expected.first[static_cast<size_t>(dp.stage)]);
+    CHECK(additions == expected.second[static_cast<size_t>(dp.stage)]);
     CHECK(scales == acc.size());
     for (const auto& [b, at] : acc) {
       INFO("accumulator '" << dp.buffers[static_cast<size_t>(b)].name << "'");

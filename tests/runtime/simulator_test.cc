@@ -79,7 +79,7 @@ TEST_CASE("with many micro-batches the plan prices each gradient's accumulation"
   // 64 micro-batches of one sequence per data-parallel device: every micro-batch adds the
   // gradients into their accumulators, a memory-bound pass over the whole model's gradients with
   // replicated parameters (3% of the step here: a plan that leaves it out is that optimistic),
-  // over a quarter of them under ZeRO-2's sharded accumulators.
+  // and under ZeRO-2 too (accumulated before the reduce-scatter that splits them).
   auto p3 = mesh::cluster_preset("p3.16xlarge:1");
   REQUIRE(p3.has_value());
   struct Case {
