@@ -1,9 +1,9 @@
 // Planning time of Alpa's benchmark suites on their cluster sizes (p3.16xlarge hosts), and the
 // predicted throughput of meshpipe's plan against every baseline and against the plan Alpa found
-// for the point (written down with --stages: ALPA.md §4.2), all under the same cost model.
-// Per point: the stage DP's own answer, the best standard recipe, the plan returned (the faster
-// of the two), Alpa's plan and the planning time. Targets: GPT-39B on 64 GPUs planned in under
-// 60 s; meshpipe never predicted slower than the best baseline or Alpa's plan.
+// for the point (written down with --stages: docs/algorithms.md §4.2), all under the same cost
+// model. Per point: the stage DP's own answer, the best standard recipe, the plan returned (the
+// faster of the two), Alpa's plan and the planning time. Targets: GPT-39B on 64 GPUs planned in
+// under 60 s; meshpipe never predicted slower than the best baseline or Alpa's plan.
 //
 //   bench_planning [--markdown PATH] [--only NAME] [--no-baselines]
 #include <fmt/format.h>
@@ -33,8 +33,8 @@ struct Case {
   int32_t gpus;
   int64_t global_batch;
   int64_t micro_batch;  // samples per micro-batch of meshpipe's plan
-  // The plan Alpa found for this point (ALPA.md §4.2), in --stages form; empty when none is
-  // listed. alpa_micro_batches: its NB (0: the same micro-batches as meshpipe's).
+  // The plan Alpa found for this point (docs/algorithms.md §4.2), in --stages form; empty when none
+  // is listed. alpa_micro_batches: its NB (0: the same micro-batches as meshpipe's).
   std::string alpa_stages;
   int64_t alpa_micro_batches = 0;
 };
@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
     }
   }
   // GPU counts and global batches of Alpa's weak-scaling suites (docs/algorithms.md §4.2).
-  // Alpa's plans are ALPA.md §4.2's (suite_auto_*.py); a stage count without a layer count
-  // becomes one clustered layer per stage.
+  // Alpa's plans are docs/algorithms.md §4.2's (suite_auto_*.py); a stage count without a layer
+  // count becomes one clustered layer per stage.
   const std::vector<Case> cases = {
       {"gpt-350m", 1, 1024, 1, "0@1x1:1x1", 512},
       {"gpt-760m", 2, 1024, 1, "0-2@1x1:1x1;3-5@1x1:1x1", 128},
@@ -277,7 +277,8 @@ int main(int argc, char** argv) {
       "Columns: *stage DP alone* is the throughput of make_plan's stage DP answer and *best "
       "recipe* that of the best standard pipeline recipe (Megatron grid, equal layers, equal "
       "operators) it is compared with; the plan returned is the faster. *Alpa's plan* is the "
-      "configuration ALPA.md §4.2 lists for the point, written with --stages and priced by the "
+      "configuration docs/algorithms.md §4.2 lists for the point, written with --stages and priced "
+      "by the "
       "same "
       "model at Alpa's micro-batch count (the intra-op pass shards inside each stage, "
       "recomputation "

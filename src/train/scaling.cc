@@ -32,8 +32,8 @@ constexpr int32_t kMaxSuiteDevices = static_cast<int32_t>(mesh::kMaxClusterDevic
 constexpr size_t kMaxSuitePoints = 1000;
 constexpr size_t kMaxSuiteBytes = size_t{1} << 20;
 
-// Alpa's weak-scaling points (ALPA.md §4.2), then the family's largest models on 128 and 256
-// devices for clusters that have them.
+// Alpa's weak-scaling points (docs/algorithms.md §4.2), then the family's largest models on 128 and
+// 256 devices for clusters that have them.
 const std::vector<std::pair<std::string, std::vector<ScalingPoint>>>& suites() {
   static const auto* s = new std::vector<std::pair<std::string, std::vector<ScalingPoint>>>{
       {"gpt",
@@ -82,8 +82,8 @@ std::string stages_of(int n, const std::string& submesh, const std::string& logi
   return out;
 }
 
-// The plans Alpa found on p3.16xlarge (ALPA.md §4.2, suite_auto_*.py), in --stages form, with
-// their micro-batch count (0: meshpipe's); a stage count without a layer count is one
+// The plans Alpa found on p3.16xlarge (docs/algorithms.md §4.2, suite_auto_*.py), in --stages form,
+// with their micro-batch count (0: meshpipe's); a stage count without a layer count is one
 // clustered layer per stage.
 struct AlpaPlan {
   std::string model;
@@ -283,8 +283,8 @@ std::vector<std::string> point_systems(const std::string& cluster, const Scaling
 }
 
 std::vector<PublishedValue> published_values(std::string_view suite, int32_t devices) {
-  // ALPA.md §4.3, read off Fig. 7 (PFLOPS, Alpa's counting). DeepSpeed's MoE runs are ZeRO
-  // with expert parallelism: ZeRO-3 is the closest system here.
+  // docs/algorithms.md §4.3, read off Fig. 7 (PFLOPS, Alpa's counting). DeepSpeed's MoE runs are
+  // ZeRO with expert parallelism: ZeRO-3 is the closest system here.
   if (suite == "gpt" && devices == 32) {
     return {{"meshpipe", "Alpa", 1.9}, {"Megatron grid", "Megatron-LM", 1.85}};
   }
@@ -481,9 +481,9 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
     note("Alpa's plan: pricing");
     int64_t nb = alpa->micro_batches;
     if (nb == 0) nb = mine_micro_batches;
-    Expected<planner::Plan> priced =
-        make_error(Errc::kInfeasible,
-                   "no micro-batch count: ALPA.md gives none, and meshpipe's plan is not here");
+    Expected<planner::Plan> priced = make_error(
+        Errc::kInfeasible,
+        "no micro-batch count: docs/algorithms.md gives none, and meshpipe's plan is not here");
     if (nb > 0 && r.global_batch % nb == 0) {
       auto stages = planner::parse_manual_stages(alpa->stages);
       auto ag = o.graph_for_micro_batch(r.global_batch / nb);
@@ -505,7 +505,7 @@ Expected<PointResult> simulate_point(const std::string& suite, const ScalingPoin
       }
     }
     const std::string description =
-        fmt::format("`{}`, {} micro-batches (ALPA.md §4.2)", alpa->stages, nb);
+        fmt::format("`{}`, {} micro-batches (docs/algorithms.md §4.2)", alpa->stages, nb);
     evaluate(kAlpasPlan,
              priced.has_value() ? std::optional<planner::Plan>(std::move(*priced)) : std::nullopt,
              priced.status(), description);

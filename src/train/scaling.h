@@ -1,9 +1,10 @@
 // The scaling benchmark harness behind `meshpipe bench scaling`: suites of points (a zoo model,
-// a device count, a global batch), Alpa's weak-scaling suites built in (ALPA.md §4.2), each
-// point planned by meshpipe and by every baseline, each plan lowered and run on the simulated
-// backend of the point's cluster; throughput in model FLOPs and in Alpa's counting (ALPA.md §5),
-// memory, out-of-memory marked; results as JSON lines (one per point, so a run resumes where it
-// stopped), a Markdown table beside the values the paper reports, and the figure as SVG.
+// a device count, a global batch), Alpa's weak-scaling suites built in (docs/algorithms.md §4.2),
+// each point planned by meshpipe and by every baseline, each plan lowered and run on the simulated
+// backend of the point's cluster; throughput in model FLOPs and in Alpa's counting
+// (docs/algorithms.md §5), memory, out-of-memory marked; results as JSON lines (one per point, so a
+// run resumes where it stopped), a Markdown table beside the values the paper reports, and the
+// figure as SVG.
 #pragma once
 
 #include <cstdint>
@@ -27,9 +28,9 @@ struct ScalingPoint {
   bool operator==(const ScalingPoint&) const = default;
 };
 
-/// "gpt", "moe", "wresnet": Alpa's points from 1 to 64 GPUs (ALPA.md §4.2, the global batches
-/// of suite_auto_*.py), and on clusters of more devices the largest zoo model of the family at
-/// 128 and 256 devices. The error names the known suites.
+/// "gpt", "moe", "wresnet": Alpa's points from 1 to 64 GPUs (docs/algorithms.md §4.2, the global
+/// batches of suite_auto_*.py), and on clusters of more devices the largest zoo model of the family
+/// at 128 and 256 devices. The error names the known suites.
 Expected<std::vector<ScalingPoint>> builtin_suite(std::string_view name);
 std::vector<std::string> builtin_suite_names();
 
@@ -46,9 +47,9 @@ Expected<std::vector<ScalingPoint>> load_suite_file(const std::string& path);
 Expected<mesh::ClusterSpec> cluster_for_point(const std::string& cluster, int32_t devices);
 
 /// FLOPs of one training iteration as Alpa's benchmarks count them (benchmark/alpa/util.py,
-/// ALPA.md §5), with activation recomputation as its benchmarks run (GPT factor 96, MoE 4):
-/// GPT 96·B·S·H²·L·(1 + S/6H) + 6·B·S·H·V; MoE as compute_moe_tflops. 0 for the families it
-/// has no closed formula for (Wide-ResNet, MLP: their throughput is counted from the graph).
+/// docs/algorithms.md §5), with activation recomputation as its benchmarks run (GPT factor 96, MoE
+/// 4): GPT 96·B·S·H²·L·(1 + S/6H) + 6·B·S·H·V; MoE as compute_moe_tflops. 0 for the families it has
+/// no closed formula for (Wide-ResNet, MLP: their throughput is counted from the graph).
 double alpa_iteration_flops(const graph::models::ModelSpec& spec, int64_t global_batch);
 
 /// The systems a point compares: "meshpipe", the baselines of planner::run_baselines, and
@@ -57,12 +58,12 @@ double alpa_iteration_flops(const graph::models::ModelSpec& spec, int64_t global
 /// Alpa's Fig. 11 ablation.
 inline constexpr const char* kWithoutLocalAllGather = "meshpipe w/o local all-gather";
 inline constexpr const char* kSignalSendRecv = "meshpipe signal send/recv";
-/// The plan Alpa found for a point of its suites on p3.16xlarge (ALPA.md §4.2), written as
-/// stages and priced, lowered and simulated like the others.
+/// The plan Alpa found for a point of its suites on p3.16xlarge (docs/algorithms.md §4.2), written
+/// as stages and priced, lowered and simulated like the others.
 inline constexpr const char* kAlpasPlan = "Alpa's plan";
 std::vector<std::string> scaling_systems();
 /// The systems that apply to a point on `cluster`: every one, but Alpa's plan only where
-/// ALPA.md gives one (Alpa's points on p3.16xlarge).
+/// docs/algorithms.md gives one (Alpa's points on p3.16xlarge).
 std::vector<std::string> point_systems(const std::string& cluster, const ScalingPoint& point);
 /// The systems of each figure: Fig. 7 (meshpipe and every baseline), Fig. 8 (intra-op
 /// ablation: Alpa's ILP, "intra-op only", against data parallel and ZeRO), Fig. 9 (inter-op
@@ -71,10 +72,10 @@ std::vector<std::string> point_systems(const std::string& cluster, const Scaling
 /// signal-only bound).
 std::vector<std::string> figure_systems(int figure);
 
-/// What the paper reports at a point of a built-in suite (Fig. 7, read off the figure, ALPA.md
-/// §4.3; measured on p3.16xlarge hosts): the system as it is named here and its PFLOPS in
-/// Alpa's counting; "linear" is the figure's linear-scaling line. Empty where the paper gives
-/// no number. paper_values(r): the same for a result, empty unless it ran on p3.16xlarge.
+/// What the paper reports at a point of a built-in suite (Fig. 7, read off the figure,
+/// docs/algorithms.md §4.3; measured on p3.16xlarge hosts): the system as it is named here and its
+/// PFLOPS in Alpa's counting; "linear" is the figure's linear-scaling line. Empty where the paper
+/// gives no number. paper_values(r): the same for a result, empty unless it ran on p3.16xlarge.
 struct PublishedValue {
   std::string system;  ///< "meshpipe" for Alpa's own result, or a baseline's name
   std::string paper_name;

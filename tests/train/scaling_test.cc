@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST_CASE("Alpa's FLOP counting gives the TFLOPS Alpa's benchmark README reports", "[scaling]") {
-  // benchmark/alpa/README.md (ALPA.md §4.3): GPT-2.6B, batch 32, 8 GPUs, 2.464 s per
+  // benchmark/alpa/README.md (docs/algorithms.md §4.3): GPT-2.6B, batch 32, 8 GPUs, 2.464 s per
   // iteration, 37.01 TFLOPS per GPU.
   auto spec = graph::models::find_model("gpt-2.6b");
   REQUIRE(spec.has_value());
@@ -108,7 +108,8 @@ TEST_CASE("a MoE plans at micro-batches that fill whole expert groups", "[scalin
   CHECK(point->systems[0].micro_batches <= 512);
 }
 
-TEST_CASE("Alpa's own plan is priced, lowered and simulated where ALPA.md gives one", "[scaling]") {
+TEST_CASE("Alpa's own plan is priced, lowered and simulated where docs/algorithms.md gives one",
+          "[scaling]") {
   const ScalingPoint one{"gpt-350m", 1, 1024};
   auto systems = point_systems("p3.16xlarge", one);
   CHECK(std::find(systems.begin(), systems.end(), kAlpasPlan) != systems.end());
