@@ -156,18 +156,29 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss) {
   return out;
 }
 
-bool is_gradient_piece_sum(const Graph& g, const Op& op,
-                           const std::set<ValueId>& update_gradients) {
-  if (op.kind != OpKind::kAdd || op.phase != OpPhase::kBackward || op.inputs.size() != 2 ||
-      op.inputs[0] == op.inputs[1] || update_gradients.count(op.outputs[0]) == 0) {
-    return false;
+std::set<OpId> gradient_piece_sums(const Graph& g) {
+  std::set<ValueId> updated;
+  for (const Op& op : g.ops()) {
+    if (is_optimizer_update(op.kind) && op.inputs.size() > 1) updated.insert(op.inputs[1]);
   }
-  for (ValueId in : op.inputs) {
-    const Value& v = g.value(in);
-    if (!v.producer.is_valid() || g.op(v.producer).phase != OpPhase::kBackward) return false;
+  std::set<OpId> out;
+  for (size_t i = 0; i < g.ops().size(); ++i) {
+    const Op& op = g.ops()[i];
+    if (op.kind != OpKind::kAdd || op.phase != OpPhase::kBackward || op.inputs.size() != 2 ||
+        op.inputs[0] == op.inputs[1] || updated.count(op.outputs[0]) == 0) {
+      continue;
+    }
+    const auto made_backward = [&](ValueId in) {
+      const Value& v = g.value(in);
+      return v.producer.is_valid() && g.op(v.producer).phase == OpPhase::kBackward &&
+             g.users(in).size() == 1;
+    };
+    if (made_backward(op.inputs[0]) && made_backward(op.inputs[1]) &&
+        g.users(op.outputs[0]).size() == 1) {
+      out.insert(OpId(static_cast<int32_t>(i)));
+    }
   }
-  return g.users(op.outputs[0]).size() == 1 && g.users(op.inputs[0]).size() == 1 &&
-         g.users(op.inputs[1]).size() == 1;
+  return out;
 }
 
 }  // namespace meshpipe::graph

@@ -22,13 +22,12 @@ Expected<std::map<ValueId, ValueId>> append_backward(Graph& g, ValueId loss);
 /// "<loss>/grad_seed"): the op the runtime scales by the loss scale when it trains f16.
 bool is_loss_seed(const Op& op);
 
-/// Whether `op` sums a parameter's gradient from two pieces (a weight read twice, as GPT's
-/// embedding is by its LM head): an add of the backward phase whose output is in
-/// `update_gradients` (the gradients the optimizer updates read) and read by one op only, whose
-/// two distinct inputs are made by backward ops and read by this op only. With several
-/// micro-batches the runtime accumulates such pieces apart, synchronises each once per step and
-/// adds them after the synchronisation (runtime/lower.cc); the planner counts the pieces as
-/// gradients.
-bool is_gradient_piece_sum(const Graph& g, const Op& op, const std::set<ValueId>& update_gradients);
+/// The ops that sum a parameter's gradient from two pieces (a weight read twice, as GPT's
+/// embedding is by its LM head): adds of the backward phase whose output is the gradient an
+/// optimizer update reads (its input 1) and is read by that op only, whose two distinct inputs
+/// are made by backward ops and read by the add only. With several micro-batches the runtime
+/// accumulates such pieces apart, synchronises each once per step and adds them after the
+/// synchronisation (runtime/lower.cc); the planner counts the pieces as gradients.
+std::set<OpId> gradient_piece_sums(const Graph& g);
 
 }  // namespace meshpipe::graph

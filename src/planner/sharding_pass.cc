@@ -109,12 +109,9 @@ class Pass {
     // A gradient summed from two pieces: with several micro-batches the runtime accumulates and
     // synchronises each piece as a gradient and adds them once per step (runtime/lower.cc
     // find_deferred_sums).
-    const std::set<ValueId> updated = gradient_values_;
-    for (int64_t i = 0; options_.micro_batches > 1 && i < g_.num_ops(); ++i) {
-      const Op& op = g_.ops()[static_cast<size_t>(i)];
-      if (!graph::is_gradient_piece_sum(g_, op, updated)) continue;
-      piece_sums_.insert(OpId(static_cast<int32_t>(i)));
-      for (ValueId in : op.inputs) gradient_values_.insert(in);
+    if (options_.micro_batches > 1) piece_sums_ = graph::gradient_piece_sums(g_);
+    for (OpId sum : piece_sums_) {
+      for (ValueId in : g_.op(sum).inputs) gradient_values_.insert(in);
     }
     for (int64_t i = 0; i < g_.num_ops(); ++i) {
       const Op& op = g_.ops()[static_cast<size_t>(i)];

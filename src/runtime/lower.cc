@@ -121,11 +121,9 @@ Status Lowering::assign_stages() {
 
 void Lowering::find_deferred_sums() {
   if (M_ <= 1) return;  // one micro-batch: nothing to accumulate, the sum runs as it is
-  std::set<ValueId> gradients;
-  for (const auto& [v, u] : grad_update_) gradients.insert(ValueId(v));
-  for (size_t i = 0; i < static_cast<size_t>(g_.num_ops()); ++i) {
+  for (OpId sum : graph::gradient_piece_sums(g_)) {
+    const size_t i = sum.index();
     const Op& op = g_.ops()[i];
-    if (!graph::is_gradient_piece_sum(g_, op, gradients)) continue;
     // The update reads the sum on the sum's own stage (nothing sends the sum before the add).
     if (stage_of_op_[static_cast<size_t>(grad_update_.at(op.outputs[0].value()))] !=
         stage_of_op_[i]) {
@@ -239,8 +237,7 @@ Status Lowering::find_crossings() {
       c.send_spec = send;
       c.recv_spec = strategy_[i].inputs[k];
       if (piece_sum_.count(v.value()) != 0) {  // added to the other piece in its update's spec
-        c.recv_spec =
-            strategy_[static_cast<size_t>(grad_update_.at(op.outputs[0].value()))].inputs[1];
+        MP_ASSIGN_OR_RETURN(c.recv_spec, sync_target(op.outputs[0], nullptr));
       }
       c.id = static_cast<int32_t>(crossings_.size());
       if (c.id >= (1 << 16)) {

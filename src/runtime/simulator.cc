@@ -296,22 +296,23 @@ class Simulation {
       const Instruction& ins = (*run.code)[d.pc];
       const int32_t mb = run.micro_batch;
       // A read of a received buffer waits for the message to arrive (an add into a buffer
-      // reads it too).
-      std::vector<int32_t> reads = ins.in;
-      if (ins.code == Opcode::kAccumulate && !ins.first) reads.push_back(ins.out[0]);
-      for (int32_t b : reads) {
-        if (d.pending_recv.empty()) break;
+      // reads it too); false: not sent yet.
+      const auto arrived = [&](int32_t b) {
+        if (d.pending_recv.empty()) return true;
         auto it = d.pending_recv.find(d.memory->slot(b, mb));
-        if (it == d.pending_recv.end()) continue;
+        if (it == d.pending_recv.end()) return true;
         auto msg = messages_.find({it->second.first, d.dp->device, it->second.second});
-        if (msg == messages_.end()) return moved;  // not sent yet
+        if (msg == messages_.end()) return false;
         if (msg->second > d.clock) {
           d.out.waiting += msg->second - d.clock;
           d.clock = msg->second;
         }
         messages_.erase(msg);
         d.pending_recv.erase(it);
-      }
+        return true;
+      };
+      if (!std::all_of(ins.in.begin(), ins.in.end(), arrived)) return moved;
+      if (ins.code == Opcode::kAccumulate && !ins.first && !arrived(ins.out[0])) return moved;
       const double start = d.clock;
       double dur = 0.0;
       const int64_t out_bytes = ins.out.empty() ? 0 : d.memory->desc(ins.out[0]).bytes();

@@ -454,12 +454,11 @@ class Profiler {
       const int64_t micro_batches = plan.global_batch / std::max<int64_t>(1, plan.micro_batch);
       // With several micro-batches a sum of two gradient pieces runs once per step, as an
       // accumulate, not as a kernel per micro-batch (runtime/lower.cc find_deferred_sums).
-      std::set<ValueId> updated;
-      for (const graph::Op& op : tg.graph.ops()) {
-        if (is_optimizer_update(op.kind) && op.inputs.size() > 1) updated.insert(op.inputs[1]);
-      }
-      for (const graph::Op& op : tg.graph.ops()) {
-        if (micro_batches > 1 && graph::is_gradient_piece_sum(tg.graph, op, updated)) continue;
+      const std::set<OpId> piece_sums =
+          micro_batches > 1 ? graph::gradient_piece_sums(tg.graph) : std::set<OpId>{};
+      for (size_t i = 0; i < tg.graph.ops().size(); ++i) {
+        const graph::Op& op = tg.graph.ops()[i];
+        if (piece_sums.count(OpId(static_cast<int32_t>(i))) != 0) continue;
         MP_ASSIGN_OR_RETURN(shard::IterSpace space, shard::iteration_space(tg.graph, op));
         auto s = shard::shard_op(
             tg.graph, op, space, single,

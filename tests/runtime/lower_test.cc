@@ -76,19 +76,15 @@ std::vector<int64_t> updates_per_stage(const planner::Plan& plan, const graph::G
 }
 
 // Accumulators per stage with several micro-batches: one per update's gradient, except that a
-// gradient summed from two pieces (graph::is_gradient_piece_sum) has one per piece, on the
+// gradient summed from two pieces (graph::gradient_piece_sums) has one per piece, on the
 // stage that makes it; and the pieces added per stage (on the sum's stage).
 std::pair<std::vector<int64_t>, std::vector<int64_t>> accumulators_per_stage(
     const planner::Plan& plan, const graph::Graph& g) {
   std::vector<int64_t> acc = updates_per_stage(plan, g);
   std::vector<int64_t> added(plan.stages.size(), 0);
-  std::set<ValueId> updated;
-  for (const graph::Op& op : g.ops()) {
-    if (is_update(op.kind)) updated.insert(op.inputs[1]);
-  }
-  for (size_t i = 0; i < static_cast<size_t>(g.num_ops()); ++i) {
+  for (OpId sum : graph::gradient_piece_sums(g)) {
+    const size_t i = sum.index();
     const graph::Op& op = g.ops()[i];
-    if (!graph::is_gradient_piece_sum(g, op, updated)) continue;
     const size_t s = static_cast<size_t>(stage_of(plan, i));
     --acc[s];
     ++added[s];

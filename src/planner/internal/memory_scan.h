@@ -46,7 +46,7 @@ struct MemoryScan {
 
 /// What the scan needs of the stage: its graph, mesh, cost model (kernel scratch), micro-batch
 /// count, ops (sorted ids), parameter gradients (values read by update ops, and the pieces of
-/// gradient sums) and the gradient sums of two pieces (graph::is_gradient_piece_sum: the runtime
+/// gradient sums) and the gradient sums of two pieces (graph::gradient_piece_sums: the runtime
 /// adds the pieces' accumulators after the synchronisation, so the sum has no buffer of its own).
 struct MemoryScanInput {
   const graph::Graph& g;
