@@ -322,19 +322,26 @@ Status StageProfiler::profile() {
     const bool needed = whole + stash * std::max(0, num_layers_ - 1) > avail;
     const UnitProfile& base = at(u, m, c0);
     if (!needed || !base.feasible) return std::nullopt;
-    // Level k asks each unit for the larger of 1 / 2^k of its level-0 peak and r / 2^(k-1), r
-    // the share that lets the whole model fit the device as one stage: a model slightly too
-    // large for one stage gets a level that just fits (often ZeRO-2), a much larger one the
-    // halving ladder (r is then tiny). ZeRO layouts allowed.
-    const double fit_share = whole > avail ? avail / whole : 1.0;
     ShardingOptions o = options_.sharding;
     o.first_layer = u;
     o.last_layer = u;
     o.micro_batches = options_.micro_batches;
-    const double halving = 1.0 / static_cast<double>(int64_t{1} << cfg.level);
+    o.prefer_reduce_scatter = true;
+    if (cfg.level == 1) {
+      // Level 1: the fastest layouts with ZeRO's allowed (no memory rows), which is ZeRO-2
+      // where sharding the optimizer state costs no time; a copy of level 0 when they already
+      // were allowed.
+      if (options_.sharding.prefer_reduce_scatter) return std::nullopt;
+      return o;
+    }
+    // Level k >= 2 asks each unit for the larger of 1 / 2^(k-1) of its level-0 peak and
+    // r / 2^(k-2), r the share that lets the whole model fit the device as one stage: a model
+    // slightly too large for one stage gets a level that just fits, a much larger one the
+    // halving ladder (r is then tiny).
+    const double fit_share = whole > avail ? avail / whole : 1.0;
+    const double halving = 1.0 / static_cast<double>(int64_t{1} << (cfg.level - 1));
     o.memory_budget = static_cast<double>(base.plan.peak_memory.value()) *
                       (fit_share < 1.0 ? std::max(halving, 2.0 * halving * fit_share) : halving);
-    o.prefer_reduce_scatter = true;
     o.solver.time_limit_seconds =
         std::min(o.solver.time_limit_seconds, options_.level_time_limit_seconds);
     return o;

@@ -55,14 +55,15 @@ struct StageProfileOptions {
   double memory_fraction = 0.9;  ///< share of device memory a stage may use
   /// When non-empty, only these submesh shapes are profiled (baselines with fixed shapes).
   std::vector<mesh::SubmeshShape> only_submeshes;
-  /// Memory levels per logical mesh: level 0 is the fastest layout (no memory limit); level k
-  /// >= 1 asks the intra-op ILP to fit in max(1 / 2^k, r / 2^(k-1)) of level 0's peak, with
-  /// ZeRO-style layouts allowed, r = min(1, device memory / the whole model's level-0 footprint
-  /// on the mesh).
+  /// Memory levels per logical mesh: level 0 is the fastest layout (no memory limit); level 1
+  /// the fastest with ZeRO-style layouts allowed (sharded optimizer state, reduce-scattered
+  /// gradients); level k >= 2 asks the intra-op ILP to fit in max(1 / 2^(k-1), r / 2^(k-2)) of
+  /// level 0's peak, ZeRO layouts allowed, r = min(1, device memory / the whole model's
+  /// level-0 footprint on the mesh).
   /// The stage DP picks a level per stage, trading speed for room for more in-flight
   /// micro-batches or a larger model. Levels are only solved on logical meshes where the whole
   /// model at level 0 would not fit a device.
-  int32_t memory_levels = 3;
+  int32_t memory_levels = 4;
   /// ILP time limit of the memory levels k >= 1: memory rows make GLPK's search slow, and a good
   /// feasible layout (GLPK's incumbent, or the greedy fallback) is enough there.
   double level_time_limit_seconds = 1.0;

@@ -2,8 +2,10 @@
 #include "runtime/compact_program.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <set>
 #include <tuple>
@@ -412,10 +414,36 @@ Status same_device_program(const DeviceProgram& a, const DeviceProgram& b) {
   return Status::ok();
 }
 
+int64_t lowering_bytes_estimate(const planner::Plan& plan) {
+  const int64_t k = compact_lowering_count(static_cast<int64_t>(plan.stages.size()));
+  const int64_t lowered = plan.micro_batches <= k + 1 ? plan.micro_batches : k + 1;
+  int64_t device_ops = 0;
+  for (const planner::StagePlan& s : plan.stages) {
+    device_ops +=
+        static_cast<int64_t>(s.devices.size()) * static_cast<int64_t>(s.op_layouts.size());
+  }
+  return device_ops * std::max<int64_t>(lowered, 1) * 4096;
+}
+
+int64_t lowering_bytes_limit() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(pages) / 4 * 3 * static_cast<int64_t>(page);
+}
+
 Expected<CompactProgram> lower_compact(const planner::Plan& plan, const graph::Graph& g,
                                        const LowerOptions& options) {
   const int64_t m = plan.micro_batches;
   const int64_t k = compact_lowering_count(static_cast<int64_t>(plan.stages.size()));
+  if (const int64_t need = lowering_bytes_estimate(plan); need > lowering_bytes_limit()) {
+    return make_error(Errc::kOutOfRange,
+                      "lowering this plan ({} stages, {} devices) would hold about {:.1f} GiB of "
+                      "program, more than this machine allows ({:.1f} GiB, 3/4 of its RAM)",
+                      plan.stages.size(), plan.cluster.num_devices(),
+                      static_cast<double>(need) / (1 << 30),
+                      static_cast<double>(lowering_bytes_limit()) / (1 << 30));
+  }
   if (m <= k + 1) {
     MP_ASSIGN_OR_RETURN(Program p, lower(plan, g, options));
     return compact(std::move(p));

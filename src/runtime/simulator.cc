@@ -113,8 +113,10 @@ struct Device {
   int64_t collectives[2] = {0, 0};
   bool registered = false;  // at the collective under pc
   SimulatedDevice out;
-  // Compute spans (ops and tile copies) in order, for the next pass's sharing factors.
+  // Compute spans (ops and tile copies) in order, for the next pass's sharing factors (when
+  // recorded), and how many there were.
   std::vector<std::pair<double, double>> spans;
+  size_t computed = 0;
 };
 
 // Per device, a factor for each compute span in program order (see Simulation::sharing).
@@ -143,6 +145,9 @@ class Simulation {
 
   // Whether compute speeds up when fewer devices compute (CPU devices sharing cores).
   bool shares_cores() const { return cost_.sharing(1.0) < 1.0; }
+  // Keep every compute span for sharing() (off by default: a span per op and micro-batch on
+  // every device is gigabytes for large clusters).
+  void record_spans() { record_spans_ = true; }
 
   // After run(): for each device's compute spans, the model's sharing factor at the mean number
   // of devices computing during the span (itself included) in this pass's timeline.
@@ -252,10 +257,10 @@ class Simulation {
   double computed(Device& d, double dur) {
     if (factors_ != nullptr) {
       const auto& f = (*factors_)[static_cast<size_t>(&d - devices_.data())];
-      const size_t k = d.spans.size();
+      const size_t k = d.computed++;
       if (k < f.size()) dur *= f[k];
     }
-    d.spans.emplace_back(d.clock, d.clock + dur);
+    if (record_spans_) d.spans.emplace_back(d.clock, d.clock + dur);
     d.out.compute += dur;
     return dur;
   }
@@ -431,6 +436,7 @@ class Simulation {
   const planner::CostModel& cost_;
   SimulationOptions options_;
   const SharingFactors* factors_;  // null: compute as priced (every device computing)
+  bool record_spans_ = false;
   std::vector<Device> devices_;
   std::map<MessageKey, double> messages_;  // arrival times of sent messages
   std::map<GroupKey, Meeting> meetings_;
@@ -455,6 +461,7 @@ Expected<SimulationResult> simulate_passes(const Program& p, const CompactProgra
   for (int pass = 1;; ++pass) {
     const bool last = pass == kSharingPasses;
     Simulation s(p, compact, cluster, last ? options : quiet, pass == 1 ? nullptr : &factors);
+    if (!last) s.record_spans();
     auto r = s.run();
     if (last || !r.has_value()) return r;
     factors = s.sharing();

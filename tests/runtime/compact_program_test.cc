@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "planner/baselines.h"
 #include "planner/planner.h"
 #include "runtime/cost_models.h"
+#include "runtime/local_op.h"
 #include "runtime/lower.h"
 #include "runtime/plan_kinds.h"
 #include "runtime/simulator.h"
@@ -128,6 +130,42 @@ TEST_CASE("compact() rejects a task split into two runs", "[runtime][compact]") 
   auto cp = compact(std::move(*flat));
   REQUIRE_FALSE(cp.has_value());
   CHECK(cp.status().message().find("not one run") != std::string::npos);
+}
+
+TEST_CASE("the lowering's size estimate bounds the program lower() holds", "[runtime][compact]") {
+  // lower_compact refuses plans whose estimate exceeds 3/4 of the machine's RAM, so the
+  // estimate must not undercount: the flat program at the count lower_compact lowers at (its
+  // instructions with their operand lists and words, and its ops) stays below it, and within 16x.
+  auto cl = mesh::cluster_preset("cpu:1x4");
+  REQUIRE(cl.has_value());
+  for (const std::string model : {"gpt-tiny", "wresnet-tiny"}) {
+    graph::TrainingGraph tg = testing::zoo_training_graph(model, model == "wresnet-tiny" ? 2 : 4);
+    for (auto& [kind, plan] : testing::every_plan_kind(
+             tg.graph, model, 12, planner::Schedule::k1F1B, planner::Recompute::kOff, false)) {
+      INFO(model << " " << kind);
+      planner::Plan at = plan;
+      at.micro_batches = std::min<int64_t>(
+          plan.micro_batches, compact_lowering_count(static_cast<int64_t>(plan.stages.size())) + 1);
+      at.global_batch = at.micro_batches * plan.micro_batch;
+      auto flat = lower(at, tg.graph);
+      REQUIRE(flat.has_value());
+      int64_t held = 0;
+      for (const DeviceProgram& dp : flat->devices) {
+        for (const Instruction& ins : dp.instructions) {
+          held += static_cast<int64_t>(
+              sizeof(Instruction) + ins.what.capacity() +
+              4 * (ins.in.capacity() + ins.out.capacity()) +
+              8 * (ins.src_offset.capacity() + ins.dst_offset.capacity() + ins.extent.capacity()));
+        }
+        held += static_cast<int64_t>(dp.ops.size() * sizeof(LocalOp) +
+                                     dp.buffers.size() * sizeof(BufferDesc));
+      }
+      const int64_t estimate = lowering_bytes_estimate(plan);
+      CHECK(estimate >= held);
+      CHECK(estimate <= 16 * held);
+    }
+  }
+  CHECK(lowering_bytes_limit() > 0);
 }
 
 }  // namespace
