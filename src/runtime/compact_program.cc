@@ -436,13 +436,14 @@ Expected<CompactProgram> lower_compact(const planner::Plan& plan, const graph::G
                                        const LowerOptions& options) {
   const int64_t m = plan.micro_batches;
   const int64_t k = compact_lowering_count(static_cast<int64_t>(plan.stages.size()));
-  if (const int64_t need = lowering_bytes_estimate(plan); need > lowering_bytes_limit()) {
+  if (const int64_t need = lowering_bytes_estimate(plan), limit = lowering_bytes_limit();
+      need > limit) {
     return make_error(Errc::kOutOfRange,
                       "lowering this plan ({} stages, {} devices) would hold about {:.1f} GiB of "
                       "program, more than this machine allows ({:.1f} GiB, 3/4 of its RAM)",
                       plan.stages.size(), plan.cluster.num_devices(),
                       static_cast<double>(need) / (1 << 30),
-                      static_cast<double>(lowering_bytes_limit()) / (1 << 30));
+                      static_cast<double>(limit) / (1 << 30));
   }
   if (m <= k + 1) {
     MP_ASSIGN_OR_RETURN(Program p, lower(plan, g, options));

@@ -168,5 +168,22 @@ TEST_CASE("the lowering's size estimate bounds the program lower() holds", "[run
   CHECK(lowering_bytes_limit() > 0);
 }
 
+TEST_CASE("lower_compact refuses a plan whose program would not fit this machine",
+          "[runtime][compact]") {
+  // A stage claiming 4M devices: ~3 TiB of program by the estimate, refused before lowering
+  // anything (out of range, which `bench scaling` reports as "not simulated").
+  graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 4);
+  auto kinds = testing::every_plan_kind(tg.graph, "gpt-tiny", 12, planner::Schedule::k1F1B,
+                                        planner::Recompute::kOff, false);
+  REQUIRE(!kinds.empty());
+  planner::Plan plan = kinds.front().second;
+  plan.stages.front().devices.assign(size_t{1} << 22, 0);
+  REQUIRE(lowering_bytes_estimate(plan) > lowering_bytes_limit());
+  auto cp = lower_compact(plan, tg.graph);
+  REQUIRE(!cp.has_value());
+  CHECK(cp.status().code() == Errc::kOutOfRange);
+  CHECK(cp.status().message().find("GiB of program") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace meshpipe::runtime
