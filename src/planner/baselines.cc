@@ -97,9 +97,10 @@ class Evaluator {
   }
 
   // Whether `stages` certainly cannot give a plan faster than `best` seconds: build_plan's step
-  // time is sum + (B - 1) max over the stages of their times, each the profile's time less its
-  // modelled transfers plus the actual transfers (>= 0), and float sums and products of
-  // non-negative terms are monotone, so the same formula without transfers is a lower bound.
+  // time is sum + (B - 1) max over the stages of their times, each at least the stage's own work
+  // (the actual transfers are added to the fill and overlap the work in the steady state), and
+  // float sums and products of non-negative terms are monotone, so the same formula over the
+  // work alone is a lower bound.
   bool cannot_beat(const StageProfiler& p, const std::vector<StageChoice>& stages,
                    double best) const {
     if (!std::isfinite(best)) return false;
@@ -109,7 +110,7 @@ class Evaluator {
       if (s.submesh < 0) return false;
       const StageCost sc = p.stage(s.first_layer, s.last_layer, s.submesh, s.config);
       if (!std::isfinite(sc.time)) return false;  // evaluate() names it
-      const double t = sc.time - sc.transfer;
+      const double t = sc.work;
       sum += t;
       max = std::max(max, t);
     }

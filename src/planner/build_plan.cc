@@ -140,7 +140,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
     sp.mesh = profiler.configs(a.submesh)[static_cast<size_t>(a.config)].mesh;
     sp.recompute = profiler.configs(a.submesh)[static_cast<size_t>(a.config)].recompute;
     const StageCost sc = profiler.stage(a.first_layer, a.last_layer, a.submesh, a.config);
-    sp.time = sc.time - sc.transfer;
+    sp.time = sc.work;
     fill.push_back(sc.fill - sc.transfer);
     sp.memory = sc.memory;
     sp.in_flight = stage_in_flight(options.schedule, k, stages.size(), micro_batches);
@@ -160,6 +160,7 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
 
   // Cross-stage transfers on their actual links (each byte crosses once: local all-gather).
   std::set<std::pair<int32_t, size_t>> seen;
+  std::vector<double> entering(plan.stages.size(), 0.0);
   for (const graph::Op& op : ug.ops()) {
     auto to = stage_of_unit.find(op.layer);
     if (to == stage_of_unit.end()) continue;
@@ -183,10 +184,14 @@ Expected<Plan> build_plan(const graph::Graph& g, const LayerClustering& clusteri
                       .value();
       // A parameter gradient (e.g. of a tied embedding) is summed locally and sent once per step.
       if (profiler.is_parameter_gradient(v)) t.seconds /= static_cast<double>(micro_batches);
-      plan.stages[to->second].time += t.seconds;
+      entering[to->second] += t.seconds;
       fill[to->second] += t.seconds;
       plan.transfers.push_back(std::move(t));
     }
+  }
+  // Asynchronous sends overlap the stage's work in the steady state (StageCost::time).
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    plan.stages[k].time = std::max(plan.stages[k].time, entering[k]);
   }
 
   double sum = 0.0;

@@ -59,8 +59,9 @@ struct StagePlan {
   mesh::SubmeshShape submesh;
   std::vector<int32_t> devices;  ///< global device ids (host * devices_per_host + local), row-major
   mesh::LogicalMesh mesh;        ///< logical view of `devices` (shape and alpha/beta)
-  double time = 0.0;             ///< predicted seconds per micro-batch (forward + backward)
-  int32_t in_flight = 1;         ///< micro-batches whose activations are stashed at once (1F1B)
+  double time = 0.0;      ///< predicted seconds per micro-batch (forward + backward, or the tensors
+                          ///< entering it where they take longer: they overlap the work)
+  int32_t in_flight = 1;  ///< micro-batches whose activations are stashed at once (1F1B)
   StageMemory memory;
   /// Activation recomputation: the forward keeps only each unit's inputs; the backward of a
   /// micro-batch recomputes a unit's forward right before it needs it (JSON: optional, false).

@@ -102,12 +102,14 @@ struct UnitProfile {
 
 /// Time, memory and successor bound of one candidate stage.
 struct StageCost {
-  double time = 0.0;      ///< seconds per micro-batch, boundary transfers included
-  double transfer = 0.0;  ///< of which: tensors entering from other stages
-  /// `time` with only this stage's devices computing (its compute scaled by
-  /// CostModel::sharing): what a micro-batch takes passing through in the pipeline's fill and
-  /// drain, where `time` prices the steady state with every device computing. Equal to `time`
-  /// unless devices share cores.
+  /// Seconds per micro-batch in the steady state: the stage's own work, or the tensors entering
+  /// from other stages where they take longer (sends are asynchronous: they overlap the work).
+  double time = 0.0;
+  double work = 0.0;      ///< the stage's own work per micro-batch (its units, inner reshardings)
+  double transfer = 0.0;  ///< tensors entering from other stages, per micro-batch
+  /// What a micro-batch takes passing through in the pipeline's fill and drain: `work` with
+  /// only this stage's devices computing (its compute scaled by CostModel::sharing; equal to
+  /// `work` unless devices share cores) plus `transfer`, waited for.
   double fill = 0.0;
   StageMemory memory;  ///< peak with a single micro-batch in flight
   /// Excess over persistent + stash during the step's first backward, when the accumulators are

@@ -79,12 +79,14 @@ std::pair<int32_t, int32_t> unit_range(const StageProfiler& p, int32_t i, int32_
   return {p.units_of_layer(i).front(), p.units_of_layer(j).back()};
 }
 
-// The stage's cost recomputed: its units' times, plus each value produced in a unit outside
-// the stage and read inside it (once per reading unit) at latency + bytes / bandwidth, divided
-// by the micro-batches for parameter gradients (sent once per step). Units meet in the
-// canonical layout, so nothing is added between units of one stage.
+// The stage's cost recomputed: its work is its units' times; its transfer each value produced
+// in a unit outside the stage and read inside it (once per reading unit) at latency + bytes /
+// bandwidth, divided by the micro-batches for parameter gradients (sent once per step); its
+// steady-state time the larger of the two (the sends overlap the work), its fill their sum.
+// Units meet in the canonical layout, so nothing is added between units of one stage.
 struct Want {
   double time = 0.0;
+  double work = 0.0;
   double transfer = 0.0;
   StageMemory memory;
   bool feasible = true;
@@ -97,7 +99,7 @@ Want expected_stage(const StageProfiler& p, int32_t i, int32_t j, int32_t m, int
   for (int32_t u = u0; u <= u1; ++u) {
     const UnitProfile& up = p.unit(u, m, c);
     if (!up.feasible) e.feasible = false;
-    e.time += up.time;
+    e.work += up.time;
     e.memory.persistent += up.persistent;
     if (kMicroBatches > 1) e.memory.gradients += up.gradients;
     e.memory.stash += up.stash;  // at least: tensors received or sent for the backward add more
@@ -115,10 +117,10 @@ Want expected_stage(const StageProfiler& p, int32_t i, int32_t j, int32_t m, int
       if (to < u0 || to > u1 || (from >= u0 && from <= u1)) continue;
       double t = link.latency.value() + static_cast<double>(val.bytes()) / link.bandwidth;
       if (p.is_parameter_gradient(v)) t /= static_cast<double>(kMicroBatches);
-      e.time += t;
       e.transfer += t;
     }
   }
+  e.time = std::max(e.work, e.transfer);
   return e;
 }
 
@@ -161,6 +163,8 @@ TEST_CASE("a stage costs its units plus the tensors entering it, on the given li
             const Want e = expected_stage(p, i, j, m, c, link);
             REQUIRE(e.feasible);
             CHECK(s.time == Approx(e.time).epsilon(1e-12));
+            CHECK(s.work == Approx(e.work).epsilon(1e-12));
+            CHECK(s.fill == Approx(e.work + e.transfer).epsilon(1e-12));
             CHECK(s.transfer == Approx(e.transfer).epsilon(1e-12));
             // Memory: the sum of the units' persistent bytes and accumulators, at least their
             // stash and the last unit's working set, and the peak is the sum of the parts.
