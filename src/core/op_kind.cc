@@ -69,6 +69,8 @@ constexpr Entry kEntries[] = {
     {K::kBatchNormApply, {"batch_norm_apply", 5, 2, 0, false, true}},
     {K::kBatchNormGradSums, {"batch_norm_grad_sums", 4, 2, 0, false, true}},
     {K::kBatchNormGradApply, {"batch_norm_grad_apply", 7, 1, 0, false, true}},
+    {K::kGeluErf, {"gelu_erf", 1, 1, 1, true}},
+    {K::kGeluErfGrad, {"gelu_erf_grad", 2, 1, 0, true}},
 };
 
 static_assert(std::size(kEntries) == kNumOpKinds, "every op kind needs a metadata entry");

@@ -70,10 +70,13 @@ enum class OpKind : uint16_t {
   kBatchNormApply,      ///< (x, mean, sq, gamma, beta) -> (y, rstd); attrs.eps, count
   kBatchNormGradSums,   ///< (dy, x, mean, rstd) -> (dgamma, dbeta) of this device's part
   kBatchNormGradApply,  ///< (dy, x, mean, rstd, gamma, dgamma, dbeta) -> dx; attrs.count
+  // ---- added later, at the end so that the numbers of the kinds above stay the same ----
+  kGeluErf,      ///< (x) -> x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): PyTorch's exact GELU
+  kGeluErfGrad,  ///< (x, dy) -> dx
 };
 
 /// Number of op kinds.
-inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kBatchNormGradApply) + 1;
+inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kGeluErfGrad) + 1;
 
 /// Static facts about an op kind.
 struct OpKindInfo {

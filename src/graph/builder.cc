@@ -19,6 +19,13 @@ ValueId Builder::parameter(const std::string& name, Shape shape, InitSpec init, 
                          scoped_name(name, OpKind::kConstant), shape.to_string());
     return ValueId();
   }
+  if (init.kind == InitSpec::Kind::kValues &&
+      (init.values == nullptr || static_cast<int64_t>(init.values->size()) != shape.numel())) {
+    status_ = make_error(Errc::kInvalidArgument, "parameter '{}' of shape {} is given {} values",
+                         scoped_name(name, OpKind::kConstant), shape.to_string(),
+                         init.values == nullptr ? 0 : init.values->size());
+    return ValueId();
+  }
   return graph_.add_source(scoped_name(name, OpKind::kConstant), std::move(shape), dtype,
                            ValueRole::kParameter, init);
 }
@@ -108,6 +115,9 @@ ValueId Builder::relu(ValueId x, const std::string& name) {
 }
 ValueId Builder::gelu(ValueId x, const std::string& name) {
   return single(OpKind::kGelu, {x}, {}, name);
+}
+ValueId Builder::gelu_erf(ValueId x, const std::string& name) {
+  return single(OpKind::kGeluErf, {x}, {}, name);
 }
 ValueId Builder::tanh(ValueId x, const std::string& name) {
   return single(OpKind::kTanh, {x}, {}, name);

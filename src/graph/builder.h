@@ -57,7 +57,10 @@ class Builder {
   /// x + b, b's dim i broadcast along x's dim dims[i].
   ValueId bias_add(ValueId x, ValueId b, std::vector<int64_t> dims, const std::string& name = "");
   ValueId relu(ValueId x, const std::string& name = "");
+  /// PyTorch's GELU with approximate='tanh'.
   ValueId gelu(ValueId x, const std::string& name = "");
+  /// PyTorch's exact GELU (nn.GELU()): x Phi(x) with the normal CDF through erf.
+  ValueId gelu_erf(ValueId x, const std::string& name = "");
   ValueId tanh(ValueId x, const std::string& name = "");
   /// x stored as `dtype` (a floating type).
   ValueId convert(ValueId x, DType dtype, const std::string& name = "");

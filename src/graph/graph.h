@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,14 +39,19 @@ std::string_view op_phase_name(OpPhase phase);
 
 /// How a persistent value is initialised (parameters and optimizer states).
 struct InitSpec {
-  enum class Kind : uint8_t { kZeros, kOnes, kNormal, kUniform };
+  /// kValues: the given values, row-major (a model imported with its weights).
+  enum class Kind : uint8_t { kZeros, kOnes, kNormal, kUniform, kValues };
   Kind kind = Kind::kZeros;
   float scale = 0.0f;  ///< standard deviation (kNormal) or half-width (kUniform)
+  std::shared_ptr<const std::vector<float>> values;  ///< kValues: one per element
 
-  static InitSpec zeros() { return {Kind::kZeros, 0.0f}; }
-  static InitSpec ones() { return {Kind::kOnes, 0.0f}; }
-  static InitSpec normal(float stddev) { return {Kind::kNormal, stddev}; }
-  static InitSpec uniform(float half_width) { return {Kind::kUniform, half_width}; }
+  static InitSpec zeros() { return {Kind::kZeros, 0.0f, nullptr}; }
+  static InitSpec ones() { return {Kind::kOnes, 0.0f, nullptr}; }
+  static InitSpec normal(float stddev) { return {Kind::kNormal, stddev, nullptr}; }
+  static InitSpec uniform(float half_width) { return {Kind::kUniform, half_width, nullptr}; }
+  static InitSpec from_values(std::shared_ptr<const std::vector<float>> v) {
+    return {Kind::kValues, 0.0f, std::move(v)};
+  }
 };
 
 /// A tensor of the graph. Produced by exactly one op, or by none (parameters, inputs, states).

@@ -91,6 +91,7 @@ const std::vector<Row>& rows() {
         kOut0OnIn0}},
       {K::kRelu, {run_unary<UnaryOp::kRelu>, nullptr, kOut0OnIn0}},
       {K::kGelu, {run_unary<UnaryOp::kGelu>, nullptr, kOut0OnIn0}},
+      {K::kGeluErf, {run_unary<UnaryOp::kGeluErf>, nullptr, kOut0OnIn0}},
       {K::kTanh, {run_unary<UnaryOp::kTanh>, nullptr, kOut0OnIn0}},
       {K::kSoftmax, {[](const Args& a) {
          softmax(*a.ctx, a.in[0], a.attrs->axis, a.attrs->causal, a.row_offset, a.out[0]);
@@ -138,6 +139,7 @@ const std::vector<Row>& rows() {
       {K::kConvert, {[](const Args& a) { copy(*a.ctx, a.in[0], a.out[0]); }}},
       {K::kReluGrad, {run_unary_grad<UnaryOp::kRelu>}},
       {K::kGeluGrad, {run_unary_grad<UnaryOp::kGelu>}},
+      {K::kGeluErfGrad, {run_unary_grad<UnaryOp::kGeluErf>}},
       {K::kTanhGrad, {run_unary_grad<UnaryOp::kTanh>}},
       {K::kSoftmaxGrad,
        {[](const Args& a) { softmax_grad(*a.ctx, a.in[0], a.in[1], a.attrs->axis, a.out[0]); }}},

@@ -14,15 +14,17 @@ void binary(const KernelContext& ctx, BinaryOp op, const TensorView& a, const Te
             const TensorView& out);
 
 enum class UnaryOp : uint8_t {
-  kRelu,  ///< max(x, 0)
-  kGelu,  ///< 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch approximate='tanh'
-  kTanh,  ///< tanh(x)
+  kRelu,     ///< max(x, 0)
+  kGelu,     ///< 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch approximate='tanh'
+  kTanh,     ///< tanh(x)
+  kGeluErf,  ///< x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), PyTorch's exact GELU
 };
 
 /// out = f(x) (f32). out may alias x.
 void unary(const KernelContext& ctx, UnaryOp op, const TensorView& x, const TensorView& out);
 
-/// dx = f'(.) * dy. `saved` is the forward output y for kRelu and kTanh, the input x for kGelu.
+/// dx = f'(.) * dy. `saved` is the forward output y for kRelu and kTanh, the input x for the
+/// GELUs.
 void unary_grad(const KernelContext& ctx, UnaryOp op, const TensorView& saved, const TensorView& dy,
                 const TensorView& dx);
 

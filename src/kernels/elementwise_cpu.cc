@@ -38,6 +38,15 @@ inline float exp_approx(float x) {
   return p * scale;
 }
 
+// Phi(x) = 0.5 (1 + erf(x / sqrt 2)) and the normal density, in double for f32 accuracy.
+inline float normal_cdf(float x) {
+  return static_cast<float>(0.5 * (1.0 + std::erf(static_cast<double>(x) * 0.7071067811865476)));
+}
+inline float normal_pdf(float x) {
+  const double v = static_cast<double>(x);
+  return static_cast<float>(0.3989422804014327 * std::exp(-0.5 * v * v));
+}
+
 // 0.5 (1 + tanh u) = sigmoid(2u): GELU's gate without tanh.
 inline float gelu_gate(float v) {
   const float u = kGeluScale * (v + kGeluCubic * v * v * v);
@@ -102,6 +111,10 @@ void unary(const KernelContext& ctx, UnaryOp op, const TensorView& x, const Tens
 #pragma omp parallel for if (n > kParallelElems)
       for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(in[i]);
       break;
+    case UnaryOp::kGeluErf:
+#pragma omp parallel for if (n > kParallelElems)
+      for (int64_t i = 0; i < n; ++i) y[i] = in[i] * normal_cdf(in[i]);
+      break;
   }
 }
 
@@ -134,6 +147,11 @@ void unary_grad(const KernelContext& ctx, UnaryOp op, const TensorView& saved, c
     case UnaryOp::kTanh:
 #pragma omp parallel for if (n > kParallelElems)
       for (int64_t i = 0; i < n; ++i) out[i] = g[i] * (1.0f - s[i] * s[i]);
+      break;
+    case UnaryOp::kGeluErf:
+      // d/dx [x Phi(x)] = Phi(x) + x phi(x).
+#pragma omp parallel for if (n > kParallelElems)
+      for (int64_t i = 0; i < n; ++i) out[i] = g[i] * (normal_cdf(s[i]) + s[i] * normal_pdf(s[i]));
       break;
   }
 }

@@ -191,6 +191,12 @@ void fill_initial(const graph::Value& v, uint64_t seed, float* p) {
         p[k] = static_cast<float>((2.0 * u - 1.0) * v.init.scale);
       }
       break;
+    case graph::InitSpec::Kind::kValues:
+      // The graph's builder checked the count (Graph::add_source).
+      MP_CHECK(v.init.values != nullptr && static_cast<int64_t>(v.init.values->size()) == n)
+          << "parameter '" << v.name << "': initial values do not match its shape";
+      std::memcpy(p, v.init.values->data(), static_cast<size_t>(n) * sizeof(float));
+      break;
   }
 }
 

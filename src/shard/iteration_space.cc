@@ -116,6 +116,7 @@ Expected<IterSpace> iteration_space(const graph::Graph& g, const graph::Op& op) 
     case OpKind::kDiv:
     case OpKind::kReluGrad:
     case OpKind::kGeluGrad:
+    case OpKind::kGeluErfGrad:
     case OpKind::kTanhGrad: {
       const auto map = b.add_dims(in_shape(0), {}, "d");
       b.input(map);
@@ -127,6 +128,7 @@ Expected<IterSpace> iteration_space(const graph::Graph& g, const graph::Op& op) 
     case OpKind::kConvert:
     case OpKind::kRelu:
     case OpKind::kGelu:
+    case OpKind::kGeluErf:
     case OpKind::kTanh: {
       const auto map = b.add_dims(in_shape(0), {}, "d");
       b.input(map);

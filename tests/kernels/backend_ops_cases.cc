@@ -195,14 +195,14 @@ void add_elementwise_cases(std::vector<Case>& cases) {
     double scale;
   };
   for (const Act& a : {Act{K::kRelu, K::kReluGrad, 1.0}, Act{K::kGelu, K::kGeluGrad, 3.0},
-                       Act{K::kTanh, K::kTanhGrad, 2.0}}) {
+                       Act{K::kTanh, K::kTanhGrad, 2.0}, Act{K::kGeluErf, K::kGeluErfGrad, 3.0}}) {
     for (const Shape& s : {Shape{7, 13}, Shape{3, 2049}}) {
       Case f = make(a.fwd, dims(s), TolClass::kElementwise);
       f.in.push_back(normal(g, s, a.scale));
       f.out.push_back(output(s));
       // relu and tanh take the forward output y (relu's exact zeros included), gelu takes x.
       Case d = make(a.grad, dims(s), TolClass::kElementwise);
-      d.in.push_back(a.fwd == K::kGelu ? f.in[0] : values(s, derive(f)[0]));
+      d.in.push_back(a.fwd == K::kGelu || a.fwd == K::kGeluErf ? f.in[0] : values(s, derive(f)[0]));
       d.in.push_back(normal(g, s));
       d.out.push_back(output(s));
       cases.push_back(std::move(f));

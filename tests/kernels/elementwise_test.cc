@@ -27,6 +27,9 @@ double gelu_ref(double x) {
   return 0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x)));
 }
 
+// PyTorch's exact GELU: x Phi(x).
+double gelu_erf_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+
 std::vector<double> map(const std::vector<float>& x, const std::function<double(double)>& f) {
   std::vector<double> y(x.size());
   for (size_t i = 0; i < x.size(); ++i) y[i] = f(x[i]);
@@ -58,7 +61,7 @@ TEST_CASE("binary ops match double arithmetic and may write over an input", "[ke
   check_close(a, want, kElementwiseTol);
 }
 
-TEST_CASE("relu, gelu and tanh match their double definitions", "[kernels]") {
+TEST_CASE("relu, both gelus and tanh match their double definitions", "[kernels]") {
   Rng rng(12);
   const Shape s{4, 33};
   std::vector<float> x = random_floats(rng, s.numel(), 2.0);
@@ -67,6 +70,13 @@ TEST_CASE("relu, gelu and tanh match their double definitions", "[kernels]") {
   check_close(y, map(x, [](double v) { return v > 0 ? v : 0.0; }), kElementwiseTol);
   unary(KernelContext{}, UnaryOp::kGelu, f32_view(x, s), f32_view(y, s));
   check_close(y, map(x, gelu_ref), kElementwiseTol);
+  unary(KernelContext{}, UnaryOp::kGeluErf, f32_view(x, s), f32_view(y, s));
+  check_close(y, map(x, gelu_erf_ref), kElementwiseTol);
+  // The two GELUs differ (by up to ~1e-3 near |x| = 2): a model exported with one must not run
+  // the other.
+  double most = 0;
+  for (float v : x) most = std::max(most, std::abs(gelu_ref(v) - gelu_erf_ref(v)));
+  CHECK(most > 1e-4);
   unary(KernelContext{}, UnaryOp::kTanh, f32_view(x, s), f32_view(y, s));
   check_close(y, map(x, [](double v) { return std::tanh(v); }), kElementwiseTol);
 }
@@ -84,11 +94,13 @@ TEST_CASE("activation gradients match central finite differences", "[kernels]") 
       {UnaryOp::kRelu, [](double v) { return v > 0 ? v : 0.0; }},
       {UnaryOp::kGelu, gelu_ref},
       {UnaryOp::kTanh, [](double v) { return std::tanh(v); }},
+      {UnaryOp::kGeluErf, gelu_erf_ref},
   };
   for (const auto& [op, f] : cases) {
-    // `saved` is the output for relu and tanh, the input for gelu.
+    // `saved` is the output for relu and tanh, the input for the gelus.
     std::vector<float> saved = x;
-    if (op != UnaryOp::kGelu) unary(KernelContext{}, op, f32_view(x, s), f32_view(saved, s));
+    if (op != UnaryOp::kGelu && op != UnaryOp::kGeluErf)
+      unary(KernelContext{}, op, f32_view(x, s), f32_view(saved, s));
     unary_grad(KernelContext{}, op, f32_view(saved, s), f32_view(dy, s), f32_view(dx, s));
     const double h = 1e-6;
     std::vector<double> want(x.size());

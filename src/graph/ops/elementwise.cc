@@ -130,9 +130,11 @@ std::vector<ValueId> grad_from_output(GradEmitter& e, const Graph&, const Op& op
   return {e.emit1(kGradKind, {op.outputs[0], dys[0]}, {}, "grad")};
 }
 
-std::vector<ValueId> grad_gelu(GradEmitter& e, const Graph&, const Op& op,
-                               const std::vector<ValueId>& dys) {
-  return {e.emit1(K::kGeluGrad, {op.inputs[0], dys[0]}, {}, "grad")};
+// gelu (either form): the gradient kind reads the input and dy.
+template <OpKind kGradKind>
+std::vector<ValueId> grad_from_input(GradEmitter& e, const Graph&, const Op& op,
+                                     const std::vector<ValueId>& dys) {
+  return {e.emit1(kGradKind, {op.inputs[0], dys[0]}, {}, "grad")};
 }
 
 // kind, shapes, FLOPs, gradient
@@ -144,12 +146,14 @@ constexpr OpDef kRows[] = {
     {K::kScale, infer_unary, flops_per_output<1>, grad_scale},
     {K::kBiasAdd, infer_bias_add, flops_per_output<1>, grad_bias_add},
     {K::kRelu, infer_unary, flops_per_output<1>, grad_from_output<K::kReluGrad>},
-    {K::kGelu, infer_unary, flops_per_output<8>, grad_gelu},
+    {K::kGelu, infer_unary, flops_per_output<8>, grad_from_input<K::kGeluGrad>},
+    {K::kGeluErf, infer_unary, flops_per_output<8>, grad_from_input<K::kGeluErfGrad>},
     {K::kTanh, infer_unary, flops_per_output<4>, grad_from_output<K::kTanhGrad>},
     {K::kConstant, infer_constant, no_flops},
     {K::kConvert, infer_convert, no_flops, grad_convert},
     {K::kReluGrad, infer_like_saved, flops_per_output<1>},
     {K::kGeluGrad, infer_like_saved, flops_per_output<8>},
+    {K::kGeluErfGrad, infer_like_saved, flops_per_output<10>},
     {K::kTanhGrad, infer_like_saved, flops_per_output<4>},
 };
 

@@ -41,7 +41,7 @@ __device__ __forceinline__ float gelu_gate(float v) {
 }
 
 enum class Bin : uint8_t { kAdd, kSub, kMul, kDiv };
-enum class Act : uint8_t { kRelu, kGelu, kTanh };
+enum class Act : uint8_t { kRelu, kGelu, kTanh, kGeluErf };
 
 template <Bin op>
 __global__ void binary_kernel(DPtr a, DPtr b, DPtr out, int64_t n) {
@@ -71,6 +71,8 @@ __global__ void unary_kernel(DPtr x, DPtr out, int64_t n) {
       y = v > 0.0f ? v : 0.0f;
     } else if constexpr (op == Act::kGelu) {
       y = v * gelu_gate(v);
+    } else if constexpr (op == Act::kGeluErf) {
+      y = v * normcdff(v);
     } else {
       y = tanhf(v);
     }
@@ -92,6 +94,9 @@ __global__ void unary_grad_kernel(DPtr saved, DPtr dy, DPtr dx, int64_t n) {
       const float gate = gelu_gate(s);
       const float du = kGeluScale * (1.0f + 3.0f * kGeluCubic * s * s);
       r = g * (gate + 2.0f * s * gate * (1.0f - gate) * du);
+    } else if constexpr (op == Act::kGeluErf) {
+      // d/dx [x Phi(x)] = Phi(x) + x phi(x).
+      r = g * (normcdff(s) + s * 0.3989422804014327f * expf(-0.5f * s * s));
     } else {
       r = g * (1.0f - s * s);
     }
@@ -270,9 +275,11 @@ std::vector<CudaRow> cuda_elementwise_rows() {
       {K::kBiasAdd, {run_bias_add, nullptr, kOut0OnIn0}},
       {K::kRelu, {run_unary<Act::kRelu>, nullptr, kOut0OnIn0}},
       {K::kGelu, {run_unary<Act::kGelu>, nullptr, kOut0OnIn0}},
+      {K::kGeluErf, {run_unary<Act::kGeluErf>, nullptr, kOut0OnIn0}},
       {K::kTanh, {run_unary<Act::kTanh>, nullptr, kOut0OnIn0}},
       {K::kReluGrad, {run_unary_grad<Act::kRelu>}},
       {K::kGeluGrad, {run_unary_grad<Act::kGelu>}},
+      {K::kGeluErfGrad, {run_unary_grad<Act::kGeluErf>}},
       {K::kTanhGrad, {run_unary_grad<Act::kTanh>}},
       {K::kConstant, {run_constant}},
   };

@@ -1,0 +1,310 @@
+// Tests of onnx/importer.h on models written with the test encoder: the graph an MLP with
+// PyTorch's exact-GELU chain becomes (ops, parameters with the file's values, layers), the
+// LayerNorm decomposition, the causal mask, tied and deduplicated initializers, and the errors
+// (unknown op, non-causal mask, symbolic dims) naming the node.
+#include "onnx/importer.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <string>
+
+#include "onnx/encoder.h"
+
+namespace meshpipe::onnx {
+namespace {
+
+using test::Enc;
+using test::raw_floats;
+
+// Builders for the messages of onnx.proto.
+Enc tensor(const std::string& name, std::vector<int64_t> dims, const std::vector<float>& v) {
+  Enc t;
+  for (int64_t d : dims) t.i(1, d);
+  t.i(2, 1).s(8, name).s(9, raw_floats(v));
+  return t;
+}
+Enc int_tensor(const std::string& name, std::vector<int64_t> dims, const std::vector<int64_t>& v) {
+  Enc t;
+  for (int64_t d : dims) t.i(1, d);
+  t.i(2, 7).s(8, name);
+  for (int64_t x : v) t.i(7, x);
+  return t;
+}
+Enc attr_i(const std::string& name, int64_t v) {
+  Enc a;
+  a.s(1, name).i(20, 2).i(3, v);
+  return a;
+}
+Enc attr_ints(const std::string& name, const std::vector<int64_t>& v) {
+  Enc a;
+  a.s(1, name).i(20, 7);
+  for (int64_t x : v) a.i(8, x);
+  return a;
+}
+Enc attr_t(const std::string& name, const Enc& t) {
+  Enc a;
+  a.s(1, name).i(20, 4).m(5, t);
+  return a;
+}
+Enc node(const std::string& op, const std::string& name, std::vector<std::string> in,
+         std::vector<std::string> out, std::vector<Enc> attrs = {}) {
+  Enc n;
+  for (const auto& i : in) n.s(1, i);
+  for (const auto& o : out) n.s(2, o);
+  n.s(3, name).s(4, op);
+  for (const Enc& a : attrs) n.m(5, a);
+  return n;
+}
+Enc value_info(const std::string& name, int32_t type, std::vector<int64_t> dims,
+               const std::string& symbolic0 = "") {
+  Enc shape;
+  for (size_t k = 0; k < dims.size(); ++k) {
+    Enc d;
+    if (k == 0 && !symbolic0.empty()) {
+      d.s(2, symbolic0);
+    } else {
+      d.i(1, dims[k]);
+    }
+    shape.m(1, d);
+  }
+  Enc tt;
+  tt.i(1, type).m(2, shape);
+  Enc ty;
+  ty.m(1, tt);
+  Enc v;
+  v.s(1, name).m(2, ty);
+  return v;
+}
+Enc scalar_const(const std::string& out, float v) {
+  return node("Constant", out, {}, {out}, {attr_t("value", tensor("", {}, {v}))});
+}
+
+Expected<ImportedModel> import_bytes(const std::vector<Enc>& nodes, const std::vector<Enc>& inits,
+                                     const std::vector<Enc>& inputs,
+                                     const std::vector<Enc>& outputs, ImportOptions o = {}) {
+  Enc g;
+  for (const Enc& n : nodes) g.m(1, n);
+  g.s(2, "test");
+  for (const Enc& t : inits) g.m(5, t);
+  for (const Enc& i : inputs) g.m(11, i);
+  for (const Enc& out : outputs) g.m(12, out);
+  Enc opset;
+  opset.s(1, "").i(2, 13);
+  Enc m;
+  m.i(1, 8).s(2, "pytorch").s(3, "1.13.0").m(7, g).m(8, opset);
+  auto model = decode_model(std::make_shared<std::string>(m.out));
+  if (!model.has_value()) return model.status();
+  return import_model(*model, o);
+}
+
+int count_kind(const graph::Graph& g, OpKind k) {
+  int n = 0;
+  for (const graph::Op& op : g.ops()) n += op.kind == k ? 1 : 0;
+  return n;
+}
+
+const graph::Value* find_value(const graph::Graph& g, const std::string& name) {
+  for (const graph::Value& v : g.values()) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
+// x [2, 3] -> Gemm(w1 [4, 3], b1, transB) -> GELU (the erf chain PyTorch writes) -> Gemm(w2)
+// -> logits [2, 5].
+std::vector<Enc> mlp_nodes() {
+  return {
+      node("Gemm", "/0/Gemm", {"x", "0.weight", "0.bias"}, {"h"}, {attr_i("transB", 1)}),
+      scalar_const("/1/c_sqrt2", std::sqrt(2.0f)),
+      node("Div", "/1/Div", {"h", "/1/c_sqrt2"}, {"a"}),
+      node("Erf", "/1/Erf", {"a"}, {"e"}),
+      scalar_const("/1/c_one", 1.0f),
+      node("Add", "/1/Add", {"e", "/1/c_one"}, {"f"}),
+      node("Mul", "/1/Mul", {"h", "f"}, {"g"}),
+      scalar_const("/1/c_half", 0.5f),
+      node("Mul", "/1/Mul_1", {"g", "/1/c_half"}, {"act"}),
+      node("Gemm", "/2/Gemm", {"act", "2.weight", "2.bias"}, {"logits"}, {attr_i("transB", 1)})};
+}
+std::vector<Enc> mlp_inits() {
+  std::vector<float> w1(12), w2(20);
+  for (size_t k = 0; k < w1.size(); ++k) w1[k] = 0.1f * static_cast<float>(k) - 0.5f;
+  for (size_t k = 0; k < w2.size(); ++k) w2[k] = 0.05f * static_cast<float>(k) - 0.4f;
+  return {tensor("0.weight", {4, 3}, w1), tensor("0.bias", {4}, {0.1f, 0.2f, 0.3f, 0.4f}),
+          tensor("2.weight", {5, 4}, w2), tensor("2.bias", {5}, {0, 0, 0, 0, 0})};
+}
+
+TEST_CASE("an MLP with PyTorch's exact GELU chain imports as dots, bias adds and gelu_erf",
+          "[onnx]") {
+  ImportOptions o;
+  o.loss = LossKind::kCrossEntropy;
+  auto m = import_bytes(mlp_nodes(), mlp_inits(), {value_info("x", 1, {2, 3})},
+                        {value_info("logits", 1, {2, 5})}, o);
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  const graph::Graph& g = m->forward.graph;
+  CHECK(count_kind(g, OpKind::kDot) == 2);
+  CHECK(count_kind(g, OpKind::kBiasAdd) == 2);
+  CHECK(count_kind(g, OpKind::kGeluErf) == 1);
+  CHECK(count_kind(g, OpKind::kCrossEntropy) == 1);
+  CHECK(m->summary.parameters == 12 + 4 + 20 + 5);
+  CHECK(m->summary.parameter_tensors == 4);
+  CHECK(m->summary.layers == std::vector<std::string>{"0", "1", "2"});
+  // Parameters carry the file's values; the labels input is added, shaped like the logits
+  // without the class dim.
+  const graph::Value* b1 = find_value(g, "0.bias");
+  REQUIRE(b1 != nullptr);
+  REQUIRE(b1->init.kind == graph::InitSpec::Kind::kValues);
+  CHECK(*b1->init.values == std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f});
+  const graph::Value* labels = find_value(g, "labels");
+  REQUIRE(labels != nullptr);
+  CHECK(labels->shape == Shape{2});
+  // Each op is in the layer of its module ("/2/Gemm" -> layer 2).
+  for (const graph::Op& op : g.ops()) {
+    if (op.kind == OpKind::kGeluErf) CHECK(op.layer == 1);
+  }
+}
+
+TEST_CASE("an unknown op, a symbolic batch, a missing output: errors that name them", "[onnx]") {
+  auto nodes = mlp_nodes();
+  nodes.push_back(node("Celu", "/3/Celu", {"logits"}, {"y"}));
+  auto m =
+      import_bytes(nodes, mlp_inits(), {value_info("x", 1, {2, 3})}, {value_info("y", 1, {2, 5})});
+  REQUIRE_FALSE(m.has_value());
+  CHECK(m.status().message().rfind("node '/3/Celu' (Celu): op type 'Celu' is not imported", 0) ==
+        0);
+  auto sym = import_bytes(mlp_nodes(), mlp_inits(), {value_info("x", 1, {2, 3}, "batch")},
+                          {value_info("logits", 1, {2, 5})});
+  CHECK(sym.status().message() ==
+        "input 'x': dim 0 is 'batch', not a number (give the batch with --batch for dim 0; "
+        "other dims must be exported fixed)");
+  ImportOptions b;
+  b.batch = 7;
+  b.loss = LossKind::kCrossEntropy;
+  auto with_batch = import_bytes(mlp_nodes(), mlp_inits(), {value_info("x", 1, {2, 3}, "batch")},
+                                 {value_info("logits", 1, {2, 5})}, b);
+  INFO(with_batch.status().to_string());
+  REQUIRE(with_batch.has_value());
+  CHECK(find_value(with_batch->forward.graph, "labels")->shape == Shape{7});
+  // Not a scalar loss.
+  auto not_loss = import_bytes(mlp_nodes(), mlp_inits(), {value_info("x", 1, {2, 3})},
+                               {value_info("logits", 1, {2, 5})});
+  CHECK(not_loss.status().message().find("is not a scalar loss") != std::string::npos);
+  ImportOptions named;
+  named.output = "nope";
+  auto missing = import_bytes(mlp_nodes(), mlp_inits(), {value_info("x", 1, {2, 3})},
+                              {value_info("logits", 1, {2, 5})}, named);
+  CHECK(missing.status().message() == "the model has no output 'nope' (outputs: logits)");
+}
+
+// Attention scores [1, 2, 3, 3] masked by Where(mask == 0, -inf, scores) with a lower-triangular
+// mask buffer (a float initializer used only as a constant), then Softmax.
+std::vector<Enc> attention_nodes() {
+  return {node("MatMul", "/blocks.0/MatMul", {"q", "kt"}, {"s"}),
+          scalar_const("/blocks.0/zero", 0.0f),
+          node("Equal", "/blocks.0/Equal", {"mask", "/blocks.0/zero"}, {"cond"}),
+          scalar_const("/blocks.0/ninf", -INFINITY),
+          node("Where", "/blocks.0/Where", {"cond", "/blocks.0/ninf", "s"}, {"masked"}),
+          node("Softmax", "/blocks.0/Softmax", {"masked"}, {"p"}, {attr_i("axis", -1)}),
+          node("ReduceSum", "/blocks.0/ReduceSum", {"p"}, {"loss"}, {attr_i("keepdims", 0)})};
+}
+
+TEST_CASE("a causal mask applied with Where before a softmax becomes the causal softmax",
+          "[onnx]") {
+  const std::vector<float> tril = {1, 0, 0, 1, 1, 0, 1, 1, 1};
+  auto m = import_bytes(attention_nodes(), {tensor("mask", {1, 1, 3, 3}, tril)},
+                        {value_info("q", 1, {1, 2, 3, 4}), value_info("kt", 1, {1, 2, 4, 3})},
+                        {value_info("loss", 1, {})});
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  int causal = 0;
+  for (const graph::Op& op : m->forward.graph.ops()) {
+    if (op.kind == OpKind::kSoftmax) causal += op.attrs.causal ? 1 : 0;
+  }
+  CHECK(causal == 1);
+  CHECK(m->summary.parameters == 0);  // the mask buffer is not a parameter
+  // A mask that is not causal is refused, naming the position.
+  const std::vector<float> wrong = {1, 1, 0, 1, 1, 0, 1, 1, 1};
+  auto bad = import_bytes(attention_nodes(), {tensor("mask", {1, 1, 3, 3}, wrong)},
+                          {value_info("q", 1, {1, 2, 3, 4}), value_info("kt", 1, {1, 2, 4, 3})},
+                          {value_info("loss", 1, {})});
+  CHECK(bad.status().message() ==
+        "node '/blocks.0/Where' (Where): the mask is not causal (position (0, 1) is kept)");
+}
+
+TEST_CASE("PyTorch's LayerNorm decomposition imports as one layer norm", "[onnx]") {
+  std::vector<Enc> nodes = {
+      node("ReduceMean", "/ln/ReduceMean", {"x"}, {"m"}, {attr_ints("axes", {-1})}),
+      node("Sub", "/ln/Sub", {"x", "m"}, {"d"}),
+      scalar_const("/ln/two", 2.0f),
+      node("Pow", "/ln/Pow", {"d", "/ln/two"}, {"p"}),
+      node("ReduceMean", "/ln/ReduceMean_1", {"p"}, {"v"}, {attr_ints("axes", {-1})}),
+      scalar_const("/ln/eps", 1e-5f),
+      node("Add", "/ln/Add", {"v", "/ln/eps"}, {"ve"}),
+      node("Sqrt", "/ln/Sqrt", {"ve"}, {"s"}),
+      node("Div", "/ln/Div", {"d", "s"}, {"n"}),
+      node("Mul", "/ln/Mul", {"n", "ln.weight"}, {"y1"}),
+      node("Add", "/ln/Add_1", {"y1", "ln.bias"}, {"y"}),
+      node("ReduceSum", "/ln/ReduceSum", {"y"}, {"loss"}, {attr_i("keepdims", 0)})};
+  auto m = import_bytes(
+      nodes, {tensor("ln.weight", {4}, {1, 1, 1, 1}), tensor("ln.bias", {4}, {0, 0, 0, 0})},
+      {value_info("x", 1, {2, 4})}, {value_info("loss", 1, {})});
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  CHECK(count_kind(m->forward.graph, OpKind::kLayerNorm) == 1);
+  CHECK(count_kind(m->forward.graph, OpKind::kReduceMean) == 0);
+  bool eps_ok = false;
+  for (const graph::Op& op : m->forward.graph.ops()) {
+    if (op.kind == OpKind::kLayerNorm) eps_ok = std::abs(op.attrs.eps - 1e-5f) < 1e-12f;
+  }
+  CHECK(eps_ok);
+}
+
+TEST_CASE("a shared initializer is one parameter; an Identity copy of one is its own", "[onnx]") {
+  // wte used by the embedding and, transposed, by the head (tied); 'b' deduplicated by the
+  // exporter into an Identity 'b2' (two parameters in PyTorch).
+  std::vector<Enc> nodes = {
+      node("Gather", "/wte/Gather", {"wte", "ids"}, {"e"}),
+      node("Identity", "Identity_0", {"b"}, {"b2"}),
+      node("Add", "/Add", {"e", "b"}, {"e1"}),
+      node("Add", "/Add_1", {"e1", "b2"}, {"e2"}),
+      node("Transpose", "/head/Transpose", {"wte"}, {"wt"}, {attr_ints("perm", {1, 0})}),
+      node("MatMul", "/head/MatMul", {"e2", "wt"}, {"logits"})};
+  ImportOptions o;
+  o.loss = LossKind::kCrossEntropy;
+  auto m = import_bytes(
+      nodes,
+      {tensor("wte", {5, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}), tensor("b", {2}, {0.5f, 0.5f})},
+      {value_info("ids", 7, {3})}, {value_info("logits", 1, {3, 5})}, o);
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  CHECK(m->summary.parameter_tensors == 3);  // wte, b, b2
+  CHECK(m->summary.parameters == 10 + 2 + 2);
+  CHECK(find_value(m->forward.graph, "b2") != nullptr);
+}
+
+TEST_CASE("shape arithmetic folds: Shape, Gather, Unsqueeze, Concat feed a Reshape", "[onnx]") {
+  std::vector<Enc> nodes = {
+      node("Shape", "/Shape", {"x"}, {"sh"}),
+      node("Constant", "/c0", {}, {"i0"}, {attr_t("value", int_tensor("", {}, {0}))}),
+      node("Gather", "/Gather", {"sh", "i0"}, {"b"}, {attr_i("axis", 0)}),
+      node("Constant", "/ax", {}, {"ax"}, {attr_t("value", int_tensor("", {1}, {0}))}),
+      node("Unsqueeze", "/Unsqueeze", {"b", "ax"}, {"b1"}),
+      node("Constant", "/rest", {}, {"rest"}, {attr_t("value", int_tensor("", {1}, {-1}))}),
+      node("Concat", "/Concat", {"b1", "rest"}, {"target"}, {attr_i("axis", 0)}),
+      node("Reshape", "/Reshape", {"x", "target"}, {"flat"}),
+      node("ReduceSum", "/ReduceSum", {"flat"}, {"loss"}, {attr_i("keepdims", 0)})};
+  auto m = import_bytes(nodes, {}, {value_info("x", 1, {2, 3, 4})}, {value_info("loss", 1, {})});
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  bool found = false;
+  for (const graph::Op& op : m->forward.graph.ops()) {
+    if (op.kind == OpKind::kReshape) {
+      found = true;
+      CHECK(m->forward.graph.value(op.outputs[0]).shape == Shape{2, 12});
+    }
+  }
+  CHECK(found);
+}
+
+}  // namespace
+}  // namespace meshpipe::onnx
