@@ -3,6 +3,7 @@
 #include "onnx/model.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -566,6 +567,15 @@ Expected<Model> decode_model(std::shared_ptr<const std::string> bytes) {
 }
 
 Expected<Model> read_model(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return make_error(Errc::kNotFound, "{}: cannot open the file", path);
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    // A directory, a pipe or a device: reading one could hang or read without end.
+    return make_error(Errc::kInvalidArgument, "{}: not a regular file", path);
+  }
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return make_error(Errc::kNotFound, "{}: cannot open the file", path);
   const std::streamoff size = in.tellg();

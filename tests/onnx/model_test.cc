@@ -191,9 +191,12 @@ TEST_CASE("every truncation and random corruption of a model is an error or a mo
   CHECK(decoded < 3000);
 }
 
-TEST_CASE("read_model names a missing file and decode errors carry the path", "[onnx]") {
+TEST_CASE("read_model names a missing file and refuses what is not a regular file", "[onnx]") {
   CHECK(read_model("/nonexistent/model.onnx").status().message() ==
         "/nonexistent/model.onnx: cannot open the file");
+  // A directory or a device is refused before it is read (a pipe could block for ever).
+  CHECK(read_model("/tmp").status().message() == "/tmp: not a regular file");
+  CHECK(read_model("/dev/zero").status().message() == "/dev/zero: not a regular file");
 }
 
 }  // namespace
