@@ -1,4 +1,5 @@
-// `meshpipe models`: lists the model zoo with exact and formula parameter counts.
+// `meshpipe models`: lists the model zoo with exact and formula parameter counts, or summarises
+// an ONNX file (`--file`): its ops, parameters, layers and FLOPs as meshpipe imports it.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include "graph/cost.h"
 #include "graph/models/zoo.h"
 #include "meshpipe/commands.h"
+#include "onnx/importer.h"
 
 namespace meshpipe::cli {
 
@@ -17,9 +19,58 @@ void add_models_command(CLI::App& app, int& exit_code) {
       "List the model zoo: parameters (exact, from the built graph), Alpa's formula, "
       "dtype, default global batch");
   auto family = std::make_shared<std::string>();
-  cmd->add_option("--family", *family, "only this family")
-      ->check(CLI::IsMember({"gpt", "moe", "wresnet", "mlp"}));
-  cmd->callback([family, &exit_code] {
+  auto* family_opt = cmd->add_option("--family", *family, "only this family")
+                         ->check(CLI::IsMember({"gpt", "moe", "wresnet", "mlp"}));
+  auto file = std::make_shared<std::string>();
+  auto import = std::make_shared<onnx::ImportOptions>();
+  auto loss = std::make_shared<std::string>("output");
+  cmd->add_option("--file", *file,
+                  "summarise this ONNX file (exported by torch.onnx.export, opsets 13-17) as "
+                  "meshpipe imports it: ops, parameters, layers, FLOPs")
+      ->excludes(family_opt);
+  cmd->add_option("--loss", *loss,
+                  "with --file: the training loss, `output` (the model's output is the loss) or "
+                  "`cross-entropy` (of the output's logits against an added labels input)")
+      ->check(CLI::IsMember({"output", "cross-entropy"}))
+      ->capture_default_str();
+  cmd->add_option("--labels", import->labels, "with --loss cross-entropy: the labels input's name")
+      ->capture_default_str();
+  cmd->add_option("--output", import->output,
+                  "with --file: the graph output to train (default: the first)");
+  cmd->add_option("--batch", import->batch,
+                  "with --file: the data inputs' leading dim (needed when it was exported "
+                  "symbolic; default: as exported)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->callback([family, file, import, loss, &exit_code] {
+    if (!file->empty()) {
+      import->loss =
+          *loss == "cross-entropy" ? onnx::LossKind::kCrossEntropy : onnx::LossKind::kOutput;
+      auto m = onnx::import_file(*file, *import);
+      if (!m.has_value()) {
+        fmt::print(stderr, "error: {}\n", printable(m.status().to_string()));
+        exit_code = 1;
+        return;
+      }
+      const onnx::ImportSummary& s = m->summary;
+      const graph::GraphCost cost = graph::graph_cost(m->forward.graph);
+      fmt::print("{}: {} (opset {})\n", printable(*file), printable(s.producer), s.opset);
+      std::string ops;
+      for (const auto& [op, n] : s.node_counts) {
+        ops += fmt::format("{}{} {}", ops.empty() ? "" : ", ", printable(op), n);
+      }
+      fmt::print("nodes: {}\n", ops);
+      fmt::print("parameters: {} ({}) in {} tensors\n", s.parameters,
+                 format_count(static_cast<double>(s.parameters)), s.parameter_tensors);
+      std::string layers;
+      for (const std::string& l : s.layers) layers += (layers.empty() ? "" : ", ") + printable(l);
+      fmt::print("layers: {} ({})\n", s.layers.size(), layers);
+      fmt::print("batch: {} (exported: {})\n", s.batch,
+                 s.exported_batch > 0 ? std::to_string(s.exported_batch) : "symbolic");
+      fmt::print("forward: {} graph ops, {:.4g} GFLOP per step\n", m->forward.graph.num_ops(),
+                 cost.forward.value() / 1e9);
+      for (const std::string& n : s.notes) fmt::print("note: {}\n", printable(n));
+      return;
+    }
     fmt::print("{:<14} {:>9} {:>9} {:>6} {:>6}  {}\n", "model", "params", "formula", "dtype",
                "batch", "description");
     for (const auto& spec : graph::models::model_zoo()) {

@@ -102,6 +102,10 @@ class Importer {
       summary_.notes.push_back(
           fmt::format("{} LayerNorm decompositions imported as layer norms", stats.layer_norms));
     }
+    if (stats.gelu_erf > 0) {
+      summary_.notes.push_back(
+          fmt::format("{} exact GELU chains imported as gelu_erf", stats.gelu_erf));
+    }
     if (stats.gelu_tanh > 0) {
       summary_.notes.push_back(
           fmt::format("{} tanh GELU chains imported as GELU", stats.gelu_tanh));
@@ -233,8 +237,8 @@ class Importer {
     if (o_.loss == LossKind::kOutput) {
       if (b_.shape(y).numel() != 1) {
         return make_error(Errc::kInvalidArgument,
-                          "output '{}' of shape {} is not a scalar loss (name a loss: "
-                          "cross-entropy with labels)",
+                          "output '{}' of shape {} is not a scalar loss (train it with the "
+                          "cross-entropy loss against labels: --loss cross-entropy)",
                           out, b_.shape(y).to_string());
       }
       return b_.shape(y).rank() == 0 ? y : b_.reshape(y, Shape{}, "loss_scalar");
