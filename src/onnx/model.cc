@@ -347,10 +347,13 @@ Status check_inline(const Tensor& t) {
 }
 
 Status check_raw_size(const Tensor& t, int64_t n, size_t size) {
-  if (t.raw.size() == static_cast<size_t>(n) * size) return Status::ok();
+  // Compared by division: dims whose product overflows size_t must not match by wrapping.
+  if (t.raw.size() % size == 0 && t.raw.size() / size == static_cast<size_t>(n)) {
+    return Status::ok();
+  }
   return make_error(Errc::kInvalidArgument,
                     "tensor '{}' holds {} bytes of data, its {} elements of {} need {}", t.name,
-                    t.raw.size(), n, elem_type_name(t.type), static_cast<size_t>(n) * size);
+                    t.raw.size(), n, elem_type_name(t.type), static_cast<double>(n) * size);
 }
 
 }  // namespace
@@ -466,10 +469,11 @@ Expected<std::vector<int64_t>> Tensor::to_ints() const {
                       elem_type_name(this->type));
   }
   const auto count = static_cast<size_t>(n);
-  std::vector<int64_t> out(count);
+  std::vector<int64_t> out;  // sized only once the data is known to hold `count` values
   if (!raw.empty() || ints.empty()) {
     const size_t size = elem_size(this->type);
     MP_RETURN_IF_ERROR(check_raw_size(*this, n, size));
+    out.resize(count);
     for (size_t k = 0; k < count; ++k) {
       const char* p = raw.data() + k * size;
       switch (type) {
@@ -493,6 +497,7 @@ Expected<std::vector<int64_t>> Tensor::to_ints() const {
     return make_error(Errc::kInvalidArgument, "tensor '{}' holds {} values, its dims need {}", name,
                       ints.size(), n);
   }
+  out.resize(count);
   for (size_t k = 0; k < count; ++k) {
     // int32_data carries int32 as a varint of its two's complement (sign-extended to 64 bits).
     out[k] = type == ElemType::kInt32 ? static_cast<int32_t>(ints[k]) : ints[k];

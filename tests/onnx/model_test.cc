@@ -119,6 +119,19 @@ TEST_CASE("tensor data that does not match its dims is an error naming the tenso
   CHECK(t.to_floats().status().message() == "tensor 'w' has a negative dimension -1");
   t.dims = {int64_t{1} << 40, int64_t{1} << 40};
   CHECK(t.numel().status().message() == "tensor 'w' has too many elements");
+  // Dims whose byte count wraps around size_t, and integers claimed without data, are refused
+  // before anything of their size is allocated.
+  t.dims = {int64_t{1} << 61, 2};  // 2^62 floats: 2^64 bytes, 0 modulo 2^64
+  t.raw = {};
+  t.floats.clear();
+  CHECK(t.to_floats().status().message().find("tensor 'w' holds 0 bytes of data") == 0);
+  Tensor ids;
+  ids.name = "ids";
+  ids.type = 7;
+  ids.dims = {int64_t{1} << 40};
+  CHECK(ids.to_ints().status().message() ==
+        "tensor 'ids' holds 0 bytes of data, its 1099511627776 elements of int64 need "
+        "8796093022208");
   t.dims = {1};
   t.external = true;
   CHECK(t.to_floats().status().message().find("external file") != std::string::npos);

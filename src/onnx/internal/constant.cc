@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <optional>
+#include <type_traits>
 
 namespace meshpipe::onnx::internal {
 namespace {
@@ -117,12 +120,46 @@ Expected<std::vector<int64_t>> broadcast_shape(const std::vector<int64_t>& a,
   return out;
 }
 
+namespace {
+
+// x op y for the arithmetic ops (Pow on floats only); none for another op.
+template <class T>
+std::optional<T> arith(const std::string& op, T x, T y) {
+  if (op == "Add") return x + y;
+  if (op == "Sub") return x - y;
+  if (op == "Mul") return x * y;
+  if (op == "Div") return x / y;  // integer y == 0 is refused by the caller
+  if (op == "Max") return std::max(x, y);
+  if (op == "Min") return std::min(x, y);
+  if constexpr (std::is_floating_point_v<T>) {
+    if (op == "Pow") return std::pow(x, y);
+  }
+  return std::nullopt;
+}
+
+std::optional<bool> compare(const std::string& op, double x, double y) {
+  if (op == "Equal") return x == y;
+  if (op == "Less") return x < y;
+  if (op == "Greater") return x > y;
+  if (op == "LessOrEqual") return x <= y;
+  if (op == "GreaterOrEqual") return x >= y;
+  if (op == "And") return x != 0 && y != 0;
+  if (op == "Or") return x != 0 || y != 0;
+  return std::nullopt;
+}
+
+}  // namespace
+
 Expected<Const> fold_binary(const std::string& op, const Const& a, const Const& b) {
   MP_ASSIGN_OR_RETURN(const std::vector<int64_t> out, broadcast_shape(a.dims, b.dims));
   MP_ASSIGN_OR_RETURN(const int64_t n, checked_numel(out));
-  const bool compare = op == "Equal" || op == "Less" || op == "Greater" || op == "And" ||
-                       op == "Or" || op == "LessOrEqual" || op == "GreaterOrEqual";
-  const bool integer = compare || (a.integer && b.integer);
+  const bool is_compare = compare(op, 0, 0).has_value();
+  const bool integer = is_compare || (a.integer && b.integer);
+  if (!is_compare &&
+      !(integer ? arith<int64_t>(op, 1, 1).has_value() : arith<double>(op, 1, 1).has_value())) {
+    return make_error(Errc::kInvalidArgument, "cannot fold {} of {} constants", op,
+                      integer ? "integer" : "floating");
+  }
   Const c = empty_like(out, integer, n);
   const auto os = strides_of(out);
   const auto as = strides_of(a.dims);
@@ -130,62 +167,17 @@ Expected<Const> fold_binary(const std::string& op, const Const& a, const Const& 
   for (int64_t k = 0; k < n; ++k) {
     const int64_t ia = source_index(k, out, os, a.dims, as);
     const int64_t ib = source_index(k, out, os, b.dims, bs);
-    if (integer && !compare) {
-      const int64_t x = a.i[size_t(ia)];
+    if (is_compare) {
+      c.i[size_t(k)] = *compare(op, a.at(ia), b.at(ib)) ? 1 : 0;
+    } else if (integer) {
       const int64_t y = b.i[size_t(ib)];
-      int64_t v = 0;
-      if (op == "Add") {
-        v = x + y;
-      } else if (op == "Sub") {
-        v = x - y;
-      } else if (op == "Mul") {
-        v = x * y;
-      } else if (op == "Div") {
-        if (y == 0) return make_error(Errc::kInvalidArgument, "integer division by zero");
-        v = x / y;
-      } else if (op == "Max") {
-        v = std::max(x, y);
-      } else if (op == "Min") {
-        v = std::min(x, y);
-      } else {
-        return make_error(Errc::kInvalidArgument, "cannot fold {} of integer constants", op);
+      if (op == "Div" && y == 0) {
+        return make_error(Errc::kInvalidArgument, "integer division by zero");
       }
-      c.i[size_t(k)] = v;
-      continue;
-    }
-    const double x = a.at(ia);
-    const double y = b.at(ib);
-    if (compare) {
-      bool v = false;
-      if (op == "Equal") v = x == y;
-      if (op == "Less") v = x < y;
-      if (op == "Greater") v = x > y;
-      if (op == "LessOrEqual") v = x <= y;
-      if (op == "GreaterOrEqual") v = x >= y;
-      if (op == "And") v = x != 0 && y != 0;
-      if (op == "Or") v = x != 0 || y != 0;
-      c.i[size_t(k)] = v ? 1 : 0;
-      continue;
-    }
-    double v = 0;
-    if (op == "Add") {
-      v = x + y;
-    } else if (op == "Sub") {
-      v = x - y;
-    } else if (op == "Mul") {
-      v = x * y;
-    } else if (op == "Div") {
-      v = x / y;
-    } else if (op == "Pow") {
-      v = std::pow(x, y);
-    } else if (op == "Max") {
-      v = std::max(x, y);
-    } else if (op == "Min") {
-      v = std::min(x, y);
+      c.i[size_t(k)] = *arith<int64_t>(op, a.i[size_t(ia)], y);
     } else {
-      return make_error(Errc::kInvalidArgument, "cannot fold {} of constants", op);
+      c.f[size_t(k)] = *arith<double>(op, a.at(ia), b.at(ib));
     }
-    c.f[size_t(k)] = v;
   }
   return c;
 }
@@ -214,39 +206,27 @@ Expected<Const> fold_where(const Const& cond, const Const& x, const Const& y) {
 }
 
 Expected<Const> fold_unary(const std::string& op, const Const& a) {
-  Const c = a;
-  const int64_t n = a.numel();
-  for (int64_t k = 0; k < n; ++k) {
-    if (op == "Identity") break;
-    if (op == "Neg") {
-      if (a.integer) {
-        c.i[size_t(k)] = -a.i[size_t(k)];
-      } else {
-        c.f[size_t(k)] = -a.f[size_t(k)];
-      }
-    } else if (op == "Abs") {
-      if (a.integer) {
-        c.i[size_t(k)] = std::abs(a.i[size_t(k)]);
-      } else {
-        c.f[size_t(k)] = std::abs(a.f[size_t(k)]);
-      }
-    } else if (op == "Not") {
-      if (!a.integer) return make_error(Errc::kInvalidArgument, "Not of a floating constant");
-      c.i[size_t(k)] = a.i[size_t(k)] == 0 ? 1 : 0;
-    } else if (op == "Sqrt") {
-      if (a.integer) {
-        c.integer = false;
-        c.f.assign(static_cast<size_t>(n), 0.0);
-        c.i.clear();
-        for (int64_t j = 0; j < n; ++j)
-          c.f[size_t(j)] = std::sqrt(static_cast<double>(a.i[size_t(j)]));
-        return c;
-      }
-      c.f[size_t(k)] = std::sqrt(a.f[size_t(k)]);
-    } else {
-      return make_error(Errc::kInvalidArgument, "cannot fold {} of a constant", op);
-    }
+  if (op == "Identity") return a;
+  if (op == "Not") {
+    if (!a.integer) return make_error(Errc::kInvalidArgument, "Not of a floating constant");
+    Const c = a;
+    for (int64_t& v : c.i) v = v == 0 ? 1 : 0;
+    return c;
   }
+  if (op == "Sqrt") {
+    MP_ASSIGN_OR_RETURN(Const c, fold_cast(a, false));
+    for (double& v : c.f) v = std::sqrt(v);
+    return c;
+  }
+  if (op != "Neg" && op != "Abs") {
+    return make_error(Errc::kInvalidArgument, "cannot fold {} of a constant", op);
+  }
+  Const c = a;
+  const auto apply = [&](auto& values) {
+    for (auto& v : values) v = op == "Neg" ? -v : std::abs(v);
+  };
+  apply(c.i);
+  apply(c.f);
   return c;
 }
 
@@ -297,6 +277,10 @@ Expected<std::vector<int64_t>> reshape_target(const std::vector<int64_t>& in,
     }
     if (out[k] < 0) {
       return make_error(Errc::kInvalidArgument, "reshape to [{}]: negative dim",
+                        fmt::join(target, ", "));
+    }
+    if (out[k] != 0 && known > std::numeric_limits<int64_t>::max() / out[k]) {
+      return make_error(Errc::kInvalidArgument, "reshape to [{}]: too many elements",
                         fmt::join(target, ", "));
     }
     known *= out[k];

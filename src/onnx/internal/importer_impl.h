@@ -84,7 +84,8 @@ class Importer {
       }
     }
     if (summary_.opset != 0 && (summary_.opset < 7 || summary_.opset > 18)) {
-      return make_error(Errc::kInvalidArgument, "opset {} is outside the 13-17 meshpipe imports",
+      return make_error(Errc::kInvalidArgument,
+                        "opset {} is not one meshpipe imports (7-18; PyTorch's 13-17 are tested)",
                         summary_.opset);
     }
     for (const Node& n : m_.graph.nodes) ++summary_.node_counts[n.op_type];
@@ -159,6 +160,15 @@ class Importer {
                             v.name, d, dim.param.empty() ? "unknown" : dim.param);
         }
         dims.push_back(*dim.value);
+      }
+      int64_t elements = 1;
+      for (int64_t d : dims) {
+        if (elements > (int64_t{1} << 40) / d) {
+          return make_error(Errc::kInvalidArgument,
+                            "input '{}' of shape [{}] has more than 2^40 elements", v.name,
+                            fmt::join(dims, ", "));
+        }
+        elements *= d;
       }
       if (first && !dims.empty()) summary_.batch = dims[0];
       first = false;
@@ -307,9 +317,7 @@ class Importer {
           // the others (their other inputs are shapes, indices, starts and ends).
           const bool operand = n.op_type == "Concat" || (n.op_type == "Where" ? i > 0 : i == 0);
           data = operand && out_data;
-        } else if (n.domain.empty() &&
-                   (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv") == false &&
-                   i > 0 &&
+        } else if (i > 0 &&
                    (n.op_type == "ReduceMean" || n.op_type == "ReduceSum" || n.op_type == "Pow")) {
           data = false;  // axes, the exponent
         }

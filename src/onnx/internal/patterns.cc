@@ -267,10 +267,10 @@ std::vector<Node> rewrite_patterns(const GraphProto& g, PatternStats* stats) {
     }
     removed.insert(r->removed.begin(), r->removed.end());
     placed[r->at] = std::move(r->node);
-    if (stats != nullptr) ++*counter;
+    ++*counter;
   };
   PatternStats local;
-  PatternStats& s = stats != nullptr ? *stats : local;
+  PatternStats& s = stats != nullptr ? *stats : local;  // counted either way
   for (const Node& n : g.nodes) {
     if (!n.domain.empty()) continue;
     if (n.op_type == "Div") apply(match_layer_norm(m, n), &s.layer_norms);
