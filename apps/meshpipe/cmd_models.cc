@@ -3,15 +3,28 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <set>
 
 #include "core/files.h"
 #include "core/units.h"
 #include "graph/cost.h"
 #include "graph/models/zoo.h"
 #include "meshpipe/commands.h"
+#include "meshpipe/plan_common.h"
 #include "onnx/importer.h"
 
 namespace meshpipe::cli {
+
+namespace {
+
+// "forward: 77 graph ops, 0.008008 GFLOP (8007680 FLOP) per step".
+void print_forward_cost(const graph::ForwardGraph& fg) {
+  const graph::GraphCost cost = graph::graph_cost(fg.graph);
+  fmt::print("forward: {} graph ops, {:.4g} GFLOP ({:.0f} FLOP) per step\n", fg.graph.num_ops(),
+             cost.forward.value() / 1e9, cost.forward.value());
+}
+
+}  // namespace
 
 void add_models_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
@@ -21,13 +34,19 @@ void add_models_command(CLI::App& app, int& exit_code) {
   auto family = std::make_shared<std::string>();
   auto* family_opt = cmd->add_option("--family", *family, "only this family")
                          ->check(CLI::IsMember({"gpt", "moe", "wresnet", "mlp"}));
+  auto model = std::make_shared<std::string>();
+  auto* model_opt = cmd->add_option("--model", *model,
+                                    "summarise this zoo model's graph as --file does an ONNX file: "
+                                    "parameters, layers, forward ops and FLOPs at the batch")
+                        ->excludes(family_opt);
   auto file = std::make_shared<std::string>();
   auto import = std::make_shared<onnx::ImportOptions>();
   auto loss = std::make_shared<std::string>("output");
   cmd->add_option("--file", *file,
                   "summarise this ONNX file (exported by torch.onnx.export, opsets 13-17) as "
                   "meshpipe imports it: ops, parameters, layers, FLOPs")
-      ->excludes(family_opt);
+      ->excludes(family_opt)
+      ->excludes(model_opt);
   cmd->add_option("--loss", *loss,
                   "with --file: the training loss, `output` (the model's output is the loss) or "
                   "`cross-entropy` (of the output's logits against an added labels input)")
@@ -39,9 +58,31 @@ void add_models_command(CLI::App& app, int& exit_code) {
                   "with --file: the graph output to train (default: the first)");
   cmd->add_option("--batch", import->batch,
                   "with --file: the data inputs' leading dim (needed when it was exported "
-                  "symbolic; default: as exported)")
+                  "symbolic; default: as exported); with --model: the batch (default: the "
+                  "model's)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  cmd->callback([family, file, import, loss, &exit_code] {
+  cmd->callback([family, model, file, import, loss, &exit_code] {
+    if (!model->empty()) {
+      auto spec = graph::models::find_model(*model);
+      if (!spec.has_value()) {
+        exit_code = fail(spec.status());
+        return;
+      }
+      auto g = graph::models::build_model(*spec, {.batch = import->batch, .dtype = {}});
+      if (!g.has_value()) {
+        exit_code = fail(g.status());
+        return;
+      }
+      std::set<int32_t> layers;
+      for (const graph::Op& op : g->graph.ops()) layers.insert(op.layer);
+      const int64_t params = graph::parameter_count(g->graph);
+      fmt::print("{}: {}\n", spec->name, spec->description);
+      fmt::print("parameters: {} ({})\n", params, format_count(static_cast<double>(params)));
+      fmt::print("layers: {}\n", layers.size());
+      fmt::print("batch: {}\n", g->graph.value(g->inputs.front()).shape[0]);
+      print_forward_cost(*g);
+      return;
+    }
     if (!file->empty()) {
       import->loss =
           *loss == "cross-entropy" ? onnx::LossKind::kCrossEntropy : onnx::LossKind::kOutput;
@@ -52,7 +93,6 @@ void add_models_command(CLI::App& app, int& exit_code) {
         return;
       }
       const onnx::ImportSummary& s = m->summary;
-      const graph::GraphCost cost = graph::graph_cost(m->forward.graph);
       fmt::print("{}: {} (opset {})\n", printable(*file), printable(s.producer), s.opset);
       std::string ops;
       for (const auto& [op, n] : s.node_counts) {
@@ -66,8 +106,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
       fmt::print("layers: {} ({})\n", s.layers.size(), layers);
       fmt::print("batch: {} (exported: {})\n", s.batch,
                  s.exported_batch > 0 ? std::to_string(s.exported_batch) : "symbolic");
-      fmt::print("forward: {} graph ops, {:.4g} GFLOP per step\n", m->forward.graph.num_ops(),
-                 cost.forward.value() / 1e9);
+      print_forward_cost(m->forward);
       for (const std::string& n : s.notes) fmt::print("note: {}\n", printable(n));
       return;
     }

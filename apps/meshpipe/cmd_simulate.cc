@@ -27,6 +27,7 @@ struct SimulateArgs {
   std::string schedule;
   std::string profile;
   bool flat = false;
+  ModelFileArgs model_file;
 };
 
 int run_simulate(const SimulateArgs& args) {
@@ -41,12 +42,23 @@ int run_simulate(const SimulateArgs& args) {
     repriced = plan->cluster.profile == nullptr || !(*plan->cluster.profile == *c->profile);
     plan->cluster = std::move(*c);
   }
-  auto spec = graph::models::find_model(plan->model);
+  if (args.model_file.file.empty() && plan->model.rfind("onnx:", 0) == 0) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "plan {} is for the imported model '{}': give its file with "
+                           "--model-file (and the --loss it was planned with)",
+                           args.plan, plan->model));
+  }
+  auto spec = resolve_model_args(plan->model, args.model_file, plan->micro_batch);
   if (!spec.has_value()) {
+    if (!args.model_file.file.empty()) return fail(spec.status());
     return fail(make_error(Errc::kInvalidArgument,
                            "plan {} is for '{}', which is not a zoo model (simulate rebuilds the "
-                           "model's graph): {}",
+                           "model's graph; give an imported model's file with --model-file): {}",
                            args.plan, plan->model, spec.status().message()));
+  }
+  if (spec->name != plan->model) {
+    return fail(make_error(Errc::kInvalidArgument, "plan {} is for '{}', not for {} ('{}')",
+                           args.plan, plan->model, args.model_file.file, spec->name));
   }
   auto g = training_graph(*spec, plan->micro_batch, plan->dtype);
   if (!g.has_value()) return fail(g.status());
@@ -134,10 +146,11 @@ int run_simulate(const SimulateArgs& args) {
 
 void add_simulate_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<SimulateArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "simulate",
-      "Lower a plan for its zoo model and run it on the simulated backend (cost-model clock): "
-      "step time, busy time, peak memory per device, bubble fraction");
+  CLI::App* cmd =
+      app.add_subcommand("simulate",
+                         "Lower a plan for its model (a zoo model, or the --model-file it was "
+                         "planned for) and run it on the simulated backend (cost-model clock): "
+                         "step time, busy time, peak memory per device, bubble fraction");
   cmd->add_option("plan", args->plan, "plan file (from `meshpipe plan -o`)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -151,6 +164,7 @@ void add_simulate_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--flat", args->flat,
                 "lower every micro-batch's instructions instead of lowering a few and repeating "
                 "the steady state's (as training does): the slower reference");
+  add_model_file_options(cmd, args->model_file);
   cmd->callback([args, &exit_code] { exit_code = run_simulate(*args); });
 }
 

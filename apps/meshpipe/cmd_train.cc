@@ -1,4 +1,5 @@
-// `meshpipe train`: training of a zoo model on synthetic data, one progress line per step: on
+// `meshpipe train`: training of a zoo model or an imported ONNX file, on synthetic data or
+// arrays, one progress line per step: on
 // one device (the CPU, or one GPU with --device cuda/auto), or planned (or from --plan) on a
 // cluster of virtual CPU devices run as threads.
 #include <fmt/format.h>
@@ -23,10 +24,12 @@
 #include "mesh/cluster.h"
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
+#include "meshpipe/train_args.h"
 #include "planner/plan.h"
 #include "runtime/checkpoint.h"
 #include "train/device_profiler.h"
 #include "train/job.h"
+#include "train/metrics.h"
 #include "train/report.h"
 #include "train/session.h"
 #include "train/single_device.h"
@@ -34,57 +37,7 @@
 namespace meshpipe::cli {
 namespace {
 
-struct TrainArgs {
-  std::string model = "gpt-tiny";
-  int64_t steps = 50;
-  int64_t batch = 0;
-  std::string optimizer = "adam";
-  float lr = 0.0f;
-  bool lr_given = false;
-  bool precision_given = false;
-  float weight_decay = 0.0f;
-  float momentum = 0.0f;
-  uint64_t seed = 1234;
-  bool check_numerics = false;
-  bool breakdown = false;
-  std::string device = "auto";      // cpu, cuda, or auto (one GPU for a single-device run)
-  std::string precision = "f32";    // f32, or bf16 / f16 (mixed precision)
-  std::string loss_scale = "auto";  // auto (dynamic for f16), dynamic, off
-  float initial_loss_scale = 65536.0f;
-  int64_t loss_scale_window = 2000;
-  std::string cluster;  // empty: one device (unless --plan)
-  std::string plan;
-  std::string profile;  // --profile FILE: the cluster's measured profile
-  int64_t micro_batches = 0;
-  std::string schedule;
-  std::string recompute = "auto";
-  std::string collectives;  // "": in-process in one process, ucx between nodes
-  std::string transport = "in-process";
-  std::string runner = "actors";
-  std::string save;
-  std::string load;
-  int64_t save_every = 0;
-  int listen = -1;  // >= 0: coordinate `nodes` meshpipe-node processes on this port
-  std::string listen_address = "0.0.0.0";
-  int32_t local_devices = 0;  // > 0: the driver also runs a node with this many devices
-  double local_memory_gib = 4.0;
-  std::string local_bind = "127.0.0.1";
-  int32_t nodes = 1;
-  int64_t join_timeout_ms = 60000;
-  int64_t step_timeout_ms = 60000;
-  int64_t liveness_ms = 5000;
-  std::string secret_file;   // with --listen: the job's secret (else MESHPIPE_SECRET, else new)
-  std::string write_secret;  // with --listen: write a new secret here instead of printing it
-};
-
 // Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
-CLI::Validator non_empty(const std::string& option, const std::string& what = "a directory") {
-  return CLI::Validator(
-      [option, what](std::string& text) -> std::string {
-        return text.empty() ? option + " needs " + what + ", got an empty string" : std::string();
-      },
-      "");
-}
 
 void print_loss_scaling(const train::SessionSummary& s) {
   if (const std::string line = train::loss_scaling_line(s); !line.empty()) fmt::print("{}\n", line);
@@ -110,9 +63,15 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
   so.seed = job.seed;
   so.lr = job.optimizer.lr;
   const bool is_lm = graph::models::is_language_model(job.model);
-  so.on_step = [is_lm](const train::StepReport& r) {
+  so.on_step = [is_lm, log = args.metrics_log, lr = job.optimizer.lr,
+                warned = std::make_shared<bool>(false)](const train::StepReport& r) {
     fmt::print("{}\n", train::step_line(r, is_lm));
     std::fflush(stdout);
+    if (log == nullptr) return;
+    if (Status s = log->write_step(r, lr); !s.is_ok() && !*warned) {
+      *warned = true;  // training goes on; the file stops where it failed
+      fmt::print(stderr, "warning: {}\n", printable(s.message()));
+    }
   };
   // From here on a first SIGINT/SIGTERM ends the session after its step (saving when --save is
   // given); a second one ends the process.
@@ -126,6 +85,26 @@ train::PlanRequest plan_request(const TrainArgs& args) {
   if (!args.schedule.empty()) request.schedule = *planner::parse_schedule(args.schedule);
   request.recompute = *planner::parse_recompute(args.recompute);
   return request;
+}
+
+// Batch norm under micro-batching normalises each micro-batch (as in GPipe and Alpa), which a
+// PyTorch user comparing against a whole-batch run should know.
+void note_batch_norm(const planner::Plan& plan, const train::JobSpec& job) {
+  if (plan.micro_batches <= 1 || (job.model.family != "onnx" && job.model.family != "wresnet")) {
+    return;
+  }
+  auto fg = graph::models::build_model(job.model, {.batch = plan.micro_batch, .dtype = {}});
+  if (!fg.has_value()) return;
+  for (const graph::Op& op : fg->graph.ops()) {
+    if (op.kind == OpKind::kBatchNorm || op.kind == OpKind::kBatchNormSums) {
+      fmt::print(
+          "note: batch norm computes its statistics over each micro-batch of {} samples ({} "
+          "micro-batches), not over the whole batch of {}; --micro-batches 1 keeps whole-batch "
+          "statistics\n",
+          plan.micro_batch, plan.micro_batches, plan.global_batch);
+      return;
+    }
+  }
 }
 
 // The job's secret: given (a file, the environment), or new (printed, or written to a file).
@@ -301,6 +280,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job, kernels::Device device
   }
   if (!plan.has_value()) return stop(plan.status());
   print_plan_summary(*plan);
+  note_batch_norm(*plan, job);
   job.global_batch = plan->global_batch;
   actors::ClusterJob cj;
   cj.spec = job;
@@ -416,6 +396,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job, kernels::Device devi
     built.schedule = prog.schedule;
   }
   print_plan_summary(*plan);
+  note_batch_norm(*plan, job);
   fmt::print("lowered: {} device programs, {} instructions per step, schedule {}\n", built.devices,
              built.instructions, planner::schedule_name(built.schedule));
   std::fflush(stdout);
@@ -570,11 +551,8 @@ Expected<kernels::Device> choose_device(const TrainArgs& args, const train::JobS
 }
 
 int run_train(const TrainArgs& args) {
-  auto spec = graph::models::find_model(args.model);
-  if (!spec.has_value()) {
-    fmt::print(stderr, "error: {}\n", printable(spec.status().message()));
-    return 2;
-  }
+  auto spec = resolve_model_args(args.model, args.model_file, args.batch);
+  if (!spec.has_value()) return fail(spec.status());
   auto kind = graph::parse_optimizer_kind(args.optimizer);
   if (!kind.has_value()) {
     fmt::print(stderr, "error: {}\n", printable(kind.status().message()));
@@ -585,6 +563,7 @@ int run_train(const TrainArgs& args) {
   job.global_batch = args.batch;
   job.seed = args.seed;
   job.check_finite = args.check_numerics;
+  job.data_dir = args.data;
   job.precision = *parse_dtype(args.precision);  // checked by CLI::IsMember
   job.loss_scale.enabled =
       args.loss_scale == "dynamic" || (args.loss_scale == "auto" && job.precision == DType::kF16);
@@ -626,172 +605,22 @@ void add_train_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand(
       "train",
-      "Train a zoo model on synthetic data, printing loss, step time and throughput per step: on "
+      "Train a zoo model or an imported ONNX file (--model-file) on synthetic data or on "
+      "arrays (--data), printing loss, step time and throughput per step: on "
       "one device (the CPU, or a GPU: --device), or with --cluster/--plan by a plan on virtual "
       "CPU devices (threads) or, with --device cuda, on this machine's GPUs");
-  cmd->add_option("--model", args->model, "zoo model name (see `meshpipe models`)")
-      ->capture_default_str();
-  cmd->add_option("--steps", args->steps, "training steps")
-      ->capture_default_str()
-      ->check(kPositiveInteger);
-  cmd->add_option("--batch", args->batch, "global batch (default: the model's)")
-      ->check(kPositiveInteger);
-  cmd->add_option("--optimizer", args->optimizer, "adam or sgd")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"adam", "sgd"}));
-  cmd->add_option("--lr", args->lr,
-                  "learning rate (default: 3e-3 Adam for GPT/MoE/Wide-ResNet, 1e-3 "
-                  "otherwise; 0.1 SGD, 0.05 for Wide-ResNet)")
-      ->check(kFinitePositive);
-  cmd->add_option("--weight-decay", args->weight_decay, "weight decay (AdamW-style for Adam)")
-      ->check(kFiniteNonNegative);
-  cmd->add_option("--momentum", args->momentum, "SGD momentum")->check(finite_range(0.0, 0.999));
-  cmd->add_option("--seed", args->seed, "seed of parameter init and data")->capture_default_str();
-  cmd->add_flag("--check-numerics", args->check_numerics,
-                "stop at the first op that writes NaN or Inf, naming it");
-  cmd->add_flag("--breakdown", args->breakdown,
-                "time every kernel, collective and wait of every device and print where a "
-                "step's time goes (timing costs a little; without --cluster or --plan, on one "
-                "virtual device)");
-  cmd->add_option("--cluster", args->cluster,
-                  "plan for this cluster (a preset such as cpu:2x2, or a JSON file) and train on "
-                  "its devices as CPU threads")
-      ->check(non_empty("--cluster", "a preset or a file"));
-  cmd->add_option("--plan", args->plan, "train with this plan (from `meshpipe plan -o`)")
-      ->check(CLI::ExistingFile)
-      ->excludes("--cluster");
-  cmd->add_option("--profile", args->profile,
-                  "plan with this measured device profile (`meshpipe profile`) instead of the "
-                  "cluster's nominal figures; the step time it predicts is printed beside the "
-                  "measured one")
-      ->check(CLI::ExistingFile)
-      ->excludes("--plan");
-  cmd->add_option("--micro-batches", args->micro_batches,
-                  "micro-batches per step when planning (default: the planner chooses; a --plan "
-                  "fixes its own)")
-      ->check(kPositiveInteger)
-      ->excludes("--plan");
-  cmd->add_option("--schedule", args->schedule, "pipeline schedule (default: the plan's)")
-      ->check(CLI::IsMember({"1f1b", "gpipe"}));
-  cmd->add_option("--recompute", args->recompute,
-                  "activation recomputation when planning (--cluster): off, on, or auto (the "
-                  "stage DP chooses per stage)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"off", "on", "auto"}))
-      ->excludes("--plan");
-  cmd->add_option("--collectives", args->collectives,
-                  "collectives of the mesh axes: in-process (shared memory; the default in one "
-                  "process), gloo (TCP) or ucx (over the UCX transport's endpoints: needs "
-                  "--transport ucx in one process). With --listen: between nodes, ucx (the "
-                  "default) or gloo; inside a node always shared memory. nccl: with --device "
-                  "cuda (its default there and its only choice)")
-      ->check(CLI::IsMember({"in-process", "gloo", "ucx", "nccl"}));
-  cmd->add_option("--transport", args->transport, "cross-stage transport between threads")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"in-process", "ucx"}));
-  cmd->add_option("--precision", args->precision,
-                  "storage of activations: f32, or bf16 / f16 for mixed precision (f32 master "
-                  "weights, gradients, optimizer state and loss; half activations; kernels "
-                  "compute in f32)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
-  cmd->add_option("--loss-scale", args->loss_scale,
-                  "loss scaling: dynamic (the loss times a scale S before the backward pass, "
-                  "gradients divided by S before the update; a step whose gradients overflow is "
-                  "skipped and halves S, 2000 good steps double it), off, or auto (dynamic for "
-                  "--precision f16, off otherwise: bf16 and f32 have f32's range)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "dynamic", "off"}));
-  cmd->add_option("--initial-loss-scale", args->initial_loss_scale,
-                  "the scale of the first step with loss scaling (a power of two keeps "
-                  "the scaling exact)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--loss-scale-window", args->loss_scale_window,
-                  "finite steps in a row after which the loss scale doubles")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--device", args->device,
-                  "where kernels run: cpu, cuda (a run on one device on GPU 0; a --cluster of "
-                  "several devices or a --plan with each device on a GPU of this machine and "
-                  "NCCL collectives; an error naming what is missing when there is no GPU, no "
-                  "NCCL or too few GPUs; with --listen on the nodes' GPUs; not with --profile or "
-                  "--breakdown), or auto (cuda for a single-device run when a GPU is there, else "
-                  "cpu)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  cmd->add_option("--runner", args->runner,
-                  "who drives the devices: actors (planner, mesh-group and stage actors) or "
-                  "threads (one per device, no actors)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"actors", "threads"}));
-  cmd->add_option("--save", args->save,
-                  "write a sharded checkpoint (parameters, optimizer state, step) to this "
-                  "directory after the last step, and when stopped by SIGINT/SIGTERM; the "
-                  "directory must be new, empty or an earlier meshpipe checkpoint (replaced)")
-      ->check(non_empty("--save"));
-  cmd->add_option("--save-every", args->save_every, "also after every N-th step (with --save)")
-      ->check(kPositiveInteger)
-      ->needs("--save");
-  cmd->add_option("--load", args->load,
-                  "resume from a checkpoint directory, under this run's plan (any device count)")
-      ->check(non_empty("--load"));
-  cmd->add_option("--listen", args->listen,
-                  "drive a multi-process job: publish the coordinator on this port (0: any free "
-                  "port; only processes that know the job's secret get in, see --secret-file) "
-                  "and wait for --nodes meshpipe-node processes; --cluster then gives the "
-                  "device speed and links (default cpu); --save/--load directories must be "
-                  "visible to every node")
-      ->check(CLI::Range(0, 65535))
-      ->excludes("--runner");
-  cmd->add_option("--listen-address", args->listen_address,
-                  "address the coordinator's gate listens on (with --listen; 0.0.0.0: every "
-                  "interface, so nodes on other machines can reach it). Only a node that proves "
-                  "it knows the job's secret gets through the gate; the coordinator itself "
-                  "listens on loopback only. Traffic is not encrypted: keep the job on a private "
-                  "network")
-      ->capture_default_str();
-  cmd->add_option("--secret-file", args->secret_file,
-                  "with --listen: the job's shared secret, which every node must prove it "
-                  "knows, from this file (readable by its owner only, at most 4 KiB). Default: "
-                  "the MESHPIPE_SECRET environment variable, else a new random secret, printed")
-      ->needs("--listen");
-  cmd->add_option("--write-secret", args->write_secret,
-                  "with --listen: write the new random secret to this new file (mode 0600) for "
-                  "the nodes' --secret-file, instead of printing it")
-      ->needs("--listen")
-      ->excludes("--secret-file");
-  cmd->add_option("--local-devices", args->local_devices,
-                  "the driver also runs a node with this many virtual devices, one of the "
-                  "--nodes (with --listen; `meshpipe-node --driver` starts this)")
-      ->check(kPositiveInteger)
-      ->needs("--listen");
-  cmd->add_option("--local-memory-gib", args->local_memory_gib,
-                  "memory per device of the driver's own node (with --local-devices)")
-      ->capture_default_str()
-      ->check(kFinitePositive);
-  cmd->add_option("--local-bind", args->local_bind,
-                  "address the driver's own node's collectives (Gloo) listen on (with "
-                  "--local-devices)")
-      ->capture_default_str();
-  cmd->add_option("--nodes", args->nodes, "nodes the job waits for (with --listen)")
-      ->capture_default_str()
-      ->check(kPositiveInteger);
-  cmd->add_option("--join-timeout-ms", args->join_timeout_ms,
-                  "how long to wait for the nodes (with --listen)")
-      ->capture_default_str()
-      ->check(kPositiveInteger);
-  cmd->add_option("--step-timeout-ms", args->step_timeout_ms,
-                  "a node that does not answer a step within this fails the job (with --listen)")
-      ->capture_default_str()
-      ->check(kPositiveInteger);
-  cmd->add_option("--liveness-ms", args->liveness_ms,
-                  "a node whose heartbeat goes unanswered this long fails the job (with --listen)")
-      ->capture_default_str()
-      ->check(kPositiveInteger);
+  add_train_options(cmd, *args);
   cmd->callback([args, cmd, &exit_code] {
     args->lr_given = cmd->count("--lr") > 0;
     args->precision_given = cmd->count("--precision") > 0;
+    if (!args->metrics.empty()) {
+      auto log = train::MetricsLog::open(args->metrics);
+      if (!log.has_value()) {
+        exit_code = fail(log.status());
+        return;
+      }
+      args->metrics_log = std::make_shared<train::MetricsLog>(std::move(*log));
+    }
     exit_code = run_train(*args);
   });
 }

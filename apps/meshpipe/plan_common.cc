@@ -18,6 +18,7 @@
 #include "runtime/counted_plan.h"
 #include "train/device_profiler.h"
 #include "train/job.h"
+#include "train/model_source.h"
 
 namespace meshpipe::cli {
 
@@ -83,8 +84,44 @@ int fail(const Status& s) {
   return exit_code_of(s);
 }
 
+void add_model_file_options(CLI::App* cmd, ModelFileArgs& args, CLI::Option* model) {
+  auto* file = cmd->add_option(
+      "--model-file", args.file,
+      "an ONNX file exported from PyTorch (torch.onnx.export, opsets 13-17) instead of a zoo "
+      "model: meshpipe imports its forward graph and initial weights and builds the training "
+      "step itself (see `meshpipe models --file`); every node of a multi-node job reads the "
+      "same path");
+  if (model != nullptr) file->excludes(model);
+  cmd->add_option("--loss", args.loss,
+                  "with --model-file: output (the model's output is the loss, a scalar) or "
+                  "cross-entropy (the mean softmax cross-entropy of the output and a labels "
+                  "input meshpipe adds)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"output", "cross-entropy"}))
+      ->needs(file);
+  cmd->add_option("--labels", args.labels,
+                  "with --loss cross-entropy: the name of the labels input it adds")
+      ->capture_default_str()
+      ->needs(file);
+  cmd->add_option("--model-output", args.output,
+                  "with --model-file: the graph output to train (default: the first)")
+      ->needs(file);
+}
+
+Expected<graph::models::ModelSpec> resolve_model_args(const std::string& zoo_name,
+                                                      const ModelFileArgs& file, int64_t batch) {
+  train::ModelFile f;
+  f.path = file.file;
+  MP_ASSIGN_OR_RETURN(f.import.loss, train::parse_loss_kind(file.loss));
+  f.import.labels = file.labels;
+  f.import.output = file.output;
+  f.import.batch = std::max<int64_t>(0, batch);
+  return train::resolve_model(zoo_name, f);
+}
+
 void add_plan_options(CLI::App* cmd, PlanArgs& args) {
-  cmd->add_option("--model", args.model, "zoo model name")->capture_default_str();
+  auto* model = cmd->add_option("--model", args.model, "zoo model name")->capture_default_str();
+  add_model_file_options(cmd, args.model_file, model);
   cmd->add_option("--cluster", args.cluster,
                   "cluster preset (p3.16xlarge[:hosts], dgx-h100[:hosts], cpu[:HxD]) or JSON file")
       ->capture_default_str();
@@ -155,7 +192,7 @@ Expected<PlanSetup> make_plan_setup(const PlanArgs& args) {
   // A malformed --grid or --stages is reported before any planning.
   if (!args.grid.empty()) MP_RETURN_IF_ERROR(planner::parse_grid(args.grid).status());
   if (!args.stages.empty()) MP_RETURN_IF_ERROR(planner::parse_manual_stages(args.stages).status());
-  MP_ASSIGN_OR_RETURN(s.spec, graph::models::find_model(args.model));
+  MP_ASSIGN_OR_RETURN(s.spec, resolve_model_args(args.model, args.model_file, args.batch));
   MP_ASSIGN_OR_RETURN(s.cluster, mesh::resolve_cluster(args.cluster));
   if (!args.profile.empty()) {
     MP_ASSIGN_OR_RETURN(s.cluster, train::with_profile(std::move(s.cluster), args.profile));

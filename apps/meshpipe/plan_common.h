@@ -13,9 +13,27 @@
 
 namespace meshpipe::cli {
 
+/// --model-file and its import options, shared by `plan`, `compare`, `simulate` and `train`.
+struct ModelFileArgs {
+  std::string file;             ///< an ONNX file; empty: the zoo model --model names
+  std::string loss = "output";  ///< output (the model's output is the loss) or cross-entropy
+  std::string labels = "labels";
+  std::string output;
+};
+
+/// Registers --model-file, --loss, --labels and --model-output (--model-file excludes `model`, the
+/// command's --model option, when given).
+void add_model_file_options(CLI::App* cmd, ModelFileArgs& args, CLI::Option* model = nullptr);
+
+/// The zoo model `zoo_name`, or the imported --model-file (first imported at `batch` samples
+/// when > 0, else at its exported batch).
+Expected<graph::models::ModelSpec> resolve_model_args(const std::string& zoo_name,
+                                                      const ModelFileArgs& file, int64_t batch);
+
 /// Command-line settings shared by `plan` and `compare`.
 struct PlanArgs {
   std::string model = "gpt-1.3b";
+  ModelFileArgs model_file;
   std::string cluster = "p3.16xlarge:1";
   int64_t batch = 0;          ///< global batch; 0: the model's
   int64_t micro_batches = 0;  ///< 0: chosen by the planner

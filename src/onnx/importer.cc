@@ -224,6 +224,7 @@ Status Importer::import_node(const Node& n) {
     return import_reshape_like(n);
   }
   if (op == "Slice") return import_slice(n);
+  if (op == "Pad") return import_pad(n);
   if (op == "Split") return import_split(n);
   if (op == "Concat") {
     std::vector<ValueId> xs;
@@ -295,6 +296,7 @@ std::vector<std::string> supported_op_types() {
                                 "Mul",
                                 "NegativeLogLikelihoodLoss",
                                 "Neg",
+                                "Pad",
                                 "Pow",
                                 "Range",
                                 "ReduceMean",

@@ -6,21 +6,78 @@
 
 namespace meshpipe::runtime {
 
+ValueId reshape_source(const graph::Graph& g, ValueId id) {
+  while (g.value(id).producer.is_valid()) {
+    const graph::Op& op = g.op(g.value(id).producer);
+    if (op.kind != graph::OpKind::kReshape) break;
+    id = op.inputs[0];
+  }
+  return id;
+}
+
+int64_t index_bound(const graph::Graph& g, ValueId id) {
+  int64_t bound = int64_t{1} << 31;
+  for (const graph::Op& op : g.ops()) {
+    if (op.inputs.size() < 2 || reshape_source(g, op.inputs[1]) != id) continue;
+    const Shape& first = g.value(op.inputs[0]).shape;
+    if (op.kind == graph::OpKind::kEmbedding) bound = std::min(bound, first[0]);
+    if (op.kind == graph::OpKind::kCrossEntropy) bound = std::min(bound, first[first.rank() - 1]);
+  }
+  return bound;
+}
+
+namespace {
+
+// The role of an input named otherwise (an imported model's): the labels are the integer input
+// the cross-entropy loss reads (through reshapes); the one other input is the data: integer
+// tokens [B, T], images [B, C, H, W] or features [B, D].
+Expected<std::string> role_by_structure(const graph::Graph& g, const std::vector<ValueId>& inputs,
+                                        ValueId id) {
+  for (const graph::Op& op : g.ops()) {
+    if (op.kind == graph::OpKind::kCrossEntropy && reshape_source(g, op.inputs[1]) == id) {
+      return std::string("labels");
+    }
+  }
+  const graph::Value& v = g.value(id);
+  if (inputs.size() == 2) {
+    if (!is_floating(v.dtype) && v.shape.rank() == 2) return std::string("tokens");
+    if (is_floating(v.dtype) && v.shape.rank() == 4) return std::string("images");
+    if (is_floating(v.dtype) && v.shape.rank() == 2) return std::string("features");
+  }
+  return make_error(Errc::kInvalidArgument,
+                    "synthetic data cannot fill input '{}' of shape {} (it fills models with "
+                    "a cross-entropy loss, its labels input and one data input: integer tokens "
+                    "[batch, sequence], images [batch, C, H, W] or features [batch, D]; give "
+                    "the data instead)",
+                    v.name, v.shape.to_string());
+}
+
+}  // namespace
+
 Expected<SyntheticData> SyntheticData::create(const graph::Graph& g,
                                               const std::vector<ValueId>& inputs, uint64_t seed) {
   SyntheticData d;
   d.seed_ = seed;
   bool have_data = false;
+  bool named = true;  // the zoo's input names; else the roles come from the graph's structure
+  for (ValueId id : inputs) {
+    const std::string& n = g.value(id).name;
+    named = named && (n == "labels" || n == "tokens" || n == "images" || n == "features");
+  }
   for (ValueId id : inputs) {
     const graph::Value& v = g.value(id);
-    if (v.name == "labels") {
+    std::string role = v.name;
+    if (!named) {
+      MP_ASSIGN_OR_RETURN(role, role_by_structure(g, inputs, id));
+    }
+    if (role == "labels") {
       d.label_id_ = id;
       d.label_shape_ = v.shape;
-    } else if (v.name == "tokens" || v.name == "images" || v.name == "features") {
+    } else if (role == "tokens" || role == "images" || role == "features") {
       d.data_id_ = id;
       d.data_shape_ = v.shape;
-      d.kind_ = v.name == "tokens" ? Kind::kTokens
-                                   : (v.name == "images" ? Kind::kImages : Kind::kFeatures);
+      d.kind_ =
+          role == "tokens" ? Kind::kTokens : (role == "images" ? Kind::kImages : Kind::kFeatures);
       have_data = true;
     } else {
       return make_error(Errc::kInvalidArgument,
@@ -43,6 +100,22 @@ Expected<SyntheticData> SyntheticData::create(const graph::Graph& g,
   }
   if (d.classes_ < 2) {
     return make_error(Errc::kInvalidArgument, "synthetic data needs a cross-entropy loss");
+  }
+  // The labels must be what the kind writes: one per token, or one per sample.
+  const int64_t want_labels = d.kind_ == Kind::kTokens ? d.data_shape_.numel() : d.data_shape_[0];
+  if (d.label_shape_.numel() != want_labels || d.data_shape_.rank() < 2) {
+    return make_error(Errc::kInvalidArgument,
+                      "synthetic data cannot fill labels {} for data {} (it writes one label "
+                      "per {}); give the data instead",
+                      d.label_shape_.to_string(), d.data_shape_.to_string(),
+                      d.kind_ == Kind::kTokens ? "token" : "sample");
+  }
+  // Tokens are drawn below the class count: every embedding they index must have that many rows.
+  if (d.kind_ == Kind::kTokens && index_bound(g, d.data_id_) < d.classes_) {
+    return make_error(Errc::kInvalidArgument,
+                      "synthetic tokens run to {} (the loss's classes) but an embedding reading "
+                      "them has {} rows; give the data instead",
+                      d.classes_, index_bound(g, d.data_id_));
   }
   Rng rng(seed ^ 0x5EEDull);
   switch (d.kind_) {

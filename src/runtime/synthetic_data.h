@@ -15,8 +15,26 @@
 
 namespace meshpipe::runtime {
 
+/// The value `id` reads through a chain of kReshape ops (or `id` itself): the data input a
+/// loss's labels or an embedding's ids come from.
+ValueId reshape_source(const graph::Graph& g, ValueId id);
+
+/// The exclusive upper bound of the integer input `id`'s values: the fewest rows of an
+/// embedding and classes of a cross-entropy that read it (through reshapes); 2^31 when none do.
+int64_t index_bound(const graph::Graph& g, ValueId id);
+
+/// Where a run's batches come from: batch `index` is the same wherever it is read.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// The next batch, then the one after.
+  virtual std::vector<std::pair<ValueId, HostTensor>> next_batch() = 0;
+  /// The index of the batch next_batch() returns next (resuming a run).
+  virtual void seek(int64_t index) = 0;
+};
+
 /// Produces one batch per call for the data inputs of a graph.
-class SyntheticData {
+class SyntheticData final : public BatchSource {
  public:
   /// Recognises the inputs by name ("tokens"/"images"/"features" plus "labels"); an error
   /// names an input it cannot fill.
@@ -24,11 +42,11 @@ class SyntheticData {
                                         uint64_t seed);
 
   /// The next batch (a deterministic function of the seed and the batch index).
-  std::vector<std::pair<ValueId, HostTensor>> next_batch();
+  std::vector<std::pair<ValueId, HostTensor>> next_batch() override;
 
   /// The index of the batch next_batch() returns next; seek() sets it (resuming a run).
   int64_t position() const { return next_index_; }
-  void seek(int64_t index) { next_index_ = index; }
+  void seek(int64_t index) override { next_index_ = index; }
   /// Number of samples (rows of the batch) and of tokens per batch (= samples for non-LM data).
   int64_t samples_per_batch() const { return batch_; }
   int64_t tokens_per_batch() const { return batch_ * seq_; }

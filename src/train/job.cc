@@ -8,11 +8,13 @@
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
 #include "planner/cost_model.h"
+#include "runtime/array_data.h"
 #include "runtime/compact_program.h"
 #include "runtime/cost_models.h"
 #include "runtime/counted_plan.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
+#include "train/model_source.h"
 
 namespace meshpipe::train {
 
@@ -89,12 +91,31 @@ Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::strin
                     format_bytes(Bytes(largest)), format_bytes(Bytes(available)));
 }
 
+Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job,
+                                                              const graph::Graph& g,
+                                                              const std::vector<ValueId>& inputs) {
+  if (!job.data_dir.empty()) {
+    MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::ArrayData> a,
+                        runtime::ArrayData::open(job.data_dir, g, inputs));
+    return std::unique_ptr<runtime::BatchSource>(std::move(a));
+  }
+  MP_ASSIGN_OR_RETURN(runtime::SyntheticData d,
+                      runtime::SyntheticData::create(g, inputs, job.seed));
+  return std::unique_ptr<runtime::BatchSource>(
+      std::make_unique<runtime::SyntheticData>(std::move(d)));
+}
+
 std::string job_spec_to_json(const JobSpec& job) {
   Json j = Json::object();
   j["model"] = job.model.name;
+  if (const auto* e = std::get_if<graph::models::ExternalConfig>(&job.model.config)) {
+    // An imported file: every process reads it again (model_source.h).
+    j["model_source"] = Json::parse(e->source);
+  }
   j["global_batch"] = job.global_batch;
   j["seed"] = job.seed;
   j["check_finite"] = job.check_finite;
+  if (!job.data_dir.empty()) j["data"] = job.data_dir;
   j["precision"] = std::string(dtype_name(job.precision));
   j["loss_scale"] = {{"enabled", job.loss_scale.enabled},
                      {"initial", job.loss_scale.initial},
@@ -118,10 +139,19 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
   JobSpec job;
   std::string model;
   MP_RETURN_IF_ERROR(r.read("model", &model));
-  MP_ASSIGN_OR_RETURN(job.model, graph::models::find_model(model));
+  if (const Json* source = r.find_optional("model_source"); source != nullptr) {
+    MP_ASSIGN_OR_RETURN(job.model, model_from_source(source->dump()));
+    if (job.model.name != model) {
+      return r.error("model_source",
+                     fmt::format("is the model '{}', not '{}'", job.model.name, model));
+    }
+  } else {
+    MP_ASSIGN_OR_RETURN(job.model, graph::models::find_model(model));
+  }
   MP_RETURN_IF_ERROR(r.read("global_batch", &job.global_batch));
   MP_RETURN_IF_ERROR(r.read("seed", &job.seed));
   MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
+  MP_RETURN_IF_ERROR(r.read_optional("data", &job.data_dir));
   std::string precision = "f32";
   MP_RETURN_IF_ERROR(r.read_optional("precision", &precision));
   const std::optional<DType> p = parse_dtype(precision);
@@ -289,10 +319,7 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
                              .with_context(options.load_dir));
     }
   }
-  MP_ASSIGN_OR_RETURN(
-      runtime::SyntheticData data,
-      runtime::SyntheticData::create(job->whole_.graph, job->whole_.inputs, spec.seed));
-  job->data_.emplace(std::move(data));
+  MP_ASSIGN_OR_RETURN(job->data_, open_job_data(spec, job->whole_.graph, job->whole_.inputs));
   return job;
 }
 

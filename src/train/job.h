@@ -45,6 +45,9 @@ struct JobSpec {
   graph::OptimizerConfig optimizer;
   uint64_t seed = 1234;       ///< parameter initialisation and data
   bool check_finite = false;  ///< stop at the first op that writes NaN or Inf, naming it
+  /// A folder of .npy arrays, one per data input (runtime/array_data.h); empty: synthetic data
+  /// (runtime/synthetic_data.h). Every process of a job reads the same path.
+  std::string data_dir;
   /// Storage type of activations: f32, or f16/bf16 for mixed precision (f32 master weights,
   /// optimizer state and loss; graph/mixed_precision.h).
   DType precision = DType::kF32;
@@ -60,10 +63,17 @@ struct JobSpec {
   Status validate() const;
 };
 
+/// The job's batches for the data inputs `inputs` of `g` (the global-batch graph): the arrays
+/// of job.data_dir, else synthetic data from the seed.
+Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job,
+                                                              const graph::Graph& g,
+                                                              const std::vector<ValueId>& inputs);
+
 /// The job as JSON text, for the processes of a multi-process job (no tensor data):
 ///   {"model": "gpt-tiny", "global_batch": 8, "seed": 1234, "check_finite": false,
-///    "precision": "f16", "loss_scale": {"enabled": true, "initial": 65536, "interval": 2000},
-///    "optimizer": {"kind": "adam", "lr": 0.003, "momentum": 0, "beta1": 0.9, ...}}
+///    "precision": "f16", "data": "/data/set" (when given), "loss_scale": {"enabled": true,
+///    "initial": 65536, "interval": 2000}, "optimizer": {"kind": "adam", "lr": 0.003, "momentum":
+///    0, "beta1": 0.9, ...}}
 std::string job_spec_to_json(const JobSpec& job);
 /// Parses job_spec_to_json's text; errors name the field ("job field 'optimizer.lr' ..."), an
 /// unknown model lists the known ones. Without "loss_scale", f16 jobs scale dynamically with the
@@ -151,7 +161,7 @@ class LocalJob final : public StepRunner {
   planner::Plan plan_;
   graph::TrainingGraph graph_;  // one micro-batch
   graph::TrainingGraph whole_;  // the global batch (data)
-  std::optional<runtime::SyntheticData> data_;
+  std::unique_ptr<runtime::BatchSource> data_;
   std::vector<std::string> inputs_;
   int64_t micro_batches_ = 1;
   std::unique_ptr<runtime::InProcessRun> run_;

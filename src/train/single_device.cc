@@ -52,10 +52,7 @@ Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(
   MP_ASSIGN_OR_RETURN(job->exec_, runtime::Executor::create(job->graph_.graph, eo));
   MP_RETURN_IF_ERROR(job->exec_->initialize(spec.seed));
   if (!options.load_dir.empty()) MP_RETURN_IF_ERROR(job->load(options.load_dir));
-  MP_ASSIGN_OR_RETURN(
-      runtime::SyntheticData data,
-      runtime::SyntheticData::create(job->graph_.graph, job->graph_.inputs, spec.seed));
-  job->data_.emplace(std::move(data));
+  MP_ASSIGN_OR_RETURN(job->data_, open_job_data(spec, job->graph_.graph, job->graph_.inputs));
   return job;
 }
 

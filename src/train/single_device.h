@@ -88,7 +88,7 @@ class SingleDeviceJob final : public StepRunner {
   int64_t first_step_ = 1;
   graph::TrainingGraph graph_;
   std::unique_ptr<runtime::Executor> exec_;
-  std::optional<runtime::SyntheticData> data_;
+  std::unique_ptr<runtime::BatchSource> data_;
 };
 
 }  // namespace meshpipe::train

@@ -2,55 +2,13 @@
 prints one line per model: name, PyTorch's parameter count (unique tensors: a tied weight counts
 once; buffers do not count), and the loss meshpipe should train it with.
 Usage: /usr/bin/python3 export_models.py DIR"""
-import math
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class Block(nn.Module):
-    def __init__(self, d, heads, t):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(d)
-        self.attn = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln2 = nn.LayerNorm(d)
-        self.fc = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
-        self.heads = heads
-        self.register_buffer("mask", torch.tril(torch.ones(t, t)).view(1, 1, t, t))
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.attn(self.ln1(x)).split(c, dim=2)
-        q = q.view(b, t, self.heads, c // self.heads).transpose(1, 2)
-        k = k.view(b, t, self.heads, c // self.heads).transpose(1, 2)
-        v = v.view(b, t, self.heads, c // self.heads).transpose(1, 2)
-        a = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
-        a = a.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
-        y = (F.softmax(a, dim=-1) @ v).transpose(1, 2).contiguous().view(b, t, c)
-        x = x + self.proj(y)
-        return x + self.fc2(F.gelu(self.fc(self.ln2(x))))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab=64, t=16, d=32, heads=4, layers=2):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, d)
-        self.wpe = nn.Embedding(t, d)
-        self.blocks = nn.ModuleList([Block(d, heads, t) for _ in range(layers)])
-        self.lnf = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-        self.head.weight = self.wte.weight
-
-    def forward(self, idx):
-        pos = torch.arange(0, idx.shape[1], dtype=torch.long)
-        x = self.wte(idx) + self.wpe(pos)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.lnf(x))
+from train_compare import GPT  # nanoGPT: tied head, causal mask buffer, exact GELU
 
 
 class CNN(nn.Module):

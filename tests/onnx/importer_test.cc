@@ -16,83 +16,20 @@ namespace {
 using test::Enc;
 using test::raw_floats;
 
-// Builders for the messages of onnx.proto.
-Enc tensor(const std::string& name, std::vector<int64_t> dims, const std::vector<float>& v) {
-  Enc t;
-  for (int64_t d : dims) t.i(1, d);
-  t.i(2, 1).s(8, name).s(9, raw_floats(v));
-  return t;
-}
-Enc int_tensor(const std::string& name, std::vector<int64_t> dims, const std::vector<int64_t>& v) {
-  Enc t;
-  for (int64_t d : dims) t.i(1, d);
-  t.i(2, 7).s(8, name);
-  for (int64_t x : v) t.i(7, x);
-  return t;
-}
-Enc attr_i(const std::string& name, int64_t v) {
-  Enc a;
-  a.s(1, name).i(20, 2).i(3, v);
-  return a;
-}
-Enc attr_ints(const std::string& name, const std::vector<int64_t>& v) {
-  Enc a;
-  a.s(1, name).i(20, 7);
-  for (int64_t x : v) a.i(8, x);
-  return a;
-}
-Enc attr_t(const std::string& name, const Enc& t) {
-  Enc a;
-  a.s(1, name).i(20, 4).m(5, t);
-  return a;
-}
-Enc node(const std::string& op, const std::string& name, std::vector<std::string> in,
-         std::vector<std::string> out, std::vector<Enc> attrs = {}) {
-  Enc n;
-  for (const auto& i : in) n.s(1, i);
-  for (const auto& o : out) n.s(2, o);
-  n.s(3, name).s(4, op);
-  for (const Enc& a : attrs) n.m(5, a);
-  return n;
-}
-Enc value_info(const std::string& name, int32_t type, std::vector<int64_t> dims,
-               const std::string& symbolic0 = "") {
-  Enc shape;
-  for (size_t k = 0; k < dims.size(); ++k) {
-    Enc d;
-    if (k == 0 && !symbolic0.empty()) {
-      d.s(2, symbolic0);
-    } else {
-      d.i(1, dims[k]);
-    }
-    shape.m(1, d);
-  }
-  Enc tt;
-  tt.i(1, type).m(2, shape);
-  Enc ty;
-  ty.m(1, tt);
-  Enc v;
-  v.s(1, name).m(2, ty);
-  return v;
-}
-Enc scalar_const(const std::string& out, float v) {
-  return node("Constant", out, {}, {out}, {attr_t("value", tensor("", {}, {v}))});
-}
+using test::attr_i;
+using test::attr_ints;
+using test::attr_t;
+using test::int_tensor;
+using test::node;
+using test::scalar_const;
+using test::tensor;
+using test::value_info;
 
 Expected<ImportedModel> import_bytes(const std::vector<Enc>& nodes, const std::vector<Enc>& inits,
                                      const std::vector<Enc>& inputs,
                                      const std::vector<Enc>& outputs, ImportOptions o = {}) {
-  Enc g;
-  for (const Enc& n : nodes) g.m(1, n);
-  g.s(2, "test");
-  for (const Enc& t : inits) g.m(5, t);
-  for (const Enc& i : inputs) g.m(11, i);
-  for (const Enc& out : outputs) g.m(12, out);
-  Enc opset;
-  opset.s(1, "").i(2, 13);
-  Enc m;
-  m.i(1, 8).s(2, "pytorch").s(3, "1.13.0").m(7, g).m(8, opset);
-  auto model = decode_model(std::make_shared<std::string>(m.out));
+  auto model =
+      decode_model(std::make_shared<std::string>(test::model_bytes(nodes, inits, inputs, outputs)));
   if (!model.has_value()) return model.status();
   return import_model(*model, o);
 }
@@ -304,6 +241,55 @@ TEST_CASE("shape arithmetic folds: Shape, Gather, Unsqueeze, Concat feed a Resha
     }
   }
   CHECK(found);
+}
+
+TEST_CASE("Pad: zero pads vanish, constant zero pads concatenate zeros, others are refused",
+          "[onnx]") {
+  const auto pad_model = [](const std::vector<int64_t>& pads, const std::string& mode,
+                            float value) {
+    std::vector<Enc> attrs;
+    if (!mode.empty()) {
+      Enc a;
+      a.s(1, "mode").i(20, 3).s(4, mode);
+      attrs.push_back(a);
+    }
+    std::vector<Enc> nodes = {
+        node("Constant", "/pads", {}, {"pads"},
+             {attr_t("value", int_tensor("", {static_cast<int64_t>(pads.size())}, pads))}),
+        scalar_const("/value", value), node("Pad", "/Pad", {"x", "pads", "/value"}, {"p"}, attrs),
+        node("ReduceSum", "/ReduceSum", {"p"}, {"loss"}, {attr_i("keepdims", 0)})};
+    return import_bytes(nodes, {}, {value_info("x", 1, {2, 3})}, {value_info("loss", 1, {})});
+  };
+  // PyTorch's all-zero Pad before an AveragePool: nothing is added.
+  auto none = pad_model({0, 0, 0, 0}, "", 0.0f);
+  INFO(none.status().to_string());
+  REQUIRE(none.has_value());
+  CHECK(count_kind(none->forward.graph, OpKind::kConcat) == 0);
+  // [2, 3] with one row before and two columns after: [3, 5], two concatenations.
+  auto some = pad_model({1, 0, 0, 2}, "constant", 0.0f);
+  INFO(some.status().to_string());
+  REQUIRE(some.has_value());
+  CHECK(count_kind(some->forward.graph, OpKind::kConcat) == 2);
+  bool found = false;
+  for (const graph::Op& op : some->forward.graph.ops()) {
+    if (op.kind == OpKind::kReduceSum) {
+      found = true;
+      CHECK(some->forward.graph.value(op.inputs[0]).shape == Shape{3, 5});
+    }
+  }
+  CHECK(found);
+  const auto refused = [&](const std::vector<int64_t>& pads, const std::string& mode, float value,
+                           const std::string& what) {
+    auto m = pad_model(pads, mode, value);
+    REQUIRE_FALSE(m.has_value());
+    INFO(m.status().message());
+    CHECK(m.status().message().find("node '/Pad' (Pad)") != std::string::npos);
+    CHECK(m.status().message().find(what) != std::string::npos);
+  };
+  refused({0, 1, 0, 1}, "reflect", 0.0f, "reflect padding is not imported");
+  refused({0, 1, 0, 1}, "constant", 1.5f, "padding with 1.5");
+  refused({0, -1, 0, 0}, "constant", 0.0f, "negative (cropping)");
+  refused({0, 1, 0}, "constant", 0.0f, "3 pads for a rank-2 input");
 }
 
 }  // namespace

@@ -153,6 +153,20 @@ Expected<ForwardGraph> build_model(const ModelSpec& spec, const BuildOptions& op
           return build_wide_resnet(c, batch, dtype);
         }
         if constexpr (std::is_same_v<C, MlpConfig>) return build_mlp(c, batch, dtype);
+        if constexpr (std::is_same_v<C, ExternalConfig>) {
+          if (dtype != DType::kF32) {
+            return make_error(Errc::kInvalidArgument,
+                              "an imported model is built in float32, not {} (mixed precision "
+                              "is for zoo models)",
+                              dtype_name(dtype));
+          }
+          if (c.batch_multiple > 1 && batch % c.batch_multiple != 0) {
+            return make_error(Errc::kInvalidArgument, "batch {} is not a multiple of {}", batch,
+                              c.batch_multiple);
+          }
+          if (!c.build) return make_error(Errc::kInternal, "external model without a builder");
+          return c.build(batch);
+        }
       },
       spec.config);
   if (!g.has_value()) return g.status().with_context("model " + spec.name);
@@ -163,6 +177,9 @@ int64_t min_micro_batch(const ModelSpec& spec) {
   if (const auto* m = std::get_if<MoeConfig>(&spec.config)) {
     if (m->seq_len <= 0 || m->group_size <= 0) return 1;
     return m->group_size / std::gcd(m->seq_len, m->group_size);
+  }
+  if (const auto* e = std::get_if<ExternalConfig>(&spec.config)) {
+    return std::max<int64_t>(1, e->batch_multiple);
   }
   return 1;
 }
@@ -175,6 +192,7 @@ int64_t formula_parameter_count(const ModelSpec& spec) {
         if constexpr (std::is_same_v<C, MoeConfig>) return alpa_moe_parameter_count(c);
         if constexpr (std::is_same_v<C, WideResNetConfig>) return wide_resnet_parameter_count(c);
         if constexpr (std::is_same_v<C, MlpConfig>) return mlp_parameter_count(c);
+        if constexpr (std::is_same_v<C, ExternalConfig>) return c.parameters;
       },
       spec.config);
 }

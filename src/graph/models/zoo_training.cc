@@ -22,6 +22,9 @@ Expected<TrainingGraph> zoo_training_graph(const ModelSpec& spec, int64_t batch,
 }
 
 bool is_language_model(const ModelSpec& spec) {
+  if (const auto* c = std::get_if<ExternalConfig>(&spec.config)) {
+    return c->tokens_per_sample > 1;
+  }
   return std::holds_alternative<GptConfig>(spec.config) ||
          std::holds_alternative<MoeConfig>(spec.config);
 }
@@ -29,6 +32,7 @@ bool is_language_model(const ModelSpec& spec) {
 int64_t tokens_per_sample(const ModelSpec& spec) {
   if (const auto* c = std::get_if<GptConfig>(&spec.config)) return c->seq_len;
   if (const auto* c = std::get_if<MoeConfig>(&spec.config)) return c->seq_len;
+  if (const auto* c = std::get_if<ExternalConfig>(&spec.config)) return c->tokens_per_sample;
   return 1;
 }
 

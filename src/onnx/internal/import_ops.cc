@@ -294,6 +294,70 @@ Status Importer::import_slice(const Node& n) {
   return Status::ok();
 }
 
+Status Importer::import_pad(const Node& n) {
+  MP_RETURN_IF_ERROR(need_inputs(n, 1, 4));
+  MP_ASSIGN_OR_RETURN(ValueId x, value(n.inputs[0]));
+  const std::string mode = attr_s(n, "mode");
+  if (!mode.empty() && mode != "constant") {
+    return make_error(Errc::kInvalidArgument, "{} padding is not imported (only constant)", mode);
+  }
+  // Opset 11+: pads and the value are inputs; before, attributes.
+  std::vector<int64_t> pads = attr_ints(n, "pads");
+  if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
+    MP_ASSIGN_OR_RETURN(pads, ints(n.inputs[1]));
+  }
+  float fill = 0.0f;
+  if (const Attribute* v = n.attribute("value"); v != nullptr) fill = v->f;
+  if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+    MP_ASSIGN_OR_RETURN(const internal::Const c, constant(n.inputs[2]));
+    if (c.numel() != 1) return make_error(Errc::kInvalidArgument, "the pad value is not a scalar");
+    fill = static_cast<float>(c.at(0));
+  }
+  if (n.inputs.size() > 3 && !n.inputs[3].empty()) {
+    return make_error(Errc::kInvalidArgument, "Pad with axes is not imported");
+  }
+  const Shape sx = b_.shape(x);
+  const int64_t rank = sx.rank();
+  if (static_cast<int64_t>(pads.size()) != 2 * rank) {
+    return make_error(Errc::kInvalidArgument, "{} pads for a rank-{} input, expected {}",
+                      pads.size(), rank, 2 * rank);
+  }
+  for (int64_t ax = 0; ax < rank; ++ax) {
+    const int64_t before = pads[static_cast<size_t>(ax)];
+    const int64_t after = pads[static_cast<size_t>(ax + rank)];
+    if (before < 0 || after < 0 || before > (int64_t{1} << 20) || after > (int64_t{1} << 20)) {
+      return make_error(Errc::kInvalidArgument,
+                        "pads {} and {} of dim {}: negative (cropping) or larger than 2^20 pads "
+                        "are not imported",
+                        before, after, ax);
+    }
+    if (before == 0 && after == 0) continue;
+    if (fill != 0.0f) {
+      return make_error(Errc::kInvalidArgument, "padding with {} is not imported (only 0)", fill);
+    }
+    // Zeros before and after along the axis, concatenated with x.
+    std::vector<ValueId> parts;
+    for (const int64_t len : {before, int64_t{-1}, after}) {
+      if (len == -1) {
+        parts.push_back(x);
+        continue;
+      }
+      if (len == 0) continue;
+      graph::OpAttrs a;
+      std::vector<int64_t> dims = b_.shape(x).dims();
+      dims[static_cast<size_t>(ax)] = len;
+      a.shape = Shape(dims);
+      a.alpha = 0.0f;
+      parts.push_back(
+          b_.op(OpKind::kConstant, {}, a, fmt::format("{}_zeros{}_{}", n.outputs[0], ax, len))
+              .at(0));
+    }
+    x = b_.concat(parts, ax);
+  }
+  set_value(n.outputs[0], x);
+  return Status::ok();
+}
+
 Status Importer::import_split(const Node& n) {
   MP_ASSIGN_OR_RETURN(const ValueId x, value(n.inputs.at(0)));
   const int64_t rank = b_.shape(x).rank();

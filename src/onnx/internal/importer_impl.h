@@ -446,6 +446,7 @@ class Importer {
   Status import_gather(const Node& n);
   Status import_reshape_like(const Node& n);
   Status import_slice(const Node& n);
+  Status import_pad(const Node& n);
   Status import_split(const Node& n);
   Status import_where(const Node& n);
   Status import_conv_pool(const Node& n);
