@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "actors/cluster.h"
+#include "actors/launch_env.h"
 #include "actors/secret.h"
 #include "core/crash.h"
 #include "mesh/cluster.h"
@@ -97,6 +98,18 @@ int main(int argc, char** argv) {
   bool driver = false;
   std::string secret_file;
   std::vector<std::string> train_args;
+  std::string launcher = "auto";
+  app.add_option("--launcher", launcher,
+                 "take the rank, the process count and rank 0's address from a launcher's "
+                 "variables: torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) "
+                 "or Slurm (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST; port "
+                 "MASTER_PORT or MESHPIPE_PORT); auto: whichever is set. With --driver rank 0 "
+                 "drives (--listen PORT --nodes WORLD_SIZE added to the train options) and the "
+                 "other ranks join it, so `srun meshpipe-node --driver -- <train options>` "
+                 "starts a whole job; without --driver every rank joins a driver started "
+                 "separately. One process per machine. none: ignore the variables")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "slurm", "torchrun", "none"}));
   app.add_option("--coordinator", options.coordinator,
                  "HOST:PORT of the driver (`meshpipe train --listen PORT --nodes K`)");
   app.add_flag("--driver", driver,
@@ -134,6 +147,53 @@ int main(int argc, char** argv) {
                  "it with --write-secret FILE");
   app.add_option("train-options", train_args, "with --driver: `meshpipe train` options, after --");
   CLI11_PARSE(app, argc, argv);
+  auto env = meshpipe::actors::read_launch_env(
+      launcher, [](const char* name) -> const char* { return std::getenv(name); });
+  if (!env.has_value()) {
+    fmt::print(stderr, "meshpipe-node: error: {}\n", env.status().message());
+    return 2;
+  }
+  if (env->has_value()) {
+    const meshpipe::actors::LaunchEnv& e = **env;
+    if (!options.coordinator.empty()) {
+      fmt::print(stderr,
+                 "meshpipe-node: error: the {} launcher's variables name the coordinator "
+                 "({}:{}); drop --coordinator (or --launcher none)\n",
+                 e.launcher, e.master_addr, e.port);
+      return 2;
+    }
+    // This machine's address towards rank 0: where its collectives listen for the others.
+    if (app.count("--bind") == 0) {
+      auto local = meshpipe::actors::local_address_towards(e.master_addr, e.port);
+      if (!local.has_value()) {
+        fmt::print(stderr, "meshpipe-node: error: {} (give --bind)\n", local.status().message());
+        return 2;
+      }
+      options.bind = *local;
+    }
+    fmt::print(stderr, "meshpipe-node: {} rank {} of {}, coordinator {}:{}\n", e.launcher, e.rank,
+               e.world_size, e.master_addr, e.port);
+    if (driver && e.rank == 0) {
+      for (const std::string& a : train_args) {
+        if (a == "--listen" || a == "--nodes" || a.rfind("--listen=", 0) == 0 ||
+            a.rfind("--nodes=", 0) == 0) {
+          fmt::print(stderr,
+                     "meshpipe-node: error: {} is given by the launcher (rank 0 listens on "
+                     "MASTER_PORT for WORLD_SIZE nodes); drop it from the train options\n",
+                     a);
+          return 2;
+        }
+      }
+      train_args.insert(train_args.end(),
+                        {"--listen", std::to_string(e.port), "--nodes",
+                         std::to_string(e.world_size), "--listen-address", options.bind});
+      return exec_driver(options, memory_gib, secret_file, train_args);
+    }
+    // Every other rank (and every rank when the driver runs on its own) joins rank 0.
+    options.coordinator = fmt::format("{}:{}", e.master_addr, e.port);
+    train_args.clear();
+    driver = false;
+  }
   if (driver) {
     if (!options.coordinator.empty()) {
       fmt::print(stderr,

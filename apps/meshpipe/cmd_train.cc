@@ -3,15 +3,21 @@
 // one device (the CPU, or one GPU with --device cuda/auto), or planned (or from --plan) on a
 // cluster of virtual CPU devices run as threads.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <optional>
 #include <set>
 #include <thread>
 
 #include "actors/actor_runtime.h"
 #include "actors/cluster.h"
+#include "actors/launch_env.h"
 #include "actors/secret.h"
 #include "comm/nccl_communicator.h"
 #include "core/crash.h"
@@ -141,6 +147,14 @@ Expected<actors::Secret> listen_secret(const TrainArgs& args) {
 // session.
 // The plan's predicted step time beside the measured median (the first step, which warms up
 // buffers and threads, left out when there are others).
+// The summary line of --metrics (a failed write is a warning: the run itself succeeded).
+void write_metrics_summary(const TrainArgs& args, const train::SessionSummary& s) {
+  if (!args.metrics_log) return;
+  if (Status w = args.metrics_log->write_summary(s); !w.is_ok()) {
+    fmt::print(stderr, "warning: {}\n", printable(w.message()));
+  }
+}
+
 void print_step_time(const planner::Plan& plan, const train::SessionSummary& s) {
   std::vector<double> t = s.step_seconds;
   if (t.empty()) return;
@@ -294,8 +308,10 @@ int run_listen(const TrainArgs& args, train::JobSpec job, kernels::Device device
   // GPUs: every node runs its devices on its own GPUs, the meshes' collectives through NCCL.
   if (device == kernels::Device::kCuda) cj.collectives = runtime::CollectiveBackend::kNccl;
   if (Status s = (*coord)->start(cj); !s.is_ok()) return stop(s);
+  if (args.metrics_log) args.metrics_log->set_predicted_step_time(plan->step_time);
   auto summary = train::run_session(**coord, session_options(args, job, done + 1));
   if (!summary.has_value()) return stop(summary.status());
+  write_metrics_summary(args, *summary);
   print_step_time(*plan, *summary);
   if (args.breakdown) print_breakdown(*summary);
   print_loss_scaling(*summary);
@@ -402,8 +418,10 @@ int run_parallel(const TrainArgs& args, train::JobSpec job, kernels::Device devi
   std::fflush(stdout);
   train::StepRunner& runner =
       actor_runner ? static_cast<train::StepRunner&>(*actor_runner) : *local;
+  if (args.metrics_log) args.metrics_log->set_predicted_step_time(plan->step_time);
   auto summary = train::run_session(runner, session_options(args, job, built.first_step));
   if (!summary.has_value()) return fail_run(summary.status());
+  write_metrics_summary(args, *summary);
   const auto& l = summary->losses;
   fmt::print("done: loss {:.4f} -> {:.4f} in steps {}-{}, {} total\n", l.front(), l.back(),
              summary->first_step, summary->last_step, format_seconds(summary->total_time));
@@ -440,6 +458,7 @@ int run_single(const TrainArgs& args, const train::JobSpec& job, kernels::Device
   std::fflush(stdout);
   auto summary = train::run_session(**single, session_options(args, job, (*single)->first_step()));
   if (!summary.has_value()) return fail_run(summary.status());
+  write_metrics_summary(args, *summary);
   const auto& l = summary->losses;
   int64_t peak = 0;
   for (const auto& [d, bytes] : summary->peak_bytes) peak = std::max(peak, bytes);
@@ -563,7 +582,13 @@ int run_train(const TrainArgs& args) {
   job.global_batch = args.batch;
   job.seed = args.seed;
   job.check_finite = args.check_numerics;
-  job.data_dir = args.data;
+  // Every process of a job reads the folder by this path: absolute, not from its own directory.
+  if (!args.data.empty()) {
+    std::error_code ec;
+    job.data_path = std::filesystem::absolute(args.data, ec).lexically_normal().string();
+    if (ec) job.data_path = args.data;
+  }
+  job.val_fraction = args.val_fraction;
   job.precision = *parse_dtype(args.precision);  // checked by CLI::IsMember
   job.loss_scale.enabled =
       args.loss_scale == "dynamic" || (args.loss_scale == "auto" && job.precision == DType::kF16);
@@ -599,6 +624,70 @@ int run_train(const TrainArgs& args) {
   return run_single(args, job, kernels::Device::kCpu);
 }
 
+// Under a launcher (--launcher): rank 0 becomes the driver (its options filled in from the
+// variables, returns -1 to go on), every other rank is replaced by `meshpipe-node` joining it
+// (returns only on an error, with the exit code).
+int apply_launcher(TrainArgs& args) {
+  if (args.launcher == "none") {
+    if (args.listen < 0 && (args.local_devices > 0 || !args.secret_file.empty())) {
+      return fail(make_error(Errc::kInvalidArgument, "{} needs --listen or --launcher",
+                             args.local_devices > 0 ? "--local-devices" : "--secret-file"));
+    }
+    return -1;
+  }
+  auto env = actors::read_launch_env(
+      args.launcher, [](const char* name) -> const char* { return std::getenv(name); });
+  if (!env.has_value()) return fail(env.status());
+  if (!env->has_value()) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "--launcher {}: no launcher's variables are set (RANK/WORLD_SIZE or "
+                           "SLURM_PROCID/SLURM_NTASKS)",
+                           args.launcher));
+  }
+  const actors::LaunchEnv& e = **env;
+  auto local = actors::local_address_towards(e.master_addr, e.port);
+  if (!local.has_value()) return fail(local.status());
+  const int32_t devices = args.local_devices > 0 ? args.local_devices : 1;
+  fmt::print(stderr, "meshpipe: {} rank {} of {}, coordinator {}:{}\n", e.launcher, e.rank,
+             e.world_size, e.master_addr, e.port);
+  if (e.rank == 0) {
+    args.listen = e.port;
+    args.nodes = static_cast<int32_t>(e.world_size);
+    args.listen_address = *local;
+    args.local_devices = devices;
+    args.local_bind = *local;
+    return -1;
+  }
+  std::error_code ec;
+  const std::filesystem::path node =
+      std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "meshpipe-node";
+  if (ec || !std::filesystem::exists(node)) {
+    return fail(make_error(Errc::kNotFound, "--launcher: rank {} needs meshpipe-node at {}", e.rank,
+                           node.string()));
+  }
+  std::vector<std::string> argv_s = {"meshpipe-node",
+                                     "--launcher",
+                                     "none",
+                                     "--coordinator",
+                                     fmt::format("{}:{}", e.master_addr, e.port),
+                                     "--devices",
+                                     std::to_string(devices),
+                                     "--memory-gib",
+                                     fmt::format("{}", args.local_memory_gib),
+                                     "--bind",
+                                     *local};
+  if (!args.secret_file.empty()) {
+    argv_s.push_back("--secret-file");
+    argv_s.push_back(args.secret_file);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stderr);
+  ::execv(node.c_str(), argv.data());
+  return fail(make_error(Errc::kIo, "cannot run {}: {}", node.string(), std::strerror(errno)));
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& app, int& exit_code) {
@@ -620,6 +709,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
         return;
       }
       args->metrics_log = std::make_shared<train::MetricsLog>(std::move(*log));
+    }
+    if (const int rc = apply_launcher(*args); rc >= 0) {
+      exit_code = rc;
+      return;
     }
     exit_code = run_train(*args);
   });

@@ -123,15 +123,25 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
                   "directory must be new, empty or an earlier meshpipe checkpoint (replaced)")
       ->check(non_empty("--save"));
   cmd->add_option("--data", args.data,
-                  "train on the arrays of this folder instead of synthetic data: one NumPy .npy "
-                  "file per data input, named after it (an imported model's input names; the "
-                  "zoo's tokens/images/features and labels), each [N, the input's other dims], "
-                  "float32 or int32/int64; step s reads rows (s-1)*B .. s*B-1, wrapping at N "
-                  "(B: the global batch); every node of a multi-node job reads the same path")
-      ->check(CLI::ExistingDirectory);
+                  "train on real data instead of synthetic: a FOLDER of NumPy .npy arrays, one "
+                  "per data input named after it (an imported model's input names; the zoo's "
+                  "tokens/images/features and labels), each [N, the input's other dims], "
+                  "float32 or int32/int64, step s reading rows (s-1)*B .. s*B-1 wrapping at N; "
+                  "or a token FILE for a language model (nanoGPT's raw uint16 train.bin or "
+                  "llm.c's .bin with its header; windows of sequence + 1 tokens in a fixed "
+                  "mixed order, the last --val-fraction kept for validation). B: the global "
+                  "batch; every node of a multi-node job reads the same path")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--val-fraction", args.val_fraction,
+                  "with a token file: the share of its windows (the last ones) kept out of "
+                  "training for validation")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 0.99));
   cmd->add_option("--metrics", args.metrics,
-                  "write one JSON line per step to this file (created or replaced): step, loss "
-                  "at full precision, lr, step time, samples/s, tokens/s, peak bytes, loss scale")
+                  "write one JSON line per step to this file (created, or replaced when the first "
+                  "step ends): step, loss at full precision, lr, step time and the plan's "
+                  "predicted one, samples/s, tokens/s, peak bytes of every device, loss scale; "
+                  "and a summary line at the end")
       ->check(non_empty("--metrics"));
   cmd->add_option("--save-every", args.save_every, "also after every N-th step (with --save)")
       ->check(kPositiveInteger)
@@ -155,10 +165,10 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
                   "network")
       ->capture_default_str();
   cmd->add_option("--secret-file", args.secret_file,
-                  "with --listen: the job's shared secret, which every node must prove it "
-                  "knows, from this file (readable by its owner only, at most 4 KiB). Default: "
-                  "the MESHPIPE_SECRET environment variable, else a new random secret, printed")
-      ->needs("--listen");
+                  "with --listen or --launcher: the job's shared secret, which every node must "
+                  "prove it knows, from this file (readable by its owner only, at most 4 KiB). "
+                  "Default: the MESHPIPE_SECRET environment variable, else (--listen) a new "
+                  "random secret, printed");
   cmd->add_option("--write-secret", args.write_secret,
                   "with --listen: write the new random secret to this new file (mode 0600) for "
                   "the nodes' --secret-file, instead of printing it")
@@ -166,9 +176,9 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
       ->excludes("--secret-file");
   cmd->add_option("--local-devices", args.local_devices,
                   "the driver also runs a node with this many virtual devices, one of the "
-                  "--nodes (with --listen; `meshpipe-node --driver` starts this)")
-      ->check(kPositiveInteger)
-      ->needs("--listen");
+                  "--nodes (with --listen; `meshpipe-node --driver` starts this); with "
+                  "--launcher, the devices of every rank")
+      ->check(kPositiveInteger);
   cmd->add_option("--local-memory-gib", args.local_memory_gib,
                   "memory per device of the driver's own node (with --local-devices)")
       ->capture_default_str()
@@ -177,6 +187,16 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
                   "address the driver's own node's collectives (Gloo) listen on (with "
                   "--local-devices)")
       ->capture_default_str();
+  cmd->add_option("--launcher", args.launcher,
+                  "started by a launcher on every machine (srun, or torchrun --no-python): "
+                  "slurm, torchrun or auto reads the rank, the process count and rank 0's "
+                  "address from its variables (as `meshpipe-node --launcher` does); rank 0 "
+                  "drives with --listen MASTER_PORT --nodes WORLD_SIZE and runs "
+                  "--local-devices (default 1) itself, every other rank becomes a meshpipe-node "
+                  "with that many devices. none (the default): a single-process run")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "auto", "slurm", "torchrun"}))
+      ->excludes("--listen");
   cmd->add_option("--nodes", args.nodes, "nodes the job waits for (with --listen)")
       ->capture_default_str()
       ->check(kPositiveInteger);

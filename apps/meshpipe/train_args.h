@@ -41,8 +41,9 @@ struct TrainArgs {
   std::string transport = "in-process";
   std::string runner = "actors";
   std::string save;
-  std::string data;                                // --data DIR (.npy arrays)
-  std::string metrics;                             // --metrics FILE
+  std::string data;           // --data DIR (.npy arrays) or FILE (tokens)
+  double val_fraction = 0.1;  // --val-fraction: a token file's validation share
+  std::string metrics;        // --metrics FILE
   std::shared_ptr<train::MetricsLog> metrics_log;  // opened before anything runs
   std::string load;
   int64_t save_every = 0;
@@ -52,6 +53,7 @@ struct TrainArgs {
   double local_memory_gib = 4.0;
   std::string local_bind = "127.0.0.1";
   int32_t nodes = 1;
+  std::string launcher = "none";  // slurm, torchrun, auto: rank, size and rank 0 from variables
   int64_t join_timeout_ms = 60000;
   int64_t step_timeout_ms = 60000;
   int64_t liveness_ms = 5000;

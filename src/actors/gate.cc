@@ -425,7 +425,14 @@ Expected<std::unique_ptr<GateClient>> GateClient::connect(const std::string& hos
                                                           std::chrono::milliseconds timeout) {
   const std::string where = fmt::format("{}:{}", host, port);
   const Clock::time_point deadline = Clock::now() + timeout;
+  // A refused connection is tried again until the deadline: under a launcher (srun, torchrun)
+  // every process starts at once, and a node may knock before rank 0's driver listens.
   auto fd = connect_tcp(host, port, deadline);
+  while (!fd.has_value() && fd.status().code() == Errc::kUnavailable &&
+         Clock::now() + std::chrono::milliseconds(250) < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    fd = connect_tcp(host, port, deadline);
+  }
   if (!fd.has_value()) {
     return make_error(fd.status().code(), "cannot reach the coordinator at {}: {}", where,
                       fd.status().message());

@@ -6,8 +6,9 @@
 #include <cctype>
 #include <cstring>
 #include <limits>
-#include <map>
+#include <set>
 
+#include "core/check.h"
 #include "core/files.h"
 
 namespace meshpipe::runtime {
@@ -24,12 +25,14 @@ class DictParser {
     bool have_descr = false;
     bool have_order = false;
     bool have_shape = false;
+    std::set<std::string> seen;
     MP_RETURN_IF_ERROR(expect('{'));
     while (true) {
       skip_space();
       if (peek() == '}') break;
       MP_ASSIGN_OR_RETURN(const std::string key, quoted());
       MP_RETURN_IF_ERROR(expect(':'));
+      if (!seen.insert(key).second) return bad(fmt::format("key '{}' twice", printable(key)));
       if (key == "descr") {
         MP_ASSIGN_OR_RETURN(h->descr, quoted());
         have_descr = true;
@@ -168,13 +171,20 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
     const graph::Value& v = g.value(id);
     const std::string path = dir + "/" + v.name + ".npy";
     const auto what = [&] { return fmt::format("data file '{}'", printable(path)); };
-    // Input names come from the model (an imported file's may be anything): one path component.
-    if (v.name.empty() || v.name.find('/') != std::string::npos || v.name == "." ||
-        v.name == "..") {
+    // Input names come from the model (an imported file's may be anything): one path component
+    // of printable characters (a NUL would end the path early, opening another file).
+    bool plain = !v.name.empty() && v.name != "." && v.name != ".." && v.name.size() <= 200;
+    for (const char c : v.name) plain = plain && c != '/' && static_cast<unsigned char>(c) >= 0x20;
+    if (!plain) {
       return make_error(Errc::kInvalidArgument,
-                        "input '{}' cannot name a data file in {} (it is empty, '.', '..' or "
-                        "holds a '/')",
+                        "input '{}' cannot name a data file in {} (it is empty, '.', '..', "
+                        "longer than 200 bytes, or holds a '/' or a control character)",
                         printable(v.name), printable(dir));
+    }
+    if (v.shape.rank() == 0) {
+      return make_error(Errc::kInvalidArgument,
+                        "input '{}' is a scalar: --data reads inputs with a batch dim",
+                        printable(v.name));
     }
     Expected<std::string> bytes = read_text_file(path, "data file", kMaxArrayFileBytes);
     if (!bytes.has_value()) {
@@ -189,9 +199,9 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
     for (size_t i = 1; same && i < shape.size(); ++i)
       same = shape[i] == v.shape[static_cast<int>(i)];
     if (!same) {
-      std::vector<int64_t> want(v.shape.dims().begin(), v.shape.dims().end());
-      return make_error(Errc::kInvalidArgument, "{} has shape ({}), the input needs (N, {})",
-                        what(), fmt::join(shape, ", "),
+      const std::vector<int64_t>& want = v.shape.dims();
+      return make_error(Errc::kInvalidArgument, "{} has shape ({}), the input needs (N{}{})",
+                        what(), fmt::join(shape, ", "), want.size() > 1 ? ", " : "",
                         fmt::join(want.begin() + 1, want.end(), ", "));
     }
     const bool want_float = is_floating(v.dtype);
@@ -205,12 +215,17 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
       return make_error(Errc::kInvalidArgument, "{} has {} rows, fewer than the batch of {}",
                         what(), rows, batch);
     }
-    if (d->rows_ != 0 && rows != d->rows_) {
-      return make_error(Errc::kInvalidArgument, "{} has {} rows, the other arrays {}", what(), rows,
-                        d->rows_);
+    // Every array must hold the same number of batches: rows / batch equal to the first's.
+    if (!d->arrays_.empty()) {
+      const Array& first = d->arrays_.front();
+      if (rows * first.batch != first.rows * batch) {
+        return make_error(Errc::kInvalidArgument,
+                          "{} has {} rows for a batch of {}, the other arrays {} rows for {}",
+                          what(), rows, batch, first.rows, first.batch);
+      }
+    } else {
+      d->rows_ = rows;
     }
-    d->rows_ = rows;
-    d->batch_ = batch;
     const int64_t per_row = v.shape.numel() / batch;
     const int64_t item = header->descr == "<i8" ? 8 : 4;
     const int64_t data_bytes = static_cast<int64_t>(bytes->size()) - header->data_offset;
@@ -225,6 +240,8 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
     a.input_shape = v.shape;
     a.dtype = v.dtype;
     a.row_bytes = per_row * 4;  // f32 or i32 in memory
+    a.rows = rows;
+    a.batch = batch;
     a.data.resize(static_cast<size_t>(rows * a.row_bytes));
     const char* src = bytes->data() + header->data_offset;
     if (want_float) {
@@ -259,13 +276,17 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
 }
 
 std::vector<std::pair<ValueId, HostTensor>> ArrayData::next_batch() {
-  const int64_t first = (next_index_++ % rows_ * (batch_ % rows_)) % rows_;
+  const int64_t index = next_index_++;
   std::vector<std::pair<ValueId, HostTensor>> out;
   for (const Array& a : arrays_) {
+    // Rows index * b .. index * b + b - 1, wrapping at N (each product's factors are below
+    // N <= 2^31).
+    const int64_t first = (index % a.rows) * (a.batch % a.rows) % a.rows;
     HostTensor t(a.input_shape, a.dtype == DType::kF32 ? DType::kF32 : DType::kI32);
+    MP_CHECK(a.batch * a.row_bytes == t.bytes());
     char* dst = static_cast<char*>(t.data());
-    for (int64_t r = 0; r < batch_; ++r) {
-      const int64_t row = (first + r) % rows_;
+    for (int64_t r = 0; r < a.batch; ++r) {
+      const int64_t row = (first + r) % a.rows;
       std::memcpy(dst + r * a.row_bytes, a.data.data() + row * a.row_bytes,
                   static_cast<size_t>(a.row_bytes));
     }

@@ -33,7 +33,9 @@ Expected<NpyHeader> parse_npy_header(std::string_view bytes);
 /// The largest .npy file ArrayData reads (it holds the arrays in memory).
 inline constexpr int64_t kMaxArrayFileBytes = int64_t{8} << 30;
 
-/// Batches from the arrays of a folder.
+/// Batches from the arrays of a folder. Inputs whose leading dims differ (labels [B*T] of
+/// flattened logits beside tokens [B, T]) each read their own number of rows a batch; their
+/// arrays must hold the same number of batches (N / b equal).
 class ArrayData final : public BatchSource {
  public:
   /// Opens DIR/<name>.npy for each of `inputs` of `g` and checks them: the element type fits the
@@ -46,21 +48,22 @@ class ArrayData final : public BatchSource {
   std::vector<std::pair<ValueId, HostTensor>> next_batch() override;
   void seek(int64_t index) override { next_index_ = index; }
 
-  /// Rows of each array.
+  /// Rows of the first array.
   int64_t rows() const { return rows_; }
 
  private:
   struct Array {
     ValueId id;
-    Shape input_shape;       // [B, ...]
+    Shape input_shape;       // [b, ...]
     DType dtype;             // the input's
-    std::vector<char> data;  // rows_ x row_bytes, already in the input's dtype
+    std::vector<char> data;  // rows x row_bytes, already in the input's dtype
     int64_t row_bytes = 0;
+    int64_t rows = 0;   // N
+    int64_t batch = 0;  // b: the input's leading dim (labels of flattened logits: B x T)
   };
   ArrayData() = default;
   std::vector<Array> arrays_;
-  int64_t rows_ = 0;
-  int64_t batch_ = 0;
+  int64_t rows_ = 0;  // of the first array
   int64_t next_index_ = 0;
 };
 

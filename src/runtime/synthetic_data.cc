@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 namespace meshpipe::runtime {
 
@@ -16,12 +17,41 @@ ValueId reshape_source(const graph::Graph& g, ValueId id) {
 }
 
 int64_t index_bound(const graph::Graph& g, ValueId id) {
+  // Follow the input's integers forward through the ops that move them without computing
+  // (reshapes, slices, transposes, concatenations, conversions, broadcasts) to the embeddings
+  // and losses that read them as indices.
   int64_t bound = int64_t{1} << 31;
-  for (const graph::Op& op : g.ops()) {
-    if (op.inputs.size() < 2 || reshape_source(g, op.inputs[1]) != id) continue;
-    const Shape& first = g.value(op.inputs[0]).shape;
-    if (op.kind == graph::OpKind::kEmbedding) bound = std::min(bound, first[0]);
-    if (op.kind == graph::OpKind::kCrossEntropy) bound = std::min(bound, first[first.rank() - 1]);
+  std::vector<ValueId> todo = {id};
+  std::set<int32_t> seen = {id.value()};
+  while (!todo.empty()) {
+    const ValueId v = todo.back();
+    todo.pop_back();
+    for (const OpId u : g.users(v)) {
+      const graph::Op& op = g.op(u);
+      switch (op.kind) {
+        case graph::OpKind::kReshape:
+        case graph::OpKind::kSlice:
+        case graph::OpKind::kTranspose:
+        case graph::OpKind::kConcat:
+        case graph::OpKind::kConvert:
+        case graph::OpKind::kBroadcast:
+          for (const ValueId o : op.outputs) {
+            if (seen.insert(o.value()).second) todo.push_back(o);
+          }
+          break;
+        case graph::OpKind::kEmbedding:
+          if (op.inputs[1] == v) bound = std::min(bound, g.value(op.inputs[0]).shape[0]);
+          break;
+        case graph::OpKind::kCrossEntropy:
+          if (op.inputs[1] == v) {
+            const Shape& logits = g.value(op.inputs[0]).shape;
+            bound = std::min(bound, logits[logits.rank() - 1]);
+          }
+          break;
+        default:
+          break;
+      }
+    }
   }
   return bound;
 }

@@ -20,7 +20,8 @@ namespace meshpipe::runtime {
 ValueId reshape_source(const graph::Graph& g, ValueId id);
 
 /// The exclusive upper bound of the integer input `id`'s values: the fewest rows of an
-/// embedding and classes of a cross-entropy that read it (through reshapes); 2^31 when none do.
+/// embedding and classes of a cross-entropy that read it (through reshapes, slices, transposes,
+/// concatenations, conversions and broadcasts); 2^31 when none do.
 int64_t index_bound(const graph::Graph& g, ValueId id);
 
 /// Where a run's batches come from: batch `index` is the same wherever it is read.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
@@ -14,6 +15,7 @@
 #include "runtime/counted_plan.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
+#include "runtime/token_data.h"
 #include "train/model_source.h"
 
 namespace meshpipe::train {
@@ -94,9 +96,17 @@ Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::strin
 Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job,
                                                               const graph::Graph& g,
                                                               const std::vector<ValueId>& inputs) {
-  if (!job.data_dir.empty()) {
+  if (!job.data_path.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(job.data_path, ec)) {
+      runtime::TokenDataOptions o;
+      o.val_fraction = job.val_fraction;
+      MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::TokenData> t,
+                          runtime::TokenData::open(job.data_path, g, inputs, o));
+      return std::unique_ptr<runtime::BatchSource>(std::move(t));
+    }
     MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::ArrayData> a,
-                        runtime::ArrayData::open(job.data_dir, g, inputs));
+                        runtime::ArrayData::open(job.data_path, g, inputs));
     return std::unique_ptr<runtime::BatchSource>(std::move(a));
   }
   MP_ASSIGN_OR_RETURN(runtime::SyntheticData d,
@@ -115,7 +125,8 @@ std::string job_spec_to_json(const JobSpec& job) {
   j["global_batch"] = job.global_batch;
   j["seed"] = job.seed;
   j["check_finite"] = job.check_finite;
-  if (!job.data_dir.empty()) j["data"] = job.data_dir;
+  if (!job.data_path.empty()) j["data"] = job.data_path;
+  j["val_fraction"] = job.val_fraction;
   j["precision"] = std::string(dtype_name(job.precision));
   j["loss_scale"] = {{"enabled", job.loss_scale.enabled},
                      {"initial", job.loss_scale.initial},
@@ -151,7 +162,11 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("global_batch", &job.global_batch));
   MP_RETURN_IF_ERROR(r.read("seed", &job.seed));
   MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
-  MP_RETURN_IF_ERROR(r.read_optional("data", &job.data_dir));
+  MP_RETURN_IF_ERROR(r.read_optional("data", &job.data_path));
+  MP_RETURN_IF_ERROR(r.read_optional("val_fraction", &job.val_fraction));
+  if (!(job.val_fraction >= 0.0 && job.val_fraction < 1.0)) {
+    return r.error("val_fraction", "must be in [0, 1)");
+  }
   std::string precision = "f32";
   MP_RETURN_IF_ERROR(r.read_optional("precision", &precision));
   const std::optional<DType> p = parse_dtype(precision);

@@ -45,9 +45,12 @@ struct JobSpec {
   graph::OptimizerConfig optimizer;
   uint64_t seed = 1234;       ///< parameter initialisation and data
   bool check_finite = false;  ///< stop at the first op that writes NaN or Inf, naming it
-  /// A folder of .npy arrays, one per data input (runtime/array_data.h); empty: synthetic data
-  /// (runtime/synthetic_data.h). Every process of a job reads the same path.
-  std::string data_dir;
+  /// A folder of .npy arrays, one per data input (runtime/array_data.h), or a token file
+  /// (runtime/token_data.h); empty: synthetic data (runtime/synthetic_data.h). Every process of
+  /// a job reads the same path.
+  std::string data_path;
+  /// A token file's share of windows kept for validation (the last ones).
+  double val_fraction = 0.1;
   /// Storage type of activations: f32, or f16/bf16 for mixed precision (f32 master weights,
   /// optimizer state and loss; graph/mixed_precision.h).
   DType precision = DType::kF32;
@@ -64,7 +67,8 @@ struct JobSpec {
 };
 
 /// The job's batches for the data inputs `inputs` of `g` (the global-batch graph): the arrays
-/// of job.data_dir, else synthetic data from the seed.
+/// of a job.data_path folder, the training windows of a job.data_path token file, else
+/// synthetic data from the seed.
 Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job,
                                                               const graph::Graph& g,
                                                               const std::vector<ValueId>& inputs);

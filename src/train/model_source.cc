@@ -1,11 +1,13 @@
 // Zoo names and imported ONNX files as job models.
 #include "train/model_source.h"
 
+#include <filesystem>
 #include <memory>
 #include <utility>
 
 #include "core/files.h"
 #include "core/json.h"
+#include "runtime/crc32c.h"
 
 namespace meshpipe::train {
 
@@ -37,9 +39,11 @@ std::string loss_kind_name(onnx::LossKind kind) {
   return kind == onnx::LossKind::kOutput ? "output" : "cross-entropy";
 }
 
-std::string model_source_json(const ModelFile& file, int64_t batch) {
+std::string model_source_json(const ModelFile& file, int64_t batch, int64_t bytes, uint32_t crc) {
   Json j = Json::object();
   j["file"] = file.path;
+  j["bytes"] = bytes;
+  j["crc32c"] = fmt::format("{:08x}", crc);
   j["loss"] = loss_kind_name(file.import.loss);
   j["labels"] = file.import.labels;
   j["output"] = file.import.output;
@@ -49,7 +53,15 @@ std::string model_source_json(const ModelFile& file, int64_t batch) {
 
 Expected<graph::models::ModelSpec> model_from_file(const ModelFile& file) {
   if (file.path.empty()) return make_error(Errc::kInvalidArgument, "no model file given");
-  MP_ASSIGN_OR_RETURN(onnx::Model decoded, onnx::read_model(file.path));
+  // Other processes read the file again: by its absolute path (not from their own working
+  // directories), and check its size and checksum against this process's.
+  std::error_code ec;
+  ModelFile kept = file;
+  kept.path = std::filesystem::absolute(file.path, ec).lexically_normal().string();
+  if (ec) kept.path = file.path;
+  MP_ASSIGN_OR_RETURN(onnx::Model decoded, onnx::read_model(kept.path));
+  const auto bytes = static_cast<int64_t>(decoded.buffer->size());
+  const uint32_t crc = runtime::crc32c(decoded.buffer->data(), decoded.buffer->size());
   auto model = std::make_shared<const onnx::Model>(std::move(decoded));
   Expected<onnx::ImportedModel> first = onnx::import_model(*model, file.import);
   if (!first.has_value()) return first.status().with_context(file.path);
@@ -70,8 +82,7 @@ Expected<graph::models::ModelSpec> model_from_file(const ModelFile& file) {
   graph::models::ExternalConfig c;
   c.parameters = sum.parameters;
   c.tokens_per_sample = tokens_per_sample(first->forward);
-  c.source = model_source_json(file, sum.batch);
-  const ModelFile kept = file;
+  c.source = model_source_json(kept, sum.batch, bytes, crc);
   c.build = [model, kept](int64_t batch) -> Expected<graph::ForwardGraph> {
     onnx::ImportOptions o = kept.import;
     o.batch = batch;
@@ -96,12 +107,27 @@ Expected<graph::models::ModelSpec> model_from_source(const std::string& source_j
   MP_RETURN_IF_ERROR(r.read("labels", &file.import.labels));
   MP_RETURN_IF_ERROR(r.read("output", &file.import.output));
   MP_RETURN_IF_ERROR(r.read("batch", &file.import.batch));
+  int64_t bytes = 0;
+  std::string crc;
+  MP_RETURN_IF_ERROR(r.read("bytes", &bytes));
+  MP_RETURN_IF_ERROR(r.read("crc32c", &crc));
   MP_RETURN_IF_ERROR(r.check_no_unknown_fields());
   auto kind = parse_loss_kind(loss);
   if (!kind.has_value()) return r.error("loss", kind.status().message());
   file.import.loss = *kind;
   if (file.import.batch < 1) return r.error("batch", "must be >= 1");
-  return model_from_file(file);
+  MP_ASSIGN_OR_RETURN(graph::models::ModelSpec spec, model_from_file(file));
+  // The same file as the process that described it: its size and checksum.
+  const auto& here = std::get<graph::models::ExternalConfig>(spec.config);
+  MP_ASSIGN_OR_RETURN(const Json mine, parse_json(here.source, "model source"));
+  if (mine["bytes"].get<int64_t>() != bytes || mine["crc32c"].get<std::string>() != crc) {
+    return make_error(Errc::kInvalidArgument,
+                      "model file {} here ({} bytes, crc32c {}) is not the file the job was "
+                      "planned with ({} bytes, crc32c {})",
+                      printable(file.path), mine["bytes"].get<int64_t>(),
+                      mine["crc32c"].get<std::string>(), bytes, printable(crc));
+  }
+  return spec;
 }
 
 Expected<graph::models::ModelSpec> resolve_model(const std::string& zoo_name,

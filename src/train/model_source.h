@@ -4,6 +4,7 @@
 // the runtimes and every process of a multi-process job build the model the one way.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "core/status.h"
@@ -25,9 +26,10 @@ struct ModelFile {
 /// integer first input (a token model). The decoded file is kept and shared by the builder.
 Expected<graph::models::ModelSpec> model_from_file(const ModelFile& file);
 
-/// The ExternalConfig::source of model_from_file's model: JSON {"file", "loss", "labels",
-/// "output", "batch"}; model_from_source reads the file again from it (another process).
-std::string model_source_json(const ModelFile& file, int64_t batch);
+/// The ExternalConfig::source of model_from_file's model: JSON {"file" (absolute), "bytes",
+/// "crc32c", "loss", "labels", "output", "batch"}; model_from_source reads the file again from
+/// it (another process) and refuses a file of another size or checksum.
+std::string model_source_json(const ModelFile& file, int64_t batch, int64_t bytes, uint32_t crc);
 Expected<graph::models::ModelSpec> model_from_source(const std::string& source_json);
 
 /// "output" / "cross-entropy".

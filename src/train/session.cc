@@ -125,6 +125,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       rep.samples_per_second = static_cast<double>(options.samples_per_step) / secs;
       rep.tokens_per_second = static_cast<double>(options.tokens_per_step) / secs;
       rep.peak = Bytes(peak);
+      rep.device_peaks = r->peak_bytes;
       rep.loss_scale = r->loss_scale;
       rep.skipped = r->skipped;
       options.on_step(rep);

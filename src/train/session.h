@@ -24,10 +24,11 @@ struct StepReport {
   double loss = 0.0;
   Seconds time;
   double samples_per_second = 0.0;
-  double tokens_per_second = 0.0;  ///< equals samples/s for models without token sequences
-  Bytes peak;                      ///< the largest device peak of the step
-  float loss_scale = 0.0f;         ///< f16 loss scaling: the step's scale (0: off)
-  bool skipped = false;            ///< the gradients overflowed: no update this step
+  double tokens_per_second = 0.0;           ///< equals samples/s for models without token sequences
+  Bytes peak;                               ///< the largest device peak of the step
+  std::map<int32_t, int64_t> device_peaks;  ///< each device's peak bytes in the step
+  float loss_scale = 0.0f;                  ///< f16 loss scaling: the step's scale (0: off)
+  bool skipped = false;                     ///< the gradients overflowed: no update this step
 };
 
 /// Options of run_session.

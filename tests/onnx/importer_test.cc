@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "onnx/encoder.h"
@@ -290,6 +291,34 @@ TEST_CASE("Pad: zero pads vanish, constant zero pads concatenate zeros, others a
   refused({0, 1, 0, 1}, "constant", 1.5f, "padding with 1.5");
   refused({0, -1, 0, 0}, "constant", 0.0f, "negative (cropping)");
   refused({0, 1, 0}, "constant", 0.0f, "3 pads for a rank-2 input");
+  refused({1 << 20, 1 << 20, 1 << 20, 1 << 20}, "constant", 0.0f, "more than 2^40");
+}
+
+TEST_CASE("F.pad's pads, reversed by a negative-step Slice, fold", "[onnx]") {
+  // F.pad takes its pads last dim first; PyTorch's export reorders them for ONNX with Slices of
+  // step -1 (start -1, end -2^63 + 1). Here the folded reversal of [2, 0, 0, 1] is [1, 0, 0, 2].
+  std::vector<Enc> nodes = {
+      node("Constant", "/p", {}, {"p"}, {attr_t("value", int_tensor("", {4}, {2, 0, 0, 1}))}),
+      node("Constant", "/s", {}, {"s"}, {attr_t("value", int_tensor("", {1}, {-1}))}),
+      node("Constant", "/e", {}, {"e"},
+           {attr_t("value", int_tensor("", {1}, {std::numeric_limits<int64_t>::min() + 1}))}),
+      node("Constant", "/a", {}, {"a"}, {attr_t("value", int_tensor("", {1}, {0}))}),
+      node("Constant", "/st", {}, {"st"}, {attr_t("value", int_tensor("", {1}, {-1}))}),
+      node("Slice", "/Slice", {"p", "s", "e", "a", "st"}, {"pads"}),
+      node("Pad", "/Pad", {"x", "pads"}, {"y"}),
+      node("ReduceSum", "/ReduceSum", {"y"}, {"loss"}, {attr_i("keepdims", 0)})};
+  auto m = import_bytes(nodes, {}, {value_info("x", 1, {2, 3})}, {value_info("loss", 1, {})});
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  // pads [1, 0, 0, 2]: one row before, two columns after: [3, 5].
+  bool found = false;
+  for (const graph::Op& op : m->forward.graph.ops()) {
+    if (op.kind == OpKind::kReduceSum) {
+      found = true;
+      CHECK(m->forward.graph.value(op.inputs[0]).shape == Shape{3, 5});
+    }
+  }
+  CHECK(found);
 }
 
 }  // namespace

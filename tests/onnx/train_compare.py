@@ -117,8 +117,9 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         y = F.max_pool2d(F.relu(self.bn(self.stem(x))), 2)
+        y = F.pad(y, (1, 0, 0, 1))  # 8x8 -> 9x9: a Pad whose pads PyTorch reverses with a Slice
         y = self.layer2(self.layer1(y))
-        return self.fc(F.avg_pool2d(y, 4).flatten(1))  # 16x16 in: 4x4 here
+        return self.fc(F.avg_pool2d(y, 4).flatten(1))  # 16x16 in: 5x5 here, pooled to 1x1
 
 
 def save(d, name, array):

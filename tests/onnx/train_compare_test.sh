@@ -22,7 +22,10 @@ compare() {  # compare NAME METRICS WHAT
   "$python" - "$dir/$1.losses" "$2" "$3" <<'PY' || fail=1
 import json, sys
 ref = [float(l) for l in open(sys.argv[1])]
-got = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+lines = [json.loads(l) for l in open(sys.argv[2])]
+got = [l["loss"] for l in lines if l["event"] == "step"]
+if lines[-1]["event"] != "summary" or lines[-1]["last_loss"] != got[-1]:
+    print(f"FAIL {sys.argv[3]}: no summary line ending the metrics"); sys.exit(1)
 if len(got) != len(ref):
     print(f"FAIL {sys.argv[3]}: {len(got)} steps, PyTorch {len(ref)}"); sys.exit(1)
 worst = max(abs(a - b) / abs(a) for a, b in zip(ref, got))

@@ -49,8 +49,8 @@ rb_case "integers for a float input" 2 "holds '<i8' but input 'x' is f32" --setu
 fifo_data() { good && rm data/x.npy && mkfifo data/x.npy; }
 rb_case "a data array that is a FIFO" 2 "FIFO, not a regular file" --timeout 20 \
   --setup fifo_data -- train --model-file good.onnx --data data
-rb_case "--data that is not a directory" fail "Directory is actually a file" \
-  --setup good -- train --model-file good.onnx --data notes.txt
+rb_case "--data naming a file that is not a token file for this model" 2 \
+  "a token file feeds a language model" --setup good -- train --model-file good.onnx --data notes.txt
 fifo_metrics() { good && mkfifo m.jsonl; }
 rb_case "--metrics onto a FIFO" 2 "not a regular file" --timeout 20 --setup fifo_metrics \
   -- train --model-file good.onnx --data data --metrics m.jsonl

@@ -139,7 +139,8 @@ TEST_CASE("ArrayData refuses what does not fit the inputs, naming the file", "[r
   test::write_npy(dir / "tgt.npy", "<i4", {3, 3}, std::vector<int32_t>(9, 1));
   CHECK(error_of().find("has 3 rows, fewer than the batch of 4") != std::string::npos);
   test::write_npy(dir / "tgt.npy", "<i4", {5, 3}, std::vector<int32_t>(15, 1));
-  CHECK(error_of().find("has 5 rows, the other arrays 6") != std::string::npos);
+  CHECK(error_of().find("has 5 rows for a batch of 4, the other arrays 6 rows for 4") !=
+        std::string::npos);
   // A header claiming more rows than the file holds.
   const std::vector<int32_t> few(9, 1);
   std::ofstream(dir / "tgt.npy", std::ios::binary)
@@ -148,6 +149,72 @@ TEST_CASE("ArrayData refuses what does not fit the inputs, naming the file", "[r
   fs::remove(dir / "tgt.npy");
   fs::create_directory(dir / "tgt.npy");
   CHECK(error_of().find("not a regular file") != std::string::npos);
+}
+
+TEST_CASE("flattened labels read their own rows; bounds follow slices; odd inputs are refused",
+          "[runtime]") {
+  // tokens [4, 3] and labels [12] (the labels of logits flattened to [B*T, V]): 6 and 18 rows.
+  graph::Builder b;
+  const ValueId x = b.input("idx", Shape{4, 3}, DType::kI32);
+  const ValueId y = b.input("tgt", Shape{12}, DType::kI32);
+  const ValueId table = b.parameter("table", Shape{8, 5}, graph::InitSpec::normal(0.1f));
+  const ValueId h = b.reshape(b.embedding(table, x), Shape{12, 5});
+  auto fg = std::move(b).finish(b.cross_entropy(h, y));
+  REQUIRE(fg.has_value());
+  const fs::path dir = fresh_dir("flat");
+  std::vector<int32_t> idx(18), tgt(18);
+  for (int k = 0; k < 18; ++k) {
+    idx[static_cast<size_t>(k)] = k % 8;
+    tgt[static_cast<size_t>(k)] = k % 5;
+  }
+  test::write_npy(dir / "idx.npy", "<i4", {6, 3}, idx);
+  test::write_npy(dir / "tgt.npy", "<i4", {18}, tgt);
+  auto data = ArrayData::open(dir.string(), fg->graph, fg->inputs);
+  INFO(data.status().to_string());
+  REQUIRE(data.has_value());
+  for (int batch = 0; batch < 3; ++batch) {  // batch 1 wraps: rows 4, 5, 0, 1 and 12..17, 0..5
+    auto out = (*data)->next_batch();
+    REQUIRE(out.size() == 2);
+    REQUIRE(out[1].second.shape() == Shape{12});
+    for (int k = 0; k < 12; ++k) {
+      CHECK(out[1].second.i32()[k] == ((batch * 12 + k) % 18) % 5);
+      CHECK(out[0].second.i32()[k] == ((batch * 12 + k) % 18) % 8);
+    }
+  }
+  // Labels for another number of batches than the tokens.
+  test::write_npy(dir / "tgt.npy", "<i4", {12}, std::vector<int32_t>(12, 0));
+  auto uneven = ArrayData::open(dir.string(), fg->graph, fg->inputs);
+  REQUIRE_FALSE(uneven.has_value());
+  CHECK(uneven.status().message().find(
+            "12 rows for a batch of 12, the other arrays 6 rows for 4") != std::string::npos);
+  // A bound through a slice: labels = ids[:, 1:], read by a loss over 5 classes.
+  graph::Builder s;
+  const ValueId ids = s.input("ids", Shape{2, 4}, DType::kI32);
+  const ValueId emb = s.parameter("e", Shape{9, 5}, graph::InitSpec::normal(0.1f));
+  const ValueId lab = s.slice(ids, 1, 1, 4);
+  const ValueId logits = s.slice(s.embedding(emb, ids), 1, 0, 3);
+  auto sg = std::move(s).finish(s.cross_entropy(logits, lab));
+  REQUIRE(sg.has_value());
+  CHECK(index_bound(sg->graph, sg->inputs[0]) == 5);  // min(9 rows, 5 classes)
+  // A scalar input, and a name with a NUL: refused before any file is read.
+  graph::Builder t;
+  const ValueId scalar = t.input("s", Shape{}, DType::kF32);
+  const ValueId nul = t.input(std::string("x\0evil", 6), Shape{2}, DType::kF32);
+  auto tg = std::move(t).finish(t.add(t.reduce_sum(t.add(nul, nul), {0}), scalar));
+  REQUIRE(tg.has_value());
+  auto r1 = ArrayData::open(dir.string(), tg->graph, {tg->inputs[0]});
+  REQUIRE_FALSE(r1.has_value());
+  CHECK(r1.status().message().find("is a scalar") != std::string::npos);
+  auto r2 = ArrayData::open(dir.string(), tg->graph, {tg->inputs[1]});
+  REQUIRE_FALSE(r2.has_value());
+  CHECK(r2.status().message().find("control character") != std::string::npos);
+  // A header with a key twice.
+  const std::vector<float> v = {1, 2};
+  std::string twice = test::npy_bytes("<f4", {2}, v.data(), 8);
+  twice.replace(twice.find("'shape'"), 7, "'descr'");
+  auto h2 = parse_npy_header(twice);
+  REQUIRE_FALSE(h2.has_value());
+  CHECK(h2.status().message().find("key 'descr' twice") != std::string::npos);
 }
 
 TEST_CASE("synthetic data fills inputs named otherwise by the graph's structure", "[runtime]") {

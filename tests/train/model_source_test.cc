@@ -36,13 +36,13 @@ fs::path fresh_dir(const std::string& name) {
 
 // loss = sum(Pad(x, one column before, two after) * c): x [2, 3] data, c [2, 6] a parameter.
 // d loss / d c = the padded x, so SGD moves only c's columns 1..3.
-std::vector<float> initial_c() {
+std::vector<float> initial_c(float offset = -1.0f) {
   std::vector<float> c(12);
-  for (size_t k = 0; k < c.size(); ++k) c[k] = 0.25f * static_cast<float>(k) - 1.0f;
+  for (size_t k = 0; k < c.size(); ++k) c[k] = 0.25f * static_cast<float>(k) + offset;
   return c;
 }
 
-std::string write_pad_model(const fs::path& dir) {
+std::string write_pad_model(const fs::path& dir, float offset = -1.0f) {
   const std::vector<Enc> nodes = {
       node("Constant", "/pads", {}, {"pads"},
            {onnx::test::attr_t("value", int_tensor("", {4}, {0, 1, 0, 2}))}),
@@ -50,7 +50,7 @@ std::string write_pad_model(const fs::path& dir) {
       node("ReduceSum", "/ReduceSum", {"m"}, {"loss"}, {onnx::test::attr_i("keepdims", 0)})};
   const std::string path = (dir / "pad.onnx").string();
   std::ofstream(path, std::ios::binary)
-      << onnx::test::model_bytes(nodes, {tensor("c", {2, 6}, initial_c())},
+      << onnx::test::model_bytes(nodes, {tensor("c", {2, 6}, initial_c(offset))},
                                  {value_info("x", 1, {2, 3})}, {value_info("loss", 1, {})});
   return path;
 }
@@ -78,7 +78,7 @@ TEST_CASE("an imported file with a Pad trains on .npy data to the losses compute
   job.model = *spec;
   job.optimizer.kind = graph::OptimizerConfig::Kind::kSgd;
   job.optimizer.lr = 0.125f;
-  job.data_dir = data.string();
+  job.data_path = data.string();
   auto runner = SingleDeviceJob::create(job);
   INFO(runner.status().to_string());
   REQUIRE(runner.has_value());
@@ -109,13 +109,13 @@ TEST_CASE("a job's JSON carries an imported file: the other process builds the s
   REQUIRE(spec.has_value());
   JobSpec job;
   job.model = *spec;
-  job.data_dir = "/some/data";
+  job.data_path = "/some/data";
   const std::string text = job_spec_to_json(job);
   auto back = job_spec_from_json(text);
   INFO(back.status().to_string());
   REQUIRE(back.has_value());
   CHECK(back->model.name == "onnx:pad.onnx");
-  CHECK(back->data_dir == "/some/data");
+  CHECK(back->data_path == "/some/data");
   auto g1 = graph::models::build_model(job.model, {.batch = 2, .dtype = {}});
   auto g2 = graph::models::build_model(back->model, {.batch = 2, .dtype = {}});
   REQUIRE(g1.has_value());
@@ -126,6 +126,12 @@ TEST_CASE("a job's JSON carries an imported file: the other process builds the s
   auto half = graph::models::build_model(job.model, {.batch = 2, .dtype = DType::kBF16});
   REQUIRE_FALSE(half.has_value());
   CHECK(half.status().message().find("built in float32") != std::string::npos);
+  // Another file at the path (another size or checksum) is refused by name.
+  write_pad_model(dir, -2.0f);  // the same size, other weights
+  auto changed = job_spec_from_json(text);
+  REQUIRE_FALSE(changed.has_value());
+  CHECK(changed.status().message().find("is not the file the job was planned with") !=
+        std::string::npos);
   // The file gone: the other process names it.
   fs::remove(file.path);
   auto gone = job_spec_from_json(text);
@@ -142,7 +148,8 @@ TEST_CASE("a job's JSON carries an imported file: the other process builds the s
   CHECK_FALSE(model_from_file(ModelFile{}).has_value());
 }
 
-TEST_CASE("the metrics file: one JSON line per step, doubles read back exactly", "[train]") {
+TEST_CASE("the metrics file: a JSON line per step and a summary, doubles read back exactly",
+          "[train]") {
   const fs::path dir = fresh_dir("metrics");
   const std::string path = (dir / "m.jsonl").string();
   auto log = MetricsLog::open(path);
@@ -154,10 +161,20 @@ TEST_CASE("the metrics file: one JSON line per step, doubles read back exactly",
   r.samples_per_second = 640.0;
   r.tokens_per_second = 10240.0;
   r.peak = Bytes(123456);
-  REQUIRE(log->write_step(r, 1e-3).is_ok());
+  r.device_peaks = {{0, 100}, {3, 123456}};
+  log->set_predicted_step_time(0.01);
+  REQUIRE(log->write_step(r, 1e-3f).is_ok());
   r.step = 4;
   r.loss = std::nan("");
-  REQUIRE(log->write_step(r, 1e-3).is_ok());
+  REQUIRE(log->write_step(r, 1e-3f).is_ok());
+  SessionSummary sum;
+  sum.first_step = 3;
+  sum.last_step = 5;
+  sum.losses = {2.5, 2.25, 2.0};
+  sum.step_seconds = {0.5, 0.125, 0.25};
+  sum.total_time = Seconds(0.875);
+  sum.peak_bytes = {{0, 100}, {3, 123456}};
+  REQUIRE(log->write_summary(sum).is_ok());
   std::ifstream in(path);
   std::string line;
   std::vector<Json> lines;
@@ -166,12 +183,29 @@ TEST_CASE("the metrics file: one JSON line per step, doubles read back exactly",
     REQUIRE(j.has_value());
     lines.push_back(*j);
   }
-  REQUIRE(lines.size() == 2);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0]["event"].get<std::string>() == "step");
   CHECK(lines[0]["step"].get<int64_t>() == 3);
+  CHECK(lines[0]["predicted_step_time_s"].get<double>() == 0.01);
+  CHECK(lines[0]["peak_bytes_per_device"]["3"].get<int64_t>() == 123456);
+  CHECK(lines[0]["peak_bytes_per_device"].size() == 2);
+  CHECK(lines[2]["event"].get<std::string>() == "summary");
+  CHECK(lines[2]["first_loss"].get<double>() == 2.5);
+  CHECK(lines[2]["last_loss"].get<double>() == 2.0);
+  CHECK(lines[2]["median_step_time_s"].get<double>() == 0.25);
+  CHECK(lines[2]["total_time_s"].get<double>() == 0.875);
+  CHECK(lines[2]["peak_bytes_per_device"]["0"].get<int64_t>() == 100);
   CHECK(lines[0]["loss"].get<double>() == 0.1 + 0.2);
   CHECK(lines[0]["peak_bytes"].get<int64_t>() == 123456);
   CHECK(lines[0]["step_time_s"].get<double>() == 0.0125);
+  CHECK(lines[0]["lr"].get<double>() == 0.001);  // the float as given, not 0.0010000000474974513
   CHECK(lines[1]["loss"].is_null());
+  // Opened but never written (the run failed before its first step): the old file stays.
+  { std::ofstream(path) << "an older run\n"; }
+  { REQUIRE(MetricsLog::open(path).has_value()); }
+  std::ifstream again(path);
+  std::getline(again, line);
+  CHECK(line == "an older run");
   // A directory or a FIFO at the path is refused (opening a FIFO would block).
   CHECK_FALSE(MetricsLog::open(dir.string()).has_value());
   const std::string fifo = (dir / "fifo").string();

@@ -160,10 +160,6 @@ Expected<ForwardGraph> build_model(const ModelSpec& spec, const BuildOptions& op
                               "is for zoo models)",
                               dtype_name(dtype));
           }
-          if (c.batch_multiple > 1 && batch % c.batch_multiple != 0) {
-            return make_error(Errc::kInvalidArgument, "batch {} is not a multiple of {}", batch,
-                              c.batch_multiple);
-          }
           if (!c.build) return make_error(Errc::kInternal, "external model without a builder");
           return c.build(batch);
         }
@@ -177,9 +173,6 @@ int64_t min_micro_batch(const ModelSpec& spec) {
   if (const auto* m = std::get_if<MoeConfig>(&spec.config)) {
     if (m->seq_len <= 0 || m->group_size <= 0) return 1;
     return m->group_size / std::gcd(m->seq_len, m->group_size);
-  }
-  if (const auto* e = std::get_if<ExternalConfig>(&spec.config)) {
-    return std::max<int64_t>(1, e->batch_multiple);
   }
   return 1;
 }

@@ -22,7 +22,6 @@ struct ExternalConfig {
   /// The forward graph (float32) at a batch.
   std::function<Expected<ForwardGraph>(int64_t batch)> build;
   int64_t parameters = 0;         ///< exact parameter count
-  int64_t batch_multiple = 1;     ///< every buildable batch is a multiple of it
   int64_t tokens_per_sample = 1;  ///< sequence length of a token model, else 1
   /// How to build it again (JSON written and read by train/model_source.h), for the processes
   /// of a job that rebuild the model from its description.

@@ -423,14 +423,24 @@ Expected<Const> fold_slice(const Const& data, const std::vector<int64_t>& starts
     if (ax < 0 || ax >= r) return make_error(Errc::kInvalidArgument, "slice: axis out of range");
     const int64_t len = data.dims[size_t(ax)];
     const int64_t st = steps.empty() ? 1 : steps[k];
-    if (st <= 0) return make_error(Errc::kInvalidArgument, "slice: only positive steps fold");
-    int64_t s = starts[k] < 0 ? starts[k] + len : starts[k];
-    int64_t e = ends[k] < 0 ? ends[k] + len : ends[k];
-    s = std::clamp<int64_t>(s, 0, len);
-    e = std::clamp<int64_t>(e, 0, len);
+    if (st == 0) return make_error(Errc::kInvalidArgument, "slice: step 0");
+    // Ends such as -2^63 (PyTorch's "to the start") stay clear of overflow when len is added.
+    const auto wrap = [len](int64_t v) { return v < 0 ? std::max(v, -len - 1) + len : v; };
+    int64_t s = wrap(starts[k]);
+    int64_t e = wrap(ends[k]);
+    if (st > 0) {
+      s = std::clamp<int64_t>(s, 0, len);
+      e = std::clamp<int64_t>(e, 0, len);
+      out[size_t(ax)] = e > s ? (e - s + st - 1) / st : 0;
+    } else {
+      // ONNX: with a negative step the start is clamped to [0, len - 1], the end to [-1, len - 1]
+      // (-1: through element 0), and the elements run s, s + step, ... while above e.
+      s = std::clamp<int64_t>(s, 0, len - 1);
+      e = std::clamp<int64_t>(ends[k] < -len ? -1 : e, -1, len - 1);
+      out[size_t(ax)] = s > e ? (s - e - st - 1) / -st : 0;
+    }
     lo[size_t(ax)] = s;
     step[size_t(ax)] = st;
-    out[size_t(ax)] = e > s ? (e - s + st - 1) / st : 0;
   }
   MP_ASSIGN_OR_RETURN(const int64_t n, checked_numel(out));
   Const c = empty_like(out, data.integer, n);

@@ -322,6 +322,17 @@ Status Importer::import_pad(const Node& n) {
     return make_error(Errc::kInvalidArgument, "{} pads for a rank-{} input, expected {}",
                       pads.size(), rank, 2 * rank);
   }
+  // The padded tensor stays within the elements an input may have (counted in double: the
+  // product of padded dims can pass 2^63).
+  double padded = 1.0;
+  for (int64_t ax = 0; ax < rank; ++ax) {
+    padded *= static_cast<double>(sx[ax]) + static_cast<double>(pads[static_cast<size_t>(ax)]) +
+              static_cast<double>(pads[static_cast<size_t>(ax + rank)]);
+  }
+  if (padded > static_cast<double>(int64_t{1} << 40)) {
+    return make_error(Errc::kInvalidArgument,
+                      "the padded tensor has {:.3g} elements, more than 2^40", padded);
+  }
   for (int64_t ax = 0; ax < rank; ++ax) {
     const int64_t before = pads[static_cast<size_t>(ax)];
     const int64_t after = pads[static_cast<size_t>(ax + rank)];
