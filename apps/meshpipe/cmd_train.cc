@@ -69,6 +69,16 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
   so.seed = job.seed;
   so.lr = job.optimizer.lr;
   const bool is_lm = graph::models::is_language_model(job.model);
+  so.val_every = args.val_every;
+  so.val_batches = args.val_batches;
+  so.on_validation = [log = args.metrics_log](const train::ValidationReport& v) {
+    fmt::print("validation after step {}: loss {:.4f} ({} batches)\n", v.step, v.loss, v.batches);
+    std::fflush(stdout);
+    if (log == nullptr) return;
+    if (Status s = log->write_validation(v); !s.is_ok()) {
+      fmt::print(stderr, "warning: {}\n", printable(s.message()));
+    }
+  };
   so.on_step = [is_lm, log = args.metrics_log, lr = job.optimizer.lr,
                 warned = std::make_shared<bool>(false)](const train::StepReport& r) {
     fmt::print("{}\n", train::step_line(r, is_lm));

@@ -132,6 +132,16 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
                   "mixed order, the last --val-fraction kept for validation). B: the global "
                   "batch; every node of a multi-node job reads the same path")
       ->check(CLI::ExistingPath);
+  cmd->add_option("--val-every", args.val_every,
+                  "with a token file: after every N-th step and the last, the mean loss of the "
+                  "first --val-batches validation batches (the same ones each time), computed "
+                  "with nothing updated")
+      ->check(kPositiveInteger)
+      ->needs("--data");
+  cmd->add_option("--val-batches", args.val_batches,
+                  "validation batches per pass (global batches of the validation windows)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--val-fraction", args.val_fraction,
                   "with a token file: the share of its windows (the last ones) kept out of "
                   "training for validation")

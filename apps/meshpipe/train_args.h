@@ -44,6 +44,8 @@ struct TrainArgs {
   std::string data;           // --data DIR (.npy arrays) or FILE (tokens)
   double val_fraction = 0.1;  // --val-fraction: a token file's validation share
   std::string metrics;        // --metrics FILE
+  int64_t val_every = 0;      // --val-every N: validation passes
+  int64_t val_batches = 4;    // --val-batches K
   std::shared_ptr<train::MetricsLog> metrics_log;  // opened before anything runs
   std::string load;
   int64_t save_every = 0;

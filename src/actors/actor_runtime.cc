@@ -185,6 +185,11 @@ Expected<train::StepOutcome> ActorRunner::run_step(int64_t step) {
   return merge_step_reports("[" + *reply + "]");
 }
 
+Expected<double> ActorRunner::validate(int64_t index) {
+  MP_ASSIGN_OR_RETURN(const train::StepOutcome o, run_step(-index - 1));
+  return o.loss;
+}
+
 Status ActorRunner::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
   ActorRuntime::Impl& m = *rt_.impl_;
   if (!m.node) return make_error(Errc::kInvalidArgument, "no job was started");

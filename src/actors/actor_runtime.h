@@ -74,6 +74,8 @@ class ActorRuntime {
 class ActorRunner final : public train::StepRunner {
  public:
   Expected<train::StepOutcome> run_step(int64_t step) override;
+  /// Validation batch `index` through the node (a step message for step -index - 1).
+  Expected<double> validate(int64_t index) override;
   /// Every tile written by the node (save message), then the manifest (runtime/checkpoint.h).
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
   const JobSummary& summary() const { return summary_; }

@@ -182,6 +182,11 @@ Expected<train::StepOutcome> Coordinator::run_step(int64_t step) {
   return merge_step_reports(text);
 }
 
+Expected<double> Coordinator::validate(int64_t index) {
+  MP_ASSIGN_OR_RETURN(const train::StepOutcome o, run_step(-index - 1));
+  return o.loss;
+}
+
 Status Coordinator::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {
   // Every node writes its own tiles into the partial directory; the driver lists them all.
   return runtime::save_checkpoint_with(

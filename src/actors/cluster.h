@@ -119,6 +119,9 @@ class Coordinator final : public train::StepRunner {
   Status start(const ClusterJob& job);
   /// Runs step `step` (1-based) on every node.
   Expected<train::StepOutcome> run_step(int64_t step) override;
+  /// Validation batch `index` on every node (a step message for step -index - 1: each node
+  /// runs its share of the program with every update skipped).
+  Expected<double> validate(int64_t index) override;
   /// Saves a checkpoint of the job as it is now (after step `info.step`): every node writes the
   /// tiles of its devices into DIR's partial directory, which the driver creates and every node
   /// must see (a shared file system, or one machine); the driver then writes the manifest and

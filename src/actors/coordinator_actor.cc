@@ -324,8 +324,10 @@ coordinator_actor::behavior_type coordinator(coordinator_actor::pointer self,
           return refused(self, to_caf(make_error(Errc::kUnavailable, "{}", st->failed)));
         }
         auto rp = self->make_response_promise<std::string>();
-        fan_out(self, st, rp, st->step_timeout, fmt::format("step {}", step), kMaxReportBytes,
-                step_atom::value, step);
+        fan_out(
+            self, st, rp, st->step_timeout,
+            step < 0 ? fmt::format("validation batch {}", -step - 1) : fmt::format("step {}", step),
+            kMaxReportBytes, step_atom::value, step);
         return rp;
       },
       [self, st](save_atom, const std::string& partial, int64_t step) {

@@ -37,7 +37,9 @@ namespace {
 
 // `s` with the node's name and step as context (a node in this process has no name).
 Status in_step(const NodeState& st, int64_t step, const Status& s) {
-  return st.name.empty() ? s : s.with_context(fmt::format("{} step {}", st.name, step));
+  if (st.name.empty()) return s;
+  return s.with_context(step < 0 ? fmt::format("{} validation batch {}", st.name, -step - 1)
+                                 : fmt::format("{} step {}", st.name, step));
 }
 
 // Marks the node busy while a handler (or a step it started) runs.
@@ -99,10 +101,12 @@ Expected<std::string> save_tiles(NodeState& st, const std::string& partial) {
   return runtime::saved_tiles_to_json(*tiles);
 }
 
-// Runs step `step` on every mesh group and answers the node's report through `rp`.
+// Runs step `step` on every mesh group and answers the node's report through `rp`. A negative
+// step is validation batch -step - 1: the same program with every update skipped.
 void run_step(node_actor::pointer self, std::shared_ptr<NodeState> st, int64_t step,
               caf::typed_response_promise<std::string> rp) {
-  auto batches = st->job->micro_batches(step);
+  const bool validating = step < 0;
+  auto batches = validating ? st->job->validation_batches(-step - 1) : st->job->micro_batches(step);
   if (!batches.has_value()) {
     rp.deliver(to_caf(in_step(*st, step, batches.status())));
     return;
@@ -117,9 +121,11 @@ void run_step(node_actor::pointer self, std::shared_ptr<NodeState> st, int64_t s
     size_t pending = 0;
     DeviceResults results;
     std::optional<Status> failure;
+    bool validating = false;
     void finish() {
       if (--pending != 0) return;
       st->busy = false;
+      if (validating) st->job->run().set_evaluating(false);
       if (failure) {
         st->job->run().abort(failure->message());
         rp.deliver(to_caf(in_step(*st, step, *failure)));
@@ -143,7 +149,10 @@ void run_step(node_actor::pointer self, std::shared_ptr<NodeState> st, int64_t s
   g->step = step;
   g->t0 = std::chrono::steady_clock::now();
   g->pending = st->groups.size();
+  g->validating = validating;
   st->busy = true;
+  // Set before the groups are asked: their stage actors run the devices after these messages.
+  if (validating) st->job->run().set_evaluating(true);
   if (st->groups.empty()) {
     g->pending = 1;
     g->finish();

@@ -311,6 +311,13 @@ Status Executor::check_finite(const Op& op, std::span<const kernels::TensorView>
   return Status::ok();
 }
 
+Expected<StepStats> Executor::evaluate(const std::vector<std::pair<ValueId, HostTensor>>& inputs) {
+  evaluating_ = true;
+  Expected<StepStats> r = run(inputs);
+  evaluating_ = false;
+  return r;
+}
+
 Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTensor>>& inputs) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -359,8 +366,10 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   std::vector<Shape> shapes;
   StepStats stats;
   const float scale = scaler_ ? scaler_->scale() : 1.0f;
-  bool checked = false;  // loss scaling: the gradients' verdict is known
-  bool skip = false;
+  // Evaluating (validation): the loss only; every state update keeps its state and loss
+  // scaling's verdict and scale are left alone.
+  bool checked = evaluating_;  // loss scaling: the gradients' verdict is known
+  bool skip = evaluating_;
   for (int64_t i = 0; i < graph_.num_ops(); ++i) {
     const Op& op = graph_.ops()[static_cast<size_t>(i)];
     const bool update = op.phase == graph::OpPhase::kUpdate;
@@ -478,7 +487,7 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     }
   }
 
-  if (scaler_) {
+  if (scaler_ && !evaluating_) {
     if (!checked) {  // a graph without updates
       MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
       skip = !finite;

@@ -104,6 +104,9 @@ class Executor {
 
   /// Runs the graph once with the given data inputs (every kInput value must be given).
   Expected<StepStats> run(const std::vector<std::pair<ValueId, HostTensor>>& inputs);
+  /// Runs the graph once for its loss only (validation): every parameter, optimizer state and
+  /// step counter keeps its value, and loss scaling is left as it was.
+  Expected<StepStats> evaluate(const std::vector<std::pair<ValueId, HostTensor>>& inputs);
 
   /// Memory figures.
   MemoryReport memory() const;
@@ -153,6 +156,7 @@ class Executor {
   std::map<ValueId, ValueId> alias_source_of_;    // updated -> source
   std::map<graph::OpKind, double> profile_;
   std::optional<LossScaler> scaler_;
+  bool evaluating_ = false;  // evaluate(): the loss only, no state changes
   int64_t last_peak_ = 0;
   int64_t last_peak_values_ = 0;
 };

@@ -720,6 +720,20 @@ Expected<RunStepResult> InProcessRun::combine(
   return r;
 }
 
+void InProcessRun::set_evaluating(bool on) {
+  for (auto& in : impl_->interpreters) {
+    if (in) in->set_evaluating(on);
+  }
+}
+
+Expected<RunStepResult> InProcessRun::evaluate(
+    const std::vector<std::vector<HostTensor>>& micro_batches) {
+  set_evaluating(true);
+  Expected<RunStepResult> r = step(micro_batches);
+  set_evaluating(false);
+  return r;
+}
+
 Expected<RunStepResult> InProcessRun::step(
     const std::vector<std::vector<HostTensor>>& micro_batches) {
   const std::vector<int32_t> devs = devices();

@@ -123,6 +123,12 @@ class InProcessRun {
 
   /// Runs one step. `micro_batches[mb][k]` is data input k (Program::inputs) of micro-batch mb.
   Expected<RunStepResult> step(const std::vector<std::vector<HostTensor>>& micro_batches);
+  /// Runs one step for its loss only (validation): every device's parameters, optimizer states,
+  /// step counters and loss scale keep their values (DeviceInterpreter::set_evaluating).
+  Expected<RunStepResult> evaluate(const std::vector<std::vector<HostTensor>>& micro_batches);
+  /// Turns evaluation on or off for the steps that follow on every device of this process
+  /// (whoever runs them: step(), or run_device from stage actors).
+  void set_evaluating(bool on);
 
   /// Runs device `device`'s part of one step on the calling thread (a stage actor calls this
   /// on its own thread; step() runs every device this way). A failure aborts the run, so the

@@ -57,6 +57,10 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
   }
   OpAttrs scaled;  // loss scaling: the seed's and the optimizers' attributes
   const OpAttrs* attrs = scaling ? scaling->attrs_for(ins, l, scaled) : &l.op.attrs;
+  if (evaluating && ins.phase == Phase::kUpdate &&
+      (is_optimizer_update(l.op.kind) || l.op.kind == OpKind::kScale)) {
+    attrs = nullptr;  // validation: the state is kept
+  }
   std::vector<kernels::TensorView> in;
   for (size_t i = 0; i < ins.in.size(); ++i) {
     MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[i]));
@@ -455,7 +459,7 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links->transport == nullptr) {
     return make_error(Errc::kInternal, "device {} instruction {}: no transport", dp->device, i);
   }
-  if (scaling && !scaling->agreed() && ins.phase == Phase::kUpdate) {
+  if (scaling && !evaluating && !scaling->agreed() && ins.phase == Phase::kUpdate) {
     MP_RETURN_IF_ERROR(agree_on_overflow(result).with_context(
         fmt::format("device {} before instruction {} (loss-scale overflow check)", dp->device, i)));
   }
@@ -516,6 +520,8 @@ void DeviceInterpreter::Impl::instantiate(const Segment& seg) {
   }
 }
 
+void DeviceInterpreter::set_evaluating(bool on) { impl_->evaluating = on; }
+
 Expected<DeviceStepResult> DeviceInterpreter::run_step(
     const std::vector<std::vector<HostTensor>>& inputs, const DeviceLinks& links) {
   Impl& m = *impl_;
@@ -549,7 +555,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
                       program_->device, result.early_collectives, m.early.size());
   }
   m.result_now = nullptr;
-  if (m.scaling && !m.scaling->agreed()) {
+  if (m.scaling && !m.evaluating && !m.scaling->agreed()) {
     MP_RETURN_IF_ERROR(m.agree_on_overflow(result).with_context(fmt::format(
         "device {} at the end of the step (loss-scale overflow check)", program_->device)));
   }

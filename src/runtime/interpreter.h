@@ -142,6 +142,10 @@ class DeviceInterpreter {
   void abandon_side_work();
   const DeviceProgram& program() const { return *program_; }
 
+  /// While on, steps compute the loss (validation) and update nothing: the optimizer updates and
+  /// step counters keep their state, and loss scaling's overflow check and scale are skipped.
+  void set_evaluating(bool on);
+
   /// Runs one step. `inputs[mb][k]` is data input k (Program::inputs) of micro-batch mb, whole.
   Expected<DeviceStepResult> run_step(const std::vector<std::vector<HostTensor>>& inputs,
                                       const DeviceLinks& links);

@@ -115,6 +115,29 @@ Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job
       std::make_unique<runtime::SyntheticData>(std::move(d)));
 }
 
+Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(
+    const JobSpec& job, const graph::Graph& g, const std::vector<ValueId>& inputs) {
+  std::error_code ec;
+  if (job.data_path.empty() || std::filesystem::is_directory(job.data_path, ec) ||
+      job.val_fraction <= 0.0) {
+    return make_error(Errc::kInvalidArgument,
+                      "validation needs a token file (--data FILE) with a validation share "
+                      "(--val-fraction > 0)");
+  }
+  runtime::TokenDataOptions o;
+  o.val_fraction = job.val_fraction;
+  o.validation = true;
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::TokenData> t,
+                      runtime::TokenData::open(job.data_path, g, inputs, o));
+  return std::unique_ptr<runtime::BatchSource>(std::move(t));
+}
+
+Expected<double> StepRunner::validate(int64_t) {
+  return make_error(Errc::kUnavailable,
+                    "validation is not available with this runner (in-process runs only: one "
+                    "device, or a plan on this process's threads)");
+}
+
 std::string job_spec_to_json(const JobSpec& job) {
   Json j = Json::object();
   j["model"] = job.model.name;
@@ -335,6 +358,7 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
     }
   }
   MP_ASSIGN_OR_RETURN(job->data_, open_job_data(spec, job->whole_.graph, job->whole_.inputs));
+  job->partial_ = options.run.share != nullptr;
   return job;
 }
 
@@ -380,6 +404,23 @@ Expected<StepOutcome> LocalJob::run_step(int64_t step) {
   StepOutcome out = step_outcome(std::move(r));
   for (int32_t d : run_->devices()) out.peak_bytes[d] = r.peak_bytes[static_cast<size_t>(d)];
   return out;
+}
+
+Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::validation_batches(
+    int64_t index) {
+  if (!val_data_) {
+    MP_ASSIGN_OR_RETURN(val_data_, open_validation_data(spec_, whole_.graph, whole_.inputs));
+  }
+  val_data_->seek(index);
+  return runtime::split_micro_batches(whole_.graph, val_data_->next_batch(), inputs_,
+                                      micro_batches_);
+}
+
+Expected<double> LocalJob::validate(int64_t index) {
+  if (partial_) return StepRunner::validate(index);
+  MP_ASSIGN_OR_RETURN(auto mbs, validation_batches(index));
+  MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->evaluate(mbs));
+  return step_outcome(std::move(r)).loss;
 }
 
 Status LocalJob::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {

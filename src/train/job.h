@@ -66,6 +66,11 @@ struct JobSpec {
   Status validate() const;
 };
 
+/// The job's validation batches: the validation windows of a token file (job.val_fraction of
+/// them); an error naming why for other data (arrays and synthetic data have no split).
+Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(
+    const JobSpec& job, const graph::Graph& g, const std::vector<ValueId>& inputs);
+
 /// The job's batches for the data inputs `inputs` of `g` (the global-batch graph): the arrays
 /// of a job.data_path folder, the training windows of a job.data_path token file, else
 /// synthetic data from the seed.
@@ -134,8 +139,12 @@ class LocalJob final : public StepRunner {
 
   /// The micro-batches of step `step` (the data stream's batch step - 1, split).
   Expected<std::vector<std::vector<runtime::HostTensor>>> micro_batches(int64_t step);
+  /// The micro-batches of validation batch `index` (open_validation_data's batch `index`).
+  Expected<std::vector<std::vector<runtime::HostTensor>>> validation_batches(int64_t index);
   /// Step `step` on this process's devices, one thread each.
   Expected<StepOutcome> run_step(int64_t step) override;
+  /// Validation batch `index`, its loss with nothing updated (every device of the job is here).
+  Expected<double> validate(int64_t index) override;
   /// A checkpoint written by this process alone (every device of the job is here).
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
   /// This process's tiles of a checkpoint, written into `partial` (a job of several processes).
@@ -166,6 +175,8 @@ class LocalJob final : public StepRunner {
   graph::TrainingGraph graph_;  // one micro-batch
   graph::TrainingGraph whole_;  // the global batch (data)
   std::unique_ptr<runtime::BatchSource> data_;
+  std::unique_ptr<runtime::BatchSource> val_data_;  // opened at the first validation
+  bool partial_ = false;                            // runs one process's share of the devices
   std::vector<std::string> inputs_;
   int64_t micro_batches_ = 1;
   std::unique_ptr<runtime::InProcessRun> run_;

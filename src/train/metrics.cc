@@ -70,6 +70,12 @@ std::string per_device(const std::map<int32_t, int64_t>& peaks) {
 
 }  // namespace
 
+Status MetricsLog::write_validation(const ValidationReport& v) {
+  return write_line(
+      fmt::format("{{\"event\": \"validation\", \"step\": {}, \"loss\": {}, \"batches\": {}}}\n",
+                  v.step, num(v.loss), v.batches));
+}
+
 Status MetricsLog::write_summary(const SessionSummary& s) {
   std::vector<double> t = s.step_seconds;
   std::sort(t.begin(), t.end());

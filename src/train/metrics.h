@@ -23,6 +23,8 @@ class MetricsLog {
   ///  "skipped": false}: the loss and every number printed so that reading it back gives the
   /// same double (lr: the same float).
   Status write_step(const StepReport& r, float lr);
+  /// {"event": "validation", "step": 10, "loss": ..., "batches": 4}.
+  Status write_validation(const ValidationReport& v);
   /// {"event": "summary", "first_step", "last_step", "first_loss", "last_loss",
   ///  "total_time_s", "median_step_time_s", "predicted_step_time_s" (when set),
   ///  "peak_bytes_per_device": {...}, "skipped_steps"}: one line after the last step.

@@ -66,6 +66,12 @@ Status SessionOptions::validate() const {
   if (samples_per_step < 1 || tokens_per_step < 1) {
     return make_error(Errc::kInvalidArgument, "samples and tokens per step must be >= 1");
   }
+  if (val_every < 0 || (val_every > 0 && (val_batches < 1 || val_batches > (int64_t{1} << 20)))) {
+    return make_error(Errc::kInvalidArgument,
+                      "validation every {} steps over {} batches: need every >= 0 and 1 to 2^20 "
+                      "batches",
+                      val_every, val_batches);
+  }
   return Status::ok();
 }
 
@@ -129,6 +135,22 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       rep.loss_scale = r->loss_scale;
       rep.skipped = r->skipped;
       options.on_step(rep);
+    }
+    if (options.val_every > 0 && (step % options.val_every == 0 || step == last)) {
+      ValidationReport v;
+      v.step = step;
+      v.batches = options.val_batches;
+      double sum = 0.0;
+      for (int64_t k = 0; k < options.val_batches; ++k) {
+        Expected<double> l = runner.validate(k);
+        if (!l.has_value()) {
+          return l.status().with_context(fmt::format("validation after step {}", step));
+        }
+        sum += *l;
+      }
+      v.loss = sum / static_cast<double>(options.val_batches);
+      summary.validation.push_back(v);
+      if (options.on_validation) options.on_validation(v);
     }
     const bool due = step == last || (options.save_every > 0 && step % options.save_every == 0);
     const bool save = !options.save_dir.empty() && due;

@@ -31,6 +31,13 @@ struct StepReport {
   bool skipped = false;                     ///< the gradients overflowed: no update this step
 };
 
+/// A validation pass as reported to the user.
+struct ValidationReport {
+  int64_t step = 0;     ///< after this step
+  double loss = 0.0;    ///< mean over the batches
+  int64_t batches = 0;  ///< validation batches 0 .. batches - 1
+};
+
 /// Options of run_session.
 struct SessionOptions {
   int64_t first_step = 1;        ///< > 1 when resumed from a checkpoint (its step + 1)
@@ -43,6 +50,11 @@ struct SessionOptions {
   uint64_t seed = 0;             ///< recorded in checkpoints
   float lr = 0.0f;               ///< named in the error on a non-finite loss
   std::function<void(const StepReport&)> on_step;  ///< progress (every step)
+  /// N > 0: after every N-th step and after the last, the mean loss of validation batches
+  /// 0 .. val_batches - 1 (StepRunner::validate; the same batches every time).
+  int64_t val_every = 0;
+  int64_t val_batches = 4;
+  std::function<void(const ValidationReport&)> on_validation;
   /// Set (by a signal handler, another thread) to stop: checked before the first step and after
   /// every step. The step under way finishes, a checkpoint is saved (with save_dir), and the
   /// session returns kCancelled.
@@ -66,6 +78,7 @@ struct SessionSummary {
   /// the number of steps summed.
   std::map<std::string, double> breakdown;
   int64_t breakdown_steps = 0;
+  std::vector<ValidationReport> validation;  ///< every validation pass, in order
   /// f16 loss scaling: steps skipped on overflow, and the scale after the last step (0: off).
   int64_t skipped_steps = 0;
   float loss_scale = 0.0f;

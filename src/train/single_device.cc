@@ -56,6 +56,15 @@ Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(
   return job;
 }
 
+Expected<double> SingleDeviceJob::validate(int64_t index) {
+  if (!val_data_) {
+    MP_ASSIGN_OR_RETURN(val_data_, open_validation_data(spec_, graph_.graph, graph_.inputs));
+  }
+  val_data_->seek(index);
+  MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->evaluate(val_data_->next_batch()));
+  return st.loss;
+}
+
 Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);

@@ -59,6 +59,8 @@ class SingleDeviceJob final : public StepRunner {
                                                            const SingleDeviceOptions& options = {});
 
   Expected<StepOutcome> run_step(int64_t step) override;
+  /// Validation batch `index`: its loss, nothing updated.
+  Expected<double> validate(int64_t index) override;
   /// Writes every parameter and optimizer state as one whole tile of device 0; any planned run
   /// of the same model can resume from it.
   Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) override;
@@ -89,6 +91,7 @@ class SingleDeviceJob final : public StepRunner {
   graph::TrainingGraph graph_;
   std::unique_ptr<runtime::Executor> exec_;
   std::unique_ptr<runtime::BatchSource> data_;
+  std::unique_ptr<runtime::BatchSource> val_data_;  // opened at the first validation
 };
 
 }  // namespace meshpipe::train

@@ -44,6 +44,10 @@ class StepRunner {
   virtual Expected<StepOutcome> run_step(int64_t step) = 0;
   /// Saves the state after step `info.step` as a checkpoint in `dir` (runtime/checkpoint.h).
   virtual Status save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) = 0;
+  /// The loss of validation batch `index` (0-based) under the current parameters, changing no
+  /// state. The default: kUnavailable (runners without a validation split or the way to run
+  /// one).
+  virtual Expected<double> validate(int64_t index);
 };
 
 }  // namespace meshpipe::train

@@ -22,8 +22,9 @@
 namespace meshpipe::actors::internal {
 
 // ---- driver -> node: the same for a node in this process and one across the network ----
-using job_atom = caf::atom_constant<caf::atom("job")>;    ///< (job JSON) -> job info JSON
-using step_atom = caf::atom_constant<caf::atom("step")>;  ///< (step) -> step report JSON
+using job_atom = caf::atom_constant<caf::atom("job")>;  ///< (job JSON) -> job info JSON
+/// (step) -> step report JSON; a negative step -k - 1 is validation batch k (nothing updated)
+using step_atom = caf::atom_constant<caf::atom("step")>;
 using save_atom = caf::atom_constant<caf::atom("save")>;  ///< (partial dir, step) -> tiles JSON
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;  ///< (failed, reason)
 using abort_atom = caf::atom_constant<caf::atom("abort")>;        ///< (reason): stop the step

@@ -57,6 +57,7 @@ inline constexpr int kScratchWideOut = 4;
 // shared + mb * classes + class. Those live only while their micro-batch's tasks run, so they are
 // held in a map: what the interpreter keeps does not grow with the micro-batch count.
 struct DeviceInterpreter::Impl {
+  bool evaluating = false;  // set_evaluating: the loss only, every state kept
   const Program* program = nullptr;
   const DeviceProgram* dp = nullptr;
   const CompactCode* code = nullptr;
