@@ -79,12 +79,15 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
       fmt::print(stderr, "warning: {}\n", printable(s.message()));
     }
   };
-  so.on_step = [is_lm, log = args.metrics_log, lr = job.optimizer.lr,
+  so.on_step = [is_lm, log = args.metrics_log, lr = job.optimizer.lr, schedule = job.schedule,
                 warned = std::make_shared<bool>(false)](const train::StepReport& r) {
     fmt::print("{}\n", train::step_line(r, is_lm));
     std::fflush(stdout);
     if (log == nullptr) return;
-    if (Status s = log->write_step(r, lr); !s.is_ok() && !*warned) {
+    // The step's own rate: the schedule's factor times the base (as the kernels compute it).
+    const float step_lr =
+        schedule.constant() ? lr : lr * static_cast<float>(schedule.factor(r.step));
+    if (Status s = log->write_step(r, step_lr); !s.is_ok() && !*warned) {
       *warned = true;  // training goes on; the file stops where it failed
       fmt::print(stderr, "warning: {}\n", printable(s.message()));
     }
@@ -609,6 +612,9 @@ int run_train(const TrainArgs& args) {
   // replaced by the default).
   job.optimizer.lr = args.lr_given ? args.lr : default_lr(spec->family, *kind);
   job.optimizer.weight_decay = args.weight_decay;
+  job.schedule.warmup_steps = args.warmup_steps;
+  job.schedule.decay_steps = args.decay_steps;
+  job.schedule.min_ratio = args.min_lr_ratio;
   job.optimizer.momentum = args.momentum;
   // Checked before anything is planned or built (the batch limit, numbers that did not survive
   // their conversion to float).

@@ -35,6 +35,17 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
                   "learning rate (default: 3e-3 Adam for GPT/MoE/Wide-ResNet, 1e-3 "
                   "otherwise; 0.1 SGD, 0.05 for Wide-ResNet)")
       ->check(kFinitePositive);
+  cmd->add_option("--warmup-steps", args.warmup_steps,
+                  "learning-rate warm-up: step s of the first W trains with lr * s / W")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--decay-steps", args.decay_steps,
+                  "cosine decay of the learning rate from the end of the warm-up to step D, "
+                  "down to --min-lr-ratio of it (constant after D; 0: no decay)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--min-lr-ratio", args.min_lr_ratio,
+                  "the decayed learning rate's floor, as a share of --lr")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 1.0));
   cmd->add_option("--weight-decay", args.weight_decay, "weight decay (AdamW-style for Adam)")
       ->check(kFiniteNonNegative);
   cmd->add_option("--momentum", args.momentum, "SGD momentum")->check(finite_range(0.0, 0.999));

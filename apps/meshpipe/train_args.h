@@ -45,6 +45,9 @@ struct TrainArgs {
   double val_fraction = 0.1;  // --val-fraction: a token file's validation share
   std::string metrics;        // --metrics FILE
   int64_t val_every = 0;      // --val-every N: validation passes
+  int64_t warmup_steps = 0;   // --warmup-steps
+  int64_t decay_steps = 0;    // --decay-steps
+  double min_lr_ratio = 0.1;  // --min-lr-ratio
   int64_t val_batches = 4;    // --val-batches K
   std::shared_ptr<train::MetricsLog> metrics_log;  // opened before anything runs
   std::string load;

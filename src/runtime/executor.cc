@@ -392,6 +392,11 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       scaled.grad_scale = 1.0f / scale;
       attrs = &scaled;
     }
+    if (lr_scale_ != 1.0f && update && is_optimizer_update(op.kind)) {  // the schedule's factor
+      if (attrs != &scaled) scaled = op.attrs;
+      scaled.lr *= lr_scale_;
+      attrs = &scaled;
+    }
     const kernels::OpKernel* kernel = kernels::find_kernel(device, op.kind);
     if (kernel == nullptr) {
       return make_error(Errc::kUnavailable, "op '{}' ({}): no {} kernel", op.name,

@@ -107,6 +107,8 @@ class Executor {
   /// Runs the graph once for its loss only (validation): every parameter, optimizer state and
   /// step counter keeps its value, and loss scaling is left as it was.
   Expected<StepStats> evaluate(const std::vector<std::pair<ValueId, HostTensor>>& inputs);
+  /// The optimizer updates of the runs that follow use lr x `scale` (a schedule's factor).
+  void set_lr_scale(float scale) { lr_scale_ = scale; }
 
   /// Memory figures.
   MemoryReport memory() const;
@@ -157,6 +159,7 @@ class Executor {
   std::map<graph::OpKind, double> profile_;
   std::optional<LossScaler> scaler_;
   bool evaluating_ = false;  // evaluate(): the loss only, no state changes
+  float lr_scale_ = 1.0f;    // set_lr_scale
   int64_t last_peak_ = 0;
   int64_t last_peak_values_ = 0;
 };

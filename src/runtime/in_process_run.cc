@@ -726,6 +726,12 @@ void InProcessRun::set_evaluating(bool on) {
   }
 }
 
+void InProcessRun::set_lr_scale(float scale) {
+  for (auto& in : impl_->interpreters) {
+    if (in) in->set_lr_scale(scale);
+  }
+}
+
 Expected<RunStepResult> InProcessRun::evaluate(
     const std::vector<std::vector<HostTensor>>& micro_batches) {
   set_evaluating(true);

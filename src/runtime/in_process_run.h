@@ -129,6 +129,9 @@ class InProcessRun {
   /// Turns evaluation on or off for the steps that follow on every device of this process
   /// (whoever runs them: step(), or run_device from stage actors).
   void set_evaluating(bool on);
+  /// The optimizers' learning rate of the steps that follow, times `scale`, on every device of
+  /// this process (DeviceInterpreter::set_lr_scale).
+  void set_lr_scale(float scale);
 
   /// Runs device `device`'s part of one step on the calling thread (a stage actor calls this
   /// on its own thread; step() runs every device this way). A failure aborts the run, so the

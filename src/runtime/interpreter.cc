@@ -61,6 +61,12 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
       (is_optimizer_update(l.op.kind) || l.op.kind == OpKind::kScale)) {
     attrs = nullptr;  // validation: the state is kept
   }
+  if (lr_scale != 1.0f && attrs != nullptr && ins.phase == Phase::kUpdate &&
+      is_optimizer_update(l.op.kind)) {  // the learning-rate schedule's factor for this step
+    if (attrs != &scaled) scaled = *attrs;
+    scaled.lr *= lr_scale;
+    attrs = &scaled;
+  }
   std::vector<kernels::TensorView> in;
   for (size_t i = 0; i < ins.in.size(); ++i) {
     MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[i]));
@@ -521,6 +527,8 @@ void DeviceInterpreter::Impl::instantiate(const Segment& seg) {
 }
 
 void DeviceInterpreter::set_evaluating(bool on) { impl_->evaluating = on; }
+
+void DeviceInterpreter::set_lr_scale(float scale) { impl_->lr_scale = scale; }
 
 Expected<DeviceStepResult> DeviceInterpreter::run_step(
     const std::vector<std::vector<HostTensor>>& inputs, const DeviceLinks& links) {

@@ -145,6 +145,9 @@ class DeviceInterpreter {
   /// While on, steps compute the loss (validation) and update nothing: the optimizer updates and
   /// step counters keep their state, and loss scaling's overflow check and scale are skipped.
   void set_evaluating(bool on);
+  /// The optimizer updates of the steps that follow use lr x `scale` (a learning-rate
+  /// schedule's factor for the step).
+  void set_lr_scale(float scale);
 
   /// Runs one step. `inputs[mb][k]` is data input k (Program::inputs) of micro-batch mb, whole.
   Expected<DeviceStepResult> run_step(const std::vector<std::vector<HostTensor>>& inputs,

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "graph/models/zoo_training.h"
@@ -24,6 +25,27 @@ int64_t JobSpec::tokens_per_step() const {
   return batch() * graph::models::tokens_per_sample(model);
 }
 
+double LrSchedule::factor(int64_t step) const {
+  if (warmup_steps > 0 && step <= warmup_steps) {
+    return static_cast<double>(std::max<int64_t>(step, 1)) / static_cast<double>(warmup_steps);
+  }
+  if (decay_steps <= 0) return 1.0;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) /
+                                            static_cast<double>(decay_steps - warmup_steps));
+  return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + std::cos(M_PI * progress));
+}
+
+Status LrSchedule::validate() const {
+  if (warmup_steps < 0 || decay_steps < 0 || (decay_steps > 0 && decay_steps <= warmup_steps) ||
+      !(min_ratio >= 0.0 && min_ratio <= 1.0)) {
+    return make_error(Errc::kInvalidArgument,
+                      "learning-rate schedule: warm-up {} and decay {} steps (decay must end "
+                      "after the warm-up), minimum ratio {} (in [0, 1])",
+                      warmup_steps, decay_steps, min_ratio);
+  }
+  return Status::ok();
+}
+
 Status JobSpec::validate() const {
   if (global_batch < 0) {
     return make_error(Errc::kInvalidArgument, "the global batch must be >= 1, got {}",
@@ -40,6 +62,7 @@ Status JobSpec::validate() const {
                       dtype_name(precision));
   }
   MP_RETURN_IF_ERROR(loss_scale.validate());
+  MP_RETURN_IF_ERROR(schedule.validate());
   return optimizer.validate();
 }
 
@@ -150,6 +173,11 @@ std::string job_spec_to_json(const JobSpec& job) {
   j["check_finite"] = job.check_finite;
   if (!job.data_path.empty()) j["data"] = job.data_path;
   j["val_fraction"] = job.val_fraction;
+  if (!job.schedule.constant()) {
+    j["lr_schedule"] = {{"warmup_steps", job.schedule.warmup_steps},
+                        {"decay_steps", job.schedule.decay_steps},
+                        {"min_ratio", job.schedule.min_ratio}};
+  }
   j["precision"] = std::string(dtype_name(job.precision));
   j["loss_scale"] = {{"enabled", job.loss_scale.enabled},
                      {"initial", job.loss_scale.initial},
@@ -187,6 +215,14 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
   MP_RETURN_IF_ERROR(r.read_optional("data", &job.data_path));
   MP_RETURN_IF_ERROR(r.read_optional("val_fraction", &job.val_fraction));
+  if (const Json* ls = r.find_optional("lr_schedule"); ls != nullptr) {
+    if (!ls->is_object()) return r.error("lr_schedule", "must be an object");
+    JsonReader rs(*ls, "lr_schedule", subject);
+    MP_RETURN_IF_ERROR(rs.read("warmup_steps", &job.schedule.warmup_steps));
+    MP_RETURN_IF_ERROR(rs.read("decay_steps", &job.schedule.decay_steps));
+    MP_RETURN_IF_ERROR(rs.read("min_ratio", &job.schedule.min_ratio));
+    MP_RETURN_IF_ERROR(rs.check_no_unknown_fields());
+  }
   if (!(job.val_fraction >= 0.0 && job.val_fraction < 1.0)) {
     return r.error("val_fraction", "must be in [0, 1)");
   }
@@ -363,6 +399,8 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
 }
 
 Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::micro_batches(int64_t step) {
+  // The step's learning rate (every runner of this job asks for the step's batches first).
+  run_->set_lr_scale(static_cast<float>(spec_.schedule.factor(step)));
   if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);
   return runtime::split_micro_batches(whole_.graph, data_->next_batch(), inputs_, micro_batches_);

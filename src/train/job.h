@@ -38,11 +38,27 @@ inline constexpr int64_t kMaxGlobalBatch = planner::kMaxGlobalBatch;
 /// operands and results (a lower bound of any step's peak). `what` names the run in the error.
 Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::string_view what);
 
+/// A learning-rate schedule as GPT training uses it: linear warm-up over the first
+/// `warmup_steps` steps (step s: s / warmup), then cosine decay to `min_ratio` of the rate at
+/// `decay_steps` (constant after it); none of either: a constant rate. The factor of step s
+/// (1-based) multiplies the optimizer's lr; PyTorch's LambdaLR(lambda it: factor(it + 1)) with
+/// scheduler.step() after every optimizer step gives the same rates.
+struct LrSchedule {
+  int64_t warmup_steps = 0;
+  int64_t decay_steps = 0;  ///< 0: no decay
+  double min_ratio = 0.1;
+  double factor(int64_t step) const;
+  bool constant() const { return warmup_steps == 0 && decay_steps == 0; }
+  /// Errors: negative steps, decay_steps not above warmup_steps, min_ratio outside [0, 1].
+  Status validate() const;
+};
+
 /// What is trained.
 struct JobSpec {
   graph::models::ModelSpec model;
   int64_t global_batch = 0;  ///< samples per step; 0: the model's default batch
   graph::OptimizerConfig optimizer;
+  LrSchedule schedule;        ///< the optimizer's lr over the steps
   uint64_t seed = 1234;       ///< parameter initialisation and data
   bool check_finite = false;  ///< stop at the first op that writes NaN or Inf, naming it
   /// A folder of .npy arrays, one per data input (runtime/array_data.h), or a token file
@@ -137,7 +153,8 @@ class LocalJob final : public StepRunner {
   LocalJob(const LocalJob&) = delete;
   LocalJob& operator=(const LocalJob&) = delete;
 
-  /// The micro-batches of step `step` (the data stream's batch step - 1, split).
+  /// The micro-batches of step `step` (the data stream's batch step - 1, split); also sets the
+  /// step's learning-rate factor (JobSpec::schedule) on every device of this process.
   Expected<std::vector<std::vector<runtime::HostTensor>>> micro_batches(int64_t step);
   /// The micro-batches of validation batch `index` (open_validation_data's batch `index`).
   Expected<std::vector<std::vector<runtime::HostTensor>>> validation_batches(int64_t index);

@@ -68,6 +68,7 @@ Expected<double> SingleDeviceJob::validate(int64_t index) {
 Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);
+  exec_->set_lr_scale(static_cast<float>(spec_.schedule.factor(step)));
   MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->run(data_->next_batch()));
   StepOutcome out;
   out.loss = st.loss;

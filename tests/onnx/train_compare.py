@@ -127,8 +127,21 @@ def save(d, name, array):
     np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(array))
 
 
-def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind):
-    """Exports `model`, writes the data, trains STEPS steps; inputs/labels hold STEPS batches."""
+def lr_factor(step, warmup, decay, min_ratio):
+    """meshpipe's schedule (train/job.h LrSchedule), written from its description: linear
+    warm-up over `warmup` steps, cosine decay to min_ratio at step `decay`; step is 1-based."""
+    if warmup > 0 and step <= warmup:
+        return max(step, 1) / warmup
+    if decay <= 0:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (decay - warmup))
+    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
+
+
+def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind, schedule=None,
+        weight_decay=0.0):
+    """Exports `model`, writes the data, trains STEPS steps; inputs/labels hold STEPS batches.
+    schedule: (warmup, decay, min_ratio) for a LambdaLR; weight_decay: AdamW's (decoupled)."""
     names = [n for n, _ in inputs]
     example = tuple(t[:batch] for _, t in inputs)
     extra = {}
@@ -145,7 +158,10 @@ def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind):
         save(d, "labels", labels.numpy())
     params = list(model.parameters())
     opt = (torch.optim.SGD(params, lr=lr) if optimizer == "sgd"
-           else torch.optim.Adam(params, lr=lr))
+           else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay))
+    sched = None
+    if schedule is not None:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it + 1, *schedule))
     losses = []
     for step in range(STEPS):
         rows = slice(step * batch, (step + 1) * batch)
@@ -157,10 +173,16 @@ def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
     with open(os.path.join(out, name + ".losses"), "w") as f:
         f.write("".join(repr(v) + "\n" for v in losses))
-    print(name, batch, STEPS, optimizer, lr, loss_kind)
+    extra = f" --weight-decay {weight_decay}" if weight_decay else ""
+    if schedule is not None:
+        extra += (f" --warmup-steps {schedule[0]} --decay-steps {schedule[1]}"
+                  f" --min-lr-ratio {schedule[2]}")
+    print(name, batch, STEPS, optimizer, lr, loss_kind + extra)
 
 
 def main():
@@ -180,6 +202,10 @@ def main():
         seq[:, s] = torch.where(keep, succ[seq[:, s - 1]], torch.randint(0, 64, (n,)))
     run(out, "gpt", GPT(), [("idx", seq[:, :16].contiguous())], seq[:, 1:].contiguous(), 8,
         "adam", 3e-3, "cross-entropy")
+    # The same with GPT training's schedule: warm-up over 5 steps, cosine decay to 0.1 at step
+    # 16, and AdamW's decoupled weight decay.
+    run(out, "gpt_sched", GPT(), [("idx", seq[:, :16].contiguous())], seq[:, 1:].contiguous(), 8,
+        "adam", 3e-3, "cross-entropy", schedule=(5, 16, 0.1), weight_decay=0.1)
     # ResNet: a fixed pattern per class plus noise.
     cls = torch.randint(0, 10, (n,))
     images = torch.randn(10, 3, 16, 16)[cls] + torch.randn(n, 3, 16, 16)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PyTorch models through ONNX, trained by meshpipe: train_compare.py defines an MLP (its loss in
-# the model), a nanoGPT and a small ResNet, exports them, writes fixed data as .npy arrays and
+# the model), a nanoGPT (also with a warm-up + cosine lr schedule and AdamW decay, PyTorch's
+# LambdaLR) and a small ResNet, exports them, writes fixed data as .npy arrays and
 # trains each for 20 steps in PyTorch. meshpipe trains the same files on the same data, on one
 # device and by a plan over 4 CPU devices, and every step's loss must agree with PyTorch's within
 # 1e-4 relative (the ResNet's plan keeps one micro-batch: batch norm's statistics are per
@@ -37,9 +38,10 @@ print(f"ok {sys.argv[3]}: 20 losses within {worst:.2e} of PyTorch's "
       f"({ref[0]:.4f} -> {ref[-1]:.4f})")
 PY
 }
-while read -r name batch steps optimizer lr loss; do
+while read -r name batch steps optimizer lr loss extra; do
+  # shellcheck disable=SC2206
   common=(--model-file "$dir/$name.onnx" --loss "$loss" --data "$dir/$name" --batch "$batch"
-          --steps "$steps" --optimizer "$optimizer" --lr "$lr")
+          --steps "$steps" --optimizer "$optimizer" --lr "$lr" $extra)
   if "$meshpipe" train "${common[@]}" --metrics "$dir/$name.one" > "$dir/$name.one.log" 2>&1; then
     compare "$name" "$dir/$name.one" "$name, one device"
   else
@@ -55,7 +57,7 @@ while read -r name batch steps optimizer lr loss; do
     echo "FAIL $name 4 devices:"; tail -5 "$dir/$name.four.log"; fail=1
   fi
 done < "$dir/models.txt"
-[ "$(wc -l < "$dir/models.txt")" = 3 ] || { echo "FAIL: expected 3 models"; fail=1; }
+[ "$(wc -l < "$dir/models.txt")" = 4 ] || { echo "FAIL: expected 4 models"; fail=1; }
 
 # A plan file for the imported GPT: simulated and trained from, and refused for another model.
 gpt=(--model-file "$dir/gpt.onnx" --loss cross-entropy)
@@ -86,14 +88,16 @@ else
   echo "FAIL: train --plan:"; tail -3 "$dir/gpt.plan.log"; fail=1
 fi
 
-# Two node processes of 2 devices each on loopback (scripts/launch-local.sh): every node reads
-# the file and the data itself; the losses must still be PyTorch's.
+# Two node processes of 2 devices each on loopback (scripts/launch-local.sh), the GPT with the
+# warm-up and cosine schedule and AdamW's decay: every node reads the file and the data itself
+# and sets each step's rate; the losses must still be PyTorch's.
 bin_dir=$(cd "$(dirname "$meshpipe")" && pwd)
 if MESHPIPE_BIN="$bin_dir" MESHPIPE_LOG_DIR="$dir/nodes" timeout 300 \
-     "$(dirname "$0")/../../scripts/launch-local.sh" 2 2 -- "${gpt[@]}" --data "$dir/gpt" \
-     --batch 8 --steps 20 --optimizer adam --lr 0.003 --metrics "$dir/gpt.nodes" \
-     > "$dir/nodes.log" 2>&1; then
-  compare gpt "$dir/gpt.nodes" "gpt, 2 node processes x 2 devices"
+     "$(dirname "$0")/../../scripts/launch-local.sh" 2 2 -- --model-file "$dir/gpt_sched.onnx" \
+     --loss cross-entropy --data "$dir/gpt_sched" --batch 8 --steps 20 --optimizer adam \
+     --lr 0.003 --weight-decay 0.1 --warmup-steps 5 --decay-steps 16 --min-lr-ratio 0.1 \
+     --metrics "$dir/gpt.nodes" > "$dir/nodes.log" 2>&1; then
+  compare gpt_sched "$dir/gpt.nodes" "gpt with the lr schedule, 2 node processes x 2 devices"
 else
   echo "FAIL: 2 nodes:"; tail -5 "$dir/nodes.log"; fail=1
 fi

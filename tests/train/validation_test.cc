@@ -2,6 +2,7 @@
 // validation pass changes nothing (the training losses after it are those of a run without
 // it, to the bit), repeats its value, equals on a 2 x 2 plan what one device computes, and runs
 // after every N-th step and the last; runners and data without a validation split say why.
+// The learning-rate schedule's factors by hand, its JSON and its errors.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -114,6 +115,40 @@ TEST_CASE("without a validation split, validation says what it needs", "[train]"
   CHECK(s.status().message().find("needs a token file") != std::string::npos);
   so.val_batches = 0;
   CHECK_FALSE(so.validate().is_ok());
+}
+
+}  // namespace
+}  // namespace meshpipe::train
+
+namespace meshpipe::train {
+namespace {
+
+TEST_CASE("the learning-rate schedule: warm-up, cosine decay, floor; its JSON and its errors",
+          "[train]") {
+  LrSchedule s;
+  CHECK(s.constant());
+  CHECK(s.factor(7) == 1.0);
+  s.warmup_steps = 4;
+  s.decay_steps = 12;
+  s.min_ratio = 0.2;
+  CHECK(s.factor(1) == 0.25);
+  CHECK(s.factor(4) == 1.0);
+  CHECK(s.factor(8) == Approx(0.2 + 0.8 * 0.5));  // half way: cos(pi / 2) = 0
+  CHECK(s.factor(12) == Approx(0.2));
+  CHECK(s.factor(100) == Approx(0.2));
+  CHECK(s.validate().is_ok());
+  JobSpec job = tiny_job();
+  job.schedule = s;
+  auto back = job_spec_from_json(job_spec_to_json(job));
+  REQUIRE(back.has_value());
+  CHECK(back->schedule.warmup_steps == 4);
+  CHECK(back->schedule.decay_steps == 12);
+  CHECK(back->schedule.min_ratio == 0.2);
+  s.decay_steps = 4;  // must end after the warm-up
+  CHECK_FALSE(s.validate().is_ok());
+  s.decay_steps = 12;
+  s.min_ratio = 1.5;
+  CHECK_FALSE(s.validate().is_ok());
 }
 
 }  // namespace

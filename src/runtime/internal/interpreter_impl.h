@@ -58,6 +58,7 @@ inline constexpr int kScratchWideOut = 4;
 // held in a map: what the interpreter keeps does not grow with the micro-batch count.
 struct DeviceInterpreter::Impl {
   bool evaluating = false;  // set_evaluating: the loss only, every state kept
+  float lr_scale = 1.0f;    // set_lr_scale: the optimizers' lr is multiplied by it
   const Program* program = nullptr;
   const DeviceProgram* dp = nullptr;
   const CompactCode* code = nullptr;
