@@ -147,6 +147,9 @@ int main(int argc, char** argv) {
                  "it with --write-secret FILE");
   app.add_option("train-options", train_args, "with --driver: `meshpipe train` options, after --");
   CLI11_PARSE(app, argc, argv);
+  // A coordinator given by hand means no launcher (unless one is named): a shell inside a
+  // Slurm allocation has SLURM_* set without being started by srun for this job.
+  if (!options.coordinator.empty() && app.count("--launcher") == 0) launcher = "none";
   auto env = meshpipe::actors::read_launch_env(
       launcher, [](const char* name) -> const char* { return std::getenv(name); });
   if (!env.has_value()) {
@@ -164,7 +167,7 @@ int main(int argc, char** argv) {
     }
     // This machine's address towards rank 0: where its collectives listen for the others.
     if (app.count("--bind") == 0) {
-      auto local = meshpipe::actors::local_address_towards(e.master_addr, e.port);
+      auto local = meshpipe::actors::launch_bind_address(e);
       if (!local.has_value()) {
         fmt::print(stderr, "meshpipe-node: error: {} (give --bind)\n", local.status().message());
         return 2;
@@ -184,9 +187,11 @@ int main(int argc, char** argv) {
           return 2;
         }
       }
-      train_args.insert(train_args.end(),
-                        {"--listen", std::to_string(e.port), "--nodes",
-                         std::to_string(e.world_size), "--listen-address", options.bind});
+      // The gate listens on every interface (the default of --listen-address; only a node that
+      // proves the secret gets through), so the other machines reach it whatever MASTER_ADDR
+      // resolves to on this one.
+      train_args.insert(train_args.end(), {"--listen", std::to_string(e.port), "--nodes",
+                                           std::to_string(e.world_size)});
       return exec_driver(options, memory_gib, secret_file, train_args);
     }
     // Every other rank (and every rank when the driver runs on its own) joins rank 0.

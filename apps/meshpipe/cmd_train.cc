@@ -621,6 +621,15 @@ int run_train(const TrainArgs& args) {
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   auto device = choose_device(args, job);
   if (!device.has_value()) return fail(device.status());
+  if (args.val_every > 0) {
+    std::error_code ec;
+    if (job.data_path.empty() || std::filesystem::is_directory(job.data_path, ec) ||
+        job.val_fraction <= 0.0) {
+      return fail(make_error(Errc::kInvalidArgument,
+                             "--val-every needs a token file (--data FILE) and a validation "
+                             "share (--val-fraction > 0)"));
+    }
+  }
   if (args.listen >= 0) return run_listen(args, job, *device);
   if (args.collectives == "nccl" && *device != kernels::Device::kCuda) {
     return fail(make_error(Errc::kInvalidArgument,
@@ -661,7 +670,7 @@ int apply_launcher(TrainArgs& args) {
                            args.launcher));
   }
   const actors::LaunchEnv& e = **env;
-  auto local = actors::local_address_towards(e.master_addr, e.port);
+  auto local = actors::launch_bind_address(e);
   if (!local.has_value()) return fail(local.status());
   const int32_t devices = args.local_devices > 0 ? args.local_devices : 1;
   fmt::print(stderr, "meshpipe: {} rank {} of {}, coordinator {}:{}\n", e.launcher, e.rank,
@@ -669,7 +678,6 @@ int apply_launcher(TrainArgs& args) {
   if (e.rank == 0) {
     args.listen = e.port;
     args.nodes = static_cast<int32_t>(e.world_size);
-    args.listen_address = *local;
     args.local_devices = devices;
     args.local_bind = *local;
     return -1;
@@ -681,17 +689,20 @@ int apply_launcher(TrainArgs& args) {
     return fail(make_error(Errc::kNotFound, "--launcher: rank {} needs meshpipe-node at {}", e.rank,
                            node.string()));
   }
-  std::vector<std::string> argv_s = {"meshpipe-node",
-                                     "--launcher",
-                                     "none",
-                                     "--coordinator",
-                                     fmt::format("{}:{}", e.master_addr, e.port),
-                                     "--devices",
-                                     std::to_string(devices),
-                                     "--memory-gib",
-                                     fmt::format("{}", args.local_memory_gib),
-                                     "--bind",
-                                     *local};
+  std::vector<std::string> argv_s = {
+      "meshpipe-node",
+      "--launcher",
+      "none",
+      "--coordinator",
+      fmt::format("{}:{}", e.master_addr, e.port),
+      "--devices",
+      std::to_string(devices),
+      "--memory-gib",
+      fmt::format("{}", args.local_memory_gib),
+      "--bind",
+      *local,
+      "--connect-timeout-ms",
+      std::to_string(std::min<int64_t>(args.join_timeout_ms, 3600000))};
   if (!args.secret_file.empty()) {
     argv_s.push_back("--secret-file");
     argv_s.push_back(args.secret_file);

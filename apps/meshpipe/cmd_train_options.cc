@@ -45,7 +45,8 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
   cmd->add_option("--min-lr-ratio", args.min_lr_ratio,
                   "the decayed learning rate's floor, as a share of --lr")
       ->capture_default_str()
-      ->check(finite_range(0.0, 1.0));
+      ->check(finite_range(0.0, 1.0))
+      ->needs("--decay-steps");
   cmd->add_option("--weight-decay", args.weight_decay, "weight decay (AdamW-style for Adam)")
       ->check(kFiniteNonNegative);
   cmd->add_option("--momentum", args.momentum, "SGD momentum")->check(finite_range(0.0, 0.999));

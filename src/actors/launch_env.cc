@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -126,6 +128,27 @@ Expected<std::optional<LaunchEnv>> read_launch_env(const std::string& which, con
   MP_ASSIGN_OR_RETURN(const int64_t port, number(env, port_name, 1, 65535));
   e.port = static_cast<int>(port);
   return std::optional<LaunchEnv>(e);
+}
+
+Expected<std::string> launch_bind_address(const LaunchEnv& env) {
+  MP_ASSIGN_OR_RETURN(std::string local, local_address_towards(env.master_addr, env.port));
+  const bool loopback = local.rfind("127.", 0) == 0;
+  const bool asked_loopback =
+      env.master_addr == "localhost" || env.master_addr.rfind("127.", 0) == 0;
+  if (!loopback || asked_loopback || env.world_size <= 1) return local;
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return local;
+  std::string found;
+  for (ifaddrs* a = all; a != nullptr && found.empty(); a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    if ((a->ifa_flags & IFF_UP) == 0 || (a->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                sizeof(text));
+    found = text;
+  }
+  ::freeifaddrs(all);
+  return found.empty() ? local : found;
 }
 
 Expected<std::string> local_address_towards(const std::string& host, int port) {

@@ -38,6 +38,12 @@ Expected<std::optional<LaunchEnv>> read_launch_env(const std::string& which, con
 /// The first host of a Slurm host list: "gpu[07-09,12],cpu1" -> "gpu07" (zero padding kept).
 Expected<std::string> first_slurm_host(const std::string& nodelist);
 
+/// The address this process's collectives should listen on under a launcher: its address
+/// towards rank 0's host; when that is a loopback address although MASTER_ADDR is not one
+/// (rank 0's own host name mapped to 127.0.1.1 in /etc/hosts, as Debian does), the first
+/// non-loopback IPv4 address of an interface that is up. Errors name the host.
+Expected<std::string> launch_bind_address(const LaunchEnv& env);
+
 /// The address of this machine's interface that routes to `host` (no packet is sent: a UDP
 /// socket is connected and asked for its local address), e.g. the address a node's collectives
 /// should listen on for the others to reach it. Errors name the host.

@@ -30,6 +30,8 @@ class BatchSource {
   virtual ~BatchSource() = default;
   /// The next batch, then the one after.
   virtual std::vector<std::pair<ValueId, HostTensor>> next_batch() = 0;
+  /// next_batch, for sources that can fail while training (a file read as it goes).
+  virtual Expected<std::vector<std::pair<ValueId, HostTensor>>> read_next() { return next_batch(); }
   /// The index of the batch next_batch() returns next (resuming a run).
   virtual void seek(int64_t index) = 0;
 };

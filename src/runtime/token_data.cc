@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,16 +105,38 @@ Expected<TokenFileInfo> token_file_layout(const unsigned char* head, int64_t hea
   return info;
 }
 
-TokenData::~TokenData() {
-  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), map_bytes_);
-}
+TokenData::~TokenData() = default;
 
-int64_t TokenData::token(int64_t k) const {
-  const unsigned char* p = map_ + info_.header_bytes + k * info_.bytes_per_token;
-  if (info_.bytes_per_token == 2) return static_cast<int64_t>(p[0]) | (int64_t{p[1]} << 8);
-  uint32_t v = 0;
-  std::memcpy(&v, p, 4);
-  return v;
+Status TokenData::read_tokens(int64_t first, int64_t count, std::vector<int64_t>* out) const {
+  const int b = info_.bytes_per_token;
+  std::vector<unsigned char> raw(static_cast<size_t>(count * b));
+  const int64_t offset = info_.header_bytes + first * b;
+  size_t have = 0;
+  while (have < raw.size()) {
+    const ssize_t n = ::pread(fd_.get(), raw.data() + have, raw.size() - have,
+                              static_cast<off_t>(offset + static_cast<int64_t>(have)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return make_error(Errc::kIo,
+                        "token file '{}': cannot read tokens {}..{} ({}; was the file changed "
+                        "while training?)",
+                        printable(path_), first, first + count - 1,
+                        n < 0 ? std::strerror(errno) : "it ends before them");
+    }
+    have += static_cast<size_t>(n);
+  }
+  out->resize(static_cast<size_t>(count));
+  for (int64_t k = 0; k < count; ++k) {
+    const unsigned char* q = raw.data() + k * b;
+    if (b == 2) {
+      (*out)[static_cast<size_t>(k)] = static_cast<int64_t>(q[0]) | (int64_t{q[1]} << 8);
+    } else {
+      uint32_t v = 0;
+      std::memcpy(&v, q, 4);
+      (*out)[static_cast<size_t>(k)] = v;
+    }
+  }
+  return Status::ok();
 }
 
 Expected<std::unique_ptr<TokenData>> TokenData::open(const std::string& path, const graph::Graph& g,
@@ -127,6 +148,7 @@ Expected<std::unique_ptr<TokenData>> TokenData::open(const std::string& path, co
                       options.val_fraction);
   }
   std::unique_ptr<TokenData> d(new TokenData());
+  d->path_ = path;
   MP_ASSIGN_OR_RETURN(const auto roles, token_inputs(g, inputs));
   d->tokens_id_ = roles.first;
   d->labels_id_ = roles.second;
@@ -134,54 +156,77 @@ Expected<std::unique_ptr<TokenData>> TokenData::open(const std::string& path, co
   d->labels_shape_ = g.value(roles.second).shape;
   d->batch_ = d->tokens_shape_[0];
   d->seq_ = d->tokens_shape_[1];
-  // Opened without blocking (a FIFO has no writer) and only a regular file is mapped.
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  if (!fd.valid()) {
+  // Opened without blocking (a FIFO has no writer); only a regular file is read, with pread (a
+  // file cut short while training is then an error, not a SIGBUS as a mapping would give).
+  d->fd_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!d->fd_.valid()) {
     return make_error(errno == ENOENT ? Errc::kNotFound : Errc::kIo, "cannot read {}: {}", what(),
                       std::strerror(errno));
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(d->fd_.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return make_error(Errc::kInvalidArgument, "{} is not a regular file", what());
   }
   if (st.st_size == 0) return make_error(Errc::kInvalidArgument, "{} is empty", what());
-  void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
-  if (m == MAP_FAILED) {
-    return make_error(Errc::kIo, "cannot map {}: {}", what(), std::strerror(errno));
-  }
-  d->map_ = static_cast<const unsigned char*>(m);
-  d->map_bytes_ = static_cast<size_t>(st.st_size);
-  auto info =
-      token_file_layout(d->map_, std::min<int64_t>(st.st_size, kLlmcHeaderBytes), st.st_size);
+  unsigned char head[kLlmcHeaderBytes] = {};
+  const ssize_t got = ::pread(d->fd_.get(), head, sizeof(head), 0);
+  if (got < 0) return make_error(Errc::kIo, "cannot read {}: {}", what(), std::strerror(errno));
+  auto info = token_file_layout(head, got, st.st_size);
   if (!info.has_value()) return info.status().with_context(what());
   d->info_ = *info;
-  // Windows of T + 1 tokens at stride T; the split by windows.
-  const int64_t all = d->info_.tokens > d->seq_ ? (d->info_.tokens - 1) / d->seq_ : 0;
+  // Windows of T + 1 tokens at stride T. The training split takes the first windows from token
+  // 0; the validation windows start one token after the last training label, so the two
+  // splits share no token.
+  const int64_t t = d->seq_;
+  const int64_t all = d->info_.tokens > t ? (d->info_.tokens - 1) / t : 0;
   const auto val = static_cast<int64_t>(static_cast<double>(all) * options.val_fraction);
-  d->first_window_ = options.validation ? all - val : 0;
-  d->windows_ = options.validation ? val : all - val;
+  const int64_t train = all - val;
+  if (options.validation) {
+    d->first_token_ = train * t + 1;
+    const int64_t room = d->info_.tokens - 1 - d->first_token_;
+    d->windows_ = room >= t ? std::min(val, room / t) : 0;
+  } else {
+    d->first_token_ = 0;
+    d->windows_ = train;
+  }
   if (d->windows_ < 1) {
     return make_error(Errc::kInvalidArgument,
                       "{} has {} tokens: no {} window of {} tokens (sequence {} + 1){}", what(),
-                      d->info_.tokens, options.validation ? "validation" : "training", d->seq_ + 1,
-                      d->seq_, options.validation ? "; raise the validation share" : "");
+                      d->info_.tokens, options.validation ? "validation" : "training", t + 1, t,
+                      options.validation && all > 1 ? "; raise --val-fraction" : "");
   }
-  // Every token below what reads it (the embedding's rows, the loss's classes).
+  // Every token below what reads it (the embedding's rows, the loss's classes), read in chunks.
   const int64_t bound = std::min(index_bound(g, d->tokens_id_), index_bound(g, d->labels_id_));
-  for (int64_t k = 0; k < d->info_.tokens; ++k) {
-    if (d->token(k) >= bound) {
-      return make_error(Errc::kInvalidArgument,
-                        "{}: token {} is {}, outside the model's vocabulary [0, {})", what(), k,
-                        d->token(k), bound);
+  std::vector<int64_t> chunk;
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  for (int64_t k0 = 0; k0 < d->info_.tokens; k0 += kChunk) {
+    const int64_t n = std::min(kChunk, d->info_.tokens - k0);
+    MP_RETURN_IF_ERROR(d->read_tokens(k0, n, &chunk));
+    for (int64_t k = 0; k < n; ++k) {
+      if (chunk[static_cast<size_t>(k)] >= bound) {
+        return make_error(Errc::kInvalidArgument,
+                          "{}: token {} is {}, outside the model's vocabulary [0, {})", what(),
+                          k0 + k, chunk[static_cast<size_t>(k)], bound);
+      }
     }
   }
-  // The mixing bijection j -> (j * stride + shift) mod W needs gcd(stride, W) = 1.
-  int64_t stride = static_cast<int64_t>(0x9E3779B1u % static_cast<uint64_t>(d->windows_));
-  while (stride == 0 || std::gcd(stride, d->windows_) != 1) {
-    stride = (stride + 1) % d->windows_;
-    if (d->windows_ == 1) break;
+  // The mixing bijection j -> (j * stride + shift) mod W needs gcd(stride, W) = 1: the
+  // coprime stride nearest W / golden ratio (neighbouring samples land far apart).
+  const int64_t w = d->windows_;
+  const auto golden = static_cast<int64_t>(static_cast<double>(w) * 0.6180339887498949);
+  d->stride_ = 1;
+  for (int64_t k = 0; k <= w; ++k) {
+    const int64_t up = golden + k;
+    const int64_t down = golden - k;
+    if (up >= 1 && up < w && std::gcd(up, w) == 1) {
+      d->stride_ = up;
+      break;
+    }
+    if (down >= 1 && down < w && std::gcd(down, w) == 1) {
+      d->stride_ = down;
+      break;
+    }
   }
-  d->stride_ = std::max<int64_t>(stride, 1);
   return d;
 }
 
@@ -192,21 +237,28 @@ int64_t TokenData::window_of(int64_t j) const {
   return static_cast<int64_t>(mixed % windows_);
 }
 
-std::vector<std::pair<ValueId, HostTensor>> TokenData::next_batch() {
+Expected<std::vector<std::pair<ValueId, HostTensor>>> TokenData::read_next() {
   const int64_t index = next_index_++;
   HostTensor tok(tokens_shape_, DType::kI32);
   HostTensor lab(labels_shape_, DType::kI32);
+  std::vector<int64_t> window;
   for (int64_t r = 0; r < batch_; ++r) {
-    const int64_t first = (first_window_ + window_of(index * batch_ + r)) * seq_;
+    const int64_t first = first_token_ + window_of(index * batch_ + r) * seq_;
+    MP_RETURN_IF_ERROR(read_tokens(first, seq_ + 1, &window));
     for (int64_t s = 0; s < seq_; ++s) {
-      tok.i32()[r * seq_ + s] = static_cast<int32_t>(token(first + s));
-      lab.i32()[r * seq_ + s] = static_cast<int32_t>(token(first + s + 1));
+      tok.i32()[r * seq_ + s] = static_cast<int32_t>(window[static_cast<size_t>(s)]);
+      lab.i32()[r * seq_ + s] = static_cast<int32_t>(window[static_cast<size_t>(s + 1)]);
     }
   }
   std::vector<std::pair<ValueId, HostTensor>> out;
   out.emplace_back(tokens_id_, std::move(tok));
   out.emplace_back(labels_id_, std::move(lab));
   return out;
+}
+
+std::vector<std::pair<ValueId, HostTensor>> TokenData::next_batch() {
+  auto r = read_next();
+  return r.has_value() ? std::move(*r) : std::vector<std::pair<ValueId, HostTensor>>{};
 }
 
 }  // namespace meshpipe::runtime

@@ -1,10 +1,11 @@
 // Training data from a flat file of tokens (`meshpipe train --data FILE`), in the layouts
 // nanoGPT and llm.c write: raw little-endian uint16 tokens (nanoGPT's train.bin), or llm.c's
 // 1 KiB header (int32 magic 20240520, version 1: uint16 tokens, 2: uint32; the token count)
-// followed by the tokens. The file is memory-mapped read-only and scanned once at open (every
-// token below the model's vocabulary). It is cut into windows of T + 1 tokens at stride T
-// (window w: tokens wT .. wT + T); a sample's tokens are a window's first T, its labels the
-// next-token shift. The first windows train, the last `val_fraction` of them validate. Sample j
+// followed by the tokens. The file is read with pread (a file cut short while training is an
+// error, not a crash) and scanned once at open (every token below the model's vocabulary). It
+// is cut into windows of T + 1 tokens at stride T (window w: tokens wT .. wT + T); a sample's
+// tokens are a window's first T, its labels the next-token shift. The first windows train, the
+// last `val_fraction` of them validate (starting one token later: no token in both). Sample j
 // of the training stream (batch j / B, row j % B) is window order(j mod W) of W, where
 // order is a fixed bijection of [0, W) that mixes the file's order, shifted each epoch: so
 // batch i is the same in every process, for every plan and after a resume.
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/files.h"
 #include "graph/graph.h"
 #include "runtime/host_tensor.h"
 #include "runtime/synthetic_data.h"
@@ -54,6 +56,9 @@ class TokenData final : public BatchSource {
   TokenData(const TokenData&) = delete;
   TokenData& operator=(const TokenData&) = delete;
 
+  /// The next batch, or an error naming the file when it can no longer be read.
+  Expected<std::vector<std::pair<ValueId, HostTensor>>> read_next() override;
+  /// read_next's batch, or no tensors when it failed (use read_next).
   std::vector<std::pair<ValueId, HostTensor>> next_batch() override;
   void seek(int64_t index) override { next_index_ = index; }
 
@@ -65,18 +70,19 @@ class TokenData final : public BatchSource {
 
  private:
   TokenData() = default;
-  int64_t token(int64_t k) const;  // token k of the file
+  // Tokens first .. first + count - 1 of the file.
+  Status read_tokens(int64_t first, int64_t count, std::vector<int64_t>* out) const;
 
   TokenFileInfo info_;
-  const unsigned char* map_ = nullptr;
-  size_t map_bytes_ = 0;
+  std::string path_;
+  UniqueFd fd_;
   ValueId tokens_id_;
   ValueId labels_id_;
   Shape tokens_shape_;
   Shape labels_shape_;
   int64_t batch_ = 0;
   int64_t seq_ = 0;
-  int64_t first_window_ = 0;  // of the split
+  int64_t first_token_ = 0;  // of the split's window 0
   int64_t windows_ = 0;
   int64_t stride_ = 1;  // coprime with windows_
   int64_t next_index_ = 0;

@@ -403,7 +403,8 @@ Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::micro_batches(
   run_->set_lr_scale(static_cast<float>(spec_.schedule.factor(step)));
   if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);
-  return runtime::split_micro_batches(whole_.graph, data_->next_batch(), inputs_, micro_batches_);
+  MP_ASSIGN_OR_RETURN(auto batch, data_->read_next());
+  return runtime::split_micro_batches(whole_.graph, batch, inputs_, micro_batches_);
 }
 
 namespace {
@@ -450,8 +451,8 @@ Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::validation_bat
     MP_ASSIGN_OR_RETURN(val_data_, open_validation_data(spec_, whole_.graph, whole_.inputs));
   }
   val_data_->seek(index);
-  return runtime::split_micro_batches(whole_.graph, val_data_->next_batch(), inputs_,
-                                      micro_batches_);
+  MP_ASSIGN_OR_RETURN(auto batch, val_data_->read_next());
+  return runtime::split_micro_batches(whole_.graph, batch, inputs_, micro_batches_);
 }
 
 Expected<double> LocalJob::validate(int64_t index) {

@@ -144,6 +144,12 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       for (int64_t k = 0; k < options.val_batches; ++k) {
         Expected<double> l = runner.validate(k);
         if (!l.has_value()) {
+          // The training done so far is kept: a checkpoint first (with --save), then the error.
+          if (!options.save_dir.empty()) {
+            const Status saved =
+                runner.save_checkpoint(options.save_dir, info_after(options, step, &*r));
+            MP_RETURN_IF_ERROR(saved.with_context(fmt::format("saving after step {}", step)));
+          }
           return l.status().with_context(fmt::format("validation after step {}", step));
         }
         sum += *l;

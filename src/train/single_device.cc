@@ -61,7 +61,8 @@ Expected<double> SingleDeviceJob::validate(int64_t index) {
     MP_ASSIGN_OR_RETURN(val_data_, open_validation_data(spec_, graph_.graph, graph_.inputs));
   }
   val_data_->seek(index);
-  MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->evaluate(val_data_->next_batch()));
+  MP_ASSIGN_OR_RETURN(auto batch, val_data_->read_next());
+  MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->evaluate(batch));
   return st.loss;
 }
 
@@ -69,7 +70,8 @@ Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);
   exec_->set_lr_scale(static_cast<float>(spec_.schedule.factor(step)));
-  MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->run(data_->next_batch()));
+  MP_ASSIGN_OR_RETURN(auto batch, data_->read_next());
+  MP_ASSIGN_OR_RETURN(runtime::StepStats st, exec_->run(batch));
   StepOutcome out;
   out.loss = st.loss;
   out.losses = {st.loss};

@@ -96,7 +96,10 @@ expect_error "one process per machine" RANK=0 WORLD_SIZE=2 LOCAL_RANK=1 MASTER_A
 expect_error "export MASTER_PORT" RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 -- --driver
 expect_error "RANK 2 is not below WORLD_SIZE 2" RANK=2 WORLD_SIZE=2 MASTER_ADDR=h MASTER_PORT=1 --
 expect_error "drop --coordinator" RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 \
-  -- --coordinator 127.0.0.1:2
+  -- --launcher torchrun --coordinator 127.0.0.1:2
+# --coordinator by hand inside an allocation: the launcher's variables are ignored.
+expect_error "cannot reach the coordinator at 127.0.0.1:2" SLURM_PROCID=0 SLURM_NTASKS=1 \
+  -- --coordinator 127.0.0.1:2 --connect-timeout-ms 600
 expect_error "is given by the launcher" RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 \
   -- --driver -- --model gpt-tiny --listen 5
 expect_error "host list 'gpu\[' is malformed" SLURM_PROCID=0 SLURM_NTASKS=2 \
