@@ -109,10 +109,17 @@ TEST_CASE("without a validation split, validation says what it needs", "[train]"
   SessionOptions so;
   so.steps = 2;
   so.val_every = 1;
+  const fs::path ck = fs::temp_directory_path() / "meshpipe_validation_ck";
+  fs::remove_all(ck);
+  so.save_dir = ck.string();
+  so.model = job.model.name;
   auto s = run_session(**single, so);
   REQUIRE_FALSE(s.has_value());
   CHECK(s.status().message().find("validation after step 1") != std::string::npos);
   CHECK(s.status().message().find("needs a token file") != std::string::npos);
+  // The step that trained before the failed validation is kept in a checkpoint.
+  CHECK(fs::exists(ck / "manifest.json"));
+  so.save_dir.clear();
   so.val_batches = 0;
   CHECK_FALSE(so.validate().is_ok());
 }
