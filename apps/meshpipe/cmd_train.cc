@@ -66,6 +66,9 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
   so.save_dir = args.save;
   so.save_every = args.save_every;
   so.model = job.model.name;
+  // The data's identity goes into checkpoints (a failure to compute it surfaces when the data
+  // is opened).
+  if (auto id = train::data_identity(job.data_path); id.has_value()) so.data = *id;
   so.seed = job.seed;
   so.lr = job.optimizer.lr;
   const bool is_lm = graph::models::is_language_model(job.model);
@@ -628,6 +631,21 @@ int run_train(const TrainArgs& args) {
       return fail(make_error(Errc::kInvalidArgument,
                              "--val-every needs a token file (--data FILE) and a validation "
                              "share (--val-fraction > 0)"));
+    }
+  }
+  if (!args.load.empty()) {
+    // A resume continues the data stream it was trained on: the same data, or an error.
+    auto info = runtime::read_checkpoint_info(args.load);
+    if (!info.has_value()) return fail(info.status());
+    auto here = train::data_identity(job.data_path);
+    if (!here.has_value()) return fail(here.status());
+    if (!info->data.empty() && info->data != *here) {
+      return fail(make_error(
+          Errc::kInvalidArgument,
+          "checkpoint {} was trained on data '{}' ({} samples read); this run "
+          "{} (a resume continues the stream it started: give the same --data)",
+          args.load, printable(info->data), info->data_samples,
+          here->empty() ? "has no --data" : fmt::format("reads '{}'", printable(*here))));
     }
   }
   if (args.listen >= 0) return run_listen(args, job, *device);

@@ -42,6 +42,10 @@ struct CheckpointInfo {
   /// the finite steps since it last changed; 0: not recorded (loss scaling off).
   float loss_scale = 0.0f;
   int64_t loss_scale_good_steps = 0;
+  /// The training data (train::data_identity: its name, size and a checksum of its start; ""
+  /// for synthetic data) and the samples read from it so far (step x global batch).
+  std::string data = {};
+  int64_t data_samples = 0;
 };
 
 /// One tile of a checkpoint, as its manifest lists it.

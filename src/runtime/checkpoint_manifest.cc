@@ -154,6 +154,15 @@ Status read_header(JsonReader& r, CheckpointInfo* info) {
     return r.error("step", fmt::format("must be at most {}", kMaxCheckpointStep));
   }
   MP_RETURN_IF_ERROR(r.read("seed", &info->seed));
+  if (const Json* d = r.find_optional("data"); d != nullptr) {
+    if (!d->is_object()) return r.error("data", "must be an object");
+    JsonReader rd(*d, "data", "checkpoint field");
+    MP_RETURN_IF_ERROR(rd.read("source", &info->data));
+    MP_RETURN_IF_ERROR(rd.read("samples", &info->data_samples));
+    MP_RETURN_IF_ERROR(rd.check_no_unknown_fields());
+    if (info->data.size() > 4096) return rd.error("source", "is longer than 4096 bytes");
+    if (info->data_samples < 0) return rd.error("samples", "must not be negative");
+  }
   const Json* ls = r.find_optional("loss_scale");
   if (ls == nullptr) return Status::ok();
   if (!ls->is_object()) return r.error("loss_scale", "must be an object");
@@ -274,6 +283,7 @@ std::string manifest_text(const CheckpointInfo& info, const std::vector<SavedTil
   j["model"] = info.model;
   j["step"] = info.step;
   j["seed"] = info.seed;
+  if (!info.data.empty()) j["data"] = {{"source", info.data}, {"samples", info.data_samples}};
   if (info.loss_scale > 0.0f) {
     j["loss_scale"] = {{"scale", info.loss_scale}, {"good_steps", info.loss_scale_good_steps}};
   }

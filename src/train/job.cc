@@ -1,12 +1,18 @@
 // JobSpec, plan_job and LocalJob: a job's plan, and its lowered program on this process.
 #include "train/job.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 
+#include "core/files.h"
 #include "graph/models/zoo_training.h"
 #include "kernels/device.h"
 #include "planner/cost_model.h"
@@ -14,6 +20,7 @@
 #include "runtime/compact_program.h"
 #include "runtime/cost_models.h"
 #include "runtime/counted_plan.h"
+#include "runtime/crc32c.h"
 #include "runtime/lower.h"
 #include "runtime/program.h"
 #include "runtime/token_data.h"
@@ -136,6 +143,43 @@ Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job
                       runtime::SyntheticData::create(g, inputs, job.seed));
   return std::unique_ptr<runtime::BatchSource>(
       std::make_unique<runtime::SyntheticData>(std::move(d)));
+}
+
+Expected<std::string> data_identity(const std::string& path) {
+  if (path.empty()) return std::string();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::is_directory(p, ec)) {
+    std::vector<std::string> parts;
+    for (const fs::directory_entry& e : fs::directory_iterator(p, ec)) {
+      if (e.path().extension() != ".npy") continue;
+      parts.push_back(fmt::format("{}:{}", e.path().filename().string(), e.file_size(ec)));
+    }
+    std::sort(parts.begin(), parts.end());
+    return printable(fmt::format("arrays {} {}", p.filename().string(), fmt::join(parts, " ")))
+        .substr(0, 4000);
+  }
+  // The first MiB (without blocking on a FIFO; only a regular file is read).
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return make_error(Errc::kInvalidArgument, "data file '{}' is not a readable regular file",
+                      printable(path));
+  }
+  std::string head(static_cast<size_t>(std::min<int64_t>(st.st_size, int64_t{1} << 20)), '\0');
+  size_t have = 0;
+  while (have < head.size()) {
+    const ssize_t n =
+        ::pread(fd.get(), head.data() + have, head.size() - have, static_cast<off_t>(have));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+  }
+  head.resize(have);
+  return printable(fmt::format("tokens {} {} crc32c={:08x}", p.filename().string(),
+                               static_cast<int64_t>(st.st_size),
+                               runtime::crc32c(head.data(), head.size())));
 }
 
 Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(

@@ -82,6 +82,11 @@ struct JobSpec {
   Status validate() const;
 };
 
+/// What identifies a job's data in its checkpoints: "" for synthetic data; for a token file
+/// "tokens NAME BYTES crc32c=X" (X of its first MiB), for a folder "arrays NAME" and each .npy
+/// file's name and size. Errors name the path.
+Expected<std::string> data_identity(const std::string& path);
+
 /// The job's validation batches: the validation windows of a token file (job.val_fraction of
 /// them); an error naming why for other data (arrays and synthetic data have no split).
 Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(

@@ -23,6 +23,8 @@ bool stop_requested(const SessionOptions& o) {
 // The checkpoint header after `step`, with the loss scale's state the step left.
 runtime::CheckpointInfo info_after(const SessionOptions& o, int64_t step, const StepOutcome* last) {
   runtime::CheckpointInfo info{o.model, step, o.seed};
+  info.data = o.data;
+  info.data_samples = o.data.empty() ? 0 : step * o.samples_per_step;
   if (last != nullptr && last->loss_scale > 0.0f) {
     info.loss_scale = last->next_loss_scale;
     info.loss_scale_good_steps = last->good_steps;

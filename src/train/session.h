@@ -48,6 +48,7 @@ struct SessionOptions {
   int64_t save_every = 0;        ///< N > 0: also after every N-th step (needs save_dir)
   std::string model;             ///< recorded in checkpoints
   uint64_t seed = 0;             ///< recorded in checkpoints
+  std::string data;              ///< recorded in checkpoints (train::data_identity)
   float lr = 0.0f;               ///< named in the error on a non-finite loss
   std::function<void(const StepReport&)> on_step;  ///< progress (every step)
   /// N > 0: after every N-th step and after the last, the mean loss of validation batches

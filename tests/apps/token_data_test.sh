@@ -4,7 +4,8 @@
 # a run stopped after 3 steps and resumed from its checkpoint reads exactly the batches of an
 # uninterrupted one (the same losses to the last digit); a plan over 2 x 2 devices reads the
 # same batches as one device (the same losses within float rounding); validation passes every
-# 3 steps are reported and change nothing, and give one device's values on 2 x 2 devices
+# 3 steps are reported and change nothing, and give one device's values on 2 x 2 devices;
+# checkpoints record the data and the samples read, and a resume on other data is refused
 # (stage actors) and on two meshpipe-node processes; a model whose vocabulary is too small is
 # refused naming the token.
 # Usage: token_data_test.sh MESHPIPE SRC_DIR SCRATCH_DIR
@@ -81,6 +82,19 @@ if len(a) != 2 or len(b) != 2 or max(abs(x - y) / x for x, y in zip(a + la, b + 
     print(f"FAIL: 2 nodes: validation {b}, losses {lb}; one device {a}, {la}"); sys.exit(1)
 print(f"ok: 2 node processes train and validate as one device ({b[-1]:.4f})")
 PY
+# The checkpoint records its data and the samples read; a resume on other data is refused.
+if ! grep -q '"samples": 12' "$dir/ck/manifest.json" || ! grep -q '"source": "tokens readme.bin' \
+     "$dir/ck/manifest.json"; then
+  echo "FAIL: the checkpoint does not record its data:"; grep -o '"data"[^}]*}' "$dir/ck/manifest.json"
+  fail=1
+fi
+/usr/bin/python3 "$src/scripts/tokenize-bytes.py" "$dir/other.bin" "$src/docs/style.md" > /dev/null
+if out=$("$meshpipe" train --model gpt-cpu --batch 4 --data "$dir/other.bin" --steps 1 \
+           --load "$dir/ck" 2>&1) || ! echo "$out" | grep -q "was trained on data 'tokens readme.bin"; then
+  echo "FAIL: a resume on other data: $out"; fail=1
+else
+  echo "ok: $(echo "$out" | grep error | cut -c1-160)"
+fi
 if out=$("$meshpipe" train --model gpt-tiny --data "$dir/readme.bin" --steps 1 2>&1) ||
    ! echo "$out" | grep -q "outside the model's vocabulary \[0, 64)"; then
   echo "FAIL: gpt-tiny (vocabulary 64) on bytes: $out"; fail=1
