@@ -721,15 +721,12 @@ Expected<RunStepResult> InProcessRun::combine(
 }
 
 void InProcessRun::set_evaluating(bool on) {
-  for (auto& in : impl_->interpreters) {
+  for (auto& in : impl_->interpreters)
     if (in) in->set_evaluating(on);
-  }
 }
-
 void InProcessRun::set_lr_scale(float scale) {
-  for (auto& in : impl_->interpreters) {
+  for (auto& in : impl_->interpreters)
     if (in) in->set_lr_scale(scale);
-  }
 }
 
 Expected<RunStepResult> InProcessRun::evaluate(
