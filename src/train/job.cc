@@ -215,7 +215,11 @@ std::string job_spec_to_json(const JobSpec& job) {
   j["global_batch"] = job.global_batch;
   j["seed"] = job.seed;
   j["check_finite"] = job.check_finite;
-  if (!job.data_path.empty()) j["data"] = job.data_path;
+  if (!job.data_path.empty()) {
+    j["data"] = job.data_path;
+    // What this process reads there, for the others to compare with theirs.
+    if (auto id = data_identity(job.data_path); id.has_value()) j["data_identity"] = *id;
+  }
   j["val_fraction"] = job.val_fraction;
   if (!job.schedule.constant()) {
     j["lr_schedule"] = {{"warmup_steps", job.schedule.warmup_steps},
@@ -258,6 +262,18 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
   MP_RETURN_IF_ERROR(r.read("seed", &job.seed));
   MP_RETURN_IF_ERROR(r.read("check_finite", &job.check_finite));
   MP_RETURN_IF_ERROR(r.read_optional("data", &job.data_path));
+  if (const Json* id = r.find_optional("data_identity"); id != nullptr) {
+    // Every process must read the same data: the same name, size and first MiB (token file),
+    // or the same .npy names and sizes (folder).
+    if (!id->is_string()) return r.error("data_identity", "must be a string");
+    MP_ASSIGN_OR_RETURN(const std::string here, data_identity(job.data_path));
+    if (here != id->get<std::string>()) {
+      return r.error(
+          "data_identity",
+          fmt::format("the data at {} here is '{}', the driver's is '{}'", printable(job.data_path),
+                      printable(here), printable(id->get<std::string>())));
+    }
+  }
   MP_RETURN_IF_ERROR(r.read_optional("val_fraction", &job.val_fraction));
   if (const Json* ls = r.find_optional("lr_schedule"); ls != nullptr) {
     if (!ls->is_object()) return r.error("lr_schedule", "must be an object");

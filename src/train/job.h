@@ -101,7 +101,8 @@ Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job
 
 /// The job as JSON text, for the processes of a multi-process job (no tensor data):
 ///   {"model": "gpt-tiny", "global_batch": 8, "seed": 1234, "check_finite": false,
-///    "precision": "f16", "data": "/data/set" (when given), "loss_scale": {"enabled": true,
+///    "precision": "f16", "data": "/data/set", "data_identity": "tokens ..." (when given: a
+///    process reading other data there refuses the job), "loss_scale": {"enabled": true,
 ///    "initial": 65536, "interval": 2000}, "optimizer": {"kind": "adam", "lr": 0.003, "momentum":
 ///    0, "beta1": 0.9, ...}}
 std::string job_spec_to_json(const JobSpec& job);

@@ -151,6 +151,19 @@ TEST_CASE("the learning-rate schedule: warm-up, cosine decay, floor; its JSON an
   CHECK(back->schedule.warmup_steps == 4);
   CHECK(back->schedule.decay_steps == 12);
   CHECK(back->schedule.min_ratio == 0.2);
+  // Other processes compare the data they read with the driver's.
+  const std::string text = job_spec_to_json(job);
+  CHECK(text.find("\"data_identity\":\"tokens meshpipe_validation_tokens.bin 8000") !=
+        std::string::npos);
+  CHECK(job_spec_from_json(text).has_value());
+  {
+    std::ofstream f(job.data_path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(10);
+    f.put('\x3f');  // the same size, another token
+  }
+  auto other = job_spec_from_json(text);
+  REQUIRE_FALSE(other.has_value());
+  CHECK(other.status().message().find("the driver's is 'tokens") != std::string::npos);
   s.decay_steps = 4;  // must end after the warm-up
   CHECK_FALSE(s.validate().is_ok());
   s.decay_steps = 12;
