@@ -12,6 +12,7 @@
 #include "meshpipe/commands.h"
 #include "meshpipe/plan_common.h"
 #include "onnx/importer.h"
+#include "train/model_source.h"
 
 namespace meshpipe::cli {
 
@@ -84,12 +85,10 @@ void add_models_command(CLI::App& app, int& exit_code) {
       return;
     }
     if (!file->empty()) {
-      import->loss =
-          *loss == "cross-entropy" ? onnx::LossKind::kCrossEntropy : onnx::LossKind::kOutput;
+      import->loss = *train::parse_loss_kind(*loss);  // CLI::IsMember checked it
       auto m = onnx::import_file(*file, *import);
       if (!m.has_value()) {
-        fmt::print(stderr, "error: {}\n", printable(m.status().to_string()));
-        exit_code = 1;
+        exit_code = fail(m.status());
         return;
       }
       const onnx::ImportSummary& s = m->summary;

@@ -624,14 +624,10 @@ int run_train(const TrainArgs& args) {
   if (Status ok = job.validate(); !ok.is_ok()) return fail(ok);
   auto device = choose_device(args, job);
   if (!device.has_value()) return fail(device.status());
-  if (args.val_every > 0) {
-    std::error_code ec;
-    if (job.data_path.empty() || std::filesystem::is_directory(job.data_path, ec) ||
-        job.val_fraction <= 0.0) {
-      return fail(make_error(Errc::kInvalidArgument,
-                             "--val-every needs a token file (--data FILE) and a validation "
-                             "share (--val-fraction > 0)"));
-    }
+  if (args.val_every > 0 && !train::has_validation_split(job)) {
+    return fail(make_error(Errc::kInvalidArgument,
+                           "--val-every needs a token file (--data FILE) and a validation share "
+                           "(--val-fraction > 0)"));
   }
   if (!args.load.empty()) {
     // A resume continues the data stream it was trained on: the same data, or an error.

@@ -242,10 +242,12 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
     a.row_bytes = per_row * 4;  // f32 or i32 in memory
     a.rows = rows;
     a.batch = batch;
-    a.data.resize(static_cast<size_t>(rows * a.row_bytes));
-    const char* src = bytes->data() + header->data_offset;
+    // The values are moved to the front of the file's own buffer (each 4-byte write lands
+    // behind the bytes still to read), so an array costs its file's size once, not twice.
+    char* buf = bytes->data();
+    const char* src = buf + header->data_offset;
     if (want_float) {
-      std::memcpy(a.data.data(), src, a.data.size());
+      std::memmove(buf, src, static_cast<size_t>(rows * a.row_bytes));
     } else {
       // Integers: in [0, bound), bound = the rows of the embeddings and classes of the losses
       // reading them (an index outside would read past a table).
@@ -267,9 +269,11 @@ Expected<std::unique_ptr<ArrayData>> ArrayData::open(const std::string& dir, con
                             what(), i, i / per_row, x, bound, printable(v.name));
         }
         const auto y = static_cast<int32_t>(x);
-        std::memcpy(a.data.data() + i * 4, &y, 4);
+        std::memcpy(buf + i * 4, &y, 4);
       }
     }
+    bytes->resize(static_cast<size_t>(rows * a.row_bytes));
+    a.data = std::move(*bytes);
     d->arrays_.push_back(std::move(a));
   }
   return d;

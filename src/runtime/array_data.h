@@ -54,9 +54,9 @@ class ArrayData final : public BatchSource {
  private:
   struct Array {
     ValueId id;
-    Shape input_shape;       // [b, ...]
-    DType dtype;             // the input's
-    std::vector<char> data;  // rows x row_bytes, already in the input's dtype
+    Shape input_shape;  // [b, ...]
+    DType dtype;        // the input's
+    std::string data;   // rows x row_bytes, already in the input's dtype
     int64_t row_bytes = 0;
     int64_t rows = 0;   // N
     int64_t batch = 0;  // b: the input's leading dim (labels of flattened logits: B x T)

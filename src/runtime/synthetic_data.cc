@@ -21,11 +21,11 @@ int64_t index_bound(const graph::Graph& g, ValueId id) {
   // (reshapes, slices, transposes, concatenations, conversions, broadcasts) to the embeddings
   // and losses that read them as indices.
   int64_t bound = int64_t{1} << 31;
-  std::vector<ValueId> todo = {id};
+  std::vector<ValueId> frontier = {id};
   std::set<int32_t> seen = {id.value()};
-  while (!todo.empty()) {
-    const ValueId v = todo.back();
-    todo.pop_back();
+  while (!frontier.empty()) {
+    const ValueId v = frontier.back();
+    frontier.pop_back();
     for (const OpId u : g.users(v)) {
       const graph::Op& op = g.op(u);
       switch (op.kind) {
@@ -36,7 +36,7 @@ int64_t index_bound(const graph::Graph& g, ValueId id) {
         case graph::OpKind::kConvert:
         case graph::OpKind::kBroadcast:
           for (const ValueId o : op.outputs) {
-            if (seen.insert(o.value()).second) todo.push_back(o);
+            if (seen.insert(o.value()).second) frontier.push_back(o);
           }
           break;
         case graph::OpKind::kEmbedding:

@@ -123,18 +123,37 @@ Status check_fits_host_memory(const graph::Graph& g, int64_t devices, std::strin
                     format_bytes(Bytes(largest)), format_bytes(Bytes(available)));
 }
 
+namespace {
+
+bool is_token_file(const JobSpec& job) {
+  std::error_code ec;
+  return !job.data_path.empty() && !std::filesystem::is_directory(job.data_path, ec);
+}
+
+// The training or the validation windows of the job's token file.
+Expected<std::unique_ptr<runtime::BatchSource>> open_token_data(const JobSpec& job,
+                                                                const graph::Graph& g,
+                                                                const std::vector<ValueId>& inputs,
+                                                                bool validation) {
+  runtime::TokenDataOptions o;
+  o.val_fraction = job.val_fraction;
+  o.validation = validation;
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::TokenData> t,
+                      runtime::TokenData::open(job.data_path, g, inputs, o));
+  return std::unique_ptr<runtime::BatchSource>(std::move(t));
+}
+
+}  // namespace
+
+bool has_validation_split(const JobSpec& job) {
+  return is_token_file(job) && job.val_fraction > 0.0;
+}
+
 Expected<std::unique_ptr<runtime::BatchSource>> open_job_data(const JobSpec& job,
                                                               const graph::Graph& g,
                                                               const std::vector<ValueId>& inputs) {
   if (!job.data_path.empty()) {
-    std::error_code ec;
-    if (!std::filesystem::is_directory(job.data_path, ec)) {
-      runtime::TokenDataOptions o;
-      o.val_fraction = job.val_fraction;
-      MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::TokenData> t,
-                          runtime::TokenData::open(job.data_path, g, inputs, o));
-      return std::unique_ptr<runtime::BatchSource>(std::move(t));
-    }
+    if (is_token_file(job)) return open_token_data(job, g, inputs, /*validation=*/false);
     MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::ArrayData> a,
                         runtime::ArrayData::open(job.data_path, g, inputs));
     return std::unique_ptr<runtime::BatchSource>(std::move(a));
@@ -184,25 +203,16 @@ Expected<std::string> data_identity(const std::string& path) {
 
 Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(
     const JobSpec& job, const graph::Graph& g, const std::vector<ValueId>& inputs) {
-  std::error_code ec;
-  if (job.data_path.empty() || std::filesystem::is_directory(job.data_path, ec) ||
-      job.val_fraction <= 0.0) {
+  if (!has_validation_split(job)) {
     return make_error(Errc::kInvalidArgument,
                       "validation needs a token file (--data FILE) with a validation share "
                       "(--val-fraction > 0)");
   }
-  runtime::TokenDataOptions o;
-  o.val_fraction = job.val_fraction;
-  o.validation = true;
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<runtime::TokenData> t,
-                      runtime::TokenData::open(job.data_path, g, inputs, o));
-  return std::unique_ptr<runtime::BatchSource>(std::move(t));
+  return open_token_data(job, g, inputs, /*validation=*/true);
 }
 
 Expected<double> StepRunner::validate(int64_t) {
-  return make_error(Errc::kUnavailable,
-                    "validation is not available with this runner (in-process runs only: one "
-                    "device, or a plan on this process's threads)");
+  return make_error(Errc::kUnavailable, "this runner cannot run validation passes");
 }
 
 std::string job_spec_to_json(const JobSpec& job) {
@@ -459,9 +469,9 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
 }
 
 Expected<std::vector<std::vector<runtime::HostTensor>>> LocalJob::micro_batches(int64_t step) {
+  if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   // The step's learning rate (every runner of this job asks for the step's batches first).
   run_->set_lr_scale(static_cast<float>(spec_.schedule.factor(step)));
-  if (step < 1) return make_error(Errc::kInvalidArgument, "step {} is not positive", step);
   data_->seek(step - 1);
   MP_ASSIGN_OR_RETURN(auto batch, data_->read_next());
   return runtime::split_micro_batches(whole_.graph, batch, inputs_, micro_batches_);

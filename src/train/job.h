@@ -87,6 +87,9 @@ struct JobSpec {
 /// file's name and size. Errors name the path.
 Expected<std::string> data_identity(const std::string& path);
 
+/// Whether the job's data holds validation batches: a token file with val_fraction > 0.
+bool has_validation_split(const JobSpec& job);
+
 /// The job's validation batches: the validation windows of a token file (job.val_fraction of
 /// them); an error naming why for other data (arrays and synthetic data have no split).
 Expected<std::unique_ptr<runtime::BatchSource>> open_validation_data(
