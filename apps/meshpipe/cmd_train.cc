@@ -618,6 +618,7 @@ int run_train(const TrainArgs& args) {
   job.schedule.warmup_steps = args.warmup_steps;
   job.schedule.decay_steps = args.decay_steps;
   job.schedule.min_ratio = args.min_lr_ratio;
+  job.clip_grad_norm = args.clip_grad_norm;
   job.optimizer.momentum = args.momentum;
   // Checked before anything is planned or built (the batch limit, numbers that did not survive
   // their conversion to float).

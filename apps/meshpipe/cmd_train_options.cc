@@ -47,6 +47,11 @@ void add_train_options(CLI::App* cmd, TrainArgs& args) {
       ->capture_default_str()
       ->check(finite_range(0.0, 1.0))
       ->needs("--decay-steps");
+  cmd->add_option("--clip-grad-norm", args.clip_grad_norm,
+                  "clip the gradient to this global norm (as PyTorch's clip_grad_norm_, over "
+                  "the whole model however the plan shards it; 0: off; the metrics record "
+                  "each step's norm)")
+      ->check(kFiniteNonNegative);
   cmd->add_option("--weight-decay", args.weight_decay, "weight decay (AdamW-style for Adam)")
       ->check(kFiniteNonNegative);
   cmd->add_option("--momentum", args.momentum, "SGD momentum")->check(finite_range(0.0, 0.999));

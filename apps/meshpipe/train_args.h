@@ -48,6 +48,7 @@ struct TrainArgs {
   int64_t warmup_steps = 0;   // --warmup-steps
   int64_t decay_steps = 0;    // --decay-steps
   double min_lr_ratio = 0.1;  // --min-lr-ratio
+  double clip_grad_norm = 0;  // --clip-grad-norm
   int64_t val_batches = 4;    // --val-batches K
   std::shared_ptr<train::MetricsLog> metrics_log;  // opened before anything runs
   std::string load;

@@ -179,6 +179,45 @@ Expected<bool> all_finite(const KernelContext& ctx, std::span<const TensorView> 
 #endif
 }
 
+Expected<double> sum_of_squares(const KernelContext& ctx, std::span<const TensorView> views) {
+  if (ctx.device == Device::kCpu) {
+    double total = 0.0;
+    for (const TensorView& v : views) {
+      if (!is_floating(v.dtype) || v.data == nullptr) continue;
+      const int64_t n = v.numel();
+      double part = 0.0;
+      if (v.dtype == DType::kF32) {
+        const float* p = v.f32();
+        for (int64_t i = 0; i < n; ++i) part += static_cast<double>(p[i]) * p[i];
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          const double x = element_as_float(v.data, v.dtype, i);
+          part += x * x;
+        }
+      }
+      total += part;
+    }
+    return total;
+  }
+#if MP_KERNELS_HAVE_CUDA_COLUMN
+  if (ctx.gpu == nullptr) {
+    return make_error(Errc::kInternal, "sum_of_squares: a CUDA context without a GPU state");
+  }
+  static_cast<void>(ctx.gpu->make_current());  // a failure is recorded, returned below
+  const double total = ctx.gpu->error.empty()
+                           ? internal::cuda_sum_of_squares(*ctx.gpu, views.data(), views.size())
+                           : 0.0;
+  if (!ctx.gpu->error.empty()) {
+    std::string message;
+    message.swap(ctx.gpu->error);
+    return Status(Errc::kInternal, std::move(message));
+  }
+  return total;
+#else
+  return make_error(Errc::kUnavailable, "sum_of_squares: this build has no CUDA kernels");
+#endif
+}
+
 int64_t kernel_workspace_bytes(Device device, OpKind kind, std::span<const Shape> inputs,
                                const OpAttrs& attrs) {
   const OpKernel* k = find_kernel(device, kind);

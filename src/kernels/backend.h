@@ -42,6 +42,12 @@ Status run_kernel(Device device, OpKind kind, const KernelArgs& args);
 /// the GPU's stream).
 Expected<bool> all_finite(const KernelContext& ctx, std::span<const TensorView> views);
 
+/// The sum of the squares of every element of the floating views (others are skipped),
+/// accumulated in double in a fixed order (the same views give the same bits): the squared
+/// global norm of gradient clipping. On a GPU each view adds its per-block partial sums into
+/// fixed slots of the workspace, read back once and summed on the host (the call waits).
+Expected<double> sum_of_squares(const KernelContext& ctx, std::span<const TensorView> views);
+
 /// Scratch bytes `kind` needs on `device` for inputs of these shapes (0 without a kernel).
 int64_t kernel_workspace_bytes(Device device, OpKind kind, std::span<const Shape> inputs,
                                const OpAttrs& attrs);

@@ -13,7 +13,7 @@
 #include "graph/autodiff.h"
 #include "kernels/backend.h"
 #include "kernels/half.h"
-#include "runtime/internal/loss_scaling.h"
+#include "runtime/internal/update_agreement.h"
 
 namespace meshpipe::runtime {
 
@@ -55,6 +55,11 @@ Expected<std::unique_ptr<Executor>> Executor::create(const graph::Graph& g,
     }
   }
   MP_RETURN_IF_ERROR(options.loss_scale.validate());
+  if (!(options.clip_grad_norm >= 0.0f) || !std::isfinite(options.clip_grad_norm)) {
+    return make_error(Errc::kInvalidArgument,
+                      "the gradient clipping norm must be finite and non-negative, got {}",
+                      options.clip_grad_norm);
+  }
   std::unique_ptr<Executor> e(new Executor(g, std::move(options)));
   if (e->options_.loss_scale.enabled) e->scaler_.emplace(e->options_.loss_scale);
   switch (e->options_.device) {
@@ -368,18 +373,27 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   const float scale = scaler_ ? scaler_->scale() : 1.0f;
   // Evaluating (validation): the loss only; every state update keeps its state and loss
   // scaling's verdict and scale are left alone.
-  bool checked = evaluating_;  // loss scaling: the gradients' verdict is known
+  bool checked = evaluating_;  // loss scaling and clipping: the gradients' verdict is known
   bool skip = evaluating_;
+  const bool clipping = options_.clip_grad_norm > 0.0f;
+  float clip = 1.0f;  // clipping's factor of this step's gradients
   for (int64_t i = 0; i < graph_.num_ops(); ++i) {
     const Op& op = graph_.ops()[static_cast<size_t>(i)];
     const bool update = op.phase == graph::OpPhase::kUpdate;
-    if (scaler_ && update && !checked) {  // every gradient is computed by now
-      MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
+    if ((scaler_ || clipping) && update && !checked) {  // every gradient is computed by now
       checked = true;
-      skip = !finite;
-      MP_RETURN_IF_ERROR(scaler_->update(finite));
+      if (scaler_) {
+        MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
+        skip = !finite;
+        MP_RETURN_IF_ERROR(scaler_->update(finite));
+      }
+      if (clipping) {
+        MP_ASSIGN_OR_RETURN(const double squares, gradient_squares(ctx));
+        stats.grad_norm = std::sqrt(squares) / static_cast<double>(scale);
+        if (!skip) clip = internal::clip_factor(stats.grad_norm, options_.clip_grad_norm);
+      }
     }
-    OpAttrs scaled;  // loss scaling: the seed's and the optimizers' attributes
+    OpAttrs scaled;  // loss scaling and clipping: the seed's and the optimizers' attributes
     const OpAttrs* attrs = &op.attrs;
     const bool updates_state =
         update && (is_optimizer_update(op.kind) || op.kind == OpKind::kScale);
@@ -387,9 +401,9 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
       scaled = op.attrs;
       scaled.alpha *= scale;
       attrs = &scaled;
-    } else if (scaler_ && update && is_optimizer_update(op.kind)) {
+    } else if ((scaler_ || clipping) && update && is_optimizer_update(op.kind)) {
       scaled = op.attrs;
-      scaled.grad_scale = 1.0f / scale;
+      scaled.grad_scale = clip / scale;
       attrs = &scaled;
     }
     if (lr_scale_ != 1.0f && update && is_optimizer_update(op.kind)) {  // the schedule's factor
@@ -542,6 +556,19 @@ Expected<bool> Executor::gradients_finite(const kernels::KernelContext& ctx) con
     if (slot_[op.inputs[1].index()] >= 0) grads.push_back(view_of(op.inputs[1]));
   }
   return kernels::all_finite(ctx, grads);
+}
+
+Expected<double> Executor::gradient_squares(const kernels::KernelContext& ctx) const {
+  std::vector<kernels::TensorView> grads;
+  for (const Op& op : graph_.ops()) {
+    if (op.phase != graph::OpPhase::kUpdate || !is_optimizer_update(op.kind)) continue;
+    if (slot_[op.inputs[1].index()] < 0) {
+      return make_error(Errc::kInternal, "the gradient '{}' of the norm is not held",
+                        graph_.value(op.inputs[1]).name);
+    }
+    grads.push_back(view_of(op.inputs[1]));
+  }
+  return kernels::sum_of_squares(ctx, grads);
 }
 
 Status Executor::restore_loss_scale(float scale, int64_t good_steps) {

@@ -46,6 +46,10 @@ struct ExecutorOptions {
   /// g / scale, and a step whose parameter gradients hold an Inf or NaN (checked before the
   /// first update op) updates nothing.
   LossScaleOptions loss_scale;
+  /// Global-norm gradient clipping (0: off): before the first update op the norm of every
+  /// parameter gradient is taken and the optimizers read g * min(1, max / (norm + 1e-6)), as
+  /// PyTorch's clip_grad_norm_ leaves them (StepStats::grad_norm).
+  float clip_grad_norm = 0.0f;
 };
 
 /// What one step measured.
@@ -57,6 +61,7 @@ struct StepStats {
   bool skipped = false;          ///< the gradients overflowed: nothing was updated
   float next_loss_scale = 0.0f;  ///< the scale's state after the step
   int64_t good_steps = 0;
+  double grad_norm = -1.0;  ///< clipping: the gradients' global norm before clipping (-1: off)
 };
 
 /// Memory of an executor, as reported to users and compared with the planner's prediction.
@@ -139,6 +144,8 @@ class Executor {
   Status check_finite(const graph::Op& op, std::span<const kernels::TensorView> outputs) const;
   // Loss scaling: whether every parameter gradient of the step is finite.
   Expected<bool> gradients_finite(const kernels::KernelContext& ctx) const;
+  // The sum of squares of the same gradients (clipping's squared norm).
+  Expected<double> gradient_squares(const kernels::KernelContext& ctx) const;
 
   graph::Graph graph_;
   ExecutorOptions options_;

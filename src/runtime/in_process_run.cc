@@ -108,9 +108,8 @@ struct InProcessRun::Impl {
   int blas_before = 0;  // BLAS's thread count before this run changed it (restored after)
   ~Impl() {
     // A failed step may leave collectives on a side queue (a worker thread inside an in-process
-    // collective, or NCCL work on a GPU's communication stream) that use the side
-    // communicators, which go before the interpreters: stop the groups, then wait for that
-    // work while everything it uses still exists.
+    // collective, NCCL work on a GPU's communication stream) that use the side communicators,
+    // which go before the interpreters: stop the groups, then wait while all it uses exists.
     bool pending = false;
     for (const auto& interp : interpreters)
       pending = pending || (interp && interp->overlaps_collectives());
@@ -508,7 +507,7 @@ Expected<std::unique_ptr<InProcessRun>> InProcessRun::start(std::unique_ptr<Impl
       ++here;
     }
   }
-  if (here > 1)
+  if (here > 1 && impl->options.set_blas_threads)
     impl->blas_before = kernels::set_blas_threads(std::max(1, kernels::cpu_cores() / here));
   int gpu_ordinal = 0;  // kCuda: this process's devices on GPUs 0, 1, ... in order
   for (size_t d = 0; d < n; ++d) {
@@ -693,7 +692,8 @@ Expected<RunStepResult> InProcessRun::combine(
     r.side_collectives += res.side_collectives;
     r.early_collectives += res.early_collectives;
     for (const auto& [what, t] : res.other_seconds) r.other_seconds[what] += t;
-    r.loss_scale = std::max(r.loss_scale, res.loss_scale);  // equal on every device
+    r.loss_scale = std::max(r.loss_scale, res.loss_scale);  // equal on every device, as is
+    r.grad_norm = std::max(r.grad_norm, res.grad_norm);     // the norm
     r.skipped = r.skipped || res.skipped;
     if (res.loss_scale > 0.0f) {
       r.next_loss_scale = res.next_loss_scale;

@@ -77,6 +77,9 @@ struct InProcessRunOptions {
   int32_t fail_device = -1;  ///< with interpreter.fail_op: the device whose kernel fails
   /// Null: every device runs here. Else only share->local_devices (one process of a job).
   std::shared_ptr<const ProcessShare> share;
+  /// Give BLAS (process-wide) cores / devices threads while the run lives, when it runs more
+  /// than one device; false: the caller decides (a service running several jobs at once).
+  bool set_blas_threads = true;
   Status validate() const;
 };
 
@@ -95,6 +98,7 @@ struct RunStepResult {
   bool skipped = false;                         ///< the gradients overflowed and no device updated
   float next_loss_scale = 0.0f;                 ///< the scale's state after the step
   int64_t good_steps = 0;
+  double grad_norm = -1.0;  ///< clipping: the global gradient norm before clipping (-1: off)
   /// DeviceStepResult::side_collectives and early_collectives, summed over this process's
   /// devices (gradient all-reduces overlapped with the backward pass).
   int64_t side_collectives = 0;

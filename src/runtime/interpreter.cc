@@ -55,8 +55,8 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
   if (!options.fail_op.empty() && l.op.name == options.fail_op) {
     return make_error(Errc::kInternal, "injected kernel failure in op '{}'", l.op.name);
   }
-  OpAttrs scaled;  // loss scaling: the seed's and the optimizers' attributes
-  const OpAttrs* attrs = scaling ? scaling->attrs_for(ins, l, scaled) : &l.op.attrs;
+  OpAttrs scaled;  // loss scaling and clipping: the seed's and the optimizers' attributes
+  const OpAttrs* attrs = agreement ? agreement->attrs_for(ins, l, scaled) : &l.op.attrs;
   if (evaluating && ins.phase == Phase::kUpdate &&
       (is_optimizer_update(l.op.kind) || l.op.kind == OpKind::kScale)) {
     attrs = nullptr;  // validation: the state is kept
@@ -115,8 +115,8 @@ Status DeviceInterpreter::Impl::run(const Instruction& ins) {
   if (l.output_scale != 1.0f) MP_RETURN_IF_ERROR(scale(out[0], l.output_scale));
   // Under loss scaling an Inf in the backward pass is what the overflow check skips the step
   // for, not an error: only the other phases are checked then.
-  const bool scaled_backward =
-      scaling && (ins.phase == Phase::kBackward || ins.phase == Phase::kGradSync);
+  const bool scaled_backward = agreement && agreement->scaling() &&
+                               (ins.phase == Phase::kBackward || ins.phase == Phase::kGradSync);
   if (options.check_finite && !scaled_backward) MP_RETURN_IF_ERROR(check_finite(l, out));
   return Status::ok();
 }
@@ -181,8 +181,8 @@ Status DeviceInterpreter::Impl::check_finite(const LocalOp& l,
 Status DeviceInterpreter::Impl::send(const Instruction& ins) {
   MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(ins.in[0]));
   // A gradient sent to the stage that updates its parameter: checked by its sender.
-  if (scaling && ins.phase == Phase::kGradSync) {
-    MP_RETURN_IF_ERROR(scaling->note(ctx, std::span<const kernels::TensorView>(&v, 1)));
+  if (agreement && ins.phase == Phase::kGradSync) {
+    MP_RETURN_IF_ERROR(agreement->note(ctx, std::span<const kernels::TensorView>(&v, 1)));
   }
   const void* data = v.data;
   if (!mem->on_host()) {  // the transport moves host memory: staged once per buffer
@@ -345,7 +345,9 @@ Status DeviceInterpreter::Impl::prepare(InterpreterOptions opts) {
     workspace_bytes.push_back(
         kernels::kernel_workspace_bytes(ctx.device, l.op.kind, l.inputs, l.op.attrs));
   }
-  if (options.loss_scale.enabled) scaling.emplace(options.loss_scale, *program, *dp, code);
+  if (internal::UpdateAgreement::needed(options.loss_scale, options.clip_grad_norm)) {
+    agreement.emplace(options.loss_scale, options.clip_grad_norm, *program, *dp, code);
+  }
   // The persistent tiles, zeroed.
   blocks.resize(dp->buffers.size());
   for (size_t b = 0; b < dp->buffers.size(); ++b) {
@@ -441,14 +443,14 @@ void* DeviceInterpreter::side_stream() { return impl_->mem->side_stream(); }
 void DeviceInterpreter::abandon_side_work() { impl_->abandon_side(); }
 
 const LossScaler* DeviceInterpreter::loss_scaler() const {
-  return impl_->scaling ? &impl_->scaling->scaler() : nullptr;
+  return impl_->agreement && impl_->agreement->scaling() ? &impl_->agreement->scaler() : nullptr;
 }
 
 Status DeviceInterpreter::restore_loss_scale(float scale, int64_t good_steps) {
-  if (!impl_->scaling) {
+  if (!impl_->agreement || !impl_->agreement->scaling()) {
     return make_error(Errc::kInvalidArgument, "device {}: loss scaling is off", program_->device);
   }
-  return impl_->scaling->scaler().restore(scale, good_steps);
+  return impl_->agreement->scaler().restore(scale, good_steps);
 }
 
 int64_t DeviceInterpreter::persistent_bytes() const {
@@ -465,9 +467,10 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   if ((ins.code == Opcode::kSend || ins.code == Opcode::kRecv) && links->transport == nullptr) {
     return make_error(Errc::kInternal, "device {} instruction {}: no transport", dp->device, i);
   }
-  if (scaling && !evaluating && !scaling->agreed() && ins.phase == Phase::kUpdate) {
-    MP_RETURN_IF_ERROR(agree_on_overflow(result).with_context(
-        fmt::format("device {} before instruction {} (loss-scale overflow check)", dp->device, i)));
+  if (agreement && !evaluating && agreement->needed_before(ins, *dp)) {
+    MP_RETURN_IF_ERROR(agree_before_update(result).with_context(
+        fmt::format("device {} before instruction {} (the update's agreement: {})", dp->device, i,
+                    agreement_subject())));
   }
   if (early_active && early.count(i) != 0) return Status::ok();  // launched already
   const auto t0 = timed() ? now() : std::chrono::steady_clock::time_point{};
@@ -500,21 +503,50 @@ Status DeviceInterpreter::Impl::step(const Instruction& ins, int64_t i,
   return Status::ok();
 }
 
-Status DeviceInterpreter::Impl::agree_on_overflow(DeviceStepResult& result) {
-  std::vector<kernels::TensorView> held;
-  for (int32_t b : scaling->gradient_buffers()) {
-    const Block* blk = find_block(b);
-    if (pending_recv.count(b) == 0 && (blk == nullptr || blk->data == nullptr)) continue;
-    MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(b));
-    held.push_back(v);
+Status DeviceInterpreter::Impl::agree_before_update(DeviceStepResult& result) {
+  // Buffers received (`wait`: including those still arriving) or computed here.
+  const auto held = [&](const std::vector<int32_t>& buffers,
+                        bool wait) -> Expected<std::vector<kernels::TensorView>> {
+    std::vector<kernels::TensorView> views;
+    for (int32_t b : buffers) {
+      const Block* blk = find_block(b);
+      const bool arriving = pending_recv.count(b) != 0;
+      if (arriving ? !wait : (blk == nullptr || blk->data == nullptr)) continue;
+      MP_ASSIGN_OR_RETURN(kernels::TensorView v, readable(b));
+      views.push_back(v);
+    }
+    return views;
+  };
+  internal::UpdateAgreement& a = *agreement;
+  // A gradient still arriving was checked by its sender (send()); other values arriving now
+  // (a step count another stage updates) are sent after the sender's own agreement, so
+  // waiting for them here would wait forever.
+  MP_ASSIGN_OR_RETURN(std::vector<kernels::TensorView> grads, held(a.gradient_buffers(), false));
+  MP_RETURN_IF_ERROR(a.note(ctx, grads));
+  if (a.clipping()) {
+    // Every gradient this device counts is read by an update still to come, computed here or
+    // sent from the backward pass of another stage: it is held or arriving.
+    MP_ASSIGN_OR_RETURN(std::vector<kernels::TensorView> counted, held(a.norm_buffers(), true));
+    if (counted.size() != a.norm_buffers().size()) {
+      return make_error(Errc::kInternal, "{} of {} gradients of the norm are not held",
+                        a.norm_buffers().size() - counted.size(), a.norm_buffers().size());
+    }
+    MP_RETURN_IF_ERROR(a.add_squares(ctx, counted));
   }
-  MP_RETURN_IF_ERROR(scaling->note(ctx, held));
-  MP_RETURN_IF_ERROR(scaling->agree(links->transport, options.timeout));
-  result.loss_scale = scaling->step_scale();
-  result.skipped = scaling->skipping();
-  result.next_loss_scale = scaling->scaler().scale();
-  result.good_steps = scaling->scaler().good_steps();
+  MP_RETURN_IF_ERROR(a.agree(links->transport, options.timeout));
+  if (a.scaling()) {
+    result.loss_scale = a.step_scale();
+    result.skipped = a.skipping();
+    result.next_loss_scale = a.scaler().scale();
+    result.good_steps = a.scaler().good_steps();
+  }
+  result.grad_norm = a.grad_norm();
   return Status::ok();
+}
+
+std::string DeviceInterpreter::Impl::agreement_subject() const {
+  if (agreement->scaling() && agreement->clipping()) return "loss-scale overflow and gradient norm";
+  return agreement->scaling() ? "loss-scale overflow check" : "gradient norm";
 }
 
 void DeviceInterpreter::Impl::instantiate(const Segment& seg) {
@@ -538,7 +570,7 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
   DeviceStepResult result;
   m.timing = &result;
   m.activity_seconds.fill(0.0);
-  if (m.scaling) m.scaling->begin_step();
+  if (m.agreement) m.agreement->begin_step();
   m.abandon_side();  // a failed step's
   m.result_now = &result;
   m.early_active = m.overlap();
@@ -563,9 +595,10 @@ Expected<DeviceStepResult> DeviceInterpreter::run_step(
                       program_->device, result.early_collectives, m.early.size());
   }
   m.result_now = nullptr;
-  if (m.scaling && !m.evaluating && !m.scaling->agreed()) {
-    MP_RETURN_IF_ERROR(m.agree_on_overflow(result).with_context(fmt::format(
-        "device {} at the end of the step (loss-scale overflow check)", program_->device)));
+  if (m.agreement && !m.evaluating && !m.agreement->agreed()) {
+    MP_RETURN_IF_ERROR(m.agree_before_update(result).with_context(
+        fmt::format("device {} at the end of the step (the update's agreement: {})",
+                    program_->device, m.agreement_subject())));
   }
   const auto sends = m.timed() ? m.now() : std::chrono::steady_clock::time_point{};
   for (auto& [b, reqs] : m.pending_send) {

@@ -41,12 +41,18 @@ struct InterpreterOptions {
   bool time_kernels = false;
   /// Loss scaling of f16 training (runtime/loss_scale.h). When enabled, the loss gradient's
   /// seed is multiplied by the scale, the optimizers read g / scale, and before its first
-  /// update-phase instruction every device checks the gradients it holds (and those it sent to
-  /// another stage's update) for Inf and NaN; the devices of the program agree over the
-  /// transport (tags kOverflowUpTag/kOverflowDownTag, gathered at the lowest device id), and on
-  /// an overflow every device skips the update (parameters, moments and step counts stay as
-  /// they were).
+  /// optimizer update (or update-phase step count) every device checks the gradients it holds
+  /// (and those it sent to another stage's update) for Inf and NaN; the devices of the program
+  /// agree over the transport (tags kOverflowUpTag/kOverflowDownTag, gathered at the lowest
+  /// device id), and on an overflow every device skips the update (parameters, moments and
+  /// step counts stay as they were).
   LossScaleOptions loss_scale;
+  /// Global-norm gradient clipping (0: off): at the same point every device adds the squares of
+  /// the gradient tiles it counts (each element of the model's gradient once, however the plan
+  /// shards and replicates it: runtime/internal/update_agreement.h), the sum is agreed with the
+  /// loss-scaling verdict, and the optimizers read g * min(1, max / (norm + 1e-6)) as PyTorch's
+  /// clip_grad_norm_ leaves them (DeviceStepResult::grad_norm: the norm before clipping).
+  float clip_grad_norm = 0.0f;
   /// Where the buffers live and the kernels run: host memory (kCpu), or the memory of CUDA
   /// device `gpu` (kCuda; create() fails with kUnavailable naming why when it cannot be
   /// opened). On a GPU, kernels, copies and the collectives of NCCL communicators queue on the
@@ -91,6 +97,7 @@ struct DeviceStepResult {
   bool skipped = false;          ///< the gradients overflowed: the update was skipped
   float next_loss_scale = 0.0f;  ///< the scale of the next step
   int64_t good_steps = 0;        ///< finite steps since the scale last changed
+  double grad_norm = -1.0;       ///< clipping: the global gradient norm (-1: clipping off)
   /// Collectives run on the side queue (InterpreterOptions::overlap_collectives), and of those
   /// the ones launched before their place in the program (overlapping the backward pass).
   int64_t side_collectives = 0;

@@ -69,6 +69,11 @@ Status JobSpec::validate() const {
                       dtype_name(precision));
   }
   MP_RETURN_IF_ERROR(loss_scale.validate());
+  if (!(clip_grad_norm >= 0.0 && clip_grad_norm < 1e30)) {
+    return make_error(Errc::kInvalidArgument,
+                      "the gradient clipping norm must be finite and non-negative, got {}",
+                      clip_grad_norm);
+  }
   MP_RETURN_IF_ERROR(schedule.validate());
   return optimizer.validate();
 }
@@ -236,6 +241,7 @@ std::string job_spec_to_json(const JobSpec& job) {
                         {"decay_steps", job.schedule.decay_steps},
                         {"min_ratio", job.schedule.min_ratio}};
   }
+  if (job.clip_grad_norm > 0.0) j["clip_grad_norm"] = job.clip_grad_norm;
   j["precision"] = std::string(dtype_name(job.precision));
   j["loss_scale"] = {{"enabled", job.loss_scale.enabled},
                      {"initial", job.loss_scale.initial},
@@ -285,6 +291,7 @@ Expected<JobSpec> job_spec_from_json(const std::string& text) {
     }
   }
   MP_RETURN_IF_ERROR(r.read_optional("val_fraction", &job.val_fraction));
+  MP_RETURN_IF_ERROR(r.read_optional("clip_grad_norm", &job.clip_grad_norm));
   if (const Json* ls = r.find_optional("lr_schedule"); ls != nullptr) {
     if (!ls->is_object()) return r.error("lr_schedule", "must be an object");
     JsonReader rs(*ls, "lr_schedule", subject);
@@ -429,6 +436,7 @@ Expected<std::unique_ptr<LocalJob>> LocalJob::create(const JobSpec& spec, const 
   runtime::InProcessRunOptions ro = options.run;
   ro.interpreter.check_finite = ro.interpreter.check_finite || spec.check_finite;
   ro.interpreter.loss_scale = spec.loss_scale;
+  ro.interpreter.clip_grad_norm = static_cast<float>(spec.clip_grad_norm);
   if (ro.share) {  // this process's devices that have a program
     auto share = std::make_shared<runtime::ProcessShare>(*ro.share);
     share->local_devices.clear();
@@ -491,6 +499,7 @@ StepOutcome step_outcome(runtime::RunStepResult&& r) {
   out.other_seconds = std::move(r.other_seconds);
   out.loss_scale = r.loss_scale;
   out.skipped = r.skipped;
+  out.grad_norm = r.grad_norm;
   out.next_loss_scale = r.next_loss_scale;
   out.good_steps = r.good_steps;
   return out;

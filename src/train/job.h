@@ -73,6 +73,10 @@ struct JobSpec {
   /// Loss scaling (runtime/loss_scale.h): the front ends enable it for f16 unless asked not to
   /// (`--loss-scale off`); bf16 and f32 have f32's range and train without it.
   runtime::LossScaleOptions loss_scale;
+  /// Global-norm gradient clipping (0: off): the optimizers read every gradient times
+  /// min(1, clip_grad_norm / (norm + 1e-6)), the norm taken over the whole model's gradient
+  /// (PyTorch's clip_grad_norm_), exactly under every plan.
+  double clip_grad_norm = 0.0;
 
   /// The global batch this job trains with.
   int64_t batch() const { return global_batch > 0 ? global_batch : model.default_batch; }

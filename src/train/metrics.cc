@@ -94,11 +94,12 @@ Status MetricsLog::write_step(const StepReport& r, float lr) {
   return write_line(fmt::format(
       "{{\"event\": \"step\", \"step\": {}, \"loss\": {}, \"lr\": {}, \"step_time_s\": {}{}, "
       "\"samples_per_s\": {}, \"tokens_per_s\": {}, \"peak_bytes\": {}, "
-      "\"peak_bytes_per_device\": {}, \"loss_scale\": {}, \"skipped\": {}}}\n",
+      "\"peak_bytes_per_device\": {}, \"loss_scale\": {}, \"skipped\": {}{}}}\n",
       r.step, num(r.loss), std::isfinite(lr) ? fmt::format("{}", lr) : "null", num(r.time.value()),
       predicted_ > 0 ? fmt::format(", \"predicted_step_time_s\": {}", num(predicted_)) : "",
       num(r.samples_per_second), num(r.tokens_per_second), r.peak.value(),
-      per_device(r.device_peaks), num(r.loss_scale), r.skipped));
+      per_device(r.device_peaks), num(r.loss_scale), r.skipped,
+      r.grad_norm >= 0.0 ? fmt::format(", \"grad_norm\": {}", num(r.grad_norm)) : ""));
 }
 
 }  // namespace meshpipe::train

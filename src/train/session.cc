@@ -42,6 +42,7 @@ Status stop_after(StepRunner& runner, const SessionOptions& o, int64_t step, boo
     const Status s = runner.save_checkpoint(o.save_dir, info_after(o, step, last));
     MP_RETURN_IF_ERROR(
         s.with_context(fmt::format("interrupted after step {}; saving a checkpoint", step)));
+    if (o.on_checkpoint) o.on_checkpoint(step, o.save_dir);
   }
   return make_error(Errc::kCancelled, "interrupted after step {}; checkpoint saved to {}", step,
                     o.save_dir);
@@ -136,6 +137,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
       rep.device_peaks = r->peak_bytes;
       rep.loss_scale = r->loss_scale;
       rep.skipped = r->skipped;
+      rep.grad_norm = r->grad_norm;
       options.on_step(rep);
     }
     if (options.val_every > 0 && (step % options.val_every == 0 || step == last)) {
@@ -165,6 +167,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     if (save) {
       const Status saved = runner.save_checkpoint(options.save_dir, info_after(options, step, &*r));
       MP_RETURN_IF_ERROR(saved.with_context(fmt::format("saving after step {}", step)));
+      if (options.on_checkpoint) options.on_checkpoint(step, options.save_dir);
     }
     if (stop_requested(options)) return stop_after(runner, options, step, save, &*r);
   }

@@ -29,6 +29,7 @@ struct StepReport {
   std::map<int32_t, int64_t> device_peaks;  ///< each device's peak bytes in the step
   float loss_scale = 0.0f;                  ///< f16 loss scaling: the step's scale (0: off)
   bool skipped = false;                     ///< the gradients overflowed: no update this step
+  double grad_norm = -1.0;                  ///< clipping: the norm before clipping (-1: off)
 };
 
 /// A validation pass as reported to the user.
@@ -56,6 +57,8 @@ struct SessionOptions {
   int64_t val_every = 0;
   int64_t val_batches = 4;
   std::function<void(const ValidationReport&)> on_validation;
+  /// After each checkpoint written to save_dir: the step it holds and the folder.
+  std::function<void(int64_t step, const std::string& dir)> on_checkpoint;
   /// Set (by a signal handler, another thread) to stop: checked before the first step and after
   /// every step. The step under way finishes, a checkpoint is saved (with save_dir), and the
   /// session returns kCancelled.

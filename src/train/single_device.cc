@@ -47,6 +47,7 @@ Expected<std::unique_ptr<SingleDeviceJob>> SingleDeviceJob::create(
   runtime::ExecutorOptions eo;
   eo.check_finite = spec.check_finite;
   eo.loss_scale = spec.loss_scale;
+  eo.clip_grad_norm = static_cast<float>(spec.clip_grad_norm);
   eo.device = options.device;
   eo.gpu = options.gpu;
   MP_ASSIGN_OR_RETURN(job->exec_, runtime::Executor::create(job->graph_.graph, eo));
@@ -79,6 +80,7 @@ Expected<StepOutcome> SingleDeviceJob::run_step(int64_t step) {
   out.peak_bytes[0] = st.peak_bytes.value();
   out.loss_scale = st.loss_scale;
   out.skipped = st.skipped;
+  out.grad_norm = st.grad_norm;
   out.next_loss_scale = st.next_loss_scale;
   out.good_steps = st.good_steps;
   return out;

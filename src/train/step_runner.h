@@ -33,6 +33,7 @@ struct StepOutcome {
   bool skipped = false;          ///< the gradients overflowed: the step did not update
   float next_loss_scale = 0.0f;  ///< the scale's state after the step (checkpoints record it)
   int64_t good_steps = 0;
+  double grad_norm = -1.0;  ///< clipping: the global gradient norm before clipping (-1: off)
 };
 
 /// Runs the steps of one job. Implementations decide where the devices are; the data of a step

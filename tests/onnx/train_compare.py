@@ -139,9 +139,10 @@ def lr_factor(step, warmup, decay, min_ratio):
 
 
 def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind, schedule=None,
-        weight_decay=0.0):
+        weight_decay=0.0, clip=0.0):
     """Exports `model`, writes the data, trains STEPS steps; inputs/labels hold STEPS batches.
-    schedule: (warmup, decay, min_ratio) for a LambdaLR; weight_decay: AdamW's (decoupled)."""
+    schedule: (warmup, decay, min_ratio) for a LambdaLR; weight_decay: AdamW's (decoupled);
+    clip: clip_grad_norm_'s max_norm (its returned norms go to NAME.norms)."""
     names = [n for n, _ in inputs]
     example = tuple(t[:batch] for _, t in inputs)
     extra = {}
@@ -163,6 +164,7 @@ def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind, sched
     if schedule is not None:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it + 1, *schedule))
     losses = []
+    norms = []
     for step in range(STEPS):
         rows = slice(step * batch, (step + 1) * batch)
         out_t = model(*[t[rows] for _, t in inputs])
@@ -172,16 +174,23 @@ def run(out, name, model, inputs, labels, batch, optimizer, lr, loss_kind, sched
             loss = out_t
         opt.zero_grad()
         loss.backward()
+        if clip > 0:
+            norms.append(torch.nn.utils.clip_grad_norm_(params, clip).item())
         opt.step()
         if sched is not None:
             sched.step()
         losses.append(loss.item())
     with open(os.path.join(out, name + ".losses"), "w") as f:
         f.write("".join(repr(v) + "\n" for v in losses))
+    if clip > 0:
+        with open(os.path.join(out, name + ".norms"), "w") as f:
+            f.write("".join(repr(v) + "\n" for v in norms))
     extra = f" --weight-decay {weight_decay}" if weight_decay else ""
     if schedule is not None:
         extra += (f" --warmup-steps {schedule[0]} --decay-steps {schedule[1]}"
                   f" --min-lr-ratio {schedule[2]}")
+    if clip > 0:
+        extra += f" --clip-grad-norm {clip}"
     print(name, batch, STEPS, optimizer, lr, loss_kind + extra)
 
 
@@ -206,6 +215,10 @@ def main():
     # 16, and AdamW's decoupled weight decay.
     run(out, "gpt_sched", GPT(), [("idx", seq[:, :16].contiguous())], seq[:, 1:].contiguous(), 8,
         "adam", 3e-3, "cross-entropy", schedule=(5, 16, 0.1), weight_decay=0.1)
+    # And with global-norm gradient clipping at 0.5 (the norms start near 1.4: every step
+    # clips), as nanoGPT trains (clip 1.0 there, for its larger gradients).
+    run(out, "gpt_clip", GPT(), [("idx", seq[:, :16].contiguous())], seq[:, 1:].contiguous(), 8,
+        "adam", 3e-3, "cross-entropy", schedule=(5, 16, 0.1), weight_decay=0.1, clip=0.5)
     # ResNet: a fixed pattern per class plus noise.
     cls = torch.randint(0, 10, (n,))
     images = torch.randn(10, 3, 16, 16)[cls] + torch.randn(n, 3, 16, 16)

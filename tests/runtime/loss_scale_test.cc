@@ -21,7 +21,7 @@
 #include "planner/cost_model.h"
 #include "runtime/executor.h"
 #include "runtime/in_process_run.h"
-#include "runtime/internal/loss_scaling.h"
+#include "runtime/internal/update_agreement.h"
 #include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
 
@@ -147,8 +147,8 @@ TEST_CASE("the devices of a program agree on the overflow verdict over the trans
     const int32_t ids[3] = {0, 2, 5};
     for (int k = 0; k < 3; ++k) {
       threads.emplace_back([&, k] {
-        internal::LossScaling ls(dynamic(64.0f), program,
-                                 program.devices[static_cast<size_t>(ids[k])], nullptr);
+        internal::UpdateAgreement ls(dynamic(64.0f), 0.0f, program,
+                                     program.devices[static_cast<size_t>(ids[k])], nullptr);
         ls.begin_step();
         // This device's verdict: bit k of the pattern (an Inf in a gradient when clear).
         HostTensor g(Shape{2}, DType::kF32);

@@ -5,7 +5,8 @@
 //   job info {"program": "0f3c...", "devices": 2, "instructions": 1836, "first_step": 1,
 //             "schedule": "1f1b"}
 //   step     {"losses": [4.16, 4.11], "seconds": 0.004, "peaks": [[0, 416064], [1, 416064]]}
-//            (+ "loss_scale": 65536, "skipped": false under f16 loss scaling)
+//            (+ "loss_scale": 65536, "skipped": false under f16 loss scaling; "grad_norm": 1.7
+//            with clipping)
 #pragma once
 
 #include <chrono>

@@ -3,7 +3,8 @@
 // column with Kahan-compensated f32 partial sums combined in a fixed tree order, split over
 // several blocks through the workspace when there are few outputs to share out the GPU. They
 // read and write f32, f16 or bf16 (independently) and accumulate in f32. Also the overflow check
-// of loss scaling (cuda_all_finite).
+// of loss scaling (cuda_all_finite) and the squared norm of gradient clipping
+// (cuda_sum_of_squares).
 #include <algorithm>
 #include <cstdint>
 #include <span>
@@ -312,6 +313,28 @@ __global__ void nonfinite_kernel(DPtr x, int64_t n, int* flag) {
   }
 }
 
+// partial[blockIdx.x] += the block's sum of x[i]^2 in double over a grid-stride loop. Each block
+// owns its slot and the launches of a stream run in order, so the slots, and the host's sum of
+// them, do not depend on scheduling.
+constexpr int kSquareBlocks = 128;
+__global__ void sum_squares_kernel(DPtr x, int64_t n, double* partial) {
+  __shared__ double s[kThreads];
+  double acc = 0.0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const double v = ld(x, i);
+    acc += v * v;
+  }
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] += s[0];
+}
+
 }  // namespace
 
 int cuda_all_finite(GpuState& g, const TensorView* views, size_t n) {
@@ -332,6 +355,31 @@ int cuda_all_finite(GpuState& g, const TensorView* views, size_t n) {
              "all_finite");
   check_cuda(g, cudaStreamSynchronize(g.stream), "all_finite");
   return result != 0 ? 1 : 0;
+}
+
+double cuda_sum_of_squares(GpuState& g, const TensorView* views, size_t n) {
+  // The slots live in the library workspace, apart by stream order from its other users.
+  auto* partial = static_cast<double*>(g.workspace);
+  constexpr size_t kBytes = sizeof(double) * kSquareBlocks;
+  if (g.workspace == nullptr || g.workspace_bytes < static_cast<int64_t>(kBytes)) {
+    g.fail("sum_of_squares: the GPU workspace is too small");
+    return 0.0;
+  }
+  check_cuda(g, cudaMemsetAsync(partial, 0, kBytes, g.stream), "sum_of_squares");
+  for (size_t k = 0; k < n; ++k) {
+    const TensorView& v = views[k];
+    if (!is_floating(v.dtype) || v.data == nullptr || v.numel() == 0) continue;
+    sum_squares_kernel<<<kSquareBlocks, kThreads, 0, g.stream>>>(dptr(v, "sum_of_squares"),
+                                                                 v.numel(), partial);
+    check_launch(g, "sum_of_squares");
+  }
+  double host[kSquareBlocks] = {};
+  check_cuda(g, cudaMemcpyAsync(host, partial, kBytes, cudaMemcpyDeviceToHost, g.stream),
+             "sum_of_squares");
+  check_cuda(g, cudaStreamSynchronize(g.stream), "sum_of_squares");
+  double total = 0.0;
+  for (double h : host) total += h;
+  return total;
 }
 
 std::vector<CudaRow> cuda_reduce_rows() {

@@ -40,5 +40,8 @@ void cuda_copy_box(GpuState& g, const TensorView& src, std::span<const int64_t> 
 /// 1 when every element of the `n` floating views is finite, else 0 (kernels::all_finite's GPU
 /// side, in cuda/reduce.cu; waits for the stream; failures are recorded in `g.error`).
 int cuda_all_finite(GpuState& g, const TensorView* views, size_t n);
+/// The sum of squares of the `n` floating views' elements (kernels::sum_of_squares's GPU side,
+/// in cuda/reduce.cu; deterministic; waits for the stream; failures are recorded in `g.error`).
+double cuda_sum_of_squares(GpuState& g, const TensorView* views, size_t n);
 
 }  // namespace meshpipe::kernels::internal

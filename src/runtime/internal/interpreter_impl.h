@@ -21,8 +21,8 @@
 
 #include "runtime/compact_program.h"
 #include "runtime/internal/device_memory.h"
-#include "runtime/internal/loss_scaling.h"
 #include "runtime/internal/tile_boxes.h"
+#include "runtime/internal/update_agreement.h"
 #include "runtime/internal/wide_collectives.h"
 #include "runtime/interpreter.h"
 
@@ -88,8 +88,9 @@ struct DeviceInterpreter::Impl {
   DeviceStepResult* timing = nullptr;  // the step running (kernel timings)
   double charged = 0.0;  // seconds of the running instruction already charged (time_kernels)
   std::array<double, internal::kActivities> activity_seconds{};  // the step's, by activity
-  internal::WideScratch wide;                    // half-precision sums on the host: f32 copies
-  std::optional<internal::LossScaling> scaling;  // InterpreterOptions::loss_scale enabled
+  internal::WideScratch wide;  // half-precision sums on the host: f32 copies
+  // Loss scaling or clipping on (InterpreterOptions::loss_scale, clip_grad_norm).
+  std::optional<internal::UpdateAgreement> agreement;
   // Scratch bytes of each op's kernel on this memory's device (the lowering sized the CPU's;
   // a GPU's rows declare their own), by index into dp->ops.
   std::vector<int64_t> workspace_bytes;
@@ -170,8 +171,10 @@ struct DeviceInterpreter::Impl {
   Status convert(const kernels::TensorView& from, const kernels::TensorView& to);
   // The segment's template with its micro-batch's buffers, tags and names, into `scratch`.
   void instantiate(const Segment& seg);
-  // Loss scaling: this device's verdict on the gradients it holds, agreed with every device.
-  Status agree_on_overflow(DeviceStepResult& result);
+  // Loss scaling's verdict on the gradients this device holds and its share of clipping's
+  // squared norm, agreed with every device before the first update changes state.
+  Status agree_before_update(DeviceStepResult& result);
+  std::string agreement_subject() const;  // what is agreed on, for errors
 
   // Hands every staging block back (the step is over; no transfer uses them any more).
   void drop_staging() {
