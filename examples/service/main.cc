@@ -35,10 +35,11 @@ caf::behavior printer(caf::event_based_actor* self, int jobs) {
   }};
 }
 
-actors::ServiceJob job(const std::string& name, const std::string& model, int64_t steps) {
+actors::ServiceJob job(const std::string& name, const graph::models::ModelSpec& model,
+                       int64_t steps) {
   actors::ServiceJob j;
   j.name = name;
-  j.spec.model = *graph::models::find_model(model);
+  j.spec.model = model;
   j.spec.optimizer.lr = 0.003f;
   j.spec.clip_grad_norm = 1.0;
   j.cluster = "cpu:1x2";  // two devices each
@@ -60,13 +61,25 @@ int main() {
     caf::anon_send(listener, event_atom::value, e.job, e.name,
                    std::string(actors::job_event_name(e.kind)), e.step, e.loss, e.text);
   };
+  // On an error before both jobs end, the printer is told to stop (the actor system waits for
+  // its actors when it goes).
+  const auto give_up = [&](const Status& s) {
+    std::fprintf(stderr, "%s\n", s.to_string().c_str());
+    caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
+    return 1;
+  };
+  auto gpt_model = graph::models::find_model("gpt-tiny");
+  auto mlp_model = graph::models::find_model("mlp-tiny");
+  if (!gpt_model || !mlp_model) return give_up(gpt_model ? mlp_model.status() : gpt_model.status());
   auto service = actors::TrainingService::create(options);
-  if (!service) return std::fprintf(stderr, "%s\n", service.status().to_string().c_str()), 1;
-  auto gpt = (*service)->submit(job("gpt", "gpt-tiny", 8));
-  auto mlp = (*service)->submit(job("mlp", "mlp-tiny", 8));
+  if (!service) return give_up(service.status());
+  auto gpt = (*service)->submit(job("gpt", *gpt_model, 8));
+  auto mlp = (*service)->submit(job("mlp", *mlp_model, 8));
   if (!gpt || !mlp) {
-    const Status& s = gpt ? mlp.status() : gpt.status();
-    return std::fprintf(stderr, "submit: %s\n", s.to_string().c_str()), 1;
+    if (gpt) static_cast<void>((*service)->cancel(*gpt));  // its events still reach the printer
+    if (mlp) static_cast<void>((*service)->cancel(*mlp));
+    (*service).reset();  // waits for a job submitted
+    return give_up(gpt ? mlp.status() : gpt.status());
   }
   auto a = (*service)->wait(*gpt);
   auto b = (*service)->wait(*mlp);

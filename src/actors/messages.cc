@@ -135,9 +135,9 @@ std::string step_report_to_json(const train::StepOutcome& outcome) {
     j["next_loss_scale"] = outcome.next_loss_scale;
     j["good_steps"] = outcome.good_steps;
   }
-  // Clipping's norm (an overflowed step's is not finite, and JSON has no infinity: left out).
-  if (outcome.grad_norm >= 0.0 && std::isfinite(outcome.grad_norm)) {
-    j["grad_norm"] = outcome.grad_norm;
+  // Clipping's norm; null when it is not finite (an overflowed step's: JSON has no infinity).
+  if (outcome.grad_norm != -1.0) {
+    j["grad_norm"] = std::isfinite(outcome.grad_norm) ? Json(outcome.grad_norm) : Json(nullptr);
   }
   if (const auto breakdown = train::step_breakdown(outcome); !breakdown.empty()) {
     Json b = Json::object();
@@ -193,11 +193,14 @@ Expected<train::StepOutcome> merge_step_reports(const std::string& text) {
       out.next_loss_scale = static_cast<float>(next);
       out.good_steps = good;
     }
-    if (const Json* gn = r.find_optional("grad_norm"); gn != nullptr) {
-      if (!gn->is_number() || !(gn->get<double>() >= 0.0)) {
-        return r.error("grad_norm", "must be a non-negative number");
+    if (const Json* gn = r.find_optional("grad_norm"); gn != nullptr) {  // equal on every node
+      if (gn->is_null()) {
+        out.grad_norm = std::numeric_limits<double>::infinity();  // not finite
+      } else if (!gn->is_number() || !(gn->get<double>() >= 0.0)) {
+        return r.error("grad_norm", "must be a non-negative number or null");
+      } else {
+        out.grad_norm = gn->get<double>();
       }
-      out.grad_norm = std::max(out.grad_norm, gn->get<double>());  // equal on every node
     }
     if (!losses.empty()) out.losses = std::move(losses);
     for (const std::vector<int64_t>& p : peaks) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -86,7 +87,9 @@ std::string describe(const planner::Plan& plan, const std::vector<int32_t>& pool
 struct TrainingService::Impl {
   struct Job {
     int64_t id = 0;
-    ServiceJob job;
+    std::string name;
+    int64_t steps = 0;
+    ServiceJob job;    // released when the job ends (its plan, the program's graph builder)
     int32_t need = 0;  // devices
     bool actors = true;
     std::atomic<bool> stop{false};
@@ -101,6 +104,7 @@ struct TrainingService::Impl {
   std::vector<bool> in_use;
   std::map<int64_t, std::shared_ptr<Job>> jobs;
   std::deque<int64_t> waiting;  // queued jobs in submission order: the first takes devices next
+  static constexpr size_t kKeepEnded = 1024;  // ended jobs whose outcome wait() still returns
   int64_t next_id = 1;
   bool closing = false;
   int blas_before = 0;  // BLAS's thread count before the service set it (restored after)
@@ -108,17 +112,37 @@ struct TrainingService::Impl {
 
   void emit(const Job& j, JobEvent e) {
     e.job = j.id;
-    e.name = j.job.name;
-    e.total_steps = j.job.steps;
+    e.name = j.name;
+    e.total_steps = j.steps;
     if (!options.on_event) return;
     const std::lock_guard<std::mutex> lock(event_mu);
     options.on_event(e);
   }
 
+  // Joins the threads of jobs that have ended and forgets the oldest ended jobs beyond
+  // kKeepEnded (their thread is done: finish() is its last step). Under `mu`.
+  void reap() {
+    size_t ended = 0;
+    for (auto& [id, j] : jobs) {
+      if (!j->ended) continue;
+      ++ended;
+      if (j->thread.joinable() && j->thread.get_id() != std::this_thread::get_id()) {
+        j->thread.join();
+      }
+    }
+    for (auto it = jobs.begin(); it != jobs.end() && ended > kKeepEnded;) {
+      if (it->second->ended && !it->second->thread.joinable()) {
+        it = jobs.erase(it);
+        --ended;
+      } else {
+        ++it;
+      }
+    }
+  }
+
   // Waits for the job's turn and its devices; empty when it was cancelled first.
   std::vector<int32_t> take_devices(Job& j) {
-    std::unique_lock<std::mutex> lock(mu);
-    waiting.push_back(j.id);
+    std::unique_lock<std::mutex> lock(mu);  // submit() queued it
     const auto free_count = [&] {
       return static_cast<int32_t>(std::count(in_use.begin(), in_use.end(), false));
     };
@@ -147,25 +171,37 @@ struct TrainingService::Impl {
   }
 
   void finish(Job& j, JobOutcome outcome) {
+    ServiceJob released;  // destroyed outside the lock (a builder's captures may be large)
     const std::lock_guard<std::mutex> lock(mu);
     j.outcome = std::move(outcome);
     j.ended = true;
+    std::swap(released, j.job);
     changed.notify_all();
   }
 
-  // The job's thread: devices, plan, build, steps, events.
+  // The job's thread: devices, plan, build, steps, events. Whatever throws (the program's
+  // callback or graph builder, an allocation) ends the job as failed; the devices go back and
+  // wait() returns in every case.
   void run(const std::shared_ptr<Job>& jp) {
     Job& j = *jp;
-    emit(j, JobEvent{.kind = JobEventKind::kQueued});
-    const std::vector<int32_t> devices = take_devices(j);
-    if (devices.empty()) {
-      const Status s = make_error(Errc::kCancelled, "cancelled while queued");
-      emit(j, JobEvent{.kind = JobEventKind::kCancelled, .text = s.message()});
-      finish(j, JobOutcome{.kind = JobEventKind::kCancelled, .status = s});
-      return;
-    }
-    JobOutcome out = train_job(j, devices);
-    give_back(devices);
+    std::vector<int32_t> devices;
+    JobOutcome out;
+    const auto guarded = [&](const std::function<void()>& f) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        out = failed(make_error(Errc::kInternal, "the job threw: {}", e.what()));
+      } catch (...) {
+        out = failed(make_error(Errc::kInternal, "the job threw an exception"));
+      }
+    };
+    guarded([&] {
+      emit(j, JobEvent{.kind = JobEventKind::kQueued});
+      devices = take_devices(j);
+      out = devices.empty() ? failed(make_error(Errc::kCancelled, "cancelled while queued"))
+                            : train_job(j, devices);
+    });
+    if (!devices.empty()) give_back(devices);
     planner::release_solver_thread();
     JobEvent last{.kind = out.kind, .step = out.last_step};
     if (out.kind == JobEventKind::kFinished) {
@@ -173,7 +209,10 @@ struct TrainingService::Impl {
     } else {
       last.text = out.status.to_string();
     }
-    emit(j, last);
+    try {
+      emit(j, last);
+    } catch (...) {  // the program's callback: the outcome stands
+    }
     finish(j, std::move(out));
   }
 
@@ -200,7 +239,7 @@ struct TrainingService::Impl {
       const Status ok = train::check_plan_for_job(*plan, spec, spec.global_batch > 0, "the plan");
       if (!ok.is_ok()) return failed(ok);
     } else {
-      auto cluster = mesh::resolve_cluster(j.job.cluster);
+      auto cluster = mesh::resolve_cluster(j.job.cluster);  // as checked by submit()
       if (!cluster.has_value()) return failed(cluster.status());
       plan = train::plan_job(spec, *cluster, j.job.request, rt ? rt->planner() : train::Planner{});
       if (!plan.has_value()) return failed(plan.status().with_context("planning"));
@@ -270,11 +309,11 @@ struct TrainingService::Impl {
   }
 };
 
-TrainingService::TrainingService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TrainingService::TrainingService(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Expected<std::unique_ptr<TrainingService>> TrainingService::create(ServiceOptions options) {
   MP_RETURN_IF_ERROR(options.validate());
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
   impl->in_use.assign(static_cast<size_t>(options.devices), false);
   // BLAS's threads are process-wide: the cores shared out over the pool's devices, whichever
   // jobs run (each job's devices run their own loops on their own thread).
@@ -296,7 +335,14 @@ TrainingService::~TrainingService() {
     impl_->changed.notify_all();
   }
   for (auto& j : all) {
-    if (j->thread.joinable()) j->thread.join();
+    if (!j->thread.joinable()) continue;
+    if (j->thread.get_id() == std::this_thread::get_id()) {
+      // Destroyed from this job's own callback: its thread ends by itself (it holds the
+      // service's state, so nothing it touches goes away under it).
+      j->thread.detach();
+    } else {
+      j->thread.join();
+    }
   }
   if (impl_->blas_before > 0) kernels::set_blas_threads(impl_->blas_before);
 }
@@ -312,17 +358,23 @@ Expected<int64_t> TrainingService::submit(ServiceJob job) {
   if (job.save_every > 0 && job.save_dir.empty()) {
     return make_error(Errc::kInvalidArgument, "save_every needs a save_dir");
   }
-  int32_t need = 0;
+  mesh::ClusterSpec cluster;
   if (job.plan.has_value()) {
     // The checks a plan file gets: shapes, device ids, stages that cover the layers.
     MP_RETURN_IF_ERROR(planner::plan_from_json(planner::plan_to_json(*job.plan))
                            .status()
                            .with_context("the job's plan"));
-    need = job.plan->cluster.num_devices();
+    cluster = job.plan->cluster;
   } else {
-    MP_ASSIGN_OR_RETURN(const mesh::ClusterSpec cluster, mesh::resolve_cluster(job.cluster));
-    need = cluster.num_devices();
+    MP_ASSIGN_OR_RETURN(cluster, mesh::resolve_cluster(job.cluster));
   }
+  if (cluster.device.kind != "cpu") {
+    return make_error(Errc::kInvalidArgument,
+                      "the service runs jobs on CPU devices; this job's cluster '{}' is of {} "
+                      "devices (train on GPUs with `meshpipe train --device cuda`)",
+                      cluster.name, cluster.device.kind);
+  }
+  const int32_t need = cluster.num_devices();
   if (need > m.options.devices) {
     return make_error(Errc::kResourceExhausted,
                       "the job needs {} devices; the service has {} (ServiceOptions::devices)",
@@ -340,11 +392,21 @@ Expected<int64_t> TrainingService::submit(ServiceJob job) {
       job.runner == JobRunner::kActors || (job.runner == JobRunner::kAuto && !program_graph);
   const std::lock_guard<std::mutex> lock(m.mu);
   if (m.closing) return make_error(Errc::kCancelled, "the service is shutting down");
+  m.reap();
   j->id = m.next_id++;
   if (job.name.empty()) job.name = fmt::format("job {}", j->id);
+  j->name = job.name;
+  j->steps = job.steps;
   j->job = std::move(job);
   m.jobs[j->id] = j;
-  j->thread = std::thread([&m, j] { m.run(j); });
+  m.waiting.push_back(j->id);  // its place in line is its submission
+  try {
+    j->thread = std::thread([impl = impl_, j] { impl->run(j); });
+  } catch (const std::system_error& e) {
+    m.jobs.erase(j->id);
+    m.waiting.pop_back();
+    return make_error(Errc::kResourceExhausted, "no thread for the job: {}", e.what());
+  }
   return j->id;
 }
 

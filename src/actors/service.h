@@ -91,7 +91,8 @@ struct ServiceOptions {
   /// free, so the jobs running at once never use more than this many, and never the same one.
   int32_t devices = 4;
   /// Every event of every job (called from the jobs' threads, never two at once, so it need not
-  /// lock; it must not call wait() on a job of this service).
+  /// lock). It may submit and cancel jobs, and even destroy the service; it must not wait() for
+  /// a job of this service. What it throws ends that job as failed (kInternal).
   std::function<void(const JobEvent&)> on_event;
   /// A step (of a job with several devices) that takes longer is an error.
   std::chrono::milliseconds step_timeout{120000};
@@ -110,28 +111,30 @@ struct JobOutcome {
 class TrainingService {
  public:
   static Expected<std::unique_ptr<TrainingService>> create(ServiceOptions options);
-  /// Cancels every job that has not ended and waits for them.
+  /// Cancels every job that has not ended and waits for them (all but the calling one, when
+  /// destroyed from a job's callback: that job's thread ends by itself).
   ~TrainingService();
   TrainingService(const TrainingService&) = delete;
   TrainingService& operator=(const TrainingService&) = delete;
 
   /// Checks the job (its spec; the cluster or plan and its device count against the pool) and
-  /// queues it; the id names it in events, cancel() and wait(). Errors: a job that could never
-  /// run here (more devices than the pool, a GPU plan, an invalid spec or cluster), or a
-  /// service shutting down.
+  /// queues it; the id names it in events, cancel() and wait(). Jobs take devices in the order
+  /// they were submitted. Errors: a job that could never run here (more devices than the pool,
+  /// a cluster or plan of GPUs, an invalid spec or cluster), or a service shutting down.
   Expected<int64_t> submit(ServiceJob job);
   /// Asks job `id` to stop (see JobEventKind::kCancelled); an unknown id is an error, a job
   /// that has ended is left as it is.
   Status cancel(int64_t id);
-  /// Waits until job `id` ends.
+  /// Waits until job `id` ends. The service remembers the outcomes of the last 1024 jobs that
+  /// ended (older ids are kNotFound).
   Expected<JobOutcome> wait(int64_t id);
   /// Pool devices free now.
   int32_t free_devices() const;
 
  private:
   struct Impl;
-  explicit TrainingService(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit TrainingService(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with the jobs' threads
 };
 
 }  // namespace meshpipe::actors

@@ -692,8 +692,8 @@ Expected<RunStepResult> InProcessRun::combine(
     r.side_collectives += res.side_collectives;
     r.early_collectives += res.early_collectives;
     for (const auto& [what, t] : res.other_seconds) r.other_seconds[what] += t;
-    r.loss_scale = std::max(r.loss_scale, res.loss_scale);  // equal on every device, as is
-    r.grad_norm = std::max(r.grad_norm, res.grad_norm);     // the norm
+    r.loss_scale = std::max(r.loss_scale, res.loss_scale);   // equal on every device, as is
+    if (res.grad_norm != -1.0) r.grad_norm = res.grad_norm;  // the norm (inf, NaN kept)
     r.skipped = r.skipped || res.skipped;
     if (res.loss_scale > 0.0f) {
       r.next_loss_scale = res.next_loss_scale;

@@ -322,6 +322,11 @@ DeviceInterpreter::~DeviceInterpreter() {
 Status DeviceInterpreter::Impl::prepare(InterpreterOptions opts) {
   options = std::move(opts);
   MP_RETURN_IF_ERROR(options.loss_scale.validate());
+  if (!(options.clip_grad_norm >= 0.0f) || !std::isfinite(options.clip_grad_norm)) {
+    return make_error(Errc::kInvalidArgument,
+                      "the gradient clipping norm must be finite and non-negative, got {}",
+                      options.clip_grad_norm);
+  }
   switch (options.device) {
     case kernels::Device::kCpu:
       mem = internal::make_host_memory(options.staged_host_memory,

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "core/files.h"
 #include "graph/models/zoo_training.h"
@@ -69,9 +70,12 @@ Status JobSpec::validate() const {
                       dtype_name(precision));
   }
   MP_RETURN_IF_ERROR(loss_scale.validate());
-  if (!(clip_grad_norm >= 0.0 && clip_grad_norm < 1e30)) {
+  // The devices clip in float: a norm must survive the conversion (not 0, not infinite).
+  if (!(clip_grad_norm >= 0.0 && clip_grad_norm <= std::numeric_limits<float>::max()) ||
+      (clip_grad_norm > 0.0 && static_cast<float>(clip_grad_norm) == 0.0f)) {
     return make_error(Errc::kInvalidArgument,
-                      "the gradient clipping norm must be finite and non-negative, got {}",
+                      "the gradient clipping norm must be 0 (off) or a positive number a float "
+                      "holds (at most 3.4e38, not so small that it rounds to 0), got {}",
                       clip_grad_norm);
   }
   MP_RETURN_IF_ERROR(schedule.validate());

@@ -177,6 +177,29 @@ TEST_CASE("a diverged loss crosses the step report as the non-finite value it is
   CHECK_FALSE(std::isfinite(back->loss));
 }
 
+TEST_CASE("clipping's gradient norm crosses the step report, finite or not", "[actors][messages]") {
+  train::StepOutcome o;
+  o.losses = {2.0};
+  auto off = merge_step_reports("[" + step_report_to_json(o) + "]");
+  REQUIRE(off.has_value());
+  CHECK(off->grad_norm == -1.0);  // clipping off: no norm
+  o.grad_norm = 0.8125;
+  auto on = merge_step_reports("[" + step_report_to_json(o) + "]");
+  REQUIRE(on.has_value());
+  CHECK(on->grad_norm == 0.8125);
+  for (double bad : {static_cast<double>(INFINITY), std::nan("")}) {
+    o.grad_norm = bad;  // an overflowed step's: null in JSON, not finite again
+    auto back = merge_step_reports("[" + step_report_to_json(o) + "]");
+    REQUIRE(back.has_value());
+    CHECK(back->grad_norm == INFINITY);
+  }
+  CHECK_THAT(
+      merge_step_reports(R"([{"losses": [1.0], "seconds": 1, "peaks": [], "grad_norm": -3}])")
+          .status()
+          .message(),
+      Catch::Contains("grad_norm"));
+}
+
 TEST_CASE("a Status crosses caf::error and back unchanged", "[actors][protocol]") {
   caf::actor_system_config cfg;
   configure(cfg, /*scheduler_threads=*/1, /*network=*/false);

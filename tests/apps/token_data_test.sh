@@ -22,9 +22,11 @@ losses() { grep '^step ' "$1" | awk '{split($2, s, "/"); print s[1], $4}'; }
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l and '"event": "step"' in l]
 first, last = steps[0]["loss"], steps[-1]["loss"]
-if not (first > 6.5 and last < first - 1.0):
-    print(f"FAIL: loss {first:.4f} -> {last:.4f} on the README's bytes (expected from ~ln 1024 "
-          "= 6.93 down by more than 1)"); sys.exit(1)
+# The first loss is near ln 1024 = 6.93 (an untrained model over the vocabulary; where exactly
+# depends on the README's text, which changes), and 6 steps bring it down by more than 1.
+if not (first > 6.0 and last < first - 1.0):
+    print(f"FAIL: loss {first:.4f} -> {last:.4f} on the README's bytes (expected from near "
+          "ln 1024 = 6.93, above 6, down by more than 1)"); sys.exit(1)
 print(f"ok: gpt-cpu on the README's bytes: loss {first:.4f} -> {last:.4f} in 6 steps")
 PY
 # Validation every 3 steps (2 batches of the held-out windows): the training losses stay those

@@ -187,8 +187,11 @@ Run one_device(int steps, float clip, const graph::OptimizerConfig& opt) {
   return out;
 }
 
+// `compact`: the program in compact form (templates per micro-batch, as train::LocalJob runs
+// it); `scale` > 0: loss scaling at that fixed scale (the norm is of the unscaled gradients).
 Run parallel(int steps, float clip, const graph::OptimizerConfig& opt, const char* cluster,
-             int64_t micro_batches, const planner::GridConfig& grid) {
+             int64_t micro_batches, const planner::GridConfig& grid, bool compact = false,
+             float scale = 0.0f) {
   graph::TrainingGraph tg = gpt(8 / micro_batches, opt);
   auto cl = mesh::cluster_preset(cluster);
   REQUIRE(cl.has_value());
@@ -197,12 +200,25 @@ Run parallel(int steps, float clip, const graph::OptimizerConfig& opt, const cha
   po.clustering.num_layers = 4;
   auto plan = planner::grid_plan(tg.graph, *cl, cost, po, micro_batches, grid);
   if (!plan.has_value()) FAIL(plan.status().to_string());
-  auto prog = lower(*plan, tg.graph, {});
-  if (!prog.has_value()) FAIL(prog.status().to_string());
-  const Program program = *prog;
   InProcessRunOptions ro;
   ro.interpreter.clip_grad_norm = clip;
-  auto run = InProcessRun::create(std::move(*prog), tg.graph, ro);
+  if (scale > 0.0f) {
+    ro.interpreter.loss_scale.enabled = true;
+    ro.interpreter.loss_scale.initial = scale;
+  }
+  Program program;
+  Expected<std::unique_ptr<InProcessRun>> run = make_error(Errc::kInternal, "not created");
+  if (compact) {
+    auto cp = lower_compact(*plan, tg.graph);
+    if (!cp.has_value()) FAIL(cp.status().to_string());
+    program = cp->base;
+    run = InProcessRun::create(std::move(*cp), tg.graph, ro);
+  } else {
+    auto prog = lower(*plan, tg.graph, {});
+    if (!prog.has_value()) FAIL(prog.status().to_string());
+    program = *prog;
+    run = InProcessRun::create(std::move(*prog), tg.graph, ro);
+  }
   if (!run.has_value()) FAIL(run.status().to_string());
   REQUIRE((*run)->initialize(kSeed).is_ok());
   graph::TrainingGraph whole = gpt(8, opt);
@@ -269,6 +285,8 @@ TEST_CASE("parallel plans: the global norm counts every gradient element once", 
     const char* cluster;
     int64_t micro_batches;
     planner::GridConfig grid;
+    bool compact = false;
+    float scale = 0.0f;
   };
   const Case cases[] = {
       {"data parallel (4, 1)", "cpu:1x4", 1, {4, 1, 1, Mode::kReplicated}},
@@ -277,6 +295,15 @@ TEST_CASE("parallel plans: the global norm counts every gradient element once", 
       {"ZeRO-3 (2, 2)", "cpu:1x4", 1, {2, 2, 1, Mode::kZero3}},
       {"pipeline of 2 stages of (2, 1)", "cpu:1x4", 2, {2, 1, 2, Mode::kFree}},
       {"pipeline of 2 stages of (1, 2), 2x2 cluster", "cpu:2x2", 2, {1, 2, 2, Mode::kFree}},
+      // As train::LocalJob runs a plan (compact templates), with loss scaling's exchange too: a
+      // power-of-two scale leaves the unscaled norm and the update exact.
+      {"compact pipeline of (2, 1) stages, loss scale 1024",
+       "cpu:1x4",
+       4,
+       {2, 1, 2, Mode::kFree},
+       true,
+       1024.0f},
+      {"compact ZeRO-3 (4, 1), loss scale 64", "cpu:1x4", 1, {4, 1, 1, Mode::kZero3}, true, 64.0f},
   };
   graph::OptimizerConfig adam;  // Adam with weight decay: what GPT training clips
   adam.weight_decay = 0.1f;
@@ -284,7 +311,7 @@ TEST_CASE("parallel plans: the global norm counts every gradient element once", 
   REQUIRE(ref.norms[0] > 0.3);
   for (const Case& c : cases) {
     INFO(c.name);
-    const Run r = parallel(3, 0.3f, adam, c.cluster, c.micro_batches, c.grid);
+    const Run r = parallel(3, 0.3f, adam, c.cluster, c.micro_batches, c.grid, c.compact, c.scale);
     for (size_t s = 0; s < ref.norms.size(); ++s) {
       INFO("step " << s + 1);
       CHECK(r.norms[s] == Approx(ref.norms[s]).epsilon(1e-5));

@@ -32,7 +32,9 @@
 namespace meshpipe::runtime::internal {
 
 /// The clipping factor of a global norm: min(1, max_norm / (norm + 1e-6)), as PyTorch's
-/// clip_grad_norm_ computes it; 1 when max_norm is 0 (off) or the norm is not finite.
+/// clip_grad_norm_ computes it; 1 when max_norm is 0 (off) or the norm is not finite. (There
+/// PyTorch multiplies by 0 or NaN; the gradients are not finite either way: with loss scaling
+/// the step is skipped, without it training has diverged and --check-numerics names where.)
 float clip_factor(double norm, float max_norm);
 
 class UpdateAgreement {
