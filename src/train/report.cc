@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "core/units.h"
 
 namespace meshpipe::train {
@@ -13,9 +15,13 @@ std::string step_line(const StepReport& r, bool is_lm) {
       r.loss_scale <= 0.0f ? std::string()
       : r.skipped ? fmt::format("  loss scale {:g}: overflow, update skipped", r.loss_scale)
                   : fmt::format("  loss scale {:g}", r.loss_scale);
-  return fmt::format("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}{}", r.step,
+  const std::string norm =
+      r.grad_norm >= 0.0 || std::isnan(r.grad_norm)  // clipping on (NaN: not finite)
+          ? fmt::format("  grad norm {:.4g}", r.grad_norm)
+          : std::string();
+  return fmt::format("step {:>4}/{}  loss {:.4f}  time {:>9}  {} {:>8.1f}  peak {}{}{}", r.step,
                      r.total_steps, r.loss, format_seconds(r.time),
-                     is_lm ? "tokens/s" : "samples/s", rate, format_bytes(r.peak), scale);
+                     is_lm ? "tokens/s" : "samples/s", rate, format_bytes(r.peak), scale, norm);
 }
 
 std::string loss_scaling_line(const SessionSummary& s) {

@@ -17,7 +17,7 @@ namespace meshpipe::train {
 /// A device the run did not report shows 0 B.
 /// "step   12/20  loss 4.1504  time  12.8 ms  tokens/s  9995.3  peak 306.62 KiB" (tokens for a
 /// language model, else samples), with "  loss scale S" under loss scaling and ": overflow,
-/// update skipped" for a skipped step; no newline.
+/// update skipped" for a skipped step, then "  grad norm N" with clipping; no newline.
 std::string step_line(const StepReport& r, bool is_lm);
 
 /// "loss scaling: N of M steps skipped on overflow; the scale is now S", or "" when the session

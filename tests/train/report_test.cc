@@ -23,5 +23,22 @@ TEST_CASE("the peak table lists every device of the plan in stage order", "[trai
         "2       1                 0 B         3.00 MiB\n");
 }
 
+TEST_CASE("a step line shows the loss scale and, with clipping, the gradient norm", "[train]") {
+  StepReport r;
+  r.step = 3;
+  r.total_steps = 10;
+  r.loss = 4.25;
+  r.time = Seconds(0.0125);
+  r.tokens_per_second = 1000.0;
+  r.peak = Bytes(2048);
+  CHECK(step_line(r, true) ==
+        "step    3/10  loss 4.2500  time   12.5 ms  tokens/s   1000.0  peak 2.00 KiB");
+  r.loss_scale = 1024.0f;
+  r.grad_norm = 0.8125;
+  CHECK(step_line(r, true) ==
+        "step    3/10  loss 4.2500  time   12.5 ms  tokens/s   1000.0  peak 2.00 KiB  loss scale "
+        "1024  grad norm 0.8125");
+}
+
 }  // namespace
 }  // namespace meshpipe::train
