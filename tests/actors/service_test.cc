@@ -115,8 +115,8 @@ TEST_CASE("two jobs at once on disjoint devices train as each does alone", "[ser
   CHECK(step_losses(ea) == ra->losses);
   CHECK((*svc)->free_devices() == 4);
 
-  // Each alone (a pool of 2: one after the other) gives the same losses bit for bit, and the
-  // GPT on one device the same within float rounding.
+  // Each alone (a pool of 2: one after the other) gives the same losses, and so does the GPT
+  // on one device.
   Recorder solo;
   ServiceOptions o2;
   o2.devices = 2;
@@ -131,9 +131,14 @@ TEST_CASE("two jobs at once on disjoint devices train as each does alone", "[ser
   auto r1 = (*one)->wait(*a1);
   REQUIRE(r2.has_value());
   REQUIRE(r1.has_value());
-  CHECK(r2->losses == ra->losses);
+  // (Within float rounding rather than bit for bit: the planner's ILP has a wall-clock limit,
+  // so a loaded machine may give the two runs different, equally valid, shardings.)
+  REQUIRE(r2->losses.size() == 4);
   REQUIRE(r1->losses.size() == 4);
-  for (size_t k = 0; k < 4; ++k) CHECK(r1->losses[k] == Approx(ra->losses[k]).epsilon(1e-5));
+  for (size_t k = 0; k < 4; ++k) {
+    CHECK(r2->losses[k] == Approx(ra->losses[k]).epsilon(1e-5));
+    CHECK(r1->losses[k] == Approx(ra->losses[k]).epsilon(1e-5));
+  }
   CHECK(ra->losses.back() < ra->losses.front());
 }
 
