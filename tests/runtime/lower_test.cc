@@ -698,19 +698,20 @@ TEST_CASE("with several micro-batches a data-parallel gradient synchronisation i
 }
 
 TEST_CASE("a data-parallel plan defers the tied embedding's gradient all-reduce too",
-          "[runtime][lower][.bug]") {
+          "[runtime][lower]") {
   // README step 5: parameter gradients are "summed locally, then resolved once after the last
   // micro-batch". gpt-tiny ties the embedding to the head: the gradient of embed/wte is the sum
   // (embed/wte/grad_acc0) of the head's and the embedding's pieces. The pieces are accumulated
-  // and all-reduced once per step, then added (runtime/lower.cc find_deferred_sums), but the
-  // head's piece is the transpose of head/logits/grad_rhs, and the transpose reads its input
-  // resolved: that all-reduce still runs in every micro-batch's backward.
+  // and all-reduced once per step, then added (runtime/lower.cc find_deferred_sums). The head's
+  // piece comes out of its dot in wte's layout (graph/ops/matmul.cc rhs_grad_in_place): were it
+  // a transpose of another product, the transpose would read its input resolved, an all-reduce
+  // in every micro-batch's backward.
   graph::TrainingGraph tg = testing::zoo_training_graph("gpt-tiny", 4);
   const planner::Plan plan = grid_plan(tg.graph, 2, {4, 1, 1, Mode::kReplicated});
   LowerOptions unfused;
   unfused.fuse_all_reduce_bytes = 0;
   const GradSync g = all_reduces(lowered(plan, tg.graph, unfused));
-  CHECK(g.backward == 0);  // 2: head/logits/grad_rhs, per micro-batch
+  CHECK(g.backward == 0);  // was 2: head/logits/grad_rhs, per micro-batch
 }
 
 TEST_CASE("lowering refuses another graph's plan, a missing op layout and an impossible one",

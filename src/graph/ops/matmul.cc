@@ -1,5 +1,6 @@
 // The dot (a batched matmul with any batch and contracting dims): shapes from
-// core/op_geometry.h, 2 FLOPs per multiply-add, and the gradients as dots plus transposes.
+// core/op_geometry.h, 2 FLOPs per multiply-add, and the gradients as dots plus transposes (none
+// for a weight that contracts its last dim: rhs_grad_in_place).
 #include <algorithm>
 #include <numeric>
 
@@ -70,9 +71,56 @@ ValueId lhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
   return e.transpose(raw, perm, "grad_lhs_t");
 }
 
+// g_b = dot(dy, a) contracting dy's a-free dims with a's free dims, when its dims
+// [batch, b free, a's contracting dims in ascending a order] are b's layout (a weight that
+// contracts its last dim, as a tied LM head or attention's keys): the gradient comes out with
+// no transpose, so a partial sum of it (a split batch) stays partial until it is resolved,
+// once per step for an accumulated gradient. Empty when another layout comes out.
+ValueId rhs_grad_in_place(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
+  const DotDims& d = op.attrs.dot;
+  const Shape sa = g.value(op.inputs[0]).shape;
+  const Shape sb = g.value(op.inputs[1]).shape;
+  const std::vector<int64_t> a_free = dot_free_dims(sa.rank(), d.lhs_batch, d.lhs_contract);
+  const std::vector<int64_t> b_free = dot_free_dims(sb.rank(), d.rhs_batch, d.rhs_contract);
+  const auto nb = static_cast<int64_t>(d.lhs_batch.size());
+  const auto na = static_cast<int64_t>(a_free.size());
+  const auto nf = static_cast<int64_t>(b_free.size());
+  // a's contracting dims in ascending a order: the product's last dims.
+  std::vector<int64_t> a_rest = d.lhs_contract;
+  std::sort(a_rest.begin(), a_rest.end());
+  for (int64_t bd = 0; bd < sb.rank(); ++bd) {
+    const int64_t bi = index_of(d.rhs_batch, bd);
+    const int64_t fi = index_of(b_free, bd);
+    const int64_t ci = index_of(d.rhs_contract, bd);
+    int64_t src = 0;
+    if (bi < nb) {
+      src = bi;
+    } else if (fi < nf) {
+      src = nb + fi;
+    } else {
+      src = nb + nf + index_of(a_rest, d.lhs_contract[static_cast<size_t>(ci)]);
+    }
+    if (src != bd) return ValueId();
+  }
+  // The batch dims of a in the order of dy's (d.lhs_batch), as must be for a's free dims.
+  DotDims gd;
+  gd.lhs_batch.resize(static_cast<size_t>(nb));
+  std::iota(gd.lhs_batch.begin(), gd.lhs_batch.end(), 0);
+  gd.rhs_batch = d.lhs_batch;
+  for (int64_t i = 0; i < na; ++i) {
+    gd.lhs_contract.push_back(nb + i);
+    gd.rhs_contract.push_back(a_free[static_cast<size_t>(i)]);
+  }
+  OpAttrs attrs;
+  attrs.dot = gd;
+  return e.emit1(K::kDot, {dy, op.inputs[0]}, attrs, "grad_rhs");
+}
+
 // g_b = dot(a, dy) contracting a's free dims with dy's a-free dims, then a transpose back to
 // b's layout. The raw product's dims: [batch, a's contracting dims in ascending a order, b free].
 ValueId rhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
+  if (const ValueId in_place = rhs_grad_in_place(e, g, op, dy); in_place.is_valid())
+    return in_place;
   const DotDims& d = op.attrs.dot;
   const Shape sa = g.value(op.inputs[0]).shape;
   const Shape sb = g.value(op.inputs[1]).shape;
