@@ -36,6 +36,40 @@ TEST_CASE("backward ops inherit the layer of the forward op and sum fan-out", "[
   CHECK(g.validate().is_ok());
 }
 
+TEST_CASE("a weight that contracts its last dim gets its gradient from a dot, no transpose",
+          "[graph]") {
+  // logits = x . wte^T (a tied LM head): the gradient of wte is dot(dy, x), already [V, H], so a
+  // partial sum of it (a split batch) can stay partial; a weight whose gradient comes out in
+  // another layout still gets the transpose.
+  const auto transposes_in_backward = [](DotDims dims, Shape w_shape) {
+    Builder b;
+    ValueId x = b.input("x", Shape{2, 3, 4}, DType::kF32);
+    b.set_layer(0);
+    ValueId w = b.parameter("w", std::move(w_shape), InitSpec::normal(0.1f));
+    ValueId y = b.dot(x, w, dims, "y");
+    const int64_t rank = b.graph().value(y).shape.rank();
+    std::vector<int64_t> all(static_cast<size_t>(rank));
+    for (int64_t i = 0; i < rank; ++i) all[static_cast<size_t>(i)] = i;
+    ValueId loss = b.reduce_sum(y, all, "loss");
+    auto fg = std::move(b).finish(loss);
+    REQUIRE(fg.has_value());
+    Graph g = std::move(fg->graph);
+    auto grads = append_backward(g, loss);
+    REQUIRE(grads.has_value());
+    const Value& gw = g.value(grads->at(w));
+    CHECK(gw.shape == g.value(w).shape);
+    int n = 0;
+    for (const Op& op : g.ops())
+      n += op.phase == OpPhase::kBackward && op.kind == OpKind::kTranspose;
+    return n;
+  };
+  CHECK(transposes_in_backward(DotDims{{}, {}, {2}, {1}}, Shape{5, 4}) == 0);
+  CHECK(transposes_in_backward(DotDims{{}, {}, {2}, {0}}, Shape{4, 5}) == 0);  // [H, F] as is
+  CHECK(transposes_in_backward(DotDims{{}, {}, {2}, {2}}, Shape{5, 6, 4}) == 0);
+  // x's dims 1 and 2 against w's 2 and 0: neither product comes out as w [4, 5, 3].
+  CHECK(transposes_in_backward(DotDims{{}, {}, {1, 2}, {2, 0}}, Shape{4, 5, 3}) == 1);
+}
+
 TEST_CASE("a training graph aliases every parameter and Adam state to its update", "[graph]") {
   Builder b;
   ValueId x = b.input("x", Shape{2, 4}, DType::kF32);

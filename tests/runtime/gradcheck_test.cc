@@ -163,6 +163,15 @@ TEST_CASE("gradient of dot: matmul, multiple contracting dims, batch dims", "[ru
     return b.dot(param(b, "q", {2, 2, 3, 4}), param(b, "k", {2, 2, 5, 4}),
                  DotDims{{0, 1}, {0, 1}, {3}, {3}});
   }});
+  // Weights that contract their last dim get their gradient in place (no transpose): a tied
+  // LM head, and with a non-leading batch dim of the lhs.
+  check_gradients({[](Builder& b) {
+    return b.dot(param(b, "x", {2, 3, 4}), param(b, "wte", {5, 4}), DotDims{{}, {}, {2}, {1}});
+  }});
+  check_gradients({[](Builder& b) {
+    return b.dot(param(b, "a", {2, 3, 4, 5}), param(b, "c", {3, 6, 5}),
+                 DotDims{{1}, {0}, {3}, {2}});
+  }});
 }
 
 TEST_CASE("gradient of elementwise arithmetic and bias", "[runtime][grad]") {
