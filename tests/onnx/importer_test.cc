@@ -218,6 +218,51 @@ TEST_CASE("a shared initializer is one parameter; an Identity copy of one is its
   CHECK(m->summary.parameter_tensors == 3);  // wte, b, b2
   CHECK(m->summary.parameters == 10 + 2 + 2);
   CHECK(find_value(m->forward.graph, "b2") != nullptr);
+  // The head reads wte itself, contracting its last dim: no transpose (its gradient then comes
+  // out of a dot in wte's layout and stays a partial sum under data parallelism).
+  int transposes = 0;
+  for (const graph::Op& op : m->forward.graph.ops()) {
+    transposes += op.kind == OpKind::kTranspose ? 1 : 0;
+    if (op.kind == OpKind::kDot) {
+      CHECK(m->forward.graph.value(op.inputs[1]).name == "wte");
+      CHECK(op.attrs.dot.rhs_contract == std::vector<int64_t>{1});
+    }
+  }
+  CHECK(transposes == 0);
+}
+
+TEST_CASE("a transpose read only by matrix products is folded into them, else kept", "[onnx]") {
+  // Attention's q @ k.transpose(-2, -1) on [2, 2, 3, 4] (batch, heads, seq, head dim): the dot
+  // reads k, contracting its dim 3. 'kt2' is also read by an Add, so it stays a transpose.
+  std::vector<Enc> nodes = {
+      node("Transpose", "/t", {"k"}, {"kt"}, {attr_ints("perm", {0, 1, 3, 2})}),
+      node("MatMul", "/qk", {"q", "kt"}, {"s"}),
+      node("Transpose", "/t2", {"k"}, {"kt2"}, {attr_ints("perm", {0, 1, 3, 2})}),
+      node("MatMul", "/qk2", {"q", "kt2"}, {"s2"}),
+      node("Add", "/a", {"kt2", "kt2"}, {"kk"}),
+      node("ReduceSum", "/r1", {"s"}, {"l1"}, {attr_i("keepdims", 0)}),
+      node("ReduceSum", "/r2", {"s2"}, {"l2"}, {attr_i("keepdims", 0)}),
+      node("ReduceSum", "/r3", {"kk"}, {"l3"}, {attr_i("keepdims", 0)}),
+      node("Add", "/b", {"l1", "l2"}, {"l12"}),
+      node("Add", "/c", {"l12", "l3"}, {"loss"})};
+  ImportOptions o;
+  o.loss = LossKind::kOutput;
+  auto m =
+      import_bytes(nodes, {}, {value_info("q", 1, {2, 2, 3, 4}), value_info("k", 1, {2, 2, 3, 4})},
+                   {value_info("loss", 1, {})}, o);
+  INFO(m.status().to_string());
+  REQUIRE(m.has_value());
+  const graph::Graph& g = m->forward.graph;
+  CHECK(count_kind(g, OpKind::kTranspose) == 1);
+  int folded = 0;
+  for (const graph::Op& op : g.ops()) {
+    if (op.kind != OpKind::kDot || g.value(op.inputs[1]).name != "k") continue;
+    ++folded;
+    CHECK(op.attrs.dot.rhs_batch == std::vector<int64_t>{0, 1});
+    CHECK(op.attrs.dot.rhs_contract == std::vector<int64_t>{3});
+    CHECK(g.value(op.outputs[0]).shape == Shape{2, 2, 3, 3});
+  }
+  CHECK(folded == 1);
 }
 
 TEST_CASE("shape arithmetic folds: Shape, Gather, Unsqueeze, Concat feed a Reshape", "[onnx]") {

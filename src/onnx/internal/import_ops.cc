@@ -1,6 +1,8 @@
 // The ONNX importer's per-op methods (internal/importer_impl.h): elementwise with
 // broadcasting, matrix products, gathers, layout ops, the causal mask, convolutions and pooling,
 // normalisations, reductions and losses.
+#include <algorithm>
+
 #include "onnx/internal/importer_impl.h"
 
 namespace meshpipe::onnx::internal {
@@ -76,9 +78,23 @@ Status Importer::import_binary(const Node& n) {
 Status Importer::import_matmul(const Node& n) {
   MP_RETURN_IF_ERROR(need_inputs(n, 2, 2));
   MP_ASSIGN_OR_RETURN(const ValueId a, value(n.inputs[0]));
-  MP_ASSIGN_OR_RETURN(const ValueId b, value(n.inputs[1]));
+  // The second operand a transpose of x (find_matmul_transposes): b's dim k is x's perm[k].
+  const auto t = transposed_.find(n.inputs[1]);
+  ValueId b;
+  std::vector<int64_t> perm;
+  if (t != transposed_.end()) {
+    b = t->second.source;
+    perm = t->second.perm;
+  } else {
+    MP_ASSIGN_OR_RETURN(b, value(n.inputs[1]));
+  }
   const Shape sa = b_.shape(a);
-  const Shape sb = b_.shape(b);
+  Shape sb = b_.shape(b);
+  if (!perm.empty()) {
+    std::vector<int64_t> dims;
+    for (int64_t p : perm) dims.push_back(sb[p]);
+    sb = Shape(dims);
+  }
   if (sa.rank() < 2 || sb.rank() < 2) {
     return make_error(Errc::kInvalidArgument,
                       "matrix product of {} and {}: vectors are not imported", sa.to_string(),
@@ -105,6 +121,11 @@ Status Importer::import_matmul(const Node& n) {
     }
     d.lhs_contract = {sa.rank() - 1};
     d.rhs_contract = {sb.rank() - 2};
+  }
+  if (!perm.empty()) {
+    // The product's last dim is b's free dim (the last); x's dims renumbered through perm.
+    for (int64_t& k : d.rhs_batch) k = perm[static_cast<size_t>(k)];
+    for (int64_t& k : d.rhs_contract) k = perm[static_cast<size_t>(k)];
   }
   set_value(n.outputs[0], b_.dot(a, b, d));
   return Status::ok();
@@ -199,6 +220,14 @@ Status Importer::import_reshape_like(const Node& n) {
     std::vector<int64_t> perm = attr_ints(n, "perm");
     if (perm.empty()) {
       for (int64_t d = rank; d-- > 0;) perm.push_back(d);
+    }
+    std::vector<int64_t> sorted = perm;
+    std::sort(sorted.begin(), sorted.end());
+    bool is_perm = static_cast<int64_t>(sorted.size()) == rank;
+    for (int64_t d = 0; is_perm && d < rank; ++d) is_perm = sorted[static_cast<size_t>(d)] == d;
+    if (matmul_transposes_.count(n.outputs[0]) != 0 && is_perm) {
+      transposed_[n.outputs[0]] = {x, perm};  // read through its MatMuls (import_matmul)
+      return Status::ok();
     }
     set_value(n.outputs[0], b_.transpose(x, perm));
     return Status::ok();

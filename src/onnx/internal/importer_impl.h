@@ -113,6 +113,7 @@ class Importer {
     }
     assign_layers();
     find_data_values();
+    find_matmul_transposes();
     for (size_t k = 0; k < nodes_.size(); ++k) {
       const Node& n = nodes_[k];
       b_.set_layer(layers_[k]);
@@ -187,6 +188,31 @@ class Importer {
     }
     MP_RETURN_IF_ERROR(b_.status());
     return Status::ok();
+  }
+
+  // Transposes read only as the second operand of MatMuls (and not graph outputs): the product
+  // reads the untransposed value with its dims renumbered (import_matmul), so no transpose is
+  // made, and the gradient of a weight that is used as w.T (a tied LM head, keys as k.T) comes
+  // out of its dot in the weight's own layout.
+  void find_matmul_transposes() {
+    std::map<std::string, bool> only_rhs;  // Transpose output -> every reader is a MatMul rhs
+    for (const Node& n : nodes_) {
+      if (n.op_type == "Transpose" && n.domain.empty() && n.outputs.size() == 1) {
+        only_rhs[n.outputs[0]] = true;
+      }
+    }
+    for (const Node& n : nodes_) {
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        auto it = only_rhs.find(n.inputs[i]);
+        if (it != only_rhs.end() && !(n.op_type == "MatMul" && n.domain.empty() && i == 1)) {
+          it->second = false;
+        }
+      }
+    }
+    for (const ValueInfo& out : m_.graph.outputs) only_rhs.erase(out.name);
+    for (const auto& [name, ok] : only_rhs) {
+      if (ok) matmul_transposes_.insert(name);
+    }
   }
 
   void assign_layers() {
@@ -486,7 +512,13 @@ class Importer {
   std::vector<int32_t> layers_;
   std::map<std::string, Slot> slots_;
   std::map<std::string, ValueId> params_;
-  std::set<std::string> data_;  ///< values read as data (find_data_values)
+  std::set<std::string> data_;               ///< values read as data (find_data_values)
+  std::set<std::string> matmul_transposes_;  ///< find_matmul_transposes
+  struct Transposed {
+    ValueId source;
+    std::vector<int64_t> perm;
+  };
+  std::map<std::string, Transposed> transposed_;  ///< of matmul_transposes_, not made
   ImportSummary summary_;
 };
 
