@@ -6,10 +6,13 @@
 // bad jobs are refused naming why.
 #include "actors/service.h"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <string>
 
 #include "graph/builder.h"
 #include "graph/models/zoo.h"
@@ -161,8 +164,9 @@ TEST_CASE("a job waits until the devices it needs are free", "[service]") {
 }
 
 TEST_CASE("cancel stops a running job after its step and a queued one at once", "[service]") {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / "meshpipe_service_cancel").string();
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("meshpipe_service_cancel_" + std::to_string(::getpid())))
+                              .string();
   std::filesystem::remove_all(dir);
   Recorder rec;
   ServiceOptions o;
