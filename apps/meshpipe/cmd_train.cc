@@ -45,8 +45,12 @@ namespace {
 
 // Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
 
-void print_loss_scaling(const train::SessionSummary& s) {
+// Loss scaling's skipped steps and clipping's clipped ones, when the session had them.
+void print_loss_scaling(const train::SessionSummary& s, const train::JobSpec& job) {
   if (const std::string line = train::loss_scaling_line(s); !line.empty()) fmt::print("{}\n", line);
+  if (const std::string line = train::clipping_line(s, job.clip_grad_norm); !line.empty()) {
+    fmt::print("{}\n", line);
+  }
 }
 
 // A failure of the job itself (planning, building devices, a step): the code is named.
@@ -330,7 +334,7 @@ int run_listen(const TrainArgs& args, train::JobSpec job, kernels::Device device
   write_metrics_summary(args, *summary);
   print_step_time(*plan, *summary);
   if (args.breakdown) print_breakdown(*summary);
-  print_loss_scaling(*summary);
+  print_loss_scaling(*summary, job);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   (*coord)->shutdown("training finished");
@@ -443,7 +447,7 @@ int run_parallel(const TrainArgs& args, train::JobSpec job, kernels::Device devi
              summary->first_step, summary->last_step, format_seconds(summary->total_time));
   print_step_time(*plan, *summary);
   if (args.breakdown) print_breakdown(*summary);
-  print_loss_scaling(*summary);
+  print_loss_scaling(*summary, job);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   fmt::print("{}", train::peak_table(*plan, summary->peak_bytes));
   return 0;
@@ -489,7 +493,7 @@ int run_single(const TrainArgs& args, const train::JobSpec& job, kernels::Device
       l.front(), l.back(), l.size(), format_seconds(summary->total_time),
       format_count(static_cast<double>(i.parameter_count)),
       format_bytes((*single)->persistent_bytes()), format_bytes(Bytes(peak)), reserved);
-  print_loss_scaling(*summary);
+  print_loss_scaling(*summary, job);
   if (!args.save.empty()) fmt::print("checkpoint: {}\n", args.save);
   return 0;
 }

@@ -30,6 +30,15 @@ std::string loss_scaling_line(const SessionSummary& s) {
                      s.skipped_steps, s.losses.size(), s.loss_scale);
 }
 
+std::string clipping_line(const SessionSummary& s, double max_norm) {
+  if (s.grad_norms.empty()) return std::string();
+  int64_t clipped = 0;
+  for (double n : s.grad_norms) clipped += n + 1e-6 > max_norm ? 1 : 0;  // NaN: not clipped
+  return fmt::format("gradient clipping at {:g}: {} of {} steps clipped; norm {:.4g} -> {:.4g}",
+                     max_norm, clipped, s.grad_norms.size(), s.grad_norms.front(),
+                     s.grad_norms.back());
+}
+
 std::string peak_table(const planner::Plan& plan, const std::map<int32_t, int64_t>& measured) {
   std::string out = fmt::format("{:<7} {:<6} {:>14} {:>16}\n", "device", "stage", "measured peak",
                                 "predicted peak");

@@ -23,6 +23,9 @@ std::string step_line(const StepReport& r, bool is_lm);
 /// "loss scaling: N of M steps skipped on overflow; the scale is now S", or "" when the session
 /// did not scale its loss.
 std::string loss_scaling_line(const SessionSummary& s);
+/// "gradient clipping at 0.5: 18 of 20 steps clipped; norm 1.37 -> 1.27" (a step is clipped
+/// when its factor max / (norm + 1e-6) is below 1), or "" when the session has no norms.
+std::string clipping_line(const SessionSummary& s, double max_norm);
 
 std::string peak_table(const planner::Plan& plan, const std::map<int32_t, int64_t>& measured);
 

@@ -110,6 +110,7 @@ Expected<SessionSummary> run_session(StepRunner& runner, const SessionOptions& o
     summary.losses.push_back(r->loss);
     if (r->skipped) ++summary.skipped_steps;
     if (r->loss_scale > 0.0f) summary.loss_scale = r->next_loss_scale;
+    if (r->grad_norm != -1.0) summary.grad_norms.push_back(r->grad_norm);
     summary.total_time += Seconds(r->seconds);
     summary.step_seconds.push_back(r->seconds);
     summary.last_step = step;

@@ -86,6 +86,8 @@ struct SessionSummary {
   /// f16 loss scaling: steps skipped on overflow, and the scale after the last step (0: off).
   int64_t skipped_steps = 0;
   float loss_scale = 0.0f;
+  /// Clipping: each step's gradient norm before clipping (empty when clipping is off).
+  std::vector<double> grad_norms;
 };
 
 /// A step's device seconds by activity: "kernel KIND" for each op kind's kernels, then the

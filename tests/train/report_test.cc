@@ -40,5 +40,13 @@ TEST_CASE("a step line shows the loss scale and, with clipping, the gradient nor
         "1024  grad norm 0.8125");
 }
 
+TEST_CASE("the clipping line counts the steps whose factor was below 1", "[train]") {
+  SessionSummary s;
+  CHECK(clipping_line(s, 1.0).empty());  // clipping off: no norms
+  s.grad_norms = {1.5, 0.5, 1.0, 0.9999995, 2.0};
+  // 1.0 + 1e-6 > 1 clips (max / (norm + 1e-6) < 1); 0.9999995 + 1e-6 = 1.0000005 clips too.
+  CHECK(clipping_line(s, 1.0) == "gradient clipping at 1: 4 of 5 steps clipped; norm 1.5 -> 2");
+}
+
 }  // namespace
 }  // namespace meshpipe::train
