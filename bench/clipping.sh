@@ -11,14 +11,8 @@ bin=${1:-build/bin/meshpipe}
 out=${2:-bench/results/clipping.md}
 steps=30
 
-# Median step time in ms of steps 6..N of a `meshpipe train` run.
-step_ms() {
-  "$bin" train --steps "$steps" "$@" | awk '/^step / {
-      v = $6; u = $7;
-      if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "ns") v /= 1e6;
-      split($2, s, "/"); if (s[1] > 5) print v }' | sort -g |
-    awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
+# step_ms: the median step time in ms of steps 6..N of a `meshpipe train` run.
+source "$(dirname "$0")/lib.sh"
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
 
 {

@@ -12,14 +12,8 @@ steps=30
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Median step time in ms of steps 6..N of a `meshpipe train` run.
-step_ms() {
-  "$bin" train --steps "$steps" "$@" | awk '/^step / {
-      v = $6; u = $7;
-      if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "ns") v /= 1e6;
-      split($2, s, "/"); if (s[1] > 5) print v }' | sort -g |
-    awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
+# step_ms: the median step time in ms of steps 6..N of a `meshpipe train` run.
+source "$(dirname "$0")/lib.sh"
 
 {
   echo "# Runtime: step time on virtual CPU devices, simulation at 64 devices"

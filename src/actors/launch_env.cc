@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <charconv>
 #include <cstring>
 
 #include "core/files.h"
@@ -24,9 +25,10 @@ Expected<int64_t> number(const EnvLookup& env, const char* name, int64_t lo, int
   if (v == nullptr) return make_error(Errc::kInvalidArgument, "{} is not set", name);
   const std::string text(v);
   int64_t x = 0;
-  bool ok = !text.empty() && text.size() <= 18;
-  for (char c : text) ok = ok && std::isdigit(static_cast<unsigned char>(c)) != 0;
-  if (ok) x = std::stoll(text);
+  // Digits only (no sign, no spaces), the whole text.
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
+  const bool ok =
+      !text.empty() && text[0] != '-' && ec == std::errc() && end == text.data() + text.size();
   if (!ok || x < lo || x > hi) {
     return make_error(Errc::kInvalidArgument, "{}='{}' is not a whole number in [{}, {}]", name,
                       printable(text), lo, hi);

@@ -382,13 +382,22 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
     const bool update = op.phase == graph::OpPhase::kUpdate;
     if ((scaler_ || clipping) && update && !checked) {  // every gradient is computed by now
       checked = true;
+      MP_ASSIGN_OR_RETURN(const std::vector<kernels::TensorView> grads, update_gradients());
+      // With clipping, the squared norm is finite exactly when every gradient is (a square of
+      // an f32 stays far inside double's range): one pass serves both.
+      double squares = 0.0;
+      if (clipping) {
+        MP_ASSIGN_OR_RETURN(squares, kernels::sum_of_squares(ctx, grads));
+      }
       if (scaler_) {
-        MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
+        bool finite = std::isfinite(squares);
+        if (!clipping) {
+          MP_ASSIGN_OR_RETURN(finite, kernels::all_finite(ctx, grads));
+        }
         skip = !finite;
         MP_RETURN_IF_ERROR(scaler_->update(finite));
       }
       if (clipping) {
-        MP_ASSIGN_OR_RETURN(const double squares, gradient_squares(ctx));
         stats.grad_norm = std::sqrt(squares) / static_cast<double>(scale);
         if (!skip) clip = internal::clip_factor(stats.grad_norm, options_.clip_grad_norm);
       }
@@ -507,10 +516,8 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   }
 
   if (scaler_ && !evaluating_) {
-    if (!checked) {  // a graph without updates
-      MP_ASSIGN_OR_RETURN(const bool finite, gradients_finite(ctx));
-      skip = !finite;
-      MP_RETURN_IF_ERROR(scaler_->update(finite));
+    if (!checked) {  // a graph without updates: no gradient to check
+      MP_RETURN_IF_ERROR(scaler_->update(true));
     }
     stats.loss_scale = scale;
     stats.skipped = skip;
@@ -549,26 +556,17 @@ Expected<StepStats> Executor::run(const std::vector<std::pair<ValueId, HostTenso
   return stats;
 }
 
-Expected<bool> Executor::gradients_finite(const kernels::KernelContext& ctx) const {
-  std::vector<kernels::TensorView> grads;
-  for (const Op& op : graph_.ops()) {
-    if (op.phase != graph::OpPhase::kUpdate || !is_optimizer_update(op.kind)) continue;
-    if (slot_[op.inputs[1].index()] >= 0) grads.push_back(view_of(op.inputs[1]));
-  }
-  return kernels::all_finite(ctx, grads);
-}
-
-Expected<double> Executor::gradient_squares(const kernels::KernelContext& ctx) const {
+Expected<std::vector<kernels::TensorView>> Executor::update_gradients() const {
   std::vector<kernels::TensorView> grads;
   for (const Op& op : graph_.ops()) {
     if (op.phase != graph::OpPhase::kUpdate || !is_optimizer_update(op.kind)) continue;
     if (slot_[op.inputs[1].index()] < 0) {
-      return make_error(Errc::kInternal, "the gradient '{}' of the norm is not held",
+      return make_error(Errc::kInternal, "the gradient '{}' is not held before the updates",
                         graph_.value(op.inputs[1]).name);
     }
     grads.push_back(view_of(op.inputs[1]));
   }
-  return kernels::sum_of_squares(ctx, grads);
+  return grads;
 }
 
 Status Executor::restore_loss_scale(float scale, int64_t good_steps) {

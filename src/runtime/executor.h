@@ -143,9 +143,9 @@ class Executor {
   void* data_of(ValueId id) const;
   Status check_finite(const graph::Op& op, std::span<const kernels::TensorView> outputs) const;
   // Loss scaling: whether every parameter gradient of the step is finite.
-  Expected<bool> gradients_finite(const kernels::KernelContext& ctx) const;
-  // The sum of squares of the same gradients (clipping's squared norm).
-  Expected<double> gradient_squares(const kernels::KernelContext& ctx) const;
+  // The gradients the optimizer updates read (loss scaling's overflow check, clipping's norm),
+  // all held before the first update.
+  Expected<std::vector<kernels::TensorView>> update_gradients() const;
 
   graph::Graph graph_;
   ExecutorOptions options_;

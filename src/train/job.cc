@@ -542,7 +542,7 @@ Expected<double> LocalJob::validate(int64_t index) {
   if (partial_) return StepRunner::validate(index);
   MP_ASSIGN_OR_RETURN(auto mbs, validation_batches(index));
   MP_ASSIGN_OR_RETURN(runtime::RunStepResult r, run_->evaluate(mbs));
-  return step_outcome(std::move(r)).loss;
+  return r.loss;
 }
 
 Status LocalJob::save_checkpoint(const std::string& dir, const runtime::CheckpointInfo& info) {

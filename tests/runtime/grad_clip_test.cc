@@ -15,18 +15,15 @@
 
 #include "comm/transport.h"
 #include "core/rng.h"
-#include "graph/models/zoo.h"
-#include "graph/models/zoo_training.h"
 #include "kernels/backend.h"
 #include "kernels/half.h"
-#include "mesh/cluster.h"
-#include "planner/baselines.h"
-#include "planner/cost_model.h"
+#include "runtime/compact_program.h"
 #include "runtime/executor.h"
+#include "runtime/grid_plan.h"
 #include "runtime/in_process_run.h"
 #include "runtime/internal/update_agreement.h"
-#include "runtime/lower.h"
 #include "runtime/synthetic_data.h"
+#include "runtime/zoo_graph.h"
 
 namespace meshpipe::runtime {
 namespace {
@@ -128,11 +125,7 @@ TEST_CASE("the devices of a program agree on the global norm over the transport"
 // ---- training ----
 
 graph::TrainingGraph gpt(int64_t batch, const graph::OptimizerConfig& opt) {
-  auto spec = graph::models::find_model("gpt-tiny");
-  REQUIRE(spec.has_value());
-  auto tg = graph::models::zoo_training_graph(*spec, batch, opt, DType::kF32);
-  if (!tg.has_value()) FAIL(tg.status().to_string());
-  return std::move(*tg);
+  return testing::zoo_training_graph("gpt-tiny", batch, opt);
 }
 
 graph::OptimizerConfig plain_sgd() {
@@ -193,13 +186,7 @@ Run parallel(int steps, float clip, const graph::OptimizerConfig& opt, const cha
              int64_t micro_batches, const planner::GridConfig& grid, bool compact = false,
              float scale = 0.0f) {
   graph::TrainingGraph tg = gpt(8 / micro_batches, opt);
-  auto cl = mesh::cluster_preset(cluster);
-  REQUIRE(cl.has_value());
-  planner::AnalyticCostModel cost(cl->device);
-  planner::PlannerOptions po;
-  po.clustering.num_layers = 4;
-  auto plan = planner::grid_plan(tg.graph, *cl, cost, po, micro_batches, grid);
-  if (!plan.has_value()) FAIL(plan.status().to_string());
+  const planner::Plan plan = testing::grid_plan(tg.graph, micro_batches, grid, 4, cluster);
   InProcessRunOptions ro;
   ro.interpreter.clip_grad_norm = clip;
   if (scale > 0.0f) {
@@ -209,15 +196,13 @@ Run parallel(int steps, float clip, const graph::OptimizerConfig& opt, const cha
   Program program;
   Expected<std::unique_ptr<InProcessRun>> run = make_error(Errc::kInternal, "not created");
   if (compact) {
-    auto cp = lower_compact(*plan, tg.graph);
+    auto cp = lower_compact(plan, tg.graph);
     if (!cp.has_value()) FAIL(cp.status().to_string());
     program = cp->base;
     run = InProcessRun::create(std::move(*cp), tg.graph, ro);
   } else {
-    auto prog = lower(*plan, tg.graph, {});
-    if (!prog.has_value()) FAIL(prog.status().to_string());
-    program = *prog;
-    run = InProcessRun::create(std::move(*prog), tg.graph, ro);
+    program = testing::lowered(plan, tg.graph);
+    run = InProcessRun::create(program, tg.graph, ro);
   }
   if (!run.has_value()) FAIL(run.status().to_string());
   REQUIRE((*run)->initialize(kSeed).is_ok());

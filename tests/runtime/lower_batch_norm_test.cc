@@ -5,10 +5,7 @@
 #include <map>
 #include <set>
 
-#include "mesh/cluster.h"
-#include "planner/baselines.h"
-#include "planner/cost_model.h"
-#include "runtime/lower.h"
+#include "runtime/grid_plan.h"
 #include "runtime/zoo_graph.h"
 
 namespace meshpipe::runtime {
@@ -16,22 +13,8 @@ namespace {
 
 using Mode = planner::ShardingOptions::ParameterMode;
 
-planner::Plan grid_plan(const graph::Graph& g, int64_t micro_batches, planner::GridConfig grid) {
-  auto cl = mesh::cluster_preset("cpu:1x4");
-  REQUIRE(cl.has_value());
-  planner::AnalyticCostModel cost(cl->device);
-  planner::PlannerOptions po;
-  po.clustering.num_layers = 4;
-  auto p = planner::grid_plan(g, *cl, cost, po, micro_batches, grid);
-  if (!p.has_value()) FAIL(p.status().to_string());
-  return *p;
-}
-
-Program lowered(const planner::Plan& plan, const graph::Graph& g) {
-  auto prog = lower(plan, g, {});
-  if (!prog.has_value()) FAIL(prog.status().to_string());
-  return std::move(*prog);
-}
+using testing::grid_plan;
+using testing::lowered;
 
 graph::OptimizerConfig sgd_momentum() {
   graph::OptimizerConfig opt;

@@ -12,9 +12,7 @@
 
 #include "comm/transport.h"
 #include "graph/autodiff.h"
-#include "mesh/cluster.h"
-#include "planner/baselines.h"
-#include "planner/cost_model.h"
+#include "runtime/grid_plan.h"
 #include "runtime/zoo_graph.h"
 
 namespace meshpipe::runtime {
@@ -25,23 +23,8 @@ using Task = std::pair<Phase, int32_t>;
 constexpr Phase F = Phase::kForward;
 constexpr Phase B = Phase::kBackward;
 
-planner::Plan grid_plan(const graph::Graph& g, int64_t micro_batches, planner::GridConfig grid,
-                        int32_t layers = 4) {
-  auto cl = mesh::cluster_preset("cpu:1x4");
-  REQUIRE(cl.has_value());
-  planner::AnalyticCostModel cost(cl->device);
-  planner::PlannerOptions po;
-  po.clustering.num_layers = layers;
-  auto p = planner::grid_plan(g, *cl, cost, po, micro_batches, grid);
-  if (!p.has_value()) FAIL(p.status().to_string());
-  return *p;
-}
-
-Program lowered(const planner::Plan& plan, const graph::Graph& g, const LowerOptions& o = {}) {
-  auto prog = lower(plan, g, o);
-  if (!prog.has_value()) FAIL(prog.status().to_string());
-  return std::move(*prog);
-}
+using testing::grid_plan;
+using testing::lowered;
 
 bool is_update(graph::OpKind k) {
   return k == graph::OpKind::kSgdUpdate || k == graph::OpKind::kSgdMomentumUpdate ||

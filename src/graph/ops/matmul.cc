@@ -1,6 +1,6 @@
 // The dot (a batched matmul with any batch and contracting dims): shapes from
 // core/op_geometry.h, 2 FLOPs per multiply-add, and the gradients as dots plus transposes (none
-// for a weight that contracts its last dim: rhs_grad_in_place).
+// for a weight that contracts its last dim: rhs_grad).
 #include <algorithm>
 #include <numeric>
 
@@ -71,91 +71,67 @@ ValueId lhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
   return e.transpose(raw, perm, "grad_lhs_t");
 }
 
-// g_b = dot(dy, a) contracting dy's a-free dims with a's free dims, when its dims
-// [batch, b free, a's contracting dims in ascending a order] are b's layout (a weight that
-// contracts its last dim, as a tied LM head or attention's keys): the gradient comes out with
-// no transpose, so a partial sum of it (a split batch) stays partial until it is resolved,
-// once per step for an accumulated gradient. Empty when another layout comes out.
-ValueId rhs_grad_in_place(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
-  const DotDims& d = op.attrs.dot;
-  const Shape sa = g.value(op.inputs[0]).shape;
-  const Shape sb = g.value(op.inputs[1]).shape;
-  const std::vector<int64_t> a_free = dot_free_dims(sa.rank(), d.lhs_batch, d.lhs_contract);
-  const std::vector<int64_t> b_free = dot_free_dims(sb.rank(), d.rhs_batch, d.rhs_contract);
+// Where each dim of b comes from in a product whose dims are [batch, then b's free dims and a's
+// contracting dims (ascending in a: `a_rest`), b's free dims first when `free_first`].
+std::vector<int64_t> rhs_source_dims(const DotDims& d, int64_t b_rank,
+                                     const std::vector<int64_t>& b_free,
+                                     const std::vector<int64_t>& a_rest, bool free_first) {
   const auto nb = static_cast<int64_t>(d.lhs_batch.size());
-  const auto na = static_cast<int64_t>(a_free.size());
   const auto nf = static_cast<int64_t>(b_free.size());
-  // a's contracting dims in ascending a order: the product's last dims.
-  std::vector<int64_t> a_rest = d.lhs_contract;
-  std::sort(a_rest.begin(), a_rest.end());
-  for (int64_t bd = 0; bd < sb.rank(); ++bd) {
+  const auto nc = static_cast<int64_t>(a_rest.size());
+  std::vector<int64_t> perm(static_cast<size_t>(b_rank));
+  for (int64_t bd = 0; bd < b_rank; ++bd) {
     const int64_t bi = index_of(d.rhs_batch, bd);
     const int64_t fi = index_of(b_free, bd);
-    const int64_t ci = index_of(d.rhs_contract, bd);
     int64_t src = 0;
     if (bi < nb) {
       src = bi;
     } else if (fi < nf) {
-      src = nb + fi;
+      src = nb + (free_first ? 0 : nc) + fi;
     } else {
-      src = nb + nf + index_of(a_rest, d.lhs_contract[static_cast<size_t>(ci)]);
+      const int64_t ci = index_of(d.rhs_contract, bd);
+      src = nb + (free_first ? nf : 0) + index_of(a_rest, d.lhs_contract[static_cast<size_t>(ci)]);
     }
-    if (src != bd) return ValueId();
+    perm[static_cast<size_t>(bd)] = src;
   }
-  // The batch dims of a in the order of dy's (d.lhs_batch), as must be for a's free dims.
-  DotDims gd;
-  gd.lhs_batch.resize(static_cast<size_t>(nb));
-  std::iota(gd.lhs_batch.begin(), gd.lhs_batch.end(), 0);
-  gd.rhs_batch = d.lhs_batch;
-  for (int64_t i = 0; i < na; ++i) {
-    gd.lhs_contract.push_back(nb + i);
-    gd.rhs_contract.push_back(a_free[static_cast<size_t>(i)]);
-  }
-  OpAttrs attrs;
-  attrs.dot = gd;
-  return e.emit1(K::kDot, {dy, op.inputs[0]}, attrs, "grad_rhs");
+  return perm;
 }
 
-// g_b = dot(a, dy) contracting a's free dims with dy's a-free dims, then a transpose back to
-// b's layout. The raw product's dims: [batch, a's contracting dims in ascending a order, b free].
+// g_b = dot(dy, a) contracting dy's a-free dims with a's free dims when its dims [batch, b free,
+// a's contracting dims] are b's layout (a weight that contracts its last dim, as a tied LM
+// head or attention's keys): the gradient comes out with no transpose, so a partial sum of it
+// (a split batch) stays partial until it is resolved, once per step for an accumulated
+// gradient. Otherwise g_b = dot(a, dy) contracting a's free dims with dy's a-free dims, then a
+// transpose back to b's layout from [batch, a's contracting dims, b free].
 ValueId rhs_grad(GradEmitter& e, const Graph& g, const Op& op, ValueId dy) {
-  if (const ValueId in_place = rhs_grad_in_place(e, g, op, dy); in_place.is_valid())
-    return in_place;
   const DotDims& d = op.attrs.dot;
   const Shape sa = g.value(op.inputs[0]).shape;
   const Shape sb = g.value(op.inputs[1]).shape;
   const std::vector<int64_t> a_free = dot_free_dims(sa.rank(), d.lhs_batch, d.lhs_contract);
   const std::vector<int64_t> b_free = dot_free_dims(sb.rank(), d.rhs_batch, d.rhs_contract);
-  const int64_t nb = static_cast<int64_t>(d.lhs_batch.size());
-  DotDims gb;
-  gb.lhs_batch = d.lhs_batch;
-  gb.rhs_batch.resize(static_cast<size_t>(nb));
-  std::iota(gb.rhs_batch.begin(), gb.rhs_batch.end(), 0);
-  for (size_t i = 0; i < a_free.size(); ++i) {
-    gb.lhs_contract.push_back(a_free[i]);
-    gb.rhs_contract.push_back(nb + static_cast<int64_t>(i));
+  std::vector<int64_t> a_rest = d.lhs_contract;  // the products' dims from a, ascending in a
+  std::sort(a_rest.begin(), a_rest.end());
+  const auto nb = static_cast<int64_t>(d.lhs_batch.size());
+  const std::vector<int64_t> swapped = rhs_source_dims(d, sb.rank(), b_free, a_rest, true);
+  std::vector<int64_t> identity(swapped.size());
+  std::iota(identity.begin(), identity.end(), 0);
+  const bool in_place = swapped == identity;
+  // dy's dims: [batch (in a's lhs_batch order), a free, b free].
+  DotDims gd;
+  std::vector<int64_t> dy_batch(static_cast<size_t>(nb));
+  std::iota(dy_batch.begin(), dy_batch.end(), 0);
+  std::vector<int64_t> dy_a_free;
+  for (size_t i = 0; i < a_free.size(); ++i) dy_a_free.push_back(nb + static_cast<int64_t>(i));
+  if (in_place) {
+    gd = DotDims{dy_batch, d.lhs_batch, dy_a_free, a_free};
+  } else {
+    gd = DotDims{d.lhs_batch, dy_batch, a_free, dy_a_free};
   }
   OpAttrs attrs;
-  attrs.dot = gb;
+  attrs.dot = gd;
+  if (in_place) return e.emit1(K::kDot, {dy, op.inputs[0]}, attrs, "grad_rhs");
   const ValueId raw = e.emit1(K::kDot, {op.inputs[0], dy}, attrs, "grad_rhs");
-  const std::vector<int64_t> a_rest = dot_free_dims(sa.rank(), gb.lhs_batch, gb.lhs_contract);
-  const int64_t nc = static_cast<int64_t>(a_rest.size());
-  std::vector<int64_t> perm(static_cast<size_t>(sb.rank()));
-  for (int64_t bd = 0; bd < sb.rank(); ++bd) {
-    const int64_t bi = index_of(d.rhs_batch, bd);
-    const int64_t fi = index_of(b_free, bd);
-    const int64_t ci = index_of(d.rhs_contract, bd);
-    int64_t src = 0;
-    if (bi < nb) {
-      src = bi;
-    } else if (fi < static_cast<int64_t>(b_free.size())) {
-      src = nb + nc + fi;
-    } else {
-      src = nb + index_of(a_rest, d.lhs_contract[static_cast<size_t>(ci)]);
-    }
-    perm[static_cast<size_t>(bd)] = src;
-  }
-  return e.transpose(raw, perm, "grad_rhs_t");
+  return e.transpose(raw, rhs_source_dims(d, sb.rank(), b_free, a_rest, false), "grad_rhs_t");
 }
 
 std::vector<ValueId> grad_dot(GradEmitter& e, const Graph& g, const Op& op,
