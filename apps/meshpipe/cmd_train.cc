@@ -43,8 +43,6 @@
 namespace meshpipe::cli {
 namespace {
 
-// Refuses an empty value ("--save ''" would otherwise mean "do not save", silently).
-
 // Loss scaling's skipped steps and clipping's clipped ones, when the session had them.
 void print_loss_scaling(const train::SessionSummary& s, const train::JobSpec& job) {
   if (const std::string line = train::loss_scaling_line(s); !line.empty()) fmt::print("{}\n", line);
@@ -92,8 +90,7 @@ train::SessionOptions session_options(const TrainArgs& args, const train::JobSpe
     std::fflush(stdout);
     if (log == nullptr) return;
     // The step's own rate: the schedule's factor times the base (as the kernels compute it).
-    const float step_lr =
-        schedule.constant() ? lr : lr * static_cast<float>(schedule.factor(r.step));
+    const float step_lr = lr * static_cast<float>(schedule.factor(r.step));
     if (Status s = log->write_step(r, step_lr); !s.is_ok() && !*warned) {
       *warned = true;  // training goes on; the file stops where it failed
       fmt::print(stderr, "warning: {}\n", printable(s.message()));
@@ -162,11 +159,6 @@ Expected<actors::Secret> listen_secret(const TrainArgs& args) {
   return secret;
 }
 
-// The driver of a multi-process job: publish the coordinator behind its gate, wait for the
-// nodes, form the cluster from their reports, plan, start the job on every node and run the
-// session.
-// The plan's predicted step time beside the measured median (the first step, which warms up
-// buffers and threads, left out when there are others).
 // The summary line of --metrics (a failed write is a warning: the run itself succeeded).
 void write_metrics_summary(const TrainArgs& args, const train::SessionSummary& s) {
   if (!args.metrics_log) return;
@@ -175,6 +167,8 @@ void write_metrics_summary(const TrainArgs& args, const train::SessionSummary& s
   }
 }
 
+// The plan's predicted step time beside the measured median (the first step, which warms up
+// buffers and threads, left out when there are others).
 void print_step_time(const planner::Plan& plan, const train::SessionSummary& s) {
   std::vector<double> t = s.step_seconds;
   if (t.empty()) return;
@@ -223,6 +217,9 @@ void print_breakdown(const train::SessionSummary& s) {
              step > 0 ? 100.0 * total / step : 0.0);
 }
 
+// The driver of a multi-process job: publish the coordinator behind its gate, wait for the
+// nodes, form the cluster from their reports, plan, start the job on every node and run the
+// session.
 int run_listen(const TrainArgs& args, train::JobSpec job, kernels::Device device) {
   if (args.collectives == "in-process") {
     return fail(make_error(Errc::kInvalidArgument,
@@ -748,17 +745,22 @@ void add_train_command(CLI::App& app, int& exit_code) {
   cmd->callback([args, cmd, &exit_code] {
     args->lr_given = cmd->count("--lr") > 0;
     args->precision_given = cmd->count("--precision") > 0;
+    // Ranks other than 0 become nodes here (they write no metrics).
+    if (const int rc = apply_launcher(*args); rc >= 0) {
+      exit_code = rc;
+      return;
+    }
     if (!args->metrics.empty()) {
-      auto log = train::MetricsLog::open(args->metrics);
+      auto log = train::MetricsLog::open(args->metrics, {{"--data", args->data},
+                                                         {"--model-file", args->model_file.file},
+                                                         {"--plan", args->plan},
+                                                         {"--profile", args->profile},
+                                                         {"--cluster", args->cluster}});
       if (!log.has_value()) {
         exit_code = fail(log.status());
         return;
       }
       args->metrics_log = std::make_shared<train::MetricsLog>(std::move(*log));
-    }
-    if (const int rc = apply_launcher(*args); rc >= 0) {
-      exit_code = rc;
-      return;
     }
     exit_code = run_train(*args);
   });

@@ -195,12 +195,16 @@ Expected<std::unique_ptr<TokenData>> TokenData::open(const std::string& path, co
                       d->info_.tokens, options.validation ? "validation" : "training", t + 1, t,
                       options.validation && all > 1 ? "; raise --val-fraction" : "");
   }
-  // Every token below what reads it (the embedding's rows, the loss's classes), read in chunks.
+  // Every token below what reads it (the embedding's rows, the loss's classes), read in chunks:
+  // the whole file for the training split (a file is refused whole), the split's own tokens for
+  // the validation one (opened after the training split, which has checked them already).
   const int64_t bound = std::min(index_bound(g, d->tokens_id_), index_bound(g, d->labels_id_));
   std::vector<int64_t> chunk;
   constexpr int64_t kChunk = int64_t{1} << 20;
-  for (int64_t k0 = 0; k0 < d->info_.tokens; k0 += kChunk) {
-    const int64_t n = std::min(kChunk, d->info_.tokens - k0);
+  const int64_t scan_end =
+      options.validation ? d->first_token_ + d->windows_ * t + 1 : d->info_.tokens;
+  for (int64_t k0 = options.validation ? d->first_token_ : 0; k0 < scan_end; k0 += kChunk) {
+    const int64_t n = std::min(kChunk, scan_end - k0);
     MP_RETURN_IF_ERROR(d->read_tokens(k0, n, &chunk));
     for (int64_t k = 0; k < n; ++k) {
       if (chunk[static_cast<size_t>(k)] >= bound) {

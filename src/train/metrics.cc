@@ -13,7 +13,8 @@
 
 namespace meshpipe::train {
 
-Expected<MetricsLog> MetricsLog::open(const std::string& path) {
+Expected<MetricsLog> MetricsLog::open(
+    const std::string& path, const std::vector<std::pair<std::string, std::string>>& inputs) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
     return make_error(Errc::kInvalidArgument,
@@ -29,6 +30,21 @@ Expected<MetricsLog> MetricsLog::open(const std::string& path) {
   MetricsLog log;
   log.path_ = path;
   log.fd_.reset(fd);
+  struct stat mine {};
+  if (::fstat(fd, &mine) != 0) {
+    return make_error(Errc::kIo, "cannot write the metrics file '{}': {}", printable(path),
+                      std::strerror(errno));
+  }
+  for (const auto& [what, input] : inputs) {
+    struct stat in {};
+    if (!input.empty() && ::stat(input.c_str(), &in) == 0 && in.st_dev == mine.st_dev &&
+        in.st_ino == mine.st_ino) {
+      return make_error(Errc::kInvalidArgument,
+                        "the metrics file '{}' is the file of {} ('{}'): writing the metrics "
+                        "would overwrite it",
+                        printable(path), what, printable(input));
+    }
+  }
   return log;
 }
 

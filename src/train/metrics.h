@@ -3,6 +3,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/files.h"
 #include "core/status.h"
@@ -12,10 +14,13 @@ namespace meshpipe::train {
 
 /// A metrics file open for writing. The file is created, or replaced at the first line written
 /// (a run that fails before its first step leaves an older file as it was); only a regular
-/// file: a directory, FIFO, device or symbolic link at the path is refused.
+/// file: a directory, FIFO, device or symbolic link at the path is refused, and so is a file
+/// the run reads: each of `inputs` (what it is, its path: "--data", "data.bin") that is the same
+/// file (the same inode, through any name or hard link) would be overwritten.
 class MetricsLog {
  public:
-  static Expected<MetricsLog> open(const std::string& path);
+  static Expected<MetricsLog> open(
+      const std::string& path, const std::vector<std::pair<std::string, std::string>>& inputs = {});
 
   /// {"event": "step", "step": 3, "loss": 4.150390625, "lr": 0.001, "step_time_s": 0.0128,
   ///  "predicted_step_time_s": 0.0117 (when set), "samples_per_s": ..., "tokens_per_s": ...,

@@ -110,6 +110,18 @@ TEST_CASE("token files that do not fit the model or lie about themselves are nam
   tokens[29] = 7;  // the vocabulary is 7
   CHECK(error_of(write_tokens("vocab", tokens, 1)).find("token 29 is 7, outside") !=
         std::string::npos);
+  // In the validation window (tokens 37..41 of 42 at T = 4): the training split refuses the
+  // file, and the validation split finds it in its own window.
+  tokens.assign(42, 1);
+  tokens[38] = 7;
+  const std::string val_bad = write_tokens("vocab_val", tokens, 1);
+  CHECK(error_of(val_bad).find("token 38 is 7, outside") != std::string::npos);
+  TokenDataOptions vo;
+  vo.validation = true;
+  auto v = TokenData::open(val_bad, fg.graph, fg.inputs, vo);
+  REQUIRE_FALSE(v.has_value());
+  INFO(v.status().to_string());
+  CHECK(v.status().message().find("token 38 is 7, outside") != std::string::npos);
   CHECK(
       error_of(write_tokens("short", std::vector<uint32_t>(4, 1), 1)).find("no training window") !=
       std::string::npos);

@@ -5,6 +5,7 @@
 #include "train/model_source.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -213,6 +214,20 @@ TEST_CASE("the metrics file: a JSON line per step and a summary, doubles read ba
   auto f = MetricsLog::open(fifo);
   REQUIRE_FALSE(f.has_value());
   CHECK(f.status().message().find("not a regular file") != std::string::npos);
+  // A file the run reads, under its own name or a hard link, is not overwritten.
+  const std::string data = (dir / "data.bin").string();
+  { std::ofstream(data) << "tokens"; }
+  const std::string link = (dir / "link.bin").string();
+  REQUIRE(::link(data.c_str(), link.c_str()) == 0);
+  for (const std::string& p : {data, link}) {
+    auto same = MetricsLog::open(p, {{"--plan", path}, {"--data", data}});
+    REQUIRE_FALSE(same.has_value());
+    CHECK(same.status().message().find("is the file of --data") != std::string::npos);
+  }
+  std::ifstream kept(data);
+  std::getline(kept, line);
+  CHECK(line == "tokens");
+  CHECK(MetricsLog::open(path, {{"--data", data}, {"--plan", ""}}).has_value());
 }
 
 }  // namespace
