@@ -45,11 +45,12 @@ struct TokenDataOptions {
 
 class TokenData final : public BatchSource {
  public:
-  /// Maps `path` and checks it against the graph's inputs: a tokens input [B, T] (integer) and
-  /// a labels input of B x T integers (named tokens/labels, or found by the graph's structure as
-  /// synthetic data finds them); every token below the rows of the embeddings and the classes
-  /// of the loss that read them (the whole file for the training split, its own windows for the
-  /// validation split); at least one window in the split. Errors name the file.
+  /// Opens `path` (read with pread, never mapped) and checks it against the graph's inputs: a
+  /// tokens input [B, T] (integer) and a labels input of B x T integers (named tokens/labels, or
+  /// found by the graph's structure as synthetic data finds them); every token below the rows of
+  /// the embeddings and the classes of the loss that read them (the whole file for the training
+  /// split, its own windows for the validation split); at least one window in the split. Errors
+  /// name the file.
   static Expected<std::unique_ptr<TokenData>> open(const std::string& path, const graph::Graph& g,
                                                    const std::vector<ValueId>& inputs,
                                                    const TokenDataOptions& options = {});
